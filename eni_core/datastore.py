@@ -1,0 +1,162 @@
+"""The ipamd's datastore: a node's ENIs, bound IPs and pod allocations, checkpointed atomically.
+
+Like the AWS VPC CNI's datastore, every change is written (temp file, fsync, rename) before the ipamd
+answers, and rolled back in memory when the write fails, so memory and disk never disagree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Protocol
+
+from eni_core.model import Eni
+
+__all__ = ["Allocation", "Datastore", "FileCheckpoint", "MemoryCheckpoint"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Allocation:
+    pod: str
+    ip: IPv4Address
+    eni_id: str
+
+
+class Checkpoint(Protocol):
+    def save(self, data: dict) -> None: ...
+
+    def load(self) -> dict | None: ...
+
+
+class MemoryCheckpoint:
+    """No persistence (the simulator's many nodes live and die with the process)."""
+
+    persistent = False
+
+    def save(self, data: dict) -> None:
+        return None
+
+    def load(self) -> dict | None:
+        return None
+
+
+class FileCheckpoint:
+    """A JSON file replaced atomically: write a temp file beside it, fsync, rename, fsync the folder."""
+
+    persistent = True
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def load(self) -> dict | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        data = json.loads(text)
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: checkpoint format {data.get('version')} is not {FORMAT_VERSION}")
+        return data
+
+
+class Datastore:
+    """A node's ENIs (oldest first), which pod holds which IP, and the pool's timers."""
+
+    def __init__(self, node: str, checkpoint: Checkpoint | None = None) -> None:
+        self.node = node
+        self.checkpoint = checkpoint or MemoryCheckpoint()
+        self.enis: dict[str, Eni] = {}
+        self.pods: dict[str, Allocation] = {}
+        self.release_due: float | None = None
+        self.next_seq = 0
+        self._committed: dict | None = None
+
+    # -- mutations (callers commit) -----------------------------------------------------------------
+    def add_eni(self, eni: Eni) -> None:
+        self.enis[eni.id] = eni
+        self.next_seq = max(self.next_seq, eni.seq + 1)
+
+    def allocate(self, pod: str, eni: Eni, ip: IPv4Address) -> Allocation:
+        eni.assign(ip, pod)
+        alloc = Allocation(pod, ip, eni.id)
+        self.pods[pod] = alloc
+        return alloc
+
+    def free(self, pod: str) -> Allocation | None:
+        alloc = self.pods.pop(pod, None)
+        if alloc is not None:
+            self.enis[alloc.eni_id].unassign(alloc.ip)
+        return alloc
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Write the checkpoint; on failure restore the last committed state and re-raise."""
+        if not getattr(self.checkpoint, "persistent", True):
+            return
+        data = self.to_dict()
+        try:
+            self.checkpoint.save(data)
+        except BaseException:
+            if self._committed is not None:
+                self._load_dict(self._committed)
+            raise
+        self._committed = data
+
+    def restore(self) -> bool:
+        data = self.checkpoint.load()
+        if data is None:
+            return False
+        self._load_dict(data)
+        self._committed = data
+        return True
+
+    def to_dict(self) -> dict:
+        return {
+            "version": FORMAT_VERSION,
+            "node": self.node,
+            "release_due": self.release_due,
+            "next_seq": self.next_seq,
+            "enis": [
+                {"id": e.id, "subnet": e.subnet_id, "mac": e.mac, "primary_ip": str(e.primary_ip),
+                 "device_index": e.device_index, "seq": e.seq,
+                 "ips": [[str(ip), pod] for ip, pod in e.ips.items()]}
+                for e in self.enis.values()
+            ],
+        }
+
+    def _load_dict(self, data: dict) -> None:
+        self.enis = {}
+        self.pods = {}
+        self.release_due = data["release_due"]
+        self.next_seq = data["next_seq"]
+        for d in data["enis"]:
+            eni = Eni(d["id"], d["subnet"], d["mac"], IPv4Address(d["primary_ip"]), d["device_index"], d["seq"])
+            for ip_s, pod in d["ips"]:
+                ip = IPv4Address(ip_s)
+                eni.bind(ip)
+                if pod is not None:
+                    self.allocate(pod, eni, ip)
+            self.enis[eni.id] = eni

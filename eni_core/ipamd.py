@@ -1,0 +1,318 @@
+"""The node's IP address management daemon: runs the pool policy through the VPC API.
+
+The policy (`eni_core.pool`) decides; the ipamd executes, retries what the cloud throttles, backs off
+what keeps failing, checkpoints its datastore before it answers, and on restart reconciles what it
+remembers with what the VPC says.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from eni_core import pool
+from eni_core.clock import Clock
+from eni_core.datastore import Allocation, Datastore
+from eni_core.model import Eni, NodeLimits, PoolConfig
+from eni_core.ports import EniRecord, VpcApi, VpcError
+
+__all__ = ["Ipamd", "RecoveryReport", "RetryPolicy"]
+
+EventSink = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retryable cloud errors are tried `attempts` times, `base` seconds apart, doubling; after that the
+    ipamd backs off (doubling from `base`, at most `max_backoff`) before it tries that work again."""
+
+    attempts: int = 3
+    base: float = 0.1
+    max_backoff: float = 30.0
+    shortfall_poll: float = 30.0
+
+
+@dataclass
+class RecoveryReport:
+    adopted_enis: list[str] = field(default_factory=list)
+    deleted_enis: list[str] = field(default_factory=list)
+    adopted_ips: list[str] = field(default_factory=list)
+    dropped_ips: list[str] = field(default_factory=list)
+    rebound_ips: list[str] = field(default_factory=list)
+    lost_pods: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return dict(self.__dict__)
+
+
+class Ipamd:
+    """One node's ipamd."""
+
+    def __init__(
+        self,
+        node: str,
+        *,
+        vpc: VpcApi,
+        limits: NodeLimits,
+        subnets: Sequence[str],
+        config: PoolConfig,
+        clock: Clock,
+        store: Datastore | None = None,
+        seed: int | str = 0,
+        events: EventSink | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.node = node
+        self.vpc = vpc
+        self.limits = limits
+        self.subnets = list(subnets)
+        self.config = config
+        self.clock = clock
+        self.store = store or Datastore(node)
+        self.retry = retry or RetryPolicy()
+        self.rng = random.Random(f"{seed}:{node}")
+        self._events = events
+        self.shortfall: str | None = None
+        self.backoff_until: float | None = None
+        self.poll_at: float | None = None
+        self._failures = 0
+        self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
+
+    # -- views -------------------------------------------------------------------------------------
+    @property
+    def enis(self) -> list[Eni]:
+        return list(self.store.enis.values())
+
+    @property
+    def bound(self) -> int:
+        return sum(len(e.ips) for e in self.store.enis.values())
+
+    @property
+    def allocatable(self) -> int:
+        """`tke.cloud.tencent.com/eni-ip` allocatable: the IPs bound to the node."""
+        return self.bound
+
+    @property
+    def capacity(self) -> int:
+        """`tke.cloud.tencent.com/eni-ip` capacity: the most IPs the node can bind."""
+        return self.limits.max_bindable
+
+    @property
+    def pods(self) -> int:
+        return len(self.store.pods)
+
+    def deadline(self) -> float | None:
+        """When the ipamd next has timed work (a release, a retry after back-off, a subnet poll)."""
+        times = [t for t in (self.store.release_due, self.backoff_until, self.poll_at) if t is not None]
+        return min(times) if times else None
+
+    # -- pods ---------------------------------------------------------------------------------------
+    def assign(self, pod: str) -> Allocation | None:
+        """An IP for `pod` from the pool (the same one if it has one already); None if none is idle."""
+        if pod in self.store.pods:
+            return self.store.pods[pod]
+        choice = pool.choose_pod_ip(self.enis, self.rng)
+        if choice is None:
+            return None
+        eni, ip = choice
+        alloc = self.store.allocate(pod, eni, ip)
+        self.store.commit()
+        return alloc
+
+    def release(self, pod: str) -> Allocation | None:
+        """Return a deleted pod's IP to the node's pool (not to the VPC)."""
+        alloc = self.store.free(pod)
+        if alloc is not None:
+            self.store.commit()
+        return alloc
+
+    def lookup(self, pod: str) -> Allocation | None:
+        return self.store.pods.get(pod)
+
+    # -- the pool -----------------------------------------------------------------------------------
+    def reconcile(self) -> bool:
+        """Plan once and carry the plan out. True if the pool changed (call again until False)."""
+        now = self.clock.now()
+        if self.backoff_until is not None:
+            if now < self.backoff_until:
+                return False
+            self.backoff_until = None
+        if self.poll_at is not None and now >= self.poll_at:
+            self.poll_at = None
+        plan = pool.plan(
+            self.enis,
+            pods=self.pods,
+            node_subnets=self.subnets,
+            subnet_free=lambda: self._call(self.vpc.describe_subnets, self.subnets),
+            limits=self.limits,
+            config=self.config,
+            release_due=self.store.release_due,
+            now=now,
+        )
+        if plan.release_due != self.store.release_due:
+            self.store.release_due = plan.release_due
+            self.store.commit()
+        changed = False
+        try:
+            for action in plan.actions:
+                changed |= self._execute(action)
+        except VpcError as err:
+            self._back_off(f"{type(err).__name__}: {err.message}")
+            return changed
+        self._failures = 0
+        self._set_shortfall(plan.shortfall)
+        if plan.shortfall and not changed:
+            self.poll_at = now + self.retry.shortfall_poll
+        return changed
+
+    def _execute(self, action: pool.Action) -> bool:
+        if isinstance(action, pool.BindIps):
+            return self._bind(self.store.enis[action.eni_id], action.count)
+        if isinstance(action, pool.CreateEni):
+            eni = self._create_eni(action.subnet_id)
+            self._bind(eni, action.count)
+            return True
+        if isinstance(action, pool.ReleaseIps):
+            self._call(self.vpc.unassign_private_ips, action.eni_id, action.ips)
+            eni = self.store.enis[action.eni_id]
+            for ip in action.ips:
+                eni.unbind(ip)
+            self.store.commit()
+            return True
+        if isinstance(action, pool.DeleteEni):
+            self._delete_eni(self.store.enis[action.eni_id])
+            return True
+        raise TypeError(f"unknown action {action!r}")
+
+    def _bind(self, eni: Eni, count: int) -> bool:
+        for ip in self._call(self.vpc.assign_private_ips, eni.id, count):
+            eni.bind(ip)
+        self.store.commit()
+        return True
+
+    def _create_eni(self, subnet_id: str) -> Eni:
+        record = self._call(self.vpc.create_eni, self.node, subnet_id)
+        try:
+            record = self._call(self.vpc.attach_eni, record.id, self.node)
+        except VpcError:
+            self._try(self.vpc.delete_eni, record.id)
+            raise
+        eni = self._adopt_record(record)
+        self.store.commit()
+        return eni
+
+    def _adopt_record(self, record: EniRecord) -> Eni:
+        eni = Eni(record.id, record.subnet_id, record.mac, record.primary_ip, record.device_index or 0,
+                  self.store.next_seq)
+        for ip in record.ips:
+            eni.bind(ip)
+        self.store.add_eni(eni)
+        for listener in self.listeners:
+            listener("attached", eni)
+        return eni
+
+    def _delete_eni(self, eni: Eni) -> None:
+        self._call(self.vpc.detach_eni, eni.id)
+        del self.store.enis[eni.id]
+        self.store.commit()
+        for listener in self.listeners:
+            listener("detached", eni)
+        self._try(self.vpc.delete_eni, eni.id)  # if this fails, recovery finds the tagged orphan
+
+    def shutdown(self) -> None:
+        """The node is going away: unbind every IP and delete every ENI (pods must be gone first)."""
+        for pod in list(self.store.pods):
+            self.store.free(pod)
+        for eni in self.enis:
+            if eni.ips:
+                self._call(self.vpc.unassign_private_ips, eni.id, tuple(eni.ips))
+                eni.ips.clear()
+            self._delete_eni(eni)
+        self.store.release_due = None
+        self.store.commit()
+
+    # -- cloud calls --------------------------------------------------------------------------------
+    def _call(self, fn, *args):
+        delay = self.retry.base
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return fn(*args)
+            except VpcError as err:
+                if not err.retryable or attempt == self.retry.attempts:
+                    raise
+                self.clock.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _try(self, fn, *args) -> bool:
+        try:
+            self._call(fn, *args)
+        except VpcError:
+            return False
+        return True
+
+    def _back_off(self, why: str) -> None:
+        self._failures += 1
+        wait = min(self.retry.base * 2 ** self._failures, self.retry.max_backoff)
+        self.backoff_until = self.clock.now() + wait
+        self._emit({"kind": "backoff", "node": self.node, "seconds": wait, "reason": why})
+
+    def _set_shortfall(self, shortfall: str | None) -> None:
+        if shortfall != self.shortfall:
+            self.shortfall = shortfall
+            self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall",
+                        "status": shortfall is not None, "message": shortfall or "the pool is within bounds"})
+
+    def _emit(self, event: dict) -> None:
+        if self._events is not None:
+            self._events({"t": self.clock.now(), **event})
+
+    # -- restart ------------------------------------------------------------------------------------
+    def recover(self) -> RecoveryReport:
+        """Load the checkpoint and reconcile it with the VPC: adopt what the VPC has bound to this node
+        that the checkpoint missed, delete ENIs created for it but never attached, keep every pod's IP."""
+        report = RecoveryReport()
+        self.store.restore()
+        records = {r.id: r for r in self._call(self.vpc.describe_enis, self.node)}
+        for rec in records.values():
+            if rec.attached_to is None:
+                # Created for this node, never attached (a crash between create and attach): a leak.
+                if self._try(self.vpc.delete_eni, rec.id):
+                    report.deleted_enis.append(rec.id)
+                continue
+            if rec.attached_to != self.node:
+                continue
+            if rec.id not in self.store.enis:
+                self._adopt_record(rec)
+                report.adopted_enis.append(rec.id)
+                report.adopted_ips += [str(ip) for ip in rec.ips]
+                continue
+            eni = self.store.enis[rec.id]
+            eni.device_index = rec.device_index or eni.device_index
+            in_vpc = set(rec.ips)
+            for ip in rec.ips:
+                if ip not in eni.ips:
+                    eni.bind(ip)
+                    report.adopted_ips.append(str(ip))
+            for ip, pod in list(eni.ips.items()):
+                if ip in in_vpc:
+                    continue
+                if pod is None:
+                    eni.unbind(ip)
+                    report.dropped_ips.append(str(ip))
+                elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
+                    report.rebound_ips.append(str(ip))
+                else:
+                    self.store.free(pod)
+                    eni.unbind(ip)
+                    report.lost_pods.append(pod)
+        for eni_id in [e for e in self.store.enis if e not in records or
+                       records[e].attached_to != self.node]:
+            eni = self.store.enis.pop(eni_id)
+            for pod in [p for p in eni.ips.values() if p is not None]:
+                self.store.pods.pop(pod, None)
+                report.lost_pods.append(pod)
+        self.store.commit()
+        self._emit({"kind": "recovered", "node": self.node, **report.to_dict()})
+        return report

@@ -1,0 +1,106 @@
+"""Data model of the shared-ENI mode: subnets, ENIs and their secondary IPs, node limits, pool config."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+__all__ = ["Eni", "NodeLimits", "PoolConfig", "Subnet", "eni_table"]
+
+ROUTE_TABLE_OFFSET = 2000
+
+
+def eni_table(ifindex: int) -> int:
+    """Policy-routing table of an ENI: its link index + 2000 (the seed: eth1 at index 3 uses table 2003)."""
+    return ifindex + ROUTE_TABLE_OFFSET
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """A VPC subnet. `reserved` counts the addresses nobody may bind: network, gateway(s), broadcast."""
+
+    id: str
+    cidr: IPv4Network
+    reserved: int = 3
+
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.cidr.network_address + 1
+
+    @property
+    def size(self) -> int:
+        return self.cidr.num_addresses
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    """What the instance type allows: secondary ENIs (the primary `eth0` is not counted) and IPs per ENI."""
+
+    max_enis: int
+    ips_per_eni: int
+
+    @property
+    def max_bindable(self) -> int:
+        """The seed: max bindable IPs of a node = max bound ENIs x bindable IPs of one ENI."""
+        return self.max_enis * self.ips_per_eni
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The node IP pool's knobs. The product defaults: 5 and 5 pre-bound, one release every 2 minutes."""
+
+    min_prebound: int = 5
+    max_prebound: int = 5
+    release_interval: float = 120.0
+    quick_release: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_prebound < 0 or self.max_prebound < 0:
+            raise ValueError("min_prebound and max_prebound must be 0 or more")
+        if self.min_prebound > self.max_prebound:
+            raise ValueError(
+                f"min_prebound ({self.min_prebound}) is above max_prebound ({self.max_prebound}); "
+                "the pool could never settle"
+            )
+        if self.release_interval <= 0:
+            raise ValueError("release_interval must be a positive number of seconds")
+
+
+@dataclass
+class Eni:
+    """A secondary ENI bound to a node, as the node's ipamd knows it.
+
+    `ips` maps every bound secondary IP to the pod holding it (None: idle), in the order they were bound.
+    `seq` orders ENIs by age: lower is older.
+    """
+
+    id: str
+    subnet_id: str
+    mac: str
+    primary_ip: IPv4Address
+    device_index: int
+    seq: int
+    ips: dict[IPv4Address, str | None] = field(default_factory=dict)
+    allocated: int = 0
+
+    def idle_ips(self) -> list[IPv4Address]:
+        return [ip for ip, pod in self.ips.items() if pod is None]
+
+    def assign(self, ip: IPv4Address, pod: str) -> None:
+        if self.ips.get(ip, "missing") is not None:
+            raise ValueError(f"{ip} is not an idle IP of {self.id}")
+        self.ips[ip] = pod
+        self.allocated += 1
+
+    def unassign(self, ip: IPv4Address) -> None:
+        if self.ips.get(ip) is None:
+            raise ValueError(f"{ip} is not allocated on {self.id}")
+        self.ips[ip] = None
+        self.allocated -= 1
+
+    def bind(self, ip: IPv4Address) -> None:
+        self.ips.setdefault(ip, None)
+
+    def unbind(self, ip: IPv4Address) -> None:
+        if self.ips.get(ip) is not None:
+            raise ValueError(f"{ip} on {self.id} is held by pod {self.ips[ip]}; only idle IPs are released")
+        self.ips.pop(ip, None)

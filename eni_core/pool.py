@@ -1,0 +1,214 @@
+"""The shared-ENI pool policy, as pure functions: node state + config + now -> actions.
+
+Every rule of the seed's "Non-static IP address mode" lives here and only here:
+
+- bound IPs are kept within [pods + min pre-bound, pods + max pre-bound], clamped to max bindable;
+- below the lower bound, bind at once up to it; above the upper bound, release one idle IP per release
+  interval (all the excess per interval with quick release); above max bindable, release at once;
+- least ENIs: a pod's IP comes from the ENI with the most allocated IPs; releases take idle IPs of the
+  ENI with the fewest allocated IPs; a new ENI only when the bound ENIs' IP quota or subnets are used up,
+  in the node's subnet with the most available addresses; an ENI with no secondary IP left is deleted
+  when no IP is wanted;
+- ties go to the older ENI and to the subnet listed first.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from eni_core.model import Eni, NodeLimits, PoolConfig
+
+__all__ = [
+    "Action",
+    "BindIps",
+    "CreateEni",
+    "DeleteEni",
+    "Plan",
+    "ReleaseIps",
+    "bounds",
+    "choose_pod_ip",
+    "plan",
+]
+
+
+@dataclass(frozen=True)
+class BindIps:
+    eni_id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class CreateEni:
+    """Create and attach an ENI in `subnet_id`, then bind `count` secondary IPs on it."""
+
+    subnet_id: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ReleaseIps:
+    eni_id: str
+    ips: tuple[IPv4Address, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class DeleteEni:
+    eni_id: str
+
+
+Action = BindIps | CreateEni | ReleaseIps | DeleteEni
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the pool should do now. `release_due` is when the next timed release may happen (None: no
+    excess); `shortfall` says why the lower bound cannot be reached, if it cannot."""
+
+    actions: tuple[Action, ...]
+    release_due: float | None
+    shortfall: str | None = None
+
+
+def bounds(pods: int, config: PoolConfig, limits: NodeLimits) -> tuple[int, int]:
+    """The bound-IP window (pods + min pre-bound, pods + max pre-bound), clamped to max bindable."""
+    cap = limits.max_bindable
+    return min(pods + config.min_prebound, cap), min(pods + config.max_prebound, cap)
+
+
+def _by_most_allocated(enis: Sequence[Eni]) -> list[Eni]:
+    return sorted(enis, key=lambda e: (-e.allocated, e.seq))
+
+
+def _by_fewest_allocated(enis: Sequence[Eni]) -> list[Eni]:
+    return sorted(enis, key=lambda e: (e.allocated, e.seq))
+
+
+def choose_pod_ip(enis: Sequence[Eni], rng: random.Random) -> tuple[Eni, IPv4Address] | None:
+    """A pod's IP: a random idle IP of the ENI with the most allocated IPs that has one."""
+    for eni in _by_most_allocated(enis):
+        if eni.allocated < len(eni.ips):
+            idle = eni.idle_ips()
+            return eni, idle[rng.randrange(len(idle))]
+    return None
+
+
+def _release(enis: Sequence[Eni], count: int, reason: str) -> list[ReleaseIps]:
+    """Up to `count` idle IPs, from the ENI with the fewest allocated IPs first, newest-bound first."""
+    actions = []
+    for eni in _by_fewest_allocated(enis):
+        if count <= 0:
+            break
+        idle = eni.idle_ips()[::-1][:count]
+        if idle:
+            actions.append(ReleaseIps(eni.id, tuple(idle), reason))
+            count -= len(idle)
+    return actions
+
+
+def _grow(
+    enis: Sequence[Eni],
+    need: int,
+    node_subnets: Sequence[str],
+    subnet_free: Mapping[str, int],
+    limits: NodeLimits,
+) -> tuple[list[Action], str | None]:
+    free = dict(subnet_free)
+    actions: list[Action] = []
+    # Empty ENIs stuck in a dry subnet hold an ENI slot for nothing: give the slot back.
+    stuck = [e for e in enis if not e.ips and free.get(e.subnet_id, 0) <= 0]
+    actions += [DeleteEni(e.id) for e in stuck]
+    live = [e for e in enis if e not in stuck]
+    for eni in _by_most_allocated(live):
+        take = min(need, limits.ips_per_eni - len(eni.ips), free.get(eni.subnet_id, 0))
+        if take > 0:
+            actions.append(BindIps(eni.id, take))
+            free[eni.subnet_id] -= take
+            need -= take
+    slots = limits.max_enis - len(live)
+    while need > 0 and slots > 0:
+        # An ENI's own primary address comes from the subnet too: a subnet serves with 2 free or more.
+        usable = [s for s in node_subnets if free.get(s, 0) >= 2]
+        if not usable:
+            names = ", ".join(f"{s} ({free.get(s, 0)} free)" for s in node_subnets)
+            return actions, (
+                f"no subnet can serve a new ENI: {names}; add a subnet to the node or free addresses"
+            )
+        subnet = max(usable, key=lambda s: (free[s], -node_subnets.index(s)))
+        take = min(need, limits.ips_per_eni, free[subnet] - 1)
+        actions.append(CreateEni(subnet, take))
+        free[subnet] -= take + 1
+        need -= take
+        slots -= 1
+    if need > 0:
+        return actions, (
+            f"{need} more IPs wanted but all {limits.max_enis} ENIs are bound and full or their subnets "
+            f"are used up (max bindable {limits.max_bindable})"
+        )
+    return actions, None
+
+
+def plan(
+    enis: Sequence[Eni],
+    *,
+    pods: int,
+    node_subnets: Sequence[str],
+    subnet_free: Callable[[], Mapping[str, int]],
+    limits: NodeLimits,
+    config: PoolConfig,
+    release_due: float | None,
+    now: float,
+) -> Plan:
+    """The pool's next actions. `enis` is oldest first; `subnet_free` is called only when IPs are wanted.
+
+    Examples
+    --------
+    >>> from eni_core.model import NodeLimits, PoolConfig
+    >>> p = plan([], pods=0, node_subnets=["subnet-a"], subnet_free=lambda: {"subnet-a": 250},
+    ...          limits=NodeLimits(3, 10), config=PoolConfig(), release_due=None, now=0.0)
+    >>> p.actions
+    (CreateEni(subnet_id='subnet-a', count=5),)
+    """
+    low, high = bounds(pods, config, limits)
+    bound = sum(len(e.ips) for e in enis)
+    if bound < low:
+        actions, shortfall = _grow(enis, low - bound, node_subnets, subnet_free(), limits)
+        return Plan(tuple(actions), None, shortfall)
+
+    actions: list[Action] = []
+    over_cap = bound - limits.max_bindable
+    if over_cap > 0:
+        actions += _release(enis, over_cap, "above max bindable")
+        bound -= sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps))
+
+    due = release_due
+    if bound > high:
+        if due is None:
+            due = now + config.release_interval
+        elif now >= due:
+            count = bound - high if config.quick_release else 1
+            timed = _release(_after(enis, actions), count, "above max pre-bound")
+            actions += timed
+            bound -= sum(len(a.ips) for a in timed)
+            due = now + config.release_interval if bound > high else None
+    else:
+        due = None
+    actions += [DeleteEni(e.id) for e in _after(enis, actions) if not e.ips]
+    return Plan(tuple(actions), due)
+
+
+def _after(enis: Sequence[Eni], actions: Sequence[Action]) -> list[Eni]:
+    """The ENIs as they will be once `actions` (releases only) are done; untouched ENIs are shared."""
+    released = {a.eni_id: set(a.ips) for a in actions if isinstance(a, ReleaseIps)}
+    if not released:
+        return list(enis)
+    out = []
+    for e in enis:
+        gone = released.get(e.id)
+        if gone:
+            e = Eni(e.id, e.subnet_id, e.mac, e.primary_ip, e.device_index, e.seq,
+                    {ip: p for ip, p in e.ips.items() if ip not in gone}, e.allocated)
+        out.append(e)
+    return out

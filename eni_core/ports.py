@@ -1,0 +1,104 @@
+"""The two boundaries of eni_core: the cloud's VPC API and the kernel's netlink, as Protocols."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Protocol
+
+__all__ = [
+    "EniRecord",
+    "InsufficientAddresses",
+    "NotFound",
+    "QuotaExceeded",
+    "Throttled",
+    "TransientError",
+    "VpcApi",
+    "VpcError",
+]
+
+
+class VpcError(Exception):
+    """A failed VPC API call. `retryable` errors may succeed when tried again later."""
+
+    code = "InternalError"
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class QuotaExceeded(VpcError):
+    code = "LimitExceeded"
+
+
+class InsufficientAddresses(VpcError):
+    code = "InsufficientAddresses"
+
+
+class NotFound(VpcError):
+    code = "ResourceNotFound"
+
+
+class InvalidParameter(VpcError):
+    code = "InvalidParameter"
+
+
+class Throttled(VpcError):
+    code = "RequestLimitExceeded"
+    retryable = True
+
+
+class TransientError(VpcError):
+    code = "InternalError"
+    retryable = True
+
+
+ERRORS: dict[str, type[VpcError]] = {
+    cls.__name__: cls
+    for cls in (VpcError, QuotaExceeded, InsufficientAddresses, NotFound, InvalidParameter, Throttled,
+                TransientError)
+}
+
+
+@dataclass(frozen=True)
+class EniRecord:
+    """An ENI as the VPC describes it. `node` is the node it was created for (its tag); `attached_to`
+    the node it is attached to now, with `device_index`; `ips` its secondary IPs."""
+
+    id: str
+    subnet_id: str
+    mac: str
+    primary_ip: IPv4Address
+    node: str
+    attached_to: str | None = None
+    device_index: int | None = None
+    ips: tuple[IPv4Address, ...] = ()
+
+
+class VpcApi(Protocol):
+    """The cloud's ENI API, as a node's ipamd uses it. Every method may raise a `VpcError`."""
+
+    def describe_subnets(self, subnet_ids: Sequence[str]) -> Mapping[str, int]:
+        """Free addresses per subnet."""
+
+    def create_eni(self, node: str, subnet_id: str) -> EniRecord:
+        """Create an ENI tagged with `node`; its primary address is taken from the subnet."""
+
+    def attach_eni(self, eni_id: str, node: str) -> EniRecord:
+        """Attach to the node at the lowest free device index (eth1, eth2, ...)."""
+
+    def detach_eni(self, eni_id: str) -> None: ...
+
+    def delete_eni(self, eni_id: str) -> None: ...
+
+    def assign_private_ips(
+        self, eni_id: str, count: int = 0, ips: Iterable[IPv4Address] = ()
+    ) -> list[IPv4Address]:
+        """Bind `count` new secondary IPs chosen by the VPC, or exactly `ips`."""
+
+    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address]) -> None: ...
+
+    def describe_enis(self, node: str) -> list[EniRecord]:
+        """ENIs tagged with `node` or attached to it."""

@@ -1,0 +1,314 @@
+"""The cluster facade: nodes with their ipamd, pods, a scheduler that honours eni-ip, and the clock."""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address
+
+from eni_core.clock import SimClock
+from eni_core.datastore import Datastore
+from eni_core.ipamd import Ipamd
+from eni_core.model import Eni, eni_table
+from testbed.backends import Backend
+from testbed.backends.sim import SimBackend
+from testbed.spec import ClusterSpec, NodeSpec
+from testbed.vpc import SimVpc
+
+__all__ = ["Cluster", "ClusterError", "Pod"]
+
+RUNNING, PENDING = "Running", "Pending"
+SETTLE_LIMIT = 10_000
+
+
+class ClusterError(Exception):
+    """A request the cluster cannot carry out (unknown node, duplicate pod, ...): the caller's mistake."""
+
+
+@dataclass
+class Pod:
+    name: str
+    node: str | None
+    seq: int
+    phase: str = PENDING
+    ip: IPv4Address | None = None
+    eni_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    spec: NodeSpec
+    ipamd: Ipamd
+    pending: deque[str] = field(default_factory=deque)
+    running: set[str] = field(default_factory=set)
+    ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
+
+
+class EventLog:
+    """Every event of a run, or only their count (the benchmark keeps no list)."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep = keep
+        self.items: list[dict] = []
+        self.count = 0
+
+    def __call__(self, event: dict) -> None:
+        self.count += 1
+        if self.keep:
+            self.items.append(event)
+
+
+class Cluster:
+    """A VPC-CNI cluster in shared-ENI mode over a simulated VPC and a data-plane backend."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        backend: Backend | None = None,
+        clock: SimClock | None = None,
+        keep_events: bool = True,
+        store_factory: Callable[[str], Datastore] | None = None,
+    ) -> None:
+        if spec.mode != "shared-eni":
+            raise ClusterError(f"cluster mode {spec.mode!r} is not supported yet; use mode: shared-eni")
+        self.spec = spec
+        self.clock = clock or SimClock()
+        self.events = EventLog(keep_events)
+        self.backend: Backend = backend or SimBackend()
+        self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
+                          events=self.events)
+        self._store_factory = store_factory or Datastore
+        for host in spec.hosts:
+            self.vpc.add_host(host.name, host.subnet, host.ip)
+        self.nodes: dict[str, Node] = {}
+        self.pods: dict[str, Pod] = {}
+        self.unscheduled: deque[str] = deque()
+        self._pod_seq = 0
+        self._auto_name = 0
+        self._timers: list[tuple[float, str]] = []
+        for node in spec.nodes:
+            self.add_node(node)
+
+    # -- nodes --------------------------------------------------------------------------------------
+    def add_node(self, spec: NodeSpec) -> None:
+        if spec.name in self.nodes:
+            raise ClusterError(f"node {spec.name} exists already")
+        unknown = [s for s in spec.subnets if s not in self.vpc.subnets]
+        if unknown:
+            raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
+        self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
+        ipamd = Ipamd(spec.name, vpc=self.vpc, limits=spec.limits, subnets=spec.subnets,
+                      config=self.spec.pool, clock=self.clock, store=self._store_factory(spec.name),
+                      seed=self.spec.seed, events=self.events)
+        node = Node(spec, ipamd)
+        ipamd.listeners.append(lambda what, eni, n=node: self._on_eni(n, what, eni))
+        self.nodes[spec.name] = node
+        self.backend.add_node(spec.name)
+        self._settle([spec.name])
+
+    def set_node(self, name: str, *, max_enis: int | None = None, ips_per_eni: int | None = None) -> None:
+        node = self._node(name)
+        spec = replace(node.spec, max_enis=node.spec.max_enis if max_enis is None else max_enis,
+                       ips_per_eni=node.spec.ips_per_eni if ips_per_eni is None else ips_per_eni)
+        node.spec = spec
+        node.ipamd.limits = spec.limits
+        self.vpc.set_instance_limits(name, spec.max_enis, spec.ips_per_eni)
+        self._settle([name])
+
+    def delete_node(self, name: str) -> None:
+        """Delete a node: its pods are deleted, its IPs unbound and its ENIs deleted in the VPC."""
+        node = self._node(name)
+        for pod in [p for p in self.pods.values() if p.node == name]:
+            self.delete_pod(pod.name, settle=False)
+        node.ipamd.shutdown()
+        self.vpc.remove_instance(name)
+        self.backend.remove_node(name)
+        del self.nodes[name]
+        self._settle([])
+
+    def _node(self, name: str) -> Node:
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ClusterError(f"unknown node {name!r}; nodes: {', '.join(self.nodes) or 'none'}") from None
+
+    def _on_eni(self, node: Node, what: str, eni: Eni) -> None:
+        if what == "attached":
+            node.ifindex[eni.id] = self.backend.eni_attached(node.spec.name, eni)
+        else:
+            self.backend.eni_detached(node.spec.name, eni)
+            node.ifindex.pop(eni.id, None)
+
+    # -- pods ---------------------------------------------------------------------------------------
+    def next_pod_name(self) -> str:
+        while True:
+            self._auto_name += 1
+            name = f"pod-{self._auto_name}"
+            if name not in self.pods:
+                return name
+
+    def create_pod(self, name: str | None = None, node: str | None = None, *, settle: bool = True) -> Pod:
+        name = name or self.next_pod_name()
+        if name in self.pods:
+            raise ClusterError(f"pod {name} exists already")
+        if node is not None:
+            self._node(node)
+        self._pod_seq += 1
+        pod = Pod(name, node, self._pod_seq)
+        self.pods[name] = pod
+        if node is None:
+            self.unscheduled.append(name)
+        else:
+            self.nodes[node].pending.append(name)
+        if settle:
+            self._settle([node] if node else [])
+        return pod
+
+    def create_pods(self, count: int, node: str | None = None, names: Iterable[str] | None = None) -> list[Pod]:
+        names = list(names) if names is not None else [self.next_pod_name() for _ in range(count)]
+        pods = [self.create_pod(n, node, settle=False) for n in names]
+        self._settle([node] if node else [])
+        return pods
+
+    def delete_pod(self, name: str, *, settle: bool = True) -> None:
+        pod = self.pods.pop(name, None)
+        if pod is None:
+            raise ClusterError(f"unknown pod {name!r}")
+        if pod.phase == RUNNING:
+            node = self.nodes[pod.node]
+            self.backend.pod_down(pod.node, name)
+            node.running.discard(name)
+            node.ipamd.release(name)
+        elif pod.node is None:
+            self.unscheduled.remove(name)
+        else:
+            self.nodes[pod.node].pending.remove(name)
+        self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": pod.node, "event": "Deleted",
+                     "ip": str(pod.ip) if pod.ip else None})
+        if settle and pod.node:
+            self._settle([pod.node])
+
+    def newest_pods(self, count: int) -> list[str]:
+        return [p.name for p in sorted(self.pods.values(), key=lambda p: -p.seq)[:count]]
+
+    # -- the controllers ----------------------------------------------------------------------------
+    def _settle(self, names: Iterable[str]) -> None:
+        todo = list(dict.fromkeys(names))
+        rounds = 0
+        while todo:
+            for name in todo:
+                if name in self.nodes:
+                    self._settle_node(self.nodes[name])
+            todo = self._schedule_unscheduled()
+            rounds += 1
+            if rounds > SETTLE_LIMIT:
+                raise RuntimeError("the cluster did not settle")
+
+    def _settle_node(self, node: Node) -> None:
+        for _ in range(SETTLE_LIMIT):
+            changed = node.ipamd.reconcile()
+            placed = self._place_pending(node)
+            if not changed and not placed:
+                break
+        else:
+            raise RuntimeError(f"node {node.spec.name} did not settle")
+        deadline = node.ipamd.deadline()
+        if deadline is not None and deadline > self.clock.now():
+            heapq.heappush(self._timers, (deadline, node.spec.name))
+
+    def _place_pending(self, node: Node) -> bool:
+        """The scheduler's eni-ip check: a pod runs on the node only while its pods < allocatable."""
+        placed = False
+        while node.pending and len(node.running) < node.ipamd.allocatable:
+            if not self._start(node, node.pending[0]):
+                break
+            node.pending.popleft()
+            placed = True
+        for name in node.pending:
+            pod = self.pods[name]
+            if not pod.extra.get("_pending_said"):
+                pod.extra["_pending_said"] = True
+                self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
+                             "event": "FailedScheduling",
+                             "reason": f"node {node.spec.name} has no free tke.cloud.tencent.com/eni-ip "
+                                       f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})"})
+        return placed
+
+    def _start(self, node: Node, name: str) -> bool:
+        pod = self.pods[name]
+        alloc = node.ipamd.assign(name)
+        if alloc is None:
+            return False
+        pod.node, pod.phase, pod.ip, pod.eni_id = node.spec.name, RUNNING, alloc.ip, alloc.eni_id
+        pod.extra.pop("_pending_said", None)
+        pod.extra.update(self.backend.pod_up(node.spec.name, name, alloc))
+        node.running.add(name)
+        self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
+                     "event": "Started", "ip": str(alloc.ip), "eni": alloc.eni_id})
+        return True
+
+    def _schedule_unscheduled(self) -> list[str]:
+        touched = []
+        while self.unscheduled:
+            free = {n: node.ipamd.allocatable - len(node.running) - len(node.pending)
+                    for n, node in self.nodes.items()}
+            best = max(free, key=lambda n: free[n], default=None)
+            if best is None or free[best] <= 0:
+                break
+            name = self.unscheduled.popleft()
+            self.pods[name].node = best
+            self.nodes[best].pending.append(name)
+            touched.append(best)
+        return list(dict.fromkeys(touched))
+
+    # -- time ---------------------------------------------------------------------------------------
+    def advance(self, seconds: float) -> None:
+        self.run_until(self.clock.now() + seconds)
+
+    def run_until(self, target: float) -> None:
+        """Move the clock to `target`, firing every node's timers (releases, retries) on the way."""
+        while self._timers and self._timers[0][0] <= target:
+            t, name = heapq.heappop(self._timers)
+            node = self.nodes.get(name)
+            if node is None or node.ipamd.deadline() != t:
+                continue  # stale: the node went, or its deadline moved
+            self.clock.advance_to(max(t, self.clock.now()))
+            self._settle([name])
+        self.clock.advance_to(target)
+
+    # -- state --------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """The JSON contract's STATE (ARCHITECTURE.md)."""
+        nodes = {}
+        for name, node in self.nodes.items():
+            ipamd = node.ipamd
+            enis = []
+            for eni in ipamd.enis:
+                index = node.ifindex.get(eni.id)
+                enis.append({
+                    "id": eni.id, "subnet": eni.subnet_id, "ifname": f"eth{eni.device_index}",
+                    "ifindex": index, "mac": eni.mac, "table": eni_table(index) if index else None,
+                    "ips": [str(ip) for ip in sorted(eni.ips)],
+                    "allocated": [str(ip) for ip in sorted(ip for ip, p in eni.ips.items() if p)],
+                })
+            nodes[name] = {
+                "pods": len(node.running), "pending": len(node.pending), "bound": ipamd.bound,
+                "allocatable": ipamd.allocatable, "capacity": ipamd.capacity, "enis": enis,
+                "conditions": ([{"type": "IPPoolShortfall", "message": ipamd.shortfall}]
+                               if ipamd.shortfall else []),
+                **self.backend.node_state(name),
+            }
+        subnets = {s.id: {"cidr": str(s.cidr), "available": self.vpc.available(s.id)}
+                   for s in self.spec.subnets}
+        pods = {}
+        for pod in sorted(self.pods.values(), key=lambda p: p.seq):
+            pods[pod.name] = {"node": pod.node, "phase": pod.phase,
+                              "ip": str(pod.ip) if pod.ip else None, "eni": pod.eni_id,
+                              **{k: v for k, v in pod.extra.items() if not k.startswith("_")}}
+        return {"nodes": nodes, "subnets": subnets, "pods": pods, "claims": {}}
+
+    def close(self) -> None:
+        self.backend.close()
