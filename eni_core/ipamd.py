@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
 from eni_core import pool
 from eni_core.clock import Clock
@@ -44,6 +43,18 @@ class RecoveryReport:
 
     def to_dict(self) -> dict[str, list[str]]:
         return dict(self.__dict__)
+
+
+def describe(action: pool.Action) -> dict:
+    """An action as an event: what, where, and the rule that asked for it."""
+    if isinstance(action, pool.BindIps):
+        return {"action": "bind", "eni": action.eni_id, "count": action.count, "why": action.reason}
+    if isinstance(action, pool.CreateEni):
+        return {"action": "create_eni", "subnet": action.subnet_id, "count": action.count, "why": action.reason}
+    if isinstance(action, pool.ReleaseIps):
+        return {"action": "release", "eni": action.eni_id, "ips": [str(ip) for ip in action.ips],
+                "why": action.reason}
+    return {"action": "delete_eni", "eni": action.eni_id, "why": action.reason}
 
 
 class Ipamd:
@@ -104,7 +115,9 @@ class Ipamd:
 
     def deadline(self) -> float | None:
         """When the ipamd next has timed work (a release, a retry after back-off, a subnet poll)."""
-        times = [t for t in (self.store.release_due, self.backoff_until, self.poll_at) if t is not None]
+        if self.backoff_until is not None:
+            return self.backoff_until  # nothing happens before the back-off ends
+        times = [t for t in (self.store.release_due, self.poll_at) if t is not None]
         return min(times) if times else None
 
     # -- pods ---------------------------------------------------------------------------------------
@@ -140,22 +153,23 @@ class Ipamd:
             self.backoff_until = None
         if self.poll_at is not None and now >= self.poll_at:
             self.poll_at = None
-        plan = pool.plan(
-            self.enis,
-            pods=self.pods,
-            node_subnets=self.subnets,
-            subnet_free=lambda: self._call(self.vpc.describe_subnets, self.subnets),
-            limits=self.limits,
-            config=self.config,
-            release_due=self.store.release_due,
-            now=now,
-        )
-        if plan.release_due != self.store.release_due:
-            self.store.release_due = plan.release_due
-            self.store.commit()
         changed = False
         try:
+            plan = pool.plan(
+                self.enis,
+                pods=self.pods,
+                node_subnets=self.subnets,
+                subnet_free=lambda: self._call(self.vpc.describe_subnets, self.subnets),
+                limits=self.limits,
+                config=self.config,
+                release_due=self.store.release_due,
+                now=now,
+            )
+            if plan.release_due != self.store.release_due:
+                self.store.release_due = plan.release_due
+                self.store.commit()
             for action in plan.actions:
+                self._emit({"kind": "pool", "node": self.node, **describe(action)})
                 changed |= self._execute(action)
         except VpcError as err:
             self._back_off(f"{type(err).__name__}: {err.message}")

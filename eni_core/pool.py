@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from eni_core.model import Eni, NodeLimits, PoolConfig
@@ -33,10 +33,15 @@ __all__ = [
 ]
 
 
+def _why() -> str:
+    return field(default="", compare=False, repr=False)
+
+
 @dataclass(frozen=True)
 class BindIps:
     eni_id: str
     count: int
+    reason: str = _why()
 
 
 @dataclass(frozen=True)
@@ -45,18 +50,20 @@ class CreateEni:
 
     subnet_id: str
     count: int
+    reason: str = _why()
 
 
 @dataclass(frozen=True)
 class ReleaseIps:
     eni_id: str
     ips: tuple[IPv4Address, ...]
-    reason: str
+    reason: str = _why()
 
 
 @dataclass(frozen=True)
 class DeleteEni:
     eni_id: str
+    reason: str = _why()
 
 
 Action = BindIps | CreateEni | ReleaseIps | DeleteEni
@@ -114,17 +121,18 @@ def _grow(
     node_subnets: Sequence[str],
     subnet_free: Mapping[str, int],
     limits: NodeLimits,
+    why: str,
 ) -> tuple[list[Action], str | None]:
     free = dict(subnet_free)
     actions: list[Action] = []
     # Empty ENIs stuck in a dry subnet hold an ENI slot for nothing: give the slot back.
     stuck = [e for e in enis if not e.ips and free.get(e.subnet_id, 0) <= 0]
-    actions += [DeleteEni(e.id) for e in stuck]
+    actions += [DeleteEni(e.id, f"no secondary IP left and subnet {e.subnet_id} is used up") for e in stuck]
     live = [e for e in enis if e not in stuck]
     for eni in _by_most_allocated(live):
         take = min(need, limits.ips_per_eni - len(eni.ips), free.get(eni.subnet_id, 0))
         if take > 0:
-            actions.append(BindIps(eni.id, take))
+            actions.append(BindIps(eni.id, take, f"{why}; ENI with the most allocated IPs that has room"))
             free[eni.subnet_id] -= take
             need -= take
     slots = limits.max_enis - len(live)
@@ -138,7 +146,8 @@ def _grow(
             )
         subnet = max(usable, key=lambda s: (free[s], -node_subnets.index(s)))
         take = min(need, limits.ips_per_eni, free[subnet] - 1)
-        actions.append(CreateEni(subnet, take))
+        actions.append(CreateEni(subnet, take, f"{why}; bound ENIs are full or their subnets used up; "
+                                               f"{subnet} has the most available addresses ({free[subnet]})"))
         free[subnet] -= take + 1
         need -= take
         slots -= 1
@@ -174,13 +183,16 @@ def plan(
     low, high = bounds(pods, config, limits)
     bound = sum(len(e.ips) for e in enis)
     if bound < low:
-        actions, shortfall = _grow(enis, low - bound, node_subnets, subnet_free(), limits)
+        why = f"bound {bound} < pods {pods} + min pre-bound {config.min_prebound}"
+        if low < pods + config.min_prebound:
+            why += f" (capped at max bindable {limits.max_bindable})"
+        actions, shortfall = _grow(enis, low - bound, node_subnets, subnet_free(), limits, why)
         return Plan(tuple(actions), None, shortfall)
 
     actions: list[Action] = []
     over_cap = bound - limits.max_bindable
     if over_cap > 0:
-        actions += _release(enis, over_cap, "above max bindable")
+        actions += _release(enis, over_cap, f"bound {bound} > max bindable {limits.max_bindable}: release at once")
         bound -= sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps))
 
     due = release_due
@@ -189,13 +201,16 @@ def plan(
             due = now + config.release_interval
         elif now >= due:
             count = bound - high if config.quick_release else 1
-            timed = _release(_after(enis, actions), count, "above max pre-bound")
+            why = (f"bound {bound} > pods {pods} + max pre-bound {config.max_prebound} for "
+                   f"{config.release_interval:g} s; ENI with the fewest allocated IPs")
+            timed = _release(_after(enis, actions), count, why)
             actions += timed
             bound -= sum(len(a.ips) for a in timed)
             due = now + config.release_interval if bound > high else None
     else:
         due = None
-    actions += [DeleteEni(e.id) for e in _after(enis, actions) if not e.ips]
+    actions += [DeleteEni(e.id, "no secondary IP left and none wanted")
+                for e in _after(enis, actions) if not e.ips]
     return Plan(tuple(actions), due)
 
 

@@ -53,11 +53,12 @@ class EventLog:
         self.keep = keep
         self.items: list[dict] = []
         self.count = 0
+        self.step = 0  # the scenario step being run; stamped on each event
 
     def __call__(self, event: dict) -> None:
         self.count += 1
         if self.keep:
-            self.items.append(event)
+            self.items.append({"step": self.step, **event})
 
 
 class Cluster:
