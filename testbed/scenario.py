@@ -289,9 +289,9 @@ class _Timeline:
                 raise ScenarioError(f"{where}: field {key!r}: unknown node {f[key]!r}; nodes at this step: "
                                     f"{', '.join(sorted(self.nodes)) or 'none'}")
 
-        if op in STATIC_OPS or (op == "create_pod" and (f.get("static") or f.get("owner"))):
-            if self.spec.mode != "static-ip":
-                raise ScenarioError(f"{where}: static IPs need cluster.mode: static-ip")
+        static = op in STATIC_OPS or (op == "create_pod" and (f.get("static") or f.get("owner")))
+        if static and self.spec.mode != "static-ip":
+            raise ScenarioError(f"{where}: static IPs need cluster.mode: static-ip")
         if op == "create_pods":
             need_node("node")
             names = f.get("names")
