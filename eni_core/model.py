@@ -54,8 +54,11 @@ class PoolConfig:
     quick_release: bool = False
 
     def __post_init__(self) -> None:
-        if self.min_prebound < 0 or self.max_prebound < 0:
-            raise ValueError("min_prebound and max_prebound must be 0 or more")
+        if self.min_prebound < 1:
+            raise ValueError(
+                f"min_prebound must be at least 1, not {self.min_prebound}: the scheduler places a pod only "
+                "where eni-ip has a free IP and Pending pods pull no IPs, so with 0 no pod would ever start"
+            )
         if self.min_prebound > self.max_prebound:
             raise ValueError(
                 f"min_prebound ({self.min_prebound}) is above max_prebound ({self.max_prebound}); "

@@ -7,6 +7,7 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 __all__ = [
+    "ERRORS",
     "EniRecord",
     "InsufficientAddresses",
     "NotFound",
@@ -15,6 +16,8 @@ __all__ = [
     "TransientError",
     "VpcApi",
     "VpcError",
+    "record_from_json",
+    "record_to_json",
 ]
 
 
@@ -75,6 +78,16 @@ class EniRecord:
     attached_to: str | None = None
     device_index: int | None = None
     ips: tuple[IPv4Address, ...] = ()
+
+
+def record_to_json(r: EniRecord) -> dict:
+    return {"id": r.id, "subnet_id": r.subnet_id, "mac": r.mac, "primary_ip": str(r.primary_ip), "node": r.node,
+            "attached_to": r.attached_to, "device_index": r.device_index, "ips": [str(ip) for ip in r.ips]}
+
+
+def record_from_json(d: dict) -> EniRecord:
+    return EniRecord(d["id"], d["subnet_id"], d["mac"], IPv4Address(d["primary_ip"]), d["node"], d["attached_to"],
+                     d["device_index"], tuple(IPv4Address(ip) for ip in d["ips"]))
 
 
 class VpcApi(Protocol):

@@ -198,15 +198,14 @@ class Cluster:
     # -- the controllers ----------------------------------------------------------------------------
     def _settle(self, names: Iterable[str]) -> None:
         todo = list(dict.fromkeys(names))
-        rounds = 0
-        while todo:
+        for _ in range(SETTLE_LIMIT):
             for name in todo:
                 if name in self.nodes:
                     self._settle_node(self.nodes[name])
             todo = self._schedule_unscheduled()
-            rounds += 1
-            if rounds > SETTLE_LIMIT:
-                raise RuntimeError("the cluster did not settle")
+            if not todo:
+                return
+        raise RuntimeError("the cluster did not settle")
 
     def _settle_node(self, node: Node) -> None:
         for _ in range(SETTLE_LIMIT):

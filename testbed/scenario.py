@@ -166,7 +166,7 @@ SUBNET_FIELDS = {"id": (_name, True), "cidr": (_cidr, True), "reserved": (_int(3
 HOST_FIELDS = {"name": (_name, True), "ip": (_ip, True)}
 NODE_FIELDS = {"name": (_name, True), "subnets": (_names, True), "max_enis": (_int(1, MAX_ENIS_LIMIT), True),
                "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), True)}
-POOL_FIELDS = {"min_prebound": (_int(0, 1000), False), "max_prebound": (_int(0, 1000), False),
+POOL_FIELDS = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 1000), False),
                "release_interval": (_number(0, strict=True), False), "quick_release": (_bool, False)}
 STATIC_FIELDS = {"claim_expired_duration": (_number(0), False)}
 FAULT_FIELDS = {"throttle": (_number(0, hi=0.9), False), "transient": (_number(0, hi=0.9), False),

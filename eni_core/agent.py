@@ -1,0 +1,143 @@
+"""The node agent: a node's ipamd as a daemon, answering the CNI plugin on a unix socket.
+
+It recovers its checkpoint and reconciles with the VPC at start, settles the pool after every change,
+and fires the pool's timers (timed releases, retries) on the wall clock.
+
+    python -m eni_core.agent --node node-1 --vpc /run/enilab/vpc.sock --state /var/lib/enilab \
+        --listen /run/enilab/node-1.sock --subnet subnet-a --max-enis 3 --ips-per-eni 10
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from eni_core.clock import WallClock
+from eni_core.datastore import Datastore, FileCheckpoint
+from eni_core.ipamd import Ipamd
+from eni_core.model import NodeLimits, PoolConfig
+from eni_core.rpc import RpcServer
+
+__all__ = ["NoFreeIp", "NodeAgent", "main"]
+
+SETTLE_LIMIT = 1000
+
+
+class NoFreeIp(Exception):
+    """The node has no idle IP: the scheduler should not have placed the pod here (eni-ip)."""
+
+
+class NodeAgent:
+    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent)."""
+
+    def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None) -> None:
+        self.ipamd = ipamd
+        self.on_change = on_change
+        self.lock = threading.RLock()
+
+    def settle(self) -> None:
+        with self.lock:
+            for _ in range(SETTLE_LIMIT):
+                if not self.ipamd.reconcile():
+                    break
+            if self.on_change is not None:
+                self.on_change()
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            ipamd = self.ipamd
+            return {
+                "node": ipamd.node, "bound": ipamd.bound, "allocatable": ipamd.allocatable,
+                "capacity": ipamd.capacity, "pods": {p: {"ip": str(a.ip), "eni": a.eni_id}
+                                                     for p, a in ipamd.store.pods.items()},
+                "enis": [{"id": e.id, "subnet": e.subnet_id, "mac": e.mac, "device_index": e.device_index,
+                          "ips": {str(ip): pod for ip, pod in e.ips.items()}} for e in ipamd.enis],
+                "shortfall": ipamd.shortfall, "release_due": ipamd.store.release_due,
+            }
+
+    def handle(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "ping":
+            return {"node": self.ipamd.node}
+        if method == "state":
+            return self.state()
+        if method == "reconcile":
+            self.settle()
+            return self.state()
+        pod = params.get("pod")
+        if not isinstance(pod, str) or not pod:
+            raise ValueError(f"{method}: give the pod's key (namespace/name or container id)")
+        with self.lock:
+            if method == "add":
+                alloc = self.ipamd.assign(pod)
+                if alloc is None:
+                    raise NoFreeIp(f"node {self.ipamd.node} has no idle IP for {pod} "
+                                   f"(bound {self.ipamd.bound}, pods {self.ipamd.pods})")
+                self.settle()
+                eni = self.ipamd.store.enis[alloc.eni_id]
+                return {"ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac, "device_index": eni.device_index,
+                        "subnet": eni.subnet_id}
+            if method == "del":
+                alloc = self.ipamd.release(pod)
+                self.settle()
+                return {"released": str(alloc.ip) if alloc else None}
+            if method == "get":
+                alloc = self.ipamd.lookup(pod)
+                return {"ip": str(alloc.ip), "eni": alloc.eni_id} if alloc else None
+        raise ValueError(f"unknown method {method!r}")
+
+    def run_timers(self, stop: threading.Event, tick: float = 0.05) -> None:
+        """Fire the pool's timers until `stop` is set."""
+        while not stop.wait(tick):
+            deadline = self.ipamd.deadline()
+            if deadline is not None and self.ipamd.clock.now() >= deadline:
+                self.settle()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="enilab-agent", description="a node's ipamd as a daemon")
+    p.add_argument("--node", required=True)
+    p.add_argument("--vpc", required=True, help="the cloud endpoint's unix socket")
+    p.add_argument("--state", required=True, help="folder of the datastore checkpoint")
+    p.add_argument("--listen", required=True, help="unix socket to serve the CNI plugin on")
+    p.add_argument("--subnet", action="append", required=True, help="a subnet id for ENIs (repeat)")
+    p.add_argument("--max-enis", type=int, required=True)
+    p.add_argument("--ips-per-eni", type=int, required=True)
+    p.add_argument("--min-prebound", type=int, default=5)
+    p.add_argument("--max-prebound", type=int, default=5)
+    p.add_argument("--release-interval", type=float, default=120.0)
+    p.add_argument("--quick-release", action="store_true")
+    p.add_argument("--seed", default="0")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from eni_core.vpc_client import VpcClient
+
+    args = _parse(argv)
+    store = Datastore(args.node, FileCheckpoint(Path(args.state) / f"{args.node}.json"))
+    ipamd = Ipamd(args.node, vpc=VpcClient(args.vpc), limits=NodeLimits(args.max_enis, args.ips_per_eni),
+                  subnets=args.subnet, clock=WallClock(), store=store, seed=args.seed,
+                  config=PoolConfig(args.min_prebound, args.max_prebound, args.release_interval, args.quick_release))
+    agent = NodeAgent(ipamd)
+    report = ipamd.recover()
+    print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
+    server = RpcServer(args.listen, agent.handle).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    agent.settle()
+    print(f"enilab-agent {args.node}: ready, {ipamd.bound} IPs bound", flush=True)
+    try:
+        agent.run_timers(stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Small builders shared by the tests."""
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from eni_core.model import PoolConfig, Subnet
+from testbed.cluster import Cluster
+from testbed.spec import ClusterSpec, NodeSpec
+from testbed.vpc import FaultConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "fixtures" / "scenarios"
+
+
+def subnet(id_: str = "subnet-a", cidr: str = "10.0.1.0/24", reserved: int = 3) -> Subnet:
+    return Subnet(id_, IPv4Network(cidr), reserved)
+
+
+def cluster(
+    *,
+    subnets: tuple[Subnet, ...] | None = None,
+    nodes: tuple[NodeSpec, ...] | None = None,
+    max_enis: int = 3,
+    ips_per_eni: int = 10,
+    node_subnets: tuple[str, ...] | None = None,
+    faults: FaultConfig | None = None,
+    seed: int = 0,
+    **pool,
+) -> Cluster:
+    subnets = subnets or (subnet(),)
+    nodes = nodes or (NodeSpec("node-1", node_subnets or tuple(s.id for s in subnets), max_enis, ips_per_eni),)
+    spec = ClusterSpec(subnets=subnets, nodes=nodes, pool=PoolConfig(**pool), faults=faults or FaultConfig(), seed=seed)
+    return Cluster(spec)
+
+
+def node_state(c: Cluster, name: str = "node-1") -> dict:
+    return c.state()["nodes"][name]
+
+
+def pool_events(c: Cluster, action: str | None = None) -> list[dict]:
+    return [e for e in c.events.items if e["kind"] == "pool" and (action is None or e["action"] == action)]

@@ -1,0 +1,247 @@
+"""One test per rule of the seed's non-static IP mode (the pool policy and the eni-ip resource)."""
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Address
+
+from eni_core import pool
+from eni_core.model import Eni, NodeLimits, PoolConfig
+from testbed.spec import NodeSpec
+from tests.helpers import cluster, node_state, pool_events, subnet
+
+
+def eni(id_: str, seq: int, bound: int, allocated: int, subnet_id: str = "subnet-a") -> Eni:
+    e = Eni(id_, subnet_id, "52:54:00:00:00:01", IPv4Address("10.0.0.1"), seq + 1, seq)
+    base = int(IPv4Address("10.0.1.0")) + 100 * (seq + 1)
+    for i in range(bound):
+        e.bind(IPv4Address(base + i))
+    for ip in list(e.ips)[:allocated]:
+        e.assign(ip, f"{id_}-pod-{ip}")
+    return e
+
+
+def plan(enis, pods, *, limits=NodeLimits(3, 10), config=PoolConfig(), due=None, now=0.0, subnets=None,
+         node_subnets=("subnet-a",)):
+    return pool.plan(enis, pods=pods, node_subnets=list(node_subnets),
+                     subnet_free=lambda: subnets or {s: 200 for s in node_subnets},
+                     limits=limits, config=config, release_due=due, now=now)
+
+
+# -- the bound window ---------------------------------------------------------------------------------
+def test_defaults_are_five_and_five_prebound_and_two_minute_release():
+    cfg = PoolConfig()
+    assert (cfg.min_prebound, cfg.max_prebound, cfg.release_interval, cfg.quick_release) == (5, 5, 120.0, False)
+
+
+def test_binds_at_once_up_to_pods_plus_min_prebound():
+    p = plan([eni("eni-1", 0, 6, 4)], pods=4, config=PoolConfig(3, 8))
+    assert p.actions == (pool.BindIps("eni-1", 1),)  # 6 bound < 4 + 3: bind exactly 1
+
+
+def test_no_bind_and_no_release_inside_the_window():
+    p = plan([eni("eni-1", 0, 9, 4)], pods=4, config=PoolConfig(3, 8))
+    assert p.actions == () and p.release_due is None
+
+
+def test_first_release_waits_a_full_release_interval():
+    p = plan([eni("eni-1", 0, 10, 0)], pods=0, config=PoolConfig(2, 4, 120), now=50.0)
+    assert p.actions == () and p.release_due == 170.0
+
+
+def test_releases_one_idle_ip_per_release_interval_above_max_prebound():
+    p = plan([eni("eni-1", 0, 10, 0)], pods=0, config=PoolConfig(2, 4, 120), due=170.0, now=170.0)
+    released = [a for a in p.actions if isinstance(a, pool.ReleaseIps)]
+    assert [len(a.ips) for a in released] == [1] and p.release_due == 290.0
+
+
+def test_release_timer_stops_at_pods_plus_max_prebound():
+    p = plan([eni("eni-1", 0, 5, 0)], pods=0, config=PoolConfig(2, 4, 120), due=100.0, now=100.0)
+    assert sum(len(a.ips) for a in p.actions) == 1 and p.release_due is None  # now at 4: done
+
+
+def test_quick_release_releases_all_the_excess_at_the_interval():
+    p = plan([eni("eni-1", 0, 10, 0)], pods=0, config=PoolConfig(2, 4, 120, True), due=120.0, now=120.0)
+    assert sum(len(a.ips) for a in p.actions if isinstance(a, pool.ReleaseIps)) == 6
+
+
+def test_never_binds_more_than_max_bindable():
+    p = plan([eni("eni-1", 0, 10, 10), eni("eni-2", 1, 8, 8)], pods=18, limits=NodeLimits(2, 10))
+    assert p.actions == (pool.BindIps("eni-2", 2),)  # 18 + 5 = 23 capped at 2 x 10 = 20
+    assert "max bindable" in p.actions[0].reason
+
+
+def test_releases_idle_ips_at_once_when_max_bindable_falls_under_bound():
+    enis = [eni("eni-1", 0, 10, 6), eni("eni-2", 1, 7, 0)]
+    p = plan(enis, pods=6, limits=NodeLimits(1, 10), now=5.0)
+    released = sum(len(a.ips) for a in p.actions if isinstance(a, pool.ReleaseIps))
+    assert released == 7  # 17 bound -> 10, without waiting for any interval
+    assert pool.DeleteEni("eni-2") in p.actions
+
+
+# -- least ENIs ---------------------------------------------------------------------------------------
+def test_pod_ip_comes_from_the_eni_with_the_most_allocated_ips():
+    enis = [eni("eni-1", 0, 10, 2), eni("eni-2", 1, 10, 7), eni("eni-3", 2, 10, 5)]
+    chosen, ip = pool.choose_pod_ip(enis, random.Random(1))
+    assert chosen.id == "eni-2" and ip in enis[1].idle_ips()
+
+
+def test_pod_ip_skips_a_full_eni_with_more_allocated():
+    enis = [eni("eni-1", 0, 10, 10), eni("eni-2", 1, 10, 3)]
+    assert pool.choose_pod_ip(enis, random.Random(1))[0].id == "eni-2"
+
+
+def test_pod_ip_within_the_eni_is_random_and_reproducible_from_the_seed():
+    picks = [pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], random.Random(s))[1] for s in range(20)]
+    assert len(set(picks)) > 5
+    assert picks == [pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], random.Random(s))[1] for s in range(20)]
+
+
+def test_ties_between_enis_go_to_the_older_eni():
+    enis = [eni("eni-new", 5, 10, 4), eni("eni-old", 2, 10, 4)]
+    assert pool.choose_pod_ip(enis, random.Random(0))[0].id == "eni-old"
+    p = plan(enis, pods=8, config=PoolConfig(1, 1), due=0.0, now=0.0)
+    assert p.actions[0].eni_id == "eni-old"
+
+
+def test_release_prefers_the_eni_with_the_fewest_allocated_ips():
+    enis = [eni("eni-1", 0, 10, 2), eni("eni-2", 1, 10, 6)]
+    p = plan(enis, pods=8, config=PoolConfig(1, 2, quick_release=True), due=0.0, now=0.0)
+    released = [(a.eni_id, len(a.ips)) for a in p.actions if isinstance(a, pool.ReleaseIps)]
+    assert released == [("eni-1", 8), ("eni-2", 2)]  # excess 20 - (8 + 2): eni-1's idle IPs go first
+    assert not any(isinstance(a, pool.DeleteEni) for a in p.actions)  # eni-1 still holds 2 pods' IPs
+
+
+def test_binds_on_bound_enis_before_a_new_eni():
+    p = plan([eni("eni-1", 0, 6, 6)], pods=6)
+    assert p.actions == (pool.BindIps("eni-1", 4), pool.CreateEni("subnet-a", 1))
+
+
+def test_new_eni_when_the_bound_enis_subnet_is_used_up():
+    p = plan([eni("eni-1", 0, 6, 6, "subnet-a")], pods=6, node_subnets=("subnet-a", "subnet-b"),
+             subnets={"subnet-a": 0, "subnet-b": 50})
+    assert p.actions == (pool.CreateEni("subnet-b", 5),)
+
+
+def test_new_eni_goes_to_the_subnet_with_the_most_available_addresses():
+    p = plan([], pods=0, node_subnets=("subnet-a", "subnet-b", "subnet-c"),
+             subnets={"subnet-a": 10, "subnet-b": 90, "subnet-c": 40})
+    assert p.actions == (pool.CreateEni("subnet-b", 5),)
+
+
+def test_subnet_tie_goes_to_the_subnet_listed_first():
+    p = plan([], pods=0, node_subnets=("subnet-b", "subnet-a"), subnets={"subnet-a": 90, "subnet-b": 90})
+    assert p.actions == (pool.CreateEni("subnet-b", 5),)
+
+
+def test_eni_primary_address_comes_from_the_subnet_too():
+    p = plan([], pods=0, subnets={"subnet-a": 4})
+    assert p.actions == (pool.CreateEni("subnet-a", 3),)  # 1 primary + 3 secondary = 4
+    assert plan([], pods=0, subnets={"subnet-a": 1}).actions == ()
+
+
+def test_no_subnet_can_serve_is_a_shortfall_not_a_crash():
+    p = plan([], pods=0, subnets={"subnet-a": 1})
+    assert p.shortfall and "subnet-a (1 free)" in p.shortfall
+
+
+def test_eni_with_no_secondary_ip_left_is_deleted_when_none_is_wanted():
+    p = plan([eni("eni-1", 0, 10, 8), eni("eni-2", 1, 0, 0)], pods=8, config=PoolConfig(1, 2))
+    assert pool.DeleteEni("eni-2") in p.actions
+
+
+def test_empty_eni_is_kept_when_ips_are_wanted_and_its_subnet_has_room():
+    p = plan([eni("eni-1", 0, 10, 10), eni("eni-2", 1, 0, 0)], pods=10)
+    assert p.actions == (pool.BindIps("eni-2", 5),)
+
+
+def test_max_enis_counts_secondary_enis_only():
+    p = plan([eni("eni-1", 0, 10, 10)], pods=10, limits=NodeLimits(1, 10))
+    assert p.actions == () and p.shortfall is None  # capped at 1 x 10: nothing more to want
+
+
+# -- the same rules, end to end through the ipamd and the simulated VPC -------------------------------
+def test_twelve_pods_on_an_empty_node_settle_at_17_bound_on_two_enis():
+    c = cluster(max_enis=3, ips_per_eni=10)
+    c.create_pods(12, "node-1")
+    n = node_state(c)
+    assert (n["pods"], n["pending"], n["bound"]) == (12, 0, 17)
+    assert [len(e["ips"]) for e in n["enis"]] == [10, 7]
+
+
+def test_eni_ip_resource_allocatable_is_bound_and_capacity_is_max_bindable():
+    c = cluster(max_enis=2, ips_per_eni=6)
+    c.create_pods(3, "node-1")
+    n = node_state(c)
+    assert n["allocatable"] == n["bound"] == 8 and n["capacity"] == 12
+
+
+def test_scheduler_keeps_pods_pending_while_eni_ip_is_used_up():
+    c = cluster(max_enis=1, ips_per_eni=6)
+    c.create_pods(8, "node-1")
+    n = node_state(c)
+    assert (n["pods"], n["pending"], n["allocatable"]) == (6, 2, 6)
+    assert {p["phase"] for name, p in c.state()["pods"].items() if name in ("pod-7", "pod-8")} == {"Pending"}
+    c.delete_pod("pod-1")
+    assert c.pods["pod-7"].phase == "Running" and c.pods["pod-7"].ip is not None
+
+
+def test_pending_pods_pull_no_ips():
+    c = cluster(max_enis=1, ips_per_eni=6, min_prebound=1, max_prebound=1)
+    c.create_pods(10, "node-1")
+    assert node_state(c)["bound"] == 6  # capped: 4 Pending pods add nothing
+
+
+def test_deleted_pod_ip_goes_back_to_the_node_pool_not_to_the_vpc():
+    c = cluster()
+    c.create_pods(3, "node-1")
+    ip = c.pods["pod-2"].ip
+    available = c.vpc.available("subnet-a")
+    c.delete_pod("pod-2")
+    assert c.vpc.available("subnet-a") == available
+    assert ip in c.nodes["node-1"].ipamd.store.enis[c.nodes["node-1"].ipamd.enis[0].id].ips
+    assert c.vpc.owner[ip] is not None
+
+
+def test_no_subnet_can_serve_sets_a_condition_and_event_and_pods_stay_pending():
+    c = cluster(subnets=(subnet("subnet-tiny", "10.0.9.0/29"),), max_enis=3, ips_per_eni=3,
+                min_prebound=2, max_prebound=2)
+    c.create_pods(6, "node-1")
+    n = node_state(c)
+    assert n["pending"] == 3 and n["conditions"][0]["type"] == "IPPoolShortfall"
+    assert any(e["kind"] == "condition" and e["status"] for e in c.events.items)
+    calls = c.vpc.calls
+    c.advance(600)
+    assert c.vpc.calls - calls <= 600 / 30 + 2  # one subnet poll per 30 s, never a loop on the API
+
+
+def test_node_recovers_from_subnet_shortfall_once_addresses_free_up():
+    c = cluster(subnets=(subnet("subnet-a", "10.0.9.0/28"),), max_enis=2, ips_per_eni=10,
+                nodes=(NodeSpec("node-1", ("subnet-a",), 2, 10), NodeSpec("node-2", ("subnet-a",), 2, 10)),
+                min_prebound=2, max_prebound=2)
+    c.create_pods(5, "node-1")
+    c.create_pods(5, "node-2")
+    assert node_state(c, "node-2")["pending"] > 0
+    c.delete_node("node-1")
+    c.advance(60)
+    assert node_state(c, "node-2")["pending"] == 0 and node_state(c, "node-2")["conditions"] == []
+
+
+def test_timed_releases_come_from_the_eni_with_fewest_allocated_and_then_delete_it():
+    c = cluster(max_enis=3, ips_per_eni=10)
+    c.create_pods(12, "node-1")
+    for name in c.newest_pods(8):
+        c.delete_pod(name)
+    eth2 = c.nodes["node-1"].ipamd.enis[1].id
+    c.advance(120 * 8)
+    releases = pool_events(c, "release")
+    assert [e["eni"] == eth2 for e in releases] == [True] * 7 + [False]  # eth2 emptied first, then eth1
+    assert [e["eni"] for e in pool_events(c, "delete_eni")] == [eth2]
+    assert node_state(c)["bound"] == 9
+
+
+def test_delete_node_releases_its_ips_and_deletes_its_enis_in_the_vpc():
+    c = cluster()
+    full = c.vpc.available("subnet-a")
+    c.create_pods(4, "node-1")
+    c.delete_node("node-1")
+    assert c.vpc.enis == {} and c.vpc.available("subnet-a") == full + 6  # 5 pre-bound + 1 primary
