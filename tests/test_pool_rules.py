@@ -20,7 +20,11 @@ def eni(id_: str, seq: int, bound: int, allocated: int, subnet_id: str = "subnet
     return e
 
 
-def plan(enis, pods, *, limits=NodeLimits(3, 10), config=PoolConfig(), due=None, now=0.0, subnets=None,
+DEFAULT_LIMITS = NodeLimits(3, 10)
+DEFAULT_CONFIG = PoolConfig()
+
+
+def plan(enis, pods, *, limits=DEFAULT_LIMITS, config=DEFAULT_CONFIG, due=None, now=0.0, subnets=None,
          node_subnets=("subnet-a",)):
     return pool.plan(enis, pods=pods, node_subnets=list(node_subnets),
                      subnet_free=lambda: subnets or {s: 200 for s in node_subnets},
