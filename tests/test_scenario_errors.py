@@ -1,0 +1,90 @@
+"""Invalid scenarios: a clear message naming the step and field, exit 2, no traceback, nothing run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from testbed.scenario import ScenarioError, parse_scenario
+
+BASE = """
+name: t
+cluster:
+  subnets: [{id: subnet-a, cidr: 10.0.1.0/24}]
+  nodes: [{name: node-1, subnets: [subnet-a], max_enis: 2, ips_per_eni: 10}]
+steps: []
+"""
+
+
+def with_steps(*steps: str) -> str:
+    return BASE.replace("steps: []", "steps:\n" + "\n".join(f"  - {s}" for s in steps))
+
+
+CASES = [
+    (with_steps("{op: explode}"), "step 1: unknown op 'explode'"),
+    (with_steps("{op: create_pods, node: node-9, count: 1}"), "step 1 (create_pods): field 'node': unknown node"),
+    (with_steps("{op: create_pods, node: node-1, count: -3}"), "field 'count' must be between 1"),
+    (with_steps("{op: create_pods, node: node-1, count: 2, colour: red}"), "unknown field 'colour'"),
+    (with_steps("{op: create_pods, node: node-1, count: 1}", "{op: delete_pods, names: [pod-7]}"),
+     "step 2 (delete_pods): field 'names': unknown pod 'pod-7'"),
+    (with_steps("{op: create_pods, node: node-1, count: 1}", "{op: delete_pods, count: 5}"),
+     "step 2 (delete_pods): field 'count': 5 pods to delete but only 1 exist"),
+    (with_steps("{op: advance, seconds: -1}"), "step 1 (advance): field 'seconds' must be above 0"),
+    (with_steps("{op: advance}"), "field 'seconds' is required"),
+    (with_steps("{op: delete_node, node: node-1}", "{op: create_pods, node: node-1, count: 1}"),
+     "step 2 (create_pods): field 'node': unknown node 'node-1'"),
+    (with_steps("{op: add_node, name: node-2, subnets: [subnet-z], max_enis: 1, ips_per_eni: 2}"),
+     "unknown subnet subnet-z"),
+    (with_steps("{op: set_node, node: node-1, max_enis: 0}"), "field 'max_enis' must be between 1"),
+    (with_steps("{op: create_pod, name: web-0, node: node-1, static: true}"), "static IPs need cluster.mode"),
+    (BASE.replace("10.0.1.0/24", "10.0.1.0/33"), "cluster.subnets[1]: field 'cidr' is not an IPv4 CIDR"),
+    (BASE.replace("10.0.1.0/24", "10.0.0.0/8"), "has prefix /8"),
+    (BASE.replace("[subnet-a], max", "[subnet-q], max"), "cluster.nodes[1]: field 'subnets': unknown subnet"),
+    (BASE.replace("max_enis: 2", "max_enis: two"), "field 'max_enis' must be a whole number"),
+    (BASE.replace("name: t", "name: t\ncolour: red"), "scenario: unknown field 'colour'"),
+    (BASE.replace("subnets: [{id", "pool: {min_prebound: 6, max_prebound: 2}\n  subnets: [{id"),
+     "min_prebound (6) is above max_prebound (2)"),
+    (BASE.replace("subnets: [{id", "static: {claim_expired_duration: 60}\n  subnets: [{id"),
+     "at least 300 seconds"),
+    (BASE.replace("subnets: [{id", "faults: {throttle: 0.6, transient: 0.5}\n  subnets: [{id"), "add up to"),
+]
+
+
+@pytest.mark.parametrize("text,message", CASES, ids=lambda v: str(v)[:40])
+def test_invalid_scenario_names_the_place_and_field(text, message):
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(yaml.safe_load(text), "s.yaml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("s.yaml: ")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("cluster: [unclosed", "not valid YAML at line 1"),
+    (with_steps("{op: explode}"), "unknown op 'explode'"),
+    (with_steps("{op: probe, from: pod-1, to: db-1}"), "no pod, host or IP"),
+])
+def test_simulate_exits_2_with_a_message_and_no_traceback(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(textwrap.dedent(text))
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(f), "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_simulate_missing_file_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "cannot read it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_netns_only_ops_are_refused_by_simulate(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text(with_steps("{op: create_pods, node: node-1, count: 1}",
+                            "{op: set_sysctl, node: node-1, key: net.ipv4.conf.all.rp_filter, value: 1}"))
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(f)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "step 2 (set_sysctl): needs real packets" in proc.stderr

@@ -1,0 +1,131 @@
+"""Every fixture scenario runs and prints the JSON contract of ARCHITECTURE.md; each shows its rule."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from testbed.runner import run_scenario
+from testbed.scenario import load_scenario
+from tests.helpers import SCENARIOS
+
+FIXTURES = sorted(SCENARIOS.glob("*.yaml"))
+NODE_KEYS = {"pods", "pending", "bound", "allocatable", "capacity", "enis"}
+ENI_KEYS = {"id", "subnet", "ifname", "ifindex", "mac", "table", "ips", "allocated"}
+
+
+def run(name: str) -> dict:
+    return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml"))
+
+
+def nodes_at(out: dict, step: int, node: str = "node-1") -> dict:
+    return out["steps"][step - 1]["state"]["nodes"][node]
+
+
+def test_there_are_at_least_eight_scenarios():
+    assert len(FIXTURES) >= 8
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_scenario_output_follows_the_json_contract(path):
+    out = run_scenario(load_scenario(path))
+    assert {"scenario", "steps", "events"} <= set(out)
+    for i, step in enumerate(out["steps"], 1):
+        assert step["index"] == i and "op" in step["op"] and isinstance(step["t"], int | float)
+        state = step["state"]
+        assert set(state) == {"nodes", "subnets", "pods", "claims"}
+        for node in state["nodes"].values():
+            assert set(node) >= NODE_KEYS
+            assert node["allocatable"] == node["bound"] == sum(len(e["ips"]) for e in node["enis"])
+            for eni in node["enis"]:
+                assert set(eni) == ENI_KEYS
+                assert eni["table"] == eni["ifindex"] + 2000
+                assert set(eni["allocated"]) <= set(eni["ips"])
+        for pod in state["pods"].values():
+            assert {"node", "phase", "ip", "eni"} <= set(pod)
+            assert (pod["ip"] is None) == (pod["phase"] == "Pending")
+        for subnet in state["subnets"].values():
+            assert set(subnet) == {"cidr", "available"}
+    json.dumps(out)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_scenario_is_reproducible_from_its_seed(path):
+    assert run_scenario(load_scenario(path)) == run_scenario(load_scenario(path))
+
+
+def test_grow_and_shrink_shows_every_rule():
+    out = run("grow-and-shrink")
+    n = nodes_at(out, 1)
+    assert (n["pods"], n["bound"], [len(e["ips"]) for e in n["enis"]]) == (12, 17, [10, 7])
+    assert [e["table"] for e in n["enis"]] == [2003, 2004]
+    assert nodes_at(out, 3)["bound"] == 17  # t=60: the first release waits 120 s
+    assert nodes_at(out, 4)["bound"] == 16  # t=120: one IP, from eth2 (fewest allocated)
+    assert [len(e["ips"]) for e in nodes_at(out, 4)["enis"]] == [10, 6]
+    assert nodes_at(out, 5)["bound"] == 15
+    final = nodes_at(out, 6)
+    assert final["bound"] == 9 and len(final["enis"]) == 1  # eth2 emptied and deleted; 4 + 5
+    assert nodes_at(out, 7)["bound"] == 12  # 7 pods + 5, at once
+
+
+def test_release_one_per_interval_scenario():
+    out = run("release-one-per-interval")
+    assert [nodes_at(out, i)["bound"] for i in range(1, 8)] == [12, 12, 12, 11, 11, 10, 4]
+
+
+def test_quick_release_scenario():
+    out = run("quick-release")
+    assert [nodes_at(out, i)["bound"] for i in (3, 4)] == [12, 4]
+
+
+def test_max_bindable_clamp_scenario():
+    out = run("max-bindable-clamp")
+    step3 = nodes_at(out, 3)
+    assert (step3["bound"], step3["capacity"], out["steps"][2]["t"]) == (10, 10, 0)
+    assert (nodes_at(out, 4)["pods"], nodes_at(out, 4)["pending"]) == (10, 4)
+
+
+def test_subnet_choice_scenario():
+    out = run("subnet-choice")
+    assert [e["subnet"] for e in nodes_at(out, 2)["enis"]] == ["subnet-big", "subnet-twin", "subnet-big"]
+
+
+def test_subnet_exhausted_scenario_reports_and_recovers():
+    out = run("subnet-exhausted")
+    n = nodes_at(out, 1)
+    assert n["pending"] == 3 and n["conditions"][0]["type"] == "IPPoolShortfall"
+    assert any(e["kind"] == "condition" and e["status"] for e in out["events"])
+    assert nodes_at(out, 3)["conditions"] == []
+
+
+def test_eni_ip_scheduling_scenario():
+    out = run("eni-ip-scheduling")
+    n2 = nodes_at(out, 2, "node-2")
+    assert (n2["pods"], n2["pending"], n2["capacity"]) == (6, 2, 6)
+    assert nodes_at(out, 3, "node-2")["pending"] == 0
+    pods = out["steps"][3]["state"]["pods"]
+    assert {pods[p]["node"] for p in ("pod-21", "pod-22", "pod-23")} == {"node-1"}  # the most free eni-ip
+
+
+def test_every_api_call_is_an_event():
+    out = run("cloud-faults")
+    api = [e for e in out["events"] if e["kind"] == "api"]
+    assert any(e["result"] != "ok" for e in api) and all("call" in e for e in api)
+    final = out["steps"][-1]["state"]["nodes"]["node-1"]
+    assert final["pods"] == 0 and final["bound"] == 5  # converged despite the faults
+
+
+def test_simulate_cli_prints_the_json_contract():
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate",
+                           str(SCENARIOS / "grow-and-shrink.yaml"), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["scenario"] == "grow-and-shrink"
+
+
+def test_simulate_cli_prints_a_readable_table():
+    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate",
+                           str(SCENARIOS / "grow-and-shrink.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "step 4" in proc.stdout and "release" in proc.stdout and "eth2[2004]" in proc.stdout
