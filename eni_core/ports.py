@@ -10,6 +10,7 @@ __all__ = [
     "ERRORS",
     "EniRecord",
     "InsufficientAddresses",
+    "Netlink",
     "NotFound",
     "QuotaExceeded",
     "Throttled",
@@ -115,3 +116,23 @@ class VpcApi(Protocol):
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         """ENIs tagged with `node` or attached to it."""
+
+
+class Netlink(Protocol):
+    """The kernel of one network namespace: rtnetlink dumps and batched requests, and its sysctls.
+    (Types are those of `eni_core.netlink`.)"""
+
+    def links(self) -> list: ...
+
+    def rules(self) -> list: ...
+
+    def routes(self) -> list: ...
+
+    def neighbours(self) -> list: ...
+
+    def apply(self, requests: Sequence) -> list:
+        """Send the requests as one batch; return the errors, each naming its request."""
+
+    def read_sysctls(self, keys: Iterable[str]) -> dict[str, int]: ...
+
+    def write_sysctl(self, key: str, value: int) -> None: ...

@@ -1,0 +1,382 @@
+"""A small rtnetlink client: the few message types VPC-CNI needs, packed with struct, sent in batches.
+
+One socket per namespace (a socket stays in the namespace it was opened in), many messages per send,
+one ack each. Dumps decode links, addresses, routes, rules and neighbours into plain tuples. Encoding a
+message costs microseconds; a batch of a pod's dozen messages is one system call.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import socket
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+__all__ = [
+    "IGNORE_EXISTS", "IGNORE_GONE", "Link", "NeighEntry", "NetlinkError", "NetlinkSocket", "RouteEntry", "RuleEntry",
+    "addr_add", "link_del", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg", "veth_add",
+]
+
+NETLINK_ROUTE = 0
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
+F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
+
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
+
+AF_UNSPEC, AF_INET = 0, 2
+IFF_UP = 1
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 18, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_PERMANENT = 0x80
+FR_ACT_TO_TBL = 1
+RTN_UNICAST, RTN_LOCAL, RTN_UNREACHABLE = 1, 2, 7
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
+RTPROT_KERNEL, RTPROT_STATIC = 2, 4
+RTPROT_ENILAB = 77  # our routes say `proto 77`: reconcile only ever removes what carries it
+RTNH_F_ONLINK = 4
+RT_TABLE_MAIN = 254
+
+_HDR = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBi")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BBHiHBB")
+_ATTR = struct.Struct("=HH")
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request; `what` says which."""
+
+    def __init__(self, err: int, what: str) -> None:
+        super().__init__(err, f"{what}: {os.strerror(err)}")
+        self.what = what
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return _ATTR.pack(length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+
+def _u32(kind: int, value: int) -> bytes:
+    return _attr(kind, struct.pack("=I", value))
+
+
+def _ip(kind: int, ip: IPv4Address) -> bytes:
+    return _attr(kind, ip.packed)
+
+
+def _mac(value: str) -> bytes:
+    return bytes.fromhex(value.replace(":", ""))
+
+
+def _str(kind: int, value: str) -> bytes:
+    return _attr(kind, value.encode() + b"\0")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One message to send: type, flags, body (without the netlink header), and what it does."""
+
+    type: int
+    flags: int
+    body: bytes
+    what: str
+
+
+# -- builders ----------------------------------------------------------------------------------------
+def veth_add(ifname: str, peer: str, peer_netns_fd: int, *, index: int = 0, mac: str | None = None,
+             peer_index: int = 0, peer_mac: str | None = None, up: bool = True) -> Request:
+    """A veth pair: `ifname` here, `peer` in the namespace of the fd; indexes and MACs as given (0/None:
+    the kernel's choice)."""
+    peer_attrs = _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_netns_fd)
+    if peer_mac:
+        peer_attrs += _attr(IFLA_ADDRESS, _mac(peer_mac))
+    info = _str(IFLA_INFO_KIND, "veth") + _attr(
+        IFLA_INFO_DATA, _attr(VETH_INFO_PEER, _IFINFO.pack(AF_UNSPEC, 0, peer_index, 0, 0) + peer_attrs))
+    body = _IFINFO.pack(AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
+    body += _str(IFLA_IFNAME, ifname) + _attr(IFLA_LINKINFO, info)
+    if mac:
+        body += _attr(IFLA_ADDRESS, _mac(mac))
+    return Request(RTM_NEWLINK, F_CREATE | F_EXCL, body, f"add veth {ifname} (peer {peer})")
+
+
+def link_set(index: int, *, up: bool | None = None, mac: str | None = None) -> Request:
+    flags = IFF_UP if up else 0
+    change = IFF_UP if up is not None else 0
+    body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change)
+    if mac:
+        body += _attr(IFLA_ADDRESS, _mac(mac))
+    return Request(RTM_NEWLINK, 0, body, f"set link {index}")
+
+
+def link_del(index: int = 0, ifname: str | None = None) -> Request:
+    body = _IFINFO.pack(AF_UNSPEC, 0, index, 0, 0) + (_str(IFLA_IFNAME, ifname) if ifname else b"")
+    return Request(RTM_DELLINK, 0, body, f"delete link {ifname or index}")
+
+
+def addr_add(index: int, ip: IPv4Address, prefixlen: int = 32, scope: int = RT_SCOPE_UNIVERSE) -> Request:
+    body = _IFADDR.pack(AF_INET, prefixlen, 0, scope, index) + _ip(IFA_LOCAL, ip) + _ip(IFA_ADDRESS, ip)
+    return Request(RTM_NEWADDR, F_CREATE | F_REPLACE, body, f"add address {ip}/{prefixlen} on link {index}")
+
+
+def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, oif: int | None = None,
+              gateway: IPv4Address | None = None, scope: int = RT_SCOPE_UNIVERSE, onlink: bool = False,
+              rtype: int = RTN_UNICAST, proto: int = RTPROT_ENILAB) -> Request:
+    body = _RTMSG.pack(AF_INET, dst_len, 0, 0, table if table < 256 else 252, proto, scope, rtype,
+                       RTNH_F_ONLINK if onlink else 0)
+    body += _u32(RTA_TABLE, table)
+    if dst is not None and dst_len:
+        body += _ip(RTA_DST, dst)
+    if oif is not None:
+        body += _u32(RTA_OIF, oif)
+    if gateway is not None:
+        body += _ip(RTA_GATEWAY, gateway)
+    what = f"{'add' if add else 'delete'} route {dst or 'default'}/{dst_len} table {table}"
+    if add:
+        return Request(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, what)
+    return Request(RTM_DELROUTE, 0, body, what)
+
+
+def rule_msg(add: bool, *, priority: int, table: int, src: IPv4Address | None = None, src_len: int = 0,
+             dst: IPv4Address | None = None, dst_len: int = 0) -> Request:
+    body = _RTMSG.pack(AF_INET, dst_len if dst else 0, src_len if src else 0, 0,
+                       table if table < 256 else 252, 0, 0, FR_ACT_TO_TBL, 0)
+    body += _u32(FRA_PRIORITY, priority) + _u32(FRA_TABLE, table)
+    if src is not None:
+        body += _ip(FRA_SRC, src)
+    if dst is not None:
+        body += _ip(FRA_DST, dst)
+    what = f"{'add' if add else 'delete'} rule {priority}: from {src or 'all'} to {dst or 'all'} lookup {table}"
+    return Request(RTM_NEWRULE if add else RTM_DELRULE, F_CREATE | F_EXCL if add else 0, body, what)
+
+
+def neigh_add(index: int, ip: IPv4Address, mac: str) -> Request:
+    body = _NDMSG.pack(AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + _ip(NDA_DST, ip) + _attr(NDA_LLADDR, _mac(mac))
+    return Request(RTM_NEWNEIGH, F_CREATE | F_REPLACE, body, f"add neighbour {ip} lladdr {mac} on link {index}")
+
+
+def neigh_del(index: int, ip: IPv4Address) -> Request:
+    body = _NDMSG.pack(AF_INET, 0, 0, index, 0, 0, 0) + _ip(NDA_DST, ip)
+    return Request(RTM_DELNEIGH, 0, body, f"delete neighbour {ip} on link {index}")
+
+
+# -- decoded dump entries ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Link:
+    index: int
+    ifname: str
+    mac: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    table: int
+    dst: IPv4Address | None
+    dst_len: int
+    oif: int | None
+    gateway: IPv4Address | None
+    scope: int
+    proto: int
+    type: int
+    onlink: bool
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    priority: int
+    table: int
+    src: IPv4Address | None
+    src_len: int
+    dst: IPv4Address | None
+    dst_len: int
+
+
+@dataclass(frozen=True)
+class NeighEntry:
+    index: int
+    ip: IPv4Address
+    mac: str | None
+    state: int
+
+
+@dataclass(frozen=True)
+class AddrEntry:
+    index: int
+    ip: IPv4Address
+    prefixlen: int
+
+
+def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
+    out = {}
+    while offset + 4 <= len(data):
+        length, kind = _ATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[offset + 4: offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def _ipv4(raw: bytes | None) -> IPv4Address | None:
+    return IPv4Address(raw) if raw is not None and len(raw) == 4 else None
+
+
+def _fmt_mac(raw: bytes | None) -> str:
+    return ":".join(f"{b:02x}" for b in raw) if raw else ""
+
+
+class NetlinkSocket:
+    """A NETLINK_ROUTE socket, opened in the calling thread's namespace (enter one first to aim it)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.sock.bind((0, 0))
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> NetlinkSocket:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _frame(self, req: Request, extra_flags: int) -> tuple[int, bytes]:
+        self.seq += 1
+        return self.seq, _HDR.pack(_HDR.size + len(req.body), req.type, F_REQUEST | req.flags | extra_flags,
+                                   self.seq, 0) + req.body
+
+    def _messages(self) -> Iterator[tuple[int, int, int, bytes]]:
+        data = self.sock.recv(1 << 20)
+        offset = 0
+        while offset + _HDR.size <= len(data):
+            length, mtype, flags, seq, _ = _HDR.unpack_from(data, offset)
+            yield mtype, flags, seq, data[offset + _HDR.size: offset + length]
+            offset += (length + 3) & ~3
+
+    def apply(self, requests: Iterable[Request], *, ignore: tuple[int, ...] = ()) -> list[NetlinkError]:
+        """Send every request in one batch and wait for every ack. Errors whose errno is in `ignore`
+        (EEXIST for idempotent adds, ESRCH/ENOENT for deletes of what is gone) are dropped; the others
+        are returned, each naming its request."""
+        reqs = list(requests)
+        if not reqs:
+            return []
+        pending: dict[int, Request] = {}
+        frames = []
+        for req in reqs:
+            seq, frame = self._frame(req, F_ACK)
+            pending[seq] = req
+            frames.append(frame)
+        # the kernel reads one message per sendmsg chunk in order; keep chunks under the socket buffer
+        chunk: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if size + len(frame) > 60_000 and chunk:
+                self.sock.send(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(frame)
+            size += len(frame)
+        self.sock.send(b"".join(chunk))
+        errors = []
+        while pending:
+            for mtype, _flags, seq, payload in self._messages():
+                if mtype != NLMSG_ERROR or seq not in pending:
+                    continue
+                req = pending.pop(seq)
+                (code,) = struct.unpack_from("=i", payload)
+                if code and -code not in ignore:
+                    errors.append(NetlinkError(-code, req.what))
+        return errors
+
+    def check(self, requests: Iterable[Request], *, ignore: tuple[int, ...] = ()) -> None:
+        """`apply`, raising the first error."""
+        errors = self.apply(requests, ignore=ignore)
+        if errors:
+            raise errors[0]
+
+    def _dump(self, mtype: int, body: bytes) -> Iterator[tuple[int, bytes]]:
+        seq, frame = self._frame(Request(mtype, F_DUMP, body, "dump"), 0)
+        self.sock.send(frame)
+        while True:
+            for rtype, _flags, rseq, payload in self._messages():
+                if rseq != seq:
+                    continue
+                if rtype == NLMSG_DONE:
+                    return
+                if rtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", payload)
+                    if code:
+                        raise NetlinkError(-code, f"dump {mtype}")
+                    return
+                yield rtype, payload
+
+    def links(self) -> list[Link]:
+        out = []
+        for _, p in self._dump(RTM_GETLINK, _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0)):
+            _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
+            a = _attrs(p, _IFINFO.size)
+            out.append(Link(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), _fmt_mac(a.get(IFLA_ADDRESS)),
+                            bool(flags & IFF_UP)))
+        return out
+
+    def addresses(self) -> list[AddrEntry]:
+        out = []
+        for _, p in self._dump(RTM_GETADDR, _IFADDR.pack(AF_INET, 0, 0, 0, 0)):
+            _fam, plen, _f, _scope, index = _IFADDR.unpack_from(p)
+            a = _attrs(p, _IFADDR.size)
+            ip = _ipv4(a.get(IFA_LOCAL) or a.get(IFA_ADDRESS))
+            if ip is not None:
+                out.append(AddrEntry(index, ip, plen))
+        return out
+
+    def routes(self) -> list[RouteEntry]:
+        out = []
+        for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+            _fam, dst_len, _sl, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(p)
+            a = _attrs(p, _RTMSG.size)
+            if RTA_TABLE in a:
+                (table,) = struct.unpack("=I", a[RTA_TABLE])
+            oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else None
+            out.append(RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope,
+                                  proto, rtype, bool(flags & RTNH_F_ONLINK)))
+        return out
+
+    def rules(self) -> list[RuleEntry]:
+        out = []
+        for _, p in self._dump(RTM_GETRULE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+            _fam, dst_len, src_len, _tos, table, _r1, _r2, _act, _fl = _RTMSG.unpack_from(p)
+            a = _attrs(p, _RTMSG.size)
+            if FRA_TABLE in a:
+                (table,) = struct.unpack("=I", a[FRA_TABLE])
+            prio = struct.unpack("=I", a[FRA_PRIORITY])[0] if FRA_PRIORITY in a else 0
+            out.append(RuleEntry(prio, table, _ipv4(a.get(FRA_SRC)), src_len, _ipv4(a.get(FRA_DST)), dst_len))
+        return out
+
+    def neighbours(self) -> list[NeighEntry]:
+        out = []
+        for _, p in self._dump(RTM_GETNEIGH, _NDMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0)):
+            _fam, _p1, _p2, index, state, _fl, _t = _NDMSG.unpack_from(p)
+            a = _attrs(p, _NDMSG.size)
+            ip = _ipv4(a.get(NDA_DST))
+            if ip is not None:
+                out.append(NeighEntry(index, ip, _fmt_mac(a.get(NDA_LLADDR)) or None, state))
+        return out
+
+
+IGNORE_EXISTS = (errno_mod.EEXIST,)
+IGNORE_GONE = (errno_mod.ENOENT, errno_mod.ESRCH, errno_mod.ENODEV, errno_mod.EADDRNOTAVAIL)

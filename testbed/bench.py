@@ -1,0 +1,121 @@
+"""Benchmarks that print their figures and the ratio against a baseline measured in the same run."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import time
+from ipaddress import IPv4Network
+from typing import Any
+
+from eni_core.model import PoolConfig, Subnet
+from testbed.cluster import Cluster
+from testbed.spec import ClusterSpec, NodeSpec
+
+__all__ = ["print_result", "run"]
+
+SIM_TARGET_S = 10.0
+SIM_TARGET_MB = 1024
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class NaiveCluster(Cluster):
+    """The baseline: settle every node after every event, as a controller without dirty tracking would."""
+
+    def _settle(self, names):
+        super()._settle(list(self.nodes))
+
+
+def _sim_world(nodes: int, seed: int) -> ClusterSpec:
+    subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(4))
+    specs = tuple(NodeSpec(f"node-{n}", (subnets[n % 4].id, subnets[(n + 1) % 4].id), 4, 10) for n in range(nodes))
+    return ClusterSpec(subnets=subnets, nodes=specs, pool=PoolConfig(), seed=seed)
+
+
+def _sim_workload(nodes: int, pods: int, hours: float, seed: int) -> list[tuple[float, int, str, str]]:
+    """(time, order, op, pod) for `pods` creations at uniform times, each deleted after an exponential life."""
+    rng = random.Random(seed)
+    span = hours * 3600
+    events = []
+    for i in range(pods):
+        born = rng.uniform(0, span * 0.9)
+        died = min(span, born + rng.expovariate(1 / 7200))
+        node = f"node-{rng.randrange(nodes)}"
+        events.append((born, 0, "create", f"pod-{i}", node))
+        events.append((died, 1, "delete", f"pod-{i}", node))
+    events.sort()
+    return events
+
+
+def _drive(cluster: Cluster, events, limit: int | None = None) -> int:
+    done = 0
+    for t, _, op, pod, node in events[:limit]:
+        cluster.run_until(t)
+        if op == "create":
+            cluster.create_pod(pod, node)
+        elif pod in cluster.pods:
+            cluster.delete_pod(pod)
+        done += 1
+    return done
+
+
+def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: int = 400) -> dict[str, Any]:
+    spec = _sim_world(nodes, seed)
+    events = _sim_workload(nodes, pods, hours, seed)
+    t0 = time.perf_counter()
+    cluster = Cluster(spec, keep_events=False)
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    done = _drive(cluster, events)
+    cluster.run_until(hours * 3600)
+    seconds = time.perf_counter() - t0
+    rss = peak_rss_mb()
+    running = sum(len(n.running) for n in cluster.nodes.values())
+    result = {
+        "nodes": nodes, "events": done, "api_calls": cluster.vpc.calls, "all_events": cluster.events.count,
+        "seconds": round(seconds, 3), "setup_s": round(setup_s, 3),
+        "events_per_s": round(done / seconds), "peak_rss_mb": round(rss, 1),
+        "pods_left_running": running, "cores": os.cpu_count(),
+    }
+    # The baseline, on the first events only (it is far slower), as time per event.
+    naive = NaiveCluster(spec, keep_events=False)
+    t0 = time.perf_counter()
+    n = _drive(naive, events, baseline_events)
+    naive_per_event = (time.perf_counter() - t0) / n
+    ours_per_event = seconds / done
+    result.update({
+        "baseline": "settle every node on every event",
+        "baseline_ms_per_event": round(naive_per_event * 1000, 3),
+        "ms_per_event": round(ours_per_event * 1000, 4),
+        "speedup": round(naive_per_event / ours_per_event, 1),
+        "target_s": SIM_TARGET_S, "target_mb": SIM_TARGET_MB,
+        "within_target": seconds + setup_s <= SIM_TARGET_S and rss <= SIM_TARGET_MB,
+    })
+    return result
+
+
+def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    if what == "sim":
+        return bench_sim(args.nodes, args.pods, args.hours, args.seed)
+    raise ValueError(f"unknown benchmark {what!r}")
+
+
+def print_result(console, what: str, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"enilab bench {what} ({r['cores']} cores)", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in r.items():
+        if key != "cores":
+            table.add_row(key, str(value))
+    console.print(table)
+    if what == "sim":
+        verdict = "[green]within target[/green]" if r["within_target"] else "[red]OVER TARGET[/red]"
+        console.print(f"{r['events']} pod events in {r['seconds']} s (+{r['setup_s']} s setup), peak "
+                      f"{r['peak_rss_mb']} MiB: {verdict} (<{r['target_s']:g} s, <{r['target_mb']} MiB); "
+                      f"{r['speedup']}x the baseline ({r['baseline']})")
