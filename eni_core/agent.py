@@ -34,10 +34,11 @@ class NoFreeIp(Exception):
 class NodeAgent:
     """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent)."""
 
-    def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
+                 lock: threading.RLock | None = None) -> None:
         self.ipamd = ipamd
         self.on_change = on_change
-        self.lock = threading.RLock()
+        self.lock = lock or threading.RLock()
 
     def settle(self) -> None:
         with self.lock:
@@ -67,6 +68,14 @@ class NodeAgent:
         if method == "reconcile":
             self.settle()
             return self.state()
+        if method == "gc":
+            valid = set(params.get("valid") or [])
+            with self.lock:
+                gone = {pod: str(alloc.ip) for pod, alloc in self.ipamd.store.pods.items() if pod not in valid}
+                for pod in gone:
+                    self.ipamd.release(pod)
+                self.settle()
+            return gone
         pod = params.get("pod")
         if not isinstance(pod, str) or not pod:
             raise ValueError(f"{method}: give the pod's key (namespace/name or container id)")

@@ -198,11 +198,12 @@ class SyncReport:
 
 
 def sync(kernel: Netlink, enis: Sequence[tuple[str, IPv4Address]], pods: Sequence[tuple[IPv4Address, str, str]],
-         primary: str = "eth0") -> SyncReport:
+         primary: str = "eth0", leave: Iterable[str] = ()) -> SyncReport:
     """Observe the node, plan, and apply the difference through the `Netlink` port.
 
     `enis` are (MAC, subnet gateway) of the node's secondary ENIs; `pods` are (IP, ENI MAC, host veth
-    name). Links are matched by MAC and by name, as on a real node.
+    name). Links are matched by MAC and by name, as on a real node. Sysctls named in `leave` were set by
+    hand on purpose and are not repaired.
     """
     links = kernel.links()
     by_mac = {link.mac: link for link in links}
@@ -214,6 +215,7 @@ def sync(kernel: Netlink, enis: Sequence[tuple[str, IPv4Address]], pods: Sequenc
     desired = plan_node(eni_links, pod_links, primary)
     observed = observe(kernel.rules(), kernel.routes(), links, kernel.read_sysctls(desired.sysctls))
     ops, writes = reconcile(desired, observed)
+    writes = {k: v for k, v in writes.items() if k not in set(leave)}
     report = SyncReport([op.what for op in ops], writes)
     report.errors = [str(e) for e in kernel.apply(ops)]
     for key, value in writes.items():

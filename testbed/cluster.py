@@ -82,6 +82,7 @@ class Cluster:
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)
         self._store_factory = store_factory or Datastore
+        self.backend.bind(self)
         for host in spec.hosts:
             self.vpc.add_host(host.name, host.subnet, host.ip)
         self.nodes: dict[str, Node] = {}
@@ -278,6 +279,11 @@ class Cluster:
             self.clock.advance_to(max(t, self.clock.now()))
             self._settle([name])
         self.clock.advance_to(target)
+
+    def sync_dataplane(self) -> None:
+        """Let every node's routing agent repair the kernel (a no-op on the sim backend)."""
+        for name in self.nodes:
+            self.backend.sync(name)
 
     # -- state --------------------------------------------------------------------------------------
     def state(self) -> dict:

@@ -34,6 +34,7 @@ STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
     "set_node": lambda c, s: c.set_node(s["node"], max_enis=s.get("max_enis"), ips_per_eni=s.get("ips_per_eni")),
     "add_node": _add_node,
     "delete_node": lambda c, s: c.delete_node(s["node"]),
+    "set_sysctl": lambda c, s: c.backend.set_sysctl(s["node"], s["key"], s["value"]),
 }
 
 
@@ -72,6 +73,7 @@ def run_scenario(
         for i, step in enumerate(scenario.steps, 1):
             cluster.events.step = i
             result = apply_step(cluster, step)
+            cluster.sync_dataplane()
             record = {"index": i, "op": step, "t": seconds(cluster.clock.now()), "state": cluster.state()}
             if isinstance(result, dict):
                 record.update(result)

@@ -18,6 +18,12 @@ def eni_ifindex(device_index: int) -> int:
 class Backend(Protocol):
     name: str
 
+    def bind(self, cluster) -> None:
+        """Called once the cluster and its VPC exist."""
+
+    def sync(self, node: str) -> object:
+        """Run the node's routing agent (plan, observe, repair)."""
+
     def add_node(self, node: str) -> None: ...
 
     def remove_node(self, node: str) -> None: ...

@@ -14,6 +14,12 @@ class SimBackend:
     def __init__(self) -> None:
         self.links: dict[str, dict[str, int]] = {}  # node -> ENI id -> link index
 
+    def bind(self, cluster) -> None:
+        return None
+
+    def sync(self, node: str) -> None:
+        return None
+
     def add_node(self, node: str) -> None:
         self.links[node] = {}
 
