@@ -7,11 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from testbed.errors import UsageError
+
 __all__ = ["main"]
-
-
-class UsageError(Exception):
-    """The user's mistake: printed without a traceback, exit 2."""
 
 
 def _console():
@@ -32,6 +30,133 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         print_timeline(_console(), out)
     return 0
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise UsageError(f"`enilab {what}` needs root (it makes network namespaces); run it as root, or use "
+                         "`enilab simulate` for the same scenario without a kernel")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from testbed.report import print_timeline
+    from testbed.runner import check_supported, run_scenario
+    from testbed.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    check_supported(scenario, "netns")
+    _need_root("run")
+    from testbed.backends.netns import NetnsBackend
+
+    backend = NetnsBackend()
+    out = run_scenario(scenario, backend=backend, keep=args.keep)
+    if args.json:
+        json.dump(out, sys.stdout, indent=1 if args.pretty else None)
+        sys.stdout.write("\n")
+    else:
+        print_timeline(_console(), out)
+    if args.keep:
+        print(f"enilab: kept namespaces {backend.run.prefix}-*; remove them with `enilab clean`", file=sys.stderr)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    _need_root("clean")
+    from testbed import runs
+
+    removed = runs.clean(force=args.force)
+    if args.json:
+        print(json.dumps({"removed": removed}))
+    elif removed:
+        for prefix, names in removed.items():
+            print(f"removed run {prefix}: {len(names)} namespaces")
+    else:
+        print("nothing to clean")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    import subprocess
+    import time
+
+    from testbed.controller import cluster_dir, list_clusters
+    from testbed.runner import check_supported
+    from testbed.scenario import load_scenario
+
+    scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
+    check_supported(scenario, "netns")
+    _need_root("up")
+    name = args.name or scenario.name
+    if name in list_clusters():
+        raise UsageError(f"cluster {name!r} is up already; `enilab down --name {name}` first, or pick --name")
+    folder = cluster_dir(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / "controller.log", "ab")  # noqa: SIM115 - handed to the daemon
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.controller", str(args.topology), "--name", name],
+                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    line = proc.stdout.readline().decode()
+    proc.stdout.close()
+    answer = json.loads(line) if line.strip() else {"error": "the controller exited without a word; see "
+                                                             f"{folder / 'controller.log'}"}
+    if "error" in answer:
+        proc.wait(10)
+        raise UsageError(f"cluster {name!r} did not come up: {answer['error']}")
+    for _ in range(100):
+        if name in list_clusters():
+            break
+        time.sleep(0.05)
+    print(f"cluster {name} is up (controller pid {proc.pid}); `enilab status`, `enilab pods add`, `enilab down`")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from testbed.controller import connect
+    from testbed.report import node_table
+
+    _, client = connect(args.name)
+    info = client.call("state")
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    console = _console()
+    console.print(f"[bold]cluster {info['name']}[/bold] · t={info['t']}s · namespaces {info['prefix']}-*")
+    console.print(node_table(info["state"]))
+    for node, n in info["state"]["nodes"].items():
+        routing = n.get("routing", {})
+        console.print(f"[bold]{node}[/bold] ({n.get('netns')}): {len(routing.get('rules', []))} rules, tables "
+                      f"{', '.join(routing.get('tables', {})) or '-'}; agent socket {info['agents'].get(node)}")
+    return 0
+
+
+def cmd_pods(args: argparse.Namespace) -> int:
+    from testbed.controller import connect
+
+    _, client = connect(args.name)
+    if args.action == "add":
+        if not args.count and not args.pods:
+            raise UsageError("say how many pods (--count N) or name them")
+        done = client.call("pods_add", node=args.node, count=args.count, names=args.pods)
+    else:
+        if not args.count and not args.pods:
+            raise UsageError("name the pods to delete, or give --count N (newest first)")
+        done = client.call("pods_del", names=args.pods, count=args.count)
+    print(json.dumps(done) if args.json else f"{args.action}: {', '.join(done) or 'nothing'}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    import time
+
+    from testbed.controller import cluster_dir, connect
+
+    name, client = connect(args.name)
+    client.call("down")
+    for _ in range(200):
+        if not cluster_dir(name).exists():
+            print(f"cluster {name} is down")
+            return 0
+        time.sleep(0.05)
+    raise UsageError(f"cluster {name} did not stop in 10 s; `enilab clean --force` removes its namespaces")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -61,6 +186,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
     s.set_defaults(func=cmd_simulate)
 
+    r = sub.add_parser("run", help="run a scenario on real namespaces (root) and print its timeline")
+    r.add_argument("file", help="scenario YAML file")
+    r.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
+    r.add_argument("--pretty", action="store_true", help="indent the JSON")
+    r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
+    r.set_defaults(func=cmd_run)
+
+    u = sub.add_parser("up", help="bring a topology up and keep it running (root)")
+    u.add_argument("topology")
+    u.add_argument("--name", help="cluster name (default: the topology's name)")
+    u.set_defaults(func=cmd_up)
+    st = sub.add_parser("status", help="the running cluster's pool and routing")
+    st.add_argument("--name")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    pd = sub.add_parser("pods", help="add or delete pods on the running cluster")
+    pd.add_argument("action", choices=["add", "del"])
+    pd.add_argument("pods", nargs="*", help="pod names")
+    pd.add_argument("--node")
+    pd.add_argument("--count", type=int)
+    pd.add_argument("--name")
+    pd.add_argument("--json", action="store_true")
+    pd.set_defaults(func=cmd_pods)
+    dn = sub.add_parser("down", help="tear the running cluster down")
+    dn.add_argument("--name")
+    dn.set_defaults(func=cmd_down)
+    cl = sub.add_parser("clean", help="remove leftovers of crashed runs (only enilab's, only dead runs')")
+    cl.add_argument("--force", action="store_true", help="also remove live runs' namespaces")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_clean)
+
     b = sub.add_parser("bench", help="benchmarks that print their figures and ratios")
     b.add_argument("what", choices=["sim"], help="sim: 1,000 nodes, 50,000 pod creations and deletions, 24 h")
     b.add_argument("--nodes", type=int, default=1000)
@@ -78,17 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from eni_core.rpc import RemoteError as RemoteUserError
     from testbed.cluster import ClusterError
     from testbed.scenario import ScenarioError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # pod names may follow options (`pods del --name c pod-1`): argparse leaves them over
+        if getattr(args, "command", None) == "pods" and not any(x.startswith("-") for x in extra):
+            args.pods = [*args.pods, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return args.func(args)
-    except (UsageError, ScenarioError, ClusterError) as err:
+    except (UsageError, ScenarioError, ClusterError, RemoteUserError) as err:
         print(f"enilab: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -62,6 +62,7 @@ def run_scenario(
     *,
     backend: Backend | None = None,
     on_step: Callable[[dict], None] | None = None,
+    keep: bool = False,
 ) -> dict:
     """Run every step and return `{"scenario", "initial", "steps", "events"}`."""
     check_supported(scenario, backend.name if backend else "sim")
@@ -83,4 +84,7 @@ def run_scenario(
         out["events"] = [{**e, "t": seconds(e["t"])} for e in cluster.events.items]
         return out
     finally:
-        cluster.close()
+        if keep:
+            getattr(cluster.backend, "run", None) and cluster.backend.run.unregister()
+        else:
+            cluster.close()

@@ -159,6 +159,7 @@ class NetnsBackend:
         self.fabric.check([nl.link_set(peer, up=True)])
         self.eni_where[eni.id] = (n, peer, eni.mac)
         self._deliver(peer, eni.mac, [eni.primary_ip, *eni.ips], True)
+        self.sync(node)  # the agent sees the hot-plugged ENI: link up, its table, rp_filter
         return index
 
     def eni_detached(self, node: str, eni: Eni) -> None:
@@ -166,6 +167,7 @@ class NetnsBackend:
         self.eni_where.pop(eni.id, None)
         if n is not None:
             n.kernel.apply([nl.link_del(ifname=f"eth{eni.device_index}")])
+            self.sync(node)
 
     # -- pods ----------------------------------------------------------------------------------------
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
