@@ -42,6 +42,9 @@ class NamespaceKernel:
     def neighbours(self) -> list[nl.NeighEntry]:
         return self.sock.neighbours()
 
+    def route_get(self, dst, src=None, iif=None) -> nl.RouteEntry:
+        return self.sock.route_get(dst, src, iif)
+
     def addresses(self) -> list[nl.AddrEntry]:
         return self.sock.addresses()
 

@@ -35,7 +35,7 @@ IFF_UP = 1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 2, 3, 4, 5, 15
 FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
 NDA_DST, NDA_LLADDR = 1, 2
 NUD_PERMANENT = 0x80
@@ -45,6 +45,7 @@ RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTPROT_KERNEL, RTPROT_STATIC = 2, 4
 RTPROT_ENILAB = 77  # our routes say `proto 77`: reconcile only ever removes what carries it
 RTNH_F_ONLINK = 4
+RTM_F_LOOKUP_TABLE = 0x1000  # route get: report the table the FIB lookup used
 RT_TABLE_MAIN = 254
 
 _HDR = struct.Struct("=IHHII")
@@ -355,6 +356,30 @@ class NetlinkSocket:
             out.append(RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope,
                                   proto, rtype, bool(flags & RTNH_F_ONLINK)))
         return out
+
+    def route_get(self, dst: IPv4Address, src: IPv4Address | None = None, iif: int | None = None) -> RouteEntry:
+        """The kernel's own routing decision for a packet (`ip route get`): which table, which link."""
+        body = _RTMSG.pack(AF_INET, 32, 32 if src else 0, 0, 0, 0, 0, 0, RTM_F_LOOKUP_TABLE) + _ip(RTA_DST, dst)
+        if src is not None:
+            body += _ip(RTA_SRC, src)
+        if iif is not None:
+            body += _u32(RTA_IIF, iif)
+        seq, frame = self._frame(Request(RTM_GETROUTE, 0, body, f"route get {dst}"), 0)
+        self.sock.send(frame)
+        while True:
+            for mtype, _flags, rseq, p in self._messages():
+                if rseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", p)
+                    raise NetlinkError(-code, f"route get {dst} from {src}")
+                _fam, dst_len, _sl, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(p)
+                a = _attrs(p, _RTMSG.size)
+                if RTA_TABLE in a:
+                    (table,) = struct.unpack("=I", a[RTA_TABLE])
+                oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else None
+                return RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope,
+                                  proto, rtype, bool(flags & RTNH_F_ONLINK))
 
     def rules(self) -> list[RuleEntry]:
         out = []

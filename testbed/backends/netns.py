@@ -62,9 +62,11 @@ class NetnsBackend:
         self.cluster: Cluster | None = None
         self.nodes: dict[str, _Node] = {}
         self.pods: dict[str, tuple[str, str]] = {}  # pod -> (node, netns name)
+        self.hosts: dict[str, tuple[str, IPv4Address]] = {}  # VPC host -> (netns name, IP)
         self.eni_where: dict[str, tuple[_Node, int, str]] = {}  # ENI id -> (node, fabric peer index, MAC)
         self._node_seq = 0
         self._pod_seq = 0
+        self._host_seq = 0
         self._fabric_index = 10
         self.fabric_ns = self.run.name("fabric")
         netns.create(self.fabric_ns)
@@ -74,6 +76,9 @@ class NetnsBackend:
         self.fabric.write_sysctl("net.ipv4.ip_forward", 1)
         self.fabric.write_sysctl("net.ipv4.conf.all.rp_filter", 0)
         self.fabric.write_sysctl("net.ipv4.conf.default.rp_filter", 0)
+        # like a VPC's virtual switch, the fabric answers ARP for every address it delivers
+        self.fabric.write_sysctl("net.ipv4.conf.all.proxy_arp", 1)
+        self.fabric.write_sysctl("net.ipv4.conf.default.proxy_arp", 1)
 
     # -- wiring to the cluster -----------------------------------------------------------------------
     def bind(self, cluster: Cluster) -> None:
@@ -86,10 +91,39 @@ class NetnsBackend:
                                      dst_len=s.cidr.prefixlen, rtype=nl.RTN_UNREACHABLE))
         self.fabric.check(reqs)
         cluster.vpc.listeners.append(self._on_binding)
+        for host in cluster.spec.hosts:
+            self._add_host(host.name, host.ip, cluster.vpc.subnets[host.subnet])
+
+    def _add_host(self, name: str, ip: IPv4Address, subnet) -> None:
+        """A VPC instance that is not a node: a namespace with one interface in its subnet."""
+        self._host_seq += 1
+        ns = self.run.name(f"h{self._host_seq}")
+        netns.create(ns)
+        peer = self._fabric_peer()
+        mac = f"52:54:fe:00:{(self._host_seq >> 8) & 0xFF:02x}:{self._host_seq & 0xFF:02x}"
+        kernel = NamespaceKernel(ns)
+        try:
+            kernel.check([nl.link_set(1, up=True),
+                          nl.veth_add("eth0", f"h{self._host_seq}", self._fabric_fd, index=2, mac=mac,
+                                      peer_index=peer),
+                          nl.addr_add(2, ip, subnet.cidr.prefixlen),
+                          nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=2,
+                                       gateway=subnet.gateway, proto=nl.RTPROT_STATIC)])
+        finally:
+            kernel.close()
+        self._peer_up(f"h{self._host_seq}", peer)
+        self._deliver(peer, mac, [ip], True)
+        self.hosts[name] = (ns, ip)
 
     def _fabric_peer(self) -> int:
         self._fabric_index += 1
         return self._fabric_index
+
+    def _peer_up(self, name: str, index: int) -> None:
+        """Bring a fabric port up; it answers proxied ARP at once, as a VPC switch does (Linux waits up
+        to 0.8 s by default, and a namespace has no `neigh.default` to change that for all ports)."""
+        self.fabric.write_sysctl(f"net.ipv4.neigh.{name}.proxy_delay", 0)
+        self.fabric.check([nl.link_set(index, up=True)])
 
     def _deliver(self, peer: int, mac: str, ips, add: bool) -> None:
         reqs = []
@@ -120,7 +154,7 @@ class NetnsBackend:
         mac = f"52:54:ff:00:{(n.index >> 8) & 0xFF:02x}:{n.index & 0xFF:02x}"
         kernel.check([nl.link_set(1, up=True),
                       nl.veth_add("eth0", f"n{n.index}p", self._fabric_fd, index=2, mac=mac, peer_index=peer)])
-        self.fabric.check([nl.link_set(peer, up=True)])
+        self._peer_up(f"n{n.index}p", peer)
         self.nodes[node] = n
         ipamd = self.cluster.nodes[node].ipamd if self.cluster and node in self.cluster.nodes else None
         if ipamd is not None:
@@ -156,7 +190,7 @@ class NetnsBackend:
                 if err.errno != errno.EBUSY or attempt == 4:
                     raise
                 time.sleep(0.001 * (attempt + 1))
-        self.fabric.check([nl.link_set(peer, up=True)])
+        self._peer_up(f"n{n.index}e{eni.device_index}", peer)
         self.eni_where[eni.id] = (n, peer, eni.mac)
         self._deliver(peer, eni.mac, [eni.primary_ip, *eni.ips], True)
         self.sync(node)  # the agent sees the hot-plugged ENI: link up, its table, rp_filter
@@ -253,9 +287,10 @@ class NetnsBackend:
                                            "sysctl": n.kernel.read_sysctls(keys)}}
 
     def close(self) -> None:
-        for _, ns in self.pods.values():
+        for ns in [ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()]:
             netns.delete(ns)
         self.pods.clear()
+        self.hosts.clear()
         for n in self.nodes.values():
             n.kernel.close()
             netns.delete(n.ns)
