@@ -144,6 +144,19 @@ def cmd_pods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from testbed.controller import connect
+    from testbed.traffic import Trace
+
+    _, client = connect(args.name)
+    result = client.call("trace", src=args.src, dst=args.dst, via=args.via)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(Trace(**result).explain())
+    return 0 if result["delivered"] else 1
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
@@ -209,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--name")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(func=cmd_pods)
+    tr = sub.add_parser("trace", help="send one traced packet on the running cluster and say where it went")
+    tr.add_argument("src", help="pod or VPC host")
+    tr.add_argument("dst", help="pod, VPC host or IP address")
+    tr.add_argument("--via", help="enter the destination's node by its primary ENI (eth0), as a VPC route would")
+    tr.add_argument("--name")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
     dn = sub.add_parser("down", help="tear the running cluster down")
     dn.add_argument("--name")
     dn.set_defaults(func=cmd_down)
@@ -250,9 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (UsageError, ScenarioError, ClusterError, RemoteUserError) as err:
+    except (UsageError, ScenarioError, ClusterError) as err:
         print(f"enilab: error: {err}", file=sys.stderr)
         return 2
+    except RemoteUserError as err:  # the controller refused: a user's mistake, or its own failure
+        if err.type in ("UsageError", "ScenarioError", "ClusterError", "ValueError"):
+            print(f"enilab: error: {err.message}", file=sys.stderr)
+            return 2
+        print(f"enilab: the cluster's controller failed: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

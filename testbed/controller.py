@@ -103,6 +103,15 @@ class Controller:
                     c.delete_pod(n)
                 c.sync_dataplane()
                 return names
+            if method == "trace":
+                from testbed.traffic import probe
+
+                c.sync_dataplane()
+                return probe(c, params["src"], params["dst"], via=params.get("via")).to_dict()
+            if method == "matrix":
+                from testbed.traffic import matrix
+
+                return matrix(c, targets=params.get("targets"))
             if method == "sync":
                 return {n: c.backend.sync(n).operations for n in c.nodes}
             if method == "down":

@@ -60,6 +60,13 @@ def print_step(console: Console, step: dict, events: list[dict]) -> None:
         line = _event_line(e)
         if line:
             console.print(line, highlight=False)
+    if "probe" in step:
+        p = step["probe"]
+        ok = p["delivered"] == (p.get("expected", "delivered") == "delivered")
+        mark = "[green]PASS[/green]" if ok else "[red]FAIL[/red]"
+        console.print(f"  probe {mark} {p['src']} -> {p['dst']}: "
+                      + ("delivered" + (f" via {p['egress']} (table {p['table']})" if p["egress"] else "")
+                         if p["delivered"] else f"dropped at {p['dropped_at']}: {p['reason']}"), highlight=False)
     console.print(node_table(step["state"]))
     subnets = "  ".join(f"{k} {v['cidr']}: {v['available']} free" for k, v in step["state"]["subnets"].items())
     console.print(f"[dim]subnets: {subnets}[/dim]", highlight=False)

@@ -22,6 +22,18 @@ def _delete_pods(c: Cluster, s: dict) -> None:
         c.delete_pod(name)
 
 
+def _probe(c: Cluster, s: dict) -> dict:
+    from testbed.traffic import probe
+
+    c.sync_dataplane()
+    trace = probe(c, s["from"], s["to"], via=s.get("via"))
+    out = {"probe": trace.to_dict()}
+    if "expect" in s:
+        out["probe"]["expected"] = s["expect"]
+        out["probe"]["as_expected"] = trace.delivered == (s["expect"] == "delivered")
+    return out
+
+
 def _add_node(c: Cluster, s: dict) -> None:
     c.add_node(NodeSpec(s["name"], tuple(s["subnets"]), s["max_enis"], s["ips_per_eni"]))
 
@@ -35,6 +47,7 @@ STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
     "add_node": _add_node,
     "delete_node": lambda c, s: c.delete_node(s["node"]),
     "set_sysctl": lambda c, s: c.backend.set_sysctl(s["node"], s["key"], s["value"]),
+    "probe": _probe,
 }
 
 

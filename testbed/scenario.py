@@ -96,6 +96,12 @@ def _target(v: Any) -> str:
     raise ValueError(f"must be a pod name, host name or IP address, not {v!r}")
 
 
+def _choice(v: Any, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, not {v!r}")
+    return v
+
+
 def _sysctl_key(v: Any) -> str:
     v = _str(v)
     if not v.startswith("net.") or ".." in v or "/" in v:
@@ -117,7 +123,8 @@ OPS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "delete_node": {"node": (_name, True)},
     "reclaim_claim": {"name": (_name, True)},
     "delete_workload": {"owner": (_str, True)},
-    "probe": {"from": (_target, True), "to": (_target, True)},
+    "probe": {"from": (_target, True), "to": (_target, True), "via": (_name, False),
+              "expect": (lambda v: _choice(v, ("delivered", "dropped")), False)},
     "set_sysctl": {"node": (_name, True), "key": (_sysctl_key, True), "value": (_int(0, 2), True)},
 }
 STATIC_OPS = {"reclaim_claim", "delete_workload"}
@@ -343,6 +350,7 @@ class _Timeline:
                                         "at this step") from None
             if f["from"] not in self.pods and f["from"] not in self.hosts:
                 raise ScenarioError(f"{where}: field 'from': a probe starts at a pod or a host")
+            need_node("via")
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:

@@ -288,9 +288,11 @@ def _explain_drop(cluster, trace: Trace, a: Endpoint, b: Endpoint, nodes, rp_bef
             entered = next((h["dev"] for h in trace.hops if h["at"] == n and h["dir"] == "in"
                             and h["what"].startswith("request")), "?")
             reverse = "?"
-            with contextlib.suppress(OSError):
-                back = kernel.route_get(a.ip, src=b.ip)
-                reverse = next((link.ifname for link in kernel.links() if link.index == back.oif), str(back.oif))
+            with contextlib.suppress(OSError, StopIteration):
+                links = kernel.links()
+                iif = next(link.index for link in links if link.ifname == b.veth) if b.veth else None
+                back = kernel.route_get(a.ip, src=b.ip, iif=iif)  # the reply's way out, as the kernel routes it
+                reverse = next((link.ifname for link in links if link.index == back.oif), str(back.oif))
             rp = kernel.read_sysctls(["net.ipv4.conf.all.rp_filter", f"net.ipv4.conf.{entered}.rp_filter"])
             trace.dropped_at = n
             trace.reason = (f"reverse-path filter: the packet entered {n} by {entered}, but the route back to "
