@@ -15,7 +15,10 @@ __all__ = ["main"]
 def _console():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for the tables
+        console = Console(width=140)
+    return console
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -157,6 +160,42 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0 if result["delivered"] else 1
 
 
+def cmd_topology(args: argparse.Namespace) -> int:
+    import networkx as nx
+
+    from testbed import topology
+
+    trace = None
+    if args.file:  # a scenario or topology file, simulated to its end
+        from testbed.cluster import Cluster
+        from testbed.runner import apply_step, check_supported
+        from testbed.scenario import load_scenario
+
+        scenario = load_scenario(args.file)
+        check_supported(scenario, "sim")
+        cluster = Cluster(scenario.cluster)
+        for step in scenario.steps:
+            apply_step(cluster, step)
+        graph = topology.build_graph(cluster)
+        title = f"{scenario.name} (simulated)"
+    else:
+        from testbed.controller import connect
+
+        name, client = connect(args.name)
+        graph = nx.node_link_graph(client.call("graph"), edges="links")
+        if args.trace:
+            trace = client.call("trace", src=args.trace[0], dst=args.trace[1], via=None)
+        title = f"cluster {name}"
+    if args.json:
+        print(json.dumps(nx.node_link_data(graph, edges="links")))
+    if args.graphml:
+        topology.export(graph, args.graphml)
+    if args.png:
+        drawn = topology.draw(graph, args.png, trace, title=title)
+        print(f"drew {drawn}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
@@ -229,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
+    tp = sub.add_parser("topology", help="the cluster as a graph: draw it (PNG/SVG), or export GraphML/JSON")
+    tp.add_argument("file", nargs="?", help="a scenario or topology file to simulate (default: the running cluster)")
+    tp.add_argument("--png", help="draw to this file (.png or .svg)")
+    tp.add_argument("--graphml", help="export GraphML to this file")
+    tp.add_argument("--json", action="store_true", help="print the graph as node-link JSON")
+    tp.add_argument("--trace", nargs=2, metavar=("SRC", "DST"), help="overlay a trace (running cluster only)")
+    tp.add_argument("--name")
+    tp.set_defaults(func=cmd_topology)
     dn = sub.add_parser("down", help="tear the running cluster down")
     dn.add_argument("--name")
     dn.set_defaults(func=cmd_down)

@@ -108,6 +108,12 @@ class Controller:
 
                 c.sync_dataplane()
                 return probe(c, params["src"], params["dst"], via=params.get("via")).to_dict()
+            if method == "graph":
+                import networkx as nx
+
+                from testbed.topology import build_graph
+
+                return nx.node_link_data(build_graph(c), edges="links")
             if method == "matrix":
                 from testbed.traffic import matrix
 

@@ -15,7 +15,7 @@ def _eni_cell(eni: dict) -> str:
 
 def node_table(state: dict, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False, pad_edge=False)
-    for col in ("node", "pods", "pending", "bound", "eni-ip alloc/cap", "ENIs: ifname[table] allocated/bound"):
+    for col in ("node", "pods", "pending", "bound", "eni-ip alloc/cap", "ENIs: ifname\\[table] allocated/bound"):
         table.add_column(col, justify="right" if col in ("pods", "pending", "bound") else "left")
     for name, n in state["nodes"].items():
         enis = "  ".join(_eni_cell(e) for e in n["enis"]) or "-"

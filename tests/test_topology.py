@@ -1,0 +1,57 @@
+"""The topology graph of a known scenario, its drawing and its exports (no root: the sim backend)."""
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+
+from testbed import topology
+from testbed.cluster import Cluster
+from testbed.runner import apply_step
+from testbed.scenario import load_scenario
+from tests.helpers import ROOT, SCENARIOS
+
+
+def simulated(path) -> Cluster:
+    s = load_scenario(path)
+    c = Cluster(s.cluster)
+    for step in s.steps:
+        apply_step(c, step)
+    return c
+
+
+def test_graph_of_subnet_choice_has_the_right_nodes_and_edges():
+    c = simulated(SCENARIOS / "subnet-choice.yaml")
+    g = topology.build_graph(c)
+    kinds = {k: d["kind"] for k, d in g.nodes(data=True)}
+    assert sum(v == "subnet" for v in kinds.values()) == 3 and sum(v == "pod" for v in kinds.values()) == 8
+    enis = sorted((d["ifname"], d["subnet"], d["table"]) for _, d in g.nodes(data=True) if d["kind"] == "eni")
+    assert enis == [("eth1", "subnet-big", 2003), ("eth2", "subnet-twin", 2004), ("eth3", "subnet-big", 2005)]
+    for name, pod in c.pods.items():
+        assert g.has_edge(f"eni:{pod.eni_id}", f"pod:{name}")
+        assert g.nodes[f"pod:{name}"]["ip"] == str(pod.ip)
+    assert all(g.has_edge(f"subnet:{d['subnet']}", k) for k, d in g.nodes(data=True) if d["kind"] == "eni")
+    assert all(g.has_edge(k, "node:node-1") for k, d in g.nodes(data=True) if d["kind"] == "eni")
+
+
+def test_hosts_hang_off_their_subnet():
+    g = topology.build_graph(simulated(ROOT / "fixtures" / "topologies" / "default.yaml"))
+    assert g.has_edge("subnet:subnet-a", "host:db-1") and g.nodes["host:db-1"]["ip"] == "10.0.1.200"
+
+
+def test_trace_path_follows_the_egress_eni():
+    c = simulated(ROOT / "fixtures" / "topologies" / "default.yaml")
+    g = topology.build_graph(c)
+    trace = {"src": "pod-5", "dst": "db-1", "delivered": True, "egress": "eth2", "table": 2004}
+    path = topology.trace_path(g, trace)
+    assert path[0] == "pod:pod-5" and g.nodes[path[1]]["ifname"] == "eth2" and path[-1] == "host:db-1"
+
+
+def test_draw_and_export(tmp_path):
+    g = topology.build_graph(simulated(SCENARIOS / "grow-and-shrink.yaml"))
+    assert topology.draw(g, tmp_path / "t.png").stat().st_size > 10_000
+    assert topology.draw(g, tmp_path / "t.svg").read_text().startswith("<?xml")
+    again = nx.read_graphml(topology.export(g, tmp_path / "t.graphml"))
+    assert set(again.nodes) == set(g.nodes)
+    data = json.loads(topology.export(g, tmp_path / "t.json").read_text())
+    assert {n["id"] for n in data["nodes"]} == set(g.nodes)
