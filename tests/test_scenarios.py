@@ -8,10 +8,12 @@ import sys
 import pytest
 
 from testbed.runner import run_scenario
-from testbed.scenario import load_scenario
+from testbed.scenario import NETNS_OPS, ScenarioError, load_scenario
 from tests.helpers import SCENARIOS
 
-FIXTURES = sorted(SCENARIOS.glob("*.yaml"))
+ALL_FIXTURES = sorted(SCENARIOS.glob("*.yaml"))
+NETNS_ONLY = {p for p in ALL_FIXTURES if any(step["op"] in NETNS_OPS for step in load_scenario(p).steps)}
+FIXTURES = [p for p in ALL_FIXTURES if p not in NETNS_ONLY]
 NODE_KEYS = {"pods", "pending", "bound", "allocatable", "capacity", "enis"}
 ENI_KEYS = {"id", "subnet", "ifname", "ifindex", "mac", "table", "ips", "allocated"}
 
@@ -26,6 +28,12 @@ def nodes_at(out: dict, step: int, node: str = "node-1") -> dict:
 
 def test_there_are_at_least_eight_scenarios():
     assert len(FIXTURES) >= 8
+
+
+@pytest.mark.parametrize("path", sorted(NETNS_ONLY), ids=lambda p: p.stem)
+def test_simulate_refuses_netns_only_scenarios_clearly(path):
+    with pytest.raises(ScenarioError, match="needs real packets"):
+        run_scenario(load_scenario(path))
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)

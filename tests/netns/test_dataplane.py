@@ -65,6 +65,18 @@ def test_kernel_state_matches_the_plan_after_every_step(name):
     assert checked == [s["index"] for s in out["steps"]]
 
 
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_fixture_runs_on_real_namespaces_and_its_probes_meet_their_expectations(path):
+    from testbed.backends.netns import NetnsBackend
+
+    out = run_scenario(load_scenario(path), backend=NetnsBackend())
+    assert len(out["steps"]) == len(load_scenario(path).steps)
+    for step in out["steps"]:
+        assert step.get("probe", {}).get("as_expected", True), step["probe"]
+        for node in step["state"]["nodes"].values():
+            assert node["netns"].startswith("enl-") and "routing" in node
+
+
 def test_run_json_reports_routing_read_back_from_the_kernel():
     from testbed.backends.netns import NetnsBackend
 
