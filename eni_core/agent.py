@@ -20,6 +20,7 @@ from eni_core.clock import WallClock
 from eni_core.datastore import Datastore, FileCheckpoint
 from eni_core.ipamd import Ipamd
 from eni_core.model import NodeLimits, PoolConfig
+from eni_core.routing import HOST_INDEX_BASE
 from eni_core.rpc import RpcServer
 
 __all__ = ["NoFreeIp", "NodeAgent", "main"]
@@ -35,10 +36,19 @@ class NodeAgent:
     """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent)."""
 
     def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
-                 lock: threading.RLock | None = None) -> None:
+                 lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None) -> None:
         self.ipamd = ipamd
         self.on_change = on_change
         self.lock = lock or threading.RLock()
+        self.eni_link = eni_link  # ENI id -> its link index on the node, when the agent knows it
+        self.veth_index: dict[str, int] = {}  # pod -> the node-side index handed to its veth
+
+    def _host_index(self, pod: str) -> int:
+        """A node-side link index for the pod's veth, above the ENIs' small ones; the same on retries."""
+        if pod not in self.veth_index:
+            used = set(self.veth_index.values())
+            self.veth_index[pod] = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
+        return self.veth_index[pod]
 
     def settle(self) -> None:
         with self.lock:
@@ -88,8 +98,10 @@ class NodeAgent:
                 self.settle()
                 eni = self.ipamd.store.enis[alloc.eni_id]
                 return {"ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac, "device_index": eni.device_index,
-                        "subnet": eni.subnet_id}
+                        "subnet": eni.subnet_id, "eni_ifindex": self.eni_link(eni.id) if self.eni_link else None,
+                        "host_ifindex": self._host_index(pod)}
             if method == "del":
+                self.veth_index.pop(pod, None)
                 alloc = self.ipamd.release(pod)
                 self.settle()
                 return {"released": str(alloc.ip) if alloc else None}

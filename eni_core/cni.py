@@ -23,7 +23,6 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 INCOMPATIBLE_VERSION, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, INVALID_ENV, IO_FAILURE = 1, 2, 3, 4, 5
 DECODE_FAILURE, INVALID_CONFIG, TRY_AGAIN, PLUGIN_NOT_AVAILABLE = 6, 7, 11, 50
 CHECK_FAILED = 100  # plugin-specific codes start at 100
-HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
 
 AgentCall = Callable[..., Any]
 
@@ -114,37 +113,57 @@ class Dataplane:
     def __init__(self, node) -> None:
         self.node = node
 
-    def add(self, req: CniRequest, ip: IPv4Address, eni_mac: str) -> dict:
+    def add(self, req: CniRequest, ip: IPv4Address, eni_mac: str, eni_index: int | None = None,
+            host_index: int | None = None) -> dict:
+        """Wire the pod: one batch on the node (veth, host route, rules), one in the pod. The agent's
+        answer names the ENI's link and a free index for the veth; without them, one dump finds both."""
         from eni_core import netlink as nl
         from eni_core.kernel import NamespaceKernel
-        from eni_core.routing import PodLink, host_veth_mac, host_veth_name, plan_pod, pod_host_requests
+        from eni_core.routing import (
+            HOST_INDEX_BASE,
+            PodLink,
+            host_veth_mac,
+            host_veth_name,
+            plan_pod,
+            pod_host_requests,
+        )
 
         veth, host_mac = host_veth_name(req.key), host_veth_mac(req.key)
-        links = self.node.links()
-        by_mac = {link.mac: link for link in links}
-        if eni_mac not in by_mac:
-            raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
+        if eni_index is None or host_index is None:
+            links = self.node.links()
+            eni_index = next((lk.index for lk in links if lk.mac == eni_mac), None)
+            if eni_index is None:
+                raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
+            used = {lk.index for lk in links}
+            host_index = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
         try:
-            pod = NamespaceKernel(req.netns)
+            fd = os.open(req.netns, os.O_RDONLY)
         except OSError as err:
-            raise CniError(UNKNOWN_CONTAINER, f"cannot enter CNI_NETNS {req.netns}: {err.strerror}") from None
+            raise CniError(UNKNOWN_CONTAINER, f"cannot open CNI_NETNS {req.netns}: {err.strerror}") from None
         try:
-            existing = {link.ifname: link for link in links}
-            if veth not in existing:
-                used = {link.index for link in links}
-                index = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
-                fd = os.open(req.netns, os.O_RDONLY)
-                try:
-                    self.node.check([nl.veth_add(veth, req.ifname, fd, index=index, mac=host_mac)])
-                finally:
-                    os.close(fd)
-            else:
-                index = existing[veth].index
-            pod_link = next((lk for lk in pod.links() if lk.ifname == req.ifname), None)
+            create = nl.veth_add(veth, req.ifname, fd, index=host_index, mac=host_mac)
+            host = pod_host_requests(PodLink(ip, eni_index, host_index))
+            errors = self.node.sock.apply([create, *host])
+            if any(e.what == create.what for e in errors):
+                # ADD again for the same container (its veth exists), or the index was taken by a link
+                # the agent did not know of: find or make the veth, then (re)write its routes and rules
+                existing = self.node.link(veth)
+                if existing is None:
+                    host_index = max(lk.index for lk in self.node.links()) + 1
+                    self.node.check([nl.veth_add(veth, req.ifname, fd, index=host_index, mac=host_mac)])
+                else:
+                    host_index = existing.index
+                self.node.check(pod_host_requests(PodLink(ip, eni_index, host_index)), ignore=nl.IGNORE_EXISTS)
+            elif any(e.errno not in nl.IGNORE_EXISTS for e in errors):
+                raise next(e for e in errors if e.errno not in nl.IGNORE_EXISTS)
+        finally:
+            os.close(fd)
+        pod = NamespaceKernel(req.netns)
+        try:
+            pod_link = pod.link(req.ifname)
             if pod_link is None:
                 raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
             pod.check(plan_pod(pod_link.index, ip, host_mac), ignore=nl.IGNORE_EXISTS)
-            self.node.check(pod_host_requests(PodLink(ip, by_mac[eni_mac].index, index)), ignore=nl.IGNORE_EXISTS)
             return _result(req, str(ip), (veth, host_mac), pod_link.mac)
         finally:
             pod.close()
@@ -212,7 +231,8 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
             raise _agent_error(err) from None
         assert dataplane is not None
         try:
-            return dataplane.add(req, IPv4Address(alloc["ip"]), alloc["mac"])
+            return dataplane.add(req, IPv4Address(alloc["ip"]), alloc["mac"], alloc.get("eni_ifindex"),
+                                 alloc.get("host_ifindex"))
         except CniError:
             raise
         except OSError as err:

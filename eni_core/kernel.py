@@ -33,6 +33,9 @@ class NamespaceKernel:
     def links(self) -> list[nl.Link]:
         return self.sock.links()
 
+    def link(self, ifname: str) -> nl.Link | None:
+        return self.sock.link(ifname)
+
     def rules(self) -> list[nl.RuleEntry]:
         return self.sock.rules()
 

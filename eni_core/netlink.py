@@ -335,6 +335,24 @@ class NetlinkSocket:
                             bool(flags & IFF_UP)))
         return out
 
+    def link(self, ifname: str) -> Link | None:
+        """One link by name (a single request, not a dump); None if there is none."""
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
+        seq, frame = self._frame(Request(RTM_GETLINK, 0, body, f"get link {ifname}"), 0)
+        self.sock.send(frame)
+        while True:
+            for mtype, _flags, rseq, p in self._messages():
+                if rseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", p)
+                    if -code == errno_mod.ENODEV:
+                        return None
+                    raise NetlinkError(-code, f"get link {ifname}")
+                _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
+                a = _attrs(p, _IFINFO.size)
+                return Link(index, ifname, _fmt_mac(a.get(IFLA_ADDRESS)), bool(flags & IFF_UP))
+
     def addresses(self) -> list[AddrEntry]:
         out = []
         for _, p in self._dump(RTM_GETADDR, _IFADDR.pack(AF_INET, 0, 0, 0, 0)):

@@ -29,6 +29,7 @@ __all__ = [
     "sync",
 ]
 
+HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
 PRIO_TO_POD = 512
 PRIO_FROM_POD = 1536
 LINK_LOCAL_GATEWAY = IPv4Address("169.254.1.1")

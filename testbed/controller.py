@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eni_core.agent import NodeAgent
 from eni_core.rpc import RpcClient, RpcServer
 
 __all__ = ["Controller", "cluster_dir", "connect", "list_clusters"]
@@ -77,7 +76,7 @@ class Controller:
     def _serve_agents(self) -> None:
         for node in list(self.cluster.nodes):
             if node not in self.agents:
-                agent = NodeAgent(self.cluster.nodes[node].ipamd, lock=self.lock)
+                agent = self.backend.agent_for(node)
                 self.agents[node] = RpcServer(self.dir / f"{node}.sock", agent.handle).start()
         for node in [n for n in self.agents if n not in self.cluster.nodes]:
             self.agents.pop(node).close()

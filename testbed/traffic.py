@@ -31,6 +31,7 @@ __all__ = ["Endpoint", "Trace", "TraceError", "matrix", "probe", "resolve"]
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 PROBE_PORT = 30_999
+SO_RCVBUFFORCE = 33
 
 
 class TraceError(AssertionError):
@@ -352,6 +353,8 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
         for d in dsts:
             if d.ns is not None:
                 sock = _socket_in(d.ns, socket.SOCK_DGRAM)
+                with contextlib.suppress(OSError):  # room for every source's datagram at once
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 23)
                 sock.bind((str(d.ip), PROBE_PORT))
                 sock.setblocking(False)
                 listeners[sock] = d.name

@@ -156,9 +156,6 @@ class NetnsBackend:
                       nl.veth_add("eth0", f"n{n.index}p", self._fabric_fd, index=2, mac=mac, peer_index=peer)])
         self._peer_up(f"n{n.index}p", peer)
         self.nodes[node] = n
-        ipamd = self.cluster.nodes[node].ipamd if self.cluster and node in self.cluster.nodes else None
-        if ipamd is not None:
-            n.agent = NodeAgent(ipamd, lock=self.lock)
         self.sync(node)
 
     def remove_node(self, node: str) -> None:
@@ -170,10 +167,12 @@ class NetnsBackend:
         n.kernel.close()
         netns.delete(n.ns)
 
-    def _agent(self, node: str) -> NodeAgent:
+    def agent_for(self, node: str) -> NodeAgent:
+        """The node's agent (in-process), which also knows the ENIs' link indexes."""
         n = self.nodes[node]
         if n.agent is None:
-            n.agent = NodeAgent(self.cluster.nodes[node].ipamd, lock=self.lock)
+            cnode = self.cluster.nodes[node]
+            n.agent = NodeAgent(cnode.ipamd, lock=self.lock, eni_link=cnode.ifindex.get)
         return n.agent
 
     def eni_attached(self, node: str, eni: Eni) -> int:
@@ -207,7 +206,7 @@ class NetnsBackend:
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
         req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {"K8S_POD_NAME": pod},
                          {"cniVersion": "1.1.0", "name": "enilab"})
-        agent = self._agent(node)
+        agent = self.agent_for(node)
         return handle(req, lambda method, **params: agent.handle(method, params), Dataplane(self.nodes[node].kernel))
 
     def pod_up(self, node: str, pod: str, alloc: Allocation) -> dict:
