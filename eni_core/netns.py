@@ -26,6 +26,14 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 _dir_lock = threading.Lock()
 _dir_ready = False
+_home = threading.local()  # each thread's own namespace, opened once: every function returns the thread there
+
+
+def _home_fd() -> int:
+    fd = getattr(_home, "fd", None)
+    if fd is None:
+        fd = _home.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return fd
 
 
 def _check(rc: int, what: str, name: str | os.PathLike[str] = "") -> None:
@@ -71,19 +79,16 @@ def _setns(fd: int) -> None:
 def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the block with this thread in the namespace (sockets opened inside stay there)."""
     target = Path(name_or_path) if os.sep in str(name_or_path) else path(str(name_or_path))
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    home = _home_fd()
+    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            _setns(fd)
-        finally:
-            os.close(fd)
-        try:
-            yield
-        finally:
-            _setns(home)
+        _setns(fd)
     finally:
-        os.close(home)
+        os.close(fd)
+    try:
+        yield
+    finally:
+        _setns(home)
 
 
 def create(name: str) -> Path:
@@ -92,20 +97,17 @@ def create(name: str) -> Path:
     target = path(name)
     fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
     os.close(fd)
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    home = _home_fd()
     try:
+        _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
         try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
-            try:
-                _check(_libc.mount(b"/proc/thread-self/ns/net", str(target).encode(), b"none", MS_BIND, None),
-                       "bind the namespace", target)
-            finally:
-                _setns(home)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
-    finally:
-        os.close(home)
+            _check(_libc.mount(b"/proc/thread-self/ns/net", str(target).encode(), b"none", MS_BIND, None),
+                   "bind the namespace", target)
+        finally:
+            _setns(home)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target
 
 

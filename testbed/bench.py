@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -100,8 +101,16 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
 
 def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "sim":
-        return bench_sim(args.nodes, args.pods, args.hours, args.seed)
-    raise ValueError(f"unknown benchmark {what!r}")
+        return bench_sim(args.nodes or 1000, args.pods, args.hours, args.seed)
+    if os.geteuid() != 0:
+        from testbed.errors import UsageError
+
+        raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
+    from testbed import bench_netns
+
+    if what == "bringup":
+        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node)
+    return bench_netns.bench_cni()
 
 
 def print_result(console, what: str, r: dict[str, Any]) -> None:
@@ -112,8 +121,17 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     for key, value in r.items():
         if key != "cores":
-            table.add_row(key, str(value))
+            table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     console.print(table)
+    verdict = "[green]within target[/green]" if r.get("within_target") else "[red]OVER TARGET[/red]"
+    if what == "bringup":
+        console.print(f"{r['pods']} pods wired at {r['wire_ms_per_pod']} ms each ({r['verified']} verified reachable), "
+                      f"teardown {r['teardown_s']} s, peak {r['peak_rss_mb']} MiB; {r['speedup']}x the baseline "
+                      f"({r['baseline_wire_ms_per_pod']} ms per pod): {verdict}")
+    if what == "cni":
+        console.print(f"ADD in-process p50 {r['in_process']['p50_ms']} ms, p99 {r['in_process']['p99_ms']} ms; "
+                      f"executable p50 {r['executable']['p50_ms']} ms (a bare Python start: "
+                      f"{r['bare_python_start_ms']} ms): {verdict}")
     if what == "sim":
         verdict = "[green]within target[/green]" if r["within_target"] else "[red]OVER TARGET[/red]"
         console.print(f"{r['events']} pod events in {r['seconds']} s (+{r['setup_s']} s setup), peak "

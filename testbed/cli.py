@@ -285,8 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=cmd_clean)
 
     b = sub.add_parser("bench", help="benchmarks that print their figures and ratios")
-    b.add_argument("what", choices=["sim"], help="sim: 1,000 nodes, 50,000 pod creations and deletions, 24 h")
-    b.add_argument("--nodes", type=int, default=1000)
+    b.add_argument("what", choices=["sim", "bringup", "cni"],
+                   help="sim: 1,000 nodes, 50,000 pods over 24 h; bringup: nodes x pods on namespaces (root); "
+                        "cni: ADD latency in-process and through the executable (root)")
+    b.add_argument("--nodes", type=int, default=None, help="sim: 1000, bringup: 10")
+    b.add_argument("--pods-per-node", type=int, default=50)
     b.add_argument("--pods", type=int, default=50_000, help="pod creations (each is deleted later)")
     b.add_argument("--hours", type=float, default=24.0)
     b.add_argument("--seed", type=int, default=1)
