@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from eni_core import pool
 from eni_core.clock import Clock
@@ -16,7 +17,7 @@ from eni_core.datastore import Allocation, Datastore
 from eni_core.model import Eni, NodeLimits, PoolConfig
 from eni_core.ports import EniRecord, VpcApi, VpcError
 
-__all__ = ["Ipamd", "RecoveryReport", "RetryPolicy"]
+__all__ = ["EniNode", "Ipamd", "RecoveryReport", "RetryPolicy"]
 
 EventSink = Callable[[dict], None]
 
@@ -57,8 +58,10 @@ def describe(action: pool.Action) -> dict:
     return {"action": "delete_eni", "eni": action.eni_id, "why": action.reason}
 
 
-class Ipamd:
-    """One node's ipamd."""
+class EniNode:
+    """What a node's IPAM does with ENIs in every mode: create and attach them (rolled back when the
+    attach fails), delete them, bind and unbind IPs, with retries and back-off; the datastore; the
+    listeners that see ENIs come and go (the data plane)."""
 
     def __init__(
         self,
@@ -67,7 +70,6 @@ class Ipamd:
         vpc: VpcApi,
         limits: NodeLimits,
         subnets: Sequence[str],
-        config: PoolConfig,
         clock: Clock,
         store: Datastore | None = None,
         seed: int | str = 0,
@@ -78,7 +80,6 @@ class Ipamd:
         self.vpc = vpc
         self.limits = limits
         self.subnets = list(subnets)
-        self.config = config
         self.clock = clock
         self.store = store or Datastore(node)
         self.retry = retry or RetryPolicy()
@@ -86,11 +87,9 @@ class Ipamd:
         self._events = events
         self.shortfall: str | None = None
         self.backoff_until: float | None = None
-        self.poll_at: float | None = None
         self._failures = 0
         self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
 
-    # -- views -------------------------------------------------------------------------------------
     @property
     def enis(self) -> list[Eni]:
         return list(self.store.enis.values())
@@ -100,11 +99,6 @@ class Ipamd:
         return sum(len(e.ips) for e in self.store.enis.values())
 
     @property
-    def allocatable(self) -> int:
-        """`tke.cloud.tencent.com/eni-ip` allocatable: the IPs bound to the node."""
-        return self.bound
-
-    @property
     def capacity(self) -> int:
         """`tke.cloud.tencent.com/eni-ip` capacity: the most IPs the node can bind."""
         return self.limits.max_bindable
@@ -112,6 +106,90 @@ class Ipamd:
     @property
     def pods(self) -> int:
         return len(self.store.pods)
+
+    def lookup(self, pod: str) -> Allocation | None:
+        return self.store.pods.get(pod)
+
+    # -- ENI lifecycle -------------------------------------------------------------------------------
+    def _bind(self, eni: Eni, count: int = 0, ips: Sequence[IPv4Address] = ()) -> list[IPv4Address]:
+        got = self._call(self.vpc.assign_private_ips, eni.id, count, tuple(ips))
+        for ip in got:
+            eni.bind(ip)
+        self.store.commit()
+        return got
+
+    def _create_eni(self, subnet_id: str) -> Eni:
+        record = self._call(self.vpc.create_eni, self.node, subnet_id)
+        try:
+            record = self._call(self.vpc.attach_eni, record.id, self.node)
+        except VpcError:
+            self._try(self.vpc.delete_eni, record.id)
+            raise
+        eni = self._adopt_record(record)
+        self.store.commit()
+        return eni
+
+    def _adopt_record(self, record: EniRecord) -> Eni:
+        eni = Eni(record.id, record.subnet_id, record.mac, record.primary_ip, record.device_index or 0,
+                  self.store.next_seq)
+        for ip in record.ips:
+            eni.bind(ip)
+        self.store.add_eni(eni)
+        for listener in self.listeners:
+            listener("attached", eni)
+        return eni
+
+    def _delete_eni(self, eni: Eni) -> None:
+        self._call(self.vpc.detach_eni, eni.id)
+        del self.store.enis[eni.id]
+        self.store.commit()
+        for listener in self.listeners:
+            listener("detached", eni)
+        self._try(self.vpc.delete_eni, eni.id)  # if this fails, recovery finds the tagged orphan
+
+    def _call(self, fn, *args):
+        delay = self.retry.base
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                return fn(*args)
+            except VpcError as err:
+                if not err.retryable or attempt == self.retry.attempts:
+                    raise
+                self.clock.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _try(self, fn, *args) -> bool:
+        try:
+            self._call(fn, *args)
+        except VpcError:
+            return False
+        return True
+
+    def _back_off(self, why: str) -> None:
+        self._failures += 1
+        wait = min(self.retry.base * 2 ** self._failures, self.retry.max_backoff)
+        self.backoff_until = self.clock.now() + wait
+        self._emit({"kind": "backoff", "node": self.node, "seconds": wait, "reason": why})
+
+    def _emit(self, event: dict) -> None:
+        if self._events is not None:
+            self._events({"t": self.clock.now(), **event})
+
+
+class Ipamd(EniNode):
+    """One node's ipamd in shared-ENI mode: the pool policy of `eni_core.pool`, carried out."""
+
+    def __init__(self, node: str, *, config: PoolConfig, **kw) -> None:
+        super().__init__(node, **kw)
+        self.config = config
+        self.poll_at: float | None = None
+
+    # -- views -------------------------------------------------------------------------------------
+    @property
+    def allocatable(self) -> int:
+        """`tke.cloud.tencent.com/eni-ip` allocatable: the IPs bound to the node."""
+        return self.bound
 
     def deadline(self) -> float | None:
         """When the ipamd next has timed work (a release, a retry after back-off, a subnet poll)."""
@@ -139,9 +217,6 @@ class Ipamd:
         if alloc is not None:
             self.store.commit()
         return alloc
-
-    def lookup(self, pod: str) -> Allocation | None:
-        return self.store.pods.get(pod)
 
     # -- the pool -----------------------------------------------------------------------------------
     def reconcile(self) -> bool:
@@ -182,7 +257,8 @@ class Ipamd:
 
     def _execute(self, action: pool.Action) -> bool:
         if isinstance(action, pool.BindIps):
-            return self._bind(self.store.enis[action.eni_id], action.count)
+            self._bind(self.store.enis[action.eni_id], action.count)
+            return True
         if isinstance(action, pool.CreateEni):
             eni = self._create_eni(action.subnet_id)
             self._bind(eni, action.count)
@@ -199,41 +275,6 @@ class Ipamd:
             return True
         raise TypeError(f"unknown action {action!r}")
 
-    def _bind(self, eni: Eni, count: int) -> bool:
-        for ip in self._call(self.vpc.assign_private_ips, eni.id, count):
-            eni.bind(ip)
-        self.store.commit()
-        return True
-
-    def _create_eni(self, subnet_id: str) -> Eni:
-        record = self._call(self.vpc.create_eni, self.node, subnet_id)
-        try:
-            record = self._call(self.vpc.attach_eni, record.id, self.node)
-        except VpcError:
-            self._try(self.vpc.delete_eni, record.id)
-            raise
-        eni = self._adopt_record(record)
-        self.store.commit()
-        return eni
-
-    def _adopt_record(self, record: EniRecord) -> Eni:
-        eni = Eni(record.id, record.subnet_id, record.mac, record.primary_ip, record.device_index or 0,
-                  self.store.next_seq)
-        for ip in record.ips:
-            eni.bind(ip)
-        self.store.add_eni(eni)
-        for listener in self.listeners:
-            listener("attached", eni)
-        return eni
-
-    def _delete_eni(self, eni: Eni) -> None:
-        self._call(self.vpc.detach_eni, eni.id)
-        del self.store.enis[eni.id]
-        self.store.commit()
-        for listener in self.listeners:
-            listener("detached", eni)
-        self._try(self.vpc.delete_eni, eni.id)  # if this fails, recovery finds the tagged orphan
-
     def shutdown(self) -> None:
         """The node is going away: unbind every IP and delete every ENI (pods must be gone first)."""
         for pod in list(self.store.pods):
@@ -246,41 +287,11 @@ class Ipamd:
         self.store.release_due = None
         self.store.commit()
 
-    # -- cloud calls --------------------------------------------------------------------------------
-    def _call(self, fn, *args):
-        delay = self.retry.base
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return fn(*args)
-            except VpcError as err:
-                if not err.retryable or attempt == self.retry.attempts:
-                    raise
-                self.clock.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    def _try(self, fn, *args) -> bool:
-        try:
-            self._call(fn, *args)
-        except VpcError:
-            return False
-        return True
-
-    def _back_off(self, why: str) -> None:
-        self._failures += 1
-        wait = min(self.retry.base * 2 ** self._failures, self.retry.max_backoff)
-        self.backoff_until = self.clock.now() + wait
-        self._emit({"kind": "backoff", "node": self.node, "seconds": wait, "reason": why})
-
     def _set_shortfall(self, shortfall: str | None) -> None:
         if shortfall != self.shortfall:
             self.shortfall = shortfall
             self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall",
                         "status": shortfall is not None, "message": shortfall or "the pool is within bounds"})
-
-    def _emit(self, event: dict) -> None:
-        if self._events is not None:
-            self._events({"t": self.clock.now(), **event})
 
     # -- restart ------------------------------------------------------------------------------------
     def recover(self) -> RecoveryReport:

@@ -112,7 +112,11 @@ class VpcApi(Protocol):
     ) -> list[IPv4Address]:
         """Bind `count` new secondary IPs chosen by the VPC, or exactly `ips`."""
 
-    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address]) -> None: ...
+    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
+        """Unbind; with `retain` the addresses stay taken in the subnet (static IPs) for a later bind."""
+
+    def release_retained(self, ips: Iterable[IPv4Address]) -> None:
+        """Return retained addresses to their subnets."""
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         """ENIs tagged with `node` or attached to it."""

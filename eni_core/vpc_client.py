@@ -41,8 +41,11 @@ class VpcClient:
         got = self._call("assign_private_ips", eni_id=eni_id, count=count, ips=[str(ip) for ip in ips])
         return [IPv4Address(ip) for ip in got]
 
-    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address]) -> None:
-        self._call("unassign_private_ips", eni_id=eni_id, ips=[str(ip) for ip in ips])
+    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
+        self._call("unassign_private_ips", eni_id=eni_id, ips=[str(ip) for ip in ips], retain=retain)
+
+    def release_retained(self, ips: Iterable[IPv4Address]) -> None:
+        self._call("release_retained", ips=[str(ip) for ip in ips])
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         return [record_from_json(d) for d in self._call("describe_enis", node=node)]

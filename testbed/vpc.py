@@ -121,6 +121,7 @@ class SimVpc:
         self.instances: dict[str, _Instance] = {}
         self.enis: dict[str, _Eni] = {}
         self.owner: dict[IPv4Address, str] = {}  # secondary or primary IP -> ENI id (the SDN's truth)
+        self.retained: set[IPv4Address] = set()  # kept for a claim (static IP): in use, on no ENI
         self.hosts: dict[str, IPv4Address] = {}
         self.faults = faults or FaultConfig()
         self.calls = 0
@@ -277,6 +278,7 @@ class SimVpc:
         self, eni_id: str, count: int = 0, ips: Iterable[IPv4Address] = ()
     ) -> list[IPv4Address]:
         wanted = list(ips)
+        wanted_retained = {ip for ip in wanted if ip in self.retained}
 
         def run() -> list[IPv4Address]:
             eni = self._get(eni_id)
@@ -289,19 +291,30 @@ class SimVpc:
                 raise QuotaExceeded(f"ENI {eni_id} has {len(eni.ips)} secondary IPs; {n} more would pass "
                                     f"its quota of {quota}")
             book = self.books[eni.record.subnet_id]
+            foreign = [ip for ip in wanted if ip not in self.retained and ip in eni.ips]
+            if foreign:
+                raise InvalidParameter(f"{foreign[0]} is already bound to {eni_id}")
             if not wanted and book.available < n:
                 raise InsufficientAddresses(f"subnet {eni.record.subnet_id} has {book.available} free "
                                             f"addresses, {n} asked")
             got: list[IPv4Address] = []
             try:
                 for ip in wanted:
-                    book.take_exactly(ip)
+                    if ip in self.retained:  # a claim's address comes back onto an ENI
+                        if not book.contains(ip):
+                            raise InvalidParameter(f"{ip} is not in {eni.record.subnet_id}, the subnet of {eni_id}")
+                        self.retained.discard(ip)
+                    else:
+                        book.take_exactly(ip)
                     got.append(ip)
                 while len(got) < n:
                     got.append(book.take())
             except VpcError:
                 for ip in got:
-                    book.give_back(ip)
+                    if ip in wanted_retained:
+                        self.retained.add(ip)
+                    else:
+                        book.give_back(ip)
                 raise
             for ip in got:
                 eni.ips[ip] = None
@@ -311,7 +324,9 @@ class SimVpc:
 
         return self._call("AssignPrivateIpAddresses", None, eni_id, run, count=len(wanted) or count)  # type: ignore[return-value]
 
-    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address]) -> None:
+    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
+        """Unbind secondary IPs. With `retain`, the addresses stay taken in the subnet for a claim (a
+        static IP) and can be bound again, on any ENI in that subnet, by naming them."""
         gone = list(ips)
 
         def run() -> None:
@@ -323,10 +338,28 @@ class SimVpc:
             for ip in gone:
                 del eni.ips[ip]
                 self.owner.pop(ip, None)
-                book.give_back(ip)
+                if retain:
+                    self.retained.add(ip)
+                else:
+                    book.give_back(ip)
             self._notify("unbind", eni_id, tuple(gone))
 
-        self._call("UnassignPrivateIpAddresses", None, eni_id, run, ips=[str(ip) for ip in gone])
+        self._call("UnassignPrivateIpAddresses", None, eni_id, run, ips=[str(ip) for ip in gone],
+                   **({"retain": True} if retain else {}))
+
+    def release_retained(self, ips: Iterable[IPv4Address]) -> None:
+        """Give addresses kept for claims back to their subnets (a claim reclaimed or expired)."""
+        gone = list(ips)
+
+        def run() -> None:
+            missing = [ip for ip in gone if ip not in self.retained]
+            if missing:
+                raise NotFound(f"{missing[0]} is not a retained address")
+            for ip in gone:
+                self.retained.discard(ip)
+                self.books[self.subnet_of(ip)].give_back(ip)
+
+        self._call("ReleaseRetainedAddresses", None, None, run, ips=[str(ip) for ip in gone])
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         def run() -> list[EniRecord]:

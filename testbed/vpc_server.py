@@ -12,7 +12,7 @@ from testbed.vpc import SimVpc
 __all__ = ["serve_vpc"]
 
 _METHODS = {"describe_subnets", "create_eni", "attach_eni", "detach_eni", "delete_eni", "assign_private_ips",
-            "unassign_private_ips", "describe_enis"}
+            "unassign_private_ips", "describe_enis", "release_retained"}
 
 
 def _encode(value: Any) -> Any:
