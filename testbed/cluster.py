@@ -11,6 +11,7 @@ from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
 from eni_core.ipamd import Ipamd
 from eni_core.model import Eni, eni_table
+from eni_core.static import ClaimError, StaticIpam, StaticNode
 from testbed.backends import Backend
 from testbed.backends.sim import SimBackend
 from testbed.spec import ClusterSpec, NodeSpec
@@ -31,6 +32,8 @@ class Pod:
     name: str
     node: str | None
     seq: int
+    static: bool = False
+    owner: str | None = None
     phase: str = PENDING
     ip: IPv4Address | None = None
     eni_id: str | None = None
@@ -73,8 +76,8 @@ class Cluster:
         keep_events: bool = True,
         store_factory: Callable[[str], Datastore] | None = None,
     ) -> None:
-        if spec.mode != "shared-eni":
-            raise ClusterError(f"cluster mode {spec.mode!r} is not supported yet; use mode: shared-eni")
+        if spec.mode not in ("shared-eni", "static-ip"):
+            raise ClusterError(f"cluster mode {spec.mode!r} is unknown; use shared-eni or static-ip")
         self.spec = spec
         self.clock = clock or SimClock()
         self.events = EventLog(keep_events)
@@ -82,6 +85,12 @@ class Cluster:
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)
         self._store_factory = store_factory or Datastore
+        self.static: StaticIpam | None = None
+        if spec.mode == "static-ip":
+            try:
+                self.static = StaticIpam(self.vpc, self.clock, spec.claim_expired_duration, self.events)
+            except ClaimError as err:
+                raise ClusterError(str(err)) from None
         self.backend.bind(self)
         for host in spec.hosts:
             self.vpc.add_host(host.name, host.subnet, host.ip)
@@ -102,9 +111,10 @@ class Cluster:
         if unknown:
             raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
         self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
-        ipamd = Ipamd(spec.name, vpc=self.vpc, limits=spec.limits, subnets=spec.subnets,
-                      config=self.spec.pool, clock=self.clock, store=self._store_factory(spec.name),
-                      seed=self.spec.seed, events=self.events)
+        common = {"vpc": self.vpc, "limits": spec.limits, "subnets": spec.subnets, "clock": self.clock,
+                  "store": self._store_factory(spec.name), "seed": self.spec.seed, "events": self.events}
+        ipamd = (StaticNode(spec.name, ipam=self.static, **common) if self.static
+                 else Ipamd(spec.name, config=self.spec.pool, **common))
         node = Node(spec, ipamd)
         ipamd.listeners.append(lambda what, eni, n=node: self._on_eni(n, what, eni))
         self.nodes[spec.name] = node
@@ -152,14 +162,19 @@ class Cluster:
             if name not in self.pods:
                 return name
 
-    def create_pod(self, name: str | None = None, node: str | None = None, *, settle: bool = True) -> Pod:
+    def create_pod(self, name: str | None = None, node: str | None = None, *, settle: bool = True,
+                   static: bool = False, owner: str | None = None) -> Pod:
         name = name or self.next_pod_name()
         if name in self.pods:
             raise ClusterError(f"pod {name} exists already")
         if node is not None:
             self._node(node)
+        if (static or owner) and self.static is None:
+            raise ClusterError(f"pod {name}: static IPs need cluster mode static-ip")
         self._pod_seq += 1
-        pod = Pod(name, node, self._pod_seq)
+        pod = Pod(name, node, self._pod_seq, static, owner)
+        if self.static is not None:
+            self.static.declare(name, static, owner)
         self.pods[name] = pod
         if node is None:
             self.unscheduled.append(name)
@@ -192,6 +207,23 @@ class Cluster:
                      "ip": str(pod.ip) if pod.ip else None})
         if settle and pod.node:
             self._settle([pod.node])
+
+    def reclaim_claim(self, name: str) -> None:
+        """Manual reclaim of a static pod's claim; refused while the pod exists."""
+        if self.static is None:
+            raise ClusterError("claims exist only in cluster mode static-ip")
+        try:
+            self.static.reclaim(name, name in self.pods)
+        except ClaimError as err:
+            raise ClusterError(str(err)) from None
+
+    def delete_workload(self, owner: str) -> list[str]:
+        """Cascade: delete the workload's pods, then free every claim it held."""
+        if self.static is None:
+            raise ClusterError("claims exist only in cluster mode static-ip")
+        for pod in [p for p in self.pods.values() if p.owner == owner]:
+            self.delete_pod(pod.name)
+        return [c.name for c in self.static.delete_workload(owner)]
 
     def newest_pods(self, count: int) -> list[str]:
         return [p.name for p in sorted(self.pods.values(), key=lambda p: -p.seq)[:count]]
@@ -234,8 +266,9 @@ class Cluster:
                 pod.extra["_pending_said"] = True
                 self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
                              "event": "FailedScheduling",
-                             "reason": f"node {node.spec.name} has no free tke.cloud.tencent.com/eni-ip "
-                                       f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})"})
+                             "reason": node.ipamd.shortfall if self.static and node.ipamd.shortfall else
+                             f"node {node.spec.name} has no free tke.cloud.tencent.com/eni-ip "
+                             f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})"})
         return placed
 
     def _start(self, node: Node, name: str) -> bool:
@@ -270,13 +303,23 @@ class Cluster:
         self.run_until(self.clock.now() + seconds)
 
     def run_until(self, target: float) -> None:
-        """Move the clock to `target`, firing every node's timers (releases, retries) on the way."""
-        while self._timers and self._timers[0][0] <= target:
+        """Move the clock to `target`, firing every node's timers (releases, retries) and the claims'
+        expiry on the way."""
+        while True:
+            node_due = self._timers[0][0] if self._timers else None
+            claim_due = self.static.deadline() if self.static else None
+            due = min((t for t in (node_due, claim_due) if t is not None), default=None)
+            if due is None or due > target:
+                break
+            self.clock.advance_to(max(due, self.clock.now()))
+            if claim_due == due:
+                self.static.expire()  # a freed address may let a Pending pod start
+                self._settle([n for n, node in self.nodes.items() if node.pending])
+                continue
             t, name = heapq.heappop(self._timers)
             node = self.nodes.get(name)
             if node is None or node.ipamd.deadline() != t:
                 continue  # stale: the node went, or its deadline moved
-            self.clock.advance_to(max(t, self.clock.now()))
             self._settle([name])
         self.clock.advance_to(target)
 
@@ -314,7 +357,12 @@ class Cluster:
             pods[pod.name] = {"node": pod.node, "phase": pod.phase,
                               "ip": str(pod.ip) if pod.ip else None, "eni": pod.eni_id,
                               **{k: v for k, v in pod.extra.items() if not k.startswith("_")}}
-        return {"nodes": nodes, "subnets": subnets, "pods": pods, "claims": {}}
+        claims = self.static.view() if self.static else {}
+        for claim in claims.values():
+            if claim["expires_at"] is not None:
+                claim["expires_at"] = int(claim["expires_at"]) if float(claim["expires_at"]).is_integer() else \
+                    claim["expires_at"]
+        return {"nodes": nodes, "subnets": subnets, "pods": pods, "claims": claims}
 
     def close(self) -> None:
         self.backend.close()

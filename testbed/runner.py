@@ -6,7 +6,7 @@ from typing import Any
 
 from testbed.backends import Backend
 from testbed.cluster import Cluster
-from testbed.scenario import NETNS_OPS, STATIC_OPS, Scenario, ScenarioError
+from testbed.scenario import NETNS_OPS, Scenario, ScenarioError
 from testbed.spec import NodeSpec
 
 __all__ = ["apply_step", "check_supported", "run_scenario", "seconds"]
@@ -40,7 +40,10 @@ def _add_node(c: Cluster, s: dict) -> None:
 
 STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
     "create_pods": lambda c, s: c.create_pods(s.get("count", 0), s.get("node"), s.get("names")),
-    "create_pod": lambda c, s: c.create_pod(s["name"], s.get("node")),
+    "create_pod": lambda c, s: c.create_pod(s["name"], s.get("node"), static=s.get("static", False),
+                                            owner=s.get("owner")),
+    "reclaim_claim": lambda c, s: c.reclaim_claim(s["name"]),
+    "delete_workload": lambda c, s: c.delete_workload(s["owner"]),
     "delete_pods": _delete_pods,
     "advance": lambda c, s: c.advance(s["seconds"]),
     "set_node": lambda c, s: c.set_node(s["node"], max_enis=s.get("max_enis"), ips_per_eni=s.get("ips_per_eni")),
@@ -53,11 +56,7 @@ STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
 
 def check_supported(scenario: Scenario, backend: str) -> None:
     """Refuse, before anything runs, what this build or backend cannot do."""
-    if scenario.cluster.mode == "static-ip":
-        raise ScenarioError(f"{scenario.source}: cluster.mode static-ip is not supported yet")
     for i, step in enumerate(scenario.steps, 1):
-        if step["op"] in STATIC_OPS:
-            raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): not supported yet")
         if step["op"] in NETNS_OPS:
             if backend == "sim":
                 raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): needs real packets; run it "

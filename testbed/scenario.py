@@ -281,6 +281,8 @@ class _Timeline:
         self.spec = spec
         self.nodes = {n.name for n in spec.nodes}
         self.pods: dict[str, str | None] = {}
+        self.owners: dict[str, str | None] = {}  # pod -> its workload
+        self.claims: dict[str, str | None] = {}  # static claim -> its workload
         self.auto = 0
         self.hosts = {h.name for h in spec.hosts}
 
@@ -315,6 +317,23 @@ class _Timeline:
             if f["name"] in self.pods:
                 raise ScenarioError(f"{where}: field 'name': pod {f['name']} exists already")
             self.pods[f["name"]] = f.get("node")
+            self.owners[f["name"]] = f.get("owner")
+            if f.get("static"):
+                self.claims[f["name"]] = f.get("owner")
+        elif op == "reclaim_claim":
+            if f["name"] not in self.claims:
+                raise ScenarioError(f"{where}: field 'name': no static pod named {f['name']!r} has a claim at "
+                                    "this step")
+            if f["name"] in self.pods:
+                raise ScenarioError(f"{where}: field 'name': pod {f['name']} still exists; delete it first "
+                                    "(a claim is reclaimed only once its pod is gone)")
+            del self.claims[f["name"]]
+        elif op == "delete_workload":
+            known = set(self.owners.values()) | set(self.claims.values())
+            if f["owner"] not in known:
+                raise ScenarioError(f"{where}: field 'owner': no pod or claim belongs to {f['owner']!r}")
+            self.pods = {p: n for p, n in self.pods.items() if self.owners.get(p) != f["owner"]}
+            self.claims = {c: o for c, o in self.claims.items() if o != f["owner"]}
         elif op == "delete_pods":
             if ("names" in f) == ("count" in f):
                 raise ScenarioError(f"{where}: give exactly one of 'names' and 'count'")

@@ -1,0 +1,236 @@
+"""Static-IP mode: a cluster-level pool of claims, and nodes whose IPs are bound on demand.
+
+The seed's "Static IP address mode", and what the product documents around it: the network component
+records a claim named after the pod (a VpcIPClaim) bound to an address (a VpcIP).
+- New nodes get no ENI and no IP in advance; a pod's IP is bound when the pod is created, on the node's
+  ENI with the most bound IPs that still has room; else on a new ENI in the node's subnet with the most
+  available addresses; when no subnet can serve, the pod stays Pending and the node says why.
+- A non-static pod's claim goes with the pod: its IP is unbound and returned to the VPC subnet.
+- A static pod's claim and IP outlive the pod, retained in the VPC; a pod with the same namespace/name,
+  on any node, gets the same IP back (bound on an ENI in that IP's subnet). No other name ever does.
+- Reclaim: after `claim_expired_duration` seconds without its pod (None: never, the product default); by
+  hand, refused while the pod exists; by cascade, for every claim of a deleted workload.
+- A deleted node's ENIs are released; static claims keep their addresses.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from eni_core.datastore import Allocation
+from eni_core.ipamd import EniNode
+from eni_core.model import Eni, NodeLimits
+from eni_core.ports import VpcError
+
+__all__ = ["MIN_EXPIRY", "Claim", "ClaimError", "EniChoice", "StaticIpam", "StaticNode", "choose_eni"]
+
+MIN_EXPIRY = 300.0
+
+
+class ClaimError(Exception):
+    """A claim operation that cannot be done as asked; the message says why and what to do."""
+
+
+@dataclass
+class Claim:
+    name: str  # the pod's namespace/name
+    ip: IPv4Address
+    subnet: str
+    static: bool
+    owner: str | None = None  # statefulset/NS/NAME
+    node: str | None = None  # where the IP is bound now; None: retained in the VPC, on no ENI
+    released_at: float | None = None  # when its pod went
+
+    def expires_at(self, duration: float | None) -> float | None:
+        if duration is None or self.released_at is None:
+            return None
+        return self.released_at + duration
+
+
+@dataclass(frozen=True)
+class EniChoice:
+    eni_id: str | None = None  # bind on this ENI ...
+    new_subnet: str | None = None  # ... or on a new ENI in this subnet
+    reason: str | None = None  # ... or neither, and why
+
+
+def choose_eni(enis: Sequence[Eni], node_subnets: Sequence[str], subnet_free: Mapping[str, int],
+               limits: NodeLimits, subnet: str | None = None) -> EniChoice:
+    """Where a pod's IP goes: least ENIs, the ENI with the most bound IPs that has room (ties: the
+    older); else a new ENI in the subnet with the most available addresses (ties: listed first). With
+    `subnet` (a retained IP's), only that subnet will do.
+
+    Examples
+    --------
+    >>> choose_eni([], ["subnet-a", "subnet-b"], {"subnet-a": 10, "subnet-b": 40}, NodeLimits(2, 4))
+    EniChoice(eni_id=None, new_subnet='subnet-b', reason=None)
+    """
+    candidates = [e for e in enis if len(e.ips) < limits.ips_per_eni and (subnet is None or e.subnet_id == subnet)
+                  and (subnet is not None or subnet_free.get(e.subnet_id, 0) > 0)]
+    if candidates:
+        return EniChoice(eni_id=min(candidates, key=lambda e: (-len(e.ips), e.seq)).id)
+    if len(enis) >= limits.max_enis:
+        return EniChoice(reason=f"all {limits.max_enis} ENIs are bound and have no room"
+                         + (f" in {subnet}" if subnet else ""))
+    if subnet is not None:
+        if subnet not in node_subnets:
+            return EniChoice(reason=f"the static IP is in {subnet}, which this node cannot use "
+                             f"(its subnets: {', '.join(node_subnets)})")
+        if subnet_free.get(subnet, 0) < 1:  # the ENI's own primary address
+            return EniChoice(reason=f"{subnet} has no address left for a new ENI")
+        return EniChoice(new_subnet=subnet)
+    usable = [s for s in node_subnets if subnet_free.get(s, 0) >= 2]
+    if not usable:
+        free = ", ".join(f"{s} ({subnet_free.get(s, 0)} free)" for s in node_subnets)
+        return EniChoice(reason=f"no subnet can serve a new ENI: {free}; add a subnet to the node or free "
+                         "addresses")
+    return EniChoice(new_subnet=max(usable, key=lambda s: (subnet_free[s], -node_subnets.index(s))))
+
+
+class StaticIpam:
+    """The cluster-level pool: every claim, the expiry clock, reclaim by hand and by cascade."""
+
+    def __init__(self, vpc, clock, expiry: float | None = None, events=None) -> None:
+        if expiry is not None and expiry < MIN_EXPIRY:
+            raise ClaimError(f"claim_expired_duration must be at least {MIN_EXPIRY:g} seconds (or None: never), "
+                             f"not {expiry:g}")
+        self.vpc, self.clock, self.expiry, self._events = vpc, clock, expiry, events
+        self.claims: dict[str, Claim] = {}
+        self.expired: set[str] = set()  # claims freed by expiry (a later manual reclaim is then moot)
+        self.declared: dict[str, tuple[bool, str | None]] = {}  # pod -> (static, owner), set at creation
+
+    def declare(self, pod: str, static: bool, owner: str | None) -> None:
+        self.declared[pod] = (static, owner)
+
+    def _emit(self, event: dict) -> None:
+        if self._events is not None:
+            self._events({"t": self.clock.now(), "kind": "claim", **event})
+
+    def _free(self, claim: Claim, why: str) -> None:
+        self.vpc.release_retained([claim.ip])
+        del self.claims[claim.name]
+        self._emit({"claim": claim.name, "event": "Reclaimed", "ip": str(claim.ip), "why": why})
+
+    def reclaim(self, name: str, pod_present: bool) -> Claim | None:
+        """Manual reclaim (`kubectl delete vipc NAME`): refused while the pod exists. None if the claim
+        expired already."""
+        claim = self.claims.get(name)
+        if claim is None and name in self.expired:
+            self._emit({"claim": name, "event": "AlreadyReclaimed", "why": "it had expired"})
+            return None
+        if claim is None:
+            raise ClaimError(f"no claim named {name!r}; `enilab claims list` shows the claims")
+        if pod_present or claim.node is not None:
+            raise ClaimError(f"pod {name} still exists and holds {claim.ip}; delete the pod first")
+        self._free(claim, "reclaimed by hand")
+        return claim
+
+    def delete_workload(self, owner: str) -> list[Claim]:
+        """Cascade reclaim: every retained claim of the workload (its pods are deleted first)."""
+        gone = [c for c in self.claims.values() if c.owner == owner and c.node is None]
+        for claim in gone:
+            self._free(claim, f"workload {owner} deleted")
+        return gone
+
+    def expire(self) -> bool:
+        now = self.clock.now()
+        due = [c for c in self.claims.values() if (c.expires_at(self.expiry) or float("inf")) <= now]
+        for claim in due:
+            self._free(claim, f"expired: {self.expiry:g} s without its pod")
+            self.expired.add(claim.name)
+        return bool(due)
+
+    def deadline(self) -> float | None:
+        times = [t for c in self.claims.values() if (t := c.expires_at(self.expiry)) is not None]
+        return min(times) if times else None
+
+    def view(self) -> dict[str, dict]:
+        return {c.name: {"ip": str(c.ip), "subnet": c.subnet, "pod_present": c.node is not None,
+                         "expires_at": c.expires_at(self.expiry), "static": c.static, "owner": c.owner,
+                         "node": c.node}
+                for c in sorted(self.claims.values(), key=lambda c: c.name)}
+
+
+class StaticNode(EniNode):
+    """A node in static-IP mode: the same face as the shared-ENI ipamd, with IPs bound on demand."""
+
+    def __init__(self, node: str, *, ipam: StaticIpam, **kw) -> None:
+        super().__init__(node, **kw)
+        self.ipam = ipam
+
+    @property
+    def allocatable(self) -> int:
+        """IPs are bound on demand, so eni-ip allocatable is what the node can still bind."""
+        return self.capacity
+
+    def deadline(self) -> float | None:
+        """Only the node's own back-off: the claims' expiry is the cluster-level pool's timer."""
+        return self.backoff_until
+
+    def assign(self, pod: str) -> Allocation | None:
+        if pod in self.store.pods:
+            return self.store.pods[pod]
+        claim = self.ipam.claims.get(pod)
+        if claim is not None and claim.node not in (None, self.node):
+            self.shortfall = f"{pod}'s address {claim.ip} is still bound on {claim.node}"
+            return None
+        try:
+            free = self._call(self.vpc.describe_subnets, self.subnets)
+            choice = choose_eni(self.enis, self.subnets, free, self.limits, claim.subnet if claim else None)
+            if choice.reason:
+                self.shortfall = f"{pod} cannot get an IP here: {choice.reason}"
+                self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall", "status": True,
+                            "message": self.shortfall})
+                return None
+            eni = self.store.enis[choice.eni_id] if choice.eni_id else self._create_eni(choice.new_subnet)
+            ip = self._bind(eni, 0 if claim else 1, (claim.ip,) if claim else ())[0]
+        except VpcError as err:
+            self._back_off(f"{type(err).__name__}: {err.message}")
+            return None
+        self.shortfall = None
+        if claim is None:
+            static, owner = self.ipam.declared.get(pod, (False, None))
+            claim = self.ipam.claims[pod] = Claim(pod, ip, eni.subnet_id, static, owner)
+        claim.node, claim.released_at = self.node, None
+        alloc = self.store.allocate(pod, eni, ip)
+        self.store.commit()
+        self._emit({"kind": "claim", "claim": pod, "event": "Bound", "ip": str(ip), "node": self.node,
+                    "eni": eni.id, "static": claim.static})
+        return alloc
+
+    def release(self, pod: str) -> Allocation | None:
+        alloc = self.store.free(pod)
+        if alloc is None:
+            return None
+        claim = self.ipam.claims.get(pod)
+        keep = claim is not None and claim.static
+        eni = self.store.enis[alloc.eni_id]
+        self._call(self.vpc.unassign_private_ips, eni.id, (alloc.ip,), keep)
+        eni.unbind(alloc.ip)
+        self.store.commit()
+        if claim is not None:
+            if keep:
+                claim.node, claim.released_at = None, self.clock.now()
+                self._emit({"claim": pod, "kind": "claim", "event": "Retained", "ip": str(alloc.ip)})
+            else:
+                del self.ipam.claims[pod]
+        self.ipam.declared.pop(pod, None)  # the claim, if kept, remembers what the pod was
+        if not eni.ips:  # least ENIs: an ENI with no IP left goes
+            self._delete_eni(eni)
+        return alloc
+
+    def reconcile(self) -> bool:
+        """Nothing is pre-bound in static mode; the node only waits out a back-off."""
+        if self.backoff_until is not None and self.clock.now() >= self.backoff_until:
+            self.backoff_until = None
+        return False
+
+    def shutdown(self) -> None:
+        for pod in list(self.store.pods):
+            self.release(pod)
+        for eni in self.enis:
+            if eni.ips:
+                self._call(self.vpc.unassign_private_ips, eni.id, tuple(eni.ips))
+                eni.ips.clear()
+            self._delete_eni(eni)

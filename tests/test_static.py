@@ -1,0 +1,237 @@
+"""Static-IP mode: one test per rule, and invariants under random churn."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eni_core.model import PoolConfig
+from testbed.cluster import Cluster, ClusterError
+from testbed.runner import run_scenario
+from testbed.scenario import ScenarioError, load_scenario, parse_scenario
+from testbed.spec import ClusterSpec, NodeSpec
+from tests.helpers import SCENARIOS, subnet
+
+WEB = "statefulset/default/web"
+
+
+def static_cluster(expiry=None, nodes=None, subnets=None) -> Cluster:
+    subnets = subnets or (subnet("subnet-a", "10.0.1.0/24"), subnet("subnet-b", "10.0.2.0/25"))
+    nodes = nodes or (NodeSpec("node-1", ("subnet-a", "subnet-b"), 2, 4),
+                      NodeSpec("node-2", ("subnet-a", "subnet-b"), 2, 4))
+    return Cluster(ClusterSpec(subnets=subnets, nodes=nodes, mode="static-ip", pool=PoolConfig(),
+                               claim_expired_duration=expiry))
+
+
+def test_new_nodes_get_no_eni_and_no_ip_in_advance():
+    c = static_cluster()
+    assert all(n["bound"] == 0 and n["enis"] == [] for n in c.state()["nodes"].values())
+
+
+def test_ips_are_bound_on_demand_on_the_eni_with_the_most_bound_ips_that_has_room():
+    c = static_cluster()
+    c.create_pods(5, "node-1")
+    n = c.state()["nodes"]["node-1"]
+    assert n["bound"] == 5 and [len(e["ips"]) for e in n["enis"]] == [4, 1]  # fills eth1, then eth2
+
+
+def test_among_enis_with_room_the_one_with_the_most_bound_ips_gets_the_next_ip():
+    c = static_cluster()
+    c.create_pods(6, "node-1")  # eth1: 4, eth2: 2
+    first = c.nodes["node-1"].ipamd.enis[0]
+    c.delete_pod(next(p for p, pod in c.pods.items() if pod.eni_id == first.id))  # eth1: 3, eth2: 2
+    c.create_pod("next", "node-1")
+    assert c.pods["next"].eni_id == first.id
+
+
+def test_a_new_eni_goes_to_the_node_subnet_with_the_most_available_addresses():
+    c = static_cluster()
+    c.create_pod("p", "node-1")
+    assert c.state()["nodes"]["node-1"]["enis"][0]["subnet"] == "subnet-a"  # /24 beats /25
+
+
+def test_no_subnet_can_serve_the_pod_stays_pending_with_a_clear_event():
+    c = static_cluster(subnets=(subnet("subnet-a", "10.0.1.0/29"),),
+                       nodes=(NodeSpec("node-1", ("subnet-a",), 2, 4),))
+    c.create_pods(6, "node-1")  # 5 usable: ENI primary + 4 pods; a second ENI needs 2 more
+    pods = c.state()["pods"]
+    pending = [p for p, v in pods.items() if v["phase"] == "Pending"]
+    assert pending and all(pods[p]["ip"] is None for p in pending)
+    failed = [e for e in c.events.items if e["kind"] == "pod" and e["event"] == "FailedScheduling"]
+    assert failed and "cannot get an IP here" in failed[0]["reason"] and "subnet-a" in failed[0]["reason"]
+
+
+def test_a_non_static_pod_terminated_returns_its_ip_to_the_vpc_subnet():
+    c = static_cluster()
+    c.create_pod("p", "node-1")
+    available = c.vpc.available("subnet-a")
+    ip = c.pods["p"].ip
+    c.delete_pod("p")
+    assert "p" not in c.state()["claims"] and ip not in c.vpc.owner and ip not in c.vpc.retained
+    assert c.vpc.available("subnet-a") == available + 2  # the IP, and the emptied ENI's primary
+
+
+def test_a_static_pod_terminated_keeps_claim_and_ip_retained_in_the_vpc():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True, owner=WEB)
+    ip = c.pods["default/web-0"].ip
+    c.delete_pod("default/web-0")
+    claim = c.state()["claims"]["default/web-0"]
+    assert claim == {**claim, "ip": str(ip), "pod_present": False, "expires_at": None}
+    assert ip in c.vpc.retained and ip not in c.vpc.owner  # kept in the subnet, on no ENI
+
+
+def test_a_pod_with_the_same_name_on_another_node_gets_the_same_ip():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True, owner=WEB)
+    ip = c.pods["default/web-0"].ip
+    c.delete_pod("default/web-0")
+    c.create_pods(3, "node-1")
+    c.create_pod("default/web-0", "node-2", static=True, owner=WEB)
+    pod = c.pods["default/web-0"]
+    assert (pod.node, pod.ip) == ("node-2", ip)
+    assert c.vpc.owner[ip] == pod.eni_id and c.nodes["node-2"].ipamd.store.enis[pod.eni_id].subnet_id == "subnet-a"
+
+
+def test_a_different_name_never_gets_a_retained_ip():
+    c = static_cluster(subnets=(subnet("subnet-a", "10.0.1.0/28"),), nodes=(NodeSpec("node-1", ("subnet-a",), 3, 4),))
+    c.create_pod("default/web-0", "node-1", static=True)
+    ip = c.pods["default/web-0"].ip
+    c.delete_pod("default/web-0")
+    c.create_pods(10, "node-1")  # the subnet fills up; the retained address is never handed out
+    assert ip not in {p.ip for p in c.pods.values()}
+
+
+def test_expiry_frees_a_claim_that_long_after_its_pod_went():
+    c = static_cluster(expiry=600)
+    c.create_pod("default/web-0", "node-1", static=True)
+    ip = c.pods["default/web-0"].ip
+    c.advance(100)
+    c.delete_pod("default/web-0")
+    assert c.state()["claims"]["default/web-0"]["expires_at"] == 700
+    c.advance(599)
+    assert "default/web-0" in c.state()["claims"]
+    c.advance(1)
+    assert "default/web-0" not in c.state()["claims"] and ip not in c.vpc.retained
+
+
+def test_expiry_under_300_seconds_is_refused():
+    with pytest.raises(ClusterError, match="at least 300"):
+        static_cluster(expiry=120)
+    doc = {"cluster": {"mode": "static-ip", "static": {"claim_expired_duration": 299},
+                       "subnets": [{"id": "a", "cidr": "10.0.1.0/24"}]}}
+    with pytest.raises(ScenarioError, match="at least 300"):
+        parse_scenario(doc)
+
+
+def test_claims_never_expire_by_default():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True)
+    c.delete_pod("default/web-0")
+    c.advance(10 * 365 * 86400)
+    assert "default/web-0" in c.state()["claims"]
+
+
+def test_manual_reclaim_is_refused_while_the_pod_exists_and_frees_it_after():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True)
+    with pytest.raises(ClusterError, match="still exists"):
+        c.reclaim_claim("default/web-0")
+    ip = c.pods["default/web-0"].ip
+    c.delete_pod("default/web-0")
+    c.reclaim_claim("default/web-0")
+    assert "default/web-0" not in c.state()["claims"] and ip not in c.vpc.retained
+
+
+def test_cascade_reclaim_frees_every_claim_of_the_workload():
+    c = static_cluster()
+    for i in range(3):
+        c.create_pod(f"default/web-{i}", "node-1", static=True, owner=WEB)
+    c.create_pod("default/db-0", "node-2", static=True, owner="statefulset/default/db")
+    c.delete_pod("default/web-2")
+    freed = c.delete_workload(WEB)
+    assert sorted(freed) == ["default/web-0", "default/web-1", "default/web-2"]
+    assert list(c.state()["claims"]) == ["default/db-0"]
+    assert not any(p.owner == WEB for p in c.pods.values())
+
+
+def test_node_deleted_releases_its_enis_and_static_claims_keep_their_addresses():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True)
+    c.create_pod("p", "node-1")
+    ip = c.pods["default/web-0"].ip
+    c.delete_node("node-1")
+    assert not any(e.record.attached_to == "node-1" for e in c.vpc.enis.values())
+    assert ip in c.vpc.retained and c.state()["claims"]["default/web-0"]["pod_present"] is False
+    c.create_pod("default/web-0", "node-2", static=True)
+    assert c.pods["default/web-0"].ip == ip
+
+
+def test_scenario_validation_knows_claims_along_the_timeline():
+    base = {"cluster": {"mode": "static-ip", "subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
+                        "nodes": [{"name": "n", "subnets": ["a"], "max_enis": 1, "ips_per_eni": 4}]}}
+    with pytest.raises(ScenarioError, match="step 2 .* still exists"):
+        parse_scenario({**base, "steps": [{"op": "create_pod", "name": "w", "node": "n", "static": True},
+                                          {"op": "reclaim_claim", "name": "w"}]})
+    with pytest.raises(ScenarioError, match="no static pod named 'x'"):
+        parse_scenario({**base, "steps": [{"op": "reclaim_claim", "name": "x"}]})
+    with pytest.raises(ScenarioError, match="no pod or claim belongs"):
+        parse_scenario({**base, "steps": [{"op": "delete_workload", "owner": "statefulset/default/x"}]})
+
+
+def test_static_ip_scenario_fixture():
+    out = run_scenario(load_scenario(SCENARIOS / "static-ip-retention.yaml"))
+    steps = out["steps"]
+    ip = steps[0]["state"]["pods"]["default/web-0"]["ip"]
+    assert steps[4]["state"]["pods"]["default/web-0"] == {**steps[4]["state"]["pods"]["default/web-0"],
+                                                          "node": "node-2", "ip": ip}
+    assert "default/web-0" not in steps[6]["state"]["claims"]
+    assert "default/db-0" in steps[10]["state"]["claims"] and "default/db-0" not in steps[11]["state"]["claims"]
+
+
+names = st.sampled_from([f"default/web-{i}" for i in range(4)] + [f"tmp-{i}" for i in range(4)])
+op = st.one_of(
+    st.tuples(st.just("create"), names, st.sampled_from(["node-1", "node-2"])),
+    st.tuples(st.just("delete"), names),
+    st.tuples(st.just("advance"), st.floats(1, 400)),
+    st.tuples(st.just("reclaim"), names),
+    st.tuples(st.just("delete_node_2"),),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=st.lists(op, min_size=1, max_size=40), expiry=st.sampled_from([None, 300.0, 900.0]))
+def test_static_invariants_under_random_churn(ops, expiry):
+    c = static_cluster(expiry=expiry, subnets=(subnet("subnet-a", "10.0.1.0/28"), subnet("subnet-b", "10.0.2.0/28")))
+    first_ip: dict[str, object] = {}
+    for o in ops:
+        if o[0] == "create" and o[1] not in c.pods and o[2] in c.nodes:
+            c.create_pod(o[1], o[2], static=o[1].startswith("default/"))
+        elif o[0] == "delete" and o[1] in c.pods:
+            c.delete_pod(o[1])
+        elif o[0] == "advance":
+            c.advance(o[1])
+        elif o[0] == "reclaim" and o[1] in c.static.claims and o[1] not in c.pods:
+            c.reclaim_claim(o[1])
+        elif o[0] == "delete_node_2" and "node-2" in c.nodes:
+            c.delete_node("node-2")
+        running = [p for p in c.pods.values() if p.phase == "Running"]
+        ips = [p.ip for p in running]
+        assert len(ips) == len(set(ips)), "an address is held by two pods"
+        claims = c.static.claims
+        for p in running:
+            claim = claims[p.name]
+            assert claim.ip == p.ip and claim.node == p.node
+            if p.name in first_ip and p.static:
+                assert p.ip == first_ip[p.name], "a static pod came back with another IP"
+            first_ip.setdefault(p.name, p.ip)
+        for name, claim in claims.items():
+            if claim.node is None:
+                assert claim.ip in c.vpc.retained and claim.ip not in c.vpc.owner
+                assert not any(p.ip == claim.ip and p.name != name for p in running), "retained IP handed out"
+        for name in list(first_ip):
+            if name not in claims:
+                del first_ip[name]  # reclaimed or expired: it may come back with a new address
+        for s in c.spec.subnets:
+            in_use = sum(1 for ip in [*c.vpc.owner, *c.vpc.retained] if ip in s.cidr)
+            assert c.vpc.available(s.id) == s.size - s.reserved - in_use
