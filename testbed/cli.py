@@ -196,6 +196,33 @@ def cmd_topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from testbed.controller import connect
+
+    _, client = connect(args.name)
+    if args.action == "delete":
+        if not args.claim:
+            raise UsageError("name the claim: `enilab claims delete NAMESPACE/NAME`")
+        client.call("claims_delete", claim=args.claim)
+        print(f"claim {args.claim} reclaimed; its address is back in its subnet")
+        return 0
+    claims = client.call("claims")
+    if args.json:
+        print(json.dumps(claims))
+        return 0
+    table = Table(title="VpcIPClaims (kubectl get vipc)", title_justify="left")
+    for col in ("NAME", "IP", "SUBNET", "STATIC", "POD", "NODE", "EXPIRES AT"):
+        table.add_column(col)
+    for name, c in claims.items():
+        table.add_row(name, c["ip"], c["subnet"], "yes" if c["static"] else "no",
+                      "present" if c["pod_present"] else "gone", c["node"] or "-",
+                      "-" if c["expires_at"] is None else f"t={c['expires_at']}s")
+    _console().print(table)
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
@@ -276,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--trace", nargs=2, metavar=("SRC", "DST"), help="overlay a trace (running cluster only)")
     tp.add_argument("--name")
     tp.set_defaults(func=cmd_topology)
+    cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
+    cm.add_argument("action", choices=["list", "delete"])
+    cm.add_argument("claim", nargs="?", help="NAMESPACE/NAME, to delete")
+    cm.add_argument("--name")
+    cm.add_argument("--json", action="store_true")
+    cm.set_defaults(func=cmd_claims)
     dn = sub.add_parser("down", help="tear the running cluster down")
     dn.add_argument("--name")
     dn.set_defaults(func=cmd_down)

@@ -107,6 +107,11 @@ class Controller:
 
                 c.sync_dataplane()
                 return probe(c, params["src"], params["dst"], via=params.get("via")).to_dict()
+            if method == "claims":
+                return c.state()["claims"]
+            if method == "claims_delete":
+                c.reclaim_claim(params["claim"])
+                return {"reclaimed": params["claim"]}
             if method == "graph":
                 import networkx as nx
 

@@ -170,7 +170,7 @@ def test_node_deleted_releases_its_enis_and_static_claims_keep_their_addresses()
 def test_scenario_validation_knows_claims_along_the_timeline():
     base = {"cluster": {"mode": "static-ip", "subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
                         "nodes": [{"name": "n", "subnets": ["a"], "max_enis": 1, "ips_per_eni": 4}]}}
-    with pytest.raises(ScenarioError, match="step 2 .* still exists"):
+    with pytest.raises(ScenarioError, match=r"step 2 .* still exists"):
         parse_scenario({**base, "steps": [{"op": "create_pod", "name": "w", "node": "n", "static": True},
                                           {"op": "reclaim_claim", "name": "w"}]})
     with pytest.raises(ScenarioError, match="no static pod named 'x'"):
