@@ -38,7 +38,8 @@ def test_simulate_refuses_netns_only_scenarios_clearly(path):
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_scenario_output_follows_the_json_contract(path):
-    out = run_scenario(load_scenario(path))
+    scenario = load_scenario(path)
+    out = run_scenario(scenario)
     assert {"scenario", "steps", "events"} <= set(out)
     for i, step in enumerate(out["steps"], 1):
         assert step["index"] == i and "op" in step["op"] and isinstance(step["t"], int | float)
@@ -46,7 +47,11 @@ def test_scenario_output_follows_the_json_contract(path):
         assert set(state) == {"nodes", "subnets", "pods", "claims"}
         for node in state["nodes"].values():
             assert set(node) >= NODE_KEYS
-            assert node["allocatable"] == node["bound"] == sum(len(e["ips"]) for e in node["enis"])
+            assert node["bound"] == sum(len(e["ips"]) for e in node["enis"])
+            if scenario.cluster.mode == "shared-eni":
+                assert node["allocatable"] == node["bound"]  # eni-ip allocatable: the IPs bound
+            else:
+                assert node["allocatable"] == node["capacity"]  # static: bound on demand, up to capacity
             for eni in node["enis"]:
                 assert set(eni) == ENI_KEYS
                 assert eni["table"] == eni["ifindex"] + 2000
