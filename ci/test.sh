@@ -11,7 +11,7 @@ fi
 "$venv/bin/ruff" check .
 start=$(date +%s)
 set +e
-"$venv/bin/pytest" -n "$jobs" -q tests
+"$venv/bin/pytest" -n "$jobs" -q tests --nbmake labs
 rc=$?
 set -e
 echo "enilab: test suite took $(( $(date +%s) - start )) s on $(nproc) cores"

@@ -1,16 +1,24 @@
-"""enilab's pytest plugin: the `root` marker, and fixtures that build clusters for CI users.
+"""enilab's pytest plugin: clusters as fixtures for teams testing their CNI or network code.
 
-`@pytest.mark.root` marks a test that needs root and network namespaces. Without root it is skipped
-with a reason, unless ENILAB_REQUIRE_ROOT=1 (set by CI when it runs as root), where it fails instead:
-a CI run never skips a root test silently.
+Fixtures (each a factory: call it with a topology file, a scenario-like dict, and optionally a backend):
+- `enilab_cluster` (function scope), `enilab_module_cluster`, `enilab_session_cluster`;
+  `backend="auto"` uses real namespaces as root and the simulator otherwise, `"netns"` insists on root,
+  `"sim"` never needs it.
+The `root` marker: a test that needs namespaces. Without root it is skipped with the reason, unless
+ENILAB_REQUIRE_ROOT=1 (CI running as root sets it), where it fails: CI never skips a root test silently.
+Names carry the xdist worker id; clusters are torn down even when the test fails; at session start the
+leftovers of dead runs (a killed worker) are removed, never those of a live one.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["require_root"]
+__all__ = ["EnilabCluster", "require_root"]
 
 
 def _is_root() -> bool:
@@ -27,8 +35,118 @@ def require_root() -> None:
     pytest.skip(why)
 
 
+class EnilabCluster:
+    """A cluster under test: pods, traces and the JSON state of ARCHITECTURE.md."""
+
+    def __init__(self, topology: str | Path | dict[str, Any], backend: str = "auto") -> None:
+        from testbed.cluster import Cluster
+        from testbed.runner import apply_step
+        from testbed.scenario import load_scenario, parse_scenario
+
+        if backend not in ("auto", "netns", "sim"):
+            raise ValueError(f"backend must be auto, netns or sim, not {backend!r}")
+        scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(topology)
+        real = backend == "netns" or (backend == "auto" and _is_root())
+        if real:
+            require_root()
+            from testbed.backends.netns import NetnsBackend
+
+            self.cluster = Cluster(scenario.cluster, backend=NetnsBackend())
+        else:
+            self.cluster = Cluster(scenario.cluster)
+        self._apply = apply_step
+        for step in scenario.steps:
+            self.step(step)
+
+    @property
+    def backend(self) -> str:
+        return self.cluster.backend.name
+
+    def step(self, step: dict[str, Any]) -> Any:
+        """Apply one scenario step (`{"op": "create_pods", "node": "node-1", "count": 3}`, ...)."""
+        result = self._apply(self.cluster, step)
+        self.cluster.sync_dataplane()
+        return result
+
+    def create_pods(self, count: int, node: str | None = None) -> list[str]:
+        pods = [p.name for p in self.cluster.create_pods(count, node)]
+        self.cluster.sync_dataplane()
+        return pods
+
+    def delete_pod(self, name: str) -> None:
+        self.cluster.delete_pod(name)
+
+    def running_pods(self) -> list[str]:
+        return [p.name for p in self.cluster.pods.values() if p.phase == "Running"]
+
+    def pod(self, name: str) -> dict[str, Any]:
+        return self.state()["pods"][name]
+
+    def state(self) -> dict[str, Any]:
+        return self.cluster.state()
+
+    def trace(self, src: str, dst: str, via: str | None = None):
+        """One traced packet (needs the netns backend); see `testbed.traffic.Trace` for its asserts."""
+        from testbed.traffic import probe
+
+        return probe(self.cluster, src, dst, via=via)
+
+    def matrix(self, targets: list[str] | None = None) -> dict[str, dict[str, bool]]:
+        from testbed.traffic import matrix
+
+        return matrix(self.cluster, targets=targets)
+
+    def advance(self, seconds: float) -> None:
+        self.cluster.advance(seconds)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+
+Factory = Callable[..., EnilabCluster]
+
+
+def _factory() -> Iterator[Factory]:
+    made: list[EnilabCluster] = []
+
+    def make(topology: str | Path | dict[str, Any], backend: str = "auto") -> EnilabCluster:
+        cluster = EnilabCluster(topology, backend)
+        made.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in reversed(made):
+            cluster.close()
+
+
+@pytest.fixture
+def enilab_cluster() -> Iterator[Factory]:
+    """Build clusters for one test; they are torn down after it, pass or fail."""
+    yield from _factory()
+
+
+@pytest.fixture(scope="module")
+def enilab_module_cluster() -> Iterator[Factory]:
+    yield from _factory()
+
+
+@pytest.fixture(scope="session")
+def enilab_session_cluster() -> Iterator[Factory]:
+    yield from _factory()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: needs root and network namespaces")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove what dead runs left behind (a worker killed mid-test), never a live run's."""
+    if _is_root():
+        from testbed import runs
+
+        runs.clean(force=False)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

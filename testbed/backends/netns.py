@@ -15,6 +15,7 @@ import errno
 import os
 import threading
 import time
+import weakref
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,12 @@ def require_root(what: str = "the netns backend") -> None:
         raise NotRoot(f"{what} needs root (network namespaces); run it as root, or use `enilab simulate`")
 
 
+def _remove_run(run: Run) -> None:
+    for name in run.namespaces():
+        netns.delete(name)
+    run.unregister()
+
+
 class _Node:
     def __init__(self, name: str, index: int, ns: str, kernel: NamespaceKernel) -> None:
         self.name, self.index, self.ns, self.kernel = name, index, ns, kernel
@@ -72,6 +79,8 @@ class NetnsBackend:
         netns.create(self.fabric_ns)
         self.fabric = NamespaceKernel(self.fabric_ns)
         self._fabric_fd = os.open(netns.path(self.fabric_ns), os.O_RDONLY)
+        # a backend nobody closes (a notebook left running) still cleans up when the interpreter exits
+        self._finalizer = weakref.finalize(self, _remove_run, self.run)
         self.fabric.check([nl.link_set(FABRIC_LO, up=True)])
         self.fabric.write_sysctl("net.ipv4.ip_forward", 1)
         self.fabric.write_sysctl("net.ipv4.conf.all.rp_filter", 0)
@@ -297,6 +306,4 @@ class NetnsBackend:
         self.fabric.close()
         os.close(self._fabric_fd)
         netns.delete(self.fabric_ns)
-        for leftover in self.run.namespaces():
-            netns.delete(leftover)
-        self.run.unregister()
+        self._finalizer()
