@@ -6,6 +6,7 @@ remembers with what the VPC says.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from eni_core import pool
 from eni_core.clock import Clock
 from eni_core.datastore import Allocation, Datastore
 from eni_core.model import Eni, NodeLimits, PoolConfig
-from eni_core.ports import EniRecord, VpcApi, VpcError
+from eni_core.ports import EniRecord, NotFound, VpcApi, VpcError
 
 __all__ = ["EniNode", "Ipamd", "RecoveryReport", "RetryPolicy"]
 
@@ -31,6 +32,7 @@ class RetryPolicy:
     base: float = 0.1
     max_backoff: float = 30.0
     shortfall_poll: float = 30.0
+    resync_window: float = 10.0  # after an ambiguous answer, re-sync with the VPC until this long has passed
 
 
 @dataclass
@@ -89,6 +91,8 @@ class EniNode:
         self.backoff_until: float | None = None
         self._failures = 0
         self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
+        self.resync_at: float | None = None  # when to re-sync with the VPC after an ambiguous answer
+        self._ambiguous_at: float | None = None
 
     @property
     def enis(self) -> list[Eni]:
@@ -139,8 +143,24 @@ class EniNode:
             listener("attached", eni)
         return eni
 
+    def _unbind(self, eni: Eni, ips: Sequence[IPv4Address], retain: bool = False) -> None:
+        """Unbind, idempotently: an IP the VPC no longer has on the ENI (an earlier call that timed out
+        did happen) is simply gone."""
+        try:
+            self._call(self.vpc.unassign_private_ips, eni.id, tuple(ips), retain)
+        except NotFound:
+            for ip in ips:
+                try:
+                    self._call(self.vpc.unassign_private_ips, eni.id, (ip,), retain)
+                except NotFound:
+                    continue
+        for ip in ips:
+            eni.unbind(ip)
+        self.store.commit()
+
     def _delete_eni(self, eni: Eni) -> None:
-        self._call(self.vpc.detach_eni, eni.id)
+        with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
+            self._call(self.vpc.detach_eni, eni.id)
         del self.store.enis[eni.id]
         self.store.commit()
         for listener in self.listeners:
@@ -153,6 +173,9 @@ class EniNode:
             try:
                 return fn(*args)
             except VpcError as err:
+                if err.ambiguous:  # it may have happened: look again at what the VPC has, soon and later
+                    self._ambiguous_at = self.clock.now()
+                    self.resync_at = self.clock.now()
                 if not err.retryable or attempt == self.retry.attempts:
                     raise
                 self.clock.sleep(delay)
@@ -165,6 +188,53 @@ class EniNode:
         except VpcError:
             return False
         return True
+
+    def maybe_resync(self) -> bool:
+        """Re-sync with the VPC if an ambiguous answer asked for it. True if anything was adopted."""
+        now = self.clock.now()
+        if self.resync_at is None or now < self.resync_at:
+            return False
+        found = self.resync()
+        quiet_since = self._ambiguous_at if self._ambiguous_at is not None else now
+        if found or now - quiet_since < self.retry.resync_window:
+            self.resync_at = now + max(self.retry.resync_window / 4, 0.001)
+        else:
+            self.resync_at = self._ambiguous_at = None
+        return found
+
+    def resync(self) -> bool:
+        """Adopt what the VPC has for this node that the datastore does not (ENIs attached here, IPs on
+        them) and delete ENIs created for this node but never attached. Nothing is dropped for being
+        absent: DescribeNetworkInterfaces lags behind, so absence proves nothing."""
+        try:
+            records = self._call(self.vpc.describe_enis, self.node)
+        except VpcError:
+            return False
+        found = False
+        for rec in records:
+            if rec.attached_to is None and rec.node == self.node and rec.id not in self.store.enis:
+                if self._try(self.vpc.delete_eni, rec.id):  # refused if it is attached after all
+                    self._emit({"kind": "resync", "node": self.node, "deleted_eni": rec.id})
+                    found = True
+                continue
+            if rec.attached_to != self.node:
+                continue
+            if rec.id not in self.store.enis:
+                self._adopt_record(rec)
+                self._emit({"kind": "resync", "node": self.node, "adopted_eni": rec.id,
+                            "ips": [str(ip) for ip in rec.ips]})
+                found = True
+                continue
+            eni = self.store.enis[rec.id]
+            new = [ip for ip in rec.ips if ip not in eni.ips]
+            for ip in new:
+                eni.bind(ip)
+            if new:
+                self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "adopted_ips": [str(i) for i in new]})
+                found = True
+        if found:
+            self.store.commit()
+        return found
 
     def _back_off(self, why: str) -> None:
         self._failures += 1
@@ -195,7 +265,7 @@ class Ipamd(EniNode):
         """When the ipamd next has timed work (a release, a retry after back-off, a subnet poll)."""
         if self.backoff_until is not None:
             return self.backoff_until  # nothing happens before the back-off ends
-        times = [t for t in (self.store.release_due, self.poll_at) if t is not None]
+        times = [t for t in (self.store.release_due, self.poll_at, self.resync_at) if t is not None]
         return min(times) if times else None
 
     # -- pods ---------------------------------------------------------------------------------------
@@ -228,7 +298,7 @@ class Ipamd(EniNode):
             self.backoff_until = None
         if self.poll_at is not None and now >= self.poll_at:
             self.poll_at = None
-        changed = False
+        changed = self.maybe_resync()
         try:
             plan = pool.plan(
                 self.enis,
@@ -264,11 +334,7 @@ class Ipamd(EniNode):
             self._bind(eni, action.count)
             return True
         if isinstance(action, pool.ReleaseIps):
-            self._call(self.vpc.unassign_private_ips, action.eni_id, action.ips)
-            eni = self.store.enis[action.eni_id]
-            for ip in action.ips:
-                eni.unbind(ip)
-            self.store.commit()
+            self._unbind(self.store.enis[action.eni_id], action.ips)
             return True
         if isinstance(action, pool.DeleteEni):
             self._delete_eni(self.store.enis[action.eni_id])
@@ -281,8 +347,7 @@ class Ipamd(EniNode):
             self.store.free(pod)
         for eni in self.enis:
             if eni.ips:
-                self._call(self.vpc.unassign_private_ips, eni.id, tuple(eni.ips))
-                eni.ips.clear()
+                self._unbind(eni, tuple(eni.ips))
             self._delete_eni(eni)
         self.store.release_due = None
         self.store.commit()

@@ -13,6 +13,7 @@ __all__ = [
     "Netlink",
     "NotFound",
     "QuotaExceeded",
+    "RequestTimeout",
     "Throttled",
     "TransientError",
     "VpcApi",
@@ -23,10 +24,12 @@ __all__ = [
 
 
 class VpcError(Exception):
-    """A failed VPC API call. `retryable` errors may succeed when tried again later."""
+    """A failed VPC API call. `retryable` errors may succeed when tried again later; after an
+    `ambiguous` one the caller cannot know whether the operation happened."""
 
     code = "InternalError"
     retryable = False
+    ambiguous = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -59,10 +62,18 @@ class TransientError(VpcError):
     retryable = True
 
 
+class RequestTimeout(VpcError):
+    """No answer in time: the operation may or may not have happened (an ambiguous outcome)."""
+
+    code = "RequestTimeout"
+    retryable = True
+    ambiguous = True
+
+
 ERRORS: dict[str, type[VpcError]] = {
     cls.__name__: cls
     for cls in (VpcError, QuotaExceeded, InsufficientAddresses, NotFound, InvalidParameter, Throttled,
-                TransientError)
+                TransientError, RequestTimeout)
 }
 
 

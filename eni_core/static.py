@@ -165,8 +165,10 @@ class StaticNode(EniNode):
         return self.capacity
 
     def deadline(self) -> float | None:
-        """Only the node's own back-off: the claims' expiry is the cluster-level pool's timer."""
-        return self.backoff_until
+        """The node's own back-off and re-sync: the claims' expiry is the cluster-level pool's timer."""
+        if self.backoff_until is not None:
+            return self.backoff_until
+        return self.resync_at
 
     def assign(self, pod: str) -> Allocation | None:
         if pod in self.store.pods:
@@ -175,6 +177,13 @@ class StaticNode(EniNode):
         if claim is not None and claim.node not in (None, self.node):
             self.shortfall = f"{pod}'s address {claim.ip} is still bound on {claim.node}"
             return None
+        if claim is not None:  # its address may still sit idle on one of this node's ENIs
+            eni = next((e for e in self.enis if e.ips.get(claim.ip, "absent") is None), None)
+            if eni is not None:
+                claim.node, claim.released_at = self.node, None
+                alloc = self.store.allocate(pod, eni, claim.ip)
+                self.store.commit()
+                return alloc
         try:
             free = self._call(self.vpc.describe_subnets, self.subnets)
             choice = choose_eni(self.enis, self.subnets, free, self.limits, claim.subnet if claim else None)
@@ -206,31 +215,51 @@ class StaticNode(EniNode):
         claim = self.ipam.claims.get(pod)
         keep = claim is not None and claim.static
         eni = self.store.enis[alloc.eni_id]
-        self._call(self.vpc.unassign_private_ips, eni.id, (alloc.ip,), keep)
-        eni.unbind(alloc.ip)
-        self.store.commit()
-        if claim is not None:
+        if claim is not None:  # the pod is gone whatever the cloud says next
             if keep:
                 claim.node, claim.released_at = None, self.clock.now()
                 self._emit({"claim": pod, "kind": "claim", "event": "Retained", "ip": str(alloc.ip)})
             else:
                 del self.ipam.claims[pod]
         self.ipam.declared.pop(pod, None)  # the claim, if kept, remembers what the pod was
-        if not eni.ips:  # least ENIs: an ENI with no IP left goes
-            self._delete_eni(eni)
+        self.store.commit()
+        try:
+            self._unbind(eni, (alloc.ip,), keep)
+            if not eni.ips:  # least ENIs: an ENI with no IP left goes
+                self._delete_eni(eni)
+        except VpcError as err:  # the IP stays idle on the ENI; reconcile gives it back later
+            self._back_off(f"{type(err).__name__}: {err.message}")
         return alloc
 
     def reconcile(self) -> bool:
-        """Nothing is pre-bound in static mode; the node only waits out a back-off."""
-        if self.backoff_until is not None and self.clock.now() >= self.backoff_until:
+        """Nothing is pre-bound in static mode: the node waits out a back-off, re-syncs after an ambiguous
+        answer, and gives back any idle IP that brought (to its claim if it is a claim's, else to the
+        subnet)."""
+        if self.backoff_until is not None:
+            if self.clock.now() < self.backoff_until:
+                return False
             self.backoff_until = None
-        return False
+        changed = self.maybe_resync()
+        claimed = {c.ip for c in self.ipam.claims.values() if c.node is None}
+        try:
+            for eni in self.enis:
+                idle = eni.idle_ips()
+                for retain in (True, False):
+                    ips = [ip for ip in idle if (ip in claimed) == retain]
+                    if ips:
+                        self._unbind(eni, ips, retain)
+                        changed = True
+                if not eni.ips:
+                    self._delete_eni(eni)
+                    changed = True
+        except VpcError as err:
+            self._back_off(f"{type(err).__name__}: {err.message}")
+        return changed
 
     def shutdown(self) -> None:
         for pod in list(self.store.pods):
             self.release(pod)
         for eni in self.enis:
             if eni.ips:
-                self._call(self.vpc.unassign_private_ips, eni.id, tuple(eni.ips))
-                eni.ips.clear()
+                self._unbind(eni, tuple(eni.ips))
             self._delete_eni(eni)

@@ -19,6 +19,7 @@ from eni_core.ports import (
     InvalidParameter,
     NotFound,
     QuotaExceeded,
+    RequestTimeout,
     Throttled,
     TransientError,
     VpcError,
@@ -84,6 +85,8 @@ class FaultConfig:
     throttle: float = 0.0
     transient: float = 0.0
     insufficient_addresses: float = 0.0
+    timeout: float = 0.0  # the call happens, but the caller is told it timed out (ambiguous)
+    consistency_delay: float = 0.0  # seconds before a new ENI or IP shows in DescribeNetworkInterfaces
     latency: tuple[float, float] = (0.0, 0.0)
     seed: int | None = None
 
@@ -97,10 +100,12 @@ class _Instance:
 @dataclass
 class _Eni:
     record: EniRecord
-    ips: dict[IPv4Address, None] = field(default_factory=dict)
+    ips: dict[IPv4Address, float] = field(default_factory=dict)  # IP -> when it was bound
+    since: float = 0.0  # when it was created or last attached
 
 
 _MUTATING_FAULTS = {"CreateNetworkInterface", "AttachNetworkInterface", "AssignPrivateIpAddresses"}
+_RELEASING = {"UnassignPrivateIpAddresses", "DetachNetworkInterface", "DeleteNetworkInterface"}
 
 
 class SimVpc:
@@ -171,7 +176,8 @@ class SimVpc:
         if latency:
             event["latency_ms"] = round(latency * 1000, 3)
         try:
-            roll = self._fault_rng.random() if (f.throttle or f.transient or f.insufficient_addresses) else 1.0
+            roll = (self._fault_rng.random() if (f.throttle or f.transient or f.insufficient_addresses or f.timeout)
+                    else 1.0)
             if roll < f.throttle:
                 raise Throttled(f"{call}: request rate limit exceeded, retry later")
             if roll < f.throttle + f.transient:
@@ -179,6 +185,8 @@ class SimVpc:
             if call in _MUTATING_FAULTS and roll < f.throttle + f.transient + f.insufficient_addresses:
                 raise InsufficientAddresses(f"{call}: the subnet has insufficient addresses (injected)")
             result = fn()
+            if f.timeout and call in _MUTATING_FAULTS | _RELEASING and roll >= 1.0 - f.timeout:
+                raise RequestTimeout(f"{call}: no answer in time (the request may have been carried out)")
         except VpcError as err:
             event["result"] = type(err).__name__
             event["error"] = err.message
@@ -230,7 +238,7 @@ class SimVpc:
             n = self._mac_seq
             mac = f"52:54:{(n >> 24) & 0xFF:02x}:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
             record = EniRecord(eni_id, subnet_id, mac, primary, node)
-            self.enis[eni_id] = _Eni(record)
+            self.enis[eni_id] = _Eni(record, since=self._now())
             self.owner[primary] = eni_id
             return record
 
@@ -248,6 +256,7 @@ class SimVpc:
                                     f"{inst.max_enis})")
             index = next(i for i in range(1, inst.max_enis + len(used) + 2) if i not in used)
             eni.record = replace(eni.record, attached_to=node, device_index=index)
+            eni.since = self._now()
             return self._describe(eni)
 
         return self._call("AttachNetworkInterface", node, eni_id, run)  # type: ignore[return-value]
@@ -317,7 +326,7 @@ class SimVpc:
                         book.give_back(ip)
                 raise
             for ip in got:
-                eni.ips[ip] = None
+                eni.ips[ip] = self._now()
                 self.owner[ip] = eni_id
             self._notify("bind", eni_id, tuple(got))
             return got
@@ -362,9 +371,21 @@ class SimVpc:
         self._call("ReleaseRetainedAddresses", None, None, run, ips=[str(ip) for ip in gone])
 
     def describe_enis(self, node: str) -> list[EniRecord]:
+        """Eventually consistent, as real clouds are: an ENI attached, or an IP bound, less than
+        `consistency_delay` seconds ago may not show yet (ENIs gone are gone at once)."""
         def run() -> list[EniRecord]:
-            return [self._describe(e) for e in self.enis.values()
-                    if e.record.node == node or e.record.attached_to == node]
+            horizon = self._now() - self.faults.consistency_delay
+            out = []
+            for e in self.enis.values():
+                if e.record.node != node and e.record.attached_to != node:
+                    continue
+                if self.faults.consistency_delay and e.since > horizon:
+                    out.append(replace(e.record, attached_to=None, device_index=None, ips=())
+                               if e.record.attached_to else replace(e.record, ips=()))
+                    continue
+                ips = tuple(ip for ip, t in e.ips.items() if not self.faults.consistency_delay or t <= horizon)
+                out.append(replace(e.record, ips=ips))
+            return out
 
         return self._call("DescribeNetworkInterfaces", node, None, run)  # type: ignore[return-value]
 

@@ -1,0 +1,89 @@
+"""A flaky cloud: throttling, transient errors, timeouts whose operation did happen, and describes that lag
+behind. The ipamd retries, backs off and re-syncs; once the faults stop it converges with nothing leaked,
+nothing bound twice, and no running pod without its IP."""
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eni_core.model import PoolConfig
+from testbed.cluster import Cluster
+from testbed.spec import ClusterSpec, NodeSpec
+from testbed.vpc import FaultConfig
+from tests.helpers import subnet
+
+FAULTS = FaultConfig(throttle=0.15, transient=0.1, insufficient_addresses=0.03, timeout=0.15, consistency_delay=5)
+
+
+def flaky(mode: str, seed: int, faults: FaultConfig = FAULTS) -> Cluster:
+    nodes = (NodeSpec("node-1", ("subnet-a", "subnet-b"), 3, 6), NodeSpec("node-2", ("subnet-b",), 2, 6))
+    spec = ClusterSpec(subnets=(subnet("subnet-a", "10.0.1.0/26"), subnet("subnet-b", "10.0.2.0/26")), nodes=nodes,
+                       mode=mode, pool=PoolConfig(2, 4, 60), faults=faults, seed=seed)
+    return Cluster(spec)
+
+
+def assert_converged(c: Cluster) -> None:
+    running = [p for p in c.pods.values() if p.phase == "Running"]
+    assert len({p.ip for p in running}) == len(running), "an IP is held by two pods"
+    for name, node in c.nodes.items():
+        ipamd = node.ipamd
+        ours = {ip for e in ipamd.enis for ip in e.ips}
+        vpc = {ip for e in c.vpc.enis.values() if e.record.attached_to == name for ip in e.ips}
+        assert ours == vpc, f"{name}: datastore and VPC disagree: only ours {ours - vpc}, only VPC {vpc - ours}"
+        attached = {e.record.id for e in c.vpc.enis.values() if e.record.attached_to == name}
+        assert attached == set(ipamd.store.enis), f"{name}: ENIs the datastore does not know"
+        for p in running:
+            if p.node == name:
+                assert ipamd.lookup(p.name).ip == p.ip and c.vpc.owner.get(p.ip) == p.eni_id
+    leaked = [e.record.id for e in c.vpc.enis.values() if e.record.attached_to is None]
+    assert not leaked, f"ENIs created and never attached: {leaked}"
+    for s in c.spec.subnets:
+        in_use = sum(1 for ip in [*c.vpc.owner, *c.vpc.retained] if ip in s.cidr)
+        assert c.vpc.available(s.id) == s.size - s.reserved - in_use
+
+
+op = st.one_of(st.tuples(st.just("create"), st.sampled_from(["node-1", "node-2"]), st.integers(1, 6)),
+               st.tuples(st.just("delete"), st.integers(1, 6)), st.tuples(st.just("advance"), st.floats(1, 200)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mode=st.sampled_from(["shared-eni", "static-ip"]), seed=st.integers(0, 10_000),
+       ops=st.lists(op, min_size=1, max_size=25))
+def test_the_ipamd_converges_after_faults_stop_with_nothing_leaked(mode, seed, ops):
+    c = flaky(mode, seed)
+    for o in ops:
+        if o[0] == "create":
+            c.create_pods(o[2], o[1])
+        elif o[0] == "delete":
+            for name in c.newest_pods(o[1]):
+                c.delete_pod(name)
+        else:
+            c.advance(o[1])
+        running = [p for p in c.pods.values() if p.phase == "Running"]
+        assert len({p.ip for p in running}) == len(running)  # never two pods on one IP, even mid-fault
+    c.vpc.faults = FaultConfig()  # the cloud heals
+    c.advance(1200)
+    assert_converged(c)
+
+
+def test_a_timed_out_assign_that_happened_is_adopted_not_leaked():
+    c = flaky("shared-eni", 1, FaultConfig())
+    c.vpc.faults = FaultConfig(timeout=0.99)  # every mutating call happens, then "times out"
+    c.create_pods(3, "node-1")
+    c.vpc.faults = FaultConfig()
+    c.advance(600)
+    assert_converged(c)
+    assert any(e["kind"] == "resync" for e in c.events.items)
+
+
+def test_describe_lags_behind_and_recovery_does_not_drop_what_it_cannot_see_yet():
+    c = flaky("shared-eni", 2, FaultConfig())
+    c.vpc.faults = FaultConfig(consistency_delay=30)
+    c.create_pods(4, "node-1")
+    ipamd = c.nodes["node-1"].ipamd
+    bound = {ip for e in ipamd.enis for ip in e.ips}
+    ipamd.resync_at = c.clock.now()  # force a re-sync while the VPC still hides the new IPs
+    ipamd.reconcile()
+    assert {ip for e in ipamd.enis for ip in e.ips} >= bound
+    c.advance(600)
+    assert_converged(c)
