@@ -196,6 +196,23 @@ def cmd_topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from testbed.controller import connect
+
+    _, client = connect(args.name)
+    report = client.call("audit")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        console = _console()
+        console.print("[green]audit: the VPC, the ipamd datastores and the kernels agree[/green]" if report["ok"]
+                      else "[red]audit: they disagree[/red]")
+        for key in ("leaked_ips", "leaked_enis", "double_allocations", "missing_routes", "stale_routes"):
+            for finding in report[key]:
+                console.print(f"  {key}: {finding['what']}", highlight=False)
+    return 0 if report["ok"] else 1
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -303,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--trace", nargs=2, metavar=("SRC", "DST"), help="overlay a trace (running cluster only)")
     tp.add_argument("--name")
     tp.set_defaults(func=cmd_topology)
+    au = sub.add_parser("audit", help="compare the VPC, the ipamd datastores and the kernels of the running cluster")
+    au.add_argument("--name")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=cmd_audit)
     cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
     cm.add_argument("action", choices=["list", "delete"])
     cm.add_argument("claim", nargs="?", help="NAMESPACE/NAME, to delete")

@@ -107,6 +107,10 @@ class Controller:
 
                 c.sync_dataplane()
                 return probe(c, params["src"], params["dst"], via=params.get("via")).to_dict()
+            if method == "audit":
+                from testbed.audit import audit_cluster
+
+                return audit_cluster(c)
             if method == "claims":
                 return c.state()["claims"]
             if method == "claims_delete":
