@@ -38,6 +38,9 @@ def audit(vpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
     for node, ds in datastores.items():
         vpc_enis = {e.record.id: e for e in vpc.enis.values() if e.record.attached_to == node}
         for eni_id, eni in ds["enis"].items():
+            for ip, pod in eni["ips"].items():
+                if pod is not None:
+                    holders[ip].append(f"{node}/{pod}")
             if eni_id not in vpc_enis:
                 found["leaked_enis"].append({"node": node, "eni": eni_id,
                                              "what": f"the ipamd of {node} has {eni_id}, which the VPC does not "
@@ -52,9 +55,6 @@ def audit(vpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
                 found["leaked_ips"].append({"node": node, "eni": eni_id, "ip": ip,
                                             "what": f"{ip} is bound in the VPC to {eni_id} on {node}, but its "
                                                     "ipamd does not know it"})
-            for ip, pod in eni["ips"].items():
-                if pod is not None:
-                    holders[ip].append(f"{node}/{pod}")
         for eni_id in sorted(set(vpc_enis) - set(ds["enis"])):
             found["leaked_enis"].append({"node": node, "eni": eni_id,
                                          "what": f"{eni_id} is attached to {node} but its ipamd does not know it"})
