@@ -132,7 +132,41 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--release-interval", type=float, default=120.0)
     p.add_argument("--quick-release", action="store_true")
     p.add_argument("--seed", default="0")
+    p.add_argument("--routing", action="store_true",
+                   help="also run the routing agent on this namespace: ENI tables, pod rules, sysctls, drift repair")
+    p.add_argument("--gateway", action="append", default=[], metavar="SUBNET=IP",
+                   help="a subnet's gateway, for the ENI tables (repeat; needed with --routing)")
+    p.add_argument("--resync-every", type=float, default=0.0,
+                   help="re-sync with the VPC this often, in seconds (0: only after ambiguous answers)")
     return p.parse_args(argv)
+
+
+class RoutingSide:
+    """The routing agent inside the node's namespace: plans from the ipamd's view, observes, repairs."""
+
+    def __init__(self, ipamd: Ipamd, gateways: dict[str, str]) -> None:
+        from ipaddress import IPv4Address
+
+        from eni_core.kernel import NamespaceKernel
+
+        self.ipamd = ipamd
+        self.kernel = NamespaceKernel()
+        self.gateways = {k: IPv4Address(v) for k, v in gateways.items()}
+
+    def sync(self) -> None:
+        from eni_core import routing
+
+        enis = [(e.mac, self.gateways[e.subnet_id]) for e in self.ipamd.enis if e.subnet_id in self.gateways]
+        macs = {e.id: e.mac for e in self.ipamd.enis}
+        pods = [(a.ip, macs[a.eni_id], routing.host_veth_name(p)) for p, a in self.ipamd.store.pods.items()
+                if a.eni_id in macs]
+        routing.sync(self.kernel, enis, pods)
+
+    def eni_link(self, eni_id: str) -> int | None:
+        eni = self.ipamd.store.enis.get(eni_id)
+        if eni is None:
+            return None
+        return next((link.index for link in self.kernel.links() if link.mac == eni.mac), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ipamd = Ipamd(args.node, vpc=VpcClient(args.vpc), limits=NodeLimits(args.max_enis, args.ips_per_eni),
                   subnets=args.subnet, clock=WallClock(), store=store, seed=args.seed,
                   config=PoolConfig(args.min_prebound, args.max_prebound, args.release_interval, args.quick_release))
-    agent = NodeAgent(ipamd)
+    side = None
+    if args.routing:
+        side = RoutingSide(ipamd, dict(g.split("=", 1) for g in args.gateway))
+    agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None)
     report = ipamd.recover()
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
     server = RpcServer(args.listen, agent.handle).start()
@@ -151,6 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     agent.settle()
     print(f"enilab-agent {args.node}: ready, {ipamd.bound} IPs bound", flush=True)
+    if args.resync_every > 0:
+        def resync_loop() -> None:
+            while not stop.wait(args.resync_every):
+                with agent.lock:
+                    ipamd.resync_at = ipamd.clock.now()
+                agent.settle()  # adopts leaks, and with --routing repairs kernel drift
+
+        threading.Thread(target=resync_loop, daemon=True).start()
     try:
         agent.run_timers(stop)
     except KeyboardInterrupt:

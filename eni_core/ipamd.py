@@ -93,6 +93,7 @@ class EniNode:
         self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
         self.resync_at: float | None = None  # when to re-sync with the VPC after an ambiguous answer
         self._ambiguous_at: float | None = None
+        self._learned_at: dict[IPv4Address, float] = {}  # when this ipamd saw an IP bound
 
     @property
     def enis(self) -> list[Eni]:
@@ -119,6 +120,7 @@ class EniNode:
         got = self._call(self.vpc.assign_private_ips, eni.id, count, tuple(ips))
         for ip in got:
             eni.bind(ip)
+            self._learned_at[ip] = self.clock.now()
         self.store.commit()
         return got
 
@@ -127,7 +129,8 @@ class EniNode:
         try:
             record = self._call(self.vpc.attach_eni, record.id, self.node)
         except VpcError:
-            self._try(self.vpc.delete_eni, record.id)
+            if not self._try(self.vpc.delete_eni, record.id):
+                self._schedule_resync()
             raise
         eni = self._adopt_record(record)
         self.store.commit()
@@ -165,7 +168,13 @@ class EniNode:
         self.store.commit()
         for listener in self.listeners:
             listener("detached", eni)
-        self._try(self.vpc.delete_eni, eni.id)  # if this fails, recovery finds the tagged orphan
+        if not self._try(self.vpc.delete_eni, eni.id):
+            self._schedule_resync()  # a detached orphan: the re-sync deletes it once the VPC lets it
+
+    def _schedule_resync(self) -> None:
+        now = self.clock.now()
+        self._ambiguous_at = now
+        self.resync_at = now if self.resync_at is None else min(self.resync_at, now)
 
     def _call(self, fn, *args):
         delay = self.retry.base
@@ -174,8 +183,7 @@ class EniNode:
                 return fn(*args)
             except VpcError as err:
                 if err.ambiguous:  # it may have happened: look again at what the VPC has, soon and later
-                    self._ambiguous_at = self.clock.now()
-                    self.resync_at = self.clock.now()
+                    self._schedule_resync()
                 if not err.retryable or attempt == self.retry.attempts:
                     raise
                 self.clock.sleep(delay)
@@ -190,32 +198,38 @@ class EniNode:
         return True
 
     def maybe_resync(self) -> bool:
-        """Re-sync with the VPC if an ambiguous answer asked for it. True if anything was adopted."""
+        """Re-sync with the VPC if an ambiguous answer asked for it, again and again until one finds the
+        datastore and the VPC agreeing after the window. True if the datastore changed."""
         now = self.clock.now()
         if self.resync_at is None or now < self.resync_at:
             return False
-        found = self.resync()
+        changed, settled = self.resync()
         quiet_since = self._ambiguous_at if self._ambiguous_at is not None else now
-        if found or now - quiet_since < self.retry.resync_window:
+        if changed or not settled or now - quiet_since < self.retry.resync_window:
             self.resync_at = now + max(self.retry.resync_window / 4, 0.001)
         else:
             self.resync_at = self._ambiguous_at = None
-        return found
+        return changed
 
-    def resync(self) -> bool:
+    def resync(self) -> tuple[bool, bool]:
         """Adopt what the VPC has for this node that the datastore does not (ENIs attached here, IPs on
-        them) and delete ENIs created for this node but never attached. Nothing is dropped for being
-        absent: DescribeNetworkInterfaces lags behind, so absence proves nothing."""
+        them), delete ENIs created for this node but never attached, and drop idle IPs the VPC no longer
+        has, but only those known for longer than the describe lag (`resync_window`): a describe may not
+        show a fresh binding yet. A pod's IP is never dropped: it is bound again. Returns (changed,
+        settled): settled is False when the VPC could not be asked or refused a fix."""
         try:
             records = self._call(self.vpc.describe_enis, self.node)
         except VpcError:
-            return False
-        found = False
+            return False, False
+        found, settled = False, True
+        now = self.clock.now()
         for rec in records:
             if rec.attached_to is None and rec.node == self.node and rec.id not in self.store.enis:
                 if self._try(self.vpc.delete_eni, rec.id):  # refused if it is attached after all
                     self._emit({"kind": "resync", "node": self.node, "deleted_eni": rec.id})
                     found = True
+                else:
+                    settled = False
                 continue
             if rec.attached_to != self.node:
                 continue
@@ -229,12 +243,26 @@ class EniNode:
             new = [ip for ip in rec.ips if ip not in eni.ips]
             for ip in new:
                 eni.bind(ip)
+                self._learned_at[ip] = now
             if new:
                 self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "adopted_ips": [str(i) for i in new]})
                 found = True
+            shown = set(rec.ips)
+            old = [ip for ip in eni.ips if ip not in shown
+                   and now - self._learned_at.get(ip, float("-inf")) >= self.retry.resync_window]
+            for ip in old:
+                if eni.ips[ip] is None:
+                    eni.unbind(ip)
+                    self._learned_at.pop(ip, None)
+                    self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "dropped_ip": str(ip)})
+                    found = True
+                elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
+                    self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "rebound_ip": str(ip)})
+                else:
+                    settled = False
         if found:
             self.store.commit()
-        return found
+        return found, settled
 
     def _back_off(self, why: str) -> None:
         self._failures += 1

@@ -257,6 +257,7 @@ class SimVpc:
             index = next(i for i in range(1, inst.max_enis + len(used) + 2) if i not in used)
             eni.record = replace(eni.record, attached_to=node, device_index=index)
             eni.since = self._now()
+            self._notify("attach", eni_id, ())
             return self._describe(eni)
 
         return self._call("AttachNetworkInterface", node, eni_id, run)  # type: ignore[return-value]
@@ -264,6 +265,9 @@ class SimVpc:
     def detach_eni(self, eni_id: str) -> None:
         def run() -> None:
             eni = self._get(eni_id)
+            if eni.record.attached_to is None:
+                raise NotFound(f"ENI {eni_id} is not attached")
+            self._notify("detach", eni_id, ())
             eni.record = replace(eni.record, attached_to=None, device_index=None)
 
         self._call("DetachNetworkInterface", None, eni_id, run)

@@ -74,6 +74,7 @@ class NetnsBackend:
         self._node_seq = 0
         self._pod_seq = 0
         self._host_seq = 0
+        self.remote_agents = False  # True: node agents are processes that run their own routing
         self._fabric_index = 10
         self.fabric_ns = self.run.name("fabric")
         netns.create(self.fabric_ns)
@@ -148,9 +149,22 @@ class NetnsBackend:
             raise errors[0]
 
     def _on_binding(self, what: str, eni_id: str, ips: tuple[IPv4Address, ...]) -> None:
+        if what not in ("bind", "unbind"):
+            return
         where = self.eni_where.get(eni_id)
         if where is not None:
             self._deliver(where[1], where[2], ips, what == "bind")
+
+    def redeliver(self) -> int:
+        """The SDN is authoritative: re-assert delivery of every IP the VPC has bound (drift in the fabric
+        is repaired). Returns how many addresses were re-asserted."""
+        count = 0
+        for eni_id, (_node, peer, mac) in self.eni_where.items():
+            eni = self.cluster.vpc.enis.get(eni_id)
+            if eni is not None:
+                self._deliver(peer, mac, [eni.record.primary_ip, *eni.ips], True)
+                count += 1 + len(eni.ips)
+        return count
 
     # -- nodes ---------------------------------------------------------------------------------------
     def add_node(self, node: str) -> None:
@@ -239,8 +253,11 @@ class NetnsBackend:
         netns.delete(where[1])
 
     # -- the routing agent ---------------------------------------------------------------------------
-    def sync(self, node: str) -> routing.SyncReport:
-        """Run the node's routing agent: plan from the ipamd's view, observe the kernel, repair."""
+    def sync(self, node: str) -> routing.SyncReport | None:
+        """Run the node's routing agent: plan from the ipamd's view, observe the kernel, repair. (When the
+        node agents run as their own processes, they do this themselves.)"""
+        if self.remote_agents:
+            return None
         n = self.nodes[node]
         ipamd = self.cluster.nodes[node].ipamd
         gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
