@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JOBS    ?= auto
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench chaos fuzz clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ lint: setup
 
 bench: setup
 	$(BIN)/enilab bench sim
+
+# nightly-style: the full chaos run and a long fuzz (CI runs shorter ones inside `make test`)
+chaos: setup
+	$(BIN)/enilab chaos --iterations 200
+
+fuzz: setup
+	ENILAB_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -n $(JOBS) tests/reliability/test_fuzz.py
 
 clean:
 	-$(BIN)/enilab clean

@@ -213,6 +213,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    _need_root("chaos")
+    from testbed.chaos import run_chaos
+
+    console = _console()
+
+    def log(i: int, what: str, ok: bool, lost: list[str]) -> None:
+        if not args.json:
+            mark = "[green]ok[/green]" if ok and not lost else "[red]FAIL[/red]"
+            console.print(f"{i:4d} {mark} {what}" + (f" (unreachable: {', '.join(lost)})" if lost else ""),
+                          highlight=False)
+
+    result = run_chaos(args.iterations, args.seed, log=log)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        console.print({k: v for k, v in result.items() if k != "failures"})
+        for failure in result["failures"]:
+            console.print(failure)
+    return 0 if result["audit_failures"] == result["connectivity_failures"] == 0 else 1
+
+
 def cmd_claims(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -324,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--name")
     au.add_argument("--json", action="store_true")
     au.set_defaults(func=cmd_audit)
+    ch = sub.add_parser("chaos", help="kill agents, storm the cloud, edit kernels; audit and probe after each (root)")
+    ch.add_argument("--iterations", type=int, default=200)
+    ch.add_argument("--seed", type=int, default=1)
+    ch.add_argument("--json", action="store_true")
+    ch.set_defaults(func=cmd_chaos)
     cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
     cm.add_argument("action", choices=["list", "delete"])
     cm.add_argument("claim", nargs="?", help="NAMESPACE/NAME, to delete")

@@ -385,7 +385,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
             if not isinstance(raw, dict) or "op" not in raw:
                 raise ScenarioError(f"step {i}: each step is a mapping with an 'op'")
             op = raw["op"]
-            if op not in OPS:
+            if not isinstance(op, str) or op not in OPS:
                 raise ScenarioError(f"step {i}: unknown op {op!r}; known ops: {', '.join(OPS)}")
             where = f"step {i} ({op})"
             fields = _fields(where, {k: v for k, v in raw.items() if k != "op"}, OPS[op])

@@ -1,0 +1,303 @@
+"""`enilab chaos`: node agents as real processes, killed at random points, a flaky cloud, hand-edited
+kernels; after every iteration the audit and a connectivity check must pass.
+
+The ProcessCluster is the closest thing to real nodes enilab has: the VPC is served from this process
+(the cloud), which also hot-plugs each attached ENI's interface into the node's namespace and delivers
+bound IPs in the fabric; every node runs `python -m eni_core.agent --routing` inside its own namespace
+(ipamd, datastore checkpoint, routing agent); pods are wired by the CNI handler talking to that agent
+over its socket, exactly as `enilab-cni` does.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from eni_core import netlink as nl
+from eni_core import netns
+from eni_core.cni import CniError, CniRequest, Dataplane, handle
+from eni_core.model import Eni, PoolConfig, Subnet
+from eni_core.rpc import RpcClient
+from testbed.audit import audit
+from testbed.backends.netns import NetnsBackend
+from testbed.cluster import Pod
+from testbed.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.vpc import FaultConfig, SimVpc
+from testbed.vpc_server import serve_vpc
+
+__all__ = ["ProcessCluster", "run_chaos"]
+
+CONF = {"cniVersion": "1.1.0", "name": "enilab"}
+STORMY = FaultConfig(throttle=0.15, transient=0.1, timeout=0.1, consistency_delay=0.5)
+
+
+class ProcessCluster:
+    def __init__(self, spec: ClusterSpec, folder: Path) -> None:
+        self.spec, self.folder = spec, folder
+        self.lock = threading.RLock()
+        self.vpc = SimVpc(spec.subnets, seed=spec.seed, now=time.time)
+        self.backend = NetnsBackend()
+        self.backend.remote_agents = True
+        self.backend.bind(self)
+        self.vpc.listeners.append(self._on_attach)
+        self.server = serve_vpc(self.vpc, str(folder / "vpc.sock"), self.lock)
+        self.agents: dict[str, subprocess.Popen] = {}
+        self.pods: dict[str, Pod] = {}
+        self.seq = 0
+        self.half_added: list[tuple[str, str]] = []  # (node, pod): an ADD that failed; the runtime DELs it
+        for node in spec.nodes:
+            self.vpc.add_instance(node.name, node.max_enis, node.ips_per_eni)
+            self.backend.add_node(node.name)
+            self.start_agent(node.name)
+
+    # the cloud's side of an attach: the interface appears in the node (hot-plug), down
+    def _on_attach(self, what: str, eni_id: str, _ips) -> None:
+        if what not in ("attach", "detach"):
+            return
+        rec = self.vpc.enis[eni_id].record
+        eni = Eni(rec.id, rec.subnet_id, rec.mac, rec.primary_ip, rec.device_index or 0, 0,
+                  dict.fromkeys(self.vpc.enis[eni_id].ips))
+        if what == "attach":
+            self.backend.eni_attached(rec.attached_to, eni)
+        elif rec.attached_to in self.backend.nodes:
+            self.backend.eni_detached(rec.attached_to, eni)
+
+    @property
+    def nodes(self) -> dict[str, NodeSpec]:
+        return {n.name: n for n in self.spec.nodes}
+
+    def _sock(self, node: str) -> Path:
+        return self.folder / f"{node}.sock"
+
+    def start_agent(self, node: str) -> None:
+        spec = self.nodes[node]
+        pool = self.spec.pool
+        args = [sys.executable, "-m", "eni_core.agent", "--node", node, "--vpc", str(self.folder / "vpc.sock"),
+                "--state", str(self.folder / "state"), "--listen", str(self._sock(node)), "--routing",
+                "--max-enis", str(spec.max_enis), "--ips-per-eni", str(spec.ips_per_eni),
+                "--min-prebound", str(pool.min_prebound), "--max-prebound", str(pool.max_prebound),
+                "--resync-every", "1.0"]
+        for s in spec.subnets:
+            args += ["--subnet", s]
+        for s in self.spec.subnets:
+            args += ["--gateway", f"{s.id}={s.gateway}"]
+        fd = os.open(netns.path(self.backend.nodes[node].ns), os.O_RDONLY)
+        try:
+            self._sock(node).unlink(missing_ok=True)
+            self.agents[node] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
+                self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns._setns(fd), pass_fds=(fd,))
+        finally:
+            os.close(fd)
+        self.agent(node, wait=20)
+
+    def agent(self, node: str, wait: float = 0) -> RpcClient:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                client = RpcClient(self._sock(node), timeout=20)
+                client.call("ping")
+                return client
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                if self.agents[node].poll() is not None:
+                    raise RuntimeError(f"the agent of {node} died: see {self.folder / (node + '.log')}") from None
+                time.sleep(0.02)
+
+    def kill_agent(self, node: str) -> None:
+        os.kill(self.agents[node].pid, signal.SIGKILL)
+        self.agents[node].wait()
+
+    def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
+        req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {}, CONF)
+        client = RpcClient(self._sock(node), timeout=20)
+        return handle(req, lambda m, **p: client.call(m, **p), Dataplane(self.backend.nodes[node].kernel))
+
+    def add_pod(self, node: str) -> str | None:
+        self.seq += 1
+        name, ns = f"pod-{self.seq}", self.backend.run.name(f"p{self.seq}")
+        netns.create(ns)
+        try:
+            result = self._cni("ADD", node, name, ns)
+        except (CniError, OSError, RuntimeError):
+            self.half_added.append((node, name))
+            netns.delete(ns)
+            return None
+        from ipaddress import IPv4Address
+
+        ip = IPv4Address(result["ips"][0]["address"].split("/")[0])
+        self.pods[name] = Pod(name, node, self.seq, phase="Running", ip=ip,
+                              extra={"netns": ns, "veth": result["interfaces"][0]["name"]})
+        self.backend.pods[name] = (node, ns)
+        return name
+
+    def delete_pod(self, name: str) -> bool:
+        pod = self.pods[name]
+        try:
+            self._cni("DEL", pod.node, name, pod.extra["netns"])
+        except (CniError, OSError, RuntimeError):
+            return False
+        netns.delete(pod.extra["netns"])
+        del self.pods[name]
+        self.backend.pods.pop(name, None)
+        return True
+
+    def settle(self) -> None:
+        """What a runtime and a cloud do after trouble: DEL the ADDs that failed, and re-assert."""
+        for node, pod in list(self.half_added):
+            try:
+                self.agent(node).call("del", pod=pod)
+                self.half_added.remove((node, pod))
+            except OSError:
+                continue
+        with self.lock:
+            self.backend.redeliver()
+        for node in self.nodes:
+            self.agent(node).call("reconcile")
+
+    def datastores(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for node in self.nodes:
+            st = self.agent(node).call("state")
+            out[node] = {"enis": {e["id"]: {"mac": e["mac"], "ips": e["ips"]} for e in st["enis"]}}
+        return out
+
+    def audit(self) -> dict:
+        with self.lock:
+            vpc_view = self.vpc
+            return audit(vpc_view, self.datastores(), {n: self.backend.nodes[n].kernel for n in self.nodes},
+                         wired=lambda node, pod: pod in self.pods)
+
+    def close(self) -> None:
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.agents.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.server.close()
+        self.backend.close()
+
+
+def _drift(pc: ProcessCluster, rng: random.Random) -> str:
+    """One hand edit on a random node or the fabric: what an operator or a stray script does."""
+    node = rng.choice(list(pc.nodes))
+    kernel = pc.backend.nodes[node].kernel
+    pods = [p for p in pc.pods.values() if p.node == node]
+    choice = rng.choice(["rule", "table", "route", "sysctl", "neighbour"])
+    if choice == "rule" and pods:
+        ip = rng.choice(pods).ip
+        kernel.apply([nl.rule_msg(False, priority=1536, table=0, src=ip, src_len=32)])
+        return f"{node}: deleted rule from {ip}"
+    if choice == "table":
+        tables = sorted({r.table for r in kernel.routes() if 2000 <= r.table < 3000})
+        if tables:
+            t = rng.choice(tables)
+            kernel.apply([nl.route_msg(False, table=t, dst=None, dst_len=0)])
+            return f"{node}: deleted default route of table {t}"
+    if choice == "route" and pods:
+        pod = rng.choice(pods)
+        kernel.apply([nl.route_msg(False, table=nl.RT_TABLE_MAIN, dst=pod.ip, dst_len=32)])
+        return f"{node}: deleted main route to {pod.ip}"
+    if choice == "sysctl":
+        kernel.write_sysctl("net.ipv4.conf.all.rp_filter", 1)
+        return f"{node}: rp_filter=1 on all"
+    entries = [e for e in pc.backend.fabric.neighbours() if e.state & nl.NUD_PERMANENT]
+    if entries:
+        e = rng.choice(entries)
+        pc.backend.fabric.apply([nl.neigh_del(e.index, e.ip)])
+        return f"fabric: deleted delivery neighbour {e.ip}"
+    return "nothing to drift"
+
+
+def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_node: int = 4,
+              converge_s: float = 8.0, log=None) -> dict[str, Any]:
+    from testbed.traffic import matrix
+
+    rng = random.Random(seed)
+    spec = ClusterSpec(
+        subnets=(Subnet("subnet-a", __import__("ipaddress").IPv4Network("10.0.1.0/24")),),
+        hosts=(HostSpec("db-1", "subnet-a", __import__("ipaddress").IPv4Address("10.0.1.250")),),
+        nodes=tuple(NodeSpec(f"node-{i}", ("subnet-a",), 3, 6) for i in range(1, nodes + 1)),
+        pool=PoolConfig(2, 4), seed=seed)
+    folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
+    pc = ProcessCluster(spec, folder)
+    counts = {"iterations": 0, "kills": 0, "faults": 0, "drifts": 0, "audit_failures": 0,
+              "connectivity_failures": 0}
+    failures: list[dict] = []
+    start = time.monotonic()
+    try:
+        for node in pc.nodes:
+            for _ in range(pods_per_node):
+                pc.add_pod(node)
+        for i in range(1, iterations + 1):
+            action = rng.choice(["kill", "kill", "faults", "drift", "drift", "churn"])
+            node = rng.choice(list(pc.nodes))
+            what = action
+            if action == "kill":  # SIGKILL while the agent is busy with pods
+                worker = threading.Thread(target=lambda n=node: [pc.add_pod(n) for _ in range(2)], daemon=True)
+                worker.start()
+                time.sleep(rng.uniform(0, 0.03))
+                pc.kill_agent(node)
+                worker.join()
+                pc.start_agent(node)
+                counts["kills"] += 1
+            elif action == "faults":
+                pc.vpc.faults = STORMY
+                for _ in range(3):
+                    pc.add_pod(node)
+                victims = [p for p in pc.pods if pc.pods[p].node == node]
+                if victims:
+                    pc.delete_pod(rng.choice(victims))
+                pc.vpc.faults = FaultConfig()
+                counts["faults"] += 1
+            elif action == "drift":
+                what = _drift(pc, rng)
+                counts["drifts"] += 1
+            else:
+                pods = list(pc.pods)
+                if len(pods) > nodes * pods_per_node and rng.random() < 0.6:
+                    pc.delete_pod(rng.choice(pods))
+                else:
+                    pc.add_pod(node)
+            # converge, then check: the audit first, then real packets from every pod to the VPC host
+            deadline = time.monotonic() + converge_s
+            report = None
+            while time.monotonic() < deadline:
+                pc.settle()
+                report = pc.audit()
+                if report["ok"]:
+                    break
+                time.sleep(0.2)
+            counts["iterations"] = i
+            if not report or not report["ok"]:
+                counts["audit_failures"] += 1
+                failures.append({"iteration": i, "action": what, "audit": report})
+            reach = matrix(pc, targets=["db-1"]) if pc.pods else {}
+            lost = [p for p, row in reach.items() if not row["db-1"]]
+            if lost:
+                counts["connectivity_failures"] += 1
+                failures.append({"iteration": i, "action": what, "unreachable": lost})
+            if log:
+                log(i, what, report["ok"] if report else False, lost)
+    finally:
+        pc.close()
+        for f in folder.glob("*"):
+            if f.is_file() or f.is_socket():
+                f.unlink()
+        for sub in folder.glob("*"):
+            for f in sub.glob("*"):
+                f.unlink()
+            sub.rmdir()
+        folder.rmdir()
+    return {**counts, "pods": len(pc.pods), "seconds": round(time.monotonic() - start, 1), "seed": seed,
+            "failures": failures[:10]}
