@@ -99,6 +99,19 @@ class EnilabCluster:
     def advance(self, seconds: float) -> None:
         self.cluster.advance(seconds)
 
+    def faults(self, **rates: float) -> None:
+        """Make the simulated cloud flaky (throttle, transient, insufficient_addresses, timeout, as rates;
+        consistency_delay and latency in seconds); with no argument it heals."""
+        from testbed.vpc import FaultConfig
+
+        self.cluster.vpc.faults = FaultConfig(**rates)
+
+    def audit(self) -> dict[str, Any]:
+        """The VPC, the datastores and the kernels compared (see `enilab audit`)."""
+        from testbed.audit import audit_cluster
+
+        return audit_cluster(self.cluster)
+
     def close(self) -> None:
         self.cluster.close()
 

@@ -177,7 +177,8 @@ POOL_FIELDS = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 
                "release_interval": (_number(0, strict=True), False), "quick_release": (_bool, False)}
 STATIC_FIELDS = {"claim_expired_duration": (_number(0), False)}
 FAULT_FIELDS = {"throttle": (_number(0, hi=0.9), False), "transient": (_number(0, hi=0.9), False),
-                "insufficient_addresses": (_number(0, hi=0.9), False), "latency": (lambda v: v, False),
+                "insufficient_addresses": (_number(0, hi=0.9), False), "timeout": (_number(0, hi=0.9), False),
+                "consistency_delay": (_number(0, hi=3600), False), "latency": (lambda v: v, False),
                 "seed": (_int(0), False)}
 CLUSTER_FIELDS = {"mode": (_str, False), "pool": (lambda v: v, False), "static": (lambda v: v, False),
                   "subnets": (lambda v: v, True), "nodes": (lambda v: v, False), "faults": (lambda v: v, False)}
@@ -255,7 +256,7 @@ def _parse_cluster(data: Any, seed: int) -> ClusterSpec:
                 raise ScenarioError("cluster.faults: field 'latency' must be {min: S, max: S} in seconds, "
                                     f"0 <= min <= max <= 10, not {latency!r}")
             f["latency"] = (float(latency[0]), float(latency[1]))
-        rates = f.get("throttle", 0) + f.get("transient", 0) + f.get("insufficient_addresses", 0)
+        rates = f.get("throttle", 0) + f.get("transient", 0) + f.get("insufficient_addresses", 0) + f.get("timeout", 0)
         if rates >= 1:
             raise ScenarioError(f"cluster.faults: the fault rates add up to {rates:g}; keep them under 1")
         faults = FaultConfig(**f)

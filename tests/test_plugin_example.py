@@ -22,3 +22,12 @@ def test_the_pool_keeps_five_spare_ips(enilab_cluster):
     cluster.create_pods(12, node="node-1")
     node = cluster.state()["nodes"]["node-1"]
     assert (node["pods"], node["bound"]) == (12, 17)
+
+
+def test_a_flaky_cloud_leaks_nothing(enilab_cluster):
+    cluster = enilab_cluster("fixtures/topologies/default.yaml", backend="sim")
+    cluster.faults(throttle=0.3, timeout=0.2, consistency_delay=5)
+    cluster.create_pods(4, node="node-1")
+    cluster.faults()  # the cloud heals
+    cluster.advance(600)
+    assert cluster.audit()["ok"]

@@ -134,5 +134,6 @@ def test_releases_are_never_faster_than_one_per_interval_without_quick_release(c
                 c.delete_pod(name)
         check_invariants(c)
     check_release_pace(c)
-    if excess and sum(s for s, _ in churn) >= cfg["release_interval"] and not cfg["faulty"]:
+    only_deletes = all(change <= 0 for _, change in churn)  # a created pod can take the excess away
+    if excess and only_deletes and sum(s for s, _ in churn) >= cfg["release_interval"] and not cfg["faulty"]:
         assert any(e["kind"] == "pool" and e["action"] == "release" for e in c.events.items)
