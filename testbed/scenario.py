@@ -403,6 +403,10 @@ def load_scenario(path: str | Path) -> Scenario:
         text = path.read_text()
     except OSError as err:
         raise ScenarioError(f"{path}: cannot read it ({err.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not a text file; a scenario is YAML") from None
+    except ValueError as err:  # a NUL byte in the name, say
+        raise ScenarioError(f"{str(path)!r} is not a usable file name ({err})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
