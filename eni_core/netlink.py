@@ -238,6 +238,23 @@ def _fmt_mac(raw: bytes | None) -> str:
     return ":".join(f"{b:02x}" for b in raw) if raw else ""
 
 
+def _decode_link(p: bytes) -> Link:
+    _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
+    a = _attrs(p, _IFINFO.size)
+    return Link(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), _fmt_mac(a.get(IFLA_ADDRESS)),
+                bool(flags & IFF_UP))
+
+
+def _decode_route(p: bytes) -> RouteEntry:
+    _fam, dst_len, _sl, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(p)
+    a = _attrs(p, _RTMSG.size)
+    if RTA_TABLE in a:
+        (table,) = struct.unpack("=I", a[RTA_TABLE])
+    oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else None
+    return RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope, proto, rtype,
+                      bool(flags & RTNH_F_ONLINK))
+
+
 class NetlinkSocket:
     """A NETLINK_ROUTE socket, opened in the calling thread's namespace (enter one first to aim it)."""
 
@@ -327,18 +344,11 @@ class NetlinkSocket:
                 yield rtype, payload
 
     def links(self) -> list[Link]:
-        out = []
-        for _, p in self._dump(RTM_GETLINK, _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0)):
-            _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
-            a = _attrs(p, _IFINFO.size)
-            out.append(Link(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), _fmt_mac(a.get(IFLA_ADDRESS)),
-                            bool(flags & IFF_UP)))
-        return out
+        return [_decode_link(p) for _, p in self._dump(RTM_GETLINK, _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0))]
 
-    def link(self, ifname: str) -> Link | None:
-        """One link by name (a single request, not a dump); None if there is none."""
-        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
-        seq, frame = self._frame(Request(RTM_GETLINK, 0, body, f"get link {ifname}"), 0)
+    def _ask(self, req: Request) -> bytes | None:
+        """One request, one answer (not a dump): the answer's payload; None for ENODEV/ESRCH."""
+        seq, frame = self._frame(req, 0)
         self.sock.send(frame)
         while True:
             for mtype, _flags, rseq, p in self._messages():
@@ -346,12 +356,16 @@ class NetlinkSocket:
                     continue
                 if mtype == NLMSG_ERROR:
                     (code,) = struct.unpack_from("=i", p)
-                    if -code == errno_mod.ENODEV:
+                    if -code in (errno_mod.ENODEV, errno_mod.ESRCH):
                         return None
-                    raise NetlinkError(-code, f"get link {ifname}")
-                _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
-                a = _attrs(p, _IFINFO.size)
-                return Link(index, ifname, _fmt_mac(a.get(IFLA_ADDRESS)), bool(flags & IFF_UP))
+                    raise NetlinkError(-code, req.what)
+                return p
+
+    def link(self, ifname: str) -> Link | None:
+        """One link by name (a single request, not a dump); None if there is none."""
+        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
+        p = self._ask(Request(RTM_GETLINK, 0, body, f"get link {ifname}"))
+        return None if p is None else _decode_link(p)
 
     def addresses(self) -> list[AddrEntry]:
         out = []
@@ -364,16 +378,7 @@ class NetlinkSocket:
         return out
 
     def routes(self) -> list[RouteEntry]:
-        out = []
-        for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-            _fam, dst_len, _sl, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(p)
-            a = _attrs(p, _RTMSG.size)
-            if RTA_TABLE in a:
-                (table,) = struct.unpack("=I", a[RTA_TABLE])
-            oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else None
-            out.append(RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope,
-                                  proto, rtype, bool(flags & RTNH_F_ONLINK)))
-        return out
+        return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))]
 
     def route_get(self, dst: IPv4Address, src: IPv4Address | None = None, iif: int | None = None) -> RouteEntry:
         """The kernel's own routing decision for a packet (`ip route get`): which table, which link."""
@@ -382,22 +387,10 @@ class NetlinkSocket:
             body += _ip(RTA_SRC, src)
         if iif is not None:
             body += _u32(RTA_IIF, iif)
-        seq, frame = self._frame(Request(RTM_GETROUTE, 0, body, f"route get {dst}"), 0)
-        self.sock.send(frame)
-        while True:
-            for mtype, _flags, rseq, p in self._messages():
-                if rseq != seq:
-                    continue
-                if mtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", p)
-                    raise NetlinkError(-code, f"route get {dst} from {src}")
-                _fam, dst_len, _sl, _tos, table, proto, scope, rtype, flags = _RTMSG.unpack_from(p)
-                a = _attrs(p, _RTMSG.size)
-                if RTA_TABLE in a:
-                    (table,) = struct.unpack("=I", a[RTA_TABLE])
-                oif = struct.unpack("=I", a[RTA_OIF])[0] if RTA_OIF in a else None
-                return RouteEntry(table, _ipv4(a.get(RTA_DST)), dst_len, oif, _ipv4(a.get(RTA_GATEWAY)), scope,
-                                  proto, rtype, bool(flags & RTNH_F_ONLINK))
+        p = self._ask(Request(RTM_GETROUTE, 0, body, f"route get {dst} from {src}"))
+        if p is None:
+            raise NetlinkError(errno_mod.ENODEV, f"route get {dst} from {src}: no such input link")
+        return _decode_route(p)
 
     def rules(self) -> list[RuleEntry]:
         out = []

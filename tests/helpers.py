@@ -40,3 +40,19 @@ def node_state(c: Cluster, name: str = "node-1") -> dict:
 
 def pool_events(c: Cluster, action: str | None = None) -> list[dict]:
     return [e for e in c.events.items if e["kind"] == "pool" and (action is None or e["action"] == action)]
+
+
+def apply_churn(c: Cluster, op: tuple) -> None:
+    """One generated churn op: ("create", node, count), ("delete", count: newest first), ("advance", s),
+    ("set_node", node, max_enis)."""
+    if op[0] == "create":
+        c.create_pods(op[2], op[1])
+    elif op[0] == "delete":
+        for name in c.newest_pods(op[1]):
+            c.delete_pod(name)
+    elif op[0] == "advance":
+        c.advance(op[1])
+    elif op[0] == "set_node":
+        c.set_node(op[1], max_enis=op[2])
+    else:
+        raise ValueError(f"unknown churn op {op!r}")

@@ -10,7 +10,7 @@ from eni_core.pool import bounds
 from testbed.cluster import Cluster
 from testbed.spec import NodeSpec
 from testbed.vpc import FaultConfig
-from tests.helpers import cluster, subnet
+from tests.helpers import apply_churn, cluster, subnet
 
 op = st.one_of(
     st.tuples(st.just("create"), st.sampled_from(["node-1", "node-2", None]), st.integers(1, 15)),
@@ -83,15 +83,7 @@ def check_release_pace(c: Cluster) -> None:
 def test_pool_invariants_hold_under_random_churn(cfg, ops):
     c = build(cfg)
     for o in ops:
-        if o[0] == "create":
-            c.create_pods(o[2], o[1])
-        elif o[0] == "delete":
-            for name in c.newest_pods(o[1]):
-                c.delete_pod(name)
-        elif o[0] == "advance":
-            c.advance(o[1])
-        else:
-            c.set_node(o[1], max_enis=o[2])
+        apply_churn(c, o)
         check_invariants(c)
     check_release_pace(c)
 

@@ -88,3 +88,17 @@ def test_netns_only_ops_are_refused_by_simulate(tmp_path):
                             "{op: set_sysctl, node: node-1, key: net.ipv4.conf.all.rp_filter, value: 1}"))
     proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(f)], capture_output=True, text=True)
     assert proc.returncode == 2 and "step 2 (set_sysctl): needs real packets" in proc.stderr
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("bad\x00name.yaml", None, "is not a usable file name"),
+    ("binary.yaml", bytes(range(256)), "not a text file"),
+])
+def test_unusable_files_are_clear_errors(tmp_path, capsys, name, content, message):
+    from testbed import cli
+
+    path = tmp_path / name.replace("\x00", "") if content is not None else str(tmp_path / name)
+    if content is not None:
+        path.write_bytes(content)
+    assert cli.main(["simulate", str(path)]) == 2
+    assert message in capsys.readouterr().err

@@ -10,7 +10,7 @@ from eni_core.model import PoolConfig
 from testbed.cluster import Cluster
 from testbed.spec import ClusterSpec, NodeSpec
 from testbed.vpc import FaultConfig
-from tests.helpers import subnet
+from tests.helpers import apply_churn, subnet
 
 FAULTS = FaultConfig(throttle=0.15, transient=0.1, insufficient_addresses=0.03, timeout=0.15, consistency_delay=5)
 
@@ -52,13 +52,7 @@ op = st.one_of(st.tuples(st.just("create"), st.sampled_from(["node-1", "node-2"]
 def test_the_ipamd_converges_after_faults_stop_with_nothing_leaked(mode, seed, ops):
     c = flaky(mode, seed)
     for o in ops:
-        if o[0] == "create":
-            c.create_pods(o[2], o[1])
-        elif o[0] == "delete":
-            for name in c.newest_pods(o[1]):
-                c.delete_pod(name)
-        else:
-            c.advance(o[1])
+        apply_churn(c, o)
         running = [p for p in c.pods.values() if p.phase == "Running"]
         assert len({p.ip for p in running}) == len(running)  # never two pods on one IP, even mid-fault
     c.vpc.faults = FaultConfig()  # the cloud heals
