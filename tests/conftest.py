@@ -1,4 +1,4 @@
-"""Root tests on real namespaces: every test leaves no namespace of its own run behind."""
+"""Every root test, wherever it lives, must leave no namespace of its own runs behind."""
 from __future__ import annotations
 
 import os
