@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +131,6 @@ class ProcessCluster:
             self.half_added.append((node, name))
             netns.delete(ns)
             return None
-        from ipaddress import IPv4Address
-
         ip = IPv4Address(result["ips"][0]["address"].split("/")[0])
         self.pods[name] = Pod(name, node, self.seq, phase="Running", ip=ip,
                               extra={"netns": ns, "veth": result["interfaces"][0]["name"]})
@@ -171,8 +170,7 @@ class ProcessCluster:
 
     def audit(self) -> dict:
         with self.lock:
-            vpc_view = self.vpc
-            return audit(vpc_view, self.datastores(), {n: self.backend.nodes[n].kernel for n in self.nodes},
+            return audit(self.vpc, self.datastores(), {n: self.backend.nodes[n].kernel for n in self.nodes},
                          wired=lambda node, pod: pod in self.pods)
 
     def close(self) -> None:
@@ -225,8 +223,8 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
 
     rng = random.Random(seed)
     spec = ClusterSpec(
-        subnets=(Subnet("subnet-a", __import__("ipaddress").IPv4Network("10.0.1.0/24")),),
-        hosts=(HostSpec("db-1", "subnet-a", __import__("ipaddress").IPv4Address("10.0.1.250")),),
+        subnets=(Subnet("subnet-a", IPv4Network("10.0.1.0/24")),),
+        hosts=(HostSpec("db-1", "subnet-a", IPv4Address("10.0.1.250")),),
         nodes=tuple(NodeSpec(f"node-{i}", ("subnet-a",), 3, 6) for i in range(1, nodes + 1)),
         pool=PoolConfig(2, 4), seed=seed)
     folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
