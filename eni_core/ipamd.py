@@ -42,7 +42,6 @@ class RecoveryReport:
     adopted_ips: list[str] = field(default_factory=list)
     dropped_ips: list[str] = field(default_factory=list)
     rebound_ips: list[str] = field(default_factory=list)
-    lost_pods: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list[str]]:
         return dict(self.__dict__)
@@ -211,7 +210,7 @@ class EniNode:
             self.resync_at = self._ambiguous_at = None
         return changed
 
-    def resync(self) -> tuple[bool, bool]:
+    def resync(self, report: RecoveryReport | None = None) -> tuple[bool, bool]:
         """Adopt what the VPC has for this node that the datastore does not (ENIs attached here, IPs on
         them), delete ENIs created for this node but never attached, and drop idle IPs the VPC no longer
         has, but only those known for longer than the describe lag (`resync_window`): a describe may not
@@ -223,10 +222,12 @@ class EniNode:
             return False, False
         found, settled = False, True
         now = self.clock.now()
+        report = report if report is not None else RecoveryReport()
         for rec in records:
             if rec.attached_to is None and rec.node == self.node and rec.id not in self.store.enis:
                 if self._try(self.vpc.delete_eni, rec.id):  # refused if it is attached after all
                     self._emit({"kind": "resync", "node": self.node, "deleted_eni": rec.id})
+                    report.deleted_enis.append(rec.id)
                     found = True
                 else:
                     settled = False
@@ -237,6 +238,8 @@ class EniNode:
                 self._adopt_record(rec)
                 self._emit({"kind": "resync", "node": self.node, "adopted_eni": rec.id,
                             "ips": [str(ip) for ip in rec.ips]})
+                report.adopted_enis.append(rec.id)
+                report.adopted_ips += [str(ip) for ip in rec.ips]
                 found = True
                 continue
             eni = self.store.enis[rec.id]
@@ -246,6 +249,7 @@ class EniNode:
                 self._learned_at[ip] = now
             if new:
                 self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "adopted_ips": [str(i) for i in new]})
+                report.adopted_ips += [str(ip) for ip in new]
                 found = True
             shown = set(rec.ips)
             old = [ip for ip in eni.ips if ip not in shown
@@ -255,11 +259,13 @@ class EniNode:
                     eni.unbind(ip)
                     self._learned_at.pop(ip, None)
                     self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "dropped_ip": str(ip)})
+                    report.dropped_ips.append(str(ip))
                     found = True
                 elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
                     self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "rebound_ip": str(ip)})
+                    report.rebound_ips.append(str(ip))
                 else:
-                    settled = False
+                    settled = False  # a pod's IP is never given up on uncertain news: look again later
         if found:
             self.store.commit()
         return found, settled
@@ -386,51 +392,14 @@ class Ipamd(EniNode):
             self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall",
                         "status": shortfall is not None, "message": shortfall or "the pool is within bounds"})
 
-    # -- restart ------------------------------------------------------------------------------------
+    # -- restart ----------------------------------------------------------------------------------
     def recover(self) -> RecoveryReport:
-        """Load the checkpoint and reconcile it with the VPC: adopt what the VPC has bound to this node
-        that the checkpoint missed, delete ENIs created for it but never attached, keep every pod's IP."""
+        """Load the checkpoint and re-sync with the VPC: adopt what it has bound to this node that the
+        checkpoint missed, delete ENIs created for this node but never attached, and keep every pod's IP.
+        Describes lag, so nothing is dropped for being absent, and the re-sync goes on for a window."""
         report = RecoveryReport()
         self.store.restore()
-        records = {r.id: r for r in self._call(self.vpc.describe_enis, self.node)}
-        for rec in records.values():
-            if rec.attached_to is None:
-                # Created for this node, never attached (a crash between create and attach): a leak.
-                if self._try(self.vpc.delete_eni, rec.id):
-                    report.deleted_enis.append(rec.id)
-                continue
-            if rec.attached_to != self.node:
-                continue
-            if rec.id not in self.store.enis:
-                self._adopt_record(rec)
-                report.adopted_enis.append(rec.id)
-                report.adopted_ips += [str(ip) for ip in rec.ips]
-                continue
-            eni = self.store.enis[rec.id]
-            eni.device_index = rec.device_index or eni.device_index
-            in_vpc = set(rec.ips)
-            for ip in rec.ips:
-                if ip not in eni.ips:
-                    eni.bind(ip)
-                    report.adopted_ips.append(str(ip))
-            for ip, pod in list(eni.ips.items()):
-                if ip in in_vpc:
-                    continue
-                if pod is None:
-                    eni.unbind(ip)
-                    report.dropped_ips.append(str(ip))
-                elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
-                    report.rebound_ips.append(str(ip))
-                else:
-                    self.store.free(pod)
-                    eni.unbind(ip)
-                    report.lost_pods.append(pod)
-        for eni_id in [e for e in self.store.enis if e not in records or
-                       records[e].attached_to != self.node]:
-            eni = self.store.enis.pop(eni_id)
-            for pod in [p for p in eni.ips.values() if p is not None]:
-                self.store.pods.pop(pod, None)
-                report.lost_pods.append(pod)
-        self.store.commit()
+        self._schedule_resync()
+        self.resync(report)
         self._emit({"kind": "recovered", "node": self.node, **report.to_dict()})
         return report

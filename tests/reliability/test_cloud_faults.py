@@ -81,3 +81,33 @@ def test_describe_lags_behind_and_recovery_does_not_drop_what_it_cannot_see_yet(
     assert {ip for e in ipamd.enis for ip in e.ips} >= bound
     c.advance(600)
     assert_converged(c)
+
+
+def test_a_restart_while_describes_lag_keeps_every_pod_and_gives_no_ip_twice(tmp_path):
+    from eni_core.datastore import Datastore, FileCheckpoint
+    from eni_core.ipamd import Ipamd
+
+    def store(node: str) -> Datastore:
+        return Datastore(node, FileCheckpoint(tmp_path / f"{node}.json"))
+
+    nodes = (NodeSpec("node-1", ("subnet-a",), 3, 4),)
+    c = Cluster(ClusterSpec(subnets=(subnet("subnet-a", "10.0.1.0/26"),), nodes=nodes, pool=PoolConfig(2, 4)),
+                store_factory=store)
+    c.vpc.faults = FaultConfig(consistency_delay=30)
+    c.create_pods(7, "node-1")  # a second ENI attached just now: DescribeNetworkInterfaces does not show it
+    running = {p.name: p.ip for p in c.pods.values() if p.phase == "Running"}
+    old = c.nodes["node-1"].ipamd
+    fresh = Ipamd("node-1", vpc=c.vpc, limits=old.limits, subnets=old.subnets, clock=c.clock, config=old.config,
+                  store=store("node-1"))
+    fresh.recover()
+    assert {p: fresh.lookup(p).ip for p in running} == running  # no running pod lost its IP
+    given = [fresh.assign(f"new-{i}") for i in range(3)]
+    for _ in range(5):
+        fresh.reconcile()
+    given += [fresh.assign(f"more-{i}") for i in range(3)]
+    new_ips = [a.ip for a in given if a is not None]
+    assert new_ips and not set(new_ips) & set(running.values())  # nobody's IP handed out again
+    c.advance(60)
+    c.clock.advance_to(c.clock.now() + 60)
+    fresh.reconcile()
+    assert {ip for e in fresh.enis for ip in e.ips} == {ip for e in c.vpc.enis.values() for ip in e.ips}
