@@ -45,14 +45,18 @@ class RpcServer:
 
         class _Conn(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                for line in self.rfile:
-                    try:
-                        req = json.loads(line)
-                        answer = {"result": outer(req["method"], req.get("params") or {})}
-                    except Exception as err:  # every failure becomes an answer, never a dead connection
-                        answer = {"error": {"type": type(err).__name__, "message": getattr(err, "message", str(err))}}
-                    self.wfile.write(json.dumps(answer).encode() + b"\n")
-                    self.wfile.flush()
+                try:
+                    for line in self.rfile:
+                        try:
+                            req = json.loads(line)
+                            answer = {"result": outer(req["method"], req.get("params") or {})}
+                        except Exception as err:  # every failure becomes an answer, never a dead connection
+                            answer = {"error": {"type": type(err).__name__,
+                                                "message": getattr(err, "message", str(err))}}
+                        self.wfile.write(json.dumps(answer).encode() + b"\n")
+                        self.wfile.flush()
+                except (ConnectionError, BrokenPipeError):
+                    return  # the client went away (a killed agent, say): nothing to answer
 
         self._server = _Server(str(self.path), _Conn)
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"rpc:{self.path.name}", daemon=True)
