@@ -158,6 +158,7 @@ class StaticNode(EniNode):
     def __init__(self, node: str, *, ipam: StaticIpam, **kw) -> None:
         super().__init__(node, **kw)
         self.ipam = ipam
+        self.poll_at: float | None = None  # a pod could not get an IP: try again then
 
     @property
     def allocatable(self) -> int:
@@ -165,10 +166,12 @@ class StaticNode(EniNode):
         return self.capacity
 
     def deadline(self) -> float | None:
-        """The node's own back-off and re-sync: the claims' expiry is the cluster-level pool's timer."""
+        """The node's own back-off, re-sync and retry of pods that found no IP; the claims' expiry is the
+        cluster-level pool's timer."""
         if self.backoff_until is not None:
             return self.backoff_until
-        return self.resync_at
+        times = [t for t in (self.resync_at, self.poll_at) if t is not None]
+        return min(times) if times else None
 
     def assign(self, pod: str) -> Allocation | None:
         if pod in self.store.pods:
@@ -189,6 +192,7 @@ class StaticNode(EniNode):
             choice = choose_eni(self.enis, self.subnets, free, self.limits, claim.subnet if claim else None)
             if choice.reason:
                 self.shortfall = f"{pod} cannot get an IP here: {choice.reason}"
+                self.poll_at = self.clock.now() + self.retry.shortfall_poll
                 self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall", "status": True,
                             "message": self.shortfall})
                 return None
@@ -197,7 +201,7 @@ class StaticNode(EniNode):
         except VpcError as err:
             self._back_off(f"{type(err).__name__}: {err.message}")
             return None
-        self.shortfall = None
+        self.shortfall = self.poll_at = None
         if claim is None:
             static, owner = self.ipam.declared.get(pod, (False, None))
             claim = self.ipam.claims[pod] = Claim(pod, ip, eni.subnet_id, static, owner)
@@ -239,6 +243,8 @@ class StaticNode(EniNode):
             if self.clock.now() < self.backoff_until:
                 return False
             self.backoff_until = None
+        if self.poll_at is not None and self.clock.now() >= self.poll_at:
+            self.poll_at = None  # the cluster's scheduler tries the Pending pods again now
         changed = self.maybe_resync()
         claimed = {c.ip for c in self.ipam.claims.values() if c.node is None}
         try:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from eni_core import netns
 
-__all__ = ["PREFIX_RE", "Run", "clean", "leftover_prefixes", "live_runs"]
+__all__ = ["PREFIX_RE", "Run", "clean", "leftover_prefixes", "live_runs", "runs_of"]
 
 RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
+CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
 PREFIX_RE = re.compile(r"^(enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6})-[A-Za-z0-9_.-]+$")
 
 
@@ -39,6 +40,7 @@ class Run:
         prefix = f"enl-{worker + '-' if worker else ''}{secrets.token_hex(3)}"
         run = cls(prefix)
         run.register()
+        CREATED.append(prefix)
         return run
 
     def name(self, what: str) -> str:
@@ -51,8 +53,8 @@ class Run:
     def register(self, **extra) -> None:
         self.record.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"prefix": self.prefix, "pid": os.getpid(), "start": _start_time(os.getpid()),
-                                   **extra}))
+        tmp.write_text(json.dumps({"prefix": self.prefix, "pid": os.getpid(), "ppid": os.getppid(),
+                                   "start": _start_time(os.getpid()), **extra}))
         os.replace(tmp, self.record)
 
     def unregister(self) -> None:
@@ -65,6 +67,19 @@ class Run:
 def _alive(record: dict) -> bool:
     pid = record.get("pid")
     return isinstance(pid, int) and _start_time(pid) is not None and _start_time(pid) == record.get("start")
+
+
+def runs_of(pid: int) -> set[str]:
+    """Prefixes of the runs a process made, itself or through its children (live or dead)."""
+    out = {p for p in CREATED} if pid == os.getpid() else set()
+    for f in (RUN_DIR / "runs").glob("enl-*.json"):
+        try:
+            record = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid in (record.get("pid"), record.get("ppid")):
+            out.add(record["prefix"])
+    return out
 
 
 def live_runs() -> dict[str, dict]:

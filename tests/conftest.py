@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 
@@ -10,9 +9,12 @@ from eni_core import netns
 
 
 def _mine() -> list[str]:
-    worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "").lower())[:8]
-    pattern = re.compile(rf"^enl-{worker + '-' if worker else ''}[0-9a-f]{{6}}-")
-    return [n for n in netns.list_names() if pattern.match(n)]
+    """Namespaces of the runs this process or its children made (other sessions and workers may share our
+    worker id, so the id alone would not do)."""
+    from testbed.runs import runs_of
+
+    prefixes = tuple(f"{p}-" for p in runs_of(os.getpid()))
+    return [n for n in netns.list_names() if prefixes and n.startswith(prefixes)]
 
 
 @pytest.fixture(autouse=True)

@@ -61,6 +61,18 @@ def test_no_subnet_can_serve_the_pod_stays_pending_with_a_clear_event():
     assert failed and "cannot get an IP here" in failed[0]["reason"] and "subnet-a" in failed[0]["reason"]
 
 
+def test_a_pending_pod_starts_once_another_node_frees_addresses_in_the_subnet():
+    c = static_cluster(subnets=(subnet("subnet-a", "10.0.1.0/29"),),
+                       nodes=(NodeSpec("node-1", ("subnet-a",), 2, 4), NodeSpec("node-2", ("subnet-a",), 2, 4)))
+    c.create_pods(4, "node-1")  # 5 usable: node-1's ENI primary + 4 pods
+    c.create_pod("late", "node-2")
+    assert c.pods["late"].phase == "Pending"
+    for name in ["pod-1", "pod-2", "pod-3", "pod-4"]:
+        c.delete_pod(name)  # node-1's ENI empties and goes: addresses come back to the subnet
+    c.advance(60)  # node-2 polls again without anything happening on it
+    assert c.pods["late"].phase == "Running"
+
+
 def test_a_non_static_pod_terminated_returns_its_ip_to_the_vpc_subnet():
     c = static_cluster()
     c.create_pod("p", "node-1")

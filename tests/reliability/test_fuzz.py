@@ -110,9 +110,11 @@ tokens = st.lists(st.one_of(st.text(max_size=12), flags), max_size=5)
 
 
 def _mine() -> list[str]:
-    """This worker's enilab namespaces (other xdist workers make and remove theirs meanwhile)."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return [n for n in netns.list_names() if n.startswith(f"enl-{worker}-" if worker else "enl-")]
+    """Namespaces of the runs this process made (other workers and sessions make and remove theirs)."""
+    from testbed.runs import runs_of
+
+    prefixes = tuple(f"{p}-" for p in runs_of(os.getpid()))
+    return [n for n in netns.list_names() if prefixes and n.startswith(prefixes)]
 
 
 @settings(max_examples=max(EXAMPLES // 4, 50), deadline=None, suppress_health_check=list(HealthCheck))
