@@ -295,7 +295,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="enilab", description="A testbed for VPC-CNI pod networking (shared-ENI mode).")
+    p = argparse.ArgumentParser(
+        prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
+        epilog="Exit codes: 0 success, 1 a check failed, 2 bad input (nothing was changed). "
+               "Start with `enilab demo`, or `enilab simulate fixtures/scenarios/grow-and-shrink.yaml`.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("simulate", help="run a scenario on the sim backend (no root) and print its timeline")
