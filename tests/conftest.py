@@ -11,7 +11,7 @@ from eni_core import netns
 def _mine() -> list[str]:
     """Namespaces of the runs this process or its children made (other sessions and workers may share our
     worker id, so the id alone would not do)."""
-    from testbed.runs import runs_of
+    from testbed.world.runs import runs_of
 
     prefixes = tuple(f"{p}-" for p in runs_of(os.getpid()))
     return [n for n in netns.list_names() if prefixes and n.startswith(prefixes)]

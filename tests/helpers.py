@@ -5,9 +5,9 @@ from ipaddress import IPv4Network
 from pathlib import Path
 
 from eni_core.model import PoolConfig, Subnet
-from testbed.cluster import Cluster
-from testbed.spec import ClusterSpec, NodeSpec
-from testbed.vpc import FaultConfig
+from testbed.world.cluster import Cluster
+from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.vpc import FaultConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from testbed.labs import ROOT, Exercise, open_cluster, pool_timeline
+from testbed.apps.labs import ROOT, Exercise, open_cluster, pool_timeline
 
 LABS = sorted((ROOT / "labs").glob("*.ipynb"))
 

@@ -92,7 +92,7 @@ def test_leftovers_of_a_killed_worker_are_removed_by_the_next_session(pytester):
     script = f"""
 import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
-from testbed.backends.netns import NetnsBackend
+from testbed.world.backends.netns import NetnsBackend
 b = NetnsBackend()
 print(b.run.prefix, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)

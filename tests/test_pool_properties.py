@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eni_core.pool import bounds
-from testbed.cluster import Cluster
-from testbed.spec import NodeSpec
-from testbed.vpc import FaultConfig
+from testbed.world.cluster import Cluster
+from testbed.world.spec import NodeSpec
+from testbed.world.vpc import FaultConfig
 from tests.helpers import apply_churn, cluster, subnet
 
 op = st.one_of(

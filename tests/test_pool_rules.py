@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 from eni_core import pool
 from eni_core.model import Eni, NodeLimits, PoolConfig
-from testbed.spec import NodeSpec
+from testbed.world.spec import NodeSpec
 from tests.helpers import cluster, node_state, pool_events, subnet
 
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from testbed.scenario import ScenarioError, parse_scenario
+from testbed.world.scenario import ScenarioError, parse_scenario
 
 BASE = """
 name: t
@@ -69,7 +69,7 @@ def test_invalid_scenario_names_the_place_and_field(text, message):
 def test_simulate_exits_2_with_a_message_and_no_traceback(tmp_path, text, message):
     f = tmp_path / "bad.yaml"
     f.write_text(textwrap.dedent(text))
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(f), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", str(f), "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -77,7 +77,7 @@ def test_simulate_exits_2_with_a_message_and_no_traceback(tmp_path, text, messag
 
 
 def test_simulate_missing_file_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(tmp_path / "nope.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "cannot read it" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -86,7 +86,8 @@ def test_netns_only_ops_are_refused_by_simulate(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text(with_steps("{op: create_pods, node: node-1, count: 1}",
                             "{op: set_sysctl, node: node-1, key: net.ipv4.conf.all.rp_filter, value: 1}"))
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate", str(f)], capture_output=True, text=True)
+    argv = [sys.executable, "-m", "testbed.apps.cli", "simulate", str(f)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 2 and "step 2 (set_sysctl): needs real packets" in proc.stderr
 
 
@@ -95,7 +96,7 @@ def test_netns_only_ops_are_refused_by_simulate(tmp_path):
     ("binary.yaml", bytes(range(256)), "not a text file"),
 ])
 def test_unusable_files_are_clear_errors(tmp_path, capsys, name, content, message):
-    from testbed import cli
+    from testbed.apps import cli
 
     path = tmp_path / name.replace("\x00", "") if content is not None else str(tmp_path / name)
     if content is not None:

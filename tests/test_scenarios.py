@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from testbed.runner import run_scenario
-from testbed.scenario import NETNS_OPS, ScenarioError, load_scenario
+from testbed.apps.runner import run_scenario
+from testbed.world.scenario import NETNS_OPS, ScenarioError, load_scenario
 from tests.helpers import SCENARIOS
 
 ALL_FIXTURES = sorted(SCENARIOS.glob("*.yaml"))
@@ -131,14 +131,14 @@ def test_every_api_call_is_an_event():
 
 
 def test_simulate_cli_prints_the_json_contract():
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate",
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate",
                            str(SCENARIOS / "grow-and-shrink.yaml"), "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["scenario"] == "grow-and-shrink"
 
 
 def test_simulate_cli_prints_a_readable_table():
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "simulate",
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate",
                            str(SCENARIOS / "grow-and-shrink.yaml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "step 4" in proc.stdout and "release" in proc.stdout and "eth2[2004]" in proc.stdout

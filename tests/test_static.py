@@ -6,10 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
-from testbed.cluster import Cluster, ClusterError
-from testbed.runner import run_scenario
-from testbed.scenario import ScenarioError, load_scenario, parse_scenario
-from testbed.spec import ClusterSpec, NodeSpec
+from testbed.apps.runner import run_scenario
+from testbed.world.cluster import Cluster, ClusterError
+from testbed.world.scenario import ScenarioError, load_scenario, parse_scenario
+from testbed.world.spec import ClusterSpec, NodeSpec
 from tests.helpers import SCENARIOS, subnet
 
 WEB = "statefulset/default/web"

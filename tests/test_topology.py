@@ -5,10 +5,10 @@ import json
 
 import networkx as nx
 
-from testbed import topology
-from testbed.cluster import Cluster
-from testbed.runner import apply_step
-from testbed.scenario import load_scenario
+from testbed.apps.runner import apply_step
+from testbed.observe import topology
+from testbed.world.cluster import Cluster
+from testbed.world.scenario import load_scenario
 from tests.helpers import ROOT, SCENARIOS
 
 

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from eni_core.ports import InsufficientAddresses, InvalidParameter, NotFound, QuotaExceeded, Throttled
-from testbed.vpc import FaultConfig, SimVpc
+from testbed.world.vpc import FaultConfig, SimVpc
 from tests.helpers import subnet
 
 

@@ -6,9 +6,9 @@ from ipaddress import IPv4Address
 
 from pyroute2 import IPRoute
 
-from testbed.backends.netns import NetnsBackend
-from testbed.cluster import Cluster
-from testbed.spec import ClusterSpec, NodeSpec
+from testbed.world.backends.netns import NetnsBackend
+from testbed.world.cluster import Cluster
+from testbed.world.spec import ClusterSpec, NodeSpec
 from tests.helpers import subnet
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from testbed.bench_netns import bench_bringup, bench_cni
+from testbed.apps.bench_netns import bench_bringup, bench_cni
 
 pytestmark = pytest.mark.root
 
@@ -26,7 +26,7 @@ def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
 
 
 def test_bench_cli_prints_json():
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "bench", "sim", "--nodes", "20", "--pods", "500",
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "20", "--pods", "500",
                            "--hours", "1", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)

@@ -8,8 +8,8 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from testbed.runner import run_scenario
-from testbed.scenario import load_scenario
+from testbed.apps.runner import run_scenario
+from testbed.world.scenario import load_scenario
 from tests.helpers import SCENARIOS
 from tests.netns.helpers import kernel_view, netns_cluster, sysctl
 
@@ -48,7 +48,7 @@ def assert_node_matches_plan(cluster, name: str) -> None:
 @pytest.mark.parametrize("name", ["grow-and-shrink", "least-eni-allocation", "subnet-choice", "node-lifecycle",
                                   "max-bindable-clamp"])
 def test_kernel_state_matches_the_plan_after_every_step(name):
-    from testbed.backends.netns import NetnsBackend
+    from testbed.world.backends.netns import NetnsBackend
 
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
     backend = NetnsBackend()
@@ -67,7 +67,7 @@ def test_kernel_state_matches_the_plan_after_every_step(name):
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_fixture_runs_on_real_namespaces_and_its_probes_meet_their_expectations(path):
-    from testbed.backends.netns import NetnsBackend
+    from testbed.world.backends.netns import NetnsBackend
 
     out = run_scenario(load_scenario(path), backend=NetnsBackend())
     assert len(out["steps"]) == len(load_scenario(path).steps)
@@ -78,7 +78,7 @@ def test_every_fixture_runs_on_real_namespaces_and_its_probes_meet_their_expecta
 
 
 def test_run_json_reports_routing_read_back_from_the_kernel():
-    from testbed.backends.netns import NetnsBackend
+    from testbed.world.backends.netns import NetnsBackend
 
     out = run_scenario(load_scenario(SCENARIOS / "grow-and-shrink.yaml"), backend=NetnsBackend())
     node = out["steps"][0]["state"]["nodes"]["node-1"]

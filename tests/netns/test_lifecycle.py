@@ -11,10 +11,11 @@ import uuid
 import pytest
 
 from eni_core import netns
-from testbed import cli, runs
+from testbed.apps import cli
+from testbed.world import runs
 from tests.helpers import SCENARIOS
 
-ENILAB = [sys.executable, "-m", "testbed.cli"]
+ENILAB = [sys.executable, "-m", "testbed.apps.cli"]
 TOPOLOGY = """
 name: {name}
 cluster:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from testbed import traffic
-from testbed.backends.netns import NetnsBackend
-from testbed.cluster import Cluster
-from testbed.runner import apply_step
-from testbed.scenario import load_scenario
+from testbed.apps.runner import apply_step
+from testbed.observe import traffic
+from testbed.world.backends.netns import NetnsBackend
+from testbed.world.cluster import Cluster
+from testbed.world.scenario import load_scenario
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.root
@@ -37,7 +37,7 @@ def test_a_moved_static_pod_keeps_its_ip_and_traffic_follows_it_to_the_new_node(
 
 
 def test_static_scenario_runs_on_netns():
-    from testbed.runner import run_scenario
+    from testbed.apps.runner import run_scenario
     from tests.helpers import SCENARIOS
 
     out = run_scenario(load_scenario(SCENARIOS / "static-ip-retention.yaml"), backend=NetnsBackend())

@@ -9,11 +9,11 @@ import time
 import pytest
 import yaml
 
-from testbed import traffic
-from testbed.backends.netns import NetnsBackend
-from testbed.cluster import Cluster
-from testbed.runner import apply_step, run_scenario
-from testbed.scenario import load_scenario, parse_scenario
+from testbed.apps.runner import apply_step, run_scenario
+from testbed.observe import traffic
+from testbed.world.backends.netns import NetnsBackend
+from testbed.world.cluster import Cluster
+from testbed.world.scenario import load_scenario, parse_scenario
 from tests.helpers import ROOT, SCENARIOS
 
 pytestmark = pytest.mark.root
@@ -129,7 +129,7 @@ def test_trace_json_has_the_documented_fields():
 
 def test_demo_exits_0_as_root_and_draws_the_topology(tmp_path):
     png = tmp_path / "topology.png"
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "demo", "--png", str(png)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "demo", "--png", str(png)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "every check passed" in proc.stdout and png.stat().st_size > 10_000

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from testbed.audit import audit_cluster
+from testbed.observe.audit import audit_cluster
 from tests.helpers import cluster
 
 
@@ -41,7 +41,7 @@ def test_an_eni_created_and_never_attached_is_a_leaked_eni():
 
 
 def test_an_ip_given_to_two_pods_is_a_double_allocation():
-    from testbed.audit import audit, datastore_view
+    from testbed.observe.audit import audit, datastore_view
 
     c = cluster()
     c.create_pods(1, "node-1")
@@ -55,7 +55,7 @@ def test_an_ip_given_to_two_pods_is_a_double_allocation():
 
 @pytest.mark.root
 def test_kernel_drift_shows_as_missing_and_stale_routes_until_the_agent_repairs_it():
-    from testbed.backends.netns import NetnsBackend
+    from testbed.world.backends.netns import NetnsBackend
     from tests.netns.helpers import netns_cluster
 
     assert NetnsBackend  # the root fixture below builds one

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from testbed.chaos import run_chaos
+from testbed.apps.chaos import run_chaos
 
 pytestmark = pytest.mark.root
 ITERATIONS = int(os.environ.get("ENILAB_CHAOS_ITERATIONS", "30"))
@@ -22,8 +22,8 @@ def test_chaos_ends_with_zero_audit_and_connectivity_failures():
 
 
 def test_chaos_cli_reports_json():
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "chaos", "--iterations", "3", "--seed", "2", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "testbed.apps.cli", "chaos", "--iterations", "3", "--seed", "2", "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"iterations", "kills", "faults", "drifts", "audit_failures", "connectivity_failures"} <= set(result)

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
-from testbed.cluster import Cluster
-from testbed.spec import ClusterSpec, NodeSpec
-from testbed.vpc import FaultConfig
+from testbed.world.cluster import Cluster
+from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.vpc import FaultConfig
 from tests.helpers import apply_churn, subnet
 
 FAULTS = FaultConfig(throttle=0.15, transient=0.1, insufficient_addresses=0.03, timeout=0.15, consistency_delay=5)

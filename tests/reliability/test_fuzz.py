@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from eni_core import netns
 from eni_core.cni import CniError, handle, parse_request
-from testbed import cli
-from testbed.cluster import ClusterError
-from testbed.runner import run_scenario
-from testbed.scenario import ScenarioError, parse_scenario
+from testbed.apps import cli
+from testbed.apps.runner import run_scenario
+from testbed.world.cluster import ClusterError
+from testbed.world.scenario import ScenarioError, parse_scenario
 from tests.helpers import SCENARIOS
 
 EXAMPLES = int(os.environ.get("ENILAB_FUZZ_EXAMPLES", "1000"))
@@ -111,7 +111,7 @@ tokens = st.lists(st.one_of(st.text(max_size=12), flags), max_size=5)
 
 def _mine() -> list[str]:
     """Namespaces of the runs this process made (other workers and sessions make and remove theirs)."""
-    from testbed.runs import runs_of
+    from testbed.world.runs import runs_of
 
     prefixes = tuple(f"{p}-" for p in runs_of(os.getpid()))
     return [n for n in netns.list_names() if prefixes and n.startswith(prefixes)]

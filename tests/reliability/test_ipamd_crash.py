@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from eni_core.rpc import RpcClient
-from testbed.vpc import FaultConfig, SimVpc
-from testbed.vpc_server import serve_vpc
+from testbed.world.vpc import FaultConfig, SimVpc
+from testbed.world.vpc_server import serve_vpc
 from tests.helpers import subnet
 
 NODE = "node-1"

@@ -15,8 +15,9 @@ from typing import Any
 
 from eni_core import netns
 from eni_core.model import PoolConfig, Subnet
-from testbed.runs import Run
-from testbed.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.apps.measure import peak_rss_mb
+from testbed.world.runs import Run
+from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 
 __all__ = ["bench_bringup", "bench_cni"]
 
@@ -115,10 +116,9 @@ def _naive(pods: int) -> tuple[float, float]:
 
 
 def bench_bringup(nodes: int = 10, pods_per_node: int = 50, baseline_pods: int = 40) -> dict[str, Any]:
-    from testbed.backends.netns import NetnsBackend
-    from testbed.bench import peak_rss_mb
-    from testbed.cluster import Cluster
-    from testbed.traffic import matrix
+    from testbed.observe.traffic import matrix
+    from testbed.world.backends.netns import NetnsBackend
+    from testbed.world.cluster import Cluster
 
     pods = nodes * pods_per_node
     waited = _quiet()
@@ -168,8 +168,8 @@ def bench_cni(adds: int = 300, exec_adds: int = 40) -> dict[str, Any]:
     socket). The namespace the runtime makes for the pod is made before the clock starts."""
     from eni_core.cni import CniRequest, Dataplane, handle
     from eni_core.rpc import RpcServer
-    from testbed.backends.netns import NetnsBackend
-    from testbed.cluster import Cluster
+    from testbed.world.backends.netns import NetnsBackend
+    from testbed.world.cluster import Cluster
 
     total = adds + exec_adds
     _quiet()

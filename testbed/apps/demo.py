@@ -13,11 +13,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from testbed.report import node_table
+from testbed.observe.report import node_table
 
 __all__ = ["run_demo"]
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parent.parent / "fixtures" / "topologies" / "default.yaml"
+DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "fixtures" / "topologies" / "default.yaml"
 
 
 def _routing_tables(console: Console, state: dict) -> None:
@@ -41,7 +41,7 @@ def _routing_tables(console: Console, state: dict) -> None:
 
 
 def _verify_paths(console: Console, cluster, progress) -> tuple[list, int]:
-    from testbed.traffic import matrix, probe
+    from testbed.observe.traffic import matrix, probe
 
     hosts = list(cluster.backend.hosts)
     pods = [p for p in cluster.pods.values() if p.phase == "Running"]
@@ -77,7 +77,7 @@ def _verify_paths(console: Console, cluster, progress) -> tuple[list, int]:
 
 
 def _rp_filter_lesson(console: Console, cluster) -> int:
-    from testbed.traffic import probe
+    from testbed.observe.traffic import probe
 
     hosts = list(cluster.backend.hosts)
     pod = next((p for p in cluster.pods.values() if p.phase == "Running"), None)
@@ -102,16 +102,16 @@ def _rp_filter_lesson(console: Console, cluster) -> int:
 def run_demo(console: Console, args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from testbed import topology
-    from testbed.cluster import Cluster
-    from testbed.runner import apply_step
-    from testbed.scenario import load_scenario
+    from testbed.apps.runner import apply_step
+    from testbed.observe import topology
+    from testbed.world.cluster import Cluster
+    from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology or DEFAULT_TOPOLOGY)
     root = os.geteuid() == 0
     backend = None
     if root:
-        from testbed.backends.netns import NetnsBackend
+        from testbed.world.backends.netns import NetnsBackend
 
         backend = NetnsBackend()
     else:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from eni_core.datastore import Allocation
 from eni_core.model import Eni
-from testbed.backends import eni_ifindex
+from testbed.world.backends import eni_ifindex
 
 __all__ = ["SimBackend"]
 

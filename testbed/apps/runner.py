@@ -4,10 +4,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from testbed.backends import Backend
-from testbed.cluster import Cluster
-from testbed.scenario import NETNS_OPS, Scenario, ScenarioError
-from testbed.spec import NodeSpec
+from testbed.world.backends import Backend
+from testbed.world.cluster import Cluster
+from testbed.world.scenario import NETNS_OPS, Scenario, ScenarioError
+from testbed.world.spec import NodeSpec
 
 __all__ = ["apply_step", "check_supported", "run_scenario", "seconds"]
 
@@ -23,7 +23,7 @@ def _delete_pods(c: Cluster, s: dict) -> None:
 
 
 def _probe(c: Cluster, s: dict) -> dict:
-    from testbed.traffic import probe
+    from testbed.observe.traffic import probe
 
     c.sync_dataplane()
     trace = probe(c, s["from"], s["to"], via=s.get("via"))

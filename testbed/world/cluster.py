@@ -12,10 +12,10 @@ from eni_core.datastore import Datastore
 from eni_core.ipamd import Ipamd
 from eni_core.model import Eni, eni_table
 from eni_core.static import ClaimError, StaticIpam, StaticNode
-from testbed.backends import Backend
-from testbed.backends.sim import SimBackend
-from testbed.spec import ClusterSpec, NodeSpec
-from testbed.vpc import SimVpc
+from testbed.world.backends import Backend
+from testbed.world.backends.sim import SimBackend
+from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.vpc import SimVpc
 
 __all__ = ["Cluster", "ClusterError", "Pod"]
 

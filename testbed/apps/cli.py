@@ -22,9 +22,9 @@ def _console():
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from testbed.report import print_timeline
-    from testbed.runner import run_scenario
-    from testbed.scenario import load_scenario
+    from testbed.apps.runner import run_scenario
+    from testbed.observe.report import print_timeline
+    from testbed.world.scenario import load_scenario
 
     out = run_scenario(load_scenario(args.file))
     if args.json:
@@ -42,14 +42,14 @@ def _need_root(what: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from testbed.report import print_timeline
-    from testbed.runner import check_supported, run_scenario
-    from testbed.scenario import load_scenario
+    from testbed.apps.runner import check_supported, run_scenario
+    from testbed.observe.report import print_timeline
+    from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.file)
     check_supported(scenario, "netns")
     _need_root("run")
-    from testbed.backends.netns import NetnsBackend
+    from testbed.world.backends.netns import NetnsBackend
 
     backend = NetnsBackend()
     out = run_scenario(scenario, backend=backend, keep=args.keep)
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     _need_root("clean")
-    from testbed import runs
+    from testbed.world import runs
 
     removed = runs.clean(force=args.force)
     if args.json:
@@ -82,9 +82,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from testbed.controller import cluster_dir, list_clusters
-    from testbed.runner import check_supported
-    from testbed.scenario import load_scenario
+    from testbed.apps.controller import cluster_dir, list_clusters
+    from testbed.apps.runner import check_supported
+    from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
     check_supported(scenario, "netns")
@@ -95,7 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     folder = cluster_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / "controller.log", "ab")  # noqa: SIM115 - handed to the daemon
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.controller", str(args.topology), "--name", name],
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", str(args.topology), "--name", name],
                             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     line = proc.stdout.readline().decode()
     proc.stdout.close()
@@ -113,8 +113,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from testbed.controller import connect
-    from testbed.report import node_table
+    from testbed.apps.controller import connect
+    from testbed.observe.report import node_table
 
     _, client = connect(args.name)
     info = client.call("state")
@@ -132,7 +132,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pods(args: argparse.Namespace) -> int:
-    from testbed.controller import connect
+    from testbed.apps.controller import connect
 
     _, client = connect(args.name)
     if args.action == "add":
@@ -148,8 +148,8 @@ def cmd_pods(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from testbed.controller import connect
-    from testbed.traffic import Trace
+    from testbed.apps.controller import connect
+    from testbed.observe.traffic import Trace
 
     _, client = connect(args.name)
     result = client.call("trace", src=args.src, dst=args.dst, via=args.via)
@@ -163,13 +163,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_topology(args: argparse.Namespace) -> int:
     import networkx as nx
 
-    from testbed import topology
+    from testbed.observe import topology
 
     trace = None
     if args.file:  # a scenario or topology file, simulated to its end
-        from testbed.cluster import Cluster
-        from testbed.runner import apply_step, check_supported
-        from testbed.scenario import load_scenario
+        from testbed.apps.runner import apply_step, check_supported
+        from testbed.world.cluster import Cluster
+        from testbed.world.scenario import load_scenario
 
         scenario = load_scenario(args.file)
         check_supported(scenario, "sim")
@@ -179,7 +179,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
         graph = topology.build_graph(cluster)
         title = f"{scenario.name} (simulated)"
     else:
-        from testbed.controller import connect
+        from testbed.apps.controller import connect
 
         name, client = connect(args.name)
         graph = nx.node_link_graph(client.call("graph"), edges="links")
@@ -197,7 +197,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from testbed.controller import connect
+    from testbed.apps.controller import connect
 
     _, client = connect(args.name)
     report = client.call("audit")
@@ -215,7 +215,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     _need_root("chaos")
-    from testbed.chaos import run_chaos
+    from testbed.apps.chaos import run_chaos
 
     console = _console()
 
@@ -238,7 +238,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 def cmd_claims(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from testbed.controller import connect
+    from testbed.apps.controller import connect
 
     _, client = connect(args.name)
     if args.action == "delete":
@@ -265,7 +265,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
-    from testbed.controller import cluster_dir, connect
+    from testbed.apps.controller import cluster_dir, connect
 
     name, client = connect(args.name)
     client.call("down")
@@ -278,7 +278,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from testbed import bench
+    from testbed.apps import bench
 
     result = bench.run(args.what, args)
     if args.json:
@@ -289,7 +289,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from testbed.demo import run_demo
+    from testbed.apps.demo import run_demo
 
     return run_demo(_console(), args)
 
@@ -389,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from eni_core.rpc import RemoteError as RemoteUserError
-    from testbed.cluster import ClusterError
-    from testbed.scenario import ScenarioError
+    from testbed.world.cluster import ClusterError
+    from testbed.world.scenario import ScenarioError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

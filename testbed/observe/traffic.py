@@ -24,7 +24,7 @@ from eni_core import netns
 from testbed.errors import UsageError
 
 if TYPE_CHECKING:
-    from testbed.cluster import Cluster
+    from testbed.world.cluster import Cluster
 
 __all__ = ["Endpoint", "Trace", "TraceError", "matrix", "probe", "resolve"]
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from eni_core.model import NodeLimits, PoolConfig, Subnet
-from testbed.vpc import FaultConfig
+from testbed.world.vpc import FaultConfig
 
 __all__ = ["ClusterSpec", "HostSpec", "NodeSpec"]
 

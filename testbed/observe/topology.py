@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 if TYPE_CHECKING:
-    from testbed.cluster import Cluster
+    from testbed.world.cluster import Cluster
 
 __all__ = ["build_graph", "draw", "export", "trace_path"]
 

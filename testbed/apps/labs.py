@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from testbed.cluster import Cluster
-from testbed.runner import apply_step
-from testbed.scenario import load_scenario, parse_scenario
+from testbed.apps.runner import apply_step
+from testbed.world.cluster import Cluster
+from testbed.world.scenario import load_scenario, parse_scenario
 
 __all__ = ["ROOT", "Exercise", "can_use_namespaces", "open_cluster", "plot_timeline", "pool_timeline"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def can_use_namespaces() -> bool:
@@ -32,7 +32,7 @@ def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False) -> C
         topology if Path(topology).is_absolute() else ROOT / topology)
     backend = None
     if need_kernel and can_use_namespaces():
-        from testbed.backends.netns import NetnsBackend
+        from testbed.world.backends.netns import NetnsBackend
 
         backend = NetnsBackend()
         print(f"netns backend: namespaces {backend.run.prefix}-* (call cluster.close() when done)")

@@ -52,10 +52,10 @@ def connect(name: str | None) -> tuple[str, RpcClient]:
 
 class Controller:
     def __init__(self, topology: str, name: str) -> None:
-        from testbed.backends.netns import NetnsBackend
-        from testbed.cluster import Cluster
-        from testbed.runner import apply_step
-        from testbed.scenario import load_scenario
+        from testbed.apps.runner import apply_step
+        from testbed.world.backends.netns import NetnsBackend
+        from testbed.world.cluster import Cluster
+        from testbed.world.scenario import load_scenario
 
         self.name = name
         self.dir = cluster_dir(name)
@@ -82,7 +82,7 @@ class Controller:
             self.agents.pop(node).close()
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
-        from testbed.runner import seconds
+        from testbed.apps.runner import seconds
 
         with self.lock:
             c = self.cluster
@@ -103,12 +103,12 @@ class Controller:
                 c.sync_dataplane()
                 return names
             if method == "trace":
-                from testbed.traffic import probe
+                from testbed.observe.traffic import probe
 
                 c.sync_dataplane()
                 return probe(c, params["src"], params["dst"], via=params.get("via")).to_dict()
             if method == "audit":
-                from testbed.audit import audit_cluster
+                from testbed.observe.audit import audit_cluster
 
                 return audit_cluster(c)
             if method == "claims":
@@ -119,11 +119,11 @@ class Controller:
             if method == "graph":
                 import networkx as nx
 
-                from testbed.topology import build_graph
+                from testbed.observe.topology import build_graph
 
                 return nx.node_link_data(build_graph(c), edges="links")
             if method == "matrix":
-                from testbed.traffic import matrix
+                from testbed.observe.traffic import matrix
 
                 return matrix(c, targets=params.get("targets"))
             if method == "sync":

@@ -26,12 +26,12 @@ from eni_core import netns
 from eni_core.cni import CniError, CniRequest, Dataplane, handle
 from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.rpc import RpcClient
-from testbed.audit import audit
-from testbed.backends.netns import NetnsBackend
-from testbed.cluster import Pod
-from testbed.spec import ClusterSpec, HostSpec, NodeSpec
-from testbed.vpc import FaultConfig, SimVpc
-from testbed.vpc_server import serve_vpc
+from testbed.observe.audit import audit
+from testbed.world.backends.netns import NetnsBackend
+from testbed.world.cluster import Pod
+from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.world.vpc import FaultConfig, SimVpc
+from testbed.world.vpc_server import serve_vpc
 
 __all__ = ["ProcessCluster", "run_chaos"]
 
@@ -219,7 +219,7 @@ def _drift(pc: ProcessCluster, rng: random.Random) -> str:
 
 def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_node: int = 4,
               converge_s: float = 8.0, log=None) -> dict[str, Any]:
-    from testbed.traffic import matrix
+    from testbed.observe.traffic import matrix
 
     rng = random.Random(seed)
     spec = ClusterSpec(

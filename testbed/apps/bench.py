@@ -5,23 +5,19 @@ import argparse
 import json
 import os
 import random
-import resource
 import time
 from ipaddress import IPv4Network
 from typing import Any
 
 from eni_core.model import PoolConfig, Subnet
-from testbed.cluster import Cluster
-from testbed.spec import ClusterSpec, NodeSpec
+from testbed.apps.measure import peak_rss_mb
+from testbed.world.cluster import Cluster
+from testbed.world.spec import ClusterSpec, NodeSpec
 
 __all__ = ["print_result", "run"]
 
 SIM_TARGET_S = 10.0
 SIM_TARGET_MB = 1024
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class NaiveCluster(Cluster):
@@ -106,7 +102,7 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         from testbed.errors import UsageError
 
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
-    from testbed import bench_netns
+    from testbed.apps import bench_netns
 
     if what == "bringup":
         return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node)

@@ -39,9 +39,9 @@ class EnilabCluster:
     """A cluster under test: pods, traces and the JSON state of ARCHITECTURE.md."""
 
     def __init__(self, topology: str | Path | dict[str, Any], backend: str = "auto") -> None:
-        from testbed.cluster import Cluster
-        from testbed.runner import apply_step
-        from testbed.scenario import load_scenario, parse_scenario
+        from testbed.apps.runner import apply_step
+        from testbed.world.cluster import Cluster
+        from testbed.world.scenario import load_scenario, parse_scenario
 
         if backend not in ("auto", "netns", "sim"):
             raise ValueError(f"backend must be auto, netns or sim, not {backend!r}")
@@ -49,7 +49,7 @@ class EnilabCluster:
         real = backend == "netns" or (backend == "auto" and _is_root())
         if real:
             require_root()
-            from testbed.backends.netns import NetnsBackend
+            from testbed.world.backends.netns import NetnsBackend
 
             self.cluster = Cluster(scenario.cluster, backend=NetnsBackend())
         else:
@@ -86,13 +86,13 @@ class EnilabCluster:
         return self.cluster.state()
 
     def trace(self, src: str, dst: str, via: str | None = None):
-        """One traced packet (needs the netns backend); see `testbed.traffic.Trace` for its asserts."""
-        from testbed.traffic import probe
+        """One traced packet (needs the netns backend); see `testbed.observe.traffic.Trace` for its asserts."""
+        from testbed.observe.traffic import probe
 
         return probe(self.cluster, src, dst, via=via)
 
     def matrix(self, targets: list[str] | None = None) -> dict[str, dict[str, bool]]:
-        from testbed.traffic import matrix
+        from testbed.observe.traffic import matrix
 
         return matrix(self.cluster, targets=targets)
 
@@ -102,13 +102,13 @@ class EnilabCluster:
     def faults(self, **rates: float) -> None:
         """Make the simulated cloud flaky (throttle, transient, insufficient_addresses, timeout, as rates;
         consistency_delay and latency in seconds); with no argument it heals."""
-        from testbed.vpc import FaultConfig
+        from testbed.world.vpc import FaultConfig
 
         self.cluster.vpc.faults = FaultConfig(**rates)
 
     def audit(self) -> dict[str, Any]:
         """The VPC, the datastores and the kernels compared (see `enilab audit`)."""
-        from testbed.audit import audit_cluster
+        from testbed.observe.audit import audit_cluster
 
         return audit_cluster(self.cluster)
 
@@ -157,7 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Remove what dead runs left behind (a worker killed mid-test), never a live run's."""
     if _is_root():
-        from testbed import runs
+        from testbed.world import runs
 
         runs.clean(force=False)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from eni_core.ports import EniRecord, record_to_json
 from eni_core.rpc import RpcServer
-from testbed.vpc import SimVpc
+from testbed.world.vpc import SimVpc
 
 __all__ = ["serve_vpc"]
 

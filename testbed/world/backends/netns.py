@@ -26,11 +26,11 @@ from eni_core.cni import CniRequest, Dataplane, handle
 from eni_core.datastore import Allocation
 from eni_core.kernel import NamespaceKernel
 from eni_core.model import Eni
-from testbed.backends import eni_ifindex
-from testbed.runs import Run
+from testbed.world.backends import eni_ifindex
+from testbed.world.runs import Run
 
 if TYPE_CHECKING:
-    from testbed.cluster import Cluster
+    from testbed.world.cluster import Cluster
 
 __all__ = ["NetnsBackend", "require_root"]
 

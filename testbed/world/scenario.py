@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from eni_core.model import PoolConfig, Subnet
-from testbed.spec import ClusterSpec, HostSpec, NodeSpec
-from testbed.vpc import FaultConfig
+from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.world.vpc import FaultConfig
 
 __all__ = ["OPS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
 

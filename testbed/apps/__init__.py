@@ -1,0 +1,1 @@
+"""Front doors: the CLI, the controller daemon, demo, labs helpers, benchmarks, chaos, the pytest plugin."""

@@ -1,0 +1,1 @@
+"""Observers of the emulated world: traffic probes and traces, the topology graph, the audit, reports."""
