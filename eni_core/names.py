@@ -1,0 +1,73 @@
+"""Names that may become parts of paths, sockets or namespace names: the one home of their rules.
+
+Kubernetes' rules are used because users already know them:
+
+- a DNS label (cluster, node, subnet and host names, CNI network names): lowercase letters, digits
+  and ``-``, starting and ending with a letter or digit, at most 63 characters;
+- a DNS-1123 subdomain (pod names): DNS labels joined by ``.``, at most 253 characters;
+- a pod reference: a subdomain with an optional ``namespace/`` prefix, the namespace a DNS label.
+
+Every check returns the name unchanged or raises :class:`InvalidName` with a message that says which
+rule the name breaks and shows at most 80 characters of it, so a hostile value cannot flood a terminal.
+
+>>> dns_label("node-1")
+'node-1'
+>>> pod_name("default/web-0")
+'default/web-0'
+>>> dns_label("../../etc")
+Traceback (most recent call last):
+...
+eni_core.names.InvalidName: '../../etc' is not a DNS label (lowercase letters, digits and '-', at most 63 characters)
+"""
+from __future__ import annotations
+
+import re
+
+__all__ = ["InvalidName", "dns_label", "dns_subdomain", "pod_name", "shorten"]
+
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_SUBDOMAIN = 253
+MAX_QUOTED = 80
+
+
+class InvalidName(ValueError):
+    """A name that breaks its rule; the message says which rule."""
+
+
+def shorten(value: object, limit: int = MAX_QUOTED) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages that quote user input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dns_label(value: object) -> str:
+    """A DNS label (RFC 1123): ``[a-z0-9]([-a-z0-9]*[a-z0-9])?``, 1 to 63 characters."""
+    if isinstance(value, str) and _LABEL.fullmatch(value):
+        return value
+    raise InvalidName(f"{shorten(value)} is not a DNS label (lowercase letters, digits and '-', at most 63 characters)")
+
+
+def dns_subdomain(value: object) -> str:
+    """A DNS-1123 subdomain: DNS labels joined by ``.``, at most 253 characters."""
+    if isinstance(value, str) and len(value) <= MAX_SUBDOMAIN and _SUBDOMAIN.fullmatch(value) and all(
+        len(part) <= 63 for part in value.split(".")
+    ):
+        return value
+    raise InvalidName(f"{shorten(value)} is not a DNS-1123 subdomain "
+                     "(lowercase letters, digits, '-' and '.', at most 253 characters)")
+
+
+def pod_name(value: object) -> str:
+    """A pod name: a DNS-1123 subdomain, optionally after a ``namespace/`` that is a DNS label."""
+    if isinstance(value, str) and value.count("/") <= 1:
+        namespace, _, name = value.rpartition("/")
+        try:
+            if namespace or "/" in value:
+                dns_label(namespace)
+            dns_subdomain(name)
+            return value
+        except InvalidName:
+            pass
+    raise InvalidName(f"{shorten(value)} is not a pod name (a DNS-1123 subdomain, optionally after "
+                     "'namespace/')")
