@@ -125,6 +125,10 @@ class SimVpc:
         self.books = {s.id: AddressBook(s) for s in subnets}
         self.instances: dict[str, _Instance] = {}
         self.enis: dict[str, _Eni] = {}
+        # node -> ids of the ENIs it created or has attached, in creation order: every per-node question
+        # (device indexes, describe) reads this instead of scanning the whole VPC.
+        self._enis_of: dict[str, dict[str, None]] = {}
+        self._order: dict[str, int] = {}  # ENI id -> creation sequence
         self.owner: dict[IPv4Address, str] = {}  # secondary or primary IP -> ENI id (the SDN's truth)
         self.retained: set[IPv4Address] = set()  # kept for a claim (static IP): in use, on no ENI
         self.hosts: dict[str, IPv4Address] = {}
@@ -147,9 +151,9 @@ class SimVpc:
 
     def remove_instance(self, node: str) -> None:
         """Terminate an instance: its attached ENIs are detached (the ipamd deletes them first)."""
-        for eni in self.enis.values():
+        for eni in self._node_enis(node):
             if eni.record.attached_to == node:
-                eni.record = replace(eni.record, attached_to=None, device_index=None)
+                self._set_record(eni, replace(eni.record, attached_to=None, device_index=None))
         self.instances.pop(node, None)
 
     def add_host(self, name: str, subnet_id: str, ip: IPv4Address) -> None:
@@ -210,6 +214,26 @@ class SimVpc:
         except KeyError:
             raise NotFound(f"ENI {eni_id} does not exist") from None
 
+    def _node_enis(self, node: str) -> list[_Eni]:
+        """The ENIs a node created or has attached, oldest first."""
+        return [self.enis[i] for i in self._enis_of.get(node, ())]
+
+    def _set_record(self, eni: _Eni, record: EniRecord) -> None:
+        """Change an ENI's record and keep the per-node index in step with its node and attachment."""
+        old = eni.record
+        eni.record = record
+        for node in {old.node, old.attached_to} - {record.node, record.attached_to} - {None}:
+            self._enis_of[node].pop(record.id, None)
+        for node in {record.node, record.attached_to} - {old.node, old.attached_to} - {None}:
+            self._index(node, record.id)
+
+    def _index(self, node: str, eni_id: str) -> None:
+        ids = self._enis_of.setdefault(node, {})
+        newest = next(reversed(ids), None)
+        ids[eni_id] = None
+        if newest is not None and self._order[eni_id] < self._order[newest]:  # an older ENI moved here
+            self._enis_of[node] = dict.fromkeys(sorted(ids, key=self._order.__getitem__))
+
     def _instance(self, node: str) -> _Instance:
         try:
             return self.instances[node]
@@ -239,6 +263,8 @@ class SimVpc:
             mac = f"52:54:{(n >> 24) & 0xFF:02x}:{(n >> 16) & 0xFF:02x}:{(n >> 8) & 0xFF:02x}:{n & 0xFF:02x}"
             record = EniRecord(eni_id, subnet_id, mac, primary, node)
             self.enis[eni_id] = _Eni(record, since=self._now())
+            self._order[eni_id] = n
+            self._index(node, eni_id)
             self.owner[primary] = eni_id
             return record
 
@@ -250,12 +276,12 @@ class SimVpc:
             inst = self._instance(node)
             if eni.record.attached_to is not None:
                 raise InvalidParameter(f"ENI {eni_id} is already attached to {eni.record.attached_to}")
-            used = {e.record.device_index for e in self.enis.values() if e.record.attached_to == node}
+            used = {e.record.device_index for e in self._node_enis(node) if e.record.attached_to == node}
             if len(used) >= inst.max_enis:
                 raise QuotaExceeded(f"instance {node} already has {len(used)} secondary ENIs (quota "
                                     f"{inst.max_enis})")
             index = next(i for i in range(1, inst.max_enis + len(used) + 2) if i not in used)
-            eni.record = replace(eni.record, attached_to=node, device_index=index)
+            self._set_record(eni, replace(eni.record, attached_to=node, device_index=index))
             eni.since = self._now()
             self._notify("attach", eni_id, ())
             return self._describe(eni)
@@ -268,7 +294,7 @@ class SimVpc:
             if eni.record.attached_to is None:
                 raise NotFound(f"ENI {eni_id} is not attached")
             self._notify("detach", eni_id, ())
-            eni.record = replace(eni.record, attached_to=None, device_index=None)
+            self._set_record(eni, replace(eni.record, attached_to=None, device_index=None))
 
         self._call("DetachNetworkInterface", None, eni_id, run)
 
@@ -282,6 +308,9 @@ class SimVpc:
                 book.give_back(ip)
                 self.owner.pop(ip, None)
             del self.enis[eni_id]
+            for node in {eni.record.node, eni.record.attached_to} - {None}:
+                self._enis_of[node].pop(eni_id, None)
+            del self._order[eni_id]
             if eni.ips:
                 self._notify("unbind", eni_id, tuple(eni.ips))
 
@@ -380,9 +409,7 @@ class SimVpc:
         def run() -> list[EniRecord]:
             horizon = self._now() - self.faults.consistency_delay
             out = []
-            for e in self.enis.values():
-                if e.record.node != node and e.record.attached_to != node:
-                    continue
+            for e in self._node_enis(node):
                 if self.faults.consistency_delay and e.since > horizon:
                     out.append(replace(e.record, attached_to=None, device_index=None, ips=())
                                if e.record.attached_to else replace(e.record, ips=()))
