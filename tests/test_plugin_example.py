@@ -76,7 +76,7 @@ def test_a_path_that_exists_wins_over_a_name(tmp_path, monkeypatch):
 
 def test_an_unknown_name_is_refused_with_the_built_in_names(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ScenarioError, match="grow-and-shrnk: cannot read it .*built-in topologies: default, static"):
+    with pytest.raises(ScenarioError, match=r"grow-and-shrnk: cannot read it .*built-in topologies: default, static"):
         load_scenario("grow-and-shrnk")
     with pytest.raises(ScenarioError, match="cannot read it"):
         load_scenario("missing/grow-and-shrink.yaml")
