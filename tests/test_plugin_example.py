@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -130,8 +131,14 @@ def test_the_readme_example_is_the_one_tested_here():
 def test_the_readme_example_passes_against_a_wheel_in_a_separate_project(tmp_path):
     """Build the wheel, install it into a fresh venv with pytest, copy the README's example into an empty
     folder and run it there: nothing of this checkout is importable, only what the wheel ships."""
+    source = tmp_path / "source"  # a copy: building in the checkout would write build/ into it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("eni_core", "testbed", "fixtures"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr
     (wheel,) = wheels.glob("enilab-*.whl")

@@ -1,4 +1,4 @@
-"""Runs a validated scenario on a cluster and records the JSON timeline of ARCHITECTURE.md."""
+"""Runs a validated scenario on a cluster and records the JSON timeline of docs/json-contract.md."""
 from __future__ import annotations
 
 from collections.abc import Callable

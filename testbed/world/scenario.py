@@ -1,6 +1,6 @@
 """Scenario files: parse and validate the whole timeline before anything runs, then run it.
 
-The format and the JSON timeline are a public contract (ARCHITECTURE.md). Validation is table-driven:
+The format and the JSON timeline are a public contract (docs/scenario-format.md). Validation is table-driven:
 `OPS` says which fields each op takes and how each is checked; one walker checks names against the
 timeline (a node added in step 2 may be used from step 3 on; a deleted pod may not be deleted again).
 """
