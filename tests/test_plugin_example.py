@@ -128,9 +128,21 @@ def test_the_readme_example_is_the_one_tested_here():
         assert test in globals(), f"{test} of the README is not tested here"
 
 
+IMPORT_EVERY_MODULE = """
+import importlib, importlib.util, pkgutil, sys
+import eni_core, testbed
+for package in (eni_core, testbed):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+assert "pyroute2" not in sys.modules, "enilab imported pyroute2"
+print("pyroute2", "absent" if importlib.util.find_spec("pyroute2") is None else "installed")
+"""
+
+
 def test_the_readme_example_passes_against_a_wheel_in_a_separate_project(tmp_path):
     """Build the wheel, install it into a fresh venv with pytest, copy the README's example into an empty
-    folder and run it there: nothing of this checkout is importable, only what the wheel ships."""
+    folder and run it there: nothing of this checkout is importable, only what the wheel ships. Every module
+    imports there without the dev extra (pyroute2 is the tests' independent reader, not a dependency)."""
     source = tmp_path / "source"  # a copy: building in the checkout would write build/ into it
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -155,6 +167,10 @@ def test_the_readme_example_passes_against_a_wheel_in_a_separate_project(tmp_pat
     where = subprocess.run([str(python), "-c", "import testbed; print(testbed.__file__)"], cwd=project, env=env,
                            capture_output=True, text=True, timeout=60)
     assert where.stdout.startswith(str(env_dir)), f"testbed came from {where.stdout or where.stderr}"
+    every_module = subprocess.run([str(python), "-c", IMPORT_EVERY_MODULE], cwd=project, env=env,
+                                  capture_output=True, text=True, timeout=300)
+    assert every_module.returncode == 0, every_module.stderr
+    assert "pyroute2 absent" in every_module.stdout, "the wheel pulled in pyroute2, a test-only dependency"
     cli = subprocess.run([str(env_dir / "bin" / "enilab"), "simulate", "grow-and-shrink", "--json"], cwd=project,
                          env=env, capture_output=True, text=True, timeout=300)
     assert cli.returncode == 0 and json.loads(cli.stdout)["scenario"] == "grow-and-shrink", cli.stderr
