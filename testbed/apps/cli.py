@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     pd = sub.add_parser("pods", help="add or delete pods on the running cluster")
     pd.add_argument("action", choices=["add", "del"])
-    pd.add_argument("pods", nargs="*", help="pod names")
+    pd.add_argument("pods", nargs="*", default=[], help="pod names")
     pd.add_argument("--node")
     pd.add_argument("--count", type=int)
     pd.add_argument("--name")
