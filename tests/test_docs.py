@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,11 @@ def _tidy(cwd: Path, env: dict[str, str], started: list[int], before: set[str]) 
         if name.startswith("cni-demo-") and any(name.endswith(f"-{pid}") for pid in started):
             netns.delete(name)
             leaked.append(name)
-    for prefix in _prefixes() - before - set(runs.live_runs()):
+    dead = _prefixes() - before - set(runs.live_runs())
+    if dead:  # another process's run may be half-way through its own teardown: give it a moment
+        time.sleep(2)
+        dead &= _prefixes() - set(runs.live_runs())
+    for prefix in sorted(dead):
         run = runs.Run(prefix)
         for name in run.namespaces():
             netns.delete(name)
