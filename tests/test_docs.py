@@ -167,3 +167,34 @@ def test_the_format_pages_example_is_a_valid_scenario():
     for doc in examples:
         jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
         assert parse_scenario(doc).steps
+
+
+def _schema(name: str) -> dict:
+    return json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text())
+
+
+def _named(page: str) -> set[str]:
+    """Every word the page writes in backticks."""
+    return set(re.findall(r"`([^`\s]+)`", (ROOT / "docs" / page).read_text()))
+
+
+def test_the_format_page_describes_every_op_and_field_of_the_scenario_schema():
+    schema = _schema("scenario")
+    defs = schema["$defs"]
+    ops = re.findall(r"^\| `(\w+)` \|", (ROOT / "docs" / "scenario-format.md").read_text().split("## Steps")[1], re.M)
+    assert ops == defs["step"]["properties"]["op"]["enum"]
+    named = _named("scenario-format.md")
+    for where in (schema, defs["cluster"], defs["pool"], defs["static"], defs["subnet"], defs["node"], defs["faults"],
+                  *(defs[f"op_{op}"] for op in ops)):
+        missing = set(where["properties"]) - named
+        assert not missing, f"docs/scenario-format.md does not describe {sorted(missing)}"
+
+
+def test_the_contract_page_describes_every_field_of_the_state_schema():
+    schema = _schema("state")
+    defs = schema["$defs"]
+    named = _named("json-contract.md")
+    for where in (schema, *(defs[d] for d in ("step", "node", "eni", "pod", "claim", "probe", "routing", "subnet")),
+                  *(defs[d] for d in defs if d.startswith("event_"))):
+        missing = set(where["properties"]) - named
+        assert not missing, f"docs/json-contract.md does not describe {sorted(missing)}"
