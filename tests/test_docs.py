@@ -198,3 +198,16 @@ def test_the_contract_page_describes_every_field_of_the_state_schema():
                   *(defs[d] for d in defs if d.startswith("event_"))):
         missing = set(where["properties"]) - named
         assert not missing, f"docs/json-contract.md does not describe {sorted(missing)}"
+
+
+TOP = ("eni_core", "testbed", "tests", "fixtures", "labs", "ci", "docs")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_every_repository_path_the_page_names_exists(path: Path):
+    named = set(re.findall(r"`([^`\s]+)`", path.read_text())) | {m["target"] for m in LINK.finditer(path.read_text())}
+    paths = {n.rstrip("/") for n in named if "/" in n and n.split("/")[0] in TOP and not re.search(r"[<>*{]", n)}
+    if path.name == "README.md":
+        assert paths, "README.md names no path of the repository: is this test reading it right?"
+    missing = sorted(p for p in paths if not (ROOT / p.split("::")[0]).exists())
+    assert not missing, f"{path.name} names paths that do not exist: {missing}"
