@@ -16,6 +16,7 @@ import pytest
 from testbed.world import catalog
 from testbed.world.scenario import ScenarioError, load_scenario
 from tests.helpers import ROOT
+from tests.test_schema import ONE_STATE, problems
 
 TOPOLOGY = "default"
 
@@ -109,6 +110,8 @@ def test_enilab_up_takes_a_built_in_name(tmp_path):
     try:
         claims = _enilab("claims", "list", "--json", cwd=tmp_path, env=env)
         assert claims.returncode == 0 and "default/web-0" in json.loads(claims.stdout)
+        status = _enilab("status", "--json", cwd=tmp_path, env=env)
+        assert problems(ONE_STATE, json.loads(status.stdout)["state"]) == []
     finally:
         assert _enilab("down", "--name", "named", cwd=tmp_path, env=env).returncode == 0
 

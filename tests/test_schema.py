@@ -26,18 +26,23 @@ def _schema(name: str) -> dict:
     return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
 
 
+def _registry() -> Registry:
+    """Both schemas, each reachable from the other by its file name (the state refers to scenario steps)."""
+    return Registry().with_resources((s["$id"], Resource.from_contents(s))
+                                     for s in (_schema("scenario"), _schema("state")))
+
+
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    """The schema `name`, with the other one reachable by its file name (the state refers to scenario steps)."""
-    schemas = [_schema("scenario"), _schema("state")]
-    registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
-    return jsonschema.Draft202012Validator(_schema(name), registry=registry)
+    return jsonschema.Draft202012Validator(_schema(name), registry=_registry())
 
 
 SCENARIO = _validator("scenario")
 STATE = _validator("state")
+# STATE alone, as `enilab status --json` and the pytest plugin's cluster.state() give it
+ONE_STATE = jsonschema.Draft202012Validator({"$ref": f"{_schema('state')['$id']}#/$defs/state"}, registry=_registry())
 
 
-def _problems(validator: jsonschema.Draft202012Validator, doc: object) -> list[str]:
+def problems(validator: jsonschema.Draft202012Validator, doc: object) -> list[str]:
     return [f"{'/'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in validator.iter_errors(doc)]
 
 
@@ -61,14 +66,14 @@ def test_there_are_fixtures_to_check():
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_fixture_matches_the_scenario_schema(path: Path):
-    assert _problems(SCENARIO, yaml.safe_load(path.read_text())) == []
+    assert problems(SCENARIO, yaml.safe_load(path.read_text())) == []
 
 
 @pytest.mark.parametrize("path", SIMULATED, ids=lambda p: p.stem)
 def test_every_simulate_json_output_matches_the_state_schema(path: Path):
     out = _enilab_json("simulate", str(path))
     assert out["steps"], "a fixture with no steps checks nothing"
-    assert _problems(STATE, out) == []
+    assert problems(STATE, out) == []
 
 
 @pytest.mark.root
@@ -77,7 +82,7 @@ def test_run_json_output_on_namespaces_matches_the_state_schema(name: str):
     out = _enilab_json("run", name)
     assert out["backend"] == "netns"
     assert all("routing" in node for node in out["steps"][-1]["state"]["nodes"].values())
-    assert _problems(STATE, out) == []
+    assert problems(STATE, out) == []
 
 
 def test_the_scenario_schema_knows_exactly_the_parsers_ops_and_fields():
@@ -130,14 +135,20 @@ BROKEN = {
 }
 
 
+def test_the_plugins_state_is_one_state_of_the_contract(enilab_cluster):
+    cluster = enilab_cluster("static", backend="sim")
+    assert problems(ONE_STATE, cluster.state()) == []
+    assert problems(ONE_STATE, {**cluster.state(), "extra": {}}), "the schema accepted an unknown field"
+
+
 def test_the_good_document_is_good():
-    assert _problems(SCENARIO, GOOD) == []
+    assert problems(SCENARIO, GOOD) == []
     parse_scenario(copy.deepcopy(GOOD))
 
 
 @pytest.mark.parametrize("doc", BROKEN.values(), ids=BROKEN.keys())
 def test_the_scenario_schema_and_the_parser_both_refuse_a_broken_document(doc):
-    assert _problems(SCENARIO, doc), "the schema accepted it"
+    assert problems(SCENARIO, doc), "the schema accepted it"
     with pytest.raises(ScenarioError):
         parse_scenario(doc)
 
@@ -172,4 +183,4 @@ BROKEN_STATES = {
 
 @pytest.mark.parametrize("make", BROKEN_STATES.values(), ids=BROKEN_STATES.keys())
 def test_the_state_schema_refuses_a_broken_timeline(make):
-    assert _problems(STATE, make()), "the schema accepted it"
+    assert problems(STATE, make()), "the schema accepted it"
