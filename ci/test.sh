@@ -15,7 +15,8 @@ set +e
 # can pick the same TCP ports, and the loser waits out a start-up timeout.
 "$venv/bin/pytest" -q -p no:xdist --nbmake labs
 labs_rc=$?
-"$venv/bin/pytest" -n "$jobs" -q tests
+# --doctest-modules: the examples in eni_core's and testbed's docstrings run too, so they stay true.
+"$venv/bin/pytest" -n "$jobs" -q --doctest-modules tests eni_core testbed
 rc=$?
 set -e
 echo "enilab: test suite took $(( $(date +%s) - start )) s on $(nproc) cores"

@@ -10,7 +10,11 @@ ROUTE_TABLE_OFFSET = 2000
 
 
 def eni_table(ifindex: int) -> int:
-    """Policy-routing table of an ENI: its link index + 2000 (the seed: eth1 at index 3 uses table 2003)."""
+    """Policy-routing table of an ENI: its link index + 2000 (the seed: eth1 at index 3 uses table 2003).
+
+    >>> eni_table(3)
+    2003
+    """
     return ifindex + ROUTE_TABLE_OFFSET
 
 

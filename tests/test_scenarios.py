@@ -1,4 +1,4 @@
-"""Every fixture scenario runs and prints the JSON contract of ARCHITECTURE.md; each shows its rule."""
+"""Every fixture scenario runs and prints the JSON contract of docs/json-contract.md; each shows its rule."""
 from __future__ import annotations
 
 import json

@@ -294,28 +294,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_console(), args)
 
 
+class _IntermixedSubcommands(argparse._SubParsersAction):
+    """Subcommands whose options and positionals mix in any order (`pods del --name c pod-1 pod-2`).
+
+    `parse_intermixed_args` refuses a parser that has subcommands, so each subcommand's parser runs it
+    on the words after the command; an unknown word is that subcommand's usage error.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        command, *words = values
+        if command not in self.choices:
+            super().__call__(parser, namespace, values, option_string)  # argparse's own "invalid choice"
+        setattr(namespace, self.dest, command)
+        vars(namespace).update(vars(self.choices[command].parse_intermixed_args(words)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input (nothing was changed). "
-               "Start with `enilab demo`, or `enilab simulate fixtures/scenarios/grow-and-shrink.yaml`.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+               "Start with `enilab demo`, or `enilab simulate grow-and-shrink`. Wherever a file is asked for, "
+               "a built-in topology or scenario can be named instead (a path that exists wins).")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", action=_IntermixedSubcommands)
 
     s = sub.add_parser("simulate", help="run a scenario on the sim backend (no root) and print its timeline")
-    s.add_argument("file", help="scenario YAML file")
+    s.add_argument("file", help="scenario YAML file, or a built-in name")
     s.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run a scenario on real namespaces (root) and print its timeline")
-    r.add_argument("file", help="scenario YAML file")
+    r.add_argument("file", help="scenario YAML file, or a built-in name")
     r.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     r.add_argument("--pretty", action="store_true", help="indent the JSON")
     r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
     r.set_defaults(func=cmd_run)
 
     u = sub.add_parser("up", help="bring a topology up and keep it running (root)")
-    u.add_argument("topology")
+    u.add_argument("topology", help="topology YAML file, or a built-in name (default, static)")
     u.add_argument("--name", help="cluster name (default: the topology's name)")
     u.set_defaults(func=cmd_up)
     st = sub.add_parser("status", help="the running cluster's pool and routing")
@@ -324,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_status)
     pd = sub.add_parser("pods", help="add or delete pods on the running cluster")
     pd.add_argument("action", choices=["add", "del"])
-    pd.add_argument("pods", nargs="*", help="pod names")
+    pd.add_argument("pods", nargs="*", default=[], help="pod names")
     pd.add_argument("--node")
     pd.add_argument("--count", type=int)
     pd.add_argument("--name")
@@ -338,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
     tp = sub.add_parser("topology", help="the cluster as a graph: draw it (PNG/SVG), or export GraphML/JSON")
-    tp.add_argument("file", nargs="?", help="a scenario or topology file to simulate (default: the running cluster)")
+    tp.add_argument("file", nargs="?",
+                    help="a scenario or topology (file or built-in name) to simulate; default: the running cluster")
     tp.add_argument("--png", help="draw to this file (.png or .svg)")
     tp.add_argument("--graphml", help="export GraphML to this file")
     tp.add_argument("--json", action="store_true", help="print the graph as node-link JSON")
@@ -381,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="the main job: bring up the default topology and prove every path")
-    d.add_argument("--topology", default=None, help="topology file (default: fixtures/topologies/default.yaml)")
+    d.add_argument("--topology", default=None, help="topology file or built-in name (default: default)")
     d.add_argument("--png", default="topology.png", help="where to draw the topology")
     d.set_defaults(func=cmd_demo)
     return p
@@ -393,12 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from testbed.world.scenario import ScenarioError
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # pod names may follow options (`pods del --name c pod-1`): argparse leaves them over
-        if getattr(args, "command", None) == "pods" and not any(x.startswith("-") for x in extra):
-            args.pods = [*args.pods, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

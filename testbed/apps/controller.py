@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.rpc import RpcClient, RpcServer
+from testbed.world.runs import RUN_DIR
 
 __all__ = ["Controller", "cluster_dir", "connect", "list_clusters"]
 
-CLUSTERS = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab")) / "clusters"
+# ENILAB_CLUSTERS_DIR gives a private registry of clusters (the documentation's tests bring up clusters named
+# like a newcomer's without meeting anyone else's); run records stay shared so cleanup sees every live run.
+CLUSTERS = Path(os.environ.get("ENILAB_CLUSTERS_DIR") or RUN_DIR / "clusters")
 
 
 def cluster_dir(name: str) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +16,7 @@ from testbed.observe.report import node_table
 
 __all__ = ["run_demo"]
 
-DEFAULT_TOPOLOGY = Path(__file__).resolve().parents[2] / "fixtures" / "topologies" / "default.yaml"
+DEFAULT_TOPOLOGY = "default"  # the built-in topology (testbed.world.catalog)
 
 
 def _routing_tables(console: Console, state: dict) -> None:

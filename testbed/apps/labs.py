@@ -26,10 +26,10 @@ def can_use_namespaces() -> bool:
 
 
 def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False) -> Cluster:
-    """The topology; with `need_kernel`, on real namespaces when this kernel runs as root (else on the
-    simulator, saying so). Labs about the pool alone always simulate: nothing to clean up."""
-    scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(
-        topology if Path(topology).is_absolute() else ROOT / topology)
+    """The topology (a built-in name such as "default", a file, or a dict); with `need_kernel`, on real
+    namespaces when this kernel runs as root (else on the simulator, saying so). Labs about the pool alone
+    always simulate: nothing to clean up."""
+    scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(topology)
     backend = None
     if need_kernel and can_use_namespaces():
         from testbed.world.backends.netns import NetnsBackend

@@ -1,6 +1,7 @@
 """enilab's pytest plugin: clusters as fixtures for teams testing their CNI or network code.
 
-Fixtures (each a factory: call it with a topology file, a scenario-like dict, and optionally a backend):
+Fixtures (each a factory: call it with a built-in topology's name such as "default", a topology file, or a
+scenario-like dict, and optionally a backend):
 - `enilab_cluster` (function scope), `enilab_module_cluster`, `enilab_session_cluster`;
   `backend="auto"` uses real namespaces as root and the simulator otherwise, `"netns"` insists on root,
   `"sim"` never needs it.
@@ -36,7 +37,7 @@ def require_root() -> None:
 
 
 class EnilabCluster:
-    """A cluster under test: pods, traces and the JSON state of ARCHITECTURE.md."""
+    """A cluster under test: pods, traces and the JSON state of docs/json-contract.md."""
 
     def __init__(self, topology: str | Path | dict[str, Any], backend: str = "auto") -> None:
         from testbed.apps.runner import apply_step

@@ -1,4 +1,4 @@
-"""Runs a validated scenario on a cluster and records the JSON timeline of ARCHITECTURE.md."""
+"""Runs a validated scenario on a cluster and records the JSON timeline of docs/json-contract.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -13,7 +13,11 @@ __all__ = ["apply_step", "check_supported", "run_scenario", "seconds"]
 
 
 def seconds(t: float) -> int | float:
-    """A time for JSON: 240, not 240.0; 0.25 stays 0.25."""
+    """A time for JSON: 240, not 240.0; 0.25 stays 0.25.
+
+    >>> seconds(240.0), seconds(0.25), seconds(1 / 3)
+    (240, 0.25, 0.333333)
+    """
     return int(t) if float(t).is_integer() else round(t, 6)
 
 
@@ -76,7 +80,14 @@ def run_scenario(
     on_step: Callable[[dict], None] | None = None,
     keep: bool = False,
 ) -> dict:
-    """Run every step and return `{"scenario", "initial", "steps", "events"}`."""
+    """Run every step and return the JSON timeline (docs/json-contract.md): `{"scenario", "seed", "backend",
+    "initial", "steps", "events"}`.
+
+    >>> from testbed.world.scenario import load_scenario
+    >>> out = run_scenario(load_scenario("grow-and-shrink"))
+    >>> [(step["t"], step["state"]["nodes"]["node-1"]["bound"]) for step in out["steps"]]
+    [(0, 17), (0, 17), (60, 17), (120, 16), (240, 15), (960, 9), (960, 12)]
+    """
     check_supported(scenario, backend.name if backend else "sim")
     cluster = Cluster(scenario.cluster, backend=backend)
     try:

@@ -26,8 +26,9 @@ def build_graph(cluster: Cluster) -> nx.Graph:
 
     Examples
     --------
-    >>> from tests.helpers import cluster
-    >>> c = cluster()
+    >>> from testbed.world.cluster import Cluster
+    >>> from testbed.world.scenario import load_scenario
+    >>> c = Cluster(load_scenario("default").cluster)
     >>> _ = c.create_pods(2, "node-1")
     >>> g = build_graph(c)
     >>> sorted(k for k, d in g.nodes(data=True) if d["kind"] == "pod")

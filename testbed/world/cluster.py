@@ -330,7 +330,7 @@ class Cluster:
 
     # -- state --------------------------------------------------------------------------------------
     def state(self) -> dict:
-        """The JSON contract's STATE (ARCHITECTURE.md)."""
+        """The JSON contract's STATE (docs/json-contract.md)."""
         nodes = {}
         for name, node in self.nodes.items():
             ipamd = node.ipamd

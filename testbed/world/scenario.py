@@ -1,6 +1,6 @@
 """Scenario files: parse and validate the whole timeline before anything runs, then run it.
 
-The format and the JSON timeline are a public contract (ARCHITECTURE.md). Validation is table-driven:
+The format and the JSON timeline are a public contract (docs/scenario-format.md). Validation is table-driven:
 `OPS` says which fields each op takes and how each is checked; one walker checks names against the
 timeline (a node added in step 2 may be used from step 3 on; a deleted pod may not be deleted again).
 """
@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from eni_core.model import PoolConfig, Subnet
+from testbed.world.catalog import resolve
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 from testbed.world.vpc import FaultConfig
 
@@ -400,7 +401,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = resolve(path).read_text()  # a built-in's name stands for its shipped file
     except OSError as err:
         raise ScenarioError(f"{path}: cannot read it ({err.strerror}); check the path") from None
     except UnicodeDecodeError:

@@ -11,7 +11,11 @@ __all__ = ["Backend", "eni_ifindex"]
 
 
 def eni_ifindex(device_index: int) -> int:
-    """The link index the testbed gives a node's ENI: eth1 is 3 (table 2003, as in the seed), eth2 4..."""
+    """The link index the testbed gives a node's ENI: eth1 is 3 (table 2003, as in the seed), eth2 4...
+
+    >>> [eni_ifindex(device) for device in (1, 2)]
+    [3, 4]
+    """
     return 2 + device_index
 
 

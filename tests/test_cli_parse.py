@@ -1,0 +1,49 @@
+"""The CLI's argument parsing: options and positionals mix in any order; anything else is a usage error."""
+from __future__ import annotations
+
+import pytest
+
+from testbed.apps.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv", [
+    ["pods", "del", "--name", "c", "pod-1", "pod-2"],
+    ["pods", "del", "pod-1", "--name", "c", "pod-2"],
+    ["pods", "del", "pod-1", "pod-2", "--name", "c"],
+])
+def test_pod_names_may_come_before_between_and_after_options(argv):
+    args = build_parser().parse_args(argv)
+    assert (args.command, args.action, args.pods, args.name) == ("pods", "del", ["pod-1", "pod-2"], "c")
+
+
+def test_options_after_a_positional_keep_their_meaning():
+    args = build_parser().parse_args(["simulate", "grow-and-shrink", "--json", "--pretty"])
+    assert (args.file, args.json, args.pretty) == ("grow-and-shrink", True, True)
+    args = build_parser().parse_args(["topology", "--png", "t.svg", "default", "--json"])
+    assert (args.file, args.png, args.json) == ("default", "t.svg", True)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["pods", "del", "--bogus", "pod-1"], "unrecognized arguments: --bogus"),
+    (["simulate", "a.yaml", "b.yaml"], "unrecognized arguments: b.yaml"),
+    (["pods", "remove", "pod-1"], "invalid choice: 'remove'"),
+    (["teleport"], "invalid choice: 'teleport'"),
+    (["bench", "sim", "--nodes", "many"], "invalid int value: 'many'"),
+])
+def test_a_wrong_word_is_a_usage_error_with_exit_2(argv, said, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+
+
+def test_no_command_prints_the_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_a_missing_action_names_only_what_is_missing(capsys):
+    with pytest.raises(SystemExit):
+        main(["pods"])
+    assert "the following arguments are required: action\n" in capsys.readouterr().err
