@@ -75,10 +75,11 @@ def run_scenario(
     backend: Backend | None = None,
     on_step: Callable[[dict], None] | None = None,
     keep: bool = False,
+    node_vpc: Callable[[Cluster, str], Any] | None = None,
 ) -> dict:
-    """Run every step and return `{"scenario", "initial", "steps", "events"}`."""
+    """Run every step and return `{"scenario", "initial", "steps", "events"}`. `node_vpc`: see `Cluster`."""
     check_supported(scenario, backend.name if backend else "sim")
-    cluster = Cluster(scenario.cluster, backend=backend)
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
     try:
         out: dict[str, Any] = {"scenario": scenario.name, "seed": scenario.cluster.seed,
                                "backend": cluster.backend.name,
