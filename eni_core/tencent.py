@@ -16,9 +16,11 @@ Needs the optional extra: `pip install 'enilab[tencent]'`.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
+from urllib.parse import urlsplit
 
 from eni_core.clock import Clock
 from eni_core.ports import (
@@ -33,7 +35,7 @@ from eni_core.ports import (
     VpcError,
 )
 
-__all__ = ["CODES", "NODE_TAG", "TencentVpc", "error_for"]
+__all__ = ["CODES", "NODE_TAG", "TencentVpc", "error_for", "from_environment"]
 
 NODE_TAG = "enilab-node"  # the tag that names the node (instance) an ENI was created for
 PAGE = 100
@@ -241,3 +243,19 @@ class TencentVpc:
                             "NetworkInterfaceSet")
         return [self._record(eni) for eni in found]
 
+
+
+def from_environment(endpoint_url: str | None, region: str | None, clock: Clock, **options) -> TencentVpc:
+    """The adapter for `enilab-agent --cloud tencent --endpoint URL --region R`: the credentials come from the
+    SDK's usual environment variables, TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY."""
+    if not endpoint_url:
+        raise ValueError("--cloud tencent needs --endpoint (https://vpc.tencentcloudapi.com for the real cloud, "
+                         "http://127.0.0.1:PORT for `enilab vpc serve`)")
+    url = urlsplit(endpoint_url if "://" in endpoint_url else f"https://{endpoint_url}")
+    if url.scheme not in ("http", "https") or not url.netloc or url.path not in ("", "/"):
+        raise ValueError(f"--endpoint {endpoint_url!r} is not http(s)://HOST[:PORT]")
+    secret_id, secret_key = os.environ.get("TENCENTCLOUD_SECRET_ID"), os.environ.get("TENCENTCLOUD_SECRET_KEY")
+    if not secret_id or not secret_key:
+        raise ValueError("set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY (the SDK's credentials)")
+    return TencentVpc(url.netloc, region or "", secret_id=secret_id, secret_key=secret_key, clock=clock,
+                      protocol=url.scheme, **options)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from testbed.world.cluster import Cluster
 
 __all__ = ["DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "SIGNATURE_TTL", "TencentCloud",
-           "TencentVpcServer", "refuse_unsupported", "tc3_signature"]
+           "TencentVpcServer", "refuse_unsupported", "serve_topology", "tc3_signature"]
 
 MAX_BODY = 1 << 20
 SIGNATURE_TTL = 300.0  # seconds a signed request stays valid, either side of the server's clock
@@ -159,12 +159,14 @@ class _Server(ThreadingHTTPServer):
 
 
 class TencentVpcServer:
-    """Serve `vpc` on 127.0.0.1:`port` (0: any free port). Calls are serialised with `lock` (share it with
-    in-process users of `vpc`); tasks run on `now`, the VPC's clock."""
+    """Serve `vpc` on 127.0.0.1:`port` (0: any free port) of the calling thread's network namespace. Calls
+    are serialised with `lock` (share it with in-process users of `vpc`); tasks run on `now`, the VPC's
+    clock. Servers given the same `service` are one API (its tasks and tokens) on several sockets."""
 
     def __init__(self, vpc: SimVpc, *, port: int = 0, now: Callable[[], float] = time.monotonic,
-                 lock: threading.RLock | None = None, credentials: dict[str, str] | None = None) -> None:
-        self.service = VpcService(vpc, now=now, lock=lock)
+                 lock: threading.RLock | None = None, credentials: dict[str, str] | None = None,
+                 service: VpcService | None = None) -> None:
+        self.service = service or VpcService(vpc, now=now, lock=lock)
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.service = self.service
         self._httpd.credentials = dict(credentials or {DEFAULT_SECRET_ID: DEFAULT_SECRET_KEY})
@@ -232,3 +234,18 @@ class TencentCloud:
         if self.server is not None:
             self.server.close()
             self.server = None
+
+
+def serve_topology(spec: ClusterSpec, *, port: int = 0, credentials: dict[str, str] | None = None) -> TencentVpcServer:
+    """A topology's VPC (subnets, hosts, every node as an instance with its quotas, faults) served on the wall
+    clock; not started."""
+    vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=time.monotonic, sleep=time.sleep)
+    for node in spec.nodes:
+        vpc.add_instance(node.name, node.max_enis, node.ips_per_eni)
+    for host in spec.hosts:
+        vpc.add_host(host.name, host.subnet, host.ip)
+    try:
+        return TencentVpcServer(vpc, port=port, credentials=credentials)
+    except OSError as err:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} ({err.strerror}); pick another --port, or 0 for any "
+                         "free one") from None
