@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -157,6 +158,11 @@ class _Server(ThreadingHTTPServer):
     service: VpcService
     credentials: dict[str, str]
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (a killed agent) ends its connection quietly; anything else is logged."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            log.exception("tencent api: connection from %s", client_address)
+
 
 class TencentVpcServer:
     """Serve `vpc` on 127.0.0.1:`port` (0: any free port) of the calling thread's network namespace. Calls
@@ -182,7 +188,8 @@ class TencentVpcServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> TencentVpcServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="tencent-vpc-api", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="tencent-vpc-api",
+                                        daemon=True)
         self._thread.start()
         return self
 
