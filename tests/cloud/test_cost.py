@@ -1,0 +1,67 @@
+"""What an API call through the SDK costs against the served VPC, with and without keep-alive, and what a
+scenario costs through it against in-process: figures printed (`pytest -s`), never asserted."""
+from __future__ import annotations
+
+import statistics
+import time
+
+from testbed.apps.runner import run_scenario
+from testbed.world.scenario import load_scenario
+from testbed.world.tencent_api import TencentCloud
+from tests.cloud.helpers import request, serve
+from tests.helpers import SCENARIOS
+
+CALLS = 200
+
+
+def per_call_ms(fn) -> tuple[float, float]:
+    times = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def test_cost_per_api_call_with_and_without_keep_alive():
+    s = serve()
+    try:
+        client = s.sdk()
+        describe = request("DescribeSubnets", SubnetIds=["subnet-a"])
+        client.DescribeSubnets(describe)  # warm
+        kept = per_call_ms(lambda: client.DescribeSubnets(describe))
+        fresh = request("DescribeSubnets", SubnetIds=["subnet-a"])
+        fresh.headers = {"Connection": "close"}  # a new TCP connection for every call
+        closed = per_call_ms(lambda: client.DescribeSubnets(fresh))
+        eni = client.CreateNetworkInterface(request(
+            "CreateNetworkInterface", VpcId="vpc-enilab", SubnetId="subnet-a", NetworkInterfaceName="cost",
+            Tags=[{"Key": "enilab-node", "Value": "node-1"}])).NetworkInterface.NetworkInterfaceId
+        s.vpc.add_instance("node-1", 3, 10_000)
+        assign = per_call_ms(lambda: client.AssignPrivateIpAddresses(request(
+            "AssignPrivateIpAddresses", NetworkInterfaceId=eni, SecondaryPrivateIpAddressCount=1)))
+    finally:
+        s.server.close()
+    print(f"\nSDK call to the served VPC, p50/p99 ms over {CALLS}: DescribeSubnets keep-alive {kept[0]:.2f}/"
+          f"{kept[1]:.2f}, new connection each call {closed[0]:.2f}/{closed[1]:.2f}; AssignPrivateIpAddresses "
+          f"keep-alive {assign[0]:.2f}/{assign[1]:.2f}")
+    assert kept[0] > 0 and closed[0] > 0
+
+
+def test_cost_of_a_scenario_through_the_sdk_against_in_process():
+    scenario = load_scenario(SCENARIOS / "grow-and-shrink.yaml")
+    start = time.perf_counter()
+    run_scenario(scenario)
+    in_process = time.perf_counter() - start
+    cloud = TencentCloud()
+    start = time.perf_counter()
+    try:
+        out = run_scenario(scenario, node_vpc=cloud)
+    finally:
+        cloud.close()
+    over_http = time.perf_counter() - start
+    port_calls = sum(1 for e in out["events"] if e["kind"] == "api")
+    print(f"\ngrow-and-shrink: in-process {in_process * 1000:.0f} ms; through the SDK {over_http * 1000:.0f} ms for "
+          f"{port_calls} port calls = {cloud.calls} HTTP calls (task polls and lookups included), "
+          f"{over_http * 1000 / cloud.calls:.2f} ms per HTTP call")
+    assert cloud.calls >= port_calls
