@@ -100,7 +100,8 @@ class TencentVpc:
                            keepAlive=keep_alive)
         profile = ClientProfile(httpProfile=http, disable_region_breaker=True)
         self.client = vpc_client.VpcClient(credential.Credential(secret_id, secret_key), region, profile)
-        assert self.client.profile.disable_region_breaker and self.client.circuit_breaker is None
+        if not self.client.profile.disable_region_breaker or self.client.circuit_breaker is not None:
+            raise RuntimeError("the SDK's region breaker is on: it would fall back to public endpoints")
         self.clock = clock
         self.vpc_id = vpc_id
         self.task_timeout, self.task_poll = task_timeout, task_poll

@@ -100,3 +100,24 @@ def test_enilab_simulate_with_cloud_tencent_prints_the_same_json():
         return json.loads(done.stdout)
 
     assert simulate("--cloud", "tencent") == simulate()
+
+
+@pytest.mark.root
+def test_enilab_run_through_the_sdk_builds_the_same_namespaces_and_routes():
+    """On real namespaces: the same timeline, kernel read-backs included; only the run's own name prefix
+    (a fresh one per run, in namespace names) differs."""
+    from testbed.world.backends.netns import NetnsBackend
+
+    scenario = load_scenario(SCENARIOS / "grow-and-shrink.yaml")
+
+    def run(node_vpc=None) -> str:
+        backend = NetnsBackend()
+        out = run_scenario(scenario, backend=backend, node_vpc=node_vpc)
+        return json.dumps(out["steps"]).replace(backend.run.prefix, "PREFIX")
+
+    cloud = TencentCloud()
+    try:
+        through = run(cloud)
+    finally:
+        cloud.close()
+    assert through == run()
