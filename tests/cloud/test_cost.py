@@ -2,14 +2,23 @@
 scenario costs through it against in-process: figures printed (`pytest -s`), never asserted."""
 from __future__ import annotations
 
+import json
+import signal
 import statistics
+import subprocess
+import sys
 import time
+
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.vpc.v20170312 import vpc_client
 
 from testbed.apps.runner import run_scenario
 from testbed.world.scenario import load_scenario
 from testbed.world.tencent_api import TencentCloud
 from tests.cloud.helpers import request, serve
-from tests.helpers import SCENARIOS
+from tests.helpers import ROOT, SCENARIOS
 
 CALLS = 200
 
@@ -46,6 +55,28 @@ def test_cost_per_api_call_with_and_without_keep_alive():
           f"{kept[1]:.2f}, new connection each call {closed[0]:.2f}/{closed[1]:.2f}; AssignPrivateIpAddresses "
           f"keep-alive {assign[0]:.2f}/{assign[1]:.2f}")
     assert kept[0] > 0 and closed[0] > 0
+
+
+def test_cost_per_api_call_against_enilab_vpc_serve_in_its_own_process():
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "vpc", "serve",
+                             str(ROOT / "fixtures/topologies/default.yaml"), "--port", "0", "--json"],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        info = json.loads(proc.stdout.readline())
+        http = HttpProfile(endpoint=info["endpoint"], protocol="http", keepAlive=True)
+        client = vpc_client.VpcClient(credential.Credential(info["secret_id"], info["secret_key"]), "ap-guangzhou",
+                                      ClientProfile(httpProfile=http))
+        kept = request("DescribeSubnets", SubnetIds=["subnet-a"])
+        client.DescribeSubnets(kept)
+        fresh = request("DescribeSubnets", SubnetIds=["subnet-a"])
+        fresh.headers = {"Connection": "close"}
+        figures = per_call_ms(lambda: client.DescribeSubnets(kept)), per_call_ms(lambda: client.DescribeSubnets(fresh))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    print(f"\nSDK call to `enilab vpc serve` (its own process), DescribeSubnets p50/p99 ms over {CALLS}: keep-alive "
+          f"{figures[0][0]:.2f}/{figures[0][1]:.2f}, new connection each call {figures[1][0]:.2f}/{figures[1][1]:.2f}")
+    assert proc.returncode == 0
 
 
 def test_cost_of_a_scenario_through_the_sdk_against_in_process():

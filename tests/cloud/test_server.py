@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from testbed.world.tencent_actions import ACTIONS
 from testbed.world.tencent_api import MAX_BODY
@@ -348,3 +350,27 @@ def test_any_parameters_get_an_answer_or_an_api_error_never_an_internal_one(serv
     assert (status, headers["Content-Type"]) == (200, "application/json")
     error = body["Response"].get("Error")
     assert error is None or error["Code"] != "InternalError", error
+
+
+def test_two_clients_at_once_share_the_quotas_and_never_an_address(served):
+    served.vpc.add_instance("node-2", 3, 4)
+    errors: list[str] = []
+
+    def fill_node(node: str) -> None:
+        client = served.sdk()
+        for eni_id in fill(client, 3, node):
+            for _ in range(5):  # one more than the quota allows
+                try:
+                    client.AssignPrivateIpAddresses(request("AssignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                                                            SecondaryPrivateIpAddressCount=1))
+                except TencentCloudSDKException as err:
+                    errors.append(err.get_code())
+
+    workers = [threading.Thread(target=fill_node, args=(n,)) for n in ("node-1", "node-2")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    ips = [ip for e in served.vpc.enis.values() for ip in (e.record.primary_ip, *e.ips)]
+    assert len(ips) == len(set(ips)) == 6 + 24
+    assert errors == ["LimitExceeded.EniPrivateIpLimit"] * 6
