@@ -90,6 +90,10 @@ def _digits(name: str, v: object) -> int:
     return int(v)
 
 
+def _unserved(name: str, v: object) -> None:
+    raise ApiError("UnsupportedOperation", f"`{name}` paging is not served here; page with Offset and Limit.")
+
+
 def _strs(name: str, v: object) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _type_error(name, "Array of String")
@@ -484,7 +488,7 @@ _ENI = P(_str, True)
 ACTIONS: dict[str, tuple[Callable, dict[str, P], bool]] = {
     "DescribeSubnets": (VpcService.describe_subnets, {
         "SubnetIds": P(_strs), "Filters": P(_filters), "Offset": P(_digits), "Limit": P(_digits),
-        "NextToken": P(_str), "MaxResults": P(_int)}, False),
+        "NextToken": P(_unserved), "MaxResults": P(_unserved)}, False),
     "DescribeNetworkInterfaces": (VpcService.describe_network_interfaces, {
         "NetworkInterfaceIds": P(_strs), "Filters": P(_filters), "Offset": P(_int), "Limit": P(_int)}, False),
     "CreateNetworkInterface": (VpcService.create_network_interface, {

@@ -275,6 +275,7 @@ def test_a_body_or_timestamp_changed_after_signing_is_refused(served):
 @pytest.mark.parametrize(("action", "params", "code"), [
     ("NoSuchAction", {}, "InvalidAction"),
     ("DescribeSubnets", {"Colour": "red"}, "UnknownParameter"),
+    ("DescribeSubnets", {"MaxResults": 5}, "UnsupportedOperation"),
     ("AttachNetworkInterface", {"NetworkInterfaceId": "eni-1"}, "MissingParameter"),
     ("AttachNetworkInterface", {"NetworkInterfaceId": 7, "InstanceId": "node-1"}, "InvalidParameter"),
     ("DescribeNetworkInterfaces", {"Filters": {"Name": "x"}}, "InvalidParameter"),
