@@ -76,7 +76,9 @@ def error_for(code: str, message: str) -> VpcError:
 
 
 class TencentVpc:
-    """The port over the SDK. `node` names are instance ids; ENIs are tagged `enilab-node=<node>`."""
+    """The port over the SDK. `node` names are instance ids; ENIs are tagged `enilab-node=<node>` when
+    created, and `describe_enis` lists the ENIs with that tag: an instance's own primary ENI, or one that
+    someone else attached, is never adopted by the ipamd."""
 
     def __init__(self, endpoint: str, region: str, *, secret_id: str, secret_key: str, clock: Clock,
                  vpc_id: str | None = None, protocol: str = "https", timeout: int = 30, keep_alive: bool = True,
