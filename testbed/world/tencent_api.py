@@ -9,11 +9,13 @@ The actions themselves are in `testbed.world.tencent_actions`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 import time
@@ -66,6 +68,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return None
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.open_lock:
+            self.server.open.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.open_lock:
+            self.server.open.discard(self.connection)
+        super().finish()
 
     def _answer(self, response: dict) -> None:
         data = json.dumps({"Response": response}).encode()
@@ -158,6 +170,17 @@ class _Server(ThreadingHTTPServer):
     service: VpcService
     credentials: dict[str, str]
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.open: set[socket.socket] = set()  # kept-alive connections, closed with the server
+        self.open_lock = threading.Lock()
+
+    def close_connections(self) -> None:
+        with self.open_lock:
+            for conn in self.open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: object, client_address: object) -> None:
         """A client that went away (a killed agent) ends its connection quietly; anything else is logged."""
         if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
@@ -197,10 +220,12 @@ class TencentVpcServer:
         self._httpd.serve_forever()
 
     def close(self) -> None:
+        """Stop listening and end every open connection (a client sees the cloud go away)."""
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
         self._httpd.server_close()
+        self._httpd.close_connections()
 
 
 REGION = "ap-enilab"

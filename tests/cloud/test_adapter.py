@@ -225,3 +225,14 @@ def test_from_environment_takes_the_sdks_credential_variables(served, monkeypatc
         with pytest.raises(ValueError, match="endpoint"):
             from_environment(bad, REGION, SimClock())
     assert from_environment(url, REGION, SimClock()).describe_subnets(["subnet-b"]) == {"subnet-b": 13}
+
+
+def test_a_cloud_that_went_away_is_a_retryable_error_and_an_ambiguous_one_for_changes():
+    s = serve()
+    vpc = adapter(s)
+    vpc.describe_subnets(["subnet-a"])  # a kept-alive connection, now to a server that is gone
+    s.server.close()
+    with pytest.raises(TransientError):
+        vpc.describe_subnets(["subnet-a"])
+    with pytest.raises(RequestTimeout):
+        vpc.create_eni("node-1", "subnet-a")
