@@ -90,6 +90,14 @@ def _digits(name: str, v: object) -> int:
     return int(v)
 
 
+def _client_token(name: str, v: object) -> str:
+    token = _str(name, v)
+    if not token or len(token) > 64 or not token.isascii():
+        raise ApiError("InvalidParameterValue.TooLong" if len(token) > 64 else "InvalidParameterValue",
+                       f"`{name}` must be 1 to 64 ASCII characters, unique per request.")
+    return token
+
+
 def _unserved(name: str, v: object) -> None:
     raise ApiError("UnsupportedOperation", f"`{name}` paging is not served here; page with Offset and Limit.")
 
@@ -482,7 +490,7 @@ def _matches(filters: list[dict], field: Callable[[object, str], list[str]], ite
 SUBNET_FILTERS = {"subnet-id", "vpc-id", "cidr-block", "subnet-name"}
 ENI_FILTERS = {"vpc-id", "subnet-id", "network-interface-id", "attachment.instance-id", "tag-key",
                "network-interface-name", "address-ip", "is-primary"}
-_TOKEN = P(_str)
+_TOKEN = P(_client_token)
 _ENI = P(_str, True)
 
 ACTIONS: dict[str, tuple[Callable, dict[str, P], bool]] = {

@@ -276,6 +276,8 @@ def test_a_body_or_timestamp_changed_after_signing_is_refused(served):
     ("NoSuchAction", {}, "InvalidAction"),
     ("DescribeSubnets", {"Colour": "red"}, "UnknownParameter"),
     ("DescribeSubnets", {"MaxResults": 5}, "UnsupportedOperation"),
+    ("AttachNetworkInterface", {"NetworkInterfaceId": "eni-1", "InstanceId": "node-1", "ClientToken": "x" * 65},
+     "InvalidParameterValue.TooLong"),
     ("AttachNetworkInterface", {"NetworkInterfaceId": "eni-1"}, "MissingParameter"),
     ("AttachNetworkInterface", {"NetworkInterfaceId": 7, "InstanceId": "node-1"}, "InvalidParameter"),
     ("DescribeNetworkInterfaces", {"Filters": {"Name": "x"}}, "InvalidParameter"),
