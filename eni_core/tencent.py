@@ -35,9 +35,11 @@ from eni_core.ports import (
     VpcError,
 )
 
-__all__ = ["CODES", "NODE_TAG", "TencentVpc", "error_for", "from_environment"]
+__all__ = ["CODES", "NODE_TAG", "STATIC_NOT_BUILT", "TencentVpc", "error_for", "from_environment"]
 
 NODE_TAG = "enilab-node"  # the tag that names the node (instance) an ENI was created for
+STATIC_NOT_BUILT = ("static IPs kept in the VPC on no ENI are not carried over the Tencent Cloud API yet (they would "
+                    "be reserved addresses, CreateReserveIpAddresses); run static-IP mode in-process")
 PAGE = 100
 
 # the API's codes (and code prefixes, longest first) -> the port's errors
@@ -232,14 +234,13 @@ class TencentVpc:
 
     def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
         if retain:
-            raise InvalidParameter("retaining an address on no ENI (static IPs) has no call in the Tencent Cloud VPC "
-                                   "API 2017-03-12; run static-IP mode in-process")
+            raise InvalidParameter(STATIC_NOT_BUILT)
         self._mutate("UnassignPrivateIpAddresses", ("unassign", eni_id), {
             "NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": str(ip)} for ip in ips]},
             token=False)
 
     def release_retained(self, ips: Iterable[IPv4Address]) -> None:
-        raise InvalidParameter("retained addresses (static IPs) have no call in the Tencent Cloud VPC API 2017-03-12")
+        raise InvalidParameter(STATIC_NOT_BUILT)
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         found = self._pages("DescribeNetworkInterfaces", {"Filters": [{"Name": f"tag:{NODE_TAG}", "Values": [node]}]},

@@ -232,10 +232,10 @@ REGION = "ap-enilab"
 
 
 def refuse_unsupported(spec: ClusterSpec) -> None:
-    """What the Tencent Cloud API cannot carry, refused before anything is built."""
+    """What enilab does not carry over the Tencent Cloud API yet, refused before anything is built."""
     if spec.mode == "static-ip":
-        raise UsageError("static-ip mode keeps a claim's address in the VPC on no ENI, which the Tencent Cloud VPC "
-                         "API 2017-03-12 has no call for; run this scenario without --cloud tencent")
+        raise UsageError("static-ip mode is not carried over the Tencent Cloud API yet (a claim's address kept in the "
+                         "VPC on no ENI would be a reserved address); run this scenario without --cloud tencent")
 
 
 class TencentCloud:
