@@ -32,6 +32,7 @@ from testbed.world.tencent_actions import VERSION, ApiError, DropConnection, Vpc
 from testbed.world.vpc import SimVpc
 
 if TYPE_CHECKING:
+    from eni_core.tencent import TencentVpc
     from testbed.world.cluster import Cluster
 
 __all__ = ["DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "SIGNATURE_TTL", "TencentCloud",
@@ -245,7 +246,7 @@ class TencentCloud:
 
     def __init__(self) -> None:
         self.server: TencentVpcServer | None = None
-        self.adapters: dict[str, VpcApi] = {}
+        self.adapters: dict[str, TencentVpc] = {}
 
     def __call__(self, cluster: Cluster, node: str) -> VpcApi:
         from eni_core.tencent import TencentVpc
@@ -260,7 +261,7 @@ class TencentCloud:
     @property
     def calls(self) -> int:
         """HTTP calls the nodes made (task polls and lookups included)."""
-        return sum(getattr(a, "calls", 0) for a in self.adapters.values())
+        return sum(a.calls for a in self.adapters.values())
 
     def close(self) -> None:
         if self.server is not None:
