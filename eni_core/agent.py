@@ -121,7 +121,12 @@ class NodeAgent:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="enilab-agent", description="a node's ipamd as a daemon")
     p.add_argument("--node", required=True)
-    p.add_argument("--vpc", required=True, help="the cloud endpoint's unix socket")
+    p.add_argument("--vpc", help="the cloud endpoint's unix socket (--cloud rpc)")
+    p.add_argument("--cloud", choices=["rpc", "tencent"], default="rpc",
+                   help="rpc: enilab's VPC on the --vpc socket; tencent: the Tencent Cloud VPC API through the "
+                        "official SDK at --endpoint, credentials from TENCENTCLOUD_SECRET_ID / TENCENTCLOUD_SECRET_KEY")
+    p.add_argument("--endpoint", help="the Tencent Cloud API endpoint, http(s)://HOST[:PORT] (--cloud tencent)")
+    p.add_argument("--region", help="the Tencent Cloud region, such as ap-guangzhou (--cloud tencent)")
     p.add_argument("--state", required=True, help="folder of the datastore checkpoint")
     p.add_argument("--listen", required=True, help="unix socket to serve the CNI plugin on")
     p.add_argument("--subnet", action="append", required=True, help="a subnet id for ENIs (repeat)")
@@ -173,8 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eni_core.vpc_client import VpcClient
 
     args = _parse(argv)
+    if args.cloud == "tencent":
+        from eni_core.tencent import from_environment
+
+        try:
+            vpc = from_environment(args.endpoint, args.region, WallClock())
+        except ValueError as err:
+            print(f"enilab-agent: error: {err}", file=sys.stderr)
+            return 2
+    elif args.vpc:
+        vpc = VpcClient(args.vpc)
+    else:
+        print("enilab-agent: error: --cloud rpc needs --vpc SOCKET", file=sys.stderr)
+        return 2
     store = Datastore(args.node, FileCheckpoint(Path(args.state) / f"{args.node}.json"))
-    ipamd = Ipamd(args.node, vpc=VpcClient(args.vpc), limits=NodeLimits(args.max_enis, args.ips_per_eni),
+    ipamd = Ipamd(args.node, vpc=vpc, limits=NodeLimits(args.max_enis, args.ips_per_eni),
                   subnets=args.subnet, clock=WallClock(), store=store, seed=args.seed,
                   config=PoolConfig(args.min_prebound, args.max_prebound, args.release_interval, args.quick_release))
     side = None

@@ -68,6 +68,7 @@ class RequestTimeout(VpcError):
     code = "RequestTimeout"
     retryable = True
     ambiguous = True
+    outcome: object = None  # what did happen, known to a simulated cloud (a server replays it for a ClientToken)
 
 
 ERRORS: dict[str, type[VpcError]] = {

@@ -30,25 +30,32 @@ from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import Pod
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.world.tencent_actions import VpcService
+from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, REGION, TencentVpcServer
 from testbed.world.vpc import FaultConfig, SimVpc
 from testbed.world.vpc_server import serve_vpc
 
 __all__ = ["ProcessCluster", "run_chaos"]
 
 CONF = {"cniVersion": "1.1.0", "name": "enilab"}
+LOOPBACK_INDEX = 1
 STORMY = FaultConfig(throttle=0.15, transient=0.1, timeout=0.1, consistency_delay=0.5)
 
 
 class ProcessCluster:
-    def __init__(self, spec: ClusterSpec, folder: Path) -> None:
-        self.spec, self.folder = spec, folder
+    def __init__(self, spec: ClusterSpec, folder: Path, cloud: str = "rpc") -> None:
+        self.spec, self.folder, self.cloud = spec, folder, cloud
         self.lock = threading.RLock()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, now=time.time)
         self.backend = NetnsBackend()
         self.backend.remote_agents = True
         self.backend.bind(self)
         self.vpc.listeners.append(self._on_attach)
-        self.server = serve_vpc(self.vpc, str(folder / "vpc.sock"), self.lock)
+        self.api = VpcService(self.vpc, now=time.time, lock=self.lock)  # one API, its tasks and tokens, for all
+        self.endpoints: dict[str, str] = {}
+        self.servers: list = []
+        if cloud == "rpc":
+            self.servers.append(serve_vpc(self.vpc, str(folder / "vpc.sock"), self.lock))
         self.agents: dict[str, subprocess.Popen] = {}
         self.pods: dict[str, Pod] = {}
         self.seq = 0
@@ -80,7 +87,7 @@ class ProcessCluster:
     def start_agent(self, node: str) -> None:
         spec = self.nodes[node]
         pool = self.spec.pool
-        args = [sys.executable, "-m", "eni_core.agent", "--node", node, "--vpc", str(self.folder / "vpc.sock"),
+        args = [sys.executable, "-m", "eni_core.agent", "--node", node, *self._cloud_args(node),
                 "--state", str(self.folder / "state"), "--listen", str(self._sock(node)), "--routing",
                 "--max-enis", str(spec.max_enis), "--ips-per-eni", str(spec.ips_per_eni),
                 "--min-prebound", str(pool.min_prebound), "--max-prebound", str(pool.max_prebound),
@@ -93,10 +100,25 @@ class ProcessCluster:
         try:
             self._sock(node).unlink(missing_ok=True)
             self.agents[node] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
-                self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns._setns(fd), pass_fds=(fd,))
+                self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns._setns(fd), pass_fds=(fd,),
+                env={**os.environ, "TENCENTCLOUD_SECRET_ID": DEFAULT_SECRET_ID,
+                     "TENCENTCLOUD_SECRET_KEY": DEFAULT_SECRET_KEY})
         finally:
             os.close(fd)
         self.agent(node, wait=20)
+
+    def _cloud_args(self, node: str) -> list[str]:
+        """How the node's agent reaches the cloud: the VPC's unix socket, or the Tencent Cloud API on the
+        node's own 127.0.0.1 (served from this process on a socket made inside the node's namespace)."""
+        if self.cloud == "rpc":
+            return ["--vpc", str(self.folder / "vpc.sock")]
+        if node not in self.endpoints:
+            self.backend.nodes[node].kernel.apply([nl.link_set(LOOPBACK_INDEX, up=True)])
+            with netns.entered(self.backend.nodes[node].ns):
+                server = TencentVpcServer(self.vpc, now=time.time, lock=self.lock, service=self.api)
+            self.servers.append(server.start())
+            self.endpoints[node] = f"http://{server.endpoint}"
+        return ["--cloud", "tencent", "--endpoint", self.endpoints[node], "--region", REGION]
 
     def agent(self, node: str, wait: float = 0) -> RpcClient:
         deadline = time.monotonic() + wait
@@ -182,7 +204,8 @@ class ProcessCluster:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.server.close()
+        for server in self.servers:
+            server.close()
         self.backend.close()
 
 
@@ -218,7 +241,7 @@ def _drift(pc: ProcessCluster, rng: random.Random) -> str:
 
 
 def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_node: int = 4,
-              converge_s: float = 8.0, log=None) -> dict[str, Any]:
+              converge_s: float = 8.0, log=None, cloud: str = "rpc") -> dict[str, Any]:
     from testbed.observe.traffic import matrix
 
     rng = random.Random(seed)
@@ -228,7 +251,7 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
         nodes=tuple(NodeSpec(f"node-{i}", ("subnet-a",), 3, 6) for i in range(1, nodes + 1)),
         pool=PoolConfig(2, 4), seed=seed)
     folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
-    pc = ProcessCluster(spec, folder)
+    pc = ProcessCluster(spec, folder, cloud)
     counts = {"iterations": 0, "kills": 0, "faults": 0, "drifts": 0, "audit_failures": 0,
               "connectivity_failures": 0}
     failures: list[dict] = []
@@ -297,5 +320,5 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
                 f.unlink()
             sub.rmdir()
         folder.rmdir()
-    return {**counts, "pods": len(pc.pods), "seconds": round(time.monotonic() - start, 1), "seed": seed,
+    return {**counts, "cloud": cloud, "pods": len(pc.pods), "seconds": round(time.monotonic() - start, 1), "seed": seed,
             "failures": failures[:10]}

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from testbed.errors import UsageError
 
@@ -26,12 +27,70 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from testbed.observe.report import print_timeline
     from testbed.world.scenario import load_scenario
 
-    out = run_scenario(load_scenario(args.file))
+    scenario = load_scenario(args.file)
+    with _cloud(args.cloud, scenario) as node_vpc:
+        out = run_scenario(scenario, node_vpc=node_vpc)
     if args.json:
         json.dump(out, sys.stdout, indent=1 if args.pretty else None)
         sys.stdout.write("\n")
     else:
         print_timeline(_console(), out)
+    return 0
+
+
+@contextlib.contextmanager
+def _cloud(cloud: str, scenario) -> Iterator:
+    """How the nodes' ipamds reach the VPC: in-process (None), or through the Tencent Cloud SDK over HTTP."""
+    if cloud == "in-process":
+        yield None
+        return
+    from testbed.world.tencent_api import TencentCloud, refuse_unsupported
+
+    refuse_unsupported(scenario.cluster)
+    node_vpc = TencentCloud()
+    try:
+        yield node_vpc
+    finally:
+        node_vpc.close()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_vpc_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from testbed.world.scenario import load_scenario
+    from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, REGION, serve_topology
+
+    if (args.secret_id is None) != (args.secret_key is None):
+        raise UsageError("give both --secret-id and --secret-key, or neither")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a TCP port; give 1-65535, or 0 for any free one")
+    if args.secret_id is not None:
+        secret_id, secret_key = args.secret_id, args.secret_key
+    elif os.environ.get("TENCENTCLOUD_SECRET_ID") and os.environ.get("TENCENTCLOUD_SECRET_KEY"):
+        secret_id, secret_key = os.environ["TENCENTCLOUD_SECRET_ID"], os.environ["TENCENTCLOUD_SECRET_KEY"]
+    else:
+        secret_id, secret_key = DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
+    scenario = load_scenario(args.topology)
+    server = serve_topology(scenario.cluster, port=args.port, credentials={secret_id: secret_key})
+    signal.signal(signal.SIGTERM, _interrupt)
+    info = {"endpoint": server.endpoint, "url": f"http://{server.endpoint}", "region": REGION,
+            "version": "2017-03-12", "secret_id": secret_id, "secret_key": secret_key}
+    if args.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(f"serving the VPC of {scenario.name} as the Tencent Cloud VPC API {info['version']} on {info['url']}\n"
+              f"  HttpProfile(endpoint=\"{server.endpoint}\", protocol=\"http\"), any region (say {REGION})\n"
+              f"  SecretId {secret_id}  SecretKey {secret_key}\n  Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
     return 0
 
 
@@ -51,8 +110,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _need_root("run")
     from testbed.world.backends.netns import NetnsBackend
 
-    backend = NetnsBackend()
-    out = run_scenario(scenario, backend=backend, keep=args.keep)
+    with _cloud(args.cloud, scenario) as node_vpc:
+        backend = NetnsBackend()
+        out = run_scenario(scenario, backend=backend, keep=args.keep, node_vpc=node_vpc)
     if args.json:
         json.dump(out, sys.stdout, indent=1 if args.pretty else None)
         sys.stdout.write("\n")
@@ -225,7 +285,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
             console.print(f"{i:4d} {mark} {what}" + (f" (unreachable: {', '.join(lost)})" if lost else ""),
                           highlight=False)
 
-    result = run_chaos(args.iterations, args.seed, log=log)
+    result = run_chaos(args.iterations, args.seed, log=log, cloud=args.cloud)
     if args.json:
         print(json.dumps(result))
     else:
@@ -306,7 +366,16 @@ class _IntermixedSubcommands(argparse._SubParsersAction):
         if command not in self.choices:
             super().__call__(parser, namespace, values, option_string)  # argparse's own "invalid choice"
         setattr(namespace, self.dest, command)
-        vars(namespace).update(vars(self.choices[command].parse_intermixed_args(words)))
+        chosen = self.choices[command]
+        nested = any(isinstance(a, argparse._SubParsersAction) for a in chosen._actions)
+        # a subcommand with subcommands of its own (`vpc serve`) hands its words on to them
+        vars(namespace).update(vars(chosen.parse_args(words) if nested else chosen.parse_intermixed_args(words)))
+
+
+def _cloud_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", choices=["in-process", "tencent"], default="in-process",
+                   help="how the ipamds reach the VPC: in-process calls (default), or the official Tencent Cloud SDK "
+                        "over HTTP to the same VPC served as the Tencent Cloud VPC API")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="scenario YAML file, or a built-in name")
     s.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
+    _cloud_option(s)
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run a scenario on real namespaces (root) and print its timeline")
@@ -328,7 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     r.add_argument("--pretty", action="store_true", help="indent the JSON")
     r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
+    _cloud_option(r)
     r.set_defaults(func=cmd_run)
+
+    vp = sub.add_parser("vpc", help="the simulated VPC on its own")
+    vsub = vp.add_subparsers(dest="vpc_command", metavar="ACTION", required=True, action=_IntermixedSubcommands)
+    vs = vsub.add_parser("serve", help="serve a topology's VPC as the Tencent Cloud VPC API 3.0 on 127.0.0.1, "
+                                       "for code written against the official SDK")
+    vs.add_argument("topology", help="topology or scenario YAML file (its subnets, nodes as instances, faults)")
+    vs.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (0: any free port; default 8080)")
+    vs.add_argument("--secret-id", help="the SecretId clients sign with (default: $TENCENTCLOUD_SECRET_ID or a "
+                                        "fixed local test key, printed)")
+    vs.add_argument("--secret-key", help="its SecretKey")
+    vs.add_argument("--json", action="store_true", help="print the endpoint and credentials as one JSON line")
+    vs.set_defaults(func=cmd_vpc_serve)
 
     u = sub.add_parser("up", help="bring a topology up and keep it running (root)")
     u.add_argument("topology", help="topology YAML file, or a built-in name (default, static)")
@@ -370,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--iterations", type=int, default=200)
     ch.add_argument("--seed", type=int, default=1)
     ch.add_argument("--json", action="store_true")
+    ch.add_argument("--cloud", choices=["rpc", "tencent"], default="rpc",
+                    help="how the agents reach the VPC: enilab's unix-socket RPC (default), or the official Tencent "
+                         "Cloud SDK over HTTP to the VPC served as the Tencent Cloud VPC API")
     ch.set_defaults(func=cmd_chaos)
     cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
     cm.add_argument("action", choices=["list", "delete"])

@@ -79,9 +79,10 @@ def run_scenario(
     backend: Backend | None = None,
     on_step: Callable[[dict], None] | None = None,
     keep: bool = False,
+    node_vpc: Callable[[Cluster, str], Any] | None = None,
 ) -> dict:
     """Run every step and return the JSON timeline (docs/json-contract.md): `{"scenario", "seed", "backend",
-    "initial", "steps", "events"}`.
+    "initial", "steps", "events"}`. `node_vpc`: see `Cluster`.
 
     >>> from testbed.world.scenario import load_scenario
     >>> out = run_scenario(load_scenario("grow-and-shrink"))
@@ -89,7 +90,7 @@ def run_scenario(
     [(0, 17), (0, 17), (60, 17), (120, 16), (240, 15), (960, 9), (960, 12)]
     """
     check_supported(scenario, backend.name if backend else "sim")
-    cluster = Cluster(scenario.cluster, backend=backend)
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
     try:
         out: dict[str, Any] = {"scenario": scenario.name, "seed": scenario.cluster.seed,
                                "backend": cluster.backend.name,

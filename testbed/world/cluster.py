@@ -11,6 +11,7 @@ from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
 from eni_core.ipamd import Ipamd
 from eni_core.model import Eni, eni_table
+from eni_core.ports import VpcApi
 from eni_core.static import ClaimError, StaticIpam, StaticNode
 from testbed.world.backends import Backend
 from testbed.world.backends.sim import SimBackend
@@ -75,7 +76,9 @@ class Cluster:
         clock: SimClock | None = None,
         keep_events: bool = True,
         store_factory: Callable[[str], Datastore] | None = None,
+        node_vpc: Callable[[Cluster, str], VpcApi] | None = None,
     ) -> None:
+        """`node_vpc(cluster, node)` gives a node's ipamd its way to the VPC (default: `self.vpc` itself)."""
         if spec.mode not in ("shared-eni", "static-ip"):
             raise ClusterError(f"cluster mode {spec.mode!r} is unknown; use shared-eni or static-ip")
         self.spec = spec
@@ -85,6 +88,7 @@ class Cluster:
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)
         self._store_factory = store_factory or Datastore
+        self._node_vpc = node_vpc
         self.static: StaticIpam | None = None
         if spec.mode == "static-ip":
             try:
@@ -111,7 +115,8 @@ class Cluster:
         if unknown:
             raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
         self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
-        common = {"vpc": self.vpc, "limits": spec.limits, "subnets": spec.subnets, "clock": self.clock,
+        vpc = self._node_vpc(self, spec.name) if self._node_vpc else self.vpc
+        common = {"vpc": vpc, "limits": spec.limits, "subnets": spec.subnets, "clock": self.clock,
                   "store": self._store_factory(spec.name), "seed": self.spec.seed, "events": self.events}
         ipamd = (StaticNode(spec.name, ipam=self.static, **common) if self.static
                  else Ipamd(spec.name, config=self.spec.pool, **common))

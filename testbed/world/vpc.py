@@ -190,7 +190,9 @@ class SimVpc:
                 raise InsufficientAddresses(f"{call}: the subnet has insufficient addresses (injected)")
             result = fn()
             if f.timeout and call in _MUTATING_FAULTS | _RELEASING and roll >= 1.0 - f.timeout:
-                raise RequestTimeout(f"{call}: no answer in time (the request may have been carried out)")
+                timeout = RequestTimeout(f"{call}: no answer in time (the request may have been carried out)")
+                timeout.outcome = result
+                raise timeout
         except VpcError as err:
             event["result"] = type(err).__name__
             event["error"] = err.message
@@ -406,10 +408,19 @@ class SimVpc:
     def describe_enis(self, node: str) -> list[EniRecord]:
         """Eventually consistent, as real clouds are: an ENI attached, or an IP bound, less than
         `consistency_delay` seconds ago may not show yet (ENIs gone are gone at once)."""
+        return self.describe_matching(lambda r: node in (r.node, r.attached_to), node, within=node)
+
+    def describe_matching(self, match: Callable[[EniRecord], bool], node: str | None = None,
+                          within: str | None = None) -> list[EniRecord]:
+        """One DescribeNetworkInterfaces call: the ENIs whose current record `match`es, as the lagging
+        describe shows them (see `describe_enis`); `node` only names the caller in the event. `within`
+        names a node whose ENIs alone can match, so the call reads that node's index, not the VPC."""
         def run() -> list[EniRecord]:
             horizon = self._now() - self.faults.consistency_delay
             out = []
-            for e in self._node_enis(node):
+            for e in self._node_enis(within) if within is not None else self.enis.values():
+                if not match(e.record):
+                    continue
                 if self.faults.consistency_delay and e.since > horizon:
                     out.append(replace(e.record, attached_to=None, device_index=None, ips=())
                                if e.record.attached_to else replace(e.record, ips=()))
