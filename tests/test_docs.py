@@ -31,7 +31,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"sh", "bash", "shell"}
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<body>.*?)^```$", re.M | re.S)
 SKIP = re.compile(r"<!--\s*skip-test:(?P<why>.*?)-->", re.S)
-MAX_SKIPS = 3
+MAX_SKIPS = 6  # servers that run until stopped, the real cloud, other machines' runtimes: few, each with its reason
 BLOCK_TIMEOUT = 600
 
 
