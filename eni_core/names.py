@@ -5,7 +5,9 @@ Kubernetes' rules are used because users already know them:
 - a DNS label (cluster, node, subnet and host names, CNI network names): lowercase letters, digits
   and ``-``, starting and ending with a letter or digit, at most 63 characters;
 - a DNS-1123 subdomain (pod names): DNS labels joined by ``.``, at most 253 characters;
-- a pod reference: a subdomain with an optional ``namespace/`` prefix, the namespace a DNS label.
+- a pod reference: a subdomain with an optional ``namespace/`` prefix, the namespace a DNS label;
+- a workload (the owner of static pods): ``kind/namespace/name``, kind and namespace DNS labels, name
+  a subdomain, as in ``statefulset/default/web``.
 
 Every check returns the name unchanged or raises :class:`InvalidName` with a message that says which
 rule the name breaks and shows at most 80 characters of it, so a hostile value cannot flood a terminal.
@@ -22,13 +24,15 @@ eni_core.names.InvalidName: '../../etc' is not a DNS label (lowercase letters, d
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-__all__ = ["InvalidName", "dns_label", "dns_subdomain", "pod_name", "shorten"]
+__all__ = ["InvalidName", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten"]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 MAX_SUBDOMAIN = 253
 MAX_QUOTED = 80
+MAX_LISTED = 5
 
 
 class InvalidName(ValueError):
@@ -39,6 +43,19 @@ def shorten(value: object, limit: int = MAX_QUOTED) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages that quote user input."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_list(values: Iterable[object], limit: int = MAX_LISTED) -> str:
+    """At most ``limit`` values, each cut by :func:`shorten`, for messages that list user input.
+
+    >>> short_list(["node-1", "node-2"])
+    'node-1, node-2'
+    >>> short_list([f"n-{i}" for i in range(100)], 2)
+    'n-0, n-1 and 98 more'
+    """
+    values = list(values)
+    shown = ", ".join(v if isinstance(v, str) and len(v) <= MAX_QUOTED else shorten(v) for v in values[:limit])
+    return shown if len(values) <= limit else f"{shown} and {len(values) - limit} more"
 
 
 def dns_label(value: object) -> str:
@@ -71,3 +88,18 @@ def pod_name(value: object) -> str:
             pass
     raise InvalidName(f"{shorten(value)} is not a pod name (a DNS-1123 subdomain, optionally after "
                      "'namespace/')")
+
+
+def owner_ref(value: object) -> str:
+    """A workload that owns static pods: ``kind/namespace/name`` (``statefulset/default/web``)."""
+    if isinstance(value, str) and value.count("/") == 2:
+        kind, namespace, name = value.split("/")
+        try:
+            dns_label(kind)
+            dns_label(namespace)
+            dns_subdomain(name)
+            return value
+        except InvalidName:
+            pass
+    raise InvalidName(f"{shorten(value)} is not a workload (kind/namespace/name in lowercase, "
+                     "like statefulset/default/web)")

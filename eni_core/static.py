@@ -23,7 +23,7 @@ from eni_core.ipamd import EniNode
 from eni_core.model import Eni, NodeLimits
 from eni_core.ports import VpcError
 
-__all__ = ["MIN_EXPIRY", "Claim", "ClaimError", "EniChoice", "StaticIpam", "StaticNode", "choose_eni"]
+__all__ = ["MIN_EXPIRY", "Claim", "ClaimError", "EniChoice", "StaticIpam", "StaticNode", "check_expiry", "choose_eni"]
 
 MIN_EXPIRY = 300.0
 
@@ -88,14 +88,19 @@ def choose_eni(enis: Sequence[Eni], node_subnets: Sequence[str], subnet_free: Ma
     return EniChoice(new_subnet=max(usable, key=lambda s: (subnet_free[s], -node_subnets.index(s))))
 
 
+def check_expiry(expiry: float | None) -> float | None:
+    """`claim_expired_duration`: None (never, the product default) or at least MIN_EXPIRY seconds."""
+    if expiry is not None and expiry < MIN_EXPIRY:
+        raise ClaimError(f"claim_expired_duration must be at least {MIN_EXPIRY:g} seconds (or None: never), "
+                         f"not {expiry:g}")
+    return expiry
+
+
 class StaticIpam:
     """The cluster-level pool: every claim, the expiry clock, reclaim by hand and by cascade."""
 
     def __init__(self, vpc, clock, expiry: float | None = None, events=None) -> None:
-        if expiry is not None and expiry < MIN_EXPIRY:
-            raise ClaimError(f"claim_expired_duration must be at least {MIN_EXPIRY:g} seconds (or None: never), "
-                             f"not {expiry:g}")
-        self.vpc, self.clock, self.expiry, self._events = vpc, clock, expiry, events
+        self.vpc, self.clock, self.expiry, self._events = vpc, clock, check_expiry(expiry), events
         self.claims: dict[str, Claim] = {}
         self.expired: set[str] = set()  # claims freed by expiry (a later manual reclaim is then moot)
         self.declared: dict[str, tuple[bool, str | None]] = {}  # pod -> (static, owner), set at creation

@@ -62,7 +62,7 @@ def test_invalid_scenario_names_the_place_and_field(text, message):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("cluster: [unclosed", "not valid YAML at line 1"),
+    ("cluster: [unclosed", "not valid YAML at line 2, column 1"),
     (with_steps("{op: explode}"), "unknown op 'explode'"),
     (with_steps("{op: probe, from: pod-1, to: db-1}"), "no pod, host or IP"),
 ])

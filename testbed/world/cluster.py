@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
+from itertools import islice
 
 from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
@@ -18,10 +19,23 @@ from testbed.world.backends.sim import SimBackend
 from testbed.world.spec import ClusterSpec, NodeSpec
 from testbed.world.vpc import SimVpc
 
-__all__ = ["Cluster", "ClusterError", "Pod"]
+__all__ = ["Cluster", "ClusterError", "Pod", "newest_first", "next_auto_name"]
 
 RUNNING, PENDING = "Running", "Pending"
 SETTLE_LIMIT = 10_000
+
+
+def next_auto_name(counter: int, taken: Container[str]) -> tuple[int, str]:
+    """Automatic pod names are pod-1, pod-2, ... skipping names in use: (the new counter, the name)."""
+    while True:
+        counter += 1
+        if f"pod-{counter}" not in taken:
+            return counter, f"pod-{counter}"
+
+
+def newest_first(pods: Mapping[str, object], count: int) -> list[str]:
+    """The `count` newest pods of a mapping kept in creation order (a deleted pod made again is new)."""
+    return list(islice(reversed(pods), count))
 
 
 class ClusterError(Exception):
@@ -161,11 +175,8 @@ class Cluster:
 
     # -- pods ---------------------------------------------------------------------------------------
     def next_pod_name(self) -> str:
-        while True:
-            self._auto_name += 1
-            name = f"pod-{self._auto_name}"
-            if name not in self.pods:
-                return name
+        self._auto_name, name = next_auto_name(self._auto_name, self.pods)
+        return name
 
     def create_pod(self, name: str | None = None, node: str | None = None, *, settle: bool = True,
                    static: bool = False, owner: str | None = None) -> Pod:
@@ -231,7 +242,7 @@ class Cluster:
         return [c.name for c in self.static.delete_workload(owner)]
 
     def newest_pods(self, count: int) -> list[str]:
-        return [p.name for p in sorted(self.pods.values(), key=lambda p: -p.seq)[:count]]
+        return newest_first(self.pods, count)  # self.pods is in creation order: seq ascending
 
     # -- the controllers ----------------------------------------------------------------------------
     def _settle(self, names: Iterable[str]) -> None:

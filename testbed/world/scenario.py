@@ -1,30 +1,61 @@
 """Scenario files: parse and validate the whole timeline before anything runs, then run it.
 
-The format and the JSON timeline are a public contract (docs/scenario-format.md). Validation is table-driven:
-`OPS` says which fields each op takes and how each is checked; one walker checks names against the
-timeline (a node added in step 2 may be used from step 3 on; a deleted pod may not be deleted again).
+The format and the JSON timeline are a public contract (docs/scenario-format.md). Validation is
+table-driven: `OPS` says which fields each op takes and how each is checked, and `_Timeline.CHECKS` holds
+one checker per op that checks names against the timeline (a node added in step 2 may be used from step
+3 on; a deleted pod may not be deleted again). Every name that may later become part of a path or a
+namespace name is checked here by `eni_core.names`, and every check is linear in the size of the file.
+Hostile input (an alias bomb, deep nesting, a huge file) is refused by `testbed.world.yamlfile` and by
+the limits below, each with a short message: quoted values are cut to 80 characters, lists to 5 items.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
-
+from eni_core import names
 from eni_core.model import PoolConfig, Subnet
+from eni_core.names import short_list, shorten
+from eni_core.static import ClaimError, check_expiry
+from testbed.world import yamlfile
 from testbed.world.catalog import resolve
+from testbed.world.cluster import newest_first, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
-from testbed.world.vpc import FaultConfig
+from testbed.world.vpc import FaultConfig, usable_range
 
-__all__ = ["OPS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+__all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
 
 MAX_ENIS_LIMIT = 32
 IPS_PER_ENI_LIMIT = 1000
 PREFIX_RANGE = (16, 29)
+
+# What a scenario may ask for; beyond it, exit 2 before anything runs (the README lists them).
+MAX_FILE_BYTES = 1 << 20
+MAX_STEPS = 10_000
+MAX_PODS_PER_STEP = 10_000  # `count` or `names` of one create_pods or delete_pods
+MAX_PODS_CREATED = 100_000  # in the whole scenario
+MAX_NODES = 1_000  # at any step
+MAX_SUBNETS = 64
+MAX_HOSTS = 1_000  # in all subnets together
+LIMITS = {"file size (bytes)": MAX_FILE_BYTES, "nesting depth": yamlfile.MAX_DEPTH, "steps": MAX_STEPS,
+          "pods per step": MAX_PODS_PER_STEP, "pods created in all": MAX_PODS_CREATED, "nodes": MAX_NODES,
+          "subnets": MAX_SUBNETS, "hosts": MAX_HOSTS}
+
+# The sysctls `set_sysctl` may write: the ones the routing agent manages and `enilab status` reports.
+# key -> (lowest value, highest value, what it does)
+SYSCTLS: dict[str, tuple[int, int, str]] = {
+    "net.ipv4.conf.all.rp_filter": (0, 2, "reverse-path filter on every interface (the kernel applies the "
+                                          "larger of `all` and the interface's own)"),
+    "net.ipv4.conf.default.rp_filter": (0, 2, "reverse-path filter of interfaces made later (new ENIs)"),
+    "net.ipv4.conf.eth0.rp_filter": (0, 2, "reverse-path filter of the primary ENI"),
+    "net.ipv4.ip_forward": (0, 1, "forwarding between the pods and the ENIs"),
+}
+SOURCE = "<scenario>"
 
 
 class ScenarioError(Exception):
@@ -36,108 +67,174 @@ class Scenario:
     name: str
     cluster: ClusterSpec
     steps: list[dict[str, Any]] = field(default_factory=list)
-    source: str = "<scenario>"
+    source: str = SOURCE
 
 
 # -- field checkers: each returns the normalised value or raises ValueError(reason) ------------------
-def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+Check = Callable[[Any], Any]
+
+
+def _int(lo: int, hi: int | None = None) -> Check:
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"must be a whole number, not {v!r}")
+            raise ValueError(f"must be a whole number, not {shorten(v)}")
         if v < lo or (hi is not None and v > hi):
-            raise ValueError(f"must be between {lo} and {hi}, not {v}" if hi is not None
-                             else f"must be {lo} or more, not {v}")
+            raise ValueError(f"must be between {lo} and {hi}, not {shorten(v)}" if hi is not None
+                             else f"must be {lo} or more, not {shorten(v)}")
         return v
     return check
 
 
-def _number(lo: float, *, strict: bool = False, hi: float | None = None) -> Callable[[Any], float]:
+def _number(lo: float, *, strict: bool = False, hi: float | None = None) -> Check:
     def check(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise ValueError(f"must be a number, not {v!r}")
+            raise ValueError(f"must be a number, not {shorten(v)}")
         if v < lo or (strict and v == lo) or (hi is not None and v > hi):
             raise ValueError(f"must be {'above' if strict else 'at least'} {lo}"
-                             + (f" and at most {hi}" if hi is not None else "") + f", not {v}")
+                             + (f" and at most {hi}" if hi is not None else "") + f", not {shorten(v)}")
         return float(v)
     return check
 
 
 def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, not {v!r}")
+        raise ValueError(f"must be true or false, not {shorten(v)}")
     return v
 
 
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"must be a non-empty string, not {v!r}")
+def _choice(*choices: str) -> Check:
+    def check(v: Any) -> str:
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {shorten(v)}")
+        return v
+    return check
+
+
+def _mapping(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"must be a mapping, not {type(v).__name__}")
     return v
 
 
-def _name(v: Any) -> str:
-    v = _str(v)
-    if len(v) > 253 or any(c.isspace() for c in v):
-        raise ValueError(f"{v!r} is not a valid name (no spaces, at most 253 characters)")
+def _sequence(v: Any) -> list:
+    if not isinstance(v, list):
+        raise ValueError(f"must be a list, not {type(v).__name__}")
     return v
 
 
-def _names(v: Any) -> list[str]:
-    if not isinstance(v, list) or not v:
-        raise ValueError(f"must be a non-empty list of names, not {v!r}")
-    names = [_name(x) for x in v]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise ValueError(f"names a pod twice: {sorted(dup)[0]}")
-    return names
+def _rule(rule: Callable[[Any], str]) -> Check:
+    """A name rule of eni_core.names as a field checker."""
+    def check(v: Any) -> str:
+        try:
+            return rule(v)
+        except names.InvalidName as err:
+            raise ValueError(str(err)) from None
+    return check
+
+
+_label = _rule(names.dns_label)
+_pod = _rule(names.pod_name)
+_owner = _rule(names.owner_ref)
+
+
+def _unique(item: Check, what: str, limit: int) -> Check:
+    """A non-empty list of at most `limit` distinct items: checked in one pass, each item once."""
+    def check(v: Any) -> list:
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"must be a non-empty list of {what}s, not {shorten(v)}")
+        if len(v) > limit:
+            raise ValueError(f"lists {len(v)} {what}s; the limit is {limit}")
+        seen: set[str] = set()
+        for x in v:
+            x = item(x)
+            if x in seen:
+                raise ValueError(f"names {what} {shorten(x)} twice")
+            seen.add(x)
+        return v
+    return check
 
 
 def _target(v: Any) -> str:
     if isinstance(v, str) and v.strip():
         return v
-    raise ValueError(f"must be a pod name, host name or IP address, not {v!r}")
-
-
-def _choice(v: Any, choices: tuple[str, ...]) -> str:
-    if v not in choices:
-        raise ValueError(f"must be one of {', '.join(choices)}, not {v!r}")
-    return v
+    raise ValueError(f"must be a pod name, host name or IP address, not {shorten(v)}")
 
 
 def _sysctl_key(v: Any) -> str:
-    v = _str(v)
-    if not v.startswith("net.") or ".." in v or "/" in v:
-        raise ValueError(f"{v!r} is not a network sysctl key (like net.ipv4.conf.all.rp_filter)")
+    if v not in SYSCTLS:
+        raise ValueError(f"{shorten(v)} is not a sysctl enilab manages; use one of {', '.join(SYSCTLS)}")
     return v
 
 
-# op -> {field: (checker, required)}
-OPS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
-    "create_pods": {"node": (_name, False), "count": (_int(1, 10_000), False), "names": (_names, False)},
-    "create_pod": {"name": (_name, True), "node": (_name, False), "static": (_bool, False),
-                   "owner": (_str, False)},
-    "delete_pods": {"names": (_names, False), "count": (_int(1), False)},
+def _cidr(v: Any) -> IPv4Network:
+    try:
+        net = IPv4Network(v if isinstance(v, str) else "")
+    except ValueError:
+        raise ValueError(f"is not an IPv4 CIDR: {shorten(v)}") from None
+    lo, hi = PREFIX_RANGE
+    if not lo <= net.prefixlen <= hi:
+        raise ValueError(f"{net} has prefix /{net.prefixlen}; a VPC subnet is /{lo} to /{hi}")
+    return net
+
+
+def _ip(v: Any) -> IPv4Address:
+    try:
+        return IPv4Address(v if isinstance(v, str) else "")
+    except ValueError:
+        raise ValueError(f"is not an IPv4 address: {shorten(v)}") from None
+
+
+Fields = dict[str, tuple[Check, bool]]  # field -> (checker, required)
+
+# op -> its fields
+OPS: dict[str, Fields] = {
+    "create_pods": {"node": (_label, False), "count": (_int(1, MAX_PODS_PER_STEP), False),
+                    "names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False)},
+    "create_pod": {"name": (_pod, True), "node": (_label, False), "static": (_bool, False),
+                   "owner": (_owner, False)},
+    "delete_pods": {"names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False),
+                    "count": (_int(1, MAX_PODS_PER_STEP), False)},
     "advance": {"seconds": (_number(0, strict=True, hi=10 * 365 * 86400), True)},
-    "set_node": {"node": (_name, True), "max_enis": (_int(1, MAX_ENIS_LIMIT), False),
+    "set_node": {"node": (_label, True), "max_enis": (_int(1, MAX_ENIS_LIMIT), False),
                  "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), False)},
-    "add_node": {"name": (_name, True), "subnets": (_names, True),
+    "add_node": {"name": (_label, True), "subnets": (_unique(_label, "subnet", MAX_SUBNETS), True),
                  "max_enis": (_int(1, MAX_ENIS_LIMIT), True), "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), True)},
-    "delete_node": {"node": (_name, True)},
-    "reclaim_claim": {"name": (_name, True)},
-    "delete_workload": {"owner": (_str, True)},
-    "probe": {"from": (_target, True), "to": (_target, True), "via": (_name, False),
-              "expect": (lambda v: _choice(v, ("delivered", "dropped")), False)},
-    "set_sysctl": {"node": (_name, True), "key": (_sysctl_key, True), "value": (_int(0, 2), True)},
+    "delete_node": {"node": (_label, True)},
+    "reclaim_claim": {"name": (_pod, True)},
+    "delete_workload": {"owner": (_owner, True)},
+    "probe": {"from": (_target, True), "to": (_target, True), "via": (_label, False),
+              "expect": (_choice("delivered", "dropped"), False)},
+    "set_sysctl": {"node": (_label, True), "key": (_sysctl_key, True), "value": (_int(0, 2), True)},
 }
 STATIC_OPS = {"reclaim_claim", "delete_workload"}
 NETNS_OPS = {"probe", "set_sysctl"}
 
+TOP_FIELDS: Fields = {"name": (_label, False), "seed": (_int(0, 2**63 - 1), False), "cluster": (_mapping, True),
+                      "steps": (_sequence, False)}
+CLUSTER_FIELDS: Fields = {"mode": (_choice("shared-eni", "static-ip"), False), "pool": (_mapping, False),
+                          "static": (_mapping, False), "subnets": (_sequence, True), "nodes": (_sequence, False),
+                          "faults": (_mapping, False)}
+POOL_FIELDS: Fields = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 1000), False),
+                       "release_interval": (_number(0, strict=True), False), "quick_release": (_bool, False)}
+STATIC_FIELDS: Fields = {"claim_expired_duration": (_number(0), False)}
+SUBNET_FIELDS: Fields = {"id": (_label, True), "cidr": (_cidr, True), "reserved": (_int(3), False),
+                         "hosts": (_sequence, False)}
+HOST_FIELDS: Fields = {"name": (_label, True), "ip": (_ip, True)}
+NODE_FIELDS: Fields = {"name": (_label, True), "subnets": (_unique(_label, "subnet", MAX_SUBNETS), True),
+                       "max_enis": (_int(1, MAX_ENIS_LIMIT), True), "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), True)}
+_RATE = (_number(0, hi=0.9), False)
+FAULT_FIELDS: Fields = {"throttle": _RATE, "transient": _RATE, "insufficient_addresses": _RATE, "timeout": _RATE,
+                        "consistency_delay": (_number(0, hi=3600), False), "latency": (lambda v: v, False),
+                        "seed": (_int(0, 2**63 - 1), False)}
+LATENCY_FIELDS: Fields = {"min": (_number(0, hi=10), False), "max": (_number(0, hi=10), False)}
 
-def _fields(where: str, data: Any, table: dict[str, tuple[Callable[[Any], Any], bool]]) -> dict[str, Any]:
+
+def _fields(where: str, data: Any, table: Fields) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ScenarioError(f"{where}: must be a mapping of fields, not {type(data).__name__}")
     unknown = [k for k in data if k not in table]
     if unknown:
-        raise ScenarioError(f"{where}: unknown field {unknown[0]!r}; known fields: {', '.join(table)}")
+        raise ScenarioError(f"{where}: unknown field {shorten(unknown[0])}; known fields: {', '.join(table)}")
     out = {}
     for key, (check, required) in table.items():
         if key not in data or data[key] is None:
@@ -151,268 +248,354 @@ def _fields(where: str, data: Any, table: dict[str, tuple[Callable[[Any], Any], 
     return out
 
 
-def _cidr(v: Any) -> IPv4Network:
-    try:
-        net = IPv4Network(_str(v))
-    except ValueError as err:
-        raise ValueError(f"is not an IPv4 CIDR ({err})") from None
-    lo, hi = PREFIX_RANGE
-    if not lo <= net.prefixlen <= hi:
-        raise ValueError(f"{net} has prefix /{net.prefixlen}; a VPC subnet is /{lo} to /{hi}")
-    return net
+def _at_most(where: str, items: list, limit: int, what: str) -> list:
+    if len(items) > limit:
+        raise ScenarioError(f"{where}: {len(items)} {what}; the limit is {limit}")
+    return items
 
 
-def _ip(v: Any) -> IPv4Address:
-    try:
-        return IPv4Address(_str(v))
-    except ValueError:
-        raise ValueError(f"is not an IPv4 address: {v!r}") from None
-
-
-SUBNET_FIELDS = {"id": (_name, True), "cidr": (_cidr, True), "reserved": (_int(3), False),
-                 "hosts": (lambda v: v, False)}
-HOST_FIELDS = {"name": (_name, True), "ip": (_ip, True)}
-NODE_FIELDS = {"name": (_name, True), "subnets": (_names, True), "max_enis": (_int(1, MAX_ENIS_LIMIT), True),
-               "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), True)}
-POOL_FIELDS = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 1000), False),
-               "release_interval": (_number(0, strict=True), False), "quick_release": (_bool, False)}
-STATIC_FIELDS = {"claim_expired_duration": (_number(0), False)}
-FAULT_FIELDS = {"throttle": (_number(0, hi=0.9), False), "transient": (_number(0, hi=0.9), False),
-                "insufficient_addresses": (_number(0, hi=0.9), False), "timeout": (_number(0, hi=0.9), False),
-                "consistency_delay": (_number(0, hi=3600), False), "latency": (lambda v: v, False),
-                "seed": (_int(0), False)}
-CLUSTER_FIELDS = {"mode": (_str, False), "pool": (lambda v: v, False), "static": (lambda v: v, False),
-                  "subnets": (lambda v: v, True), "nodes": (lambda v: v, False), "faults": (lambda v: v, False)}
-TOP_FIELDS = {"name": (_str, False), "seed": (_int(0), False), "cluster": (lambda v: v, True),
-              "steps": (lambda v: v, False)}
-
-
-def _list(where: str, v: Any) -> list:
-    if not isinstance(v, list):
-        raise ScenarioError(f"{where}: must be a list, not {type(v).__name__}")
-    return v
-
-
+# -- the cluster: one small parser per section ------------------------------------------------------
 def _parse_cluster(data: Any, seed: int) -> ClusterSpec:
     c = _fields("cluster", data, CLUSTER_FIELDS)
-    mode = c.get("mode", "shared-eni")
-    if mode not in ("shared-eni", "static-ip"):
-        raise ScenarioError(f"cluster: field 'mode' must be shared-eni or static-ip, not {mode!r}")
-    pool_fields = _fields("cluster.pool", c.get("pool") or {}, POOL_FIELDS)
+    subnets, hosts = _parse_subnets(c["subnets"])
+    return ClusterSpec(subnets=subnets, nodes=_parse_nodes(c.get("nodes", []), subnets), hosts=hosts,
+                       mode=c.get("mode", "shared-eni"), pool=_parse_pool(c.get("pool", {})),
+                       claim_expired_duration=_parse_expiry(c.get("static", {})),
+                       faults=_parse_faults(c.get("faults", {})), seed=seed)
+
+
+def _parse_pool(data: dict) -> PoolConfig:
     try:
-        pool = PoolConfig(**pool_fields)
+        return PoolConfig(**_fields("cluster.pool", data, POOL_FIELDS))
     except ValueError as err:
         raise ScenarioError(f"cluster.pool: {err}") from None
-    static = _fields("cluster.static", c.get("static") or {}, STATIC_FIELDS)
-    expiry = static.get("claim_expired_duration")
-    if expiry is not None and expiry < 300:
-        raise ScenarioError("cluster.static: field 'claim_expired_duration' must be at least 300 seconds "
-                            f"(or null: never), not {expiry:g}")
 
-    subnets: list[Subnet] = []
+
+def _parse_expiry(data: dict) -> float | None:
+    try:
+        return check_expiry(_fields("cluster.static", data, STATIC_FIELDS).get("claim_expired_duration"))
+    except ClaimError as err:
+        raise ScenarioError(f"cluster.static: {err}") from None
+
+
+def _parse_subnets(data: list) -> tuple[tuple[Subnet, ...], tuple[HostSpec, ...]]:
+    if not data:
+        raise ScenarioError("cluster.subnets: list at least one subnet")
+    _at_most("cluster.subnets", data, MAX_SUBNETS, "subnets")
+    subnets: dict[str, Subnet] = {}
+    host_names: set[str] = set()
+    host_ips: set[IPv4Address] = set()
     hosts: list[HostSpec] = []
-    for i, raw in enumerate(_list("cluster.subnets", c["subnets"]), 1):
+    for i, raw in enumerate(data, 1):
         where = f"cluster.subnets[{i}]"
         s = _fields(where, raw, SUBNET_FIELDS)
-        if any(x.id == s["id"] for x in subnets):
+        if s["id"] in subnets:
             raise ScenarioError(f"{where}: field 'id': subnet {s['id']} is defined twice")
-        for other in subnets:
-            if other.cidr.overlaps(s["cidr"]):
-                raise ScenarioError(f"{where}: field 'cidr': {s['cidr']} overlaps {other.id} ({other.cidr})")
         reserved = s.get("reserved", 3)
         if reserved >= s["cidr"].num_addresses - 1:
             raise ScenarioError(f"{where}: field 'reserved': {reserved} leaves no usable address in {s['cidr']}")
-        subnet = Subnet(s["id"], s["cidr"], reserved)
-        subnets.append(subnet)
-        first = int(subnet.cidr.network_address) + reserved - 1
-        last = int(subnet.cidr.broadcast_address) - 1
-        for j, hraw in enumerate(_list(f"{where}.hosts", s.get("hosts") or []), 1):
-            hw = f"{where}.hosts[{j}]"
-            h = _fields(hw, hraw, HOST_FIELDS)
-            if not first <= int(h["ip"]) <= last:
-                raise ScenarioError(f"{hw}: field 'ip': {h['ip']} is not a usable address of {subnet.id} "
-                                    f"({subnet.cidr}, first {reserved - 1} and the last are reserved)")
-            if any(x.name == h["name"] for x in hosts) or any(x.ip == h["ip"] for x in hosts):
-                raise ScenarioError(f"{hw}: host {h['name']} ({h['ip']}) repeats a name or an address")
-            hosts.append(HostSpec(h["name"], subnet.id, h["ip"]))
-    if not subnets:
-        raise ScenarioError("cluster.subnets: list at least one subnet")
+        subnet = subnets[s["id"]] = Subnet(s["id"], s["cidr"], reserved)
+        listed = s.get("hosts", [])
+        if len(hosts) + len(listed) > MAX_HOSTS:
+            raise ScenarioError(f"{where}.hosts: {len(hosts) + len(listed)} hosts in all; the limit is {MAX_HOSTS}")
+        for j, raw_host in enumerate(listed, 1):
+            hosts.append(_parse_host(f"{where}.hosts[{j}]", raw_host, subnet, host_names, host_ips))
+    _refuse_overlaps(list(subnets.values()))
+    return tuple(subnets.values()), tuple(hosts)
 
+
+def _refuse_overlaps(subnets: list[Subnet]) -> None:
+    """Sorted by first address, each subnet must start after every one before it ends (n log n)."""
+    order = sorted(range(len(subnets)), key=lambda i: subnets[i].cidr.network_address)
+    reach = None  # the index of the subnet that ends last among those seen
+    for i in order:
+        if reach is not None and subnets[i].cidr.network_address <= subnets[reach].cidr.broadcast_address:
+            later, earlier = subnets[max(i, reach)], subnets[min(i, reach)]
+            raise ScenarioError(f"cluster.subnets[{max(i, reach) + 1}]: field 'cidr': {later.cidr} "
+                                f"overlaps {earlier.id} ({earlier.cidr})")
+        if reach is None or subnets[i].cidr.broadcast_address > subnets[reach].cidr.broadcast_address:
+            reach = i
+
+
+def _parse_host(where: str, data: Any, subnet: Subnet, names_taken: set[str], ips_taken: set[IPv4Address]
+                ) -> HostSpec:
+    h = _fields(where, data, HOST_FIELDS)
+    first, last = usable_range(subnet)
+    if not first <= h["ip"] <= last:
+        raise ScenarioError(f"{where}: field 'ip': {h['ip']} is not a usable address of {subnet.id} "
+                            f"({subnet.cidr}: {first} to {last})")
+    if h["name"] in names_taken or h["ip"] in ips_taken:
+        raise ScenarioError(f"{where}: host {h['name']} ({h['ip']}) repeats a name or an address")
+    names_taken.add(h["name"])
+    ips_taken.add(h["ip"])
+    return HostSpec(h["name"], subnet.id, h["ip"])
+
+
+def _parse_nodes(data: list, subnets: tuple[Subnet, ...]) -> tuple[NodeSpec, ...]:
+    _at_most("cluster.nodes", data, MAX_NODES, "nodes")
     known = {s.id for s in subnets}
-    nodes: list[NodeSpec] = []
-    for i, raw in enumerate(_list("cluster.nodes", c.get("nodes") or []), 1):
-        nodes.append(_node_spec(f"cluster.nodes[{i}]", raw, known, {n.name for n in nodes}))
-
-    faults = FaultConfig()
-    if c.get("faults"):
-        f = _fields("cluster.faults", c["faults"], FAULT_FIELDS)
-        latency = f.pop("latency", None)
-        if latency is not None:
-            if isinstance(latency, dict):
-                latency = [latency.get("min", 0), latency.get("max", 0)]
-            ok = (isinstance(latency, list) and len(latency) == 2
-                  and all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x <= 10
-                          for x in latency) and latency[0] <= latency[1])
-            if not ok:
-                raise ScenarioError("cluster.faults: field 'latency' must be {min: S, max: S} in seconds, "
-                                    f"0 <= min <= max <= 10, not {latency!r}")
-            f["latency"] = (float(latency[0]), float(latency[1]))
-        rates = f.get("throttle", 0) + f.get("transient", 0) + f.get("insufficient_addresses", 0) + f.get("timeout", 0)
-        if rates >= 1:
-            raise ScenarioError(f"cluster.faults: the fault rates add up to {rates:g}; keep them under 1")
-        faults = FaultConfig(**f)
-    return ClusterSpec(subnets=tuple(subnets), nodes=tuple(nodes), hosts=tuple(hosts), mode=mode, pool=pool,
-                       claim_expired_duration=expiry, faults=faults, seed=seed)
+    nodes: dict[str, NodeSpec] = {}
+    for i, raw in enumerate(data, 1):
+        spec = _node_spec(f"cluster.nodes[{i}]", raw, known, nodes)
+        nodes[spec.name] = spec
+    return tuple(nodes.values())
 
 
-def _node_spec(where: str, raw: Any, subnets: set[str], taken: set[str]) -> NodeSpec:
+def _node_spec(where: str, raw: Any, subnets: set[str], taken: Iterable[str]) -> NodeSpec:
     n = _fields(where, raw, NODE_FIELDS)
     if n["name"] in taken:
         raise ScenarioError(f"{where}: field 'name': node {n['name']} exists already")
     unknown = [s for s in n["subnets"] if s not in subnets]
     if unknown:
         raise ScenarioError(f"{where}: field 'subnets': unknown subnet {unknown[0]}; "
-                            f"defined: {', '.join(sorted(subnets))}")
+                            f"defined: {short_list(sorted(subnets))}")
     return NodeSpec(n["name"], tuple(n["subnets"]), n["max_enis"], n["ips_per_eni"])
 
 
+def _parse_faults(data: dict) -> FaultConfig:
+    f = _fields("cluster.faults", data, FAULT_FIELDS)
+    if "latency" in f:
+        f["latency"] = _parse_latency(f["latency"])
+    rates = f.get("throttle", 0) + f.get("transient", 0) + f.get("insufficient_addresses", 0) + f.get("timeout", 0)
+    if rates >= 1:
+        raise ScenarioError(f"cluster.faults: the fault rates add up to {rates:g}; keep them under 1")
+    return FaultConfig(**f)
+
+
+def _parse_latency(data: Any) -> tuple[float, float]:
+    where = "cluster.faults.latency"
+    if isinstance(data, list):  # [min, max]
+        if len(data) != 2:
+            raise ScenarioError(f"{where}: give {{min: S, max: S}} or [min, max] in seconds, not {shorten(data)}")
+        data = dict(zip(("min", "max"), data, strict=True))
+    f = _fields(where, data, LATENCY_FIELDS)
+    low, high = f.get("min", 0.0), f.get("max", 0.0)
+    if low > high:
+        raise ScenarioError(f"{where}: min ({low:g}) is above max ({high:g})")
+    return low, high
+
+
+# -- the steps, against the timeline ----------------------------------------------------------------
 class _Timeline:
-    """What exists at each step, to check names before anything runs."""
+    """What exists at each step, to check names before anything runs. Every check costs time in
+    proportion to what its step names (indexes by node and by owner, no scan of every pod)."""
 
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
+        self.subnets = {s.id for s in spec.subnets}
         self.nodes = {n.name for n in spec.nodes}
-        self.pods: dict[str, str | None] = {}
-        self.owners: dict[str, str | None] = {}  # pod -> its workload
-        self.claims: dict[str, str | None] = {}  # static claim -> its workload
-        self.auto = 0
         self.hosts = {h.name for h in spec.hosts}
-
-    def auto_name(self) -> str:
-        while True:
-            self.auto += 1
-            if f"pod-{self.auto}" not in self.pods:
-                return f"pod-{self.auto}"
+        self.pods: dict[str, str | None] = {}  # pod -> its node (None: the scheduler's choice); creation order
+        self.on_node: dict[str | None, set[str]] = defaultdict(set)
+        self.owner: dict[str, str] = {}  # pod -> its workload
+        self.owned: dict[str, set[str]] = defaultdict(set)  # workload -> its pods
+        self.claims: dict[str, str | None] = {}  # static claim -> its workload
+        self.claimed: dict[str, set[str]] = defaultdict(set)  # workload -> its claims
+        self.auto = 0
+        self.created = 0
 
     def check(self, where: str, op: str, f: dict[str, Any]) -> None:
-        def need_node(key: str) -> None:
-            if key in f and f[key] not in self.nodes:
-                raise ScenarioError(f"{where}: field {key!r}: unknown node {f[key]!r}; nodes at this step: "
-                                    f"{', '.join(sorted(self.nodes)) or 'none'}")
-
         static = op in STATIC_OPS or (op == "create_pod" and (f.get("static") or f.get("owner")))
         if static and self.spec.mode != "static-ip":
             raise ScenarioError(f"{where}: static IPs need cluster.mode: static-ip")
-        if op == "create_pods":
-            need_node("node")
-            names = f.get("names")
-            if names is not None and "count" in f and f["count"] != len(names):
-                raise ScenarioError(f"{where}: field 'count' is {f['count']} but 'names' lists {len(names)}")
-            if names is None and "count" not in f:
-                raise ScenarioError(f"{where}: give 'count' or 'names'")
-            for name in names or [self.auto_name() for _ in range(f["count"])]:
-                if name in self.pods:
-                    raise ScenarioError(f"{where}: field 'names': pod {name} exists already")
-                self.pods[name] = f.get("node")
-        elif op == "create_pod":
-            need_node("node")
-            if f["name"] in self.pods:
-                raise ScenarioError(f"{where}: field 'name': pod {f['name']} exists already")
-            self.pods[f["name"]] = f.get("node")
-            self.owners[f["name"]] = f.get("owner")
-            if f.get("static"):
-                self.claims[f["name"]] = f.get("owner")
-        elif op == "reclaim_claim":
-            if f["name"] not in self.claims:
-                raise ScenarioError(f"{where}: field 'name': no static pod named {f['name']!r} has a claim at "
-                                    "this step")
-            if f["name"] in self.pods:
-                raise ScenarioError(f"{where}: field 'name': pod {f['name']} still exists; delete it first "
-                                    "(a claim is reclaimed only once its pod is gone)")
-            del self.claims[f["name"]]
-        elif op == "delete_workload":
-            known = set(self.owners.values()) | set(self.claims.values())
-            if f["owner"] not in known:
-                raise ScenarioError(f"{where}: field 'owner': no pod or claim belongs to {f['owner']!r}")
-            self.pods = {p: n for p, n in self.pods.items() if self.owners.get(p) != f["owner"]}
-            self.claims = {c: o for c, o in self.claims.items() if o != f["owner"]}
-        elif op == "delete_pods":
-            if ("names" in f) == ("count" in f):
-                raise ScenarioError(f"{where}: give exactly one of 'names' and 'count'")
-            if "count" in f:
-                if f["count"] > len(self.pods):
-                    raise ScenarioError(f"{where}: field 'count': {f['count']} pods to delete but only "
-                                        f"{len(self.pods)} exist at this step")
-                for name in list(self.pods)[::-1][: f["count"]]:
-                    del self.pods[name]
-            else:
-                for name in f["names"]:
-                    if name not in self.pods:
-                        raise ScenarioError(f"{where}: field 'names': unknown pod {name!r}")
-                    del self.pods[name]
-        elif op in ("set_node", "delete_node", "set_sysctl"):
-            need_node("node")
-            if op == "delete_node":
-                self.nodes.discard(f["node"])
-                self.pods = {p: n for p, n in self.pods.items() if n != f["node"]}
-        elif op == "add_node":
-            spec = _node_spec(where, {k: f[k] for k in ("name", "subnets", "max_enis", "ips_per_eni")},
-                              {s.id for s in self.spec.subnets}, self.nodes)
-            self.nodes.add(spec.name)
-        elif op == "probe":
-            for key in ("from", "to"):
-                target = f[key]
-                if target in self.pods or target in self.hosts:
-                    continue
-                try:
-                    IPv4Address(target)
-                except ValueError:
-                    raise ScenarioError(f"{where}: field {key!r}: {target!r} is no pod, host or IP address "
-                                        "at this step") from None
-            if f["from"] not in self.pods and f["from"] not in self.hosts:
-                raise ScenarioError(f"{where}: field 'from': a probe starts at a pod or a host")
-            need_node("via")
+        self.CHECKS[op](self, where, f)
+
+    # -- helpers --
+    def _need_node(self, where: str, f: dict[str, Any], key: str = "node") -> None:
+        if key in f and f[key] not in self.nodes:
+            raise ScenarioError(f"{where}: field {key!r}: unknown node {f[key]!r}; nodes at this step: "
+                                f"{short_list(sorted(self.nodes)) or 'none'}")
+
+    def _add_pod(self, where: str, key: str, name: str, node: str | None) -> None:
+        if name in self.pods:
+            raise ScenarioError(f"{where}: field {key!r}: pod {name} exists already")
+        self.created += 1
+        if self.created > MAX_PODS_CREATED:
+            raise ScenarioError(f"{where}: more than {MAX_PODS_CREATED} pods created in all; that is the limit")
+        self.pods[name] = node
+        self.on_node[node].add(name)
+
+    def _drop_claim(self, name: str) -> None:
+        owner = self.claims.pop(name, None)
+        if owner is not None:
+            self.claimed[owner].discard(name)
+
+    def _forget_pod(self, name: str) -> None:
+        self.on_node[self.pods.pop(name)].discard(name)
+        owner = self.owner.pop(name, None)
+        if owner is not None:
+            self.owned[owner].discard(name)
+
+    # -- one checker per op --
+    def create_pods(self, where: str, f: dict[str, Any]) -> None:
+        self._need_node(where, f)
+        names_given = f.get("names")
+        if names_given is not None and "count" in f and f["count"] != len(names_given):
+            raise ScenarioError(f"{where}: field 'count' is {f['count']} but 'names' lists {len(names_given)}")
+        if names_given is None and "count" not in f:
+            raise ScenarioError(f"{where}: give 'count' or 'names'")
+        if names_given is None:
+            for _ in range(f["count"]):
+                self.auto, name = next_auto_name(self.auto, self.pods)
+                self._add_pod(where, "count", name, f.get("node"))
+        else:
+            for name in names_given:
+                self._add_pod(where, "names", name, f.get("node"))
+
+    def create_pod(self, where: str, f: dict[str, Any]) -> None:
+        self._need_node(where, f)
+        name = f["name"]
+        self._add_pod(where, "name", name, f.get("node"))
+        if f.get("owner"):
+            self.owner[name] = f["owner"]
+            self.owned[f["owner"]].add(name)
+        if f.get("static"):
+            self._drop_claim(name)  # a static pod made again: its claim may now have another owner
+            self.claims[name] = f.get("owner")
+            if f.get("owner"):
+                self.claimed[f["owner"]].add(name)
+
+    def reclaim_claim(self, where: str, f: dict[str, Any]) -> None:
+        if f["name"] not in self.claims:
+            raise ScenarioError(f"{where}: field 'name': no static pod named {f['name']!r} has a claim at this step")
+        if f["name"] in self.pods:
+            raise ScenarioError(f"{where}: field 'name': pod {f['name']} still exists; delete it first "
+                                "(a claim is reclaimed only once its pod is gone)")
+        self._drop_claim(f["name"])
+
+    def delete_workload(self, where: str, f: dict[str, Any]) -> None:
+        owner = f["owner"]
+        if not self.owned.get(owner) and not self.claimed.get(owner):
+            raise ScenarioError(f"{where}: field 'owner': no pod or claim belongs to {owner}")
+        for name in list(self.owned.pop(owner, ())):
+            self._forget_pod(name)
+        for claim in list(self.claimed.pop(owner, ())):
+            del self.claims[claim]
+
+    def delete_pods(self, where: str, f: dict[str, Any]) -> None:
+        if ("names" in f) == ("count" in f):
+            raise ScenarioError(f"{where}: give exactly one of 'names' and 'count'")
+        if "count" in f:
+            if f["count"] > len(self.pods):
+                raise ScenarioError(f"{where}: field 'count': {f['count']} pods to delete but only "
+                                    f"{len(self.pods)} exist at this step")
+            doomed = newest_first(self.pods, f["count"])
+        else:
+            doomed = f["names"]
+            unknown = next((name for name in doomed if name not in self.pods), None)
+            if unknown is not None:
+                raise ScenarioError(f"{where}: field 'names': unknown pod {shorten(unknown)}")
+        for name in doomed:
+            self._forget_pod(name)
+
+    def set_node(self, where: str, f: dict[str, Any]) -> None:
+        self._need_node(where, f)
+
+    def delete_node(self, where: str, f: dict[str, Any]) -> None:
+        self._need_node(where, f)
+        self.nodes.discard(f["node"])
+        for name in list(self.on_node.get(f["node"], ())):
+            self._forget_pod(name)
+        self.on_node.pop(f["node"], None)
+
+    def add_node(self, where: str, f: dict[str, Any]) -> None:
+        if len(self.nodes) >= MAX_NODES:
+            raise ScenarioError(f"{where}: {MAX_NODES} nodes exist at this step; that is the limit")
+        spec = _node_spec(where, {k: f[k] for k in ("name", "subnets", "max_enis", "ips_per_eni")},
+                          self.subnets, self.nodes)
+        self.nodes.add(spec.name)
+
+    def set_sysctl(self, where: str, f: dict[str, Any]) -> None:
+        self._need_node(where, f)
+        low, high, _ = SYSCTLS[f["key"]]
+        if not low <= f["value"] <= high:
+            raise ScenarioError(f"{where}: field 'value': {f['key']} takes {low} to {high}, not {f['value']}")
+
+    def probe(self, where: str, f: dict[str, Any]) -> None:
+        for key in ("from", "to"):
+            target = f[key]
+            if target in self.pods or target in self.hosts:
+                continue
+            try:
+                IPv4Address(target)
+            except ValueError:
+                raise ScenarioError(f"{where}: field {key!r}: {shorten(target)} is no pod, host or IP address "
+                                    "at this step") from None
+        if f["from"] not in self.pods and f["from"] not in self.hosts:
+            raise ScenarioError(f"{where}: field 'from': a probe starts at a pod or a host")
+        self._need_node(where, f, "via")
+
+    def advance(self, where: str, f: dict[str, Any]) -> None:
+        """Time passes; no name changes."""
+
+    CHECKS: ClassVar[dict[str, Callable[[_Timeline, str, dict[str, Any]], None]]] = {
+        "create_pods": create_pods, "create_pod": create_pod, "reclaim_claim": reclaim_claim,
+        "delete_workload": delete_workload, "delete_pods": delete_pods, "advance": advance,
+        "set_node": set_node, "add_node": add_node, "delete_node": delete_node, "set_sysctl": set_sysctl,
+        "probe": probe,
+    }
 
 
-def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+def _scenario_name(top: dict[str, Any], source: str) -> str:
+    if "name" in top:
+        return top["name"]
+    if source == SOURCE:
+        return "scenario"
+    stem = Path(source).stem
+    try:
+        return names.dns_label(stem)
+    except names.InvalidName:
+        raise ScenarioError(f"scenario: no field 'name' and the file name {shorten(stem)} is not a DNS label "
+                            "(lowercase letters, digits and '-'); add `name: ...`") from None
+
+
+def _parse_step(i: int, raw: Any, timeline: _Timeline) -> dict[str, Any]:
+    if not isinstance(raw, dict) or "op" not in raw:
+        raise ScenarioError(f"step {i}: each step is a mapping with an 'op'")
+    op = raw["op"]
+    if not isinstance(op, str) or op not in OPS:
+        raise ScenarioError(f"step {i}: unknown op {shorten(op)}; known ops: {', '.join(OPS)}")
+    where = f"step {i} ({op})"
+    fields = _fields(where, {k: v for k, v in raw.items() if k != "op"}, OPS[op])
+    timeline.check(where, op, fields)
+    return {"op": op, **fields}
+
+
+def parse_scenario(data: Any, source: str = SOURCE) -> Scenario:
     """Validate a whole scenario (already loaded from YAML); raise ScenarioError naming the place."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping with 'cluster' and 'steps'")
     try:
         top = _fields("scenario", data, TOP_FIELDS)
+        name = _scenario_name(top, source)
         spec = _parse_cluster(top["cluster"], top.get("seed", 0))
+        raw_steps = _at_most("steps", top.get("steps", []), MAX_STEPS, "steps")
         timeline = _Timeline(spec)
-        steps = []
-        for i, raw in enumerate(_list("steps", top.get("steps") or []), 1):
-            if not isinstance(raw, dict) or "op" not in raw:
-                raise ScenarioError(f"step {i}: each step is a mapping with an 'op'")
-            op = raw["op"]
-            if not isinstance(op, str) or op not in OPS:
-                raise ScenarioError(f"step {i}: unknown op {op!r}; known ops: {', '.join(OPS)}")
-            where = f"step {i} ({op})"
-            fields = _fields(where, {k: v for k, v in raw.items() if k != "op"}, OPS[op])
-            timeline.check(where, op, fields)
-            steps.append({"op": op, **fields})
+        steps = [_parse_step(i, raw, timeline) for i, raw in enumerate(raw_steps, 1)]
     except ScenarioError as err:
         raise ScenarioError(f"{source}: {err}") from None
-    return Scenario(top.get("name") or Path(source).stem, spec, steps, source)
+    return Scenario(name, spec, steps, source)
 
 
 def load_scenario(path: str | Path) -> Scenario:
+    """Read, parse and validate a scenario or topology file; raise ScenarioError with a short message."""
     path = Path(path)
+    shown = str(path) if len(str(path)) <= 120 else shorten(str(path), 120)
     try:
-        text = resolve(path).read_text()  # a built-in's name stands for its shipped file
+        with resolve(path).open("rb") as file:  # a built-in's name stands for its shipped file
+            raw = file.read(MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise ScenarioError(f"{path}: cannot read it ({err.strerror}); check the path") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: not a text file; a scenario is YAML") from None
+        raise ScenarioError(f"{shown}: cannot read it ({err.strerror}); check the path") from None
     except ValueError as err:  # a NUL byte in the name, say
-        raise ScenarioError(f"{str(path)!r} is not a usable file name ({err})") from None
+        raise ScenarioError(f"{shorten(str(path))} is not a usable file name ({err})") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(f"{shown}: larger than {MAX_FILE_BYTES} bytes, the limit for a scenario")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ScenarioError(f"{path}: not valid YAML{at}: {problem}") from None
-    return parse_scenario(data, str(path))
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{shown}: not a text file; a scenario is YAML") from None
+    try:
+        data = yamlfile.load(text)
+    except yamlfile.YamlRefused as err:
+        raise ScenarioError(f"{shown}: {err}") from None
+    return parse_scenario(data, shown)

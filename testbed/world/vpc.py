@@ -25,19 +25,24 @@ from eni_core.ports import (
     VpcError,
 )
 
-__all__ = ["AddressBook", "FaultConfig", "SimVpc"]
+__all__ = ["AddressBook", "FaultConfig", "SimVpc", "usable_range"]
 
 EventSink = Callable[[dict], None]
+
+
+def usable_range(subnet: Subnet) -> tuple[IPv4Address, IPv4Address]:
+    """The first and last address anyone may bind: the network address and the gateway(s) (`reserved`
+    minus one) are reserved at the start, the broadcast address at the end."""
+    net = int(subnet.cidr.network_address)
+    return IPv4Address(net + subnet.reserved - 1), IPv4Address(net + subnet.size - 2)
 
 
 class AddressBook:
     """Free addresses of one subnet; hands out the lowest free address, or a chosen one."""
 
     def __init__(self, subnet: Subnet) -> None:
-        net = int(subnet.cidr.network_address)
         self.subnet = subnet
-        self._first = net + subnet.reserved - 1  # network, gateway(s) ... reserved at the start
-        self._last = net + subnet.size - 2  # broadcast reserved at the end
+        self._first, self._last = (int(ip) for ip in usable_range(subnet))
         self._next = self._first
         self._released: list[int] = []
         self.used: set[int] = set()
