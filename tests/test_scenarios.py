@@ -1,14 +1,18 @@
 """Every fixture scenario runs and prints the JSON contract of docs/json-contract.md; each shows its rule."""
 from __future__ import annotations
 
+import copy
+import io
 import json
 import subprocess
 import sys
+from contextlib import closing
+from itertools import pairwise
 
 import pytest
 
-from testbed.apps.runner import run_scenario
-from testbed.world.scenario import NETNS_OPS, ScenarioError, load_scenario
+from testbed.apps.runner import run_scenario, select_states, timeline, write_json
+from testbed.world.scenario import NETNS_OPS, ScenarioError, load_scenario, parse_scenario
 from tests.helpers import SCENARIOS
 
 ALL_FIXTURES = sorted(SCENARIOS.glob("*.yaml"))
@@ -142,3 +146,95 @@ def test_simulate_cli_prints_a_readable_table():
                            str(SCENARIOS / "grow-and-shrink.yaml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "step 4" in proc.stdout and "release" in proc.stdout and "eth2[2004]" in proc.stdout
+
+
+# -- the JSON document, streamed ------------------------------------------------------------------
+STREAMED = FIXTURES + sorted((SCENARIOS.parent / "topologies").glob("*.yaml"))
+
+
+def streamed(path, states: str = "all", indent: int | None = None) -> str:
+    scenario = load_scenario(path)
+    buffer = io.StringIO()
+    with closing(timeline(scenario)) as parts:
+        write_json(select_states(parts, states, len(scenario.steps)), buffer, indent=indent)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
+def test_streamed_json_is_the_document_built_in_memory(path):
+    built = run_scenario(load_scenario(path))
+    for indent in (None, 1):
+        assert streamed(path, indent=indent) == json.dumps(built, indent=indent)
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_simulate_json_prints_the_document_built_in_memory(capsys, pretty):
+    from testbed.apps import cli
+
+    for path in STREAMED:
+        assert cli.main(["simulate", str(path), "--json", *(["--pretty"] if pretty else [])]) == 0
+        built = json.dumps(run_scenario(load_scenario(path)), indent=1 if pretty else None)
+        assert capsys.readouterr().out == built + "\n", path.stem
+
+
+def test_an_empty_timeline_streams_as_valid_json():
+    scenario = parse_scenario({"cluster": {"subnets": [{"id": "a", "cidr": "10.0.1.0/24"}]}})
+    for indent in (None, 1):
+        buffer = io.StringIO()
+        with closing(timeline(scenario)) as parts:
+            write_json(parts, buffer, indent=indent)
+        assert buffer.getvalue() == json.dumps(run_scenario(scenario), indent=indent)
+
+
+def test_json_is_written_while_the_scenario_runs():
+    scenario = load_scenario(SCENARIOS / "grow-and-shrink.yaml")
+    buffer = io.StringIO()
+    written = []
+
+    def watched(parts):
+        for part in parts:
+            written.append(len(buffer.getvalue()))  # what was out before this part was made
+            yield part
+
+    with closing(timeline(scenario)) as parts:
+        write_json(watched(parts), buffer)
+    assert written[0] == 0 and all(a < b for a, b in pairwise(written))  # each part follows what came out
+    assert len(written) == len(scenario.steps) + 2
+
+
+@pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
+def test_changed_states_rebuild_every_state(path):
+    full = json.loads(streamed(path))
+    changed = json.loads(streamed(path, "changed"))
+    assert changed["states"] == "changed" and changed["initial"] == full["initial"]
+    assert changed["events"] == full["events"]
+    state = copy.deepcopy(changed["initial"]["state"])
+    for step, whole in zip(changed["steps"], full["steps"], strict=True):
+        assert "state" not in step and set(step["changes"]) == set(state)
+        for section, entries in step["changes"].items():
+            for key, entry in entries.items():
+                assert entry is None or state[section].get(key) != entry  # only what changed
+                if entry is None:
+                    del state[section][key]
+                else:
+                    state[section][key] = entry
+        assert state == whole["state"]
+        assert {k: v for k, v in step.items() if k != "changes"} == {k: v for k, v in whole.items() if k != "state"}
+
+
+@pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
+def test_final_states_keep_only_the_last(path):
+    full = json.loads(streamed(path))
+    final = json.loads(streamed(path, "final"))
+    assert final["states"] == "final" and final["events"] == full["events"]
+    assert [s for s in final["steps"] if "state" in s] == full["steps"][-1:]
+    assert [{k: v for k, v in s.items() if k != "state"} for s in final["steps"]] == \
+        [{k: v for k, v in s.items() if k != "state"} for s in full["steps"]]
+    assert ("state" in final["initial"]) == (not full["steps"])
+
+
+def test_states_without_json_is_a_usage_error(capsys):
+    from testbed.apps import cli
+
+    assert cli.main(["simulate", str(SCENARIOS / "grow-and-shrink.yaml"), "--states", "final"]) == 2
+    assert "add --json" in capsys.readouterr().err

@@ -22,19 +22,34 @@ def _console():
     return console
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from testbed.apps.runner import run_scenario
+def _print_timeline(args: argparse.Namespace, scenario, backend=None, node_vpc=None) -> None:
+    """Run the scenario and print its timeline as it runs: JSON (with --states) or tables."""
+    from contextlib import closing
+
+    from testbed.apps.runner import select_states, timeline, write_json
     from testbed.observe.report import print_timeline
+
+    with closing(timeline(scenario, backend=backend, keep=getattr(args, "keep", False), node_vpc=node_vpc)) as parts:
+        if args.json:
+            write_json(select_states(parts, args.states, len(scenario.steps)), sys.stdout,
+                       indent=1 if args.pretty else None)
+            sys.stdout.write("\n")
+        else:
+            print_timeline(_console(), parts)
+
+
+def _check_states(args: argparse.Namespace) -> None:
+    if args.states != "all" and not args.json:
+        raise UsageError(f"--states {args.states} chooses what the JSON holds; add --json")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
     from testbed.world.scenario import load_scenario
 
+    _check_states(args)
     scenario = load_scenario(args.file)
     with _cloud(args.cloud, scenario) as node_vpc:
-        out = run_scenario(scenario, node_vpc=node_vpc)
-    if args.json:
-        json.dump(out, sys.stdout, indent=1 if args.pretty else None)
-        sys.stdout.write("\n")
-    else:
-        print_timeline(_console(), out)
+        _print_timeline(args, scenario, node_vpc=node_vpc)
     return 0
 
 
@@ -101,10 +116,10 @@ def _need_root(what: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from testbed.apps.runner import check_supported, run_scenario
-    from testbed.observe.report import print_timeline
+    from testbed.apps.runner import check_supported
     from testbed.world.scenario import load_scenario
 
+    _check_states(args)
     scenario = load_scenario(args.file)
     check_supported(scenario, "netns")
     _need_root("run")
@@ -112,12 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with _cloud(args.cloud, scenario) as node_vpc:
         backend = NetnsBackend()
-        out = run_scenario(scenario, backend=backend, keep=args.keep, node_vpc=node_vpc)
-    if args.json:
-        json.dump(out, sys.stdout, indent=1 if args.pretty else None)
-        sys.stdout.write("\n")
-    else:
-        print_timeline(_console(), out)
+        _print_timeline(args, scenario, backend, node_vpc=node_vpc)
     if args.keep:
         print(f"enilab: kept namespaces {backend.run.prefix}-*; remove them with `enilab clean`", file=sys.stderr)
     return 0
@@ -378,7 +388,13 @@ def _cloud_option(p: argparse.ArgumentParser) -> None:
                         "over HTTP to the same VPC served as the Tencent Cloud VPC API")
 
 
+STATES_HELP = ("with --json: all (every step's whole state, the default), final (only the last step's), "
+               "changed (per step, only the entries that changed)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from testbed.apps.runner import STATES
+
     p = argparse.ArgumentParser(
         prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input (nothing was changed). "
@@ -391,12 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     s.add_argument("--pretty", action="store_true", help="indent the JSON")
     _cloud_option(s)
+    s.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run a scenario on real namespaces (root) and print its timeline")
     r.add_argument("file", help="scenario YAML file, or a built-in name")
     r.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
     r.add_argument("--pretty", action="store_true", help="indent the JSON")
+    r.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
     r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
     _cloud_option(r)
     r.set_defaults(func=cmd_run)

@@ -1,15 +1,18 @@
 """Runs a validated scenario on a cluster and records the JSON timeline of docs/json-contract.md."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
+from typing import Any, NamedTuple, TextIO
 
 from testbed.world.backends import Backend
 from testbed.world.cluster import Cluster
 from testbed.world.scenario import NETNS_OPS, Scenario, ScenarioError
 from testbed.world.spec import NodeSpec
 
-__all__ = ["apply_step", "check_supported", "run_scenario", "seconds"]
+__all__ = ["STATES", "Part", "apply_step", "check_supported", "run_scenario", "seconds", "select_states",
+           "state_changes", "timeline", "write_json"]
 
 
 def seconds(t: float) -> int | float:
@@ -73,6 +76,45 @@ def apply_step(cluster: Cluster, step: dict) -> Any:
     return STEPS[step["op"]](cluster, step)
 
 
+class Part(NamedTuple):
+    """One piece of the timeline, in the order of the JSON document."""
+
+    kind: str  # "head" ({"scenario", "seed", "backend", "initial"}), "step" (a record) or "events" (all)
+    value: Any
+    events: list[dict]  # the events of this part alone (step 0: the cluster's start), for live views
+
+
+def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool = False,
+             node_vpc: Callable[[Cluster, str], Any] | None = None) -> Iterator[Part]:
+    """Run every step, yielding the timeline as it happens: the head, each step's record, the events.
+
+    Nothing is kept but the events, so a consumer that writes each part out runs in the memory of one
+    state. Close the generator (or exhaust it) to tear the cluster down; `keep` leaves it up.
+    `node_vpc`: see `Cluster`.
+    """
+    check_supported(scenario, backend.name if backend else "sim")
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
+    try:
+        said = len(cluster.events.items)
+        yield Part("head", {"scenario": scenario.name, "seed": scenario.cluster.seed, "backend": cluster.backend.name,
+                            "initial": {"t": 0, "state": cluster.state()}}, cluster.events.items[:said])
+        for i, step in enumerate(scenario.steps, 1):
+            cluster.events.step = i
+            result = apply_step(cluster, step)
+            cluster.sync_dataplane()
+            record = {"index": i, "op": step, "t": seconds(cluster.clock.now()), "state": cluster.state()}
+            if isinstance(result, dict):
+                record.update(result)
+            fresh, said = cluster.events.items[said:], len(cluster.events.items)
+            yield Part("step", record, fresh)
+        yield Part("events", [{**e, "t": seconds(e["t"])} for e in cluster.events.items], [])
+    finally:
+        if keep:
+            getattr(cluster.backend, "run", None) and cluster.backend.run.unregister()
+        else:
+            cluster.close()
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -82,33 +124,97 @@ def run_scenario(
     node_vpc: Callable[[Cluster, str], Any] | None = None,
 ) -> dict:
     """Run every step and return the JSON timeline (docs/json-contract.md): `{"scenario", "seed", "backend",
-    "initial", "steps", "events"}`. `node_vpc`: see `Cluster`.
+    "initial", "steps", "events"}`, built in memory (`write_json` streams the same document).
 
     >>> from testbed.world.scenario import load_scenario
     >>> out = run_scenario(load_scenario("grow-and-shrink"))
     >>> [(step["t"], step["state"]["nodes"]["node-1"]["bound"]) for step in out["steps"]]
     [(0, 17), (0, 17), (60, 17), (120, 16), (240, 15), (960, 9), (960, 12)]
     """
-    check_supported(scenario, backend.name if backend else "sim")
-    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
-    try:
-        out: dict[str, Any] = {"scenario": scenario.name, "seed": scenario.cluster.seed,
-                               "backend": cluster.backend.name,
-                               "initial": {"t": 0, "state": cluster.state()}, "steps": []}
-        for i, step in enumerate(scenario.steps, 1):
-            cluster.events.step = i
-            result = apply_step(cluster, step)
-            cluster.sync_dataplane()
-            record = {"index": i, "op": step, "t": seconds(cluster.clock.now()), "state": cluster.state()}
-            if isinstance(result, dict):
-                record.update(result)
-            out["steps"].append(record)
-            if on_step is not None:
-                on_step(record)
-        out["events"] = [{**e, "t": seconds(e["t"])} for e in cluster.events.items]
-        return out
-    finally:
-        if keep:
-            getattr(cluster.backend, "run", None) and cluster.backend.run.unregister()
+    out: dict[str, Any] = {}
+    with closing(timeline(scenario, backend=backend, keep=keep, node_vpc=node_vpc)) as parts:
+        for part in parts:
+            if part.kind == "head":
+                out.update(part.value, steps=[])
+            elif part.kind == "step":
+                out["steps"].append(part.value)
+                if on_step is not None:
+                    on_step(part.value)
+            else:
+                out["events"] = part.value
+    return out
+
+
+STATES = ("all", "final", "changed")
+SECTIONS = ("nodes", "subnets", "pods", "claims")
+
+
+def select_states(parts: Iterable[Part], states: str, steps: int) -> Iterator[Part]:
+    """The timeline with only the states asked for (`steps`: how many step records will come).
+
+    - all: every state, the contract as it always was;
+    - final: the head says ``"states": "final"``; only the last step's record keeps its "state" (the
+      initial one when there are no steps);
+    - changed: the head says ``"states": "changed"``; the initial state is whole, and each step's
+      record has "changes" instead of "state": for each of nodes, subnets, pods and claims, the entries
+      that are new or differ from the step before, whole, and null for each entry that is gone.
+    """
+    if states not in STATES:
+        raise ValueError(f"states must be one of {', '.join(STATES)}, not {states!r}")
+    before: dict | None = None
+    for part in parts:
+        if states == "all" or part.kind == "events":
+            yield part
+            continue
+        value = dict(part.value)
+        if part.kind == "head":
+            head = {k: v for k, v in value.items() if k != "initial"}
+            initial = dict(value["initial"])
+            before = initial["state"]
+            if states == "final" and steps:
+                del initial["state"]
+            yield part._replace(value={**head, "states": states, "initial": initial})
+            continue
+        state = value.pop("state")
+        if states == "changed":
+            value["changes"] = state_changes(before, state)
+            before = state
+        elif value["index"] == steps:
+            value["state"] = state
+        yield part._replace(value=value)
+
+
+def state_changes(before: dict, after: dict) -> dict:
+    """What `select_states(..., "changed")` records for one step (see there)."""
+    changes = {}
+    for section in SECTIONS:
+        old, new = before[section], after[section]
+        diff = {key: entry for key, entry in new.items() if old.get(key) != entry}
+        diff.update((key, None) for key in old if key not in new)
+        changes[section] = diff
+    return changes
+
+
+def write_json(parts: Iterable[Part], out: TextIO, *, indent: int | None = None) -> None:
+    """Write the timeline as one JSON document while it runs: the same text, byte for byte, that
+    ``json.dump(run_scenario(...), out, indent=indent)`` writes, but one step at a time."""
+    newline = "" if indent is None else "\n"
+    item = ", " if indent is None else ","
+
+    def pad(depth: int) -> str:
+        return newline + " " * ((indent or 0) * depth)
+
+    def value(v: Any, depth: int) -> str:
+        text = json.dumps(v, indent=indent)
+        return text if indent is None else text.replace("\n", pad(depth))
+
+    steps = 0
+    for part in parts:
+        if part.kind == "head":
+            out.write("{" + item.join(f"{pad(1)}{json.dumps(k)}: {value(v, 1)}" for k, v in part.value.items())
+                      + f"{item}{pad(1)}\"steps\": [")
+        elif part.kind == "step":
+            out.write((item if steps else "") + pad(2) + value(part.value, 2))
+            steps += 1
         else:
-            cluster.close()
+            out.write((pad(1) if steps else "") + f"]{item}{pad(1)}\"events\": {value(part.value, 1)}{pad(0)}}}")

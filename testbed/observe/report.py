@@ -1,8 +1,12 @@
 """Human-readable views of the JSON timeline, with rich: one table per step and the rules at work."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.console import Console
 from rich.table import Table
+
+from eni_core.names import short_list
 
 __all__ = ["print_step", "print_timeline"]
 
@@ -44,15 +48,18 @@ def _event_line(e: dict) -> str | None:
 
 
 def _op_text(op: dict) -> str:
-    return " ".join([op["op"], *(f"{k}={v}" for k, v in op.items() if k != "op")])
+    return " ".join([op["op"], *(f"{k}=[{short_list(v)}]" if isinstance(v, list) else f"{k}={v}"
+                                 for k, v in op.items() if k != "op")])
 
 
 def print_step(console: Console, step: dict, events: list[dict]) -> None:
     console.rule(f"[bold]step {step['index']}[/bold] · t={step['t']}s · {_op_text(step['op'])}", align="left")
     pending = [e for e in events if e.get("kind") == "pod" and e.get("event") == "FailedScheduling"]
+    said_pending = False
     for e in events:
-        if e in pending:
-            if e is pending[0]:
+        if e.get("kind") == "pod" and e.get("event") == "FailedScheduling":
+            if not said_pending:
+                said_pending = True
                 names = [p["pod"] for p in pending]
                 who = names[0] if len(names) == 1 else f"{len(names)} pods ({names[0]} .. {names[-1]})"
                 console.print(f"  [red]{who} Pending[/red]  [dim]({e['reason']})[/dim]", highlight=False)
@@ -72,12 +79,14 @@ def print_step(console: Console, step: dict, events: list[dict]) -> None:
     console.print(f"[dim]subnets: {subnets}[/dim]", highlight=False)
 
 
-def print_timeline(console: Console, out: dict) -> None:
-    console.print(f"[bold]scenario {out['scenario']}[/bold] (seed {out['seed']}, {out['backend']} backend)")
-    by_step: dict[int, list[dict]] = {}
-    for e in out["events"]:
-        by_step.setdefault(e.get("step", 0), []).append(e)
-    initial = {"index": 0, "t": 0, "op": {"op": "start"}, "state": out["initial"]["state"]}
-    print_step(console, initial, by_step.get(0, []))
-    for step in out["steps"]:
-        print_step(console, step, by_step.get(step["index"], []))
+def print_timeline(console: Console, parts: Iterable[tuple[str, dict | list, list[dict]]]) -> None:
+    """Print a timeline as it runs: `parts` are (kind, value, events), as `testbed.apps.runner.timeline`
+    yields them, so each step is on the screen as soon as it is done."""
+    for kind, value, events in parts:
+        if kind == "head":
+            console.print(f"[bold]scenario {value['scenario']}[/bold] (seed {value['seed']}, "
+                          f"{value['backend']} backend)")
+            print_step(console, {"index": 0, "t": 0, "op": {"op": "start"}, "state": value["initial"]["state"]},
+                       events)
+        elif kind == "step":
+            print_step(console, value, events)
