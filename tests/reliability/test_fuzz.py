@@ -17,7 +17,7 @@ from eni_core.cni import CniError, handle, parse_request
 from testbed.apps import cli
 from testbed.apps.runner import run_scenario
 from testbed.world.cluster import ClusterError
-from testbed.world.scenario import ScenarioError, parse_scenario
+from testbed.world.scenario import ScenarioError, load_scenario, parse_scenario
 from tests.helpers import SCENARIOS
 
 EXAMPLES = int(os.environ.get("ENILAB_FUZZ_EXAMPLES", "1000"))
@@ -67,6 +67,7 @@ def test_a_mutated_scenario_is_refused_clearly_or_runs(doc):
         scenario = parse_scenario(doc, "fuzz.yaml")
     except ScenarioError as err:
         assert str(err).startswith("fuzz.yaml: ") and "Traceback" not in str(err)
+        assert len(str(err)) < 1024
         return
     try:
         run_scenario(scenario)
@@ -74,6 +75,22 @@ def test_a_mutated_scenario_is_refused_clearly_or_runs(doc):
         assert "needs real packets" in str(err)
     except ClusterError:
         pytest.fail("a validated scenario failed while running: validation let it through")
+
+
+yaml_text = st.text(alphabet=st.sampled_from(list("{}[]:,-&*!|>'\"#\n\t ab01.<~?%@`\\\x00")), max_size=80)
+
+
+@FUZZ
+@given(text=st.one_of(yaml_text, st.sampled_from(VALID).map(yaml.safe_dump)), cut=st.integers(0, 2000),
+       insert=yaml_text)
+def test_a_mangled_scenario_file_is_refused_clearly_or_loads(tmp_path_factory, text, cut, insert):
+    """Text, not parsed data: what the strict YAML reader sees. Only ScenarioError, short, no traceback."""
+    path = tmp_path_factory.getbasetemp() / "fuzz.yaml"
+    path.write_text(text[:cut] + insert + text[cut:])
+    try:
+        load_scenario(path)
+    except ScenarioError as err:
+        assert len(str(err)) < 1024 and "Traceback" not in str(err)
 
 
 cni_env = st.fixed_dictionaries({}, optional={
