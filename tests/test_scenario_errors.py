@@ -50,6 +50,20 @@ CASES = [
     (BASE.replace("subnets: [{id", "static: {claim_expired_duration: 60}\n  subnets: [{id"),
      "at least 300 seconds"),
     (BASE.replace("subnets: [{id", "faults: {throttle: 0.6, transient: 0.5}\n  subnets: [{id"), "add up to"),
+    (BASE.replace("subnets: [{id", "faults: {latency: [1]}\n  subnets: [{id"), "cluster.faults.latency: give"),
+    (BASE.replace("subnets: [{id", "faults: {latency: {min: 2, max: 1}}\n  subnets: [{id"), "min (2) is above max"),
+    (BASE.replace("steps: []", "steps: {op: advance}"), "scenario: field 'steps' must be a list, not dict"),
+    (BASE.replace("[{id: subnet-a, cidr: 10.0.1.0/24}]",
+                  "[{id: subnet-a, cidr: 10.0.1.0/24}, {id: b, cidr: 10.0.2.0/24}, {id: c, cidr: 10.0.0.0/16}]"),
+     "cluster.subnets[3]: field 'cidr': 10.0.0.0/16 overlaps subnet-a (10.0.1.0/24)"),
+    (BASE.replace("[{id: subnet-a, cidr: 10.0.1.0/24}]",
+                  "[{id: big, cidr: 10.0.0.0/16}, {id: subnet-a, cidr: 10.0.1.0/24}]"),
+     "cluster.subnets[2]: field 'cidr': 10.0.1.0/24 overlaps big (10.0.0.0/16)"),
+    (BASE.replace("cidr: 10.0.1.0/24}", "cidr: 10.0.1.0/24, hosts: [{name: db, ip: 10.0.1.255}]}"),
+     "cluster.subnets[1].hosts[1]: field 'ip': 10.0.1.255 is not a usable address of subnet-a (10.0.1.0/24: "
+     "10.0.1.2 to 10.0.1.254)"),
+    (with_steps("{op: create_pods, node: node-1, count: 2}", "{op: create_pods, names: [pod-1]}"),
+     "step 2 (create_pods): field 'names': pod pod-1 exists already"),
 ]
 
 
@@ -59,6 +73,13 @@ def test_invalid_scenario_names_the_place_and_field(text, message):
         parse_scenario(yaml.safe_load(text), "s.yaml")
     assert message in str(err.value)
     assert str(err.value).startswith("s.yaml: ")
+
+
+def test_automatic_names_skip_names_in_use():
+    text = with_steps("{op: create_pods, node: node-1, names: [pod-2]}", "{op: create_pods, count: 2}",
+                      "{op: delete_pods, names: [pod-1, pod-3]}", "{op: delete_pods, names: [pod-4]}")
+    with pytest.raises(ScenarioError, match=r"step 4 .* unknown pod 'pod-4'"):
+        parse_scenario(yaml.safe_load(text), "s.yaml")
 
 
 @pytest.mark.parametrize("text,message", [
