@@ -93,6 +93,9 @@ HOSTILE: dict[str, tuple[str | bytes, str]] = {
     "an integer of 5,000 digits": (scenario("{op: advance, seconds: " + "9" * 5000 + "}"), "cannot be read"),
     "a NUL byte": (scenario("{op: advance, seconds: 1}") + "\x00", "control character"),
     "a binary file": (bytes(range(256)) * 4, "not a text file"),
+    "1 MiB of numbers": ("steps: [" + ",".join(["1"] * 520_000) + "]\n", "more than 250,000 values"),
+    "1 MiB of distinct numbers": ("steps: [" + ",".join(str(i) for i in range(150_000)) + "]\n",
+                                  "field 'cluster' is required"),
     "over the file size limit": ("# " + "x" * MAX_FILE_BYTES + "\n", f"larger than {MAX_FILE_BYTES} bytes"),
     # sizes beyond the limits, and big ones within them
     "20,000 pod names in one step": (scenario(many_names(20_000)), f"the limit is {MAX_PODS_PER_STEP}"),
@@ -112,6 +115,8 @@ HOSTILE: dict[str, tuple[str | bytes, str]] = {
     "a 100,000-character op": (scenario("{op: " + "x" * 100_000 + "}"), "unknown op 'xxxxxxx"),
     "a 100,000-character value": (scenario("{op: advance, seconds: '" + "y" * 100_000 + "'}"),
                                   "field 'seconds' must be a number, not 'yyyy"),
+    "a 100,000-character key": (scenario("op: advance\n    seconds: 1\n    ? " + "k" * 100_000 + "\n    : 1"),
+                                "unknown field 'kkkk"),
     # names that would become paths
     "a cluster name that climbs": (scenario(head=HEAD.replace("name: hostile", "name: ../../../tmp/x")),
                                    "scenario: field 'name' '../../../tmp/x' is not a DNS label"),

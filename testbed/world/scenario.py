@@ -42,7 +42,8 @@ MAX_PODS_CREATED = 100_000  # in the whole scenario
 MAX_NODES = 1_000  # at any step
 MAX_SUBNETS = 64
 MAX_HOSTS = 1_000  # in all subnets together
-LIMITS = {"file size (bytes)": MAX_FILE_BYTES, "nesting depth": yamlfile.MAX_DEPTH, "steps": MAX_STEPS,
+LIMITS = {"file size (bytes)": MAX_FILE_BYTES, "nesting depth": yamlfile.MAX_DEPTH,
+          "values in the file": yamlfile.MAX_VALUES, "steps": MAX_STEPS,
           "pods per step": MAX_PODS_PER_STEP, "pods created in all": MAX_PODS_CREATED, "nodes": MAX_NODES,
           "subnets": MAX_SUBNETS, "hosts": MAX_HOSTS}
 

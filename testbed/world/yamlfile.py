@@ -7,7 +7,8 @@ explicit stack (no recursion), and refuses, with the line it happened on:
 
 - anchors and aliases (``&name``, ``*name``) outright: a scenario never needs to repeat a value by
   reference, and refusing them is simpler to trust than any expansion budget;
-- nesting deeper than ``MAX_DEPTH`` mappings and lists;
+- nesting deeper than ``MAX_DEPTH`` mappings and lists, and more than ``MAX_VALUES`` values (scalars,
+  lists and mappings) in all, so that reading costs at most about a second whatever the file holds;
 - a key given twice in one mapping, and keys that are lists or mappings;
 - merge keys (``<<``), explicit tags on lists and mappings (``!!set``, ``!!omap``, ``!custom``), tags
   that SafeLoader does not know (``!!python/object``), and more than one document.
@@ -35,12 +36,15 @@ from yaml.resolver import Resolver
 
 from eni_core.names import shorten
 
-__all__ = ["MAX_DEPTH", "YamlRefused", "load"]
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "YamlRefused", "load"]
 
 MAX_DEPTH = 16
+MAX_VALUES = 250_000
 _PARSER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 _PLAIN_TAGS = {None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _MERGE = "tag:yaml.org,2002:merge"
+_SCALAR_CONSTRUCTORS = {f"tag:yaml.org,2002:{kind}": SafeConstructor.yaml_constructors[f"tag:yaml.org,2002:{kind}"]
+                        for kind in ("null", "bool", "int", "float", "binary", "timestamp", "str")}
 _NO_KEY = object()
 
 
@@ -62,17 +66,32 @@ class _Builder:
     def __init__(self) -> None:
         self.resolver = Resolver()
         self.constructor = SafeConstructor()
+        self.resolved_first = set(self.resolver.yaml_implicit_resolvers)  # first characters of ints, bools...
+        self.scalars: dict[tuple[str, str], Any] = {}
         self.stack: list[list[Any]] = []  # [container, key waiting for its value (mappings only)]
         self.documents: list[Any] = []
 
     def scalar(self, event: events.ScalarEvent) -> Any:
+        tag, value, plain = event.tag, event.value, event.implicit[0]
+        if tag is None and (not plain or value[:1] not in self.resolved_first):
+            return value  # quoted, or no implicit type (int, bool, null...) starts with this character
+        if tag is None and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0"):
+            return int(value)  # a plain decimal (YAML 1.1 reads 012 as octal: that takes the long way)
+        key = (tag, value, plain)
+        made = self.scalars.get(key, _NO_KEY)
+        if made is _NO_KEY:  # each distinct scalar is made once: they are all immutable
+            made = self.scalars[key] = self._construct(event)
+        return made
+
+    def _construct(self, event: events.ScalarEvent) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.resolver.resolve(ScalarNode, event.value, event.implicit)
         if tag == _MERGE:
             raise YamlRefused(f"{_at(event.start_mark)}: merge keys (<<) are not allowed; write the keys out")
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-        return self.constructor.construct_object(node)
+        construct = _SCALAR_CONSTRUCTORS.get(tag)
+        return construct(self.constructor, node) if construct else self.constructor.construct_object(node)
 
     def put(self, value: Any, event: events.Event) -> None:
         if not self.stack:
@@ -109,9 +128,12 @@ def load(text: str) -> Any:
     """The one document of ``text`` as plain Python values (None if empty); raise YamlRefused."""
     builder = _Builder()
     try:
-        for event in yaml.parse(text, Loader=_PARSER):
+        for count, event in enumerate(yaml.parse(text, Loader=_PARSER)):
+            if count > MAX_VALUES + 4:  # the stream's and the document's start and end are no values
+                raise YamlRefused(f"{_at(event.start_mark)}: more than {MAX_VALUES:,} values (scalars, lists and "
+                                  "mappings); that is the limit")
             kind = type(event)
-            if getattr(event, "anchor", None) is not None or kind is events.AliasEvent:
+            if kind is events.AliasEvent or getattr(event, "anchor", None) is not None:
                 raise YamlRefused(f"{_at(event.start_mark)}: anchors and aliases (&, *) are not allowed; "
                                   "write the value out")
             if kind is events.ScalarEvent:
