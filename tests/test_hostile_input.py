@@ -254,13 +254,6 @@ def test_short_list_cuts_long_lists_and_long_values():
     assert len(text) < 500 and text.endswith("and 95 more")
 
 
-def test_names_doctests_pass():
-    import doctest
-
-    assert doctest.testmod(names).failed == 0
-    assert doctest.testmod(yamlfile).failed == 0
-
-
 def test_every_fixture_still_loads():
     for path in sorted((ROOT / "fixtures").glob("*/*.yaml")):
         load_scenario(path)
