@@ -192,12 +192,44 @@ def test_hostile_file_exits_2_with_a_short_message(tmp_path, case):
     assert len(proc.stderr) < 1024, err
 
 
-def test_the_limits_are_stated_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
+@pytest.mark.parametrize("page", ["README.md", "docs/scenario-format.md"])
+def test_the_limits_and_the_sysctl_keys_are_stated_where_users_read(page):
+    text = (ROOT / page).read_text()
     for what, value in LIMITS.items():
-        assert f"{value:,}" in readme, f"the README does not state the limit on {what} ({value:,})"
+        assert f"{value:,}" in text, f"{page} does not state the limit on {what} ({value:,})"
     for key in SYSCTLS:
-        assert f"`{key}`" in readme
+        assert f"`{key}`" in text
+
+
+BAD_NAMES = {
+    "a cluster name that climbs": ("name", "../../../tmp/x"),
+    "a node name in capitals": ("cluster.nodes.0.name", "Node_1"),
+    "a subnet id with a slash": ("cluster.subnets.0.id", "a/b"),
+    "a pod name that climbs": ("steps.0.names.0", "../../etc/passwd"),
+    "a pod named ..": ("steps.0.names.0", ".."),
+    "a pod name with two slashes": ("steps.0.names.0", "a/b/c"),
+    "an unmanaged sysctl": ("steps.1", {"op": "set_sysctl", "node": "n1", "key": "net.core.rmem_max", "value": 1}),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+def test_the_schema_refuses_what_the_parser_refuses(case):
+    from tests.test_schema import SCENARIO, problems
+
+    where, value = BAD_NAMES[case]
+    doc = {"name": "t", "cluster": {"subnets": [{"id": "subnet-a", "cidr": "10.0.1.0/24"}],
+                                    "nodes": [{"name": "n1", "subnets": ["subnet-a"], "max_enis": 2,
+                                               "ips_per_eni": 4}]},
+           "steps": [{"op": "create_pods", "node": "n1", "names": ["web-0"]}, {"op": "advance", "seconds": 1}]}
+    assert problems(SCENARIO, doc) == [] and parse_scenario(doc)
+    *parents, last = where.split(".")
+    here = doc
+    for key in parents:
+        here = here[int(key)] if isinstance(here, list) else here[key]
+    here[int(last) if isinstance(here, list) else last] = value
+    assert problems(SCENARIO, doc), "the schema accepted it"
+    with pytest.raises(ScenarioError):
+        parse_scenario(doc)
 
 
 # -- validation is linear: each name is compared a bounded number of times ---------------------------

@@ -223,6 +223,21 @@ def test_changed_states_rebuild_every_state(path):
 
 
 @pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("states", ["final", "changed"])
+def test_less_state_still_matches_the_state_schema(path, states):
+    from tests.test_schema import STATE, problems
+
+    doc = json.loads(streamed(path, states))
+    assert problems(STATE, doc) == []
+    wrong = copy.deepcopy(doc)
+    if states == "changed":
+        wrong["steps"][-1]["state"] = wrong["steps"][-1].pop("changes")
+    else:
+        del wrong["states"]  # a document without `states` must hold every state
+    assert problems(STATE, wrong), "the schema accepted a document that mixes the modes"
+
+
+@pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
 def test_final_states_keep_only_the_last(path):
     full = json.loads(streamed(path))
     final = json.loads(streamed(path, "final"))

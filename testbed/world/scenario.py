@@ -34,7 +34,7 @@ MAX_ENIS_LIMIT = 32
 IPS_PER_ENI_LIMIT = 1000
 PREFIX_RANGE = (16, 29)
 
-# What a scenario may ask for; beyond it, exit 2 before anything runs (the README lists them).
+# What a scenario may ask for; beyond it, exit 2 before anything runs (docs/scenario-format.md lists them).
 MAX_FILE_BYTES = 1 << 20
 MAX_STEPS = 10_000
 MAX_PODS_PER_STEP = 10_000  # `count` or `names` of one create_pods or delete_pods
