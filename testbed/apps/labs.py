@@ -1,58 +1,163 @@
-"""Helpers for the Jupyter labs: a cluster on the best backend this kernel allows, pool timelines to
-plot, and exercises that check a learner's answer.
+"""Helpers for the Jupyter labs: a cluster on the best backend this kernel allows, the kernel's own `ip`
+run in a node's namespace, pictures shown from memory, pool timelines to plot, and exercises and tasks
+whose answers are read from the live cluster.
 
 Everything here works inside a running event loop (a Jupyter kernel): enilab talks to the kernel with
 its own blocking netlink sockets, not with an asyncio library, so nothing needs `await`.
+
+`ENILAB_LAB_SOLUTIONS` is how the labs are checked headless: `1` makes every unanswered exercise take the
+right answer and every unfinished task run its hidden solution; `wrong` makes every exercise take a
+wrong answer (each must say "Not quite"). Unset, nothing is filled in: the learner answers.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from testbed.apps.runner import apply_step
-from testbed.world.cluster import Cluster
-from testbed.world.scenario import load_scenario, parse_scenario
+from testbed.apps.pytest_plugin import EnilabCluster
 
-__all__ = ["ROOT", "Exercise", "can_use_namespaces", "open_cluster", "plot_timeline", "pool_timeline"]
+__all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "find_fixture", "ip", "kernel_table_of",
+           "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology"]
 
-ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+# Tables fit a 1280 px JupyterLab window with its file browser open.
+TABLE_WIDTH = 96
 
 
 def can_use_namespaces() -> bool:
+    """True when this kernel may build namespaces (root), unless ENILAB_LABS_BACKEND=sim asks otherwise."""
     return os.geteuid() == 0 and os.environ.get("ENILAB_LABS_BACKEND", "auto") != "sim"
 
 
-def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False) -> Cluster:
-    """The topology (a built-in name such as "default", a file, or a dict); with `need_kernel`, on real
-    namespaces when this kernel runs as root (else on the simulator, saying so). Labs about the pool alone
-    always simulate: nothing to clean up."""
-    scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(topology)
-    backend = None
-    if need_kernel and can_use_namespaces():
-        from testbed.world.backends.netns import NetnsBackend
+def find_fixture(name: str | Path) -> Path:
+    """A fixture file (`topologies/default.yaml`, or with a leading `fixtures/`) wherever enilab is: beside
+    the notebook (the working directory or any parent holding `fixtures/`), then beside the package (an
+    editable install). The one place the labs look fixtures up."""
+    rel = Path(name)
+    if rel.parts and rel.parts[0] == "fixtures":
+        rel = Path(*rel.parts[1:])
+    here = Path.cwd().resolve()
+    for folder in [here, *here.parents, _PACKAGE_ROOT]:
+        candidate = folder / "fixtures" / rel
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"fixture {name} not found beside {Path.cwd()} or the enilab package; open the lab "
+                            "from a checkout of enilab (its labs/ folder)")
 
-        backend = NetnsBackend()
-        print(f"netns backend: namespaces {backend.run.prefix}-* (call cluster.close() when done)")
-    elif need_kernel:
-        print("simulator backend (not root): the pool and the routing plan are real; packets and kernel "
-              "state are not shown here. Run Jupyter as root to see them.")
-    cluster = Cluster(scenario.cluster, backend=backend)
-    for step in scenario.steps:
-        apply_step(cluster, step)
-    cluster.sync_dataplane()
+
+def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False,
+                 cannot_show: str = "") -> EnilabCluster:
+    """The topology (a fixture name or a dict) as the pytest plugin's cluster. With `need_kernel`, on real
+    namespaces when this kernel runs as root; otherwise on the simulator, and `cannot_show` says in one
+    line what the lab then cannot show."""
+    if not isinstance(topology, dict):
+        topology = find_fixture(topology)
+    real = need_kernel and can_use_namespaces()
+    if need_kernel and not real:
+        print(f"Simulator (not root): {cannot_show or 'no kernel state and no packets here.'}")
+    cluster = EnilabCluster(topology, backend="netns" if real else "sim")
+    cluster.cluster.sync_dataplane()
     return cluster
 
 
-def figure_path(name: str) -> Path:
-    """Where a lab writes a picture: a temporary folder, not the repository."""
-    import tempfile
+def _inner(cluster):
+    return getattr(cluster, "cluster", cluster)
 
-    folder = Path(tempfile.gettempdir()) / "enilab-labs"
-    folder.mkdir(exist_ok=True)
-    return folder / name
+
+def ip(cluster, node: str, *args: str, show: bool = True) -> str:
+    """Run the kernel's own `ip` inside a node's namespace (`ip -n <namespace> ...`) and print its output:
+    `ip(c, "node-1", "rule")`, `ip(c, "node-1", "route", "show", "table", "2003")`. On the simulator there
+    is no kernel: it says so and returns ""."""
+    c = _inner(cluster)
+    if c.backend.name != "netns":
+        print(f"(simulator: no kernel to run `ip {' '.join(args)}` in; run Jupyter as root)")
+        return ""
+    if node not in c.backend.nodes:
+        raise ValueError(f"unknown node {node!r}; nodes: {', '.join(c.backend.nodes)}")
+    binary = shutil.which("ip") or "/usr/sbin/ip"
+    command = [binary, "-n", c.backend.nodes[node].ns, *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+    out = done.stdout + done.stderr
+    if show:
+        print(f"$ ip {shlex.join(map(str, args))}    # on {node}\n{out}", end="" if out.endswith("\n") else "\n")
+    return out
+
+
+def kernel_table_of(cluster, pod: str) -> int | None:
+    """The table the kernel's `ip rule` sends a pod's packets to (`from <pod IP> lookup N`), read from the
+    node's namespace; None when there is no such rule (or no kernel)."""
+    c = _inner(cluster)
+    p = c.pods[pod]
+    for line in ip(c, p.node, "rule", "show", show=False).splitlines():
+        words = line.split()
+        if "from" in words and "lookup" in words and words[words.index("from") + 1] == str(p.ip):
+            table = words[words.index("lookup") + 1]
+            return int(table) if table.isdigit() else None
+    return None
+
+
+def node_subnet_add(cluster, node: str, subnet: str) -> None:
+    """What an operator does when a node's subnets run dry: give the node one more of the VPC's subnets
+    for new ENIs (TKE: add it to the cluster's VPC-CNI subnets), then let the node settle."""
+    c = _inner(cluster)
+    if subnet not in c.vpc.subnets:
+        raise ValueError(f"unknown subnet {subnet!r}; the VPC has {', '.join(c.vpc.subnets)}")
+    n = c.nodes[node]
+    if subnet not in n.spec.subnets:
+        n.spec = replace(n.spec, subnets=(*n.spec.subnets, subnet))
+        n.ipamd.subnets.append(subnet)
+    n.ipamd.backoff_until = None
+    c.set_node(node)
+
+
+def console():
+    """A rich console whose tables fit the notebook's width."""
+    from rich.console import Console
+
+    return Console(width=TABLE_WIDTH)
+
+
+def print_audit(report: dict) -> None:
+    """An audit report as `enilab audit` prints it."""
+    print("audit: the VPC, the ipamd datastores and the kernels agree" if report["ok"] else "audit: they disagree")
+    for key, value in report.items():
+        if key != "ok":
+            for finding in value:
+                print(f"  {key}: {finding['what']}")
+
+
+_figures: Path | None = None
+
+
+def _figure_dir() -> Path:
+    """A private folder (mode 0700) for this kernel's pictures, removed when the kernel exits."""
+    global _figures
+    if _figures is None:
+        import atexit
+
+        _figures = Path(tempfile.mkdtemp(prefix="enilab-labs-"))
+        atexit.register(shutil.rmtree, _figures, True)
+    return _figures
+
+
+def show_topology(cluster, trace=None, title: str = "") -> None:
+    """Draw the cluster (and a trace's path) and display it in the notebook."""
+    from IPython.display import Image, display
+
+    from testbed.observe import topology
+
+    c = _inner(cluster)
+    trace = trace.to_dict() if hasattr(trace, "to_dict") else trace
+    path = topology.draw(topology.build_graph(c), _figure_dir() / "topology.png", trace, title)
+    display(Image(data=path.read_bytes(), width=900))
 
 
 @dataclass
@@ -63,19 +168,23 @@ class Timeline:
     allocatable: list[int] = field(default_factory=list)
     enis: list[int] = field(default_factory=list)
 
+    def at(self, t: float, what: str = "bound") -> int:
+        return getattr(self, what)[self.t.index(t)]
 
-def pool_timeline(cluster: Cluster, actions: list[tuple[float, Callable[[Cluster], Any]]], until: float,
+
+def pool_timeline(cluster, actions: list[tuple[float, Callable[[Any], Any]]], until: float,
                   node: str = "node-1", step: float = 10.0) -> Timeline:
     """Sample one node's pool every `step` simulated seconds while `actions` ((time, fn)) happen."""
+    c = _inner(cluster)
     out = Timeline()
     pending = sorted(actions, key=lambda a: a[0])
     t = 0.0
     while t <= until:
         while pending and pending[0][0] <= t:
-            cluster.run_until(pending[0][0])
-            pending.pop(0)[1](cluster)
-        cluster.run_until(t)
-        n = cluster.state()["nodes"][node]
+            c.run_until(pending[0][0])
+            pending.pop(0)[1](c)
+        c.run_until(t)
+        n = c.state()["nodes"][node]
         out.t.append(t)
         out.pods.append(n["pods"])
         out.bound.append(n["bound"])
@@ -101,21 +210,148 @@ def plot_timeline(tl: Timeline, title: str = "", ax=None):
     return ax
 
 
+def _mode() -> str:
+    return os.environ.get("ENILAB_LAB_SOLUTIONS", "")
+
+
+_KINDS = {int: "a whole number (like 12)", str: "a word (like 'eth2')", bool: "True or False"}
+
+
+def _normalise(answer: Any, kind: type) -> Any:
+    """The answer as `kind`, or ValueError saying what was expected. Text is trimmed and case-folded;
+    `"15"` is 15 for a number; a bool is never a number."""
+    expected = _KINDS[kind]
+    if kind is bool:
+        if isinstance(answer, bool):
+            return answer
+        if isinstance(answer, str) and answer.strip().lower() in ("true", "false"):
+            return answer.strip().lower() == "true"
+    elif kind is int:
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            return answer
+        if isinstance(answer, float) and answer.is_integer():
+            return int(answer)
+        if isinstance(answer, str) and answer.strip().lstrip("-").isdigit():
+            return int(answer.strip())
+    elif isinstance(answer, str) and answer.strip():
+        return answer.strip().casefold()
+    raise ValueError(f"expected {expected}, got {answer!r} ({type(answer).__name__})")
+
+
+_UNSET: Any = object()
+
+
 @dataclass
 class Exercise:
-    """A question whose answer is computed from the running cluster, so it is always right."""
+    """A question whose answer is read from the live cluster when it is checked, never written down.
+
+    Predict first (`ex.predict(17)`, before the cell that reveals it), then `ex.check()` after it; or
+    answer directly with `ex.check(answer)`. The answer stays hidden until a check."""
 
     question: str
     solution: Callable[[], Any]
+    kind: type = int
     hint: str = ""
+    choices: Sequence[Any] = ()
+    needs_kernel: bool = False
+    prediction: Any = None
+    passed: bool | None = None
 
-    def check(self, answer: Any) -> bool | None:
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise TypeError(f"an exercise's kind is int, str or bool, not {self.kind!r}")
+
+    def predict(self, answer: Any) -> None:
         if answer is None:
-            print(f"Exercise: {self.question}\n  (set `answer` in the cell above, then run this cell again)")
-            return None
-        right = self.solution()
-        if answer == right:
-            print(f"Correct: {answer}.")
-            return True
-        print(f"Not quite: {answer!r} is not it." + (f" Hint: {self.hint}" if self.hint else ""))
-        return False
+            print(f"Predict: {self.question}\n  (write your prediction in the parentheses, run this cell, then go on)")
+            return
+        try:
+            self.prediction = _normalise(answer, self.kind)
+        except ValueError as err:
+            print(f"Cannot record that: {err}.")
+            return
+        print(f"Prediction recorded: {answer!r}. Run the next cells, then check it.")
+
+    def _wrong(self, right: Any) -> Any:
+        if self.kind is bool:
+            return not right
+        if self.kind is int:
+            return right + 1
+        others = [c for c in self.choices if _normalise(c, str) != right]
+        return others[0] if others else f"not-{right}"
+
+    def check(self, answer: Any = _UNSET) -> None:
+        if self.needs_kernel and not can_use_namespaces():
+            print(f"Exercise skipped: {self.question!r} reads the kernel; run Jupyter as root to do it.")
+            return
+        answer = self.prediction if answer is _UNSET else answer
+        right = _normalise(self.solution(), self.kind)
+        if answer is None and _mode() == "1":
+            answer = right
+        elif answer is None and _mode() == "wrong":
+            answer = self._wrong(right)
+        if answer is None:
+            print(f"Exercise: {self.question}\n  (no answer yet: put yours in `check(...)`, or in `predict(...)` "
+                  "above, and run the cell again)")
+            return
+        try:
+            given = _normalise(answer, self.kind)
+        except ValueError as err:
+            print(f"Cannot check that: {err}.")
+            return
+        self.passed = given == right
+        if self.passed:
+            print(f"Correct: {answer!r}, and the cluster agrees.")
+        else:
+            print(f"Not quite: you said {answer!r}, the cluster says {right!r}."
+                  + (f" Hint: {self.hint}" if self.hint else ""))
+
+
+@dataclass
+class Task:
+    """Something the learner does to the live cluster (break it, fix it), checked by reading it back.
+
+    `done()` returns None when the goal holds, else what is still wrong. `solution()` is the hidden
+    answer: it runs only under ENILAB_LAB_SOLUTIONS=1 or when the learner calls `task.solve()`."""
+
+    goal: str
+    done: Callable[[], str | None]
+    solution: Callable[[], Any] | None = None
+    hint: str = ""
+    needs_kernel: bool = False
+    passed: bool | None = None
+
+    def _solve(self) -> None:
+        if self.solution is None:
+            raise RuntimeError(f"the task {self.goal!r} has no solution to run")
+        self.solution()
+
+    def solve(self) -> None:
+        """Give up and let the hidden solution do it, then check."""
+        self._solve()
+        self.check()
+
+    def check(self) -> None:
+        if self.needs_kernel and not can_use_namespaces():
+            print(f"Task skipped: {self.goal!r} changes a kernel; run Jupyter as root to do it.")
+            return
+        still = self.done()
+        if still is not None and _mode() == "1":
+            self._solve()
+            still = self.done()
+        self.passed = still is None
+        if self.passed:
+            print(f"Done: {self.goal}. Checked on the live cluster.")
+        else:
+            print(f"Not quite: {still}" + (f"\n  Hint: {self.hint}" if self.hint else "")
+                  + "\n  (stuck? `task.solve()` shows one way)")
+
+
+def enilab(*argv: str) -> str:
+    """Run the `enilab` command line with the notebook's interpreter, in the notebook's folder, and print
+    what it says: `enilab("simulate", "../fixtures/scenarios/subnet-exhausted.yaml")`."""
+    done = subprocess.run([sys.executable, "-m", "testbed.apps.cli", *argv], capture_output=True, text=True,
+                          timeout=60, check=False)
+    out = done.stdout + done.stderr
+    print(f"$ enilab {shlex.join(argv)}\n{out}", end="")
+    return out
