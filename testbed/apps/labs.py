@@ -285,7 +285,11 @@ class Exercise:
             print(f"Exercise skipped: {self.question!r} reads the kernel; run Jupyter as root to do it.")
             return
         answer = self.prediction if answer is _UNSET else answer
-        right = _normalise(self.solution(), self.kind)
+        truth = self.solution()
+        if truth is None:
+            print(f"Cannot check yet: the cluster has no answer to {self.question!r} (did the cells above run?)")
+            return
+        right = _normalise(truth, self.kind)
         if answer is None and _mode() == "1":
             answer = right
         elif answer is None and _mode() == "wrong":
