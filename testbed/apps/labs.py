@@ -77,17 +77,18 @@ def ip(cluster, node: str, *args: str, show: bool = True) -> str:
     `ip(c, "node-1", "rule")`, `ip(c, "node-1", "route", "show", "table", "2003")`. On the simulator there
     is no kernel: it says so and returns ""."""
     c = _inner(cluster)
+    args = tuple(map(str, args))
     if c.backend.name != "netns":
-        print(f"(simulator: no kernel to run `ip {' '.join(args)}` in; run Jupyter as root)")
+        print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
         return ""
     if node not in c.backend.nodes:
         raise ValueError(f"unknown node {node!r}; nodes: {', '.join(c.backend.nodes)}")
     binary = shutil.which("ip") or "/usr/sbin/ip"
-    command = [binary, "-n", c.backend.nodes[node].ns, *map(str, args)]
+    command = [binary, "-n", c.backend.nodes[node].ns, *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     out = done.stdout + done.stderr
     if show:
-        print(f"$ ip {shlex.join(map(str, args))}    # on {node}\n{out}", end="" if out.endswith("\n") else "\n")
+        print(f"$ ip {shlex.join(args)}    # on {node}\n{out}", end="" if out.endswith("\n") else "\n")
     return out
 
 
