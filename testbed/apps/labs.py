@@ -7,7 +7,8 @@ its own blocking netlink sockets, not with an asyncio library, so nothing needs 
 
 `ENILAB_LAB_SOLUTIONS` is how the labs are checked headless: `1` makes every unanswered exercise take the
 right answer and every unfinished task run its hidden solution; `wrong` makes every exercise take a
-wrong answer (each must say "Not quite"). Unset, nothing is filled in: the learner answers.
+wrong answer and leaves every task undone (each must say "Not quite"). In both, a check that disagrees
+raises, so the notebook run fails. Unset, nothing is filled in: the learner answers.
 """
 from __future__ import annotations
 
@@ -215,6 +216,15 @@ def _mode() -> str:
     return os.environ.get("ENILAB_LAB_SOLUTIONS", "")
 
 
+def _enforce(what: str, passed: bool) -> None:
+    """Under ENILAB_LAB_SOLUTIONS a headless run fails loudly: a solution the lab refuses, or a wrong answer
+    (an untouched task) it accepts, is a broken lab."""
+    if _mode() == "1" and not passed:
+        raise AssertionError(f"ENILAB_LAB_SOLUTIONS=1: the solution of {what!r} was not accepted")
+    if _mode() == "wrong" and passed:
+        raise AssertionError(f"ENILAB_LAB_SOLUTIONS=wrong: {what!r} accepted a wrong answer (or needed no fix)")
+
+
 _KINDS = {int: "a whole number (like 12)", str: "a word (like 'eth2')", bool: "True or False"}
 
 
@@ -310,6 +320,7 @@ class Exercise:
         else:
             print(f"Not quite: you said {answer!r}, the cluster says {right!r}."
                   + (f" Hint: {self.hint}" if self.hint else ""))
+        _enforce(self.question, self.passed)
 
 
 @dataclass
@@ -350,6 +361,7 @@ class Task:
         else:
             print(f"Not quite: {still}" + (f"\n  Hint: {self.hint}" if self.hint else "")
                   + "\n  (stuck? `task.solve()` shows one way)")
+        _enforce(self.goal, self.passed)
 
 
 def enilab(*argv: str) -> str:

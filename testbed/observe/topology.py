@@ -163,7 +163,8 @@ def draw(g: nx.Graph, path: str | Path, trace: dict[str, Any] | None = None, tit
         x, y = pos[k]
         kind = g.nodes[k]["kind"]
         side = kind in ("pod", "host", "eni")
-        ax.annotate(text, (x, y), xytext=(10 if side else 0, 0 if side else -16), textcoords="offset points",
+        below = -(shapes[kind][1] ** 0.5 / 2 + 4) if kind in shapes else -16  # under the marker, not on it
+        ax.annotate(text, (x, y), xytext=(10 if side else 0, 0 if side else below), textcoords="offset points",
                     fontsize=7 if kind in ("pod", "eni") else 8, ha="left" if side else "center",
                     va="center" if side else "top")
     if trace is not None:
