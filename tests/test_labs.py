@@ -1,33 +1,219 @@
-"""The labs' helpers, and the notebooks as committed (outputs stripped). CI runs the notebooks themselves
-with nbmake (`make test`)."""
+"""The labs' helpers, and the notebooks as committed: their shape (a goal, predictions before the cell that
+reveals them, a break-and-fix task with a hidden solution, outputs stripped). CI runs the notebooks
+themselves with nbmake, once with the right answers and once with wrong ones (ci/test.sh)."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
-from testbed.apps.labs import ROOT, Exercise, open_cluster, pool_timeline
+import pytest
 
-LABS = sorted((ROOT / "labs").glob("*.ipynb"))
+from testbed.apps import labs
+from testbed.apps.labs import Exercise, Task, find_fixture, ip, kernel_table_of, node_subnet_add, open_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+LABS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.ipynb"))
+SMALL = {"cluster": {"subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
+                     "nodes": [{"name": "node-1", "subnets": ["a"], "max_enis": 2, "ips_per_eni": 4}]}}
 
 
-def test_there_are_six_labs_with_outputs_stripped():
-    assert len(LABS) >= 6
+@pytest.fixture(autouse=True)
+def _learner_mode(monkeypatch):
+    monkeypatch.delenv("ENILAB_LAB_SOLUTIONS", raising=False)
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+# -- the notebooks ------------------------------------------------------------------------------------
+def test_twelve_labs_numbered_in_order_with_outputs_stripped():
+    numbers = [int(p.name[:2]) for p in LABS]
+    assert numbers[:12] == list(range(1, 13)), [p.name for p in LABS]
     for path in LABS:
-        cells = json.loads(path.read_text())["cells"]
-        code = [c for c in cells if c["cell_type"] == "code"]
-        assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code), path.name
-        assert any("Exercise" in "".join(c["source"]) for c in code), f"{path.name} has no exercise"
+        code = [c for c in cells(path) if c["cell_type"] == "code"]
+        assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), path.name
 
 
-def test_an_exercise_accepts_the_right_answer_and_refuses_a_wrong_one(capsys):
-    ex = Exercise("2 + 2?", lambda: 4, hint="count")
-    assert ex.check(None) is None and "set `answer`" in capsys.readouterr().out
-    assert ex.check(5) is False and "Hint: count" in capsys.readouterr().out
-    assert ex.check(4) is True
+@pytest.mark.parametrize("path", LABS[:12], ids=lambda p: p.name[:2])
+def test_each_lab_has_a_goal_a_prediction_before_its_reveal_and_a_break_and_fix(path):
+    all_cells = cells(path)
+    text = [source(c) for c in all_cells]
+    first = text[0]
+    assert "**Goal:**" in first, f"{path.name}: no goal"
+    assert "Without root this lab " in first, f"{path.name}: does not say what it cannot show without root"
+    code = [(i, s) for i, s in enumerate(text) if all_cells[i]["cell_type"] == "code"]
+    predictions = [(i, m.group(1)) for i, s in code for m in re.finditer(r"^(\w+)\.predict\(None\)", s, re.M)]
+    assert predictions, f"{path.name}: no prediction"
+    for i, name in predictions:
+        checks = [j for j, s in code if re.search(rf"^{name}\.check\(\)", s, re.M)]
+        assert checks and min(checks) > i, f"{path.name}: {name} is checked in or before the cell that predicts it"
+    assert any("Task(" in s for _, s in code), f"{path.name}: no break-and-fix task"
+    hidden = [c for c in all_cells if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert any(".solution" in source(c) for c in hidden), f"{path.name}: no hidden solution cell"
+    assert any("ip(c," in s or "enilab(" in s for _, s in code), f"{path.name}: the learner runs no command"
 
 
-def test_open_cluster_simulates_when_the_kernel_is_not_needed():
-    c = open_cluster({"cluster": {"subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
-                                  "nodes": [{"name": "node-1", "subnets": ["a"], "max_enis": 2, "ips_per_eni": 4}]}})
-    assert c.backend.name == "sim"
-    tl = pool_timeline(c, [(30, lambda c: c.create_pods(3, "node-1"))], until=60)
-    assert tl.pods[0] == 0 and tl.pods[-1] == 3 and tl.bound[-1] == 8  # 3 + 5, capped at 2 x 4
+def test_sliders_show_their_whole_label():
+    for path in LABS:
+        for s in map(source, cells(path)):
+            for widget in re.findall(r"widgets\.(?:IntSlider|Dropdown|Checkbox)\([^)]*\)", s):
+                assert "**slider" in widget or "**wide" in widget, f"{path.name}: {widget} may cut its label"
+
+
+# -- exercises ----------------------------------------------------------------------------------------
+def test_an_exercise_normalises_by_its_type_and_returns_nothing(capsys):
+    ex = Exercise("15?", lambda: 15)
+    assert ex.check("15 ") is None and ex.passed and "Correct" in capsys.readouterr().out
+    ex.check(True)
+    out = capsys.readouterr().out
+    assert "expected a whole number" in out and "bool" in out and ex.passed is True  # unchanged: not checked
+    ex.check(16.0)
+    assert "Not quite: you said 16.0, the cluster says 15" in capsys.readouterr().out and ex.passed is False
+    word = Exercise("which?", lambda: "eth2", kind=str)
+    word.check("ETH2 ")
+    assert word.passed
+    word.check(2)
+    assert "expected a word" in capsys.readouterr().out.splitlines()[-1]
+    flag = Exercise("kept?", lambda: True, kind=bool)
+    flag.check(1)
+    assert "expected True or False" in capsys.readouterr().out
+    flag.check("true")
+    assert flag.passed
+
+
+def test_a_prediction_is_checked_after_the_reveal_and_the_answer_stays_hidden_until_then(capsys):
+    state = {"bound": None}
+    ex = Exercise("bound?", lambda: state["bound"], hint="pods + 5")
+    ex.predict(None)
+    assert "Predict: bound?" in capsys.readouterr().out
+    ex.predict(17)
+    assert "17" in capsys.readouterr().out and ex.passed is None
+    ex.check()
+    assert "Cannot check yet" in capsys.readouterr().out   # nothing revealed yet
+    state["bound"] = 12
+    ex.check()
+    assert "Not quite: you said 17, the cluster says 12. Hint: pods + 5" in capsys.readouterr().out
+
+
+def test_the_hidden_solutions_mode_fills_right_and_wrong_answers_and_fails_loudly(monkeypatch, capsys):
+    ex = Exercise("which?", lambda: "eth2", kind=str, choices=["eth1", "eth2"])
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "1")
+    ex.check(None)
+    assert ex.passed
+    with pytest.raises(AssertionError, match="not accepted"):
+        ex.check("eth1")   # a solution mode that meets a refusal: the lab is broken
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "wrong")
+    with pytest.raises(AssertionError, match="accepted a wrong answer"):
+        Exercise("n?", lambda: 3).check(3)
+    ex.check(None)
+    assert "Not quite: you said 'eth1'" in capsys.readouterr().out
+    Exercise("kept?", lambda: True, kind=bool).check(None)
+    assert "you said False" in capsys.readouterr().out
+
+
+def test_an_exercise_of_an_unknown_kind_is_refused():
+    with pytest.raises(TypeError, match="int, str or bool"):
+        Exercise("?", lambda: 1.5, kind=float)
+
+
+def test_a_task_reads_the_live_state_and_runs_its_solution_only_when_asked(monkeypatch, capsys):
+    box = {"fixed": False}
+    task = Task("fix it", lambda: None if box["fixed"] else "still broken", lambda: box.update(fixed=True), hint="h")
+    task.check()
+    assert task.passed is False and "Not quite: still broken" in capsys.readouterr().out and not box["fixed"]
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "wrong")
+    task.check()   # an untouched task must not pass
+    assert task.passed is False
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "1")
+    task.check()
+    assert task.passed and box["fixed"]
+    with pytest.raises(AssertionError, match="needed no fix"):
+        monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "wrong")
+        task.check()
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "1")
+    with pytest.raises(RuntimeError, match="no solution"):
+        Task("nothing", lambda: "broken").check()
+
+
+# -- fixtures, figures, clusters ------------------------------------------------------------------------
+def test_fixtures_are_found_beside_the_notebook(tmp_path, monkeypatch):
+    (tmp_path / "fixtures" / "topologies").mkdir(parents=True)
+    (tmp_path / "fixtures" / "topologies" / "mine.yaml").write_text("name: mine\n")
+    (tmp_path / "labs").mkdir()
+    monkeypatch.chdir(tmp_path / "labs")
+    assert find_fixture("topologies/mine.yaml") == tmp_path / "fixtures" / "topologies" / "mine.yaml"
+    assert find_fixture("fixtures/topologies/mine.yaml") == tmp_path / "fixtures" / "topologies" / "mine.yaml"
+    with pytest.raises(FileNotFoundError, match=r"fixture topologies/nope\.yaml not found"):
+        find_fixture("topologies/nope.yaml")
+
+
+def test_a_non_editable_install_finds_the_fixtures_from_the_labs_folder(tmp_path):
+    """The package copied elsewhere (as `pip install .` does), the notebook's folder as working directory."""
+    site = tmp_path / "site"
+    for package in ("testbed", "eni_core"):
+        shutil.copytree(ROOT / package, site / package)
+    code = ("import testbed.apps.labs as l, sys; assert l.__file__.startswith(sys.argv[1]), l.__file__; "
+            "print(l.find_fixture('topologies/default.yaml'))")
+    done = subprocess.run([sys.executable, "-c", code, str(site)], cwd=ROOT / "labs", capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(site)}, check=False)
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == ROOT / "fixtures" / "topologies" / "default.yaml"
+
+
+def test_figures_go_to_a_private_folder_of_this_process():
+    folder = labs._figure_dir()
+    assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
+    assert folder == labs._figure_dir()
+    other = subprocess.run([sys.executable, "-c", "from testbed.apps import labs; print(labs._figure_dir())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert other != str(folder)
+
+
+def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
+    c = open_cluster({"cluster": {"pool": {"min_prebound": 2, "max_prebound": 2},
+                                  "subnets": [{"id": "a", "cidr": "10.0.9.0/28"}, {"id": "b", "cidr": "10.0.2.0/24"}],
+                                  "nodes": [{"name": "node-1", "subnets": ["a"], "max_enis": 3, "ips_per_eni": 6}]}})
+    c.create_pods(12, "node-1")
+    node = c.state()["nodes"]["node-1"]
+    assert node["pending"] > 0 and node["conditions"][0]["type"] == "IPPoolShortfall"
+    with pytest.raises(ValueError, match="unknown subnet 'c'"):
+        node_subnet_add(c, "node-1", "c")
+    node_subnet_add(c, "node-1", "b")
+    node = c.state()["nodes"]["node-1"]
+    assert (node["pending"], node["conditions"]) == (0, []) and node["enis"][-1]["subnet"] == "b"
+
+
+def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
+    c = open_cluster(SMALL)
+    assert ip(c, "node-1", "rule") == "" and "simulator: no kernel" in capsys.readouterr().out
+    c.create_pods(1, "node-1")
+    assert kernel_table_of(c, "pod-1") is None
+
+
+@pytest.mark.root
+def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatch):
+    monkeypatch.delenv("ENILAB_LABS_BACKEND", raising=False)
+    c = open_cluster(SMALL, need_kernel=True)
+    try:
+        c.create_pods(1, "node-1")
+        pod_ip = c.pod("pod-1")["ip"]
+        assert kernel_table_of(c, "pod-1") == c.state()["nodes"]["node-1"]["enis"][0]["table"]
+        ip(c, "node-1", "rule", "del", "priority", 1536, "from", pod_ip)
+        assert kernel_table_of(c, "pod-1") is None
+        ip(c, "node-1", "rule", "add", "priority", 1536, "from", pod_ip, "lookup", 2042)
+        assert kernel_table_of(c, "pod-1") == 2042
+        assert f"from {pod_ip} lookup 2042" in ip(c, "node-1", "rule", "show", "priority", 1536)
+        with pytest.raises(ValueError, match="unknown node 'node-9'"):
+            ip(c, "node-9", "rule")
+    finally:
+        c.close()
