@@ -60,6 +60,7 @@ def test_each_lab_has_a_goal_a_prediction_before_its_reveal_and_a_break_and_fix(
     assert any("Task(" in s for _, s in code), f"{path.name}: no break-and-fix task"
     hidden = [c for c in all_cells if c["metadata"].get("jupyter", {}).get("source_hidden")]
     assert any(".solution" in source(c) for c in hidden), f"{path.name}: no hidden solution cell"
+    assert all(source(c).startswith("# ") for c in hidden), f"{path.name}: a collapsed cell shows code, not a title"
     assert any(re.search(r"\bip\(|\benilab\(", s) for _, s in code), f"{path.name}: the learner runs no command"
 
 
@@ -195,7 +196,8 @@ def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
 
 def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
     c = open_cluster(SMALL)
-    assert ip(c, "node-1", "rule") == "" and "simulator: no kernel" in capsys.readouterr().out
+    assert ip(c, "node-1", "rule") is None and "simulator: no kernel" in capsys.readouterr().out
+    assert ip(c, "node-1", "rule", show=False) == ""
     c.create_pods(1, "node-1")
     assert kernel_table_of(c, "pod-1") is None
 
@@ -212,7 +214,9 @@ def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatc
         assert kernel_table_of(c, "pod-1") is None
         ip(c, "node-1", "rule", "add", "priority", 1536, "from", pod_ip, "lookup", 2042)
         assert kernel_table_of(c, "pod-1") == 2042
-        assert f"from {pod_ip} lookup 2042" in ip(c, "node-1", "rule", "show", "priority", 1536)
+        assert f"from {pod_ip} lookup 2042" in ip(c, "node-1", "rule", "show", "priority", 1536, show=False)
+        assert ip(c, "node-1", "rule", "show", "priority", 1536) is None
+        assert f"$ ip rule show priority 1536    # on node-1\n1536:\tfrom {pod_ip} lookup 2042" in capsys.readouterr().out
         with pytest.raises(ValueError, match="unknown node 'node-9'"):
             ip(c, "node-9", "rule")
     finally:

@@ -30,7 +30,7 @@ __all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "find_
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Tables fit a 1280 px JupyterLab window with its file browser open.
-TABLE_WIDTH = 96
+TABLE_WIDTH = 86
 
 
 def can_use_namespaces() -> bool:
@@ -73,14 +73,17 @@ def _inner(cluster):
     return getattr(cluster, "cluster", cluster)
 
 
-def ip(cluster, node: str, *args: str, show: bool = True) -> str:
-    """Run the kernel's own `ip` inside a node's namespace (`ip -n <namespace> ...`) and print its output:
-    `ip(c, "node-1", "rule")`, `ip(c, "node-1", "route", "show", "table", "2003")`. On the simulator there
-    is no kernel: it says so and returns ""."""
+def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:
+    """Run the kernel's own `ip` inside a node's namespace (`ip -n <namespace> ...`):
+    `ip(c, "node-1", "rule")`, `ip(c, "node-1", "route", "show", "table", 2003)`. It prints what `ip` says
+    (and returns nothing, so a notebook shows it once); with `show=False` it returns the text instead. On
+    the simulator there is no kernel: it says so (the text is "")."""
     c = _inner(cluster)
     args = tuple(map(str, args))
     if c.backend.name != "netns":
-        print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
+        if show:
+            print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
+            return None
         return ""
     if node not in c.backend.nodes:
         raise ValueError(f"unknown node {node!r}; nodes: {', '.join(c.backend.nodes)}")
@@ -88,9 +91,10 @@ def ip(cluster, node: str, *args: str, show: bool = True) -> str:
     command = [binary, "-n", c.backend.nodes[node].ns, *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     out = done.stdout + done.stderr
-    if show:
-        print(f"$ ip {shlex.join(args)}    # on {node}\n{out}", end="" if out.endswith("\n") else "\n")
-    return out
+    if not show:
+        return out
+    print(f"$ ip {shlex.join(args)}    # on {node}\n{out}", end="" if out.endswith("\n") else "\n")
+    return None
 
 
 def kernel_table_of(cluster, pod: str) -> int | None:
