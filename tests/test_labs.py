@@ -216,7 +216,8 @@ def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatc
         assert kernel_table_of(c, "pod-1") == 2042
         assert f"from {pod_ip} lookup 2042" in ip(c, "node-1", "rule", "show", "priority", 1536, show=False)
         assert ip(c, "node-1", "rule", "show", "priority", 1536) is None
-        assert f"$ ip rule show priority 1536    # on node-1\n1536:\tfrom {pod_ip} lookup 2042" in capsys.readouterr().out
+        shown = capsys.readouterr().out
+        assert f"$ ip rule show priority 1536    # on node-1\n1536:\tfrom {pod_ip} lookup 2042" in shown
         with pytest.raises(ValueError, match="unknown node 'node-9'"):
             ip(c, "node-9", "rule")
     finally:
