@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: unit, property, scenario, netns end-to-end (as root) and notebooks, in parallel.
+# Runs every test: unit, property, scenario, netns end-to-end (as root), the labs and the labs in a browser.
 # As root, tests marked `root` must run: ENILAB_REQUIRE_ROOT=1 turns a would-be skip into a failure.
 set -euo pipefail
 venv=${1:-.venv}
@@ -10,18 +10,39 @@ if [ "$(id -u)" = 0 ]; then
 fi
 "$venv/bin/ruff" check .
 start=$(date +%s)
+
+# The labs run as a learner's would: from a non-editable install of enilab (its wheel unpacked first on the
+# path, so the notebooks find their fixtures without the source tree's package), once with the hidden
+# solutions (every check must pass) and once with wrong answers (every check must say "Not quite").
+# One notebook at a time: two Jupyter kernels started at the same instant by two xdist workers can pick
+# the same TCP ports, and the loser waits out a start-up timeout.
+site=$(mktemp -d)
+trap 'rm -rf "$site"' EXIT
+"$venv/bin/python" -m pip wheel -q --no-deps -w "$site/wheel" . >/dev/null
+"$venv/bin/python" -m pip install -q --no-deps --target "$site/lib" "$site"/wheel/*.whl
+PYTHONPATH="$site/lib" "$venv/bin/python" -c \
+    'import sys, testbed.apps.labs as m; assert m.__file__.startswith(sys.argv[1]), m.__file__' "$site/lib"
+
 set +e
-# The notebooks run one at a time: two Jupyter kernels started at the same instant by two xdist workers
-# can pick the same TCP ports, and the loser waits out a start-up timeout.
-"$venv/bin/pytest" -q -p no:xdist --nbmake labs
-labs_rc=$?
+labs_rc=0
+for answers in 1 wrong; do
+    echo "enilab: the labs with ENILAB_LAB_SOLUTIONS=$answers"
+    ENILAB_LAB_SOLUTIONS=$answers PYTHONPATH="$site/lib" "$venv/bin/pytest" -q -p no:xdist --nbmake labs
+    rc_one=$?
+    [ "$labs_rc" = 0 ] && labs_rc=$rc_one
+done
+# Every lab in JupyterLab in a real browser (chromium), one browser for all, screenshots in artifacts/labs/.
+"$venv/bin/pytest" -q -p no:xdist tests/browser
+browser_rc=$?
 # --doctest-modules: the examples in eni_core's and testbed's docstrings run too, so they stay true.
-"$venv/bin/pytest" -n "$jobs" -q --doctest-modules tests eni_core testbed
+"$venv/bin/pytest" -n "$jobs" -q --doctest-modules tests eni_core testbed --ignore=tests/browser
 rc=$?
 set -e
 echo "enilab: test suite took $(( $(date +%s) - start )) s on $(nproc) cores"
-for code in "$labs_rc" "$rc"; do
+for code in "$labs_rc" "$browser_rc" "$rc"; do
     [ "$code" = 5 ] && { echo "enilab: no test ran; that is a failure" >&2; exit 1; }
 done
-[ "$labs_rc" != 0 ] && exit "$labs_rc"
+for code in "$labs_rc" "$browser_rc"; do
+    [ "$code" != 0 ] && exit "$code"
+done
 exit "$rc"
