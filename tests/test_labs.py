@@ -222,3 +222,27 @@ def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatc
             ip(c, "node-9", "rule")
     finally:
         c.close()
+
+
+def test_a_prediction_of_the_wrong_type_is_not_recorded(capsys):
+    ex = Exercise("how many?", lambda: 3)
+    ex.predict("three")
+    assert "Cannot record that: expected a whole number (like 12), got 'three' (str)" in capsys.readouterr().out
+    assert ex.prediction is None
+
+
+def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, capsys):
+    monkeypatch.setenv("ENILAB_LABS_BACKEND", "sim")
+    c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
+    assert c.backend == "sim" and "Simulator (not root): no packets here." in capsys.readouterr().out
+    Exercise("table?", lambda: 2003, needs_kernel=True).check(2003)
+    Task("fix", lambda: "broken", lambda: None, needs_kernel=True).check()
+    out = capsys.readouterr().out
+    assert "Exercise skipped: 'table?' reads the kernel" in out and "Task skipped: 'fix' changes a kernel" in out
+
+
+def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(capsys):
+    out = labs.enilab("simulate", str(find_fixture("scenarios/quick-release.yaml")))
+    assert "scenario quick-release" in out and capsys.readouterr().out.startswith("$ enilab simulate ")
+    out = labs.enilab("simulate", "no-such-file.yaml")
+    assert "no-such-file.yaml" in out and "Traceback" not in out
