@@ -246,3 +246,27 @@ def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(
     assert "scenario quick-release" in out and capsys.readouterr().out.startswith("$ enilab simulate ")
     out = labs.enilab("simulate", "no-such-file.yaml")
     assert "no-such-file.yaml" in out and "Traceback" not in out
+
+
+ANSWER_CELL = re.compile(r"^\w+(\[\w+\])?\.(check|predict)\(", re.M)
+
+
+def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
+    """The prompts say "put your answer in, run the cell again": every cell that predicts or checks runs a
+    second time, right after the first, in the same kernel, without an error. One kernel at a time, the
+    hidden solutions on."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "1")
+    for path in LABS:
+        nb = nbformat.read(path, as_version=4)
+        again = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and ANSWER_CELL.search(c.source)}
+        assert again, path.name
+        assert not any("close()" in nb.cells[i].source for i in again), f"{path.name}: a check cell closes the lab"
+        client = NotebookClient(nb, timeout=120, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        with client.setup_kernel():
+            for i, cell in enumerate(nb.cells):
+                for _ in range(2 if i in again else 1):
+                    client.execute_cell(cell, i)
