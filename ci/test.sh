@@ -12,8 +12,8 @@ fi
 start=$(date +%s)
 
 # The labs run as a learner's would: from a non-editable install of enilab (its wheel unpacked first on the
-# path, so the notebooks find their fixtures without the source tree's package), once with the hidden
-# solutions (every check must pass) and once with wrong answers (every check must say "Not quite").
+# path, so the notebooks' built-in topologies come from the installed package, not the source tree), once
+# with the hidden solutions (every check must pass) and once with wrong answers (each must say "Not quite").
 # One notebook at a time: two Jupyter kernels started at the same instant by two xdist workers can pick
 # the same TCP ports, and the loser waits out a start-up timeout.
 site=$(mktemp -d)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from testbed.apps import labs
-from testbed.apps.labs import Exercise, Task, find_fixture, ip, kernel_table_of, node_subnet_add, open_cluster
+from testbed.apps.labs import Exercise, Task, ip, kernel_table_of, node_subnet_add, open_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.ipynb"))
@@ -147,28 +147,24 @@ def test_a_task_reads_the_live_state_and_runs_its_solution_only_when_asked(monke
 
 
 # -- fixtures, figures, clusters ------------------------------------------------------------------------
-def test_fixtures_are_found_beside_the_notebook(tmp_path, monkeypatch):
-    (tmp_path / "fixtures" / "topologies").mkdir(parents=True)
-    (tmp_path / "fixtures" / "topologies" / "mine.yaml").write_text("name: mine\n")
-    (tmp_path / "labs").mkdir()
-    monkeypatch.chdir(tmp_path / "labs")
-    assert find_fixture("topologies/mine.yaml") == tmp_path / "fixtures" / "topologies" / "mine.yaml"
-    assert find_fixture("fixtures/topologies/mine.yaml") == tmp_path / "fixtures" / "topologies" / "mine.yaml"
-    with pytest.raises(FileNotFoundError, match=r"fixture topologies/nope\.yaml not found"):
-        find_fixture("topologies/nope.yaml")
+def test_the_labs_name_their_topologies_and_scenarios_never_a_path():
+    for path in LABS:
+        text = "".join(source(c) for c in cells(path))
+        assert "fixtures/" not in text and ".yaml" not in text, f"{path.name} names a file, not a built-in"
 
 
-def test_a_non_editable_install_finds_the_fixtures_from_the_labs_folder(tmp_path):
-    """The package copied elsewhere (as `pip install .` does), the notebook's folder as working directory."""
+def test_a_non_editable_install_runs_a_lab_cluster_from_anywhere(tmp_path):
+    """The package copied elsewhere (as `pip install .` does, the fixtures link followed), run from a folder
+    with no fixtures: the labs' built-in names still resolve."""
     site = tmp_path / "site"
     for package in ("testbed", "eni_core"):
-        shutil.copytree(ROOT / package, site / package)
-    code = ("import testbed.apps.labs as l, sys; assert l.__file__.startswith(sys.argv[1]), l.__file__; "
-            "print(l.find_fixture('topologies/default.yaml'))")
-    done = subprocess.run([sys.executable, "-c", code, str(site)], cwd=ROOT / "labs", capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(site)}, check=False)
+        shutil.copytree(ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import sys, testbed.apps.labs as l; assert l.__file__.startswith(sys.argv[1]), l.__file__; "
+            "c = l.open_cluster('default'); print(len(c.running_pods()))")
+    done = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(site)}, check=False)
     assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()) == ROOT / "fixtures" / "topologies" / "default.yaml"
+    assert done.stdout.strip() == "9"
 
 
 def test_figures_go_to_a_private_folder_of_this_process():
@@ -242,7 +238,7 @@ def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, c
 
 
 def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(capsys):
-    out = labs.enilab("simulate", str(find_fixture("scenarios/quick-release.yaml")))
+    out = labs.enilab("simulate", "quick-release")
     assert "scenario quick-release" in out and capsys.readouterr().out.startswith("$ enilab simulate ")
     out = labs.enilab("simulate", "no-such-file.yaml")
     assert "no-such-file.yaml" in out and "Traceback" not in out

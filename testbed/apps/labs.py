@@ -25,10 +25,9 @@ from typing import Any
 
 from testbed.apps.pytest_plugin import EnilabCluster
 
-__all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "find_fixture", "ip", "kernel_table_of",
+__all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
            "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology"]
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Tables fit a 1280 px JupyterLab window with its file browser open.
 TABLE_WIDTH = 86
 
@@ -38,29 +37,12 @@ def can_use_namespaces() -> bool:
     return os.geteuid() == 0 and os.environ.get("ENILAB_LABS_BACKEND", "auto") != "sim"
 
 
-def find_fixture(name: str | Path) -> Path:
-    """A fixture file (`topologies/default.yaml`, or with a leading `fixtures/`) wherever enilab is: beside
-    the notebook (the working directory or any parent holding `fixtures/`), then beside the package (an
-    editable install). The one place the labs look fixtures up."""
-    rel = Path(name)
-    if rel.parts and rel.parts[0] == "fixtures":
-        rel = Path(*rel.parts[1:])
-    here = Path.cwd().resolve()
-    for folder in [here, *here.parents, _PACKAGE_ROOT]:
-        candidate = folder / "fixtures" / rel
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"fixture {name} not found beside {Path.cwd()} or the enilab package; open the lab "
-                            "from a checkout of enilab (its labs/ folder)")
-
-
 def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False,
                  cannot_show: str = "") -> EnilabCluster:
-    """The topology (a fixture name or a dict) as the pytest plugin's cluster. With `need_kernel`, on real
-    namespaces when this kernel runs as root; otherwise on the simulator, and `cannot_show` says in one
-    line what the lab then cannot show."""
-    if not isinstance(topology, dict):
-        topology = find_fixture(topology)
+    """The topology (a built-in name such as "default", found in the package wherever enilab is installed;
+    a file; or a dict) as the pytest plugin's cluster. With `need_kernel`, on real namespaces when this
+    kernel runs as root; otherwise on the simulator, and `cannot_show` says in one line what the lab then
+    cannot show."""
     real = need_kernel and can_use_namespaces()
     if need_kernel and not real:
         print(f"Simulator (not root): {cannot_show or 'no kernel state and no packets here.'}")
@@ -370,7 +352,7 @@ class Task:
 
 def enilab(*argv: str) -> str:
     """Run the `enilab` command line with the notebook's interpreter, in the notebook's folder, and print
-    what it says: `enilab("simulate", "../fixtures/scenarios/subnet-exhausted.yaml")`."""
+    what it says: `enilab("simulate", "subnet-exhausted")`."""
     done = subprocess.run([sys.executable, "-m", "testbed.apps.cli", *argv], capture_output=True, text=True,
                           timeout=60, check=False)
     out = done.stdout + done.stderr
