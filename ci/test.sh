@@ -20,8 +20,9 @@ site=$(mktemp -d)
 trap 'rm -rf "$site"' EXIT
 "$venv/bin/python" -m pip wheel -q --no-deps -w "$site/wheel" . >/dev/null
 "$venv/bin/python" -m pip install -q --no-deps --target "$site/lib" "$site"/wheel/*.whl
-PYTHONPATH="$site/lib" "$venv/bin/python" -c \
-    'import sys, testbed.apps.labs as m; assert m.__file__.startswith(sys.argv[1]), m.__file__' "$site/lib"
+python_abs=$(cd "$venv/bin" && pwd)/python
+(cd labs && PYTHONPATH="$site/lib" "$python_abs" -c \
+    'import sys, testbed.apps.labs as m; assert m.__file__.startswith(sys.argv[1]), m.__file__' "$site/lib")
 
 set +e
 labs_rc=0
