@@ -216,3 +216,14 @@ def _shut_kernels(base: str, token: str) -> None:
     for session in sessions:
         req = urllib.request.Request(f"{base}/api/sessions/{session['id']}?token={token}", method="DELETE")
         urllib.request.urlopen(req, timeout=30).read()
+
+
+def test_an_error_or_a_stderr_output_is_a_problem_and_a_clean_run_is_not():
+    """The checks above read JupyterLab's own model; here, without a browser, that they can fail."""
+    clean = {"cells": [{"source": "x = 1", "count": 1, "outputs": [
+        {"output_type": "stream", "name": "stdout", "text": "Correct: 1"}]}]}
+    assert _problems(clean) == []
+    broken = {"cells": [{"source": "c.pod('x')", "count": 2, "outputs": [
+        {"output_type": "error", "ename": "KeyError", "evalue": "'x'", "traceback": []}]},
+        {"source": "warn()", "count": 3, "outputs": [{"output_type": "stream", "name": "stderr", "text": ["oops"]}]}]}
+    assert _problems(broken) == ["\"c.pod('x')\": KeyError: 'x'", "'warn()': stderr: oops"]
