@@ -28,7 +28,7 @@ CHROMIUM = os.environ.get("ENILAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 WIDTH, HEIGHT = 1280, 900
-RUN_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 240
 
 # What a learner would see in each lab's widgets, and how they move one.
 WIDGETS = {"01": "slider", "02": "button", "06": "slider"}
@@ -181,7 +181,7 @@ def _move_widget(page, kind: str) -> None:
     page.wait_for_function(
         "before => { const el = document.querySelector('.jp-OutputArea-child .widget-output, .widget-interact');"
         " const text = el?.closest('.jp-Cell')?.innerText ?? ''; return text !== before && text.length > 0; }",
-        arg=before, timeout=30_000)
+        arg=before, timeout=90_000)
 
 
 @pytest.mark.parametrize("name", LABS)
@@ -192,7 +192,7 @@ def test_the_lab_runs_in_a_real_browser(page, jupyter, name):
     assert not _problems(state), f"{name}: " + "\n".join(_problems(state))
     kind = WIDGETS.get(name[:2])
     if kind:
-        page.wait_for_function("() => !document.body.innerText.includes('Loading widget...')", timeout=30_000)
+        page.wait_for_function("() => !document.body.innerText.includes('Loading widget...')", timeout=90_000)
         _move_widget(page, kind)
         state = _state(page)
         assert not _problems(state), f"{name} after moving a widget: " + "\n".join(_problems(state))
