@@ -201,7 +201,7 @@ def test_the_lab_runs_in_a_real_browser(page, jupyter, name):
     assert "Loading widget..." not in body, f"{name}: a widget never rendered"
     cut = page.evaluate(CUT_JS)
     assert not cut, f"{name}: cut at {WIDTH} px: {cut}"
-    page.screenshot(path=str(ARTIFACTS / f"{name[:-6]}-top.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{name[:-6]}-ran.png"))
     page.evaluate("async () => { const nb = window.jupyterapp.shell.currentWidget.content;"
                   " await nb.scrollToCell(nb.widgets[nb.widgets.length - 1], 'end'); }")
     page.screenshot(path=str(ARTIFACTS / f"{name[:-6]}-end.png"))
