@@ -358,6 +358,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from testbed.apps.tune import run_cli
+
+    return run_cli(args, _console())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from testbed.apps.demo import run_demo
 
@@ -500,6 +506,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    tu = sub.add_parser("tune", help="what-if for the warm pool: replay a workload under many pool settings",
+                        description="Replay a scenario, or a generated churn, on the simulator under every "
+                                    "combination of the swept pool settings; measure idle IPs, pod start delay, "
+                                    "API calls; mark the Pareto front; recommend the cheapest setting meeting a "
+                                    "goal (exit 1 when none does).")
+    tu.add_argument("scenario", nargs="?", help="scenario YAML file (shared-eni mode)")
+    tu.add_argument("--workload", help="a generated churn instead: diurnal, burst or steady")
+    tu.add_argument("--nodes", type=int, help="generated workload: nodes (1000)")
+    tu.add_argument("--hours", type=float, help="generated workload: simulated hours (24)")
+    tu.add_argument("--pods", type=int, help="generated workload: pods created (50 per node per day)")
+    tu.add_argument("--seed", type=int, default=1, help="generated workload: seed (1)")
+    tu.add_argument("--sweep", action="append", metavar="PARAM=V1,V2",
+                    help="min_prebound, max_prebound, release_interval (30, 2m) or quick_release (false,true); "
+                         "repeat for a grid")
+    tu.add_argument("--latency", metavar="MIN-MAX",
+                    help="seconds each cloud call takes (default: the scenario's faults, 0.5-2 for --workload)")
+    tu.add_argument("--recommend", metavar="GOALS",
+                    help='e.g. "p95_delay<=2s, api_calls<200000": the cheapest setting meeting them')
+    tu.add_argument("--workers", type=int, help="processes (default: one per core); results do not depend on it")
+    tu.add_argument("--json", action="store_true", help="one JSON document: a row per setting")
+    tu.add_argument("--png", help="draw the trade-off and the pool over time to this file (.png or .svg)")
+    tu.set_defaults(func=cmd_tune)
 
     d = sub.add_parser("demo", help="the main job: bring up the default topology and prove every path")
     d.add_argument("--topology", default=None, help="topology file or built-in name (default: default)")

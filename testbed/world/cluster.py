@@ -72,11 +72,14 @@ class EventLog:
         self.items: list[dict] = []
         self.count = 0
         self.step = 0  # the scenario step being run; stamped on each event
+        self.listeners: list[Callable[[dict], None]] = []  # see every event as it happens, kept or not
 
     def __call__(self, event: dict) -> None:
         self.count += 1
         if self.keep:
             self.items.append({"step": self.step, **event})
+        for listener in self.listeners:
+            listener(event)
 
 
 class Cluster:

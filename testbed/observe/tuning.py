@@ -1,0 +1,139 @@
+"""Pictures of a warm-pool sweep: waste against start delay (API calls as colour, the Pareto front marked)
+and the pool over time for the chosen settings. Takes plain rows and series, as `enilab tune` makes them."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["draw_tuning", "short_label"]
+
+_KNOBS = (("min_prebound", "min {}"), ("max_prebound", "max {}"), ("release_interval", "{:g} s"),
+          ("quick_release", "{}"))
+
+
+def short_label(row: Mapping[str, Any], varied: Sequence[str]) -> str:
+    """The swept knobs of a setting, briefly: `min 2 · max 10 · 30 s · quick`."""
+    parts = []
+    for key, fmt in _KNOBS:
+        if key not in varied:
+            continue
+        if key == "quick_release":
+            parts.append("quick" if row[key] else "slow")
+        else:
+            parts.append(fmt.format(row[key]))
+    return " · ".join(parts) or "as set"
+
+
+def _varied(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [key for key, _ in _KNOBS if len({r[key] for r in rows}) > 1]
+
+
+_OFFSETS = [(7, 7, "left", "bottom"), (7, -7, "left", "top"), (-7, 7, "right", "bottom"), (-7, -7, "right", "top"),
+            (0, 11, "center", "bottom"), (0, -11, "center", "top"), (16, 0, "left", "center"),
+            (-16, 0, "right", "center"), (14, 20, "left", "bottom"), (-14, -20, "right", "top"),
+            (14, -20, "left", "top"), (-14, 20, "right", "bottom")]
+
+
+def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any]) -> None:
+    """Label each point where its text overlaps no other label, no marker and stays inside the axes; the
+    labels of points drawn over time too (`tint`: index -> colour) take their line's colour, in bold."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.transData.transform
+    taken = []
+    for x, y, _ in points:
+        px, py = to_px((x, y))
+        taken.append(Bbox.from_extents(px - 6, py - 6, px + 6, py + 6))
+    for n, (x, y, text) in enumerate(points):
+        chosen = None
+        style = {"fontsize": 8, "color": tint.get(n, "black"), "fontweight": "bold" if n in tint else "normal",
+                 "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}}
+        for dx, dy, ha, va in _OFFSETS:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, **style)
+            box = ann.get_window_extent(renderer)
+            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
+            if inside and not any(box.overlaps(t) for t in taken):
+                chosen = (ann, box)
+                break
+            ann.remove()
+        if chosen is None:  # crowded: the first place that stays inside, with a leader line
+            for dx, dy, ha, va in _OFFSETS[8:] + _OFFSETS[:8]:
+                ann = ax.annotate(text, (x, y), xytext=(dx * 2, dy * 2), textcoords="offset points", ha=ha, va=va,
+                                  arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6}, **style)
+                box = ann.get_window_extent(renderer)
+                if box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1:
+                    break
+                ann.remove()
+            chosen = (ann, box)
+        taken.append(chosen[1])
+
+
+def draw_tuning(
+    rows: Sequence[Mapping[str, Any]],
+    series: Sequence[Mapping[str, Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str = "",
+    chosen: Sequence[int] = (),
+    recommended: int | None = None,
+) -> Path:
+    """Draw the trade-off of `rows` and the pool over time of the rows whose indices are in `chosen`
+    (`series[i]` belongs to `rows[i]`) to `path` (.png or .svg). Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.gridspec import GridSpec
+
+    path = Path(path)
+    varied = _varied(rows)
+    fig = plt.figure(figsize=(15, 7), layout="constrained")
+    grid = GridSpec(2, 2, figure=fig, width_ratios=[1.2, 1])
+    ax = fig.add_subplot(grid[:, 0])
+    xs = [r["ip_hours_wasted"] for r in rows]
+    ys = [r["delay_p95_s"] for r in rows]
+    calls = [r["api_calls"] for r in rows]
+    dots = ax.scatter(xs, ys, c=calls, cmap="viridis", s=80, zorder=3, edgecolors="white", linewidths=0.5)
+    fig.colorbar(dots, ax=ax, label="cloud API calls (colour)", pad=0.01)
+    front = sorted((i for i, r in enumerate(rows) if r["pareto"]), key=lambda i: (xs[i], ys[i]))
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="crimson",
+               linewidths=1.6, zorder=2, label="Pareto front (no setting beats it on waste, delay and calls)")
+    if recommended is not None:
+        ax.scatter([xs[recommended]], [ys[recommended]], marker="*", s=420, color="gold", edgecolors="black",
+                   zorder=4, label="recommended")
+    ax.set_xlabel("IP-hours wasted: idle IPs held x time (left is cheaper)")
+    ax.set_ylabel("p95 pod start delay caused by the pool, s (lower is faster)")
+    ax.set_title(title or "warm-pool settings: waste against start delay", loc="left", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.18, y=0.18)
+    ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    colors = plt.get_cmap("tab10")
+    tint = {i: colors(n) for n, i in enumerate(chosen)}
+    _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
+
+    idle_ax = fig.add_subplot(grid[0, 1])
+    wait_ax = fig.add_subplot(grid[1, 1], sharex=idle_ax)
+    for n, i in enumerate(chosen):
+        s = series[i]
+        hours = [t / 3600 for t in s["t"]]
+        name = short_label(rows[i], varied) + (" (recommended)" if i == recommended else "")
+        idle_ax.step(hours, s["idle"], where="post", color=colors(n), label=name, lw=1.3)
+        wait_ax.step(hours, list(itertools.accumulate(s["delayed"])), where="post", color=colors(n), lw=1.3)
+    idle_ax.set_ylabel("idle IPs held (all nodes)")
+    idle_ax.set_title("the pool over time: the recommended and the cheapest of the front",
+                      loc="left", fontsize=11)
+    idle_ax.legend(fontsize=8, loc="best", framealpha=0.9)
+    idle_ax.grid(alpha=0.3)
+    idle_ax.tick_params(labelbottom=False)
+    wait_ax.set_ylabel("pods that waited for an IP\n(so far)")
+    wait_ax.set_xlabel("simulated hours")
+    wait_ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
