@@ -1,0 +1,311 @@
+"""`enilab tune`: every metric against figures worked out by hand on a small scenario, determinism, the
+recommendation, the picture, and the refusals of bad input."""
+from __future__ import annotations
+
+import doctest
+import json
+import struct
+
+import pytest
+
+from eni_core.model import PoolConfig
+from testbed.apps import tune as tune_mod
+from testbed.apps.cli import main
+from testbed.apps.tune import (
+    TuneResult,
+    Workload,
+    generate_workload,
+    mark_pareto,
+    measure,
+    parse_goals,
+    recommend,
+    sweep_settings,
+    tune,
+)
+from testbed.errors import UsageError
+from testbed.world.scenario import parse_scenario
+from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.vpc import FaultConfig
+from tests.helpers import subnet
+
+
+def workload(steps: list[dict], *, pool: dict, max_enis: int = 3, ips_per_eni: int = 10,
+             latency: float | None = None) -> Workload:
+    """One node in one /24, the steps as a scenario (validated), measured until the last `advance` ends."""
+    cluster = {"pool": pool, "subnets": [{"id": "subnet-a", "cidr": "10.0.1.0/24"}],
+               "nodes": [{"name": "node-1", "subnets": ["subnet-a"], "max_enis": max_enis,
+                          "ips_per_eni": ips_per_eni}]}
+    if latency is not None:
+        cluster["faults"] = {"latency": {"min": latency, "max": latency}}
+    scenario = parse_scenario({"name": "hand", "cluster": cluster, "steps": steps})
+    end = sum(s["seconds"] for s in steps if s["op"] == "advance")
+    return Workload("hand", scenario.cluster, float(end), steps=tuple(scenario.steps))
+
+
+def run(w: Workload) -> dict:
+    return measure(w, w.spec.pool)[0]
+
+
+# -- each metric against a hand computation ------------------------------------------------------------
+def test_idle_ips_are_weighted_by_time():
+    # min 1, max 4: 1 idle IP for 1200 s; 3 pods come at 600 s (bound 4, idle still 1); they go at 1200 s,
+    # leaving 4 idle (4 is within pods + max, so nothing is released) for 2400 s.
+    w = workload([{"op": "advance", "seconds": 600}, {"op": "create_pods", "node": "node-1", "count": 3},
+                  {"op": "advance", "seconds": 600}, {"op": "delete_pods", "count": 3},
+                  {"op": "advance", "seconds": 2400}], pool={"min_prebound": 1, "max_prebound": 4})
+    row = run(w)
+    area = 1 * 1200 + 4 * 2400  # IP-seconds
+    assert row["ip_hours_wasted"] == area / 3600 == 3.0
+    assert row["idle_ips_mean"] == area / 3600 == 3.0  # over the 3600 s measured
+    assert row["idle_ips_p95"] == 4  # 4 idle for 2/3 of the time: 95% of the time needs 4
+
+
+def test_start_delay_waits_for_the_calls_that_bind_the_ip():
+    # Every call takes 1 s. At 100 s three pods come to a node with one idle IP (bound long ago): the first
+    # takes it at once; each next IP needs DescribeSubnets + AssignPrivateIpAddresses (2 s), one after the
+    # other on the node's ipamd: usable at 102 s and 104 s.
+    w = workload([{"op": "advance", "seconds": 100}, {"op": "create_pods", "node": "node-1", "count": 3},
+                  {"op": "advance", "seconds": 100}], pool={"min_prebound": 1, "max_prebound": 1}, latency=1)
+    row = run(w)
+    delays = [0, 2, 4]
+    assert row["delay_mean_s"] == sum(delays) / 3
+    assert row["delay_p95_s"] == 4  # nearest rank: the ceil(0.95 x 3) = 3rd of 3
+    assert row["delay_max_s"] == 4
+    assert (row["pods"], row["pods_delayed"], row["pods_not_started"]) == (3, 2, 0)
+
+
+def test_a_pod_that_never_gets_an_ip_counts_the_time_it_waited():
+    # 1 ENI x 2 IPs: the third pod stays Pending from 10 s until it is deleted at 70 s.
+    w = workload([{"op": "advance", "seconds": 10}, {"op": "create_pods", "node": "node-1", "count": 3},
+                  {"op": "advance", "seconds": 60}, {"op": "delete_pods", "names": ["pod-3"]},
+                  {"op": "advance", "seconds": 30}], pool={"min_prebound": 1, "max_prebound": 1},
+                 max_enis=1, ips_per_eni=2)
+    row = run(w)
+    assert (row["pods"], row["pods_not_started"], row["delay_max_s"]) == (3, 1, 60)
+    assert row["delay_mean_s"] == 20  # (0 + 0 + 60) / 3
+
+
+def _eni_churn() -> Workload:
+    # 2 IPs per ENI, min = max = 1, quick release after 60 s. Four pods: ENI-1 gets its 2nd IP, then ENI-2
+    # (2 IPs) and ENI-3 (1 IP) are created: 5 bound = 4 pods + 1. The pods go: 4 IPs over the bound are
+    # released together, from the ENIs with the fewest allocated IPs, older first (ENI-1 and ENI-2), which
+    # are then deleted empty.
+    return workload([{"op": "create_pods", "node": "node-1", "count": 4}, {"op": "advance", "seconds": 10},
+                     {"op": "delete_pods", "count": 4}, {"op": "advance", "seconds": 120}],
+                    pool={"min_prebound": 1, "max_prebound": 1, "release_interval": 60, "quick_release": True},
+                    max_enis=3, ips_per_eni=2)
+
+
+def test_enis_created_and_deleted_are_counted():
+    row = run(_eni_churn())
+    assert (row["enis_created"], row["enis_deleted"]) == (3, 2)
+
+
+def test_subnet_peak_counts_primary_and_secondary_addresses():
+    # At the peak: 3 ENI primary addresses + 5 secondary IPs.
+    assert run(_eni_churn())["subnet_peak_used"] == 3 + 5
+
+
+def test_api_calls_are_counted_by_action():
+    row = run(_eni_churn())
+    # Each IP wanted asks DescribeSubnets first (5 times: the node's first IP, then 4 more); a new ENI is
+    # Create + Attach + Assign, an IP on a bound ENI one Assign; 2 releases; 2 ENIs detached and deleted.
+    assert row["api_calls_by_action"] == {
+        "AssignPrivateIpAddresses": 5, "AttachNetworkInterface": 3, "CreateNetworkInterface": 3,
+        "DeleteNetworkInterface": 2, "DescribeSubnets": 5, "DetachNetworkInterface": 2,
+        "UnassignPrivateIpAddresses": 2}
+    assert row["api_calls"] == 22
+    assert row["throttled"] == 0
+
+
+def test_throttling_hits_follow_the_back_off():
+    # A cloud that throttles every call: each reconcile tries DescribeSubnets 3 times, then backs off
+    # 0.2 s, doubling (0.4, 0.8, ... at most 30 s). Reconciles at 0, 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4 and
+    # 51.0 s fall in the first 60 s; the next would be at 81 s.
+    spec = ClusterSpec(subnets=(subnet(),), nodes=(NodeSpec("node-1", ("subnet-a",), 2, 10),),
+                       faults=FaultConfig(throttle=1.0))
+    row = measure(Workload("throttled", spec, 60.0, steps=({"op": "advance", "seconds": 60},)), PoolConfig())[0]
+    assert row["throttled"] == row["api_calls"] == 9 * 3
+    assert row["api_calls_by_action"] == {"DescribeSubnets": 27}
+
+
+def test_the_pareto_front_keeps_the_settings_nothing_beats_on_all_three():
+    rows = [{"ip_hours_wasted": 1, "delay_p95_s": 9, "api_calls": 5},   # cheapest
+            {"ip_hours_wasted": 5, "delay_p95_s": 1, "api_calls": 5},   # fastest
+            {"ip_hours_wasted": 5, "delay_p95_s": 2, "api_calls": 6},   # beaten by the one above
+            {"ip_hours_wasted": 6, "delay_p95_s": 9, "api_calls": 1},   # fewest calls
+            {"ip_hours_wasted": 1, "delay_p95_s": 9, "api_calls": 5}]   # a tie with the first: both stay
+    mark_pareto(rows)
+    assert [r["pareto"] for r in rows] == [True, True, False, True, True]
+
+
+# -- sweeps, determinism, workers ------------------------------------------------------------------------
+def test_sweeps_are_a_grid_and_skip_what_does_not_fit_together():
+    ok, skipped = sweep_settings({"min_prebound": [1, 5], "max_prebound": [2, 10], "quick_release": [False, True]})
+    assert [(c.min_prebound, c.max_prebound, c.quick_release) for c in ok] == [
+        (1, 2, False), (1, 2, True), (1, 10, False), (1, 10, True), (5, 10, False), (5, 10, True)]
+    assert len(skipped) == 2 and all(s["reason"] == "min_prebound (5) is above max_prebound (2)" for s in skipped)
+
+
+ARGS = ["tune", "--workload", "burst", "--nodes", "6", "--hours", "2", "--seed", "4",
+        "--sweep", "min_prebound=1,3", "--sweep", "max_prebound=3,8", "--json"]
+
+
+def _json(capsys, argv: list[str]) -> dict:
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_sweep_is_the_same_twice_and_with_one_or_two_workers(capsys):
+    one = _json(capsys, [*ARGS, "--workers", "1"])
+    again = _json(capsys, [*ARGS, "--workers", "1"])
+    two = _json(capsys, [*ARGS, "--workers", "2"])
+    assert one == again == two
+    assert [(r["min_prebound"], r["max_prebound"]) for r in one["settings"]] == [(1, 3), (1, 8), (3, 3), (3, 8)]
+    assert any(r["delay_p95_s"] > 0 for r in one["settings"])  # a burst outruns a small pool
+    other_seed = _json(capsys, [*ARGS[:8], "5", *ARGS[9:], "--workers", "1"])
+    assert other_seed != one
+
+
+def test_a_combination_that_does_not_fit_is_skipped_with_a_note(capsys):
+    out = _json(capsys, [*ARGS[:-5], "--sweep", "min_prebound=1,9", "--sweep", "max_prebound=8", "--json"])
+    assert [r["min_prebound"] for r in out["settings"]] == [1]
+    assert out["skipped"][0]["reason"] == "min_prebound (9) is above max_prebound (8)"
+    assert main([*ARGS[:-5], "--sweep", "min_prebound=1,9", "--sweep", "max_prebound=8"]) == 0
+    assert "skipped min_prebound=9 max_prebound=8" in capsys.readouterr().out
+
+
+def test_generated_workloads_differ_in_shape():
+    steady = generate_workload("steady", nodes=10, hours=24, seed=1)
+    diurnal = generate_workload("diurnal", nodes=10, hours=24, seed=1)
+    burst = generate_workload("burst", nodes=10, hours=24, seed=1)
+    assert len(steady.arrivals) == len(diurnal.arrivals) == len(burst.arrivals) == 2 * 10 * 50
+
+    def born(w):
+        return [t for t, op, *_ in w.arrivals if op == "create"]
+
+    def in_hours(ts, lo, hi):
+        return sum(lo * 3600 <= t < hi * 3600 for t in ts)
+
+    assert in_hours(born(diurnal), 13, 17) > 3 * in_hours(born(diurnal), 1, 5)  # afternoon over night
+    assert len(set(born(burst))) < len(born(burst)) / 4  # replicas arrive together
+    assert len(set(born(steady))) == len(born(steady))
+
+
+# -- the recommendation --------------------------------------------------------------------------------
+def _rows() -> TuneResult:
+    base = {"release_interval": 120.0, "quick_release": False, "idle_ips_mean": 1.0, "api_calls": 100}
+    rows = [{**base, "min_prebound": 1, "max_prebound": 5, "ip_hours_wasted": 10.0, "delay_p95_s": 6.0},
+            {**base, "min_prebound": 2, "max_prebound": 5, "ip_hours_wasted": 20.0, "delay_p95_s": 1.5},
+            {**base, "min_prebound": 5, "max_prebound": 5, "ip_hours_wasted": 50.0, "delay_p95_s": 0.2}]
+    mark_pareto(rows)
+    return TuneResult("hand", 3600.0, 1, rows)
+
+
+def test_recommend_picks_the_cheapest_setting_that_meets_the_goal_and_says_why():
+    advice = recommend(_rows(), "p95_delay<=2s")
+    assert (advice.row["min_prebound"], advice.closest) == (2, None)
+    assert "cheapest of the 2 of 3 settings" in advice.explanation
+    assert "min_prebound=1 max_prebound=5" in advice.explanation and "6 s" in advice.explanation  # cheaper, too slow
+    both = recommend(_rows(), "p95_delay<500ms, waste<=60")
+    assert both.row["min_prebound"] == 5
+
+
+def test_an_unmeetable_goal_says_so_and_shows_the_closest():
+    advice = recommend(_rows(), "p95_delay<=100ms")
+    assert advice.row is None and advice.closest["min_prebound"] == 5
+    assert advice.explanation.startswith("No setting meets p95_delay<=100ms. The closest is min_prebound=5")
+
+
+def test_an_unmeetable_goal_exits_1_on_the_command_line(capsys):
+    assert main([*ARGS[:-1], "--recommend", "p95_delay<=1ms,waste<1"]) == 1
+    assert "No setting meets" in capsys.readouterr().out
+
+
+def test_the_goal_grammar():
+    goals = parse_goals("p95_delay<=2s, max_delay<1m,api_calls>=10,idle_p95 > 3")
+    assert [(g.metric, g.op, g.value) for g in goals] == [
+        ("p95_delay", "<=", 2.0), ("max_delay", "<", 60.0), ("api_calls", ">=", 10.0), ("idle_p95", ">", 3.0)]
+
+
+# -- the picture ---------------------------------------------------------------------------------------
+def test_png_is_a_valid_png_of_the_sweep(tmp_path, capsys):
+    out = tmp_path / "tune.png"
+    assert main([*ARGS[:-1], "--png", str(out), "--recommend", "p95_delay<=1h"]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 1000 and height > 500
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[:2] == (height, width)
+
+
+# -- refusals: exit 2, the parameter named, nothing done ------------------------------------------------
+BAD = [
+    (["--sweep", "min_prebound"], "PARAMETER=V1,V2"),
+    (["--sweep", "=1,2"], "PARAMETER=V1,V2"),
+    (["--sweep", "colour=1,2"], "--sweep colour: unknown parameter"),
+    (["--sweep", "min_prebound=0,1"], "min_prebound: 0 is below 1"),
+    (["--sweep", "min_prebound=-2"], "min_prebound: -2 is below 1"),
+    (["--sweep", "max_prebound=a,b"], "max_prebound: 'a' is not a whole number"),
+    (["--sweep", "max_prebound=1,,2"], "--sweep max_prebound: list the values"),
+    (["--sweep", "max_prebound=5,5"], "--sweep max_prebound: '5' is listed twice"),
+    (["--sweep", "release_interval=soon"], "release_interval: 'soon' is not a duration"),
+    (["--sweep", "release_interval=0"], "release_interval: '0' must be a positive number"),
+    (["--sweep", "quick_release=maybe"], "quick_release: 'maybe' is not true or false"),
+    (["--sweep", "min_prebound=1", "--sweep", "min_prebound=2"], "--sweep min_prebound: given twice"),
+    (["--sweep", "min_prebound=9", "--sweep", "max_prebound=2"], "every combination was skipped"),
+    (["--recommend", "p95_delay<=2 parsecs"], "p95_delay<=2 parsecs"),
+    (["--recommend", "speed<=2s"], "unknown metric speed"),
+    (["--recommend", "p95_delay=2s"], "write METRIC OP VALUE"),
+    (["--recommend", "p95_delay<=2fortnights"], "unknown unit 'fortnights'"),
+    (["--recommend", "waste<=5s"], "waste is a count and takes no unit"),
+    (["--recommend", "p95_delay<=2s,"], "write METRIC OP VALUE"),
+    (["--latency", "2-1"], "--latency '2-1'"),
+    (["--workers", "0"], "--workers 0"),
+    (["--png", "out.gif"], "--png out.gif"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_exits_2_naming_what_is_wrong(capsys, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    called = []
+    monkeypatch.setattr(tune_mod, "measure", lambda *a: called.append(a))
+    assert main(["tune", "--workload", "steady", "--nodes", "2", "--hours", "1", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not called and list(tmp_path.iterdir()) == []
+
+
+def test_a_scenario_and_a_workload_are_not_both_given(capsys, tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ncluster:\n  subnets: [{id: a, cidr: 10.0.1.0/24}]\n"
+                    "  nodes: [{name: n, subnets: [a], max_enis: 1, ips_per_eni: 2}]\nsteps: []\n")
+    assert main(["tune", str(path), "--workload", "burst"]) == 2
+    assert main(["tune"]) == 2
+    assert main(["tune", str(path), "--nodes", "5"]) == 2
+    assert "--nodes shapes a generated --workload" in capsys.readouterr().err
+
+
+def test_a_static_ip_scenario_has_no_pool_to_tune(capsys):
+    assert main(["tune", "fixtures/scenarios/static-ip-retention.yaml"]) == 2
+    assert "static-ip has no warm pool to tune" in capsys.readouterr().err
+
+
+def test_a_scenario_file_is_tuned_from_its_own_pool(capsys):
+    out = _json(capsys, ["tune", "fixtures/scenarios/grow-and-shrink.yaml", "--sweep", "max_prebound=5,10",
+                         "--latency", "1", "--json", "--workers", "1"])
+    assert [(r["min_prebound"], r["max_prebound"]) for r in out["settings"]] == [(5, 5), (5, 10)]
+    assert out["settings"][1]["ip_hours_wasted"] > out["settings"][0]["ip_hours_wasted"]
+
+
+def test_the_python_api_examples_run():
+    failures, tried = doctest.testmod(tune_mod, optionflags=doctest.ELLIPSIS)
+    assert tried >= 6 and failures == 0
+
+
+def test_tune_refuses_an_empty_sweep():
+    with pytest.raises(UsageError, match="no setting to try"):
+        tune(generate_workload("steady", nodes=1, hours=1), [], workers=1)
