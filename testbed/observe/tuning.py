@@ -82,6 +82,7 @@ def draw_tuning(
     title: str = "",
     chosen: Sequence[int] = (),
     recommended: int | None = None,
+    over_time: str = "the pool over time for the chosen settings",
 ) -> Path:
     """Draw the trade-off of `rows` and the pool over time of the rows whose indices are in `chosen`
     (`series[i]` belongs to `rows[i]`) to `path` (.png or .svg). Returns the path."""
@@ -126,8 +127,7 @@ def draw_tuning(
         idle_ax.step(hours, s["idle"], where="post", color=colors(n), label=name, lw=1.3)
         wait_ax.step(hours, list(itertools.accumulate(s["delayed"])), where="post", color=colors(n), lw=1.3)
     idle_ax.set_ylabel("idle IPs held (all nodes)")
-    idle_ax.set_title("the pool over time: the recommended and the cheapest of the front",
-                      loc="left", fontsize=11)
+    idle_ax.set_title(over_time, loc="left", fontsize=11)
     idle_ax.legend(fontsize=8, loc="best", framealpha=0.9)
     idle_ax.grid(alpha=0.3)
     idle_ax.tick_params(labelbottom=False)
