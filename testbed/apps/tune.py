@@ -805,8 +805,8 @@ def run_cli(args: Any, console: Any) -> int:
             if result.rows[i]["pareto"] and i != recommended]
         drawn = draw_tuning(result.rows, result.series, args.png, chosen=chosen[:5], recommended=recommended,
                             title=f"warm-pool settings on {result.workload}",
-                            over_time="the pool over time: " + ("the recommended and " if pick else "") +
-                                      "the cheapest settings of the front")
+                            over_time="pool over time: " + ("recommended + " if pick else "") +
+                                      "cheapest of the front")
         print(f"drew {drawn}", file=sys.stderr if args.json else sys.stdout)
     return 1 if advice and advice.row is None else 0
 

@@ -37,41 +37,59 @@ _OFFSETS = [(7, 7, "left", "bottom"), (7, -7, "left", "top"), (-7, 7, "right", "
 
 
 def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any]) -> None:
-    """Label each point where its text overlaps no other label, no marker and stays inside the axes; the
-    labels of points drawn over time too (`tint`: index -> colour) take their line's colour, in bold."""
+    """Label each point where its text overlaps no other label, no marker and stays inside the axes. Points
+    that fall on one spot share a label, a line each; labels of points drawn over time too (`tint`: index ->
+    colour) take their line's colour, in bold."""
+    from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
     fig = ax.figure
     fig.canvas.draw()
+    fig.set_layout_engine("none")  # freeze the layout: labels placed now must not move relative to each other
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     to_px = ax.transData.transform
-    taken = []
-    for x, y, _ in points:
+    spots: list[tuple[float, float, list[int]]] = []  # (px, py, indices of the points there)
+    for n, (x, y, _) in enumerate(points):
         px, py = to_px((x, y))
-        taken.append(Bbox.from_extents(px - 6, py - 6, px + 6, py + 6))
-    for n, (x, y, text) in enumerate(points):
-        chosen = None
-        style = {"fontsize": 8, "color": tint.get(n, "black"), "fontweight": "bold" if n in tint else "normal",
+        near = next((s for s in spots if abs(s[0] - px) < 6 and abs(s[1] - py) < 6), None)
+        if near is None:
+            spots.append((px, py, [n]))
+        else:
+            near[2].append(n)
+    taken = [Bbox.from_extents(px - 6, py - 6, px + 6, py + 6) for px, py, _ in spots]
+
+    def fits(box) -> bool:
+        return box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+
+    for _, _, members in spots:
+        x, y, _ = points[members[0]]
+        text = "\n".join(points[n][2] for n in members)
+        tinted = [n for n in members if n in tint]
+        style = {"fontsize": 8, "color": tint[tinted[0]] if tinted else "black",
+                 "fontweight": "bold" if tinted else "normal", "linespacing": 1.1,
                  "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}}
-        for dx, dy, ha, va in _OFFSETS:
-            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, **style)
-            box = ann.get_window_extent(renderer)
-            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
-            if inside and not any(box.overlaps(t) for t in taken):
-                chosen = (ann, box)
-                break
-            ann.remove()
-        if chosen is None:  # crowded: the first place that stays inside, with a leader line
-            for dx, dy, ha, va in _OFFSETS[8:] + _OFFSETS[:8]:
-                ann = ax.annotate(text, (x, y), xytext=(dx * 2, dy * 2), textcoords="offset points", ha=ha, va=va,
-                                  arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6}, **style)
-                box = ann.get_window_extent(renderer)
-                if box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1:
+        best = None  # (overlaps, annotation, box): the first free place, else the least crowded one
+        for scale in (1, 2.5, 4, 5.5, 7):
+            for dx, dy, ha, va in _OFFSETS:
+                lead = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if scale > 1 else {}
+                ann = ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
+                                  ha=ha, va=va, **lead, **style)
+                ann.update_positions(renderer)
+                box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
+                clash = sum(box.overlaps(t) for t in taken) + (0 if fits(box) else 100)
+                if best is None or clash < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (clash, ann, box)
+                else:
+                    ann.remove()
+                if clash == 0:
                     break
-                ann.remove()
-            chosen = (ann, box)
-        taken.append(chosen[1])
+            if best[0] == 0:
+                break
+        placed = best[2]
+        taken.append(placed)
 
 
 def draw_tuning(
@@ -91,6 +109,7 @@ def draw_tuning(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
+    from matplotlib.ticker import FuncFormatter
 
     path = Path(path)
     varied = _varied(rows)
@@ -113,10 +132,12 @@ def draw_tuning(
     ax.set_title(title or "warm-pool settings: waste against start delay", loc="left", fontsize=11)
     ax.grid(alpha=0.3)
     ax.margins(x=0.18, y=0.18)
+    top = max(ys, default=0) or 1.0  # all delays 0: show 0 to 1 s
+    ax.set_ylim(-0.12 * top, top * 1.3)  # room below the zero line for labels; no negative ticks
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "" if v < 0 else f"{v:g}"))
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
     colors = plt.get_cmap("tab10")
     tint = {i: colors(n) for n, i in enumerate(chosen)}
-    _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
 
     idle_ax = fig.add_subplot(grid[0, 1])
     wait_ax = fig.add_subplot(grid[1, 1], sharex=idle_ax)
@@ -134,6 +155,7 @@ def draw_tuning(
     wait_ax.set_ylabel("pods that waited for an IP\n(so far)")
     wait_ax.set_xlabel("simulated hours")
     wait_ax.grid(alpha=0.3)
+    _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
