@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import doctest
 import json
+import signal
 import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -309,3 +314,38 @@ def test_the_python_api_examples_run():
 def test_tune_refuses_an_empty_sweep():
     with pytest.raises(UsageError, match="no setting to try"):
         tune(generate_workload("steady", nodes=1, hours=1), [], workers=1)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_stops_the_sweep_and_its_workers_without_a_traceback():
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "tune", "--workload", "steady", "--nodes",
+                             "300", "--sweep", "min_prebound=1,2,3,4", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 2, "the worker processes did not start"
+        time.sleep(0.5)  # let them get into a replay
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "enilab: interrupted" in err and "Traceback" not in err and out == ""
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)

@@ -34,13 +34,16 @@ Recommended: min_prebound=1 max_prebound=5 release_interval=120s quick_release=o
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
+import multiprocessing
+import os
 import random
 import re
+import signal
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -517,6 +520,11 @@ def mark_pareto(rows: list[dict[str, Any]]) -> None:
             for o in rows if o is not row)
 
 
+def _worker_ignores_sigint() -> None:
+    """Ctrl-C is the parent's to handle: it stops the pool, so workers print no tracebacks of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _measure_one(args: tuple[Workload, PoolConfig]) -> tuple[dict[str, Any], dict[str, list[float]]]:
     return measure(*args)
 
@@ -538,22 +546,20 @@ def tune(
     if not configs:
         raise UsageError("no setting to try: every combination was skipped" +
                          (f" ({skipped[0]['reason']})" if skipped else ""))
-    import os
-
     workers = min(workers or os.cpu_count() or 1, len(configs))
     done: list[tuple[dict[str, Any], dict[str, list[float]]]] = []
     jobs = [(workload, c) for c in configs]
-    if workers == 1:
-        for job in jobs:
-            done.append(_measure_one(job))
+    if progress:
+        progress(0, len(jobs))
+    with contextlib.ExitStack() as stack:
+        outs: Iterable[tuple[dict[str, Any], dict[str, list[float]]]] = map(_measure_one, jobs)
+        if workers > 1:  # leaving the block terminates the workers, also on Ctrl-C or an error
+            pool = stack.enter_context(multiprocessing.Pool(workers, initializer=_worker_ignores_sigint))
+            outs = pool.imap(_measure_one, jobs)
+        for out in outs:
+            done.append(out)
             if progress:
                 progress(len(done), len(jobs))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for out in pool.map(_measure_one, jobs):
-                done.append(out)
-                if progress:
-                    progress(len(done), len(jobs))
     rows = [row for row, _ in done]
     mark_pareto(rows)
     return TuneResult(workload.name, workload.end, len(workload.spec.nodes), rows, skipped,
@@ -712,12 +718,8 @@ def workload_from_args(args: Any) -> Workload:
     return workload
 
 
-def _progress(enabled: bool):
+def _progress():
     """A rich progress bar on stderr when it is a terminal, else nothing (a context of a callback)."""
-    import contextlib
-
-    if not enabled:
-        return contextlib.nullcontext(None)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -780,7 +782,7 @@ def run_cli(args: Any, console: Any) -> int:
         raise UsageError(f"--png {args.png}: the folder {Path(args.png).resolve().parent} does not exist")
     workload = workload_from_args(args)
     settings = sweep_settings(sweeps, workload.spec.pool)
-    with _progress(not args.json) as progress:
+    with _progress() as progress:
         result = tune(workload, settings, workers=args.workers, progress=progress)
     advice = recommend(result, goals) if goals else None
     if args.json:
