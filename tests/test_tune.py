@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 import signal
 import struct
 import subprocess
@@ -333,14 +334,14 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_stops_the_sweep_and_its_workers_without_a_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "tune", "--workload", "steady", "--nodes",
                              "300", "--sweep", "min_prebound=1,2,3,4", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(workers) == 2, "the worker processes did not start"
         time.sleep(0.5)  # let them get into a replay
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
