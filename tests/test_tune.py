@@ -271,6 +271,10 @@ BAD = [
     (["--latency", "2-1"], "--latency '2-1'"),
     (["--workers", "0"], "--workers 0"),
     (["--png", "out.gif"], "--png out.gif"),
+    (["--png", "no/such/folder/t.png"], "does not exist"),
+    (["--nodes", "0"], "--nodes 0: give 1 to 10,000 nodes"),
+    (["--hours", "0"], "--hours 0: give a span above 0"),
+    (["--pods", "-1"], "--pods -1"),
 ]
 
 

@@ -517,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--nodes", type=int, help="generated workload: nodes (1000)")
     tu.add_argument("--hours", type=float, help="generated workload: simulated hours (24)")
     tu.add_argument("--pods", type=int, help="generated workload: pods created (50 per node per day)")
-    tu.add_argument("--seed", type=int, default=1, help="generated workload: seed (1)")
+    tu.add_argument("--seed", type=int, help="generated workload: seed (1)")
     tu.add_argument("--sweep", action="append", metavar="PARAM=V1,V2",
                     help="min_prebound, max_prebound, release_interval (30, 2m) or quick_release (false,true); "
                          "repeat for a grid")

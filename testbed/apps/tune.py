@@ -79,6 +79,7 @@ GENERATED_CLOUD = FaultConfig(latency=(0.5, 2.0), throttle=0.02)
 PODS_PER_NODE_DAY = 50  # `enilab bench sim`'s churn: 50,000 pods on 1,000 nodes in 24 h
 MEAN_LIFE_S = 7200.0
 SAMPLES = 240  # points of the pool-over-time series
+MAX_NODES, MAX_PODS = 10_000, 2_000_000  # about a minute of simulation per setting at most
 
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
@@ -246,14 +247,14 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
     """
     if kind not in WORKLOADS:
         raise UsageError(f"--workload {kind}: unknown workload; use one of {', '.join(WORKLOADS)}")
-    if nodes < 1:
-        raise UsageError(f"--nodes {nodes}: a workload needs at least one node")
+    if not 1 <= nodes <= MAX_NODES:
+        raise UsageError(f"--nodes {nodes}: give 1 to {MAX_NODES:,} nodes")
     if not 0 < hours <= 24 * 14:
         raise UsageError(f"--hours {hours:g}: give a span above 0 and at most two weeks (336)")
     span = hours * 3600
     total = round(nodes * PODS_PER_NODE_DAY * hours / 24) if pods is None else pods
-    if total < 0:
-        raise UsageError(f"--pods {pods}: give a count of 0 or more")
+    if not 0 <= total <= MAX_PODS:
+        raise UsageError(f"--pods {total}: give 0 to {MAX_PODS:,} pods")
     rng = random.Random(f"{kind}:{seed}")
     out: list[tuple[float, int, str, str, str]] = []
 
@@ -705,14 +706,14 @@ def workload_from_args(args: Any) -> Workload:
     if bool(args.scenario) == bool(args.workload):
         raise UsageError("give a scenario file or --workload diurnal|burst|steady (one of the two)")
     if args.scenario:
-        for flag in ("nodes", "hours", "pods"):
+        for flag in ("nodes", "hours", "pods", "seed"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag} shapes a generated --workload; a scenario file brings its own")
         workload = load_workload(args.scenario)
     else:
         workload = generate_workload(args.workload, nodes=1000 if args.nodes is None else args.nodes,
-                                     hours=24.0 if args.hours is None else args.hours, seed=args.seed,
-                                     pods=args.pods)
+                                     hours=24.0 if args.hours is None else args.hours,
+                                     seed=1 if args.seed is None else args.seed, pods=args.pods)
     if args.latency:
         workload = workload.with_latency(*parse_latency(args.latency))
     return workload
