@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,24 @@ def test_ctrl_c_stops_the_sweep_and_its_workers_without_a_traceback():
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
+
+
+def test_the_meter_agrees_with_the_vpc_on_a_flaky_cloud():
+    # Throttled, failing calls and calls that time out after they happened (the ipamd learns of those IPs
+    # only when it re-syncs): the running count of idle IPs must still equal the VPC's bound IPs less the
+    # running pods, and the subnet peak can be no less than what is in use at the end.
+    w = generate_workload("burst", nodes=8, hours=3, seed=9)
+    flaky = FaultConfig(throttle=0.2, transient=0.1, timeout=0.1, consistency_delay=5, latency=(0.1, 1.0))
+    w = replace(w, spec=replace(w.spec, faults=flaky))
+    cluster = tune_mod.replay(w, PoolConfig(min_prebound=2, max_prebound=6))
+    try:
+        meter = cluster.meter
+        bound = sum(len(e.ips) for e in cluster.vpc.enis.values())
+        running = sum(len(n.running) for n in cluster.nodes.values())
+        assert (meter.idle, meter.running) == (bound - running, running)
+        used = sum(len(b.used) for b in cluster.vpc.books.values())
+        row = meter.finish(cluster.clock.now())
+        assert row["subnet_peak_used"] >= used and row["throttled"] > 0
+        assert row["pods"] == len(w.arrivals) // 2
+    finally:
+        cluster.close()

@@ -69,6 +69,7 @@ __all__ = [
     "parse_goals",
     "parse_sweep",
     "recommend",
+    "replay",
     "sweep_settings",
     "tune",
 ]
@@ -459,12 +460,9 @@ class _MeteredCluster(Cluster):
             raise
 
 
-def measure(workload: Workload, config: PoolConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Replay `workload` with the pool set to `config`: (the figures, the pool over time).
-
-    The series has `t` (seconds), `idle` (idle IPs held) and `running` (pods) sampled at 240 even points
-    (plus the end), and `delayed`: how many pods created in each interval from one point to the next waited
-    for an IP."""
+def replay(workload: Workload, config: PoolConfig) -> _MeteredCluster:
+    """Run `workload` with the pool set to `config` to its end; the cluster's `meter` has listened
+    throughout (its figures: `cluster.meter.finish(end)`). Close the cluster when done."""
     spec = replace(workload.spec, pool=config)
     cluster = _MeteredCluster(replace(spec, nodes=()), keep_events=False)
     cluster.meter = _Meter(cluster, workload.end)
@@ -483,8 +481,20 @@ def measure(workload: Workload, config: PoolConfig) -> tuple[dict[str, Any], dic
                 if pod in cluster.pods:
                     cluster.delete_pod(pod)
     cluster.run_until(max(workload.end, cluster.clock.now()))
-    figures = cluster.meter.finish(cluster.clock.now())
-    cluster.close()
+    return cluster
+
+
+def measure(workload: Workload, config: PoolConfig) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Replay `workload` with the pool set to `config`: (the figures, the pool over time).
+
+    The series has `t` (seconds), `idle` (idle IPs held) and `running` (pods) sampled at 240 even points
+    (plus the end), and `delayed`: how many pods created in each interval from one point to the next waited
+    for an IP."""
+    cluster = replay(workload, config)
+    try:
+        figures = cluster.meter.finish(cluster.clock.now())
+    finally:
+        cluster.close()
     return {**setting_of(config), **figures}, cluster.meter.series
 
 
