@@ -64,10 +64,13 @@ __all__ = [
     "TuneResult",
     "Workload",
     "generate_workload",
+    "label",
     "load_workload",
+    "mark_pareto",
     "measure",
     "parse_goals",
     "parse_sweep",
+    "print_table",
     "recommend",
     "replay",
     "sweep_settings",
@@ -753,14 +756,15 @@ def print_table(console: Any, result: TuneResult) -> None:
 
     table = Table(title=f"enilab tune: {result.workload}, {result.end / 3600:.3g} simulated h, {result.nodes} nodes",
                   title_justify="left")
-    for col, justify in (("front", "center"), ("min", "right"), ("max", "right"), ("release", "right"),
+    for col, justify in (("#", "right"), ("front", "center"), ("min", "right"), ("max", "right"), ("release", "right"),
                          ("quick", "center"), ("idle mean", "right"), ("idle p95", "right"),
                          ("IP-h wasted", "right"), ("delay mean", "right"), ("delay p95", "right"),
                          ("delay max", "right"), ("API calls", "right"), ("throttled", "right"),
                          ("ENIs +/-", "right"), ("subnet peak", "right")):
         table.add_column(col, justify=justify)
-    for r in result.rows:
-        table.add_row("[bold red]*[/bold red]" if r["pareto"] else "", str(r["min_prebound"]), str(r["max_prebound"]),
+    for n, r in enumerate(result.rows, 1):
+        table.add_row(str(n), "[bold red]*[/bold red]" if r["pareto"] else "", str(r["min_prebound"]),
+                      str(r["max_prebound"]),
                       f"{r['release_interval']:g}s", "on" if r["quick_release"] else "off",
                       f"{r['idle_ips_mean']:.1f}", str(r["idle_ips_p95"]), f"{r['ip_hours_wasted']:.1f}",
                       f"{r['delay_mean_s']:.2f}s", f"{r['delay_p95_s']:.2f}s", f"{r['delay_max_s']:.2f}s",

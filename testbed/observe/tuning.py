@@ -36,10 +36,11 @@ _OFFSETS = [(7, 7, "left", "bottom"), (7, -7, "left", "top"), (-7, 7, "right", "
             (14, -20, "left", "top"), (-14, 20, "right", "bottom")]
 
 
-def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any]) -> None:
-    """Label each point where its text overlaps no other label, no marker and stays inside the axes. Points
-    that fall on one spot share a label, a line each; labels of points drawn over time too (`tint`: index ->
-    colour) take their line's colour, in bold."""
+def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any]) -> list[str]:
+    """Label each point with its setting where the text overlaps no other label or marker and stays inside
+    the axes, without a leader line; where it cannot, with its number (`#3`, the table's row) instead, and
+    return those as key lines (`#3  min 2 · max 5`). Points that fall on one spot share a label; labels of
+    points drawn over time too (`tint`: index -> colour) take their line's colour, in bold, and go first."""
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
@@ -57,27 +58,25 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
             spots.append((px, py, [n]))
         else:
             near[2].append(n)
+    spots.sort(key=lambda s: not any(n in tint for n in s[2]))
     taken = [Bbox.from_extents(px - 6, py - 6, px + 6, py + 6) for px, py, _ in spots]
 
-    def fits(box) -> bool:
-        return box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
-
-    for _, _, members in spots:
+    def place(members: list[int], text: str, scales: Sequence[float], free_only: bool) -> bool:
         x, y, _ = points[members[0]]
-        text = "\n".join(points[n][2] for n in members)
         tinted = [n for n in members if n in tint]
         style = {"fontsize": 8, "color": tint[tinted[0]] if tinted else "black",
                  "fontweight": "bold" if tinted else "normal", "linespacing": 1.1,
                  "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}}
         best = None  # (overlaps, annotation, box): the first free place, else the least crowded one
-        for scale in (1, 2.5, 4, 5.5, 7):
+        for scale in scales:
             for dx, dy, ha, va in _OFFSETS:
                 lead = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if scale > 1 else {}
                 ann = ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
                                   ha=ha, va=va, **lead, **style)
                 ann.update_positions(renderer)
                 box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
-                clash = sum(box.overlaps(t) for t in taken) + (0 if fits(box) else 100)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                clash = sum(box.overlaps(t) for t in taken) + (0 if inside else 100)
                 if best is None or clash < best[0]:
                     if best is not None:
                         best[1].remove()
@@ -85,11 +84,21 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
                 else:
                     ann.remove()
                 if clash == 0:
-                    break
-            if best[0] == 0:
-                break
-        placed = best[2]
-        taken.append(placed)
+                    taken.append(box)
+                    return True
+        if free_only:
+            best[1].remove()
+            return False
+        taken.append(best[2])
+        return True
+
+    crowded = [m for _, _, m in spots if not place(m, "\n".join(points[n][2] for n in m), (1,), True)]
+    key = []
+    for members in crowded:
+        number = ",".join(f"#{n + 1}" for n in members)
+        place(members, number, (1, 2, 3), False)
+        key += [f"#{n + 1}  {points[n][2]}" for n in members]
+    return key
 
 
 def draw_tuning(
@@ -113,9 +122,11 @@ def draw_tuning(
 
     path = Path(path)
     varied = _varied(rows)
-    fig = plt.figure(figsize=(15, 7), layout="constrained")
-    grid = GridSpec(2, 2, figure=fig, width_ratios=[1.2, 1])
-    ax = fig.add_subplot(grid[:, 0])
+    fig = plt.figure(figsize=(15, 7.8), layout="constrained")
+    grid = GridSpec(3, 2, figure=fig, width_ratios=[1.2, 1], height_ratios=[1, 1, 0.28])
+    ax = fig.add_subplot(grid[:2, 0])
+    key_ax = fig.add_subplot(grid[2, 0])
+    key_ax.axis("off")
     xs = [r["ip_hours_wasted"] for r in rows]
     ys = [r["delay_p95_s"] for r in rows]
     calls = [r["api_calls"] for r in rows]
@@ -140,7 +151,7 @@ def draw_tuning(
     tint = {i: colors(n) for n, i in enumerate(chosen)}
 
     idle_ax = fig.add_subplot(grid[0, 1])
-    wait_ax = fig.add_subplot(grid[1, 1], sharex=idle_ax)
+    wait_ax = fig.add_subplot(grid[1:, 1], sharex=idle_ax)
     for n, i in enumerate(chosen):
         s = series[i]
         hours = [t / 3600 for t in s["t"]]
@@ -155,7 +166,20 @@ def draw_tuning(
     wait_ax.set_ylabel("pods that waited for an IP\n(so far)")
     wait_ax.set_xlabel("simulated hours")
     wait_ax.grid(alpha=0.3)
-    _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
+    key = _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
+    _draw_key(key_ax, key, varied)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _draw_key(ax, key: Sequence[str], varied: Sequence[str]) -> None:
+    """Under the trade-off: how to read it, and the settings of the points too crowded to name, in columns."""
+    swept = ", ".join(varied) or "nothing swept"
+    ax.text(0, 1, f"One point per setting (swept: {swept}); bold labels are also drawn over time, on the right."
+            + ("\nWhere points crowd, a label is the setting's row number (#) in the table:" if key else ""),
+            fontsize=8.5, va="top", linespacing=1.3, transform=ax.transAxes)
+    per_column = 4
+    for c in range(0, len(key), per_column):
+        ax.text(0.005 + 0.25 * (c // per_column), 0.6, "\n".join(key[c:c + per_column]), fontsize=8, va="top",
+                linespacing=1.3, transform=ax.transAxes, family="monospace")
