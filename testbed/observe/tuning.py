@@ -70,7 +70,8 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
         best = None  # (overlaps, annotation, box): the first free place, else the least crowded one
         for scale in scales:
             for dx, dy, ha, va in _OFFSETS:
-                lead = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if scale > 1 else {}
+                far = scale > 1 or abs(dx) + abs(dy) > 25  # a leader line shows whose label it is
+                lead = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if far else {}
                 ann = ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
                                   ha=ha, va=va, **lead, **style)
                 ann.update_positions(renderer)
