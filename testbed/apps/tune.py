@@ -45,16 +45,16 @@ import signal
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from eni_core.model import PoolConfig, Subnet
+from eni_core.model import PoolConfig
+from testbed.apps.bench import _sim_workload, _sim_world
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
 from testbed.world.cluster import Cluster, Pod
 from testbed.world.scenario import load_scenario
-from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.spec import ClusterSpec
 from testbed.world.vpc import FaultConfig
 
 __all__ = [
@@ -226,13 +226,6 @@ def load_workload(path: str | Path) -> Workload:
     return Workload(scenario.name, scenario.cluster, float(end), steps=tuple(scenario.steps))
 
 
-def _world(nodes: int, seed: int) -> ClusterSpec:
-    """`enilab bench sim`'s world: 4 /16 subnets, each node in two of them, 4 ENIs x 10 IPs."""
-    subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(4))
-    specs = tuple(NodeSpec(f"node-{n}", (subnets[n % 4].id, subnets[(n + 1) % 4].id), 4, 10) for n in range(nodes))
-    return ClusterSpec(subnets=subnets, nodes=specs, pool=PoolConfig(), faults=GENERATED_CLOUD, seed=seed)
-
-
 def _diurnal_rate(t: float) -> float:
     """Relative arrival rate over the day: lowest at 03:00, highest at 15:00 (0.2 to 1.8)."""
     return 1.0 - 0.8 * math.cos(2 * math.pi * (t / 86400 - 3 / 24))
@@ -260,13 +253,15 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
     if not 0 <= total <= MAX_PODS:
         raise UsageError(f"--pods {total}: give 0 to {MAX_PODS:,} pods")
     rng = random.Random(f"{kind}:{seed}")
-    out: list[tuple[float, int, str, str, str]] = []
+    out: list[tuple[float, int, str, str, str]] = []  # (t, order, op, pod, node), as `enilab bench sim` makes
 
     def pod(i: int, born: float, died: float, node: str) -> None:
         out.append((born, 0, "create", f"pod-{i}", node))
         out.append((min(died, span), 1, "delete", f"pod-{i}", node))
 
-    if kind == "burst":
+    if kind == "steady":
+        out = _sim_workload(nodes, total, hours, seed)
+    elif kind == "burst":
         i = 0
         while i < total:
             size = min(rng.randint(5, 20), total - i)
@@ -279,13 +274,13 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
     else:
         for i in range(total):
             born = rng.uniform(0, span * 0.9)
-            while kind == "diurnal" and rng.uniform(0, 1.8) > _diurnal_rate(born):
+            while rng.uniform(0, 1.8) > _diurnal_rate(born):
                 born = rng.uniform(0, span * 0.9)
             pod(i, born, born + rng.expovariate(1 / MEAN_LIFE_S), f"node-{rng.randrange(nodes)}")
     out.sort()
     arrivals = tuple((t, op, name, node) for t, _, op, name, node in out)
-    return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", _world(nodes, seed), span,
-                    arrivals=arrivals)
+    world = replace(_sim_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
+    return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)
 
 
 # -- measuring one setting -----------------------------------------------------------------------------
