@@ -751,12 +751,12 @@ def print_table(console: Any, result: TuneResult) -> None:
 
     table = Table(title=f"enilab tune: {result.workload}, {result.end / 3600:.3g} simulated h, {result.nodes} nodes",
                   title_justify="left")
-    for col, justify in (("#", "right"), ("front", "center"), ("min", "right"), ("max", "right"), ("release", "right"),
-                         ("quick", "center"), ("idle mean", "right"), ("idle p95", "right"),
-                         ("IP-h wasted", "right"), ("delay mean", "right"), ("delay p95", "right"),
-                         ("delay max", "right"), ("API calls", "right"), ("throttled", "right"),
-                         ("ENIs +/-", "right"), ("subnet peak", "right")):
-        table.add_column(col, justify=justify)
+    for col, justify in (("#", "right"), ("front", "center"), ("min", "right"), ("max", "right"),
+                         ("release", "right"), ("quick", "center"), ("idle\nmean", "right"), ("idle\np95", "right"),
+                         ("IP-h\nwasted", "right"), ("delay\nmean", "right"), ("delay\np95", "right"),
+                         ("delay\nmax", "right"), ("API\ncalls", "right"), ("throttled", "right"),
+                         ("ENIs\n+/-", "right"), ("subnet\npeak", "right")):
+        table.add_column(col, justify=justify, min_width=max(len(w) for w in col.split("\n")))
     for n, r in enumerate(result.rows, 1):
         table.add_row(str(n), "[bold red]*[/bold red]" if r["pareto"] else "", str(r["min_prebound"]),
                       str(r["max_prebound"]),

@@ -153,9 +153,11 @@ def draw_tuning(
 
     idle_ax = fig.add_subplot(grid[0, 1])
     wait_ax = fig.add_subplot(grid[1:, 1], sharex=idle_ax)
+    end = max((s["t"][-1] for s in series if s["t"]), default=0)
+    unit, per = ("hours", 3600) if end >= 7200 else ("minutes", 60)
     for n, i in enumerate(chosen):
         s = series[i]
-        hours = [t / 3600 for t in s["t"]]
+        hours = [t / per for t in s["t"]]
         name = short_label(rows[i], varied) + (" (recommended)" if i == recommended else "")
         idle_ax.step(hours, s["idle"], where="post", color=colors(n), label=name, lw=1.3)
         wait_ax.step(hours, list(itertools.accumulate(s["delayed"])), where="post", color=colors(n), lw=1.3)
@@ -165,7 +167,9 @@ def draw_tuning(
     idle_ax.grid(alpha=0.3)
     idle_ax.tick_params(labelbottom=False)
     wait_ax.set_ylabel("pods that waited for an IP\n(so far)")
-    wait_ax.set_xlabel("simulated hours")
+    wait_ax.set_xlabel(f"simulated {unit}")
+    wait_ax.set_ylim(bottom=0)
+    idle_ax.set_ylim(bottom=0)
     wait_ax.grid(alpha=0.3)
     key = _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
     _draw_key(key_ax, key, varied)
