@@ -376,3 +376,21 @@ def test_the_meter_agrees_with_the_vpc_on_a_flaky_cloud():
         assert row["pods"] == len(w.arrivals) // 2
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no-such.yaml"),
+    ("name: [unclosed", "no-such.yaml"),
+    ("name: s\ncluster:\n  subnets: []\nsteps: []\n", "list at least one subnet"),
+    ("name: s\ncluster:\n  subnets: [{id: a, cidr: 10.0.1.0/24}]\n"
+     "  nodes: [{name: n, subnets: [a], max_enis: 1, ips_per_eni: 2}]\n"
+     "steps:\n  - {op: create_pods, node: n, count: 1}\n  - {op: probe, from: pod-1, to: 10.0.1.1}\n",
+     "needs real packets"),
+])
+def test_a_bad_scenario_file_exits_2(capsys, tmp_path, content, message):
+    path = tmp_path / "no-such.yaml"
+    if content is not None:
+        path.write_text(content)
+    assert main(["tune", str(path), "--sweep", "max_prebound=5,10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("enilab: error:") and message in err and "Traceback" not in err
