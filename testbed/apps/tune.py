@@ -187,9 +187,9 @@ def sweep_settings(
     return ok, skipped
 
 
-def setting_of(config: PoolConfig) -> dict[str, Any]:
-    return {"min_prebound": config.min_prebound, "max_prebound": config.max_prebound,
-            "release_interval": config.release_interval, "quick_release": config.quick_release}
+def setting_of(config: PoolConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The swept knobs of a pool config, or of a result row, as a dict."""
+    return {name: config[name] if isinstance(config, Mapping) else getattr(config, name) for name in PARAMETERS}
 
 
 def label(row: Mapping[str, Any]) -> str:
@@ -799,7 +799,7 @@ def run_cli(args: Any, console: Any) -> int:
         out = result.to_json()
         if advice:
             out["recommendation"] = {"goals": [g.text for g in advice.goals], "meets": advice.row is not None,
-                                     "setting": setting_of_row(advice.row or advice.closest),
+                                     "setting": setting_of(advice.row or advice.closest),
                                      "explanation": advice.explanation}
         json.dump(out, sys.stdout)
         sys.stdout.write("\n")
@@ -821,7 +821,3 @@ def run_cli(args: Any, console: Any) -> int:
                                       "cheapest of the front")
         print(f"drew {drawn}", file=sys.stderr if args.json else sys.stdout)
     return 1 if advice and advice.row is None else 0
-
-
-def setting_of_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in PARAMETERS}
