@@ -394,3 +394,15 @@ def test_a_bad_scenario_file_exits_2(capsys, tmp_path, content, message):
     assert main(["tune", str(path), "--sweep", "max_prebound=5,10"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("enilab: error:") and message in err and "Traceback" not in err
+
+
+def test_the_json_carries_the_recommendation(capsys):
+    out = _json(capsys, [*ARGS, "--workers", "1", "--recommend", "p95_delay<=1h"])
+    rec = out["recommendation"]
+    assert rec["meets"] and rec["goals"] == ["p95_delay<=1h"]
+    cheapest = min(out["settings"], key=lambda r: (r["ip_hours_wasted"], r["api_calls"]))
+    assert rec["setting"] == {k: cheapest[k] for k in ("min_prebound", "max_prebound", "release_interval",
+                                                       "quick_release")}
+    assert main([*ARGS, "--workers", "1", "--recommend", "p95_delay<=1ms"]) == 1
+    missed = json.loads(capsys.readouterr().out)["recommendation"]
+    assert not missed["meets"] and missed["explanation"].startswith("No setting meets p95_delay<=1ms")
