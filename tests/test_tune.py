@@ -406,3 +406,11 @@ def test_the_json_carries_the_recommendation(capsys):
     assert main([*ARGS, "--workers", "1", "--recommend", "p95_delay<=1ms"]) == 1
     missed = json.loads(capsys.readouterr().out)["recommendation"]
     assert not missed["meets"] and missed["explanation"].startswith("No setting meets p95_delay<=1ms")
+
+
+def test_a_setting_that_fails_in_a_worker_is_named_and_nothing_hangs():
+    spec = ClusterSpec(subnets=(subnet(),), nodes=(NodeSpec("node-1", ("subnet-a",), 2, 10),))
+    broken = Workload("broken", spec, 10.0, steps=({"op": "create_pods", "node": "node-9", "count": 1},))
+    with pytest.raises(RuntimeError, match=r"replaying min_prebound=[12] max_prebound=5 .* failed: ClusterError: "
+                                           r"unknown node 'node-9'"):
+        tune(broken, [PoolConfig(1, 5), PoolConfig(2, 5)], workers=2)

@@ -38,12 +38,13 @@ import contextlib
 import itertools
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import re
 import signal
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -529,13 +530,56 @@ def mark_pareto(rows: list[dict[str, Any]]) -> None:
             for o in rows if o is not row)
 
 
-def _worker_ignores_sigint() -> None:
-    """Ctrl-C is the parent's to handle: it stops the pool, so workers print no tracebacks of their own."""
+Outcome = tuple[dict[str, Any], dict[str, list[float]]]
+
+
+def _replay_share(conn: Any, workload: Workload, share: list[tuple[int, PoolConfig]]) -> None:
+    """A worker process: replay its share of the settings, sending `(index, outcome, error)` for each.
+    Ctrl-C is the parent's to handle (it terminates the workers), so a worker prints no traceback of its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for index, config in share:
+            try:
+                conn.send((index, measure(workload, config), None))
+            except Exception as err:  # the parent raises it, naming the setting
+                conn.send((index, None, f"{type(err).__name__}: {err}"))
+                return
+    finally:
+        conn.close()
 
 
-def _measure_one(args: tuple[Workload, PoolConfig]) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    return measure(*args)
+def _in_processes(workload: Workload, configs: list[PoolConfig], workers: int) -> Iterator[tuple[int, Outcome]]:
+    """Each setting's outcome as it arrives, from `workers` processes that share the settings round-robin.
+    Each worker has its own pipe and no lock is shared, so terminating them (on leaving, also on Ctrl-C or
+    an error) can never leave the parent waiting."""
+    processes, pipes = [], []
+    try:
+        for w in range(workers):
+            receive, send = multiprocessing.Pipe(duplex=False)
+            share = [(i, c) for i, c in enumerate(configs) if i % workers == w]
+            proc = multiprocessing.Process(target=_replay_share, args=(send, workload, share), daemon=True)
+            proc.start()
+            send.close()
+            processes.append(proc)
+            pipes.append(receive)
+        open_pipes = list(pipes)
+        while open_pipes:
+            for conn in multiprocessing.connection.wait(open_pipes):
+                try:
+                    index, outcome, error = conn.recv()
+                except EOFError:
+                    open_pipes.remove(conn)
+                    continue
+                if error is not None:
+                    raise RuntimeError(f"replaying {label(setting_of(configs[index]))} failed: {error}")
+                yield index, outcome
+    finally:
+        for proc in processes:
+            proc.terminate()
+        for proc in processes:
+            proc.join()
+        for conn in pipes:
+            conn.close()
 
 
 def tune(
@@ -556,23 +600,22 @@ def tune(
         raise UsageError("no setting to try: every combination was skipped" +
                          (f" ({skipped[0]['reason']})" if skipped else ""))
     workers = min(workers or os.cpu_count() or 1, len(configs))
-    done: list[tuple[dict[str, Any], dict[str, list[float]]]] = []
-    jobs = [(workload, c) for c in configs]
+    done: dict[int, Outcome] = {}
     if progress:
-        progress(0, len(jobs))
-    with contextlib.ExitStack() as stack:
-        outs: Iterable[tuple[dict[str, Any], dict[str, list[float]]]] = map(_measure_one, jobs)
-        if workers > 1:  # leaving the block terminates the workers, also on Ctrl-C or an error
-            pool = stack.enter_context(multiprocessing.Pool(workers, initializer=_worker_ignores_sigint))
-            outs = pool.imap(_measure_one, jobs)
-        for out in outs:
-            done.append(out)
-            if progress:
-                progress(len(done), len(jobs))
-    rows = [row for row, _ in done]
+        progress(0, len(configs))
+    arriving = (_in_processes(workload, configs, workers) if workers > 1
+                else ((i, measure(workload, c)) for i, c in enumerate(configs)))
+    for index, outcome in arriving:
+        done[index] = outcome
+        if progress:
+            progress(len(done), len(configs))
+    if len(done) < len(configs):
+        raise RuntimeError(f"a worker process ended with {len(configs) - len(done)} settings not replayed")
+    outcomes = [done[i] for i in range(len(configs))]
+    rows = [row for row, _ in outcomes]
     mark_pareto(rows)
     return TuneResult(workload.name, workload.end, len(workload.spec.nodes), rows, skipped,
-                      [series for _, series in done])
+                      [series for _, series in outcomes])
 
 
 # -- goals and the recommendation ----------------------------------------------------------------------
