@@ -772,11 +772,13 @@ def workload_from_args(args: Any) -> Workload:
 
 def _progress():
     """A rich progress bar on stderr when it is a terminal, else nothing (a context of a callback)."""
+    import sys
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    if not console.is_terminal:
+    if not (sys.stderr.isatty() and console.is_terminal):  # a pipe, even where FORCE_COLOR is set: no bar
         return contextlib.nullcontext(None)
 
     @contextlib.contextmanager
