@@ -33,7 +33,10 @@ class NoFreeIp(Exception):
 
 
 class NodeAgent:
-    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent)."""
+    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent).
+
+    The lock is held while the ipamd calls the cloud, so it comes before any lock the cloud endpoint
+    takes: whoever serves the cloud must never wait on this agent while holding its own lock."""
 
     def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
                  lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None) -> None:
