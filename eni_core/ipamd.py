@@ -115,12 +115,21 @@ class EniNode:
         return self.store.pods.get(pod)
 
     # -- ENI lifecycle -------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Checkpoint what the cloud just did. If the disk refuses, the datastore rolls back to what the
+        disk holds, which misses that: a re-sync adopts it (or gives it back) once the disk works again."""
+        try:
+            self.store.commit()
+        except OSError:
+            self._schedule_resync()
+            raise
+
     def _bind(self, eni: Eni, count: int = 0, ips: Sequence[IPv4Address] = ()) -> list[IPv4Address]:
         got = self._call(self.vpc.assign_private_ips, eni.id, count, tuple(ips))
         for ip in got:
             eni.bind(ip)
             self._learned_at[ip] = self.clock.now()
-        self.store.commit()
+        self._commit()
         return got
 
     def _create_eni(self, subnet_id: str) -> Eni:
@@ -132,7 +141,7 @@ class EniNode:
                 self._schedule_resync()
             raise
         eni = self._adopt_record(record)
-        self.store.commit()
+        self._commit()
         return eni
 
     def _adopt_record(self, record: EniRecord) -> Eni:
@@ -158,13 +167,13 @@ class EniNode:
                     continue
         for ip in ips:
             eni.unbind(ip)
-        self.store.commit()
+        self._commit()
 
     def _delete_eni(self, eni: Eni) -> None:
         with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
             self._call(self.vpc.detach_eni, eni.id)
         del self.store.enis[eni.id]
-        self.store.commit()
+        self._commit()
         for listener in self.listeners:
             listener("detached", eni)
         if not self._try(self.vpc.delete_eni, eni.id):
@@ -267,7 +276,7 @@ class EniNode:
                 else:
                     settled = False  # a pod's IP is never given up on uncertain news: look again later
         if found:
-            self.store.commit()
+            self._commit()
         return found, settled
 
     def _back_off(self, why: str) -> None:
