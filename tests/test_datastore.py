@@ -67,7 +67,7 @@ class FailingDisk:
 
         def flaky(*args):
             self.calls += 1
-            if self.calls in failing:
+            if self.calls in self.failing:
                 raise OSError(28, "No space left on device")
             return real(*args)
 
