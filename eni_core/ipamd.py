@@ -374,7 +374,8 @@ class Ipamd(EniNode):
         """Plan once and carry the plan out. True if the pool changed (call again until False)."""
         now = self.clock.now()
         if self.backoff_until is not None:
-            if now < self.backoff_until:
+            # a back-off paces retries, but IPs above max bindable go at once (see eni_core.pool)
+            if now < self.backoff_until and not pool.over_max_bindable(self.enis, self.limits):
                 return False
             self.backoff_until = None
         if self.poll_at is not None and now >= self.poll_at:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
@@ -211,7 +211,6 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, min_size=1, max_size=40), expiry=st.sampled_from([None, 300.0, 900.0]))
 def test_static_invariants_under_random_churn(ops, expiry):
     c = static_cluster(expiry=expiry, subnets=(subnet("subnet-a", "10.0.1.0/28"), subnet("subnet-b", "10.0.2.0/28")))

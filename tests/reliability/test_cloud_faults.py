@@ -3,7 +3,7 @@ behind. The ipamd retries, backs off and re-syncs; once the faults stop it conve
 nothing bound twice, and no running pod without its IP."""
 from __future__ import annotations
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
@@ -46,7 +46,6 @@ op = st.one_of(st.tuples(st.just("create"), st.sampled_from(["node-1", "node-2"]
                st.tuples(st.just("delete"), st.integers(1, 6)), st.tuples(st.just("advance"), st.floats(1, 200)))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mode=st.sampled_from(["shared-eni", "static-ip"]), seed=st.integers(0, 10_000),
        ops=st.lists(op, min_size=1, max_size=25))
 # a detach that timed out did happen; the next pod's IP was bound on that detached ENI
