@@ -151,3 +151,21 @@ def test_an_empty_eni_whose_detach_timed_out_yet_happened_is_forgotten_and_delet
     c.clock.advance_to(c.clock.now() + ipamd.retry.resync_window)
     assert ipamd.resync() == (True, True)
     assert eni.id not in ipamd.store.enis and eni.id not in c.vpc.enis
+
+
+def test_a_resync_keeps_fresh_idle_ips_a_lagging_describe_hides_and_drops_old_ones_the_vpc_lost():
+    c = flaky("shared-eni", 5, FaultConfig())
+    c.vpc.faults = FaultConfig(consistency_delay=30)
+    c.create_pods(2, "node-1")
+    c.advance(100)  # the ENI and its first IPs are old news: describes show them
+    ipamd = c.nodes["node-1"].ipamd
+    eni = ipamd.enis[0]
+    c.create_pods(1, "node-1")  # takes an old idle IP; the pool binds a fresh one, hidden for 30 s
+    shown = set(c.vpc.describe_enis("node-1")[0].ips)
+    fresh = [ip for ip in eni.idle_ips() if ip not in shown]
+    old_idle = next(ip for ip in eni.idle_ips() if ip in shown)
+    c.vpc.unassign_private_ips(eni.id, [old_idle])  # gone behind the ipamd's back, long after it was bound
+    assert fresh
+    changed, _ = ipamd.resync()
+    assert changed and old_idle not in eni.ips  # an old idle IP the VPC lost is dropped ...
+    assert all(ip in eni.ips for ip in fresh)  # ... a fresh one the describe lags behind is kept
