@@ -204,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None)
     report = ipamd.recover()
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
-    server = RpcServer(args.listen, agent.handle).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    agent.settle()
+    agent.settle()  # before serving: the socket appears once the pool is filled, so a first ADD finds an IP
+    server = RpcServer(args.listen, agent.handle).start()
     print(f"enilab-agent {args.node}: ready, {ipamd.bound} IPs bound", flush=True)
     if args.resync_every > 0:
         def resync_loop() -> None:
