@@ -3,7 +3,8 @@
 Lock order, wherever node agents and a served cloud meet (the one place it is written down):
 
 1. a node agent's lock (`NodeAgent.lock`), held while its ipamd calls the cloud;
-2. the cloud's lock (the `lock` given to `serve_vpc`), held while one VPC call runs.
+2. the cloud's lock (the `lock` given to `serve_vpc`, or to the Tencent API's `VpcService`), held while
+   one VPC call runs.
 
 A lock is only ever taken after the ones above it. So whoever holds the cloud's lock never waits on an
 agent (no RPC to an agent, no wait for an agent's answer): an agent busy re-syncing holds its own lock
