@@ -28,8 +28,9 @@ bench: setup
 chaos: setup
 	$(BIN)/enilab chaos --iterations 200
 
+# random exploration of every property test (`make test` runs them derandomized: the same examples each time)
 fuzz: setup
-	ENILAB_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -n $(JOBS) tests/reliability/test_fuzz.py
+	ENILAB_HYPOTHESIS_PROFILE=fuzz ENILAB_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -n $(JOBS) -m hypothesis tests
 
 clean:
 	-$(BIN)/enilab clean

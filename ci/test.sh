@@ -5,6 +5,8 @@ set -euo pipefail
 venv=${1:-.venv}
 jobs=${2:-auto}
 cd "$(dirname "$0")/.."
+# Property tests run derandomized (the same examples every run); `make fuzz` explores at random.
+export ENILAB_HYPOTHESIS_PROFILE=ci
 if [ "$(id -u)" = 0 ]; then
     export ENILAB_REQUIRE_ROOT=1
 fi

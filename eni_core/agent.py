@@ -33,7 +33,10 @@ class NoFreeIp(Exception):
 
 
 class NodeAgent:
-    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent)."""
+    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent).
+
+    The lock is held while the ipamd calls the cloud, so it comes before any lock the cloud endpoint
+    takes: whoever serves the cloud must never wait on this agent while holding its own lock."""
 
     def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
                  lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None) -> None:
@@ -201,10 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None)
     report = ipamd.recover()
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
-    server = RpcServer(args.listen, agent.handle).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    agent.settle()
+    agent.settle()  # before serving: the socket appears once the pool is filled, so a first ADD finds an IP
+    server = RpcServer(args.listen, agent.handle).start()
     print(f"enilab-agent {args.node}: ready, {ipamd.bound} IPs bound", flush=True)
     if args.resync_every > 0:
         def resync_loop() -> None:

@@ -92,7 +92,7 @@ class Datastore:
         self.pods: dict[str, Allocation] = {}
         self.release_due: float | None = None
         self.next_seq = 0
-        self._committed: dict | None = None
+        self._committed = self.to_dict()  # what the disk holds: nothing yet, which is this empty state
 
     # -- mutations (callers commit) -----------------------------------------------------------------
     def add_eni(self, eni: Eni) -> None:
@@ -113,15 +113,15 @@ class Datastore:
 
     # -- persistence ---------------------------------------------------------------------------------
     def commit(self) -> None:
-        """Write the checkpoint; on failure restore the last committed state and re-raise."""
+        """Write the checkpoint; on failure restore the last committed state (the empty one if nothing
+        was ever written or restored) and re-raise, so memory never holds what the disk does not."""
         if not getattr(self.checkpoint, "persistent", True):
             return
         data = self.to_dict()
         try:
             self.checkpoint.save(data)
         except BaseException:
-            if self._committed is not None:
-                self._load_dict(self._committed)
+            self._load_dict(self._committed)
             raise
         self._committed = data
 

@@ -92,7 +92,7 @@ class EniNode:
         self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
         self.resync_at: float | None = None  # when to re-sync with the VPC after an ambiguous answer
         self._ambiguous_at: float | None = None
-        self._learned_at: dict[IPv4Address, float] = {}  # when this ipamd saw an IP bound
+        self._learned_at: dict[IPv4Address | str, float] = {}  # when this ipamd saw an IP bound or an ENI
 
     @property
     def enis(self) -> list[Eni]:
@@ -115,12 +115,21 @@ class EniNode:
         return self.store.pods.get(pod)
 
     # -- ENI lifecycle -------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Checkpoint what the cloud just did. If the disk refuses, the datastore rolls back to what the
+        disk holds, which misses that: a re-sync adopts it (or gives it back) once the disk works again."""
+        try:
+            self.store.commit()
+        except OSError:
+            self._schedule_resync()
+            raise
+
     def _bind(self, eni: Eni, count: int = 0, ips: Sequence[IPv4Address] = ()) -> list[IPv4Address]:
         got = self._call(self.vpc.assign_private_ips, eni.id, count, tuple(ips))
         for ip in got:
             eni.bind(ip)
             self._learned_at[ip] = self.clock.now()
-        self.store.commit()
+        self._commit()
         return got
 
     def _create_eni(self, subnet_id: str) -> Eni:
@@ -132,7 +141,7 @@ class EniNode:
                 self._schedule_resync()
             raise
         eni = self._adopt_record(record)
-        self.store.commit()
+        self._commit()
         return eni
 
     def _adopt_record(self, record: EniRecord) -> Eni:
@@ -141,6 +150,7 @@ class EniNode:
         for ip in record.ips:
             eni.bind(ip)
         self.store.add_eni(eni)
+        self._learned_at[eni.id] = self.clock.now()
         for listener in self.listeners:
             listener("attached", eni)
         return eni
@@ -158,13 +168,13 @@ class EniNode:
                     continue
         for ip in ips:
             eni.unbind(ip)
-        self.store.commit()
+        self._commit()
 
     def _delete_eni(self, eni: Eni) -> None:
         with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
             self._call(self.vpc.detach_eni, eni.id)
         del self.store.enis[eni.id]
-        self.store.commit()
+        self._commit()
         for listener in self.listeners:
             listener("detached", eni)
         if not self._try(self.vpc.delete_eni, eni.id):
@@ -210,12 +220,19 @@ class EniNode:
             self.resync_at = self._ambiguous_at = None
         return changed
 
+    def _known_for(self, what: IPv4Address | str, now: float) -> bool:
+        """Known for longer than the describe lag (`resync_window`): a describe that does not show it
+        is news, not lag."""
+        return now - self._learned_at.get(what, float("-inf")) >= self.retry.resync_window
+
     def resync(self, report: RecoveryReport | None = None) -> tuple[bool, bool]:
         """Adopt what the VPC has for this node that the datastore does not (ENIs attached here, IPs on
         them), delete ENIs created for this node but never attached, and drop idle IPs the VPC no longer
         has, but only those known for longer than the describe lag (`resync_window`): a describe may not
-        show a fresh binding yet. A pod's IP is never dropped: it is bound again. Returns (changed,
-        settled): settled is False when the VPC could not be asked or refused a fix."""
+        show a fresh binding yet. A pod's IP is never dropped: it is bound again. An ENI of the datastore
+        that the VPC shows detached (a detach that timed out did happen) is attached again if it has IPs,
+        else forgotten and deleted. Returns (changed, settled): settled is False when the VPC could not
+        be asked or refused a fix."""
         try:
             records = self._call(self.vpc.describe_enis, self.node)
         except VpcError:
@@ -231,6 +248,12 @@ class EniNode:
                     found = True
                 else:
                     settled = False
+                continue
+            if rec.attached_to is None and rec.id in self.store.enis:
+                if self._known_for(rec.id, now):
+                    fixed = self._reattach_or_forget(self.store.enis[rec.id])
+                    found |= fixed
+                    settled &= fixed
                 continue
             if rec.attached_to != self.node:
                 continue
@@ -252,8 +275,7 @@ class EniNode:
                 report.adopted_ips += [str(ip) for ip in new]
                 found = True
             shown = set(rec.ips)
-            old = [ip for ip in eni.ips if ip not in shown
-                   and now - self._learned_at.get(ip, float("-inf")) >= self.retry.resync_window]
+            old = [ip for ip in eni.ips if ip not in shown and self._known_for(ip, now)]
             for ip in old:
                 if eni.ips[ip] is None:
                     eni.unbind(ip)
@@ -267,8 +289,33 @@ class EniNode:
                 else:
                     settled = False  # a pod's IP is never given up on uncertain news: look again later
         if found:
-            self.store.commit()
+            self._commit()
         return found, settled
+
+    def _reattach_or_forget(self, eni: Eni) -> bool:
+        """An ENI the datastore holds and the VPC has detached. With IPs on it (a pod's, or idle ones the
+        pool may still want or must give back properly) it is attached again, and the data plane told;
+        empty, it is forgotten and deleted. True if done."""
+        if not eni.ips:
+            del self.store.enis[eni.id]
+            self._learned_at.pop(eni.id, None)
+            for listener in self.listeners:
+                listener("detached", eni)
+            self._emit({"kind": "resync", "node": self.node, "forgot_detached_eni": eni.id})
+            if not self._try(self.vpc.delete_eni, eni.id):
+                self._schedule_resync()  # a detached orphan now: a later re-sync deletes it
+            return True
+        try:
+            record = self._call(self.vpc.attach_eni, eni.id, self.node)
+        except VpcError:
+            return False
+        for listener in self.listeners:
+            listener("detached", eni)
+        eni.device_index = record.device_index or 0
+        for listener in self.listeners:
+            listener("attached", eni)
+        self._emit({"kind": "resync", "node": self.node, "reattached_eni": eni.id, "ips": [str(i) for i in eni.ips]})
+        return True
 
     def _back_off(self, why: str) -> None:
         self._failures += 1
@@ -327,7 +374,8 @@ class Ipamd(EniNode):
         """Plan once and carry the plan out. True if the pool changed (call again until False)."""
         now = self.clock.now()
         if self.backoff_until is not None:
-            if now < self.backoff_until:
+            # a back-off paces retries, but IPs above max bindable go at once (see eni_core.pool)
+            if now < self.backoff_until and not pool.over_max_bindable(self.enis, self.limits):
                 return False
             self.backoff_until = None
         if self.poll_at is not None and now >= self.poll_at:
@@ -399,6 +447,10 @@ class Ipamd(EniNode):
         Describes lag, so nothing is dropped for being absent, and the re-sync goes on for a window."""
         report = RecoveryReport()
         self.store.restore()
+        now = self.clock.now()  # describes lag: what the checkpoint knows is judged after the window
+        for eni in self.store.enis.values():
+            self._learned_at[eni.id] = now
+            self._learned_at.update(dict.fromkeys(eni.ips, now))
         self._schedule_resync()
         self.resync(report)
         self._emit({"kind": "recovered", "node": self.node, **report.to_dict()})

@@ -4,7 +4,11 @@ Every rule of the seed's "Non-static IP address mode" lives here and only here:
 
 - bound IPs are kept within [pods + min pre-bound, pods + max pre-bound], clamped to max bindable;
 - below the lower bound, bind at once up to it; above the upper bound, release one idle IP per release
-  interval (all the excess per interval with quick release); above max bindable, release at once;
+  interval (all the excess per interval with quick release); above max bindable (its limits lowered, or
+  a pod gone from a node that has more pods than it may bind), release the idle excess at once: the
+  ipamd tries it in every reconcile, even while it backs off from a failing cloud; while the cloud
+  refuses, the excess stays bound and is tried again at the next reconcile; once the cloud answers, all
+  of it goes in that one reconcile (never paced by the release interval);
 - least ENIs: a pod's IP comes from the ENI with the most allocated IPs; releases take idle IPs of the
   ENI with the fewest allocated IPs; a new ENI only when the bound ENIs' IP quota or subnets are used up,
   in the node's subnet with the most available addresses; an ENI with no secondary IP left is deleted
@@ -29,6 +33,7 @@ __all__ = [
     "ReleaseIps",
     "bounds",
     "choose_pod_ip",
+    "over_max_bindable",
     "plan",
 ]
 
@@ -83,6 +88,13 @@ def bounds(pods: int, config: PoolConfig, limits: NodeLimits) -> tuple[int, int]
     """The bound-IP window (pods + min pre-bound, pods + max pre-bound), clamped to max bindable."""
     cap = limits.max_bindable
     return min(pods + config.min_prebound, cap), min(pods + config.max_prebound, cap)
+
+
+def over_max_bindable(enis: Sequence[Eni], limits: NodeLimits) -> int:
+    """How many idle IPs are above max bindable: the ones to release at once (a pod's IP never is)."""
+    bound = sum(len(e.ips) for e in enis)
+    idle = sum(len(e.ips) - e.allocated for e in enis)
+    return max(0, min(bound - limits.max_bindable, idle))
 
 
 def _by_most_allocated(enis: Sequence[Eni]) -> list[Eni]:
@@ -190,7 +202,7 @@ def plan(
         return Plan(tuple(actions), None, shortfall)
 
     actions: list[Action] = []
-    over_cap = bound - limits.max_bindable
+    over_cap = over_max_bindable(enis, limits)
     if over_cap > 0:
         actions += _release(enis, over_cap, f"bound {bound} > max bindable {limits.max_bindable}: release at once")
         bound -= sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps))

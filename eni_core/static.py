@@ -192,6 +192,8 @@ class StaticNode(EniNode):
                 alloc = self.store.allocate(pod, eni, claim.ip)
                 self.store.commit()
                 return alloc
+        if self.backoff_until is not None and self.clock.now() < self.backoff_until:
+            return None  # the cloud failed just now: the pod waits for the back-off, like the node's other work
         try:
             free = self._call(self.vpc.describe_subnets, self.subnets)
             choice = choose_eni(self.enis, self.subnets, free, self.limits, claim.subnet if claim else None)

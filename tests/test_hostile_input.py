@@ -307,7 +307,7 @@ def test_the_strict_reader_reads_every_fixture_as_safe_load_does(path):
     assert yamlfile.load(text) == yaml.safe_load(text)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) |
                     st.floats(allow_nan=False, allow_infinity=False),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner,
@@ -318,7 +318,7 @@ def test_the_strict_reader_agrees_with_safe_load_on_plain_data(value, flow):
     assert yamlfile.load(text) == yaml.safe_load(text)
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.text(alphabet=st.sampled_from(list("{}[]:,-&*!|>'\"#\n\t ab01.<~?%@`\\\x00")), max_size=60))
 def test_the_strict_reader_refuses_junk_with_a_short_message(text):
     try:

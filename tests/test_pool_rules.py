@@ -249,3 +249,36 @@ def test_delete_node_releases_its_ips_and_deletes_its_enis_in_the_vpc():
     c.create_pods(4, "node-1")
     c.delete_node("node-1")
     assert c.vpc.enis == {} and c.vpc.available("subnet-a") == full + 6  # 5 pre-bound + 1 primary
+
+
+# -- boundaries (each pins a mutation that once survived the suite) ----------------------------------
+def test_a_timed_release_gives_back_the_newest_bound_idle_ip_first():
+    e = eni("eni-1", 0, 10, 3)  # bound in address order; the first three hold pods
+    p = plan([e], pods=3, config=PoolConfig(2, 4, 120, True), due=120.0, now=120.0)
+    newest_first = e.idle_ips()[::-1]
+    assert p.actions == (pool.ReleaseIps("eni-1", tuple(newest_first[:3])),)  # 10 bound -> 3 + 4
+
+
+def test_the_release_at_once_above_max_bindable_also_takes_the_newest_idle_ips():
+    e = eni("eni-1", 0, 8, 2)
+    p = plan([e], pods=2, limits=NodeLimits(1, 5))
+    assert p.actions[0] == pool.ReleaseIps("eni-1", tuple(e.idle_ips()[::-1][:3]))  # 8 -> 5
+
+
+def test_a_subnet_with_exactly_two_free_addresses_serves_a_new_eni():
+    # one for the ENI's own primary address, one for a secondary IP
+    assert plan([], pods=0, subnets={"subnet-a": 2}).actions == (pool.CreateEni("subnet-a", 1),)
+
+
+def test_an_empty_eni_in_a_subnet_with_exactly_zero_free_addresses_gives_its_slot_back():
+    stuck = eni("eni-2", 1, 0, 0, "subnet-a")
+    p = plan([eni("eni-1", 0, 10, 10, "subnet-b"), stuck], pods=10, limits=NodeLimits(2, 10),
+             node_subnets=("subnet-a", "subnet-b"), subnets={"subnet-a": 0, "subnet-b": 50})
+    assert p.actions[0] == pool.DeleteEni("eni-2")
+    assert pool.CreateEni("subnet-b", 5) in p.actions and p.shortfall is None  # the slot serves again
+
+
+def test_an_empty_eni_in_a_subnet_with_one_free_address_is_kept_and_bound():
+    p = plan([eni("eni-1", 0, 10, 10, "subnet-b"), eni("eni-2", 1, 0, 0, "subnet-a")], pods=10,
+             limits=NodeLimits(2, 10), node_subnets=("subnet-a", "subnet-b"), subnets={"subnet-a": 1, "subnet-b": 0})
+    assert p.actions == (pool.BindIps("eni-2", 1),)

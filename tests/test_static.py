@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
@@ -71,6 +71,34 @@ def test_a_pending_pod_starts_once_another_node_frees_addresses_in_the_subnet():
         c.delete_pod(name)  # node-1's ENI empties and goes: addresses come back to the subnet
     c.advance(60)  # node-2 polls again without anything happening on it
     assert c.pods["late"].phase == "Running"
+
+
+def test_a_pending_pod_that_cannot_get_an_ip_does_not_block_the_pods_behind_it():
+    c = static_cluster(subnets=(subnet("subnet-a", "10.0.1.0/28"), subnet("subnet-b", "10.0.2.0/24")),
+                       nodes=(NodeSpec("node-1", ("subnet-a", "subnet-b"), 1, 4),
+                              NodeSpec("node-2", ("subnet-a",), 1, 4)))
+    c.create_pod("default/web-0", "node-2", static=True, owner=WEB)
+    c.delete_pod("default/web-0")  # its claim keeps a subnet-a address
+    c.create_pod("first", "node-1")  # node-1's only ENI goes to subnet-b, which has the most addresses
+    c.create_pods(0, "node-1", names=["default/web-0", "second", "third"])
+    pods = c.state()["pods"]
+    assert pods["default/web-0"]["phase"] == "Pending"  # its address is in subnet-a: no ENI slot for it
+    assert pods["second"]["phase"] == pods["third"]["phase"] == "Running"  # tried anyway, in subnet-b
+    assert [p for p in c.nodes["node-1"].pending] == ["default/web-0"]
+
+
+def test_pending_pods_wait_out_the_back_off_of_a_failing_cloud_together_then_all_start():
+    from testbed.world.vpc import FaultConfig
+
+    c = static_cluster()
+    c.vpc.faults = FaultConfig(transient=1.0)
+    c.create_pods(3, "node-1")
+    calls = [e for e in c.events.items if e["kind"] == "api"]
+    assert len(calls) == 3  # the first pod's three tries; the others do not hammer the failing cloud
+    assert all(p.phase == "Pending" for p in c.pods.values())
+    c.vpc.faults = FaultConfig()  # the cloud heals
+    c.advance(60)
+    assert all(p.phase == "Running" for p in c.pods.values())
 
 
 def test_a_non_static_pod_terminated_returns_its_ip_to_the_vpc_subnet():
@@ -211,7 +239,6 @@ op = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, min_size=1, max_size=40), expiry=st.sampled_from([None, 300.0, 900.0]))
 def test_static_invariants_under_random_churn(ops, expiry):
     c = static_cluster(expiry=expiry, subnets=(subnet("subnet-a", "10.0.1.0/28"), subnet("subnet-b", "10.0.2.0/28")))

@@ -191,8 +191,12 @@ class ProcessCluster:
         return out
 
     def audit(self) -> dict:
+        """The agents are asked first, without the cloud's lock (see the lock order in
+        `testbed.world.vpc_server`); the VPC and the kernels are then read under it. A change between the
+        two reads shows as a disagreement that the next audit no longer finds."""
+        datastores = self.datastores()
         with self.lock:
-            return audit(self.vpc, self.datastores(), {n: self.backend.nodes[n].kernel for n in self.nodes},
+            return audit(self.vpc, datastores, {n: self.backend.nodes[n].kernel for n in self.nodes},
                          wired=lambda node, pod: pod in self.pods)
 
     def close(self) -> None:
@@ -240,8 +244,52 @@ def _drift(pc: ProcessCluster, rng: random.Random) -> str:
     return "nothing to drift"
 
 
+def _disturb(pc: ProcessCluster, rng: random.Random, action: str, node: str, base_pods: int) -> str:
+    """One iteration's trouble; returns what was done, as the log says it."""
+    if action == "kill":  # SIGKILL while the agent is busy with pods
+        worker = threading.Thread(target=lambda: [pc.add_pod(node) for _ in range(2)], daemon=True)
+        worker.start()
+        time.sleep(rng.uniform(0, 0.03))
+        pc.kill_agent(node)
+        worker.join()
+        pc.start_agent(node)
+    elif action == "faults":
+        pc.vpc.faults = STORMY
+        for _ in range(3):
+            pc.add_pod(node)
+        victims = [p for p in pc.pods if pc.pods[p].node == node]
+        if victims:
+            pc.delete_pod(rng.choice(victims))
+        pc.vpc.faults = FaultConfig()
+    elif action == "drift":
+        return _drift(pc, rng)
+    else:
+        pods = list(pc.pods)
+        if len(pods) > base_pods and rng.random() < 0.6:
+            pc.delete_pod(rng.choice(pods))
+        else:
+            pc.add_pod(node)
+    return action
+
+
+def _converge(pc: ProcessCluster, converge_s: float) -> dict | None:
+    """Settle and audit until the audit passes or `converge_s` has passed; the last report."""
+    deadline = time.monotonic() + converge_s
+    report = None
+    while time.monotonic() < deadline:
+        pc.settle()
+        report = pc.audit()
+        if report["ok"]:
+            break
+        time.sleep(0.2)
+    return report
+
+
 def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_node: int = 4,
               converge_s: float = 8.0, log=None, cloud: str = "rpc") -> dict[str, Any]:
+    """Run the iterations; every failure is reported with its iteration, seed and action. An iteration
+    that gets stuck (an agent or the cloud stops answering) is a failure too, and ends the run: what
+    comes after it would not be the same experiment."""
     from testbed.observe.traffic import matrix
 
     rng = random.Random(seed)
@@ -253,7 +301,7 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
     folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
     pc = ProcessCluster(spec, folder, cloud)
     counts = {"iterations": 0, "kills": 0, "faults": 0, "drifts": 0, "audit_failures": 0,
-              "connectivity_failures": 0}
+              "connectivity_failures": 0, "stuck_iterations": 0}
     failures: list[dict] = []
     start = time.monotonic()
     try:
@@ -263,51 +311,32 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
         for i in range(1, iterations + 1):
             action = rng.choice(["kill", "kill", "faults", "drift", "drift", "churn"])
             node = rng.choice(list(pc.nodes))
-            what = action
-            if action == "kill":  # SIGKILL while the agent is busy with pods
-                worker = threading.Thread(target=lambda n=node: [pc.add_pod(n) for _ in range(2)], daemon=True)
-                worker.start()
-                time.sleep(rng.uniform(0, 0.03))
-                pc.kill_agent(node)
-                worker.join()
-                pc.start_agent(node)
-                counts["kills"] += 1
-            elif action == "faults":
-                pc.vpc.faults = STORMY
-                for _ in range(3):
-                    pc.add_pod(node)
-                victims = [p for p in pc.pods if pc.pods[p].node == node]
-                if victims:
-                    pc.delete_pod(rng.choice(victims))
-                pc.vpc.faults = FaultConfig()
-                counts["faults"] += 1
-            elif action == "drift":
-                what = _drift(pc, rng)
-                counts["drifts"] += 1
-            else:
-                pods = list(pc.pods)
-                if len(pods) > nodes * pods_per_node and rng.random() < 0.6:
-                    pc.delete_pod(rng.choice(pods))
-                else:
-                    pc.add_pod(node)
-            # converge, then check: the audit first, then real packets from every pod to the VPC host
-            deadline = time.monotonic() + converge_s
-            report = None
-            while time.monotonic() < deadline:
-                pc.settle()
-                report = pc.audit()
-                if report["ok"]:
-                    break
-                time.sleep(0.2)
+            what, step = action, "disturb"
+            try:
+                what = _disturb(pc, rng, action, node, nodes * pods_per_node)
+                counted = {"kill": "kills", "faults": "faults", "drift": "drifts"}.get(action)
+                if counted:
+                    counts[counted] += 1
+                step = "audit"
+                report = _converge(pc, converge_s)
+                step = "connectivity"
+                reach = matrix(pc, targets=["db-1"]) if pc.pods else {}
+            except (OSError, RuntimeError) as err:  # TimeoutError is an OSError
+                counts["iterations"] = i
+                counts["stuck_iterations"] += 1
+                failures.append({"iteration": i, "seed": seed, "action": what, "step": step,
+                                 "stuck": f"{type(err).__name__}: {err}"})
+                if log:
+                    log(i, f"{what}: stuck in {step} ({type(err).__name__}: {err})", False, [])
+                break
             counts["iterations"] = i
             if not report or not report["ok"]:
                 counts["audit_failures"] += 1
-                failures.append({"iteration": i, "action": what, "audit": report})
-            reach = matrix(pc, targets=["db-1"]) if pc.pods else {}
+                failures.append({"iteration": i, "seed": seed, "action": what, "audit": report})
             lost = [p for p, row in reach.items() if not row["db-1"]]
             if lost:
                 counts["connectivity_failures"] += 1
-                failures.append({"iteration": i, "action": what, "unreachable": lost})
+                failures.append({"iteration": i, "seed": seed, "action": what, "unreachable": lost})
             if log:
                 log(i, what, report["ok"] if report else False, lost)
     finally:
@@ -320,5 +349,6 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
                 f.unlink()
             sub.rmdir()
         folder.rmdir()
-    return {**counts, "cloud": cloud, "pods": len(pc.pods), "seconds": round(time.monotonic() - start, 1), "seed": seed,
-            "failures": failures[:10]}
+    failed = counts["audit_failures"] + counts["connectivity_failures"] + counts["stuck_iterations"]
+    return {**counts, "ok": failed == 0, "cloud": cloud, "pods": len(pc.pods),
+            "seconds": round(time.monotonic() - start, 1), "seed": seed, "failures": failures[:10]}

@@ -302,7 +302,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         console.print({k: v for k, v in result.items() if k != "failures"})
         for failure in result["failures"]:
             console.print(failure)
-    return 0 if result["audit_failures"] == result["connectivity_failures"] == 0 else 1
+    return 0 if result["ok"] else 1
 
 
 def cmd_claims(args: argparse.Namespace) -> int:

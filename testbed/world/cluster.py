@@ -272,13 +272,16 @@ class Cluster:
             heapq.heappush(self._timers, (deadline, node.spec.name))
 
     def _place_pending(self, node: Node) -> bool:
-        """The scheduler's eni-ip check: a pod runs on the node only while its pods < allocatable."""
+        """The scheduler's eni-ip check: a pod runs on the node only while its pods < allocatable. Each
+        Pending pod is tried in turn: one that cannot get an IP (its static address's subnet has no room
+        here) does not hold back the others."""
         placed = False
-        while node.pending and len(node.running) < node.ipamd.allocatable:
-            if not self._start(node, node.pending[0]):
+        for name in list(node.pending):
+            if len(node.running) >= node.ipamd.allocatable:
                 break
-            node.pending.popleft()
-            placed = True
+            if self._start(node, name):
+                node.pending.remove(name)
+                placed = True
         for name in node.pending:
             pod = self.pods[name]
             if not pod.extra.get("_pending_said"):

@@ -1,4 +1,15 @@
-"""Serves a `SimVpc` on a unix socket, so node agents in other processes share one cloud."""
+"""Serves a `SimVpc` on a unix socket, so node agents in other processes share one cloud.
+
+Lock order, wherever node agents and a served cloud meet (the one place it is written down):
+
+1. a node agent's lock (`NodeAgent.lock`), held while its ipamd calls the cloud;
+2. the cloud's lock (the `lock` given to `serve_vpc`, or to the Tencent API's `VpcService`), held while
+   one VPC call runs.
+
+A lock is only ever taken after the ones above it. So whoever holds the cloud's lock never waits on an
+agent (no RPC to an agent, no wait for an agent's answer): an agent busy re-syncing holds its own lock
+and waits for the cloud, and a cloud-lock holder waiting for that agent would wait for ever.
+"""
 from __future__ import annotations
 
 import threading
@@ -26,7 +37,8 @@ def _encode(value: Any) -> Any:
 
 
 def serve_vpc(vpc: SimVpc, path: str, lock: threading.Lock | None = None) -> RpcServer:
-    """Start serving; calls are serialised with `lock` (share it with in-process users of `vpc`)."""
+    """Start serving; calls are serialised with `lock` (share it with in-process users of `vpc`; see the
+    lock order above)."""
     lock = lock or threading.Lock()
 
     def handle(method: str, params: dict[str, Any]) -> Any:

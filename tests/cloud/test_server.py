@@ -342,8 +342,8 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
                                                                                     max_size=3), max_leaves=8)
 
 
-@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                                     HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(action=st.sampled_from(sorted(ACTIONS)), params=st.dictionaries(
     st.sampled_from(["NetworkInterfaceId", "InstanceId", "SubnetId", "VpcId", "Filters", "Offset", "Limit",
                      "PrivateIpAddresses", "SecondaryPrivateIpAddressCount", "Tags", "TaskId", "ClientToken",

@@ -101,6 +101,6 @@ def test_without_root_the_netns_commands_say_so_and_exit_2(monkeypatch, capsys, 
 def test_run_refuses_a_bad_scenario_before_touching_the_kernel(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cluster: {subnets: [{id: a, cidr: nope}]}")
-    before = netns.list_names()
+    before = runs.runs_of(os.getpid())  # other sessions make and remove namespaces meanwhile: look at ours
     assert cli.main(["run", str(bad)]) == 2
-    assert "field 'cidr'" in capsys.readouterr().err and netns.list_names() == before
+    assert "field 'cidr'" in capsys.readouterr().err and runs.runs_of(os.getpid()) == before  # no run began

@@ -27,3 +27,72 @@ def test_chaos_cli_reports_json():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"iterations", "kills", "faults", "drifts", "audit_failures", "connectivity_failures"} <= set(result)
+
+
+def _one_node_cluster(folder):
+    from ipaddress import IPv4Network
+
+    from eni_core.model import PoolConfig, Subnet
+    from testbed.apps.chaos import ProcessCluster
+    from testbed.world.spec import ClusterSpec, NodeSpec
+
+    spec = ClusterSpec(subnets=(Subnet("subnet-a", IPv4Network("10.0.1.0/24")),),
+                       nodes=(NodeSpec("node-1", ("subnet-a",), 3, 6),), pool=PoolConfig(2, 4))
+    return ProcessCluster(spec, folder)
+
+
+def test_the_cloud_answers_agents_while_the_audit_asks_them(monkeypatch):
+    """The lock order: nobody holding the cloud's lock waits on an agent (an agent re-syncing holds its
+    own lock and waits on the cloud). Here an agent calls the cloud while the audit is asking agents."""
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    from eni_core.vpc_client import VpcClient
+
+    folder = Path(tempfile.mkdtemp(prefix="enilab-lock-"))
+    pc = _one_node_cluster(folder)
+    try:
+        asked = pc.datastores
+        answered: list[dict] = []
+
+        def datastores_while_an_agent_calls_the_cloud():
+            cloud = VpcClient(str(folder / "vpc.sock"))
+            caller = threading.Thread(target=lambda: answered.append(cloud.describe_subnets(["subnet-a"])),
+                                      daemon=True)
+            caller.start()
+            caller.join(5)
+            return asked()
+
+        monkeypatch.setattr(pc, "datastores", datastores_while_an_agent_calls_the_cloud)
+        assert pc.audit()["ok"]
+        assert answered, "the cloud did not answer while the audit was asking the agents"
+    finally:
+        pc.close()
+        for f in folder.iterdir():
+            if not f.is_dir():
+                f.unlink()
+        for sub in [d for d in folder.iterdir() if d.is_dir()]:
+            for f in sub.iterdir():
+                f.unlink()
+            sub.rmdir()
+        folder.rmdir()
+
+
+def test_a_stuck_iteration_is_a_failure_with_its_seed_and_step_not_a_traceback(monkeypatch):
+    from testbed.apps.chaos import ProcessCluster
+
+    real_audit = ProcessCluster.audit
+    seen = []
+
+    def audit_that_hangs_from_the_second_iteration(self):
+        if seen:  # the first iteration is logged: the agents stop answering
+            raise TimeoutError("timed out")  # what an RPC to a deadlocked agent ends with
+        return real_audit(self)
+
+    monkeypatch.setattr(ProcessCluster, "audit", audit_that_hangs_from_the_second_iteration)
+    result = run_chaos(5, seed=7, log=lambda i, what, ok, lost: seen.append((i, what, ok)))
+    assert result["stuck_iterations"] == 1 and not result["ok"] and result["iterations"] == 2
+    assert result["failures"] == [{"iteration": 2, "seed": 7, "action": result["failures"][0]["action"],
+                                   "step": "audit", "stuck": "TimeoutError: timed out"}]
+    assert seen[-1][0] == 2 and "stuck in audit" in seen[-1][1] and seen[-1][2] is False
