@@ -8,6 +8,7 @@ them, (network name, container id, ifname); a failed ADD gives back what it took
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,7 +34,7 @@ from eni_core.cni_client import (
 )
 from eni_core.datastore import Attachment, attachment_key
 
-__all__ = ["CniError", "CniRequest", "Dataplane", "handle", "parse_request", "serve"]
+__all__ = ["CniError", "CniRequest", "Dataplane", "conflist", "handle", "install_plugin", "parse_request", "serve"]
 
 AgentCall = Callable[..., Any]
 SPEC_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # network names and container ids (spec 1.0)
@@ -123,7 +124,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
                       args, config)
 
 
-def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str) -> dict:
+def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str, routes: bool = True) -> dict:
     from eni_core.routing import LINK_LOCAL_GATEWAY
 
     return {
@@ -131,7 +132,7 @@ def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str) -> di
         "interfaces": [{"name": host[0], "mac": host[1]},
                        {"name": req.ifname, "mac": pod_mac, "sandbox": req.netns}],
         "ips": [{"address": f"{ip}/32", "gateway": str(LINK_LOCAL_GATEWAY), "interface": 1}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": str(LINK_LOCAL_GATEWAY)}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": str(LINK_LOCAL_GATEWAY)}] if routes else [],
         "dns": {},
     }
 
@@ -190,8 +191,10 @@ class Dataplane:
             pod_link = pod.link(req.ifname)
             if pod_link is None:
                 raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
-            pod.check(plan_pod(pod_link.index, ip, host_mac), ignore=nl.IGNORE_EXISTS)
-            return _result(req, str(ip), (veth, host_mac), pod_link.mac)
+            first = not any(r.dst is None and r.table == nl.RT_TABLE_MAIN and r.oif != pod_link.index
+                            for r in pod.routes())  # another attachment of the namespace has the default route
+            pod.check(plan_pod(pod_link.index, ip, host_mac, default_route=first), ignore=nl.IGNORE_EXISTS)
+            return _result(req, str(ip), (veth, host_mac), pod_link.mac, routes=first)
         finally:
             pod.close()
 
@@ -391,3 +394,47 @@ def _loads_or_none(text: str) -> object:
         return json.loads(text)
     except ValueError:
         return None
+
+
+PLUGIN_NAME = "enilab-cni"
+INSTALL_MARK = "# installed by `enilab cni install`"
+
+
+def install_plugin(folder: str | os.PathLike[str], python: str) -> str:
+    """Write the thin client into `folder` as `enilab-cni`, started by `python -IS` (isolated, no site, no
+    project imports: a few milliseconds). Refuses to replace a file it did not write. Returns its path."""
+    import inspect
+    import tempfile
+
+    from eni_core import cni_client
+
+    target = os.path.join(folder, PLUGIN_NAME)
+    if os.path.lexists(target):
+        with open(target, "rb") as f:
+            head = f.read(4096)
+        if INSTALL_MARK.encode() not in head:
+            raise FileExistsError(f"{target} exists and was not installed by enilab; remove it or pick another folder")
+    os.makedirs(folder, exist_ok=True)
+    body = f"#!{python} -IS\n{INSTALL_MARK}\n{inspect.getsource(cni_client)}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{PLUGIN_NAME}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def conflist(cluster: str, node: str, network: str = "enilab", version: str = "1.0.0") -> dict:
+    """A network configuration list a runtime can use as is. 1.0.0 by default: podman 4.3's libcni (1.1.2)
+    cannot parse a 1.1.0 result."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cniVersion {version!r} is not supported; use one of {', '.join(SUPPORTED_VERSIONS)}")
+    if not SPEC_NAME.fullmatch(network):
+        raise ValueError(f"network name {_quote(network)} is not valid (letters, digits, '_', '.', '-')")
+    return {"cniVersion": version, "name": network,
+            "plugins": [{"type": PLUGIN_NAME, "cluster": cluster, "node": node}]}

@@ -98,8 +98,6 @@ def run(env: dict, stdin: bytes) -> tuple:
     version = DEFAULT_ERROR_VERSION
     command = env.get("CNI_COMMAND", "")
     try:
-        if command not in COMMANDS:
-            raise PluginError(INVALID_ENV, f"CNI_COMMAND is {command[:80]!r}; expected one of {', '.join(COMMANDS)}")
         try:
             text = stdin.decode()
             config = json.loads(text or "{}")
@@ -108,6 +106,8 @@ def run(env: dict, stdin: bytes) -> tuple:
         if not isinstance(config, dict):
             raise PluginError(DECODE_FAILURE, "the network configuration on stdin must be a JSON object")
         version = request_version(config)
+        if command not in COMMANDS:
+            raise PluginError(INVALID_ENV, f"CNI_COMMAND is {command[:80]!r}; expected one of {', '.join(COMMANDS)}")
         if command == "VERSION":
             return 0, {"cniVersion": config.get("cniVersion") or SUPPORTED_VERSIONS[-1],
                        "supportedVersions": list(SUPPORTED_VERSIONS)}

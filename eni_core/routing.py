@@ -192,19 +192,24 @@ def reconcile(desired: NodePlan, observed: NodePlan) -> tuple[list[nl.Request], 
     return ops, writes
 
 
-def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str) -> list[nl.Request]:
+def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[nl.Request]:
     """Inside a fresh pod namespace: lo and eth0 up, the /32, the link-local gateway (a permanent
-    neighbour with the host veth's MAC), and the default route through it."""
-    return [
+    neighbour with the host veth's MAC), and the default route through it. A second attachment of the
+    namespace (`default_route=False`) gets its link, address and neighbour; the first keeps the routes."""
+    requests = [
         nl.link_set(1, up=True),
         nl.link_set(ifindex, up=True),
         nl.addr_add(ifindex, ip, 32),
         nl.neigh_add(ifindex, LINK_LOCAL_GATEWAY, host_mac),
-        nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=LINK_LOCAL_GATEWAY, dst_len=32, oif=ifindex,
-                     scope=nl.RT_SCOPE_LINK, proto=nl.RTPROT_STATIC),
-        nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=ifindex, gateway=LINK_LOCAL_GATEWAY,
-                     proto=nl.RTPROT_STATIC),
     ]
+    if default_route:
+        requests += [
+            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=LINK_LOCAL_GATEWAY, dst_len=32, oif=ifindex,
+                         scope=nl.RT_SCOPE_LINK, proto=nl.RTPROT_STATIC),
+            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=ifindex,
+                         gateway=LINK_LOCAL_GATEWAY, proto=nl.RTPROT_STATIC),
+        ]
+    return requests
 
 
 @dataclass
