@@ -1,17 +1,18 @@
 """`enilab-cni`, the CNI plugin executable: a thin client that hands each request to its node's agent.
 
 A runtime runs it with the CNI_* environment and the network configuration on stdin, from wherever the
-runtime lives (usually the host's namespace). It imports only os, sys, socket and json, so that
-`python -I -S` starts it in a few milliseconds; the node agent (running in the node's namespace) parses
-the request, enters CNI_NETNS on its own thread and does the netlink work. The agent is found by the
-netconf's `cluster` (default: the only cluster that is up) and `node`, or by an explicit `agentSocket`
-(a standalone `enilab-agent`).
+runtime lives (usually the host's namespace). It imports only os, sys and the C halves of json and
+socket (`_json`, `_socket`: the pure-Python modules and what they pull in, `re` and `enum`, cost more to
+import than the rest of the run), so that `python -IS` starts it in a few milliseconds. The node agent
+(running in the node's namespace) parses the request, enters CNI_NETNS on its own thread and does the
+netlink work. The agent is found by the netconf's `cluster` (default: the only cluster that is up) and
+`node`, or by an explicit `agentSocket` (a standalone `enilab-agent`).
 
 This file is also installed on its own (`enilab cni install DIR`): it must not import from the project.
 """
-import json
+import _json
+import _socket
 import os
-import socket
 import sys
 
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
@@ -23,6 +24,46 @@ CHECK_FAILED, AGENT_FAILED = 100, 101
 DEFAULT_ERROR_VERSION = SUPPORTED_VERSIONS[0]  # what libcni 1.1 (podman 4.3) can read
 CNI_ENV = ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 AGENT_TIMEOUT = 60.0
+
+
+class _Scanning:
+    """What `_json.make_scanner` reads: the settings of `json.loads` with no hooks."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float = parse_constant = float
+    parse_int = int
+
+
+_scan = _json.make_scanner(_Scanning())
+
+
+def loads(text: str) -> object:
+    """`json.loads` for one document, by the C scanner. Bad input is rare: then the json module (slow to
+    import, and what the C scanner itself leans on for its messages) says what is wrong."""
+    stripped = text.strip()
+    try:
+        document, end = _scan(stripped, 0)
+        if not stripped[end:].strip():
+            return document
+    except (StopIteration, ValueError, SystemError):
+        pass
+    import json
+
+    return json.loads(text)
+
+
+def dumps(document: object) -> str:
+    """`json.dumps` for the documents a plugin prints: objects, arrays, strings, numbers, booleans, null."""
+    if isinstance(document, str):
+        return _json.encode_basestring_ascii(document)
+    if document is None or isinstance(document, bool):
+        return {None: "null", True: "true", False: "false"}[document]
+    if isinstance(document, int | float):
+        return repr(document)
+    if isinstance(document, dict):
+        return "{" + ", ".join(f"{dumps(str(k))}: {dumps(v)}" for k, v in document.items()) + "}"
+    return "[" + ", ".join(dumps(v) for v in document) + "]"
 
 
 class PluginError(Exception):
@@ -80,17 +121,20 @@ def find_agent(config: dict) -> str:
 
 def ask_agent(path: str, params: dict, timeout: float = AGENT_TIMEOUT) -> dict:
     """One JSON-lines request to the agent (the project's RPC protocol); OSError if it cannot be reached."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(json.dumps({"method": "cni", "params": params}).encode() + b"\n")
+        sock.sendall(dumps({"method": "cni", "params": params}).encode() + b"\n")
         chunks = []
         while not chunks or not chunks[-1].endswith(b"\n"):
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionResetError("the agent closed the connection before it answered")
             chunks.append(chunk)
-    return json.loads(b"".join(chunks))
+    finally:
+        sock.close()
+    return loads(b"".join(chunks).decode())
 
 
 def run(env: dict, stdin: bytes) -> tuple:
@@ -100,7 +144,7 @@ def run(env: dict, stdin: bytes) -> tuple:
     try:
         try:
             text = stdin.decode()
-            config = json.loads(text or "{}")
+            config = loads(text or "{}")
         except ValueError as err:
             raise PluginError(DECODE_FAILURE, f"the network configuration on stdin is not JSON: {err}") from None
         if not isinstance(config, dict):
@@ -134,7 +178,7 @@ def run(env: dict, stdin: bytes) -> tuple:
 def main() -> int:
     code, document = run(dict(os.environ), sys.stdin.buffer.read())
     if document is not None:
-        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.write(dumps(document) + "\n")
     return code
 
 

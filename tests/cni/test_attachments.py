@@ -88,3 +88,42 @@ def test_a_format_1_checkpoint_keeps_its_ips_and_a_cni_del_by_container_id_finds
     assert again.restore() and again.legacy == {"abc123"}
     released = a.handle("del", {"pod": attachment_key("net", "abc123", "eth0"), "legacy": "abc123"})
     assert released == {"key": "abc123", "released": "10.0.1.4"}
+
+
+# -- the executable's own JSON, checked against the json module ----------------------------------------
+DOCUMENTS = [{"cniVersion": "1.0.0", "ips": [{"address": "10.0.1.7/32", "interface": 1}], "dns": {}},
+             ["é\u2028\"\\", None, True, False, -3, 2.5], "plain", {}]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_the_clients_json_round_trips_like_the_json_module(document):
+    from eni_core import cni_client
+
+    assert json.loads(cni_client.dumps(document)) == document
+    assert cni_client.loads(json.dumps(document)) == document
+
+
+@pytest.mark.parametrize("text", ["{", '{"a": 1} x', '{"a": "unterminated', "", "nul\x00"])
+def test_the_clients_json_refuses_what_the_json_module_refuses(text):
+    from eni_core import cni_client
+
+    with pytest.raises(ValueError):
+        json.loads(text)
+    with pytest.raises(ValueError):
+        cni_client.loads(text)
+
+
+def test_the_installed_plugin_imports_nothing_of_the_project_nor_json_or_socket(tmp_path):
+    import subprocess
+    import sys
+
+    from eni_core.cni import install_plugin
+
+    plugin = install_plugin(str(tmp_path), sys.executable)
+    proc = subprocess.run([sys.executable, "-IS", "-X", "importtime", plugin], input=b'{"cniVersion": "1.0.0"}',
+                          capture_output=True, env={"CNI_COMMAND": "VERSION"})
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
+    assert {"_json", "_socket"} <= imported
+    assert not {"json", "socket", "re", "enum", "eni_core", "dataclasses", "typing"} & imported
+    assert json.loads(proc.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}
+    assert subprocess.run([plugin], input=b"{}", capture_output=True, env={"CNI_COMMAND": "VERSION"}).returncode == 0
