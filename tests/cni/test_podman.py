@@ -22,6 +22,8 @@ pytestmark = pytest.mark.root
 ENILAB = [sys.executable, "-m", "testbed.apps.cli"]
 TOOLS = {"podman": "podman", "runc": "runc", "busybox": "busybox-static"}
 CNI_CACHE = Path("/var/lib/cni")  # libcni 1.1 keeps its result cache here; podman 4.3 cannot move it
+# folders the runtime makes outside the private store (libcni's cache, runc's state root), innermost first
+RUNTIME_FOLDERS = (CNI_CACHE / "results", CNI_CACHE, Path("/run/runc"))
 
 
 def need_tools() -> None:
@@ -47,7 +49,7 @@ class Lab:
     def __init__(self, tmp: Path) -> None:
         self.name = f"cnipod-{secrets.token_hex(3)}"
         self.tmp = tmp
-        self.cache_existed = CNI_CACHE.exists()
+        self.made_by_runtime = [f for f in RUNTIME_FOLDERS if not f.exists()]
         enilab("up", str(ROOT / "fixtures" / "topologies" / "default.yaml"), "--name", self.name)
         self.up = True
         enilab("cni", "install", str(tmp / "bin"))
@@ -100,10 +102,9 @@ network_config_dir = "{tmp / 'net.d'}"
         if self.up:
             enilab("down", "--name", self.name, check=False)
         netns.delete(self.host)
-        if not self.cache_existed:  # libcni made it for us: leave the machine as it was
-            for folder in (CNI_CACHE / "results", CNI_CACHE):
-                if folder.exists() and not any(folder.iterdir()):
-                    folder.rmdir()
+        for folder in self.made_by_runtime:  # made for us: leave the machine as it was, if nobody else uses it
+            if folder.exists() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 @pytest.fixture(scope="module")
