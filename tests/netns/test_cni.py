@@ -332,3 +332,19 @@ def test_an_unreachable_agent_is_said_once_and_status_reports_it(rt):
         rc, err = rt.cni(command, "ctr-x", rt.new_netns(), conf={"agentSocket": "/nonexistent/agent.sock"})
         assert rc == 1 and err["code"] == code
         assert err["msg"].count("node agent") == 1 and "/nonexistent/agent.sock" in err["msg"]
+
+
+def test_eight_runtimes_adding_at_once_get_eight_ips_and_each_del_frees_only_its_own(rt):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [rt.new_netns() for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: rt.cni("ADD", f"ctr-{i}", paths[i]), range(8)))
+    assert all(rc == 0 for rc, _ in results), results
+    ips = [ip_of(out) for _, out in results]
+    assert len(set(ips)) == 8
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda i: rt.cni("DEL", f"ctr-{i}", paths[i]), range(0, 8, 2))) == {(0, None)}
+    for i, ip in enumerate(ips):
+        assert node_side(rt, ip) == (set() if i % 2 == 0 else {"rule 1536", "rule 512", "host route"})
+    assert audit_cluster(rt.c)["ok"]
