@@ -79,7 +79,10 @@ def request_version(config: object) -> str:
 
 
 def clusters_dir() -> str:
-    return os.path.join(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"), "clusters")
+    """Where `enilab up` registers its clusters (the controller's rule: ENILAB_CLUSTERS_DIR, else the
+    `clusters` folder of ENILAB_RUN_DIR)."""
+    return os.environ.get("ENILAB_CLUSTERS_DIR") or os.path.join(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"),
+                                                                  "clusters")
 
 
 def _listing(folder: str) -> list:
