@@ -127,3 +127,20 @@ def test_the_installed_plugin_imports_nothing_of_the_project_nor_json_or_socket(
     assert not {"json", "socket", "re", "enum", "eni_core", "dataclasses", "typing"} & imported
     assert json.loads(proc.stdout) == {"cniVersion": "1.0.0", "supportedVersions": ["1.0.0", "1.1.0"]}
     assert subprocess.run([plugin], input=b"{}", capture_output=True, env={"CNI_COMMAND": "VERSION"}).returncode == 0
+
+
+def test_install_replaces_its_own_plugin_but_never_a_file_it_did_not_write(tmp_path):
+    import subprocess
+    import sys
+
+    from eni_core.cni import install_plugin
+
+    first = install_plugin(str(tmp_path), sys.executable)
+    assert install_plugin(str(tmp_path), sys.executable) == first  # an upgrade rewrites it
+    foreign = tmp_path / "other"
+    foreign.mkdir()
+    (foreign / "enilab-cni").write_text("#!/bin/sh\necho someone else's\n")
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "cni", "install", str(foreign)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "was not installed by enilab" in proc.stderr and "Traceback" not in proc.stderr
+    assert (foreign / "enilab-cni").read_text() == "#!/bin/sh\necho someone else's\n"
