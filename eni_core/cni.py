@@ -429,12 +429,15 @@ def install_plugin(folder: str | os.PathLike[str], python: str) -> str:
     return target
 
 
-def conflist(cluster: str, node: str, network: str = "enilab", version: str = "1.0.0") -> dict:
+def conflist(cluster: str, node: str, network: str = "enilab", version: str = "1.0.0",
+             clusters_dir: str | None = None) -> dict:
     """A network configuration list a runtime can use as is. 1.0.0 by default: podman 4.3's libcni (1.1.2)
-    cannot parse a 1.1.0 result."""
+    cannot parse a 1.1.0 result. `clusters_dir`: where the cluster is registered, when not the default."""
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"cniVersion {version!r} is not supported; use one of {', '.join(SUPPORTED_VERSIONS)}")
     if not SPEC_NAME.fullmatch(network):
         raise ValueError(f"network name {_quote(network)} is not valid (letters, digits, '_', '.', '-')")
-    return {"cniVersion": version, "name": network,
-            "plugins": [{"type": PLUGIN_NAME, "cluster": cluster, "node": node}]}
+    plugin = {"type": PLUGIN_NAME, "cluster": cluster, "node": node}
+    if clusters_dir is not None:
+        plugin["clustersDir"] = clusters_dir
+    return {"cniVersion": version, "name": network, "plugins": [plugin]}

@@ -80,7 +80,9 @@ def request_version(config: object) -> str:
 
 def clusters_dir() -> str:
     """Where `enilab up` registers its clusters (the controller's rule: ENILAB_CLUSTERS_DIR, else the
-    `clusters` folder of ENILAB_RUN_DIR)."""
+    `clusters` folder of ENILAB_RUN_DIR). A runtime may call the plugin without its caller's environment
+    (podman's clean-up after a container exits does): a registry elsewhere goes into the netconf as
+    `clustersDir`, which `enilab cni config` writes."""
     return os.environ.get("ENILAB_CLUSTERS_DIR") or os.path.join(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"),
                                                                   "clusters")
 
@@ -99,7 +101,9 @@ def find_agent(config: dict) -> str:
         if not isinstance(explicit, str) or not explicit:
             raise PluginError(INVALID_CONFIG, "'agentSocket' must be the path of a node agent's unix socket")
         return explicit
-    root = clusters_dir()
+    root = config.get("clustersDir") or clusters_dir()
+    if not isinstance(root, str):
+        raise PluginError(INVALID_CONFIG, "'clustersDir' must be the folder where `enilab up` registers clusters")
     up = [name for name in _listing(root) if os.path.exists(os.path.join(root, name, "control.sock"))]
     cluster = config.get("cluster")
     if cluster is None:

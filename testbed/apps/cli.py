@@ -227,8 +227,13 @@ def cmd_cni(args: argparse.Namespace) -> int:
     nodes = client.call("state")["state"]["nodes"]
     if args.node not in nodes:
         raise UsageError(f"cluster {name} has no node {args.node!r}; its nodes: {', '.join(nodes)}")
+    from testbed.apps.controller import CLUSTERS
+
+    # a registry the environment moved: the runtime may call the plugin without this environment
+    moved = os.environ.get("ENILAB_CLUSTERS_DIR") or os.environ.get("ENILAB_RUN_DIR")
+    registry = str(CLUSTERS.resolve()) if moved else None
     try:
-        doc = cni.conflist(name, args.node, args.network, args.cni_version)
+        doc = cni.conflist(name, args.node, args.network, args.cni_version, registry)
     except ValueError as err:
         raise UsageError(str(err)) from None
     print(json.dumps(doc, indent=2))

@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -108,13 +109,17 @@ network_config_dir = "{tmp / 'net.d'}"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab():
     need_tools()
-    lab = Lab(tmp_path_factory.mktemp("podman"))
+    folder = Path(tempfile.mkdtemp(prefix="enilab-podman-"))  # podman wants its runroot under 50 characters
     try:
-        yield lab
+        lab = Lab(folder)
+        try:
+            yield lab
+        finally:
+            lab.close()
     finally:
-        lab.close()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_podman_container_gets_a_vpc_ip_keeps_working_and_leaves_nothing(lab):
