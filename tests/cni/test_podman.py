@@ -36,27 +36,31 @@ def need_tools() -> None:
         pytest.skip(why)
 
 
-def enilab(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*ENILAB, *args], capture_output=True, text=True, cwd=ROOT, timeout=180)
+def enilab(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ENILAB, *args], capture_output=True, text=True, cwd=ROOT, timeout=180, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"enilab {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     return proc
 
 
 class Lab:
-    """An `enilab up` cluster, the plugin installed, a conflist for node-1, podman's private store and
-    configuration, a busybox rootfs, and the runtime's host namespace."""
+    """An `enilab up` cluster registered in a private folder (so the conflist carries `clustersDir`, and
+    podman's clean-up, which calls the plugin without our environment, still finds it), the plugin
+    installed, a conflist for node-1, podman's private store and configuration, a busybox rootfs, and the
+    runtime's host namespace."""
 
     def __init__(self, tmp: Path) -> None:
         self.name = f"cnipod-{secrets.token_hex(3)}"
         self.tmp = tmp
+        self.env = {**os.environ, "ENILAB_CLUSTERS_DIR": str(tmp / "clusters")}
+        self.containers: list[str] = []
         self.made_by_runtime = [f for f in RUNTIME_FOLDERS if not f.exists()]
-        enilab("up", str(ROOT / "fixtures" / "topologies" / "default.yaml"), "--name", self.name)
+        self.enilab("up", "default", "--name", self.name)
         self.up = True
-        enilab("cni", "install", str(tmp / "bin"))
+        self.enilab("cni", "install", str(tmp / "bin"))
         (tmp / "net.d").mkdir()
-        (tmp / "net.d" / "enilab.conflist").write_text(enilab("cni", "config", "--node", "node-1",
-                                                              "--name", self.name).stdout)
+        (tmp / "net.d" / "enilab.conflist").write_text(self.enilab("cni", "config", "--node", "node-1",
+                                                                   "--name", self.name).stdout)
         rootfs = tmp / "rootfs" / "bin"
         rootfs.mkdir(parents=True)
         shutil.copy(shutil.which("busybox"), rootfs / "busybox")
@@ -76,6 +80,9 @@ network_config_dir = "{tmp / 'net.d'}"
         self.host = f"{self.name}-host"
         netns.create(self.host)
 
+    def enilab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return enilab(*args, env=self.env, check=check)
+
     def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         t = self.tmp
         host_fd = os.open(netns.path(self.host), os.O_RDONLY)
@@ -93,15 +100,17 @@ network_config_dir = "{tmp / 'net.d'}"
         return proc
 
     def state(self) -> dict:
-        return json.loads(enilab("status", "--name", self.name, "--json").stdout)
+        return json.loads(self.enilab("status", "--name", self.name, "--json").stdout)
 
     def reaches(self, container: str, ip: str) -> bool:
         return self.podman("exec", container, "ping", "-c", "1", "-W", "2", ip, check=False).returncode == 0
 
     def close(self) -> None:
         self.podman("rm", "--all", "--force", "--time", "0", check=False)
+        for cid in self.containers:  # a failed test may leave libcni's cache of its containers: ours to remove
+            (CNI_CACHE / "results" / f"enilab-{cid}-eth0").unlink(missing_ok=True)
         if self.up:
-            enilab("down", "--name", self.name, check=False)
+            self.enilab("down", "--name", self.name, check=False)
         netns.delete(self.host)
         for folder in self.made_by_runtime:  # made for us: leave the machine as it was, if nobody else uses it
             if folder.exists() and not any(folder.iterdir()):
@@ -125,6 +134,7 @@ def lab():
 def test_a_podman_container_gets_a_vpc_ip_keeps_working_and_leaves_nothing(lab):
     cid = lab.podman("run", "-d", "--name", "web", "--network", "enilab", "--cap-add", "NET_RAW",
                      "--rootfs", str(lab.tmp / "rootfs"), "/bin/sleep", "600").stdout.strip()
+    lab.containers.append(cid)
     addr = lab.podman("exec", "web", "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3]
     ip = addr.split("/")[0]
     assert addr.endswith("/32")
@@ -136,11 +146,11 @@ def test_a_podman_container_gets_a_vpc_ip_keeps_working_and_leaves_nothing(lab):
     pod_ip = state["pods"]["pod-1"]["ip"]
     assert lab.reaches("web", "10.0.1.200") and lab.reaches("web", pod_ip)
 
-    enilab("pods", "add", "--name", lab.name, "--node", "node-1", "--count", "1")
-    enilab("trace", "--name", lab.name, "pod-1", "db-1")
+    lab.enilab("pods", "add", "--name", lab.name, "--node", "node-1", "--count", "1")
+    lab.enilab("trace", "--name", lab.name, "pod-1", "db-1")
     assert lab.reaches("web", "10.0.1.200") and lab.reaches("web", pod_ip)
-    assert enilab("audit", "--name", lab.name).returncode == 0
-    assert "1 runtime-wired pods" in enilab("status", "--name", lab.name).stdout
+    assert lab.enilab("audit", "--name", lab.name).returncode == 0
+    assert "1 runtime-wired pods" in lab.enilab("status", "--name", lab.name).stdout
     sandbox = att["netns"]
     assert Path(sandbox).exists()
 
@@ -160,10 +170,13 @@ def test_a_podman_container_gets_a_vpc_ip_keeps_working_and_leaves_nothing(lab):
 
 
 def test_cni_config_refuses_an_unknown_node_and_version(lab):
-    bad = enilab("cni", "config", "--node", "node-9", "--name", lab.name, check=False)
+    bad = lab.enilab("cni", "config", "--node", "node-9", "--name", lab.name, check=False)
     assert bad.returncode == 2 and "has no node 'node-9'" in bad.stderr and "Traceback" not in bad.stderr
-    bad = enilab("cni", "config", "--node", "node-1", "--name", lab.name, "--cni-version", "0.4.0", check=False)
+    bad = lab.enilab("cni", "config", "--node", "node-1", "--name", lab.name, "--cni-version", "0.4.0",
+                     check=False)
     assert bad.returncode == 2
-    doc = json.loads(enilab("cni", "config", "--node", "node-2", "--name", lab.name, "--cni-version", "1.1.0").stdout)
+    doc = json.loads(lab.enilab("cni", "config", "--node", "node-2", "--name", lab.name,
+                                "--cni-version", "1.1.0").stdout)
     assert doc == {"cniVersion": "1.1.0", "name": "enilab",
-                   "plugins": [{"type": "enilab-cni", "cluster": lab.name, "node": "node-2"}]}
+                   "plugins": [{"type": "enilab-cni", "cluster": lab.name, "node": "node-2",
+                                "clustersDir": str((lab.tmp / "clusters").resolve())}]}
