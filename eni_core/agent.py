@@ -9,6 +9,7 @@ and fires the pool's timers (timed releases, retries) on the wall clock.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.clock import WallClock
-from eni_core.datastore import Datastore, FileCheckpoint
+from eni_core.datastore import Attachment, Datastore, FileCheckpoint
 from eni_core.ipamd import Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.routing import HOST_INDEX_BASE
@@ -36,15 +37,23 @@ class NodeAgent:
     """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent).
 
     The lock is held while the ipamd calls the cloud, so it comes before any lock the cloud endpoint
-    takes: whoever serves the cloud must never wait on this agent while holding its own lock."""
+    takes: whoever serves the cloud must never wait on this agent while holding its own lock.
+
+    `dataplane` (an `eni_core.cni.Dataplane` over the node's kernel) wires the attachments `enilab-cni`
+    asks for; `namespaces()` maps (st_dev, st_ino) of the namespaces the CNI must never wire (the node's
+    own, and whatever else its owner runs) to what each one is.
+    """
 
     def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
-                 lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None) -> None:
+                 lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None,
+                 dataplane: Any = None, namespaces: Callable[[], dict[tuple[int, int], str]] | None = None) -> None:
         self.ipamd = ipamd
         self.on_change = on_change
         self.lock = lock or threading.RLock()
         self.eni_link = eni_link  # ENI id -> its link index on the node, when the agent knows it
         self.veth_index: dict[str, int] = {}  # pod -> the node-side index handed to its veth
+        self.dataplane = dataplane
+        self.namespaces = namespaces or dict
 
     def _host_index(self, pod: str) -> int:
         """A node-side link index for the pod's veth, above the ENIs' small ones; the same on retries."""
@@ -61,6 +70,13 @@ class NodeAgent:
             if self.on_change is not None:
                 self.on_change()
 
+    def attachments(self) -> dict[str, dict[str, Any]]:
+        """The runtime-wired attachments of this node: key -> IP, ENI and the attachment's record."""
+        with self.lock:
+            store = self.ipamd.store
+            return {key: {"ip": str(store.pods[key].ip), "eni": store.pods[key].eni_id, **a.to_dict()}
+                    for key, a in store.attachments.items() if key in store.pods}
+
     def state(self) -> dict[str, Any]:
         with self.lock:
             ipamd = self.ipamd
@@ -68,10 +84,32 @@ class NodeAgent:
                 "node": ipamd.node, "bound": ipamd.bound, "allocatable": ipamd.allocatable,
                 "capacity": ipamd.capacity, "pods": {p: {"ip": str(a.ip), "eni": a.eni_id}
                                                      for p, a in ipamd.store.pods.items()},
+                "attachments": self.attachments(),
                 "enis": [{"id": e.id, "subnet": e.subnet_id, "mac": e.mac, "device_index": e.device_index,
                           "ips": {str(ip): pod for ip, pod in e.ips.items()}} for e in ipamd.enis],
                 "shortfall": ipamd.shortfall, "release_due": ipamd.store.release_due,
             }
+
+    def resolve(self, key: str, legacy: str | None = None) -> str:
+        """The datastore key of a request: its own, or the container id a format 1 checkpoint used."""
+        store = self.ipamd.store
+        if key not in store.pods and legacy is not None and legacy in store.legacy:
+            return legacy
+        return key
+
+    def _gc(self, network: str, valid: list[list[str]]) -> dict[str, str]:
+        """Release the attachments of `network` that are not in `valid` ((container id, ifname) pairs);
+        attachments of other networks and the controller's pods are never touched."""
+        keep = {tuple(v) for v in valid}
+        with self.lock:
+            store = self.ipamd.store
+            gone = {key: str(store.pods[key].ip) for key, a in store.attachments.items()
+                    if a.network == network and (a.container_id, a.ifname) not in keep and key in store.pods}
+            for key in gone:
+                self.veth_index.pop(key, None)
+                self.ipamd.release(key)
+            self.settle()
+        return gone
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
         if method == "ping":
@@ -82,35 +120,42 @@ class NodeAgent:
             self.settle()
             return self.state()
         if method == "gc":
-            valid = set(params.get("valid") or [])
-            with self.lock:
-                gone = {pod: str(alloc.ip) for pod, alloc in self.ipamd.store.pods.items() if pod not in valid}
-                for pod in gone:
-                    self.ipamd.release(pod)
-                self.settle()
-            return gone
+            return self._gc(str(params.get("network") or ""), params.get("valid") or [])
+        if method == "cni":
+            from eni_core.cni import serve
+
+            return serve(self, params.get("env") or {}, params.get("stdin") or "", params.get("caller_netns"))
         pod = params.get("pod")
         if not isinstance(pod, str) or not pod:
             raise ValueError(f"{method}: give the pod's key (namespace/name or container id)")
         with self.lock:
+            key = self.resolve(pod, params.get("legacy"))
+            store = self.ipamd.store
             if method == "add":
-                alloc = self.ipamd.assign(pod)
+                new = key not in store.pods
+                if new and params.get("attachment"):
+                    store.attachments[key] = Attachment.from_dict(params["attachment"])
+                alloc = self.ipamd.assign(key)  # commits the attachment record with the IP
                 if alloc is None:
-                    raise NoFreeIp(f"node {self.ipamd.node} has no idle IP for {pod} "
+                    store.attachments.pop(key, None)
+                    raise NoFreeIp(f"node {self.ipamd.node} has no idle IP for {key} "
                                    f"(bound {self.ipamd.bound}, pods {self.ipamd.pods})")
                 self.settle()
-                eni = self.ipamd.store.enis[alloc.eni_id]
-                return {"ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac, "device_index": eni.device_index,
-                        "subnet": eni.subnet_id, "eni_ifindex": self.eni_link(eni.id) if self.eni_link else None,
-                        "host_ifindex": self._host_index(pod)}
+                eni = store.enis[alloc.eni_id]
+                return {"key": key, "new": new, "ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac,
+                        "device_index": eni.device_index, "subnet": eni.subnet_id,
+                        "eni_ifindex": self.eni_link(eni.id) if self.eni_link else None,
+                        "host_ifindex": self._host_index(key)}
             if method == "del":
-                self.veth_index.pop(pod, None)
-                alloc = self.ipamd.release(pod)
+                self.veth_index.pop(key, None)
+                alloc = self.ipamd.release(key)
                 self.settle()
-                return {"released": str(alloc.ip) if alloc else None}
+                return {"key": key, "released": str(alloc.ip) if alloc else None}
             if method == "get":
-                alloc = self.ipamd.lookup(pod)
-                return {"ip": str(alloc.ip), "eni": alloc.eni_id} if alloc else None
+                alloc = self.ipamd.lookup(key)
+                if alloc is None:
+                    return None
+                return {"key": key, "ip": str(alloc.ip), "eni": alloc.eni_id, "mac": store.enis[alloc.eni_id].mac}
         raise ValueError(f"unknown method {method!r}")
 
     def run_timers(self, stop: threading.Event, tick: float = 0.05) -> None:
@@ -165,10 +210,7 @@ class RoutingSide:
         from eni_core import routing
 
         enis = [(e.mac, self.gateways[e.subnet_id]) for e in self.ipamd.enis if e.subnet_id in self.gateways]
-        macs = {e.id: e.mac for e in self.ipamd.enis}
-        pods = [(a.ip, macs[a.eni_id], routing.host_veth_name(p)) for p, a in self.ipamd.store.pods.items()
-                if a.eni_id in macs]
-        routing.sync(self.kernel, enis, pods)
+        routing.sync(self.kernel, enis, routing.node_pods(self.ipamd.store.pods, self.ipamd.enis))
 
     def eni_link(self, eni_id: str) -> int | None:
         eni = self.ipamd.store.enis.get(eni_id)
@@ -178,6 +220,8 @@ class RoutingSide:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from eni_core.cni import Dataplane
+    from eni_core.kernel import NamespaceKernel
     from eni_core.vpc_client import VpcClient
 
     args = _parse(argv)
@@ -201,7 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     side = None
     if args.routing:
         side = RoutingSide(ipamd, dict(g.split("=", 1) for g in args.gateway))
-    agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None)
+    own = os.stat("/proc/self/ns/net")
+    agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None,
+                      dataplane=Dataplane(NamespaceKernel()),
+                      namespaces=lambda: {(own.st_dev, own.st_ino): f"node {args.node}'s namespace"})
     report = ipamd.recover()
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
     stop = threading.Event()
@@ -226,5 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the module itself, so the CNI handler and this agent share its classes
+    from eni_core.agent import main as agent_main
+
+    sys.exit(agent_main())

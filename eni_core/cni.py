@@ -1,30 +1,44 @@
-"""The CNI plugin (spec 1.0.0 and 1.1.0): ADD, DEL, CHECK, VERSION, STATUS, GC.
+"""The CNI plugin's handler (spec 1.0.0 and 1.1.0): ADD, DEL, CHECK, VERSION, STATUS, GC, run by the node agent.
 
-`handle(env, stdin, ...)` is a function of the CNI_* environment and the network configuration that
-returns the result document or raises `CniError` (a spec error code and a message that says what to do).
-The `enilab-cni` executable wraps it for real runtimes and asks the node agent over its unix socket
-(`agentSocket` in the configuration); the testbed calls the same handler in-process.
+`handle(req, agent, dataplane)` is a function of one parsed request that returns the result document or
+raises `CniError` (a spec error code and a message that says what to do). It runs where the node agent
+runs: `serve` answers the `enilab-cni` executable (a thin client, `eni_core.cni_client`), and the testbed
+calls `handle` in-process for the pods its controller creates. Attachments are keyed as the spec keys
+them, (network name, container id, ifname); a failed ADD gives back what it took.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-__all__ = ["CniError", "CniRequest", "handle", "main", "parse_request"]
+from eni_core.agent import NoFreeIp
+from eni_core.cni_client import (
+    AGENT_FAILED,
+    CHECK_FAILED,
+    COMMANDS,
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INVALID_CONFIG,
+    INVALID_ENV,
+    IO_FAILURE,
+    SUPPORTED_VERSIONS,
+    TRY_AGAIN,
+    UNKNOWN_CONTAINER,
+    request_version,
+)
+from eni_core.datastore import Attachment, attachment_key
 
-SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
-COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
-# spec error codes
-INCOMPATIBLE_VERSION, UNSUPPORTED_FIELD, UNKNOWN_CONTAINER, INVALID_ENV, IO_FAILURE = 1, 2, 3, 4, 5
-DECODE_FAILURE, INVALID_CONFIG, TRY_AGAIN, PLUGIN_NOT_AVAILABLE = 6, 7, 11, 50
-CHECK_FAILED = 100  # plugin-specific codes start at 100
+__all__ = ["CniError", "CniRequest", "Dataplane", "conflist", "handle", "install_plugin", "parse_request", "serve"]
 
 AgentCall = Callable[..., Any]
+SPEC_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # network names and container ids (spec 1.0)
+VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
 class CniError(Exception):
@@ -44,21 +58,34 @@ class CniRequest:
     ifname: str
     args: Mapping[str, str]
     config: Mapping[str, Any]
+    pod_key: str | None = None  # the controller's pods are filed under their pod name
 
     @property
     def version(self) -> str:
         return str(self.config.get("cniVersion", SUPPORTED_VERSIONS[-1]))
 
     @property
+    def network(self) -> str:
+        return str(self.config.get("name", ""))
+
+    @property
     def key(self) -> str:
-        """What the agent files the IP under: the container, as runtimes name it."""
-        return self.container_id
+        """What the agent files the IP under."""
+        return self.pod_key or attachment_key(self.network, self.container_id, self.ifname)
+
+    @property
+    def attachment(self) -> Attachment | None:
+        return None if self.pod_key else Attachment(self.network, self.container_id, self.ifname, self.netns)
+
+
+def _quote(value: str) -> str:
+    return repr(value[:80])
 
 
 def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
     command = env.get("CNI_COMMAND", "")
     if command not in COMMANDS:
-        raise CniError(INVALID_ENV, f"CNI_COMMAND is {command!r}; expected one of {', '.join(COMMANDS)}")
+        raise CniError(INVALID_ENV, f"CNI_COMMAND is {_quote(command)}; expected one of {', '.join(COMMANDS)}")
     try:
         config = json.loads(stdin or "{}")
     except (ValueError, UnicodeDecodeError) as err:
@@ -67,7 +94,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
         raise CniError(DECODE_FAILURE, "the network configuration on stdin must be a JSON object")
     version = str(config.get("cniVersion", ""))
     if command != "VERSION" and version not in SUPPORTED_VERSIONS:
-        raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {version!r} is not supported; use one of "
+        raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {_quote(version)} is not supported; use one of "
                        f"{', '.join(SUPPORTED_VERSIONS)}")
     if command in ("ADD", "DEL", "CHECK"):
         missing = [k for k in ("CNI_CONTAINERID", "CNI_IFNAME") if not env.get(k)]
@@ -75,10 +102,20 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
             missing.append("CNI_NETNS")
         if missing:
             raise CniError(INVALID_ENV, f"{command} needs {', '.join(missing)} in the environment")
-        if len(env["CNI_IFNAME"]) > 15 or "/" in env["CNI_IFNAME"]:
-            raise CniError(INVALID_ENV, f"CNI_IFNAME {env['CNI_IFNAME']!r} is not a valid interface name")
-    if command in ("ADD", "CHECK", "STATUS", "GC", "DEL") and not config.get("name"):
-        raise CniError(INVALID_CONFIG, "the network configuration has no 'name'")
+        if not SPEC_NAME.fullmatch(env["CNI_CONTAINERID"]):
+            raise CniError(INVALID_ENV, f"CNI_CONTAINERID {_quote(env['CNI_CONTAINERID'])} is not a container id "
+                           "(letters, digits, '_', '.', '-')")
+        ifname = env["CNI_IFNAME"]
+        if len(ifname) > 15 or "/" in ifname or ":" in ifname or ifname in (".", "..") or not ifname.isprintable() \
+                or " " in ifname:
+            raise CniError(INVALID_ENV, f"CNI_IFNAME {_quote(ifname)} is not a valid interface name")
+    if command in ("ADD", "CHECK", "STATUS", "GC", "DEL"):
+        name = config.get("name")
+        if not name:
+            raise CniError(INVALID_CONFIG, "the network configuration has no 'name'")
+        if not isinstance(name, str) or not SPEC_NAME.fullmatch(name):
+            raise CniError(INVALID_CONFIG, f"network name {_quote(str(name))} is not valid (letters, digits, '_', "
+                           "'.', '-')")
     args = {}
     for part in filter(None, env.get("CNI_ARGS", "").split(";")):
         k, _, v = part.partition("=")
@@ -87,14 +124,7 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
                       args, config)
 
 
-def _agent_error(err: Exception) -> CniError:
-    text = str(err)
-    if "NoFreeIp" in text or type(err).__name__ == "NoFreeIp":
-        return CniError(TRY_AGAIN, f"no free IP on this node yet: {text}")
-    return CniError(TRY_AGAIN, f"the node agent failed: {text}")
-
-
-def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str) -> dict:
+def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str, routes: bool = True) -> dict:
     from eni_core.routing import LINK_LOCAL_GATEWAY
 
     return {
@@ -102,18 +132,19 @@ def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str) -> di
         "interfaces": [{"name": host[0], "mac": host[1]},
                        {"name": req.ifname, "mac": pod_mac, "sandbox": req.netns}],
         "ips": [{"address": f"{ip}/32", "gateway": str(LINK_LOCAL_GATEWAY), "interface": 1}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": str(LINK_LOCAL_GATEWAY)}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": str(LINK_LOCAL_GATEWAY)}] if routes else [],
         "dns": {},
     }
 
 
 class Dataplane:
-    """The kernel work of ADD/DEL/CHECK on one node. `node` is the node namespace's kernel."""
+    """The kernel work of ADD/DEL/CHECK on one node. `node` is the node namespace's kernel; `key` is the
+    attachment's datastore key (its host veth's name and MAC derive from it)."""
 
     def __init__(self, node) -> None:
         self.node = node
 
-    def add(self, req: CniRequest, ip: IPv4Address, eni_mac: str, eni_index: int | None = None,
+    def add(self, req: CniRequest, key: str, ip: IPv4Address, eni_mac: str, eni_index: int | None = None,
             host_index: int | None = None) -> dict:
         """Wire the pod: one batch on the node (veth, host route, rules), one in the pod. The agent's
         answer names the ENI's link and a free index for the veth; without them, one dump finds both."""
@@ -128,7 +159,7 @@ class Dataplane:
             pod_host_requests,
         )
 
-        veth, host_mac = host_veth_name(req.key), host_veth_mac(req.key)
+        veth, host_mac = host_veth_name(key), host_veth_mac(key)
         if eni_index is None or host_index is None:
             links = self.node.links()
             eni_index = next((lk.index for lk in links if lk.mac == eni_mac), None)
@@ -136,10 +167,7 @@ class Dataplane:
                 raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
             used = {lk.index for lk in links}
             host_index = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
-        try:
-            fd = os.open(req.netns, os.O_RDONLY)
-        except OSError as err:
-            raise CniError(UNKNOWN_CONTAINER, f"cannot open CNI_NETNS {req.netns}: {err.strerror}") from None
+        fd = open_netns(req.netns)
         try:
             create = nl.veth_add(veth, req.ifname, fd, index=host_index, mac=host_mac)
             host = pod_host_requests(PodLink(ip, eni_index, host_index))
@@ -163,140 +191,253 @@ class Dataplane:
             pod_link = pod.link(req.ifname)
             if pod_link is None:
                 raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
-            pod.check(plan_pod(pod_link.index, ip, host_mac), ignore=nl.IGNORE_EXISTS)
-            return _result(req, str(ip), (veth, host_mac), pod_link.mac)
+            first = not any(r.dst is None and r.table == nl.RT_TABLE_MAIN and r.oif != pod_link.index
+                            for r in pod.routes())  # another attachment of the namespace has the default route
+            pod.check(plan_pod(pod_link.index, ip, host_mac, default_route=first), ignore=nl.IGNORE_EXISTS)
+            return _result(req, str(ip), (veth, host_mac), pod_link.mac, routes=first)
         finally:
             pod.close()
 
-    def delete(self, req: CniRequest, ip: IPv4Address | None) -> None:
+    def delete(self, key: str, ip: IPv4Address | None) -> None:
+        """Remove the attachment's node side: its veth (the pod's end and the host route go with it) and
+        its two rules. Idempotent: what is gone already is fine."""
         from eni_core import netlink as nl
         from eni_core.routing import host_veth_name, pod_rule_deletes
 
-        reqs = [nl.link_del(ifname=host_veth_name(req.key))]
+        reqs = [nl.link_del(ifname=host_veth_name(key))]
         if ip is not None:
             reqs += pod_rule_deletes(ip)
-        self.node.apply(reqs)  # idempotent: what is gone already is fine
+        self.node.apply(reqs)
 
-    def check(self, req: CniRequest, ip: IPv4Address, eni_mac: str) -> None:
+    def check(self, req: CniRequest, key: str, ip: IPv4Address, eni_mac: str) -> None:
+        """The live state against prevResult and against the node-side plan; CHECK_FAILED names every
+        part that is missing."""
+        from eni_core import routing
         from eni_core.kernel import NamespaceKernel
-        from eni_core.model import eni_table
-        from eni_core.routing import host_veth_name
 
-        veth = host_veth_name(req.key)
+        prev = _prev_result(req)
+        problems = _prev_result_problems(prev, req, key, ip)
+        veth_name = routing.host_veth_name(key)
         links = {link.ifname: link for link in self.node.links()}
+        veth = links.get(veth_name)
         eni = next((lk for lk in links.values() if lk.mac == eni_mac), None)
-        if veth not in links or eni is None:
-            raise CniError(CHECK_FAILED, f"host veth {veth} or the ENI {eni_mac} is missing on the node")
-        rules = {(r.priority, r.table, r.src, r.dst) for r in self.node.rules()}
-        if (1536, eni_table(eni.index), ip, None) not in rules:
-            raise CniError(CHECK_FAILED, f"rule 'from {ip} lookup {eni_table(eni.index)}' is missing")
+        if veth is None:
+            problems.append(f"host veth {veth_name} is missing on the node")
+        if eni is None:
+            problems.append(f"the ENI with MAC {eni_mac} is missing on the node")
+        if veth is not None and eni is not None:
+            rules, routes = routing.pod_host_state(routing.PodLink(ip, eni.index, veth.index))
+            observed = routing.observe(self.node.rules(), self.node.routes(), [], {})
+            problems += [f"rule '{routing.describe_rule(r)}'" + " is missing on the node"
+                         for r in rules if r not in observed.rules]
+            problems += [f"host route '{ip} dev {veth_name}' is missing on the node"
+                         for r in routes if r not in observed.routes]
         try:
             pod = NamespaceKernel(req.netns)
         except OSError as err:
             raise CniError(UNKNOWN_CONTAINER, f"cannot enter CNI_NETNS {req.netns}: {err.strerror}") from None
         try:
-            if ip not in {a.ip for a in pod.addresses()}:
-                raise CniError(CHECK_FAILED, f"{ip} is not configured inside {req.netns}")
-            if not any(r.dst is None and r.table == 254 for r in pod.routes()):
-                raise CniError(CHECK_FAILED, f"no default route inside {req.netns}")
+            link = pod.link(req.ifname)
+            if link is None:
+                problems.append(f"interface {req.ifname} is missing in {req.netns}")
+            else:
+                prev_mac = next((i.get("mac") for i in prev.get("interfaces", [])
+                                 if isinstance(i, dict) and i.get("name") == req.ifname and i.get("sandbox")), None)
+                if prev_mac and str(prev_mac).lower() != link.mac:
+                    problems.append(f"{req.ifname} has MAC {link.mac}, prevResult says {prev_mac}")
+                if ip not in {a.ip for a in pod.addresses() if a.index == link.index}:
+                    problems.append(f"{ip} is not configured on {req.ifname} in {req.netns}")
+                if not any(r.dst is None and r.table == 254 and r.gateway == routing.LINK_LOCAL_GATEWAY
+                           for r in pod.routes()):
+                    problems.append(f"default route via {routing.LINK_LOCAL_GATEWAY} is missing in {req.netns}")
         finally:
             pod.close()
+        if problems:
+            raise CniError(CHECK_FAILED, "; ".join(problems))
+
+
+def _prev_result(req: CniRequest) -> dict:
+    prev = req.config.get("prevResult")
+    if not isinstance(prev, dict):
+        raise CniError(INVALID_CONFIG, "CHECK needs the ADD's result as 'prevResult' in the network configuration")
+    return prev
+
+
+def _prev_result_problems(prev: dict, req: CniRequest, key: str, ip: IPv4Address) -> list[str]:
+    """What in prevResult disagrees with the attachment the agent holds."""
+    from eni_core.routing import host_veth_name
+
+    problems = []
+    addresses = []
+    for entry in prev.get("ips") or []:
+        try:
+            addresses.append(IPv4Interface(entry["address"]).ip)
+        except (TypeError, KeyError, ValueError):
+            problems.append(f"prevResult has a malformed IP entry {str(entry)[:80]}")
+    if ip not in addresses:
+        problems.append(f"prevResult lists {', '.join(map(str, addresses)) or 'no IP'}, but the attachment holds {ip}")
+    interfaces = [i for i in prev.get("interfaces") or [] if isinstance(i, dict)]
+    if not any(i.get("name") == req.ifname and i.get("sandbox") == req.netns for i in interfaces):
+        problems.append(f"prevResult has no interface {req.ifname} in {req.netns}")
+    host = [i.get("name") for i in interfaces if not i.get("sandbox")]
+    if host and host_veth_name(key) not in host:
+        problems.append(f"prevResult names host interface {host[0]}, the attachment's is {host_veth_name(key)}")
+    return problems
+
+
+def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
+    raw = config.get(VALID_ATTACHMENTS, [])
+    if not isinstance(raw, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
+            for a in raw):
+        raise CniError(DECODE_FAILURE, f"'{VALID_ATTACHMENTS}' must be a list of {{\"containerID\", \"ifname\"}} "
+                       f"objects; got {json.dumps(raw)[:80]}")
+    return {(a["containerID"], a["ifname"]) for a in raw}
 
 
 def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> dict | None:
-    """Run one CNI command. `agent(method, **params)` reaches the node agent."""
+    """Run one CNI command. `agent(method, **params)` reaches the node agent (in-process)."""
     if req.command == "VERSION":
         return {"cniVersion": req.config.get("cniVersion") or SUPPORTED_VERSIONS[-1],
                 "supportedVersions": list(SUPPORTED_VERSIONS)}
     if req.command == "STATUS":
-        try:
-            agent("ping")
-        except Exception as err:
-            raise CniError(PLUGIN_NOT_AVAILABLE, f"the node agent is not reachable: {err}") from None
+        agent("ping")
         return None
+    legacy = None if req.pod_key else req.container_id  # a format 1 checkpoint filed it by container id
     if req.command == "GC":
-        valid = [a.get("containerID") for a in req.config.get("cni.dev/valid-attachments", [])]
-        try:
-            released = agent("gc", valid=[v for v in valid if v])
-        except Exception as err:
-            raise _agent_error(err) from None
+        released = agent("gc", network=req.network, valid=sorted(_valid_attachments(req.config)))
         if dataplane is not None:
             for key, ip in released.items():
-                dataplane.delete(CniRequest("DEL", key, "", "eth0", {}, req.config), IPv4Address(ip))
+                dataplane.delete(key, IPv4Address(ip))
         return None
     if req.command == "ADD":
+        attachment = req.attachment
         try:
-            alloc = agent("add", pod=req.key)
-        except Exception as err:
-            raise _agent_error(err) from None
+            alloc = agent("add", pod=req.key, legacy=legacy,
+                          attachment=attachment.to_dict() if attachment else None)
+        except NoFreeIp as err:
+            raise CniError(TRY_AGAIN, str(err)) from None
         assert dataplane is not None
+        ip = IPv4Address(alloc["ip"])
         try:
-            return dataplane.add(req, IPv4Address(alloc["ip"]), alloc["mac"], alloc.get("eni_ifindex"),
+            return dataplane.add(req, alloc["key"], ip, alloc["mac"], alloc.get("eni_ifindex"),
                                  alloc.get("host_ifindex"))
-        except CniError:
+        except BaseException as err:
+            if alloc["new"]:  # roll back, as the reference plugins do: remove what was added, free the IP
+                dataplane.delete(alloc["key"], ip)
+                agent("del", pod=alloc["key"])
+            if isinstance(err, OSError):
+                raise CniError(IO_FAILURE, f"wiring {req.ifname} in {req.netns} failed: {err}") from None
             raise
-        except OSError as err:
-            raise CniError(IO_FAILURE, f"wiring {req.ifname} in {req.netns} failed: {err}") from None
     if req.command == "DEL":
-        try:
-            released = agent("del", pod=req.key)["released"]
-        except Exception as err:
-            raise _agent_error(err) from None
+        released = agent("del", pod=req.key, legacy=legacy)
         if dataplane is not None:
-            dataplane.delete(req, IPv4Address(released) if released else None)
+            dataplane.delete(released["key"], IPv4Address(released["released"]) if released["released"] else None)
         return None
     # CHECK
-    try:
-        alloc = agent("get", pod=req.key)
-    except Exception as err:
-        raise _agent_error(err) from None
+    alloc = agent("get", pod=req.key, legacy=legacy)
     if alloc is None:
-        raise CniError(UNKNOWN_CONTAINER, f"container {req.key} has no IP on this node")
+        raise CniError(UNKNOWN_CONTAINER, f"container {req.container_id} has no attachment {req.ifname} on "
+                       f"network {req.network} on this node")
     assert dataplane is not None
-    eni = agent("state")["enis"]
-    mac = next(e["mac"] for e in eni if e["id"] == alloc["eni"])
-    dataplane.check(req, IPv4Address(alloc["ip"]), mac)
+    dataplane.check(req, alloc["key"], IPv4Address(alloc["ip"]), alloc["mac"])
     return None
 
 
-def main() -> int:
-    """The executable: CNI_* environment and configuration on stdin in, result or error JSON out."""
-    stdin = sys.stdin.buffer.read()
-    version = SUPPORTED_VERSIONS[-1]
+def open_netns(path: str) -> int:
+    """An fd of the network namespace at `path`, or a CNI error that says what the path is instead."""
     try:
-        req = parse_request(os.environ, stdin)
-        version = req.version
-        if req.command == "VERSION":
-            out = handle(req, lambda *a, **k: None, None)
-        else:
-            from eni_core.rpc import RpcClient
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise CniError(UNKNOWN_CONTAINER, f"cannot open CNI_NETNS {path}: {err.strerror}") from None
+    if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:  # namespaces live on nsfs
+        os.close(fd)
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+    return fd
 
-            socket_path = req.config.get("agentSocket")
-            if not socket_path:
-                raise CniError(INVALID_CONFIG, "the network configuration has no 'agentSocket' (the node agent's "
-                               "unix socket)")
-            client = RpcClient(socket_path, timeout=30)
 
-            def agent(method: str, **params: Any) -> Any:
-                try:
-                    return client.call(method, **params)
-                except OSError as err:
-                    raise CniError(TRY_AGAIN if req.command != "STATUS" else PLUGIN_NOT_AVAILABLE,
-                                   f"cannot reach the node agent at {socket_path}: {err.strerror or err}") from None
+def _refuse_namespace(path: str, caller: tuple[int, int] | None, owned: Mapping[tuple[int, int], str]) -> None:
+    """Refuse a CNI_NETNS that is the caller's own namespace, or one enilab owns (the node, the fabric,
+    another node, a controller pod): wiring it would replace that namespace's default route."""
+    fd = open_netns(path)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    ident = (st.st_dev, st.st_ino)
+    if caller is not None and ident == tuple(caller):
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} is the namespace the plugin was called from (the runtime's "
+                       "host namespace); give the container's own namespace")
+    if ident in owned:
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} is {owned[ident]}, which enilab owns; give the container's "
+                       "own namespace")
 
-            dataplane = None
-            if req.command in ("ADD", "DEL", "CHECK", "GC"):
-                from eni_core.kernel import NamespaceKernel
 
-                dataplane = Dataplane(NamespaceKernel())
-            out = handle(req, agent, dataplane)
+def serve(agent, env: Mapping[str, str], stdin: str, caller_netns: list[int] | None = None) -> dict:
+    """The agent's side of `enilab-cni`: run the request, answer `{"result": document or None}` or
+    `{"error": CNI error document}`. The thread that runs it enters CNI_NETNS itself."""
+    version = request_version(_loads_or_none(stdin))
+    try:
+        req = parse_request(env, stdin)
+        with agent.lock:
+            if req.command in ("ADD", "CHECK"):
+                _refuse_namespace(req.netns, tuple(caller_netns) if caller_netns else None, agent.namespaces())
+            return {"result": handle(req, lambda method, **params: agent.handle(method, params), agent.dataplane)}
     except CniError as err:
-        sys.stdout.write(json.dumps(err.result(version)) + "\n")
-        return 1
-    if out is not None:
-        sys.stdout.write(json.dumps(out) + "\n")
-    return 0
+        return {"error": err.result(version)}
+    except Exception as err:  # a bug or a kernel refusal: still a CNI error the runtime can show
+        return {"error": CniError(AGENT_FAILED, f"the node agent failed: {type(err).__name__}: {err}").result(version)}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _loads_or_none(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+PLUGIN_NAME = "enilab-cni"
+INSTALL_MARK = "# installed by `enilab cni install`"
+
+
+def install_plugin(folder: str | os.PathLike[str], python: str) -> str:
+    """Write the thin client into `folder` as `enilab-cni`, started by `python -IS` (isolated, no site, no
+    project imports: a few milliseconds). Refuses to replace a file it did not write. Returns its path."""
+    import inspect
+    import tempfile
+
+    from eni_core import cni_client
+
+    target = os.path.join(folder, PLUGIN_NAME)
+    if os.path.lexists(target):
+        with open(target, "rb") as f:
+            head = f.read(4096)
+        if INSTALL_MARK.encode() not in head:
+            raise FileExistsError(f"{target} exists and was not installed by enilab; remove it or pick another folder")
+    os.makedirs(folder, exist_ok=True)
+    body = f"#!{python} -IS\n{INSTALL_MARK}\n{inspect.getsource(cni_client)}"
+    fd, tmp = tempfile.mkstemp(prefix=f".{PLUGIN_NAME}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def conflist(cluster: str, node: str, network: str = "enilab", version: str = "1.0.0",
+             clusters_dir: str | None = None) -> dict:
+    """A network configuration list a runtime can use as is. 1.0.0 by default: podman 4.3's libcni (1.1.2)
+    cannot parse a 1.1.0 result. `clusters_dir`: where the cluster is registered, when not the default."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cniVersion {version!r} is not supported; use one of {', '.join(SUPPORTED_VERSIONS)}")
+    if not SPEC_NAME.fullmatch(network):
+        raise ValueError(f"network name {_quote(network)} is not valid (letters, digits, '_', '.', '-')")
+    plugin = {"type": PLUGIN_NAME, "cluster": cluster, "node": node}
+    if clusters_dir is not None:
+        plugin["clustersDir"] = clusters_dir
+    return {"cniVersion": version, "name": network, "plugins": [plugin]}

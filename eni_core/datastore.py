@@ -2,6 +2,11 @@
 
 Like the AWS VPC CNI's datastore, every change is written (temp file, fsync, rename) before the ipamd
 answers, and rolled back in memory when the write fails, so memory and disk never disagree.
+
+It is the one truth of a node's pods, whoever wired them: a pod the controller created is filed under its
+pod name; an attachment a container runtime made through `enilab-cni` under `attachment_key(network,
+container id, ifname)`, the CNI spec's key (the AWS CNI's IPAMKey), with its `Attachment` record beside it.
+Format 1 checkpoints (no attachment records) still load: their IPs are kept under their old keys.
 """
 from __future__ import annotations
 
@@ -15,9 +20,40 @@ from typing import Protocol
 
 from eni_core.model import Eni
 
-__all__ = ["Allocation", "Datastore", "FileCheckpoint", "MemoryCheckpoint"]
+__all__ = ["Allocation", "Attachment", "Datastore", "FileCheckpoint", "MemoryCheckpoint", "attachment_key"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before attachment records
+
+
+def attachment_key(network: str, container_id: str, ifname: str) -> str:
+    """The datastore key of a runtime's attachment. The CNI spec limits network names and container ids
+    to letters, digits, `_.-` and interface names to no `/`, so the key is unambiguous, and no pod name
+    (at most one `/`) can take it."""
+    return f"cni/{network}/{container_id}/{ifname}"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What a container runtime attached through `enilab-cni`: the network (netconf `name`), the
+    container, its interface and its namespace (CNI_NETNS)."""
+
+    network: str
+    container_id: str
+    ifname: str
+    netns: str = ""
+
+    @property
+    def key(self) -> str:
+        return attachment_key(self.network, self.container_id, self.ifname)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"network": self.network, "container_id": self.container_id, "ifname": self.ifname,
+                "netns": self.netns}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Attachment:
+        return cls(str(d["network"]), str(d["container_id"]), str(d["ifname"]), str(d.get("netns", "")))
 
 
 @dataclass(frozen=True)
@@ -77,8 +113,9 @@ class FileCheckpoint:
         except FileNotFoundError:
             return None
         data = json.loads(text)
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{self.path}: checkpoint format {data.get('version')} is not {FORMAT_VERSION}")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"{self.path}: checkpoint format {data.get('version')} is not one of "
+                             f"{', '.join(map(str, READABLE_VERSIONS))}")
         return data
 
 
@@ -90,6 +127,8 @@ class Datastore:
         self.checkpoint = checkpoint or MemoryCheckpoint()
         self.enis: dict[str, Eni] = {}
         self.pods: dict[str, Allocation] = {}
+        self.attachments: dict[str, Attachment] = {}  # key -> a runtime's attachment (its pod in `pods`)
+        self.legacy: set[str] = set()  # keys of a format 1 checkpoint: container ids, runtimes' or the controller's
         self.release_due: float | None = None
         self.next_seq = 0
         self._committed = self.to_dict()  # what the disk holds: nothing yet, which is this empty state
@@ -107,6 +146,8 @@ class Datastore:
 
     def free(self, pod: str) -> Allocation | None:
         alloc = self.pods.pop(pod, None)
+        self.attachments.pop(pod, None)
+        self.legacy.discard(pod)
         if alloc is not None:
             self.enis[alloc.eni_id].unassign(alloc.ip)
         return alloc
@@ -145,11 +186,14 @@ class Datastore:
                  "ips": [[str(ip), pod] for ip, pod in e.ips.items()]}
                 for e in self.enis.values()
             ],
+            "attachments": {key: a.to_dict() for key, a in self.attachments.items()},
+            "legacy": sorted(self.legacy & self.pods.keys()),
         }
 
     def _load_dict(self, data: dict) -> None:
         self.enis = {}
         self.pods = {}
+        self.attachments = {key: Attachment.from_dict(a) for key, a in data.get("attachments", {}).items()}
         self.release_due = data["release_due"]
         self.next_seq = data["next_seq"]
         for d in data["enis"]:
@@ -160,3 +204,5 @@ class Datastore:
                 if pod is not None:
                     self.allocate(pod, eni, ip)
             self.enis[eni.id] = eni
+        self.attachments = {key: a for key, a in self.attachments.items() if key in self.pods}
+        self.legacy = set(self.pods) if data["version"] == 1 else set(data.get("legacy", [])) & self.pods.keys()

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from eni_core import netlink as nl
-from eni_core.model import eni_table
+from eni_core.datastore import Allocation
+from eni_core.model import Eni, eni_table
 from eni_core.ports import Netlink
 
 __all__ = [
-    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule",
-    "host_veth_name", "observe", "plan_node", "plan_pod", "pod_host_requests", "pod_rule_deletes", "reconcile",
-    "sync",
+    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "describe_rule",
+    "host_veth_name", "node_pods", "observe", "plan_node", "plan_pod", "pod_host_requests", "pod_host_state",
+    "pod_rule_deletes", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -94,15 +95,30 @@ class NodePlan:
     sysctls: Mapping[str, int] = field(default_factory=dict)
 
 
-def _pod_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
+def pod_host_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
+    """A pod's node-side routing in the plan's terms: its 512 and 1536 rules, its main-table route."""
     rules = [Rule(PRIO_TO_POD, nl.RT_TABLE_MAIN, dst=pod.ip),
              Rule(PRIO_FROM_POD, eni_table(pod.eni_ifindex), src=pod.ip)]
     return rules, [Route(nl.RT_TABLE_MAIN, pod.ip, pod.veth_ifindex)]
 
 
+def describe_rule(rule: Rule) -> str:
+    """A rule as `ip rule` shows it: `from 10.0.1.7 lookup 2003`."""
+    match = f"from {rule.src}" if rule.src is not None else f"to {rule.dst}"
+    return f"{match} lookup {'main' if rule.table == nl.RT_TABLE_MAIN else rule.table}"
+
+
+def node_pods(allocations: Mapping[str, Allocation], enis: Iterable[Eni]) -> list[tuple[IPv4Address, str, str]]:
+    """The routing agent's input from the node's datastore: (IP, ENI MAC, host veth name) of every pod
+    it holds, whoever wired it (the controller or a runtime through `enilab-cni`). A pod whose veth does
+    not exist (yet) is left out by `sync`."""
+    macs = {e.id: e.mac for e in enis}
+    return [(a.ip, macs[a.eni_id], host_veth_name(key)) for key, a in allocations.items() if a.eni_id in macs]
+
+
 def pod_host_requests(pod: PodLink) -> list[nl.Request]:
     """A pod's node-side routing (main-table route, then its two rules), for the CNI ADD fast path."""
-    rules, routes = _pod_state(pod)
+    rules, routes = pod_host_state(pod)
     return [_route(True, r) for r in routes] + [_rule(True, r) for r in rules]
 
 
@@ -132,7 +148,7 @@ def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "
     for pod in pods:
         if pod.eni_ifindex not in by_index:
             continue  # the ENI's link has not appeared yet: the next reconcile adds the pod
-        pod_rules, pod_routes = _pod_state(pod)
+        pod_rules, pod_routes = pod_host_state(pod)
         rules.update(pod_rules)
         routes.update(pod_routes)
     sysctls = {"net.ipv4.ip_forward": 1}
@@ -176,19 +192,24 @@ def reconcile(desired: NodePlan, observed: NodePlan) -> tuple[list[nl.Request], 
     return ops, writes
 
 
-def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str) -> list[nl.Request]:
+def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[nl.Request]:
     """Inside a fresh pod namespace: lo and eth0 up, the /32, the link-local gateway (a permanent
-    neighbour with the host veth's MAC), and the default route through it."""
-    return [
+    neighbour with the host veth's MAC), and the default route through it. A second attachment of the
+    namespace (`default_route=False`) gets its link, address and neighbour; the first keeps the routes."""
+    requests = [
         nl.link_set(1, up=True),
         nl.link_set(ifindex, up=True),
         nl.addr_add(ifindex, ip, 32),
         nl.neigh_add(ifindex, LINK_LOCAL_GATEWAY, host_mac),
-        nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=LINK_LOCAL_GATEWAY, dst_len=32, oif=ifindex,
-                     scope=nl.RT_SCOPE_LINK, proto=nl.RTPROT_STATIC),
-        nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=ifindex, gateway=LINK_LOCAL_GATEWAY,
-                     proto=nl.RTPROT_STATIC),
     ]
+    if default_route:
+        requests += [
+            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=LINK_LOCAL_GATEWAY, dst_len=32, oif=ifindex,
+                         scope=nl.RT_SCOPE_LINK, proto=nl.RTPROT_STATIC),
+            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=ifindex,
+                         gateway=LINK_LOCAL_GATEWAY, proto=nl.RTPROT_STATIC),
+        ]
+    return requests
 
 
 @dataclass

@@ -146,8 +146,11 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"teardown {r['teardown_s']} s, peak {r['peak_rss_mb']} MiB; {r['speedup']}x the baseline "
                       f"({r['baseline_wire_ms_per_pod']} ms per pod): {verdict}")
     if what == "cni":
+        ref = r["reference"]
+        against = (f"the reference {ref['plugin']} p50 {ref['p50_ms']} ms, {r['executable_over_reference']}x" if ref
+                   else "no reference plugin installed (containernetworking-plugins)")
         console.print(f"ADD in-process p50 {r['in_process']['p50_ms']} ms, p99 {r['in_process']['p99_ms']} ms; "
-                      f"executable p50 {r['executable']['p50_ms']} ms (a bare Python start: "
+                      f"executable p50 {r['executable']['p50_ms']} ms against {against} (a bare Python start: "
                       f"{r['bare_python_start_ms']} ms): {verdict}")
     if what == "sim":
         verdict = "[green]within target[/green]" if r["within_target"] else "[red]OVER TARGET[/red]"

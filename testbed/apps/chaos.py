@@ -4,11 +4,12 @@ kernels; after every iteration the audit and a connectivity check must pass.
 The ProcessCluster is the closest thing to real nodes enilab has: the VPC is served from this process
 (the cloud), which also hot-plugs each attached ENI's interface into the node's namespace and delivers
 bound IPs in the fabric; every node runs `python -m eni_core.agent --routing` inside its own namespace
-(ipamd, datastore checkpoint, routing agent); pods are wired by the CNI handler talking to that agent
-over its socket, exactly as `enilab-cni` does.
+(ipamd, datastore checkpoint, routing agent, CNI handler); pods are wired by asking that agent over
+its socket, exactly as `enilab-cni` does.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -23,7 +24,8 @@ from typing import Any
 
 from eni_core import netlink as nl
 from eni_core import netns
-from eni_core.cni import CniError, CniRequest, Dataplane, handle
+from eni_core.cni import CniError
+from eni_core.datastore import attachment_key
 from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.rpc import RpcClient
 from testbed.observe.audit import audit
@@ -139,9 +141,11 @@ class ProcessCluster:
         self.agents[node].wait()
 
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
-        req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {}, CONF)
-        client = RpcClient(self._sock(node), timeout=20)
-        return handle(req, lambda m, **p: client.call(m, **p), Dataplane(self.backend.nodes[node].kernel))
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": pod, "CNI_NETNS": str(netns.path(ns)), "CNI_IFNAME": "eth0"}
+        answer = RpcClient(self._sock(node), timeout=20).call("cni", env=env, stdin=json.dumps(CONF))
+        if "error" in answer:
+            raise CniError(answer["error"]["code"], answer["error"]["msg"])
+        return answer["result"]
 
     def add_pod(self, node: str) -> str | None:
         self.seq += 1
@@ -174,7 +178,7 @@ class ProcessCluster:
         """What a runtime and a cloud do after trouble: DEL the ADDs that failed, and re-assert."""
         for node, pod in list(self.half_added):
             try:
-                self.agent(node).call("del", pod=pod)
+                self.agent(node).call("del", pod=attachment_key(CONF["name"], pod, "eth0"))
                 self.half_added.remove((node, pod))
             except OSError:
                 continue
@@ -195,9 +199,10 @@ class ProcessCluster:
         `testbed.world.vpc_server`); the VPC and the kernels are then read under it. A change between the
         two reads shows as a disagreement that the next audit no longer finds."""
         datastores = self.datastores()
+        wired = {attachment_key(CONF["name"], p, "eth0") for p in self.pods}
         with self.lock:
             return audit(self.vpc, datastores, {n: self.backend.nodes[n].kernel for n in self.nodes},
-                         wired=lambda node, pod: pod in self.pods)
+                         wired=lambda node, key: key in wired)
 
     def close(self) -> None:
         for proc in self.agents.values():

@@ -194,17 +194,86 @@ def cmd_status(args: argparse.Namespace) -> int:
     console = _console()
     console.print(f"[bold]cluster {info['name']}[/bold] · t={info['t']}s · namespaces {info['prefix']}-*")
     console.print(node_table(info["state"]))
+    runtime = 0
     for node, n in info["state"]["nodes"].items():
         routing = n.get("routing", {})
-        console.print(f"[bold]{node}[/bold] ({n.get('netns')}): {len(routing.get('rules', []))} rules, tables "
+        attached = len(n.get("attachments", {}))
+        runtime += attached
+        console.print(f"[bold]{node}[/bold] ({n.get('netns')}): {n['pods']} controller pods, {attached} runtime-wired "
+                      f"pods; {len(routing.get('rules', []))} rules, tables "
                       f"{', '.join(routing.get('tables', {})) or '-'}; agent socket {info['agents'].get(node)}")
+    if runtime:
+        console.print(_runtime_table(info["state"]))
     return 0
+
+
+def cmd_cni(args: argparse.Namespace) -> int:
+    from eni_core import cni
+
+    if args.action == "install":
+        if not args.dir:
+            raise UsageError("say where: `enilab cni install DIR` (a folder in the runtime's CNI plugin path)")
+        try:
+            path = cni.install_plugin(args.dir, sys.executable)
+        except (FileExistsError, NotADirectoryError, PermissionError) as err:
+            raise UsageError(str(err)) from None
+        print(f"installed {path}")
+        return 0
+    from testbed.apps.controller import connect
+
+    if not args.node:
+        raise UsageError("name the node the runtime's containers go on: `enilab cni config --node NODE`")
+    name, client = connect(args.name)
+    nodes = client.call("state")["state"]["nodes"]
+    if args.node not in nodes:
+        raise UsageError(f"cluster {name} has no node {args.node!r}; its nodes: {', '.join(nodes)}")
+    from testbed.apps.controller import CLUSTERS
+
+    # a registry the environment moved: the runtime may call the plugin without this environment
+    moved = os.environ.get("ENILAB_CLUSTERS_DIR") or os.environ.get("ENILAB_RUN_DIR")
+    registry = str(CLUSTERS.resolve()) if moved else None
+    try:
+        doc = cni.conflist(name, args.node, args.network, args.cni_version, registry)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
+def _runtime_table(state: dict):
+    """The attachments container runtimes made through `enilab-cni`, per node."""
+    from rich.table import Table
+
+    table = Table(title="runtime-wired pods (enilab-cni)", title_justify="left")
+    for col in ("NODE", "NETWORK", "CONTAINER", "IFNAME", "IP", "ENI", "NETNS"):
+        table.add_column(col)
+    for node, n in state["nodes"].items():
+        for a in n.get("attachments", {}).values():
+            table.add_row(node, a["network"], a["container_id"][:12], a["ifname"], a["ip"], a["eni"], a["netns"])
+    return table
 
 
 def cmd_pods(args: argparse.Namespace) -> int:
     from testbed.apps.controller import connect
 
     _, client = connect(args.name)
+    if args.action == "list":
+        state = client.call("state")["state"]
+        if args.json:
+            print(json.dumps({"pods": state["pods"],
+                              "runtime": {n: s.get("attachments", {}) for n, s in state["nodes"].items()}}))
+            return 0
+        from rich.table import Table
+
+        table = Table(title="pods of the controller", title_justify="left")
+        for col in ("POD", "NODE", "PHASE", "IP", "ENI", "NETNS"):
+            table.add_column(col)
+        for name, p in state["pods"].items():
+            table.add_row(name, p["node"] or "-", p["phase"], p["ip"] or "-", p["eni"] or "-", p.get("netns", "-"))
+        console = _console()
+        console.print(table)
+        console.print(_runtime_table(state))
+        return 0
     if args.action == "add":
         if not args.count and not args.pods:
             raise UsageError("say how many pods (--count N) or name them")
@@ -445,14 +514,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--name")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
-    pd = sub.add_parser("pods", help="add or delete pods on the running cluster")
-    pd.add_argument("action", choices=["add", "del"])
+    pd = sub.add_parser("pods", help="list, add or delete pods on the running cluster")
+    pd.add_argument("action", choices=["add", "del", "list"])
     pd.add_argument("pods", nargs="*", default=[], help="pod names")
     pd.add_argument("--node")
     pd.add_argument("--count", type=int)
     pd.add_argument("--name")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(func=cmd_pods)
+    cn = sub.add_parser("cni", help="the CNI plugin for real runtimes: print a conflist for a node, or install "
+                                     "the plugin executable")
+    cn.add_argument("action", choices=["config", "install"])
+    cn.add_argument("dir", nargs="?", help="install: the folder to put `enilab-cni` in (a runtime's plugin dir)")
+    cn.add_argument("--node", help="config: the node the runtime's containers go on")
+    cn.add_argument("--name", help="config: the cluster (default: the only one up)")
+    cn.add_argument("--network", default="enilab", help="config: the network name (default: enilab)")
+    cn.add_argument("--cni-version", default="1.0.0", choices=["1.0.0", "1.1.0"],
+                    help="config: 1.0.0 (default) for podman 4.3 / libcni 1.1, which cannot read 1.1.0 results")
+    cn.set_defaults(func=cmd_cni)
     tr = sub.add_parser("trace", help="send one traced packet on the running cluster and say where it went")
     tr.add_argument("src", help="pod or VPC host")
     tr.add_argument("dst", help="pod, VPC host or IP address")

@@ -128,10 +128,22 @@ def _audit_kernel(node: str, kernel, ds: dict[str, Any], found: dict[str, list[d
 
 
 def audit_cluster(cluster) -> dict:
-    """Audit an in-process cluster (either backend)."""
+    """Audit an in-process cluster (either backend). Pods are expected wired when the controller runs
+    them or a runtime attached them through `enilab-cni`; a running pod whose IP its node's ipamd no
+    longer holds (released under it, say by a GC) is a finding too."""
     backend = cluster.backend
     kernels = ({n: backend.nodes[n].kernel for n in cluster.nodes} if getattr(backend, "name", "") == "netns"
                else None)
     pods = getattr(backend, "pods", {})
-    return audit(cluster.vpc, {n: datastore_view(node.ipamd) for n, node in cluster.nodes.items()}, kernels,
-                 cluster.static.view() if cluster.static else None, wired=lambda node, pod: pod in pods)
+
+    def wired(node: str, pod: str) -> bool:
+        return pod in pods or pod in cluster.nodes[node].ipamd.store.attachments
+
+    report = audit(cluster.vpc, {n: datastore_view(node.ipamd) for n, node in cluster.nodes.items()}, kernels,
+                   cluster.static.view() if cluster.static else None, wired=wired)
+    for pod, (node, _ns) in sorted(pods.items()):
+        if node in cluster.nodes and cluster.nodes[node].ipamd.lookup(pod) is None:
+            report["missing_routes"].append({"node": node, "pod": pod, "what": f"{node}: pod {pod} runs, but the "
+                                             f"ipamd of {node} holds no IP for it (released under it)"})
+            report["ok"] = False
+    return report

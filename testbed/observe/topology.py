@@ -22,7 +22,9 @@ PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#D
 
 def build_graph(cluster: Cluster) -> nx.Graph:
     """Nodes are keyed `vpc`, `subnet:<id>`, `eni:<id>`, `node:<name>`, `pod:<name>`, `host:<name>`,
-    each with a `kind` and its addresses; edges say `contains`, `attached`, `ip-on`, `runs`.
+    each with a `kind` and its addresses; edges say `contains`, `attached`, `ip-on`, `runs`. Containers a
+    runtime wired through `enilab-cni` are pods too, keyed by their attachment (`pod:cni/<network>/
+    <container id>/<ifname>`) and marked `runtime`, with their network, container id, ifname and netns.
 
     Examples
     --------
@@ -63,6 +65,13 @@ def build_graph(cluster: Cluster) -> nx.Graph:
         g.add_node(key, kind="pod", label=name, ip=p["ip"], node=p["node"], subnet=eni_subnet,
                    netns=p.get("netns", ""))
         g.add_edge(f"eni:{p['eni']}", key, rel="ip-on")
+    for name, n in state["nodes"].items():  # containers a runtime attached through enilab-cni
+        for akey, a in n.get("attachments", {}).items():
+            eni = f"eni:{a['eni']}"
+            g.add_node(f"pod:{akey}", kind="pod", label=f"{a['container_id'][:12]}/{a['ifname']}", ip=a["ip"],
+                       node=name, subnet=g.nodes[eni]["subnet"], netns=a["netns"], runtime=True,
+                       network=a["network"], container_id=a["container_id"], ifname=a["ifname"])
+            g.add_edge(eni, f"pod:{akey}", rel="ip-on")
     return g
 
 

@@ -23,6 +23,8 @@ def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
     r = bench_cni(adds=10, exec_adds=3)
     assert set(r["in_process"]) >= {"p50_ms", "p99_ms"} and set(r["executable"]) >= {"p50_ms", "p99_ms"}
     assert r["in_process"]["n"] == 10 and r["executable"]["n"] == 3
+    assert r["reference"]["n"] == 3 and {"plugin", "p50_ms", "p99_ms"} <= set(r["reference"])
+    assert r["executable_over_reference"] > 0
 
 
 def test_bench_cli_prints_json():

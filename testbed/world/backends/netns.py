@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["NetnsBackend", "require_root"]
 
 FABRIC_LO = 1
+CONTROLLER_NETWORK = "enilab-controller"  # the CNI network name of the pods the controller creates
 
 
 class NotRoot(Exception):
@@ -195,8 +196,23 @@ class NetnsBackend:
         n = self.nodes[node]
         if n.agent is None:
             cnode = self.cluster.nodes[node]
-            n.agent = NodeAgent(cnode.ipamd, lock=self.lock, eni_link=cnode.ifindex.get)
+            n.agent = NodeAgent(cnode.ipamd, lock=self.lock, eni_link=cnode.ifindex.get,
+                                dataplane=Dataplane(n.kernel), namespaces=self.owned_namespaces)
         return n.agent
+
+    def owned_namespaces(self) -> dict[tuple[int, int], str]:
+        """(st_dev, st_ino) of every namespace this run made, with what it is: a runtime's CNI request
+        must never wire one of them."""
+        named = {self.fabric_ns: "the VPC fabric"}
+        named.update({n.ns: f"node {name}'s namespace" for name, n in self.nodes.items()})
+        named.update({ns: f"VPC host {name}" for name, (ns, _) in self.hosts.items()})
+        named.update({ns: f"pod {name} of the controller" for name, (_, ns) in self.pods.items()})
+        owned = {}
+        for ns, what in named.items():
+            with contextlib.suppress(OSError):
+                st = os.stat(netns.path(ns))
+                owned[(st.st_dev, st.st_ino)] = what
+        return owned
 
     def eni_attached(self, node: str, eni: Eni) -> int:
         n = self.nodes[node]
@@ -228,7 +244,7 @@ class NetnsBackend:
     # -- pods ----------------------------------------------------------------------------------------
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
         req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {"K8S_POD_NAME": pod},
-                         {"cniVersion": "1.1.0", "name": "enilab"})
+                         {"cniVersion": "1.1.0", "name": CONTROLLER_NETWORK}, pod_key=pod)
         agent = self.agent_for(node)
         return handle(req, lambda method, **params: agent.handle(method, params), Dataplane(self.nodes[node].kernel))
 
@@ -254,18 +270,16 @@ class NetnsBackend:
 
     # -- the routing agent ---------------------------------------------------------------------------
     def sync(self, node: str) -> routing.SyncReport | None:
-        """Run the node's routing agent: plan from the ipamd's view, observe the kernel, repair. (When the
-        node agents run as their own processes, they do this themselves.)"""
+        """Run the node's routing agent: plan from the node's datastore (every pod it holds, the
+        controller's and the runtimes'), observe the kernel, repair. (When the node agents run as their own
+        processes, they do this themselves.)"""
         if self.remote_agents:
             return None
         n = self.nodes[node]
         ipamd = self.cluster.nodes[node].ipamd
         gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
         enis = [(e.mac, gateways[e.subnet_id]) for e in ipamd.enis]
-        macs = {e.id: e.mac for e in ipamd.enis}
-        pods = [(a.ip, macs[a.eni_id], routing.host_veth_name(p)) for p, a in ipamd.store.pods.items()
-                if p in self.pods]
-        return routing.sync(n.kernel, enis, pods, leave=n.pinned)
+        return routing.sync(n.kernel, enis, routing.node_pods(ipamd.store.pods, ipamd.enis), leave=n.pinned)
 
     def set_sysctl(self, node: str, key: str, value: int) -> None:
         n = self.nodes[node]
@@ -308,7 +322,8 @@ class NetnsBackend:
                 "net.ipv4.conf.eth0.rp_filter"]
         keys += [f"net.ipv4.conf.{name}.rp_filter" for name in sorted(names.values()) if name.startswith("eth")
                  and name != "eth0"]
-        return {"netns": n.ns, "routing": {"rules": rules, "tables": dict(sorted(tables.items())),
+        return {"netns": n.ns, "attachments": self.agent_for(node).attachments(),
+                "routing": {"rules": rules, "tables": dict(sorted(tables.items())),
                                            "sysctl": n.kernel.read_sysctls(keys)}}
 
     def close(self) -> None:
