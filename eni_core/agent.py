@@ -200,10 +200,10 @@ class RoutingSide:
     def __init__(self, ipamd: Ipamd, gateways: dict[str, str]) -> None:
         from ipaddress import IPv4Address
 
-        from eni_core.kernel import NamespaceKernel
+        from eni_core.kernel import NetlinkPort
 
         self.ipamd = ipamd
-        self.kernel = NamespaceKernel()
+        self.kernel = NetlinkPort.open()
         self.gateways = {k: IPv4Address(v) for k, v in gateways.items()}
 
     def sync(self) -> None:
@@ -221,7 +221,7 @@ class RoutingSide:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from eni_core.cni import Dataplane
-    from eni_core.kernel import NamespaceKernel
+    from eni_core.kernel import NetlinkPort
     from eni_core.vpc_client import VpcClient
 
     args = _parse(argv)
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         side = RoutingSide(ipamd, dict(g.split("=", 1) for g in args.gateway))
     own = os.stat("/proc/self/ns/net")
     agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None,
-                      dataplane=Dataplane(NamespaceKernel()),
+                      dataplane=Dataplane(NetlinkPort.open()),
                       namespaces=lambda: {(own.st_dev, own.st_ino): f"node {args.node}'s namespace"})
     report = ipamd.recover()
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)

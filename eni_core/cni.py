@@ -9,6 +9,7 @@ them, (network name, container id, ifname); a failed ADD gives back what it took
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+from eni_core import routing
 from eni_core.agent import NoFreeIp
 from eni_core.cni_client import (
     AGENT_FAILED,
@@ -33,6 +35,8 @@ from eni_core.cni_client import (
     request_version,
 )
 from eni_core.datastore import Attachment, attachment_key
+from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first
+from eni_core.routing import PodLink
 
 __all__ = ["CniError", "CniRequest", "Dataplane", "conflist", "handle", "install_plugin", "parse_request", "serve"]
 
@@ -125,75 +129,80 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
 
 
 def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str, routes: bool = True) -> dict:
-    from eni_core.routing import LINK_LOCAL_GATEWAY
-
     return {
         "cniVersion": req.version,
         "interfaces": [{"name": host[0], "mac": host[1]},
                        {"name": req.ifname, "mac": pod_mac, "sandbox": req.netns}],
-        "ips": [{"address": f"{ip}/32", "gateway": str(LINK_LOCAL_GATEWAY), "interface": 1}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": str(LINK_LOCAL_GATEWAY)}] if routes else [],
+        "ips": [{"address": f"{ip}/32", "gateway": str(routing.LINK_LOCAL_GATEWAY), "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": str(routing.LINK_LOCAL_GATEWAY)}] if routes else [],
         "dns": {},
     }
 
 
-class Dataplane:
-    """The kernel work of ADD/DEL/CHECK on one node. `node` is the node namespace's kernel; `key` is the
-    attachment's datastore key (its host veth's name and MAC derive from it)."""
+NamespaceOpener = Callable[[str], Kernel]
 
-    def __init__(self, node) -> None:
+
+def _open_real(path: str) -> Kernel:
+    from eni_core.kernel import NetlinkPort
+
+    return NetlinkPort.open(path)
+
+
+class Dataplane:
+    """The kernel work of ADD/DEL/CHECK on one node, through the `Kernel` port: `node` is the node
+    namespace's kernel, `open_namespace(path)` opens the kernel of a container's namespace (a real one by
+    default; `eni_core.fake_kernel.FakeHost.open` in tests). `key` is the attachment's datastore key (its
+    host veth's name and MAC derive from it)."""
+
+    def __init__(self, node: Kernel, open_namespace: NamespaceOpener = _open_real) -> None:
         self.node = node
+        self.open_namespace = open_namespace
+
+    def _enter(self, path: str) -> Kernel:
+        try:
+            return self.open_namespace(path)
+        except OSError as err:
+            if err.errno == errno.EINVAL:
+                raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace") from None
+            raise CniError(UNKNOWN_CONTAINER, f"cannot enter CNI_NETNS {path}: {err.strerror}") from None
 
     def add(self, req: CniRequest, key: str, ip: IPv4Address, eni_mac: str, eni_index: int | None = None,
             host_index: int | None = None) -> dict:
         """Wire the pod: one batch on the node (veth, host route, rules), one in the pod. The agent's
         answer names the ENI's link and a free index for the veth; without them, one dump finds both."""
-        from eni_core import netlink as nl
-        from eni_core.kernel import NamespaceKernel
-        from eni_core.routing import (
-            HOST_INDEX_BASE,
-            PodLink,
-            host_veth_mac,
-            host_veth_name,
-            plan_pod,
-            pod_host_requests,
-        )
-
-        veth, host_mac = host_veth_name(key), host_veth_mac(key)
+        veth, host_mac = routing.host_veth_name(key), routing.host_veth_mac(key)
         if eni_index is None or host_index is None:
             links = self.node.links()
             eni_index = next((lk.index for lk in links if lk.mac == eni_mac), None)
             if eni_index is None:
                 raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
             used = {lk.index for lk in links}
-            host_index = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
-        fd = open_netns(req.netns)
+            host_index = next(i for i in range(routing.HOST_INDEX_BASE, 1 << 20) if i not in used)
+        pod = self._enter(req.netns)
         try:
-            create = nl.veth_add(veth, req.ifname, fd, index=host_index, mac=host_mac)
-            host = pod_host_requests(PodLink(ip, eni_index, host_index))
-            errors = self.node.sock.apply([create, *host])
-            if any(e.what == create.what for e in errors):
+            create = AddVeth(veth, req.ifname, req.netns, host_index, host_mac)
+            errors = self.node.apply([create, *routing.pod_host_ops(PodLink(ip, eni_index, host_index))], ignore=())
+            if any(e.op == create for e in errors):
                 # ADD again for the same container (its veth exists), or the index was taken by a link
                 # the agent did not know of: find or make the veth, then (re)write its routes and rules
                 existing = self.node.link(veth)
                 if existing is None:
                     host_index = max(lk.index for lk in self.node.links()) + 1
-                    self.node.check([nl.veth_add(veth, req.ifname, fd, index=host_index, mac=host_mac)])
+                    raise_first(self.node.apply([AddVeth(veth, req.ifname, req.netns, host_index, host_mac)],
+                                                ignore=()))
                 else:
                     host_index = existing.index
-                self.node.check(pod_host_requests(PodLink(ip, eni_index, host_index)), ignore=nl.IGNORE_EXISTS)
-            elif any(e.errno not in nl.IGNORE_EXISTS for e in errors):
-                raise next(e for e in errors if e.errno not in nl.IGNORE_EXISTS)
-        finally:
-            os.close(fd)
-        pod = NamespaceKernel(req.netns)
-        try:
+                raise_first(self.node.apply(routing.pod_host_ops(PodLink(ip, eni_index, host_index)),
+                                            ignore=IGNORE_EXISTS))
+            else:
+                raise_first([e for e in errors if e.errno not in IGNORE_EXISTS])
             pod_link = pod.link(req.ifname)
             if pod_link is None:
                 raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
-            first = not any(r.dst is None and r.table == nl.RT_TABLE_MAIN and r.oif != pod_link.index
+            first = not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.oif != pod_link.index
                             for r in pod.routes())  # another attachment of the namespace has the default route
-            pod.check(plan_pod(pod_link.index, ip, host_mac, default_route=first), ignore=nl.IGNORE_EXISTS)
+            raise_first(pod.apply(routing.plan_pod(pod_link.index, ip, host_mac, default_route=first),
+                                  ignore=IGNORE_EXISTS))
             return _result(req, str(ip), (veth, host_mac), pod_link.mac, routes=first)
         finally:
             pod.close()
@@ -201,20 +210,12 @@ class Dataplane:
     def delete(self, key: str, ip: IPv4Address | None) -> None:
         """Remove the attachment's node side: its veth (the pod's end and the host route go with it) and
         its two rules. Idempotent: what is gone already is fine."""
-        from eni_core import netlink as nl
-        from eni_core.routing import host_veth_name, pod_rule_deletes
-
-        reqs = [nl.link_del(ifname=host_veth_name(key))]
-        if ip is not None:
-            reqs += pod_rule_deletes(ip)
-        self.node.apply(reqs)
+        ops = [DeleteLink(routing.host_veth_name(key)), *(routing.pod_rule_deletes(ip) if ip is not None else ())]
+        raise_first(self.node.apply(ops))
 
     def check(self, req: CniRequest, key: str, ip: IPv4Address, eni_mac: str) -> None:
         """The live state against prevResult and against the node-side plan; CHECK_FAILED names every
         part that is missing."""
-        from eni_core import routing
-        from eni_core.kernel import NamespaceKernel
-
         prev = _prev_result(req)
         problems = _prev_result_problems(prev, req, key, ip)
         veth_name = routing.host_veth_name(key)
@@ -226,16 +227,12 @@ class Dataplane:
         if eni is None:
             problems.append(f"the ENI with MAC {eni_mac} is missing on the node")
         if veth is not None and eni is not None:
-            rules, routes = routing.pod_host_state(routing.PodLink(ip, eni.index, veth.index))
+            rules, routes = routing.pod_host_state(PodLink(ip, eni.index, veth.index))
             observed = routing.observe(self.node.rules(), self.node.routes(), [], {})
-            problems += [f"rule '{routing.describe_rule(r)}'" + " is missing on the node"
-                         for r in rules if r not in observed.rules]
+            problems += [f"rule '{r}' is missing on the node" for r in rules if r not in observed.rules]
             problems += [f"host route '{ip} dev {veth_name}' is missing on the node"
                          for r in routes if r not in observed.routes]
-        try:
-            pod = NamespaceKernel(req.netns)
-        except OSError as err:
-            raise CniError(UNKNOWN_CONTAINER, f"cannot enter CNI_NETNS {req.netns}: {err.strerror}") from None
+        pod = self._enter(req.netns)
         try:
             link = pod.link(req.ifname)
             if link is None:
@@ -245,9 +242,9 @@ class Dataplane:
                                  if isinstance(i, dict) and i.get("name") == req.ifname and i.get("sandbox")), None)
                 if prev_mac and str(prev_mac).lower() != link.mac:
                     problems.append(f"{req.ifname} has MAC {link.mac}, prevResult says {prev_mac}")
-                if ip not in {a.ip for a in pod.addresses() if a.index == link.index}:
+                if ip not in {a.ip.ip for a in pod.addresses() if a.index == link.index}:
                     problems.append(f"{ip} is not configured on {req.ifname} in {req.netns}")
-                if not any(r.dst is None and r.table == 254 and r.gateway == routing.LINK_LOCAL_GATEWAY
+                if not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.gateway == routing.LINK_LOCAL_GATEWAY
                            for r in pod.routes()):
                     problems.append(f"default route via {routing.LINK_LOCAL_GATEWAY} is missing in {req.netns}")
         finally:
@@ -265,8 +262,7 @@ def _prev_result(req: CniRequest) -> dict:
 
 def _prev_result_problems(prev: dict, req: CniRequest, key: str, ip: IPv4Address) -> list[str]:
     """What in prevResult disagrees with the attachment the agent holds."""
-    from eni_core.routing import host_veth_name
-
+    host_veth_name = routing.host_veth_name
     problems = []
     addresses = []
     for entry in prev.get("ips") or []:
@@ -310,6 +306,9 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
             for key, ip in released.items():
                 dataplane.delete(key, IPv4Address(ip))
         return None
+    if req.command in ("ADD", "CHECK") and dataplane is None:
+        raise CniError(AGENT_FAILED, f"this node agent does not wire pods (started without a dataplane); "
+                       f"{req.command} needs one")
     if req.command == "ADD":
         attachment = req.attachment
         try:
@@ -317,7 +316,6 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
                           attachment=attachment.to_dict() if attachment else None)
         except NoFreeIp as err:
             raise CniError(TRY_AGAIN, str(err)) from None
-        assert dataplane is not None
         ip = IPv4Address(alloc["ip"])
         try:
             return dataplane.add(req, alloc["key"], ip, alloc["mac"], alloc.get("eni_ifindex"),
@@ -339,7 +337,6 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
     if alloc is None:
         raise CniError(UNKNOWN_CONTAINER, f"container {req.container_id} has no attachment {req.ifname} on "
                        f"network {req.network} on this node")
-    assert dataplane is not None
     dataplane.check(req, alloc["key"], IPv4Address(alloc["ip"]), alloc["mac"])
     return None
 

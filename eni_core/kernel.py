@@ -1,15 +1,19 @@
-"""The `Netlink` port on a real kernel: one rtnetlink socket held open in one network namespace."""
+"""The kernel of a real network namespace: `NamespaceKernel` holds one rtnetlink socket open in it (the
+codec's requests and dumps, for the testbed's own wiring), and `NetlinkPort` is the `eni_core.ops.Kernel`
+port over it (domain operations encoded to netlink, dumps decoded back)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 from eni_core import netlink as nl
-from eni_core import netns
+from eni_core import netns, ops
 
-__all__ = ["NamespaceKernel"]
+__all__ = ["NamespaceKernel", "NetlinkPort", "encode"]
 
 
 def _sysctl_path(key: str) -> str:
@@ -51,8 +55,8 @@ class NamespaceKernel:
     def addresses(self) -> list[nl.AddrEntry]:
         return self.sock.addresses()
 
-    def apply(self, requests: Sequence[nl.Request]) -> list[nl.NetlinkError]:
-        return self.sock.apply(requests, ignore=nl.IGNORE_EXISTS + nl.IGNORE_GONE)
+    def apply(self, requests: Sequence[nl.Request], ignore: tuple[int, ...] = ops.IGNORE_ALL) -> list[nl.NetlinkError]:
+        return self.sock.apply(requests, ignore=ignore)
 
     def check(self, requests: Sequence[nl.Request], ignore: tuple[int, ...] = ()) -> None:
         self.sock.check(requests, ignore=ignore)
@@ -73,3 +77,119 @@ class NamespaceKernel:
     def write_sysctl(self, key: str, value: int) -> None:
         with self._in_ns():
             Path(_sysctl_path(key)).write_text(f"{value}\n")
+
+
+# -- the domain adapter: `eni_core.ops` to netlink and back ------------------------------------------
+def _encode_route(add: bool, r: ops.Route) -> nl.Request:
+    return nl.route_msg(add, table=r.table, dst=r.dst.network_address if r.dst.prefixlen else None,
+                        dst_len=r.dst.prefixlen, oif=r.oif, gateway=r.gateway, scope=int(r.scope), onlink=r.onlink,
+                        rtype=int(r.type), proto=int(r.proto))
+
+
+def _encode_rule(add: bool, r: ops.Rule) -> nl.Request:
+    return nl.rule_msg(add, priority=r.priority, table=r.table,
+                       src=r.src.network_address if r.src else None, src_len=r.src.prefixlen if r.src else 0,
+                       dst=r.dst.network_address if r.dst else None, dst_len=r.dst.prefixlen if r.dst else 0)
+
+
+def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
+    """One operation as a netlink request. An `AddVeth` needs the fd of its peer's namespace in `peer_fds`.
+
+    Examples
+    --------
+    >>> from ipaddress import ip_network
+    >>> encode(ops.AddRule(ops.Rule(1536, 2003, src=ip_network("10.0.1.7/32")))).what
+    'add rule 1536: from 10.0.1.7 to all lookup 2003'
+    """
+    match op:
+        case ops.AddRule(rule) | ops.DeleteRule(rule):
+            return _encode_rule(isinstance(op, ops.AddRule), rule)
+        case ops.AddRoute(route) | ops.DeleteRoute(route):
+            return _encode_route(isinstance(op, ops.AddRoute), route)
+        case ops.AddNeighbour(n):
+            return nl.neigh_add(n.index, n.ip, n.mac or "00:00:00:00:00:00")
+        case ops.DeleteNeighbour(index, ip):
+            return nl.neigh_del(index, ip)
+        case ops.SetLinkState(index, up):
+            return nl.link_set(index, up=up)
+        case ops.DeleteLink(ifname):
+            return nl.link_del(ifname=ifname)
+        case ops.AddAddress(index, ip):
+            return nl.addr_add(index, ip.ip, ip.network.prefixlen)
+        case ops.AddVeth(ifname, peer, peer_netns, index, mac):
+            return nl.veth_add(ifname, peer, (peer_fds or {})[peer_netns], index=index, mac=mac)
+    raise TypeError(f"{op!r} is not a netlink operation")
+
+
+def _decode_route(r: nl.RouteEntry) -> ops.Route:
+    dst = ops.DEFAULT if r.dst is None else IPv4Network((r.dst, r.dst_len), strict=False)
+    proto = ops.Proto(r.proto) if r.proto in ops.Proto._value2member_map_ else r.proto
+    rtype = ops.RouteType(r.type) if r.type in ops.RouteType._value2member_map_ else r.type
+    scope = ops.Scope(r.scope) if r.scope in ops.Scope._value2member_map_ else r.scope
+    return ops.Route(r.table, dst, r.oif, r.gateway, r.onlink, proto, scope, rtype)
+
+
+def _decode_rule(r: nl.RuleEntry) -> ops.Rule:
+    return ops.Rule(r.priority, r.table,
+                    IPv4Network((r.src, r.src_len), strict=False) if r.src is not None else None,
+                    IPv4Network((r.dst, r.dst_len), strict=False) if r.dst is not None else None)
+
+
+class NetlinkPort:
+    """The `eni_core.ops.Kernel` port on a real namespace: operations encoded to one netlink batch, dumps
+    decoded into the domain's types. Owns (and closes) its `NamespaceKernel`."""
+
+    def __init__(self, kernel: NamespaceKernel) -> None:
+        self.kernel = kernel
+
+    @classmethod
+    def open(cls, where: str | os.PathLike[str] | None = None) -> NetlinkPort:
+        return cls(NamespaceKernel(where))
+
+    def close(self) -> None:
+        self.kernel.close()
+
+    def links(self) -> list[ops.Link]:
+        return [ops.Link(lk.index, lk.ifname, lk.mac, lk.up) for lk in self.kernel.links()]
+
+    def link(self, ifname: str) -> ops.Link | None:
+        lk = self.kernel.link(ifname)
+        return None if lk is None else ops.Link(lk.index, lk.ifname, lk.mac, lk.up)
+
+    def addresses(self) -> list[ops.Address]:
+        return [ops.Address(a.index, IPv4Interface((a.ip, a.prefixlen))) for a in self.kernel.addresses()]
+
+    def rules(self) -> list[ops.Rule]:
+        return [_decode_rule(r) for r in self.kernel.rules()]
+
+    def routes(self) -> list[ops.Route]:
+        return [_decode_route(r) for r in self.kernel.routes()]
+
+    def neighbours(self) -> list[ops.Neighbour]:
+        return [ops.Neighbour(n.index, n.ip, n.mac, bool(n.state & nl.NUD_PERMANENT)) for n in self.kernel.neighbours()]
+
+    def read_sysctls(self, keys: Iterable[str]) -> dict[str, int]:
+        return self.kernel.read_sysctls(keys)
+
+    def apply(self, operations: Sequence[ops.Op], *, ignore: tuple[int, ...] = ops.IGNORE_ALL) -> list[ops.KernelError]:
+        netlink = [op for op in operations if not isinstance(op, ops.SetSysctl)]
+        fds: dict[str, int] = {}
+        try:
+            for op in netlink:
+                if isinstance(op, ops.AddVeth) and op.peer_netns not in fds:
+                    fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
+            requests = [encode(op, fds) for op in netlink]
+            named = {req.what: op for req, op in zip(requests, netlink, strict=True)}
+            errors = [ops.KernelError(e.errno, named.get(e.what, e.what))
+                      for e in self.kernel.apply(requests, ignore)]
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        for op in operations:
+            if isinstance(op, ops.SetSysctl):
+                try:
+                    self.kernel.write_sysctl(op.key, op.value)
+                except OSError as err:
+                    if err.errno not in ignore:
+                        errors.append(ops.KernelError(err.errno or errno.EIO, op))
+        return errors

@@ -1,5 +1,6 @@
 """Policy routing for shared-ENI pods, as pure functions: node ENIs + pods -> desired kernel state,
-and `reconcile(desired, observed)` -> the minimal netlink operations.
+and `reconcile(desired, observed)` -> the minimal operations (`eni_core.ops`, the domain's words; the
+kernel adapter encodes them to netlink, `eni_core.fake_kernel` applies them without root).
 
 Per pod (the seed's "Data Plane Principle for Multiple ENIs"):
 - `ip rule from <podIP> lookup <ENI link index + 2000>` (priority 1536): egress leaves by the pod's ENI;
@@ -17,17 +18,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from eni_core import netlink as nl
 from eni_core.datastore import Allocation
 from eni_core.model import Eni, eni_table
-from eni_core.ports import Netlink
+from eni_core.ops import (
+    ANY_TABLE,
+    DEFAULT,
+    MAIN_TABLE,
+    AddAddress,
+    AddNeighbour,
+    AddRoute,
+    AddRule,
+    DeleteRoute,
+    DeleteRule,
+    Kernel,
+    Link,
+    Neighbour,
+    Op,
+    Proto,
+    Route,
+    Rule,
+    SetLinkState,
+    SetSysctl,
+)
 
 __all__ = [
-    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "describe_rule",
-    "host_veth_name", "node_pods", "observe", "plan_node", "plan_pod", "pod_host_requests", "pod_host_state",
-    "pod_rule_deletes", "reconcile", "sync",
+    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "host_veth_name",
+    "node_pods", "observe", "plan_node", "plan_pod", "pod_host_ops", "pod_host_state", "pod_rule_deletes",
+    "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -48,6 +67,10 @@ def host_veth_mac(pod: str) -> str:
     return "02:" + ":".join(f"{b:02x}" for b in h[:5])
 
 
+def _host(ip: IPv4Address) -> IPv4Network:
+    return IPv4Network((ip, 32))
+
+
 @dataclass(frozen=True)
 class EniLink:
     """A secondary ENI as seen on the node: found by its MAC among the node's links."""
@@ -66,27 +89,6 @@ class PodLink:
     veth_ifindex: int
 
 
-@dataclass(frozen=True, order=True)
-class Rule:
-    priority: int
-    table: int
-    src: IPv4Address | None = None
-    dst: IPv4Address | None = None
-
-
-@dataclass(frozen=True, order=True)
-class Route:
-    table: int
-    dst: IPv4Address | None  # None: default
-    oif: int
-    gateway: IPv4Address | None = None
-    onlink: bool = False
-
-    @property
-    def dst_len(self) -> int:
-        return 0 if self.dst is None else 32
-
-
 @dataclass(frozen=True)
 class NodePlan:
     rules: frozenset[Rule]
@@ -96,16 +98,10 @@ class NodePlan:
 
 
 def pod_host_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
-    """A pod's node-side routing in the plan's terms: its 512 and 1536 rules, its main-table route."""
-    rules = [Rule(PRIO_TO_POD, nl.RT_TABLE_MAIN, dst=pod.ip),
-             Rule(PRIO_FROM_POD, eni_table(pod.eni_ifindex), src=pod.ip)]
-    return rules, [Route(nl.RT_TABLE_MAIN, pod.ip, pod.veth_ifindex)]
-
-
-def describe_rule(rule: Rule) -> str:
-    """A rule as `ip rule` shows it: `from 10.0.1.7 lookup 2003`."""
-    match = f"from {rule.src}" if rule.src is not None else f"to {rule.dst}"
-    return f"{match} lookup {'main' if rule.table == nl.RT_TABLE_MAIN else rule.table}"
+    """A pod's node-side routing: its 512 and 1536 rules, its main-table route to the host veth."""
+    rules = [Rule(PRIO_TO_POD, MAIN_TABLE, dst=_host(pod.ip)),
+             Rule(PRIO_FROM_POD, eni_table(pod.eni_ifindex), src=_host(pod.ip))]
+    return rules, [Route(MAIN_TABLE, _host(pod.ip), pod.veth_ifindex)]
 
 
 def node_pods(allocations: Mapping[str, Allocation], enis: Iterable[Eni]) -> list[tuple[IPv4Address, str, str]]:
@@ -116,17 +112,23 @@ def node_pods(allocations: Mapping[str, Allocation], enis: Iterable[Eni]) -> lis
     return [(a.ip, macs[a.eni_id], host_veth_name(key)) for key, a in allocations.items() if a.eni_id in macs]
 
 
-def pod_host_requests(pod: PodLink) -> list[nl.Request]:
+def pod_host_ops(pod: PodLink) -> list[Op]:
     """A pod's node-side routing (main-table route, then its two rules), for the CNI ADD fast path."""
     rules, routes = pod_host_state(pod)
-    return [_route(True, r) for r in routes] + [_rule(True, r) for r in rules]
+    return [*(AddRoute(r) for r in routes), *(AddRule(r) for r in rules)]
 
 
-def pod_rule_deletes(ip: IPv4Address) -> list[nl.Request]:
-    """Remove a pod's two rules (its main-table route goes with its veth). Table 0 matches any table,
-    so this works when the pod's ENI is already gone."""
-    return [nl.rule_msg(False, priority=PRIO_TO_POD, table=nl.RT_TABLE_MAIN, dst=ip, dst_len=32),
-            nl.rule_msg(False, priority=PRIO_FROM_POD, table=0, src=ip, src_len=32)]
+def pod_rule_deletes(ip: IPv4Address) -> list[Op]:
+    """Remove a pod's two rules (its main-table route goes with its veth). The from-rule is deleted in
+    any table, so this works when the pod's ENI is already gone."""
+    return [DeleteRule(Rule(PRIO_TO_POD, MAIN_TABLE, dst=_host(ip))),
+            DeleteRule(Rule(PRIO_FROM_POD, ANY_TABLE, src=_host(ip)))]
+
+
+def eni_default_route(eni: EniLink) -> Route:
+    """The ENI table's one route: `default via <subnet gateway> dev ethN onlink` (the ENI has no address
+    in the gateway's subnet, so the gateway is declared on the link)."""
+    return Route(eni_table(eni.ifindex), DEFAULT, eni.ifindex, eni.gateway, onlink=True)
 
 
 def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "eth0") -> NodePlan:
@@ -137,14 +139,14 @@ def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "
     >>> from ipaddress import IPv4Address as ip
     >>> p = plan_node([EniLink("eth1", 3, "52:54:00:00:00:01", ip("10.0.1.1"))],
     ...               [PodLink(ip("10.0.1.7"), eni_ifindex=3, veth_ifindex=20)])
-    >>> [(r.priority, r.table, str(r.src or r.dst)) for r in sorted(p.rules)]
-    [(512, 254, '10.0.1.7'), (1536, 2003, '10.0.1.7')]
-    >>> sorted(r.table for r in p.routes)
-    [254, 2003]
+    >>> [str(r) for r in sorted(p.rules, key=lambda r: r.priority)]
+    ['512: to 10.0.1.7 lookup main', '1536: from 10.0.1.7 lookup 2003']
+    >>> sorted(str(r) for r in p.routes)
+    ['10.0.1.7 dev 20 table 254', 'default via 10.0.1.1 dev 3 onlink table 2003']
     """
     by_index = {e.ifindex: e for e in enis}
     rules: set[Rule] = set()
-    routes: set[Route] = {Route(eni_table(e.ifindex), None, e.ifindex, e.gateway, True) for e in enis}
+    routes: set[Route] = {eni_default_route(e) for e in enis}
     for pod in pods:
         if pod.eni_ifindex not in by_index:
             continue  # the ENI's link has not appeared yet: the next reconcile adds the pod
@@ -157,59 +159,60 @@ def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "
     return NodePlan(frozenset(rules), frozenset(routes), frozenset(e.ifindex for e in enis), sysctls)
 
 
-def observe(rules: Iterable[nl.RuleEntry], routes: Iterable[nl.RouteEntry], links: Iterable[nl.Link],
+def _owned_rule(r: Rule) -> bool:
+    return r.priority in (PRIO_TO_POD, PRIO_FROM_POD)
+
+
+def _owned_route(r: Route) -> bool:
+    return r.table in ENI_TABLES or (r.table == MAIN_TABLE and r.proto == Proto.ENILAB)
+
+
+def observe(rules: Iterable[Rule], routes: Iterable[Route], links: Iterable[Link],
             sysctls: Mapping[str, int]) -> NodePlan:
-    """The part of the kernel's state this module owns, in the plan's terms."""
-    owned_rules = frozenset(
-        Rule(r.priority, r.table, r.src if r.src_len == 32 else None, r.dst if r.dst_len == 32 else None)
-        for r in rules if r.priority in (PRIO_TO_POD, PRIO_FROM_POD))
-    owned_routes = frozenset(
-        Route(r.table, r.dst, r.oif or 0, r.gateway, r.onlink)
-        for r in routes
-        if (r.table in ENI_TABLES) or (r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB))
-    return NodePlan(owned_rules, owned_routes, frozenset(link.index for link in links if link.up), dict(sysctls))
+    """The part of the kernel's state this module owns: rules at its two priorities, routes in ENI tables
+    and main-table routes of `proto 77`. Everything else is foreign and never touched."""
+    return NodePlan(frozenset(filter(_owned_rule, rules)), frozenset(filter(_owned_route, routes)),
+                    frozenset(link.index for link in links if link.up), dict(sysctls))
 
 
-def _rule(add: bool, r: Rule) -> nl.Request:
-    return nl.rule_msg(add, priority=r.priority, table=r.table, src=r.src, src_len=32 if r.src else 0,
-                       dst=r.dst, dst_len=32 if r.dst else 0)
+def _order(x: Rule | Route) -> str:
+    return str(x)
 
 
-def _route(add: bool, r: Route) -> nl.Request:
-    scope = nl.RT_SCOPE_LINK if r.gateway is None else nl.RT_SCOPE_UNIVERSE
-    return nl.route_msg(add, table=r.table, dst=r.dst, dst_len=r.dst_len, oif=r.oif, gateway=r.gateway,
-                        scope=scope, onlink=r.onlink)
+def reconcile(desired: NodePlan, observed: NodePlan) -> list[Op]:
+    """The minimal operations that turn observed into desired: deletes first, then links up (a route
+    needs its link up), routes, rules, and the sysctls that differ.
+
+    Examples
+    --------
+    >>> from ipaddress import IPv4Address as ip
+    >>> plan = plan_node([EniLink("eth1", 3, "52:54:00:00:00:01", ip("10.0.1.1"))], [])
+    >>> [str(op) for op in reconcile(plan, NodePlan(frozenset(), frozenset(), frozenset([3]), plan.sysctls))]
+    ['add route default via 10.0.1.1 dev 3 onlink table 2003']
+    """
+    ops: list[Op] = [DeleteRule(r) for r in sorted(observed.rules - desired.rules, key=_order)]
+    ops += [DeleteRoute(r) for r in sorted(observed.routes - desired.routes, key=_order)]
+    ops += [SetLinkState(i, up=True) for i in sorted(desired.links_up - observed.links_up)]
+    ops += [AddRoute(r) for r in sorted(desired.routes - observed.routes, key=_order)]
+    ops += [AddRule(r) for r in sorted(desired.rules - observed.rules, key=_order)]
+    ops += [SetSysctl(k, v) for k, v in desired.sysctls.items() if observed.sysctls.get(k) != v]
+    return ops
 
 
-def reconcile(desired: NodePlan, observed: NodePlan) -> tuple[list[nl.Request], dict[str, int]]:
-    """The minimal netlink requests (deletes first) and sysctl writes that turn observed into desired."""
-    ops = [_rule(False, r) for r in sorted(observed.rules - desired.rules)]
-    ops += [_route(False, r) for r in sorted(observed.routes - desired.routes)]
-    ops += [nl.link_set(i, up=True) for i in sorted(desired.links_up - observed.links_up)]
-    ops += [_route(True, r) for r in sorted(desired.routes - observed.routes)]
-    ops += [_rule(True, r) for r in sorted(desired.rules - observed.rules)]
-    writes = {k: v for k, v in desired.sysctls.items() if observed.sysctls.get(k) != v}
-    return ops, writes
-
-
-def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[nl.Request]:
+def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[Op]:
     """Inside a fresh pod namespace: lo and eth0 up, the /32, the link-local gateway (a permanent
     neighbour with the host veth's MAC), and the default route through it. A second attachment of the
     namespace (`default_route=False`) gets its link, address and neighbour; the first keeps the routes."""
-    requests = [
-        nl.link_set(1, up=True),
-        nl.link_set(ifindex, up=True),
-        nl.addr_add(ifindex, ip, 32),
-        nl.neigh_add(ifindex, LINK_LOCAL_GATEWAY, host_mac),
+    ops: list[Op] = [
+        SetLinkState(1, up=True),
+        SetLinkState(ifindex, up=True),
+        AddAddress(ifindex, IPv4Interface((ip, 32))),
+        AddNeighbour(Neighbour(ifindex, LINK_LOCAL_GATEWAY, host_mac)),
     ]
     if default_route:
-        requests += [
-            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=LINK_LOCAL_GATEWAY, dst_len=32, oif=ifindex,
-                         scope=nl.RT_SCOPE_LINK, proto=nl.RTPROT_STATIC),
-            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=ifindex,
-                         gateway=LINK_LOCAL_GATEWAY, proto=nl.RTPROT_STATIC),
-        ]
-    return requests
+        ops += [AddRoute(Route(MAIN_TABLE, _host(LINK_LOCAL_GATEWAY), ifindex, proto=Proto.STATIC)),
+                AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC))]
+    return ops
 
 
 @dataclass
@@ -219,9 +222,9 @@ class SyncReport:
     errors: list[str] = field(default_factory=list)
 
 
-def sync(kernel: Netlink, enis: Sequence[tuple[str, IPv4Address]], pods: Sequence[tuple[IPv4Address, str, str]],
+def sync(kernel: Kernel, enis: Sequence[tuple[str, IPv4Address]], pods: Sequence[tuple[IPv4Address, str, str]],
          primary: str = "eth0", leave: Iterable[str] = ()) -> SyncReport:
-    """Observe the node, plan, and apply the difference through the `Netlink` port.
+    """Observe the node, plan, and apply the difference through the `Kernel` port.
 
     `enis` are (MAC, subnet gateway) of the node's secondary ENIs; `pods` are (IP, ENI MAC, host veth
     name). Links are matched by MAC and by name, as on a real node. Sysctls named in `leave` were set by
@@ -236,10 +239,9 @@ def sync(kernel: Netlink, enis: Sequence[tuple[str, IPv4Address]], pods: Sequenc
                  for ip, mac, veth in pods if mac in by_mac and veth in by_name]
     desired = plan_node(eni_links, pod_links, primary)
     observed = observe(kernel.rules(), kernel.routes(), links, kernel.read_sysctls(desired.sysctls))
-    ops, writes = reconcile(desired, observed)
-    writes = {k: v for k, v in writes.items() if k not in set(leave)}
-    report = SyncReport([op.what for op in ops], writes)
+    skip = set(leave)
+    ops = [op for op in reconcile(desired, observed) if not (isinstance(op, SetSysctl) and op.key in skip)]
+    report = SyncReport([str(op) for op in ops if not isinstance(op, SetSysctl)],
+                        {op.key: op.value for op in ops if isinstance(op, SetSysctl)})
     report.errors = [str(e) for e in kernel.apply(ops)]
-    for key, value in writes.items():
-        kernel.write_sysctl(key, value)
     return report

@@ -24,7 +24,7 @@ from eni_core import netns, routing
 from eni_core.agent import NodeAgent
 from eni_core.cni import CniRequest, Dataplane, handle
 from eni_core.datastore import Allocation
-from eni_core.kernel import NamespaceKernel
+from eni_core.kernel import NamespaceKernel, NetlinkPort
 from eni_core.model import Eni
 from testbed.world.backends import eni_ifindex
 from testbed.world.runs import Run
@@ -197,7 +197,7 @@ class NetnsBackend:
         if n.agent is None:
             cnode = self.cluster.nodes[node]
             n.agent = NodeAgent(cnode.ipamd, lock=self.lock, eni_link=cnode.ifindex.get,
-                                dataplane=Dataplane(n.kernel), namespaces=self.owned_namespaces)
+                                dataplane=Dataplane(NetlinkPort(n.kernel)), namespaces=self.owned_namespaces)
         return n.agent
 
     def owned_namespaces(self) -> dict[tuple[int, int], str]:
@@ -246,7 +246,8 @@ class NetnsBackend:
         req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {"K8S_POD_NAME": pod},
                          {"cniVersion": "1.1.0", "name": CONTROLLER_NETWORK}, pod_key=pod)
         agent = self.agent_for(node)
-        return handle(req, lambda method, **params: agent.handle(method, params), Dataplane(self.nodes[node].kernel))
+        dataplane = Dataplane(NetlinkPort(self.nodes[node].kernel))
+        return handle(req, lambda method, **params: agent.handle(method, params), dataplane)
 
     def pod_up(self, node: str, pod: str, alloc: Allocation) -> dict:
         self._pod_seq += 1
@@ -279,7 +280,8 @@ class NetnsBackend:
         ipamd = self.cluster.nodes[node].ipamd
         gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
         enis = [(e.mac, gateways[e.subnet_id]) for e in ipamd.enis]
-        return routing.sync(n.kernel, enis, routing.node_pods(ipamd.store.pods, ipamd.enis), leave=n.pinned)
+        pods = routing.node_pods(ipamd.store.pods, ipamd.enis)
+        return routing.sync(NetlinkPort(n.kernel), enis, pods, leave=n.pinned)
 
     def set_sysctl(self, node: str, key: str, value: int) -> None:
         n = self.nodes[node]
