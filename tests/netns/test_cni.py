@@ -250,8 +250,8 @@ def test_check_needs_prev_result_and_honours_cni_ifname(rt):
 
 @pytest.mark.parametrize("remove,says", [
     (["route", "del", "{ip}", "table", "main"], "host route '{ip} dev"),
-    (["rule", "del", "to", "{ip}", "priority", "512"], "rule 'to {ip} lookup main' is missing"),
-    (["rule", "del", "from", "{ip}", "priority", "1536"], "rule 'from {ip} lookup 20"),
+    (["rule", "del", "to", "{ip}", "priority", "512"], "rule '512: to {ip} lookup main' is missing"),
+    (["rule", "del", "from", "{ip}", "priority", "1536"], "rule '1536: from {ip} lookup 20"),
 ])
 def test_check_fails_naming_the_missing_node_side_part(rt, remove, says):
     path, out = rt.add("ctr-1")

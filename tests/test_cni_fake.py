@@ -1,0 +1,237 @@
+"""CNI ADD, DEL and CHECK without root: the real handler and agent, the node's and the pod's kernels faked
+by `FakeKernel` (which refuses what Linux refuses). The root tests do the same against real namespaces."""
+from __future__ import annotations
+
+import errno
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import pytest
+
+from eni_core import routing
+from eni_core.agent import NodeAgent
+from eni_core.cni import CniError, CniRequest, Dataplane, handle
+from eni_core.cni_client import AGENT_FAILED, CHECK_FAILED, INVALID_ENV, IO_FAILURE, TRY_AGAIN, UNKNOWN_CONTAINER
+from eni_core.datastore import attachment_key
+from eni_core.fake_kernel import FakeHost, FakeKernel
+from eni_core.ops import (
+    DEFAULT,
+    MAIN_TABLE,
+    AddNeighbour,
+    AddRoute,
+    DeleteLink,
+    DeleteRoute,
+    DeleteRule,
+    Route,
+    Rule,
+    SetSysctl,
+)
+from tests.helpers import cluster
+
+NETNS = "/var/run/netns/ctr-1"
+CONFIG = {"cniVersion": "1.0.0", "name": "net"}
+
+
+class World:
+    """One node's agent over a sim cluster, its namespace a FakeKernel whose ENI links carry the ENIs' MACs."""
+
+    def __init__(self, **pool) -> None:
+        c = cluster(min_prebound=pool.pop("min_prebound", 3), max_prebound=3, **pool)
+        c.sync_dataplane()
+        self.agent = NodeAgent(c.nodes["node-1"].ipamd)
+        self.host = FakeHost()
+        self.node = self.host.add_namespace("/proc/1/ns/net")
+        self.node.add_link("eth0", index=2, up=True)
+        for eni in c.nodes["node-1"].ipamd.enis:
+            self.node.add_link(f"eth{eni.device_index}", index=2 + eni.device_index, mac=eni.mac, up=True)
+        self.host.add_namespace(NETNS)
+        self.dataplane = Dataplane(self.node, self.host.open)
+
+    @property
+    def pod(self) -> FakeKernel:
+        return self.host.namespace(NETNS)
+
+    def call(self, command: str, container: str = "ctr-1", ifname: str = "eth0", netns: str = NETNS,
+             config: dict | None = None):
+        req = CniRequest(command, container, netns, ifname, {}, config or CONFIG)
+        return handle(req, lambda method, **params: self.agent.handle(method, params), self.dataplane)
+
+    def key(self, container: str = "ctr-1", ifname: str = "eth0") -> str:
+        return attachment_key("net", container, ifname)
+
+    def node_rules(self) -> set[str]:
+        return {str(r) for r in self.node.rules() if r.priority in (512, 1536)}
+
+
+def test_add_wires_the_node_and_the_pod_and_answers_a_result_naming_both_ends():
+    w = World()
+    result = w.call("ADD")
+    ip = IPv4Interface(result["ips"][0]["address"]).ip
+    alloc = w.agent.handle("get", {"pod": w.key()})
+    eni_index = next(lk.index for lk in w.node.links() if lk.mac == alloc["mac"])
+    veth = w.node.link(routing.host_veth_name(w.key()))
+    assert veth is not None and veth.up
+    assert w.node_rules() == {f"512: to {ip} lookup main", f"1536: from {ip} lookup {eni_index + 2000}"}
+    assert Route(MAIN_TABLE, IPv4Network((ip, 32)), veth.index) in w.node.routes()
+    eth0 = w.pod.link("eth0")
+    assert eth0 is not None and eth0.up
+    assert [a.ip for a in w.pod.addresses()] == [IPv4Interface((ip, 32))]
+    assert {str(r) for r in w.pod.routes()} == {f"169.254.1.1 dev {eth0.index} table 254",
+                                                f"default via 169.254.1.1 dev {eth0.index} table 254"}
+    assert [(n.ip, n.mac) for n in w.pod.neighbours()] == [(routing.LINK_LOCAL_GATEWAY, veth.mac)]
+    assert result["interfaces"] == [{"name": veth.ifname, "mac": veth.mac},
+                                    {"name": "eth0", "mac": eth0.mac, "sandbox": NETNS}]
+    assert w.call("CHECK", config={**CONFIG, "prevResult": result}) is None
+
+
+def test_add_again_for_the_same_container_keeps_its_ip_and_veth_and_rewires_what_drifted():
+    w = World()
+    first = w.call("ADD")
+    w.node.apply([DeleteRule(Rule(1536, 0, src=IPv4Network(first["ips"][0]["address"])))])
+    again = w.call("ADD")
+    assert again["ips"] == first["ips"] and again["interfaces"] == first["interfaces"]
+    assert len(w.node_rules()) == 2
+    assert len([lk for lk in w.node.links() if lk.ifname.startswith("eni")]) == 1
+
+
+def test_a_second_attachment_of_a_namespace_gets_no_default_route_of_its_own():
+    w = World()
+    w.call("ADD")
+    second = w.call("ADD", ifname="net1")
+    assert second["routes"] == []
+    defaults = [r for r in w.pod.routes() if r.dst == DEFAULT]
+    assert len(defaults) == 1 and defaults[0].oif == w.pod.link("eth0").index
+    assert len(w.node_rules()) == 4
+
+
+def test_del_removes_the_veth_its_peer_and_both_rules_and_a_second_del_is_fine():
+    w = World()
+    w.call("ADD")
+    w.call("DEL")
+    assert w.node_rules() == set()
+    assert not [lk for lk in w.node.links() if lk.ifname.startswith("eni")]
+    assert w.pod.link("eth0") is None and w.pod.routes() == []
+    assert w.call("DEL") is None
+    assert w.agent.handle("get", {"pod": w.key()}) is None
+
+
+def test_del_of_a_pod_whose_eni_is_gone_still_removes_its_from_rule():
+    w = World()
+    result = w.call("ADD")
+    eni = next(lk for lk in w.node.links() if lk.ifname == "eth1")
+    w.node.apply([DeleteLink(eni.ifname)])  # its table's routes go with it; the rules stay
+    assert any(r.startswith("1536") for r in w.node_rules())
+    w.call("DEL")
+    assert w.node_rules() == set(), result
+
+
+@pytest.mark.parametrize("refused, where", [
+    (lambda op: errno.EPERM if isinstance(op, AddNeighbour) else None, "pod"),
+    (lambda op: errno.ENOBUFS if isinstance(op, AddRoute) and op.route.table == MAIN_TABLE else None, "node"),
+])
+def test_a_failed_add_rolls_back_the_veth_the_rules_and_the_ip(refused, where):
+    w = World()
+    (w.pod if where == "pod" else w.node).refuse = refused
+    with pytest.raises(CniError) as err:
+        w.call("ADD")
+    assert err.value.code == IO_FAILURE and "wiring eth0 in" in err.value.msg
+    assert w.node_rules() == set()
+    assert not [lk for lk in w.node.links() if lk.ifname.startswith("eni")]
+    assert w.pod.link("eth0") is None
+    assert w.agent.handle("get", {"pod": w.key()}) is None
+
+
+def test_add_into_a_path_that_is_not_a_namespace_or_does_not_exist_says_so_and_keeps_nothing():
+    w = World()
+    w.host.files.add("/tmp/not-a-netns")
+    with pytest.raises(CniError) as err:
+        w.call("ADD", netns="/tmp/not-a-netns")
+    assert err.value.code == INVALID_ENV and "is not a network namespace" in err.value.msg
+    with pytest.raises(CniError) as err:
+        w.call("ADD", netns="/var/run/netns/gone")
+    assert err.value.code == UNKNOWN_CONTAINER and "cannot enter CNI_NETNS /var/run/netns/gone" in err.value.msg
+    assert w.agent.ipamd.store.attachments == {} and w.node_rules() == set()
+
+
+def test_add_before_the_enis_link_appeared_asks_the_runtime_to_try_again():
+    w = World()
+    for lk in w.node.links():
+        if lk.ifname.startswith("eth") and lk.ifname != "eth0":
+            w.node.apply([DeleteLink(lk.ifname)])
+    with pytest.raises(CniError) as err:
+        w.call("ADD")
+    assert err.value.code == TRY_AGAIN and "has not appeared on the node yet" in err.value.msg
+    assert w.agent.handle("get", {"pod": w.key()}) is None  # rolled back
+
+
+def test_add_and_check_without_a_dataplane_is_an_agent_failure_not_an_assertion():
+    w = World()
+    w.dataplane = None
+    for command in ("ADD", "CHECK"):
+        with pytest.raises(CniError) as err:
+            w.call(command, config={**CONFIG, "prevResult": {}})
+        assert err.value.code == AGENT_FAILED and "without a dataplane" in err.value.msg
+
+
+def drift_rule(w: World) -> str:
+    ip = w.agent.handle("get", {"pod": w.key()})["ip"]
+    w.node.apply([DeleteRule(Rule(1536, 0, src=IPv4Network(f"{ip}/32")))])
+    return f"rule '1536: from {ip} lookup 2003' is missing on the node"
+
+
+def drift_veth(w: World) -> str:
+    w.node.apply([DeleteLink(routing.host_veth_name(w.key()))])
+    return f"host veth {routing.host_veth_name(w.key())} is missing on the node"
+
+
+def drift_host_route(w: World) -> str:
+    ip = w.agent.handle("get", {"pod": w.key()})["ip"]
+    veth = routing.host_veth_name(w.key())
+    w.node.apply([DeleteRoute(Route(MAIN_TABLE, IPv4Network(f"{ip}/32"), w.node.link(veth).index))])
+    return f"host route '{ip} dev {veth}' is missing on the node"
+
+
+def drift_pod_default(w: World) -> str:
+    w.pod.apply([DeleteRoute(Route(MAIN_TABLE, DEFAULT, w.pod.link("eth0").index, routing.LINK_LOCAL_GATEWAY))])
+    return f"default route via 169.254.1.1 is missing in {NETNS}"
+
+
+def drift_eni(w: World) -> str:
+    mac = w.agent.handle("get", {"pod": w.key()})["mac"]
+    w.node.apply([DeleteLink(next(lk.ifname for lk in w.node.links() if lk.mac == mac))])
+    return f"the ENI with MAC {mac} is missing on the node"
+
+
+@pytest.mark.parametrize("drift", [drift_rule, drift_veth, drift_host_route, drift_pod_default, drift_eni])
+def test_check_names_exactly_what_drifted(drift):
+    w = World()
+    result = w.call("ADD")
+    expected = drift(w)
+    with pytest.raises(CniError) as err:
+        w.call("CHECK", config={**CONFIG, "prevResult": result})
+    assert err.value.code == CHECK_FAILED and expected in err.value.msg.split("; ")
+
+
+def test_check_against_a_prev_result_of_another_ip_and_mac_names_both():
+    w = World()
+    result = w.call("ADD")
+    forged = {**result, "ips": [{"address": "10.0.1.250/32"}],
+              "interfaces": [result["interfaces"][0], {**result["interfaces"][1], "mac": "02:00:00:00:00:99"}]}
+    with pytest.raises(CniError) as err:
+        w.call("CHECK", config={**CONFIG, "prevResult": forged})
+    assert "prevResult lists 10.0.1.250, but the attachment holds" in err.value.msg
+    assert "prevResult says 02:00:00:00:00:99" in err.value.msg
+
+
+def test_check_of_an_unknown_container_is_unknown_container():
+    w = World()
+    with pytest.raises(CniError) as err:
+        w.call("CHECK", config={**CONFIG, "prevResult": {}})
+    assert err.value.code == UNKNOWN_CONTAINER
+
+
+def test_the_node_sysctls_are_the_routing_agents_not_the_cnis():
+    w = World()
+    w.call("ADD")
+    assert not any(isinstance(op, SetSysctl) for batch in w.node.batches for op in batch)
+    assert IPv4Address(w.agent.handle("get", {"pod": w.key()})["ip"]) in {
+        r.src.network_address for r in w.node.rules() if r.src is not None}
