@@ -22,7 +22,7 @@ from eni_core.datastore import Attachment, Datastore, FileCheckpoint
 from eni_core.ipamd import Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.routing import HOST_INDEX_BASE
-from eni_core.rpc import RpcServer
+from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
 __all__ = ["NoFreeIp", "NodeAgent", "main"]
 
@@ -31,6 +31,8 @@ SETTLE_LIMIT = 1000
 
 class NoFreeIp(Exception):
     """The node has no idle IP: the scheduler should not have placed the pod here (eni-ip)."""
+
+    rpc_code = NO_FREE_IP
 
 
 class NodeAgent:
@@ -156,7 +158,7 @@ class NodeAgent:
                 if alloc is None:
                     return None
                 return {"key": key, "ip": str(alloc.ip), "eni": alloc.eni_id, "mac": store.enis[alloc.eni_id].mac}
-        raise ValueError(f"unknown method {method!r}")
+        raise MethodNotFound(f"unknown method {method!r}")
 
     def run_timers(self, stop: threading.Event, tick: float = 0.05) -> None:
         """Fire the pool's timers until `stop` is set."""

@@ -127,12 +127,12 @@ def find_agent(config: dict) -> str:
 
 
 def ask_agent(path: str, params: dict, timeout: float = AGENT_TIMEOUT) -> dict:
-    """One JSON-lines request to the agent (the project's RPC protocol); OSError if it cannot be reached."""
+    """One JSON-RPC 2.0 request to the agent (the project's RPC protocol); OSError if it cannot be reached."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
-        sock.sendall(dumps({"method": "cni", "params": params}).encode() + b"\n")
+        sock.sendall(dumps({"jsonrpc": "2.0", "id": 1, "method": "cni", "params": params}).encode() + b"\n")
         chunks = []
         while not chunks or not chunks[-1].endswith(b"\n"):
             chunk = sock.recv(65536)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Protocol
 
+from eni_core.rpc import VPC_ERROR
+
 __all__ = [
     "ERRORS",
     "EniRecord",
@@ -30,6 +32,7 @@ class VpcError(Exception):
     code = "InternalError"
     retryable = False
     ambiguous = False
+    rpc_code = VPC_ERROR
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -1,11 +1,23 @@
-"""JSON-lines RPC over a unix socket: one request per line, one answer per line.
+"""JSON-RPC 2.0 over a unix socket, one message per line.
 
-Used between the CNI executable and the node agent, and between node agents and the cloud endpoint.
-A request is `{"method": M, "params": {...}}`; an answer `{"result": R}` or
-`{"error": {"type": T, "message": S}}`.
+Used between the CNI executable and the node agent, between node agents and the cloud endpoint, and
+between `enilab` and a cluster's controller. A request is `{"jsonrpc": "2.0", "id": N, "method": M,
+"params": {...}}`; an answer `{"jsonrpc": "2.0", "id": N, "result": R}` or
+`{"jsonrpc": "2.0", "id": N, "error": {"code": C, "message": S, "data": {"type": T}}}`. Codes below 0
+are the specification's; the positive ones are enilab's (`REFUSED`, `NO_FREE_IP`, `VPC_ERROR`). An
+exception says its own code with an `rpc_code` attribute; `data.type` names its class.
+
+Examples
+--------
+>>> error_object(ValueError("count must be positive"))
+{'code': -32602, 'message': 'count must be positive', 'data': {'type': 'ValueError'}}
+>>> err = RemoteError.from_object({"code": 1, "message": "no such pod", "data": {"type": "UsageError"}})
+>>> (err.code, err.type, err.refused)
+(1, 'UsageError', True)
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -15,18 +27,74 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RemoteError", "RpcClient", "RpcServer"]
+__all__ = [
+    "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "NO_FREE_IP", "PARSE_ERROR",
+    "REFUSED", "VPC_ERROR", "MethodNotFound", "RemoteError", "RpcClient", "RpcServer", "error_object",
+]
 
 Handler = Callable[[str, dict[str, Any]], Any]
 
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+REFUSED = 1  # the request cannot be carried out as asked (the caller's mistake); the message says what to do
+NO_FREE_IP = 2  # the node has no idle IP for a pod
+VPC_ERROR = 3  # the cloud API refused; data.type names the VpcError
+
+
+class MethodNotFound(Exception):
+    rpc_code = METHOD_NOT_FOUND
+
+
+def error_object(err: BaseException) -> dict[str, Any]:
+    """The JSON-RPC error object of an exception: its `rpc_code`, else INVALID_PARAMS for a ValueError or
+    TypeError (a parameter the handler refused), else INTERNAL_ERROR."""
+    code = getattr(err, "rpc_code", None)
+    if code is None:
+        code = INVALID_PARAMS if isinstance(err, (ValueError, TypeError)) else INTERNAL_ERROR
+    return {"code": int(code), "message": str(getattr(err, "message", None) or err),
+            "data": {"type": type(err).__name__}}
+
 
 class RemoteError(Exception):
-    """An error the other side answered with: `type` names its class there."""
+    """An error the other side answered with: a JSON-RPC `code`, its `message`, and `type`, the name of
+    its class there."""
 
-    def __init__(self, type_: str, message: str) -> None:
-        super().__init__(f"{type_}: {message}")
-        self.type = type_
-        self.message = message
+    def __init__(self, code: int, message: str, type_: str = "") -> None:
+        super().__init__(f"{type_ or 'error ' + str(code)}: {message}")
+        self.code, self.message, self.type = code, message, type_
+
+    @classmethod
+    def from_object(cls, error: object) -> RemoteError:
+        if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+            return cls(INTERNAL_ERROR, f"a malformed error answer: {str(error)[:200]}")
+        data = error.get("data") if isinstance(error.get("data"), dict) else {}
+        return cls(error["code"], str(error.get("message", "")), str(data.get("type", "")))
+
+    @property
+    def refused(self) -> bool:
+        """The other side refused the request as asked (a caller's mistake), rather than failing."""
+        return self.code in (REFUSED, INVALID_PARAMS, METHOD_NOT_FOUND)
+
+
+def _answer(line: bytes, handler: Handler) -> dict[str, Any]:
+    """One request line to its answer; every failure becomes an error answer."""
+    try:
+        req = json.loads(line)
+    except ValueError as err:
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": f"not JSON: {err}"}}
+    ident = req.get("id") if isinstance(req, dict) else None
+    if not isinstance(req, dict) or req.get("jsonrpc") != "2.0" or not isinstance(req.get("method"), str) \
+            or not isinstance(req.get("params", {}), dict):
+        return {"jsonrpc": "2.0", "id": ident, "error": {
+            "code": INVALID_REQUEST, "message": "a request is {\"jsonrpc\": \"2.0\", \"id\": ..., \"method\": "
+                                               "NAME, \"params\": {...}}"}}
+    try:
+        return {"jsonrpc": "2.0", "id": ident, "result": handler(req["method"], req.get("params") or {})}
+    except Exception as err:  # every failure becomes an answer, never a dead connection
+        return {"jsonrpc": "2.0", "id": ident, "error": error_object(err)}
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -47,12 +115,7 @@ class RpcServer:
             def handle(self) -> None:
                 try:
                     for line in self.rfile:
-                        try:
-                            req = json.loads(line)
-                            answer = {"result": outer(req["method"], req.get("params") or {})}
-                        except Exception as err:  # every failure becomes an answer, never a dead connection
-                            answer = {"error": {"type": type(err).__name__,
-                                                "message": getattr(err, "message", str(err))}}
+                        answer = _answer(line, outer)
                         self.wfile.write(json.dumps(answer).encode() + b"\n")
                         self.wfile.flush()
                 except (ConnectionError, BrokenPipeError):
@@ -80,6 +143,7 @@ class RpcClient:
         self._sock: socket.socket | None = None
         self._file = None
         self._lock = threading.Lock()
+        self._ids = itertools.count(1)
 
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -88,7 +152,8 @@ class RpcClient:
         self._sock, self._file = sock, sock.makefile("rwb")
 
     def call(self, method: str, **params: Any) -> Any:
-        line = json.dumps({"method": method, "params": params}).encode() + b"\n"
+        ident = next(self._ids)
+        line = json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode() + b"\n"
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -106,7 +171,9 @@ class RpcClient:
                         raise
         answer = json.loads(reply)
         if "error" in answer:
-            raise RemoteError(answer["error"]["type"], answer["error"]["message"])
+            raise RemoteError.from_object(answer["error"])
+        if answer.get("id") != ident:
+            raise RemoteError(INTERNAL_ERROR, f"the answer is to request {answer.get('id')!r}, not {ident}")
         return answer["result"]
 
     def close(self) -> None:

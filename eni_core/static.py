@@ -22,6 +22,7 @@ from eni_core.datastore import Allocation
 from eni_core.ipamd import EniNode
 from eni_core.model import Eni, NodeLimits
 from eni_core.ports import VpcError
+from eni_core.rpc import REFUSED
 
 __all__ = ["MIN_EXPIRY", "Claim", "ClaimError", "EniChoice", "StaticIpam", "StaticNode", "check_expiry", "choose_eni"]
 
@@ -30,6 +31,8 @@ MIN_EXPIRY = 300.0
 
 class ClaimError(Exception):
     """A claim operation that cannot be done as asked; the message says why and what to do."""
+
+    rpc_code = REFUSED
 
 
 @dataclass

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address
 
 from eni_core.ports import ERRORS, EniRecord, TransientError, record_from_json
-from eni_core.rpc import RemoteError, RpcClient
+from eni_core.rpc import VPC_ERROR, RemoteError, RpcClient
 
 __all__ = ["VpcClient"]
 
@@ -18,7 +18,8 @@ class VpcClient:
         try:
             return self.rpc.call(method, **params)
         except RemoteError as err:
-            raise ERRORS.get(err.type, TransientError)(err.message) from None
+            kind = ERRORS.get(err.type, TransientError) if err.code == VPC_ERROR else TransientError
+            raise kind(err.message) from None
         except OSError as err:
             raise TransientError(f"cloud endpoint unreachable: {err}") from None
 

@@ -1,8 +1,17 @@
 """The user's mistakes: printed as one clear line without a traceback, exit 2."""
 from __future__ import annotations
 
-__all__ = ["UsageError"]
+from eni_core.rpc import REFUSED
+
+__all__ = ["UsageError", "UserError"]
 
 
-class UsageError(Exception):
+class UserError(Exception):
+    """The base of every error that is the caller's mistake (a bad request, scenario or cluster operation):
+    the CLI prints its message on one line and exits 2; over RPC it is answered with code REFUSED."""
+
+    rpc_code = REFUSED
+
+
+class UsageError(UserError):
     """A request that cannot be carried out as asked; the message says what to do instead."""

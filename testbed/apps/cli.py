@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from testbed.errors import UsageError
+from testbed.errors import UsageError, UserError
 
 __all__ = ["main"]
 
@@ -617,9 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from eni_core.rpc import RemoteError as RemoteUserError
-    from testbed.world.cluster import ClusterError
-    from testbed.world.scenario import ScenarioError
+    from eni_core.rpc import RemoteError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -628,11 +626,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (UsageError, ScenarioError, ClusterError) as err:
+    except UserError as err:
         print(f"enilab: error: {err}", file=sys.stderr)
         return 2
-    except RemoteUserError as err:  # the controller refused: a user's mistake, or its own failure
-        if err.type in ("UsageError", "ScenarioError", "ClusterError", "ValueError"):
+    except RemoteError as err:  # the controller refused: a user's mistake, or its own failure
+        if err.refused:
             print(f"enilab: error: {err.message}", file=sys.stderr)
             return 2
         print(f"enilab: the cluster's controller failed: {err}", file=sys.stderr)

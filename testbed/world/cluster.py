@@ -14,6 +14,7 @@ from eni_core.ipamd import Ipamd
 from eni_core.model import Eni, eni_table
 from eni_core.ports import VpcApi
 from eni_core.static import ClaimError, StaticIpam, StaticNode
+from testbed.errors import UserError
 from testbed.world.backends import Backend
 from testbed.world.backends.sim import SimBackend
 from testbed.world.spec import ClusterSpec, NodeSpec
@@ -38,7 +39,7 @@ def newest_first(pods: Mapping[str, object], count: int) -> list[str]:
     return list(islice(reversed(pods), count))
 
 
-class ClusterError(Exception):
+class ClusterError(UserError):
     """A request the cluster cannot carry out (unknown node, duplicate pod, ...): the caller's mistake."""
 
 

@@ -22,6 +22,7 @@ from eni_core import names
 from eni_core.model import PoolConfig, Subnet
 from eni_core.names import short_list, shorten
 from eni_core.static import ClaimError, check_expiry
+from testbed.errors import UserError
 from testbed.world import yamlfile
 from testbed.world.catalog import resolve
 from testbed.world.cluster import newest_first, next_auto_name
@@ -59,7 +60,7 @@ SYSCTLS: dict[str, tuple[int, int, str]] = {
 SOURCE = "<scenario>"
 
 
-class ScenarioError(Exception):
+class ScenarioError(UserError):
     """An invalid scenario or topology: the message names the place, the field and what to do."""
 
 
