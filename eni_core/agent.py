@@ -19,7 +19,7 @@ from typing import Any
 
 from eni_core.clock import WallClock
 from eni_core.datastore import Attachment, Datastore, FileCheckpoint
-from eni_core.ipamd import Ipamd
+from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.routing import HOST_INDEX_BASE
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
@@ -46,7 +46,7 @@ class NodeAgent:
     own, and whatever else its owner runs) to what each one is.
     """
 
-    def __init__(self, ipamd: Ipamd, on_change: Callable[[], None] | None = None,
+    def __init__(self, ipamd: EniNode, on_change: Callable[[], None] | None = None,
                  lock: threading.RLock | None = None, eni_link: Callable[[str], int | None] | None = None,
                  dataplane: Any = None, namespaces: Callable[[], dict[tuple[int, int], str]] | None = None) -> None:
         self.ipamd = ipamd
@@ -199,7 +199,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 class RoutingSide:
     """The routing agent inside the node's namespace: plans from the ipamd's view, observes, repairs."""
 
-    def __init__(self, ipamd: Ipamd, gateways: dict[str, str]) -> None:
+    def __init__(self, ipamd: EniNode, gateways: dict[str, str]) -> None:
         from ipaddress import IPv4Address
 
         from eni_core.kernel import NetlinkPort

@@ -6,10 +6,12 @@ remembers with what the VPC says.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from ipaddress import IPv4Address
 
 from eni_core import pool
@@ -18,7 +20,14 @@ from eni_core.datastore import Allocation, Datastore
 from eni_core.model import Eni, NodeLimits, PoolConfig
 from eni_core.ports import EniRecord, NotFound, VpcApi, VpcError
 
-__all__ = ["EniNode", "Ipamd", "RecoveryReport", "RetryPolicy"]
+__all__ = ["EniChange", "EniNode", "Ipamd", "RecoveryReport", "RetryPolicy"]
+
+
+class EniChange(Enum):
+    """What a listener of a node's ENIs is told: one came (its link should appear) or went."""
+
+    ATTACHED = "attached"
+    DETACHED = "detached"
 
 EventSink = Callable[[dict], None]
 
@@ -59,10 +68,11 @@ def describe(action: pool.Action) -> dict:
     return {"action": "delete_eni", "eni": action.eni_id, "why": action.reason}
 
 
-class EniNode:
+class EniNode(abc.ABC):
     """What a node's IPAM does with ENIs in every mode: create and attach them (rolled back when the
     attach fails), delete them, bind and unbind IPs, with retries and back-off; the datastore; the
-    listeners that see ENIs come and go (the data plane)."""
+    listeners that see ENIs come and go (the data plane); the timers and the shutdown. A mode says how
+    pods get IPs (`assign`, `release`), what a reconcile does, and which timers it keeps (`_timers`)."""
 
     def __init__(
         self,
@@ -89,10 +99,64 @@ class EniNode:
         self.shortfall: str | None = None
         self.backoff_until: float | None = None
         self._failures = 0
-        self.listeners: list[Callable[[str, Eni], None]] = []  # ("attached"|"detached", eni)
+        self.listeners: list[Callable[[EniChange, Eni], None]] = []
         self.resync_at: float | None = None  # when to re-sync with the VPC after an ambiguous answer
         self._ambiguous_at: float | None = None
         self._learned_at: dict[IPv4Address | str, float] = {}  # when this ipamd saw an IP bound or an ENI
+        self.poll_at: float | None = None  # a shortfall: look at the subnets (or retry pods) again then
+
+    # -- what a mode says -------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def allocatable(self) -> int:
+        """`tke.cloud.tencent.com/eni-ip` allocatable: how many pods the scheduler may place here."""
+
+    @abc.abstractmethod
+    def assign(self, pod: str) -> Allocation | None:
+        """An IP for `pod` (the same one if it has one already); None if it cannot have one now."""
+
+    @abc.abstractmethod
+    def release(self, pod: str) -> Allocation | None:
+        """The pod is gone: give its IP back as the mode does."""
+
+    @abc.abstractmethod
+    def reconcile(self) -> bool:
+        """One step towards the mode's desired pool; True if something changed (call again until False)."""
+
+    @abc.abstractmethod
+    def _timers(self) -> tuple[float | None, ...]:
+        """The mode's timed work, besides the back-off."""
+
+    # -- shared by every mode ---------------------------------------------------------------------------
+    def deadline(self) -> float | None:
+        """When the node next has timed work; nothing happens before a back-off ends."""
+        if self.backoff_until is not None:
+            return self.backoff_until
+        times = [t for t in self._timers() if t is not None]
+        return min(times) if times else None
+
+    def _awake(self, urgent: bool = False) -> bool:
+        """The prologue of every reconcile: False while backing off, unless the work is `urgent` (a mode's
+        rule that a back-off must not delay); an ended back-off and a due poll are cleared."""
+        now = self.clock.now()
+        if self.backoff_until is not None:
+            if now < self.backoff_until and not urgent:
+                return False
+            self.backoff_until = None
+        if self.poll_at is not None and now >= self.poll_at:
+            self.poll_at = None
+        return True
+
+    def shutdown(self) -> None:
+        """The node is going away: release every pod, unbind every IP and delete every ENI."""
+        for pod in list(self.store.pods):
+            self.release(pod)
+        for eni in self.enis:
+            if eni.ips:
+                self._unbind(eni, tuple(eni.ips))
+            self._delete_eni(eni)
+        self.store.release_due = None
+        self.store.commit()
 
     @property
     def enis(self) -> list[Eni]:
@@ -152,7 +216,7 @@ class EniNode:
         self.store.add_eni(eni)
         self._learned_at[eni.id] = self.clock.now()
         for listener in self.listeners:
-            listener("attached", eni)
+            listener(EniChange.ATTACHED, eni)
         return eni
 
     def _unbind(self, eni: Eni, ips: Sequence[IPv4Address], retain: bool = False) -> None:
@@ -176,7 +240,7 @@ class EniNode:
         del self.store.enis[eni.id]
         self._commit()
         for listener in self.listeners:
-            listener("detached", eni)
+            listener(EniChange.DETACHED, eni)
         if not self._try(self.vpc.delete_eni, eni.id):
             self._schedule_resync()  # a detached orphan: the re-sync deletes it once the VPC lets it
 
@@ -334,7 +398,6 @@ class Ipamd(EniNode):
     def __init__(self, node: str, *, config: PoolConfig, **kw) -> None:
         super().__init__(node, **kw)
         self.config = config
-        self.poll_at: float | None = None
 
     # -- views -------------------------------------------------------------------------------------
     @property
@@ -342,12 +405,8 @@ class Ipamd(EniNode):
         """`tke.cloud.tencent.com/eni-ip` allocatable: the IPs bound to the node."""
         return self.bound
 
-    def deadline(self) -> float | None:
-        """When the ipamd next has timed work (a release, a retry after back-off, a subnet poll)."""
-        if self.backoff_until is not None:
-            return self.backoff_until  # nothing happens before the back-off ends
-        times = [t for t in (self.store.release_due, self.poll_at, self.resync_at) if t is not None]
-        return min(times) if times else None
+    def _timers(self) -> tuple[float | None, ...]:
+        return self.store.release_due, self.poll_at, self.resync_at
 
     # -- pods ---------------------------------------------------------------------------------------
     def assign(self, pod: str) -> Allocation | None:
@@ -372,14 +431,10 @@ class Ipamd(EniNode):
     # -- the pool -----------------------------------------------------------------------------------
     def reconcile(self) -> bool:
         """Plan once and carry the plan out. True if the pool changed (call again until False)."""
+        # a back-off paces retries, but IPs above max bindable go at once (see eni_core.pool)
+        if not self._awake(urgent=pool.over_max_bindable(self.enis, self.limits)):
+            return False
         now = self.clock.now()
-        if self.backoff_until is not None:
-            # a back-off paces retries, but IPs above max bindable go at once (see eni_core.pool)
-            if now < self.backoff_until and not pool.over_max_bindable(self.enis, self.limits):
-                return False
-            self.backoff_until = None
-        if self.poll_at is not None and now >= self.poll_at:
-            self.poll_at = None
         changed = self.maybe_resync()
         try:
             plan = pool.plan(
@@ -422,17 +477,6 @@ class Ipamd(EniNode):
             self._delete_eni(self.store.enis[action.eni_id])
             return True
         raise TypeError(f"unknown action {action!r}")
-
-    def shutdown(self) -> None:
-        """The node is going away: unbind every IP and delete every ENI (pods must be gone first)."""
-        for pod in list(self.store.pods):
-            self.store.free(pod)
-        for eni in self.enis:
-            if eni.ips:
-                self._unbind(eni, tuple(eni.ips))
-            self._delete_eni(eni)
-        self.store.release_due = None
-        self.store.commit()
 
     def _set_shortfall(self, shortfall: str | None) -> None:
         if shortfall != self.shortfall:

@@ -166,20 +166,15 @@ class StaticNode(EniNode):
     def __init__(self, node: str, *, ipam: StaticIpam, **kw) -> None:
         super().__init__(node, **kw)
         self.ipam = ipam
-        self.poll_at: float | None = None  # a pod could not get an IP: try again then
 
     @property
     def allocatable(self) -> int:
         """IPs are bound on demand, so eni-ip allocatable is what the node can still bind."""
         return self.capacity
 
-    def deadline(self) -> float | None:
-        """The node's own back-off, re-sync and retry of pods that found no IP; the claims' expiry is the
-        cluster-level pool's timer."""
-        if self.backoff_until is not None:
-            return self.backoff_until
-        times = [t for t in (self.resync_at, self.poll_at) if t is not None]
-        return min(times) if times else None
+    def _timers(self) -> tuple[float | None, ...]:
+        """Re-sync and the retry of pods that found no IP; the claims' expiry is the cluster-level pool's."""
+        return self.resync_at, self.poll_at
 
     def assign(self, pod: str) -> Allocation | None:
         if pod in self.store.pods:
@@ -249,12 +244,8 @@ class StaticNode(EniNode):
         """Nothing is pre-bound in static mode: the node waits out a back-off, re-syncs after an ambiguous
         answer, and gives back any idle IP that brought (to its claim if it is a claim's, else to the
         subnet)."""
-        if self.backoff_until is not None:
-            if self.clock.now() < self.backoff_until:
-                return False
-            self.backoff_until = None
-        if self.poll_at is not None and self.clock.now() >= self.poll_at:
-            self.poll_at = None  # the cluster's scheduler tries the Pending pods again now
+        if not self._awake():  # a due poll is cleared: the cluster's scheduler tries the Pending pods again
+            return False
         changed = self.maybe_resync()
         claimed = {c.ip for c in self.ipam.claims.values() if c.node is None}
         try:
@@ -271,11 +262,3 @@ class StaticNode(EniNode):
         except VpcError as err:
             self._back_off(f"{type(err).__name__}: {err.message}")
         return changed
-
-    def shutdown(self) -> None:
-        for pod in list(self.store.pods):
-            self.release(pod)
-        for eni in self.enis:
-            if eni.ips:
-                self._unbind(eni, tuple(eni.ips))
-            self._delete_eni(eni)

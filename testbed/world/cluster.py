@@ -10,7 +10,7 @@ from itertools import islice
 
 from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
-from eni_core.ipamd import Ipamd
+from eni_core.ipamd import EniChange, EniNode, Ipamd
 from eni_core.model import Eni, eni_table
 from eni_core.ports import VpcApi
 from eni_core.static import ClaimError, StaticIpam, StaticNode
@@ -53,13 +53,14 @@ class Pod:
     phase: str = PENDING
     ip: IPv4Address | None = None
     eni_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # what the backend shows of the pod (netns, veth)
+    failed_scheduling_said: bool = False  # its FailedScheduling event is out; said once per pending spell
 
 
 @dataclass
 class Node:
     spec: NodeSpec
-    ipamd: Ipamd
+    ipamd: EniNode  # an Ipamd (shared ENI) or a StaticNode (static IPs)
     pending: deque[str] = field(default_factory=deque)
     running: set[str] = field(default_factory=set)
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
@@ -170,8 +171,8 @@ class Cluster:
         except KeyError:
             raise ClusterError(f"unknown node {name!r}; nodes: {', '.join(self.nodes) or 'none'}") from None
 
-    def _on_eni(self, node: Node, what: str, eni: Eni) -> None:
-        if what == "attached":
+    def _on_eni(self, node: Node, what: EniChange, eni: Eni) -> None:
+        if what is EniChange.ATTACHED:
             node.ifindex[eni.id] = self.backend.eni_attached(node.spec.name, eni)
         else:
             self.backend.eni_detached(node.spec.name, eni)
@@ -285,8 +286,8 @@ class Cluster:
                 placed = True
         for name in node.pending:
             pod = self.pods[name]
-            if not pod.extra.get("_pending_said"):
-                pod.extra["_pending_said"] = True
+            if not pod.failed_scheduling_said:
+                pod.failed_scheduling_said = True
                 self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
                              "event": "FailedScheduling",
                              "reason": node.ipamd.shortfall if self.static and node.ipamd.shortfall else
@@ -300,7 +301,7 @@ class Cluster:
         if alloc is None:
             return False
         pod.node, pod.phase, pod.ip, pod.eni_id = node.spec.name, RUNNING, alloc.ip, alloc.eni_id
-        pod.extra.pop("_pending_said", None)
+        pod.failed_scheduling_said = False
         pod.extra.update(self.backend.pod_up(node.spec.name, name, alloc))
         node.running.add(name)
         self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
@@ -379,7 +380,7 @@ class Cluster:
         for pod in sorted(self.pods.values(), key=lambda p: p.seq):
             pods[pod.name] = {"node": pod.node, "phase": pod.phase,
                               "ip": str(pod.ip) if pod.ip else None, "eni": pod.eni_id,
-                              **{k: v for k, v in pod.extra.items() if not k.startswith("_")}}
+                              **pod.extra}
         claims = self.static.view() if self.static else {}
         for claim in claims.values():
             if claim["expires_at"] is not None:
