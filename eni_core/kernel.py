@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Sequence
+from enum import IntEnum
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -121,12 +122,18 @@ def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
     raise TypeError(f"{op!r} is not a netlink operation")
 
 
+def _named(kind: type[IntEnum], value: int) -> int:
+    """The enum member for a value we know (`proto 77`), the plain number for one we do not."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
 def _decode_route(r: nl.RouteEntry) -> ops.Route:
     dst = ops.DEFAULT if r.dst is None else IPv4Network((r.dst, r.dst_len), strict=False)
-    proto = ops.Proto(r.proto) if r.proto in ops.Proto._value2member_map_ else r.proto
-    rtype = ops.RouteType(r.type) if r.type in ops.RouteType._value2member_map_ else r.type
-    scope = ops.Scope(r.scope) if r.scope in ops.Scope._value2member_map_ else r.scope
-    return ops.Route(r.table, dst, r.oif, r.gateway, r.onlink, proto, scope, rtype)
+    return ops.Route(r.table, dst, r.oif, r.gateway, r.onlink, _named(ops.Proto, r.proto),
+                     _named(ops.Scope, r.scope), _named(ops.RouteType, r.type))
 
 
 def _decode_rule(r: nl.RuleEntry) -> ops.Rule:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["NETNS_DIR", "create", "delete", "entered", "exists", "list_names", "path"]
+__all__ = ["NETNS_DIR", "create", "delete", "entered", "exists", "list_names", "path", "setns"]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))
 CLONE_NEWNET = 0x40000000
@@ -71,7 +71,8 @@ def _prepare_dir() -> None:
         _dir_ready = True
 
 
-def _setns(fd: int) -> None:
+def setns(fd: int) -> None:
+    """Move the calling thread into the namespace of `fd` (for good: a child's `preexec_fn`, say)."""
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
@@ -82,13 +83,13 @@ def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     home = _home_fd()
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(fd)
+        setns(fd)
     finally:
         os.close(fd)
     try:
         yield
     finally:
-        _setns(home)
+        setns(home)
 
 
 def create(name: str) -> Path:
@@ -104,7 +105,7 @@ def create(name: str) -> Path:
             _check(_libc.mount(b"/proc/thread-self/ns/net", str(target).encode(), b"none", MS_BIND, None),
                    "bind the namespace", target)
         finally:
-            _setns(home)
+            setns(home)
     except BaseException:
         target.unlink(missing_ok=True)
         raise

@@ -168,7 +168,7 @@ REFERENCE_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 def _timed(argv: list[str], env: dict[str, str], body: bytes, host_fd: int) -> float:
     """Run one CNI call as a runtime does (from the runtime's host namespace); its wall time."""
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, input=body, env=env, capture_output=True, preexec_fn=lambda: netns._setns(host_fd),
+    proc = subprocess.run(argv, input=body, env=env, capture_output=True, preexec_fn=lambda: netns.setns(host_fd),
                           pass_fds=(host_fd,))
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:

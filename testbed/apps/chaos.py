@@ -45,12 +45,14 @@ STORMY = FaultConfig(throttle=0.15, transient=0.1, timeout=0.1, consistency_dela
 
 
 class ProcessCluster:
+    """Nodes as agent processes in their namespaces, the VPC served from this process: a `BackendHost`
+    for the netns backend, not a `Cluster` (no scheduler, no in-process IPAM)."""
+
     def __init__(self, spec: ClusterSpec, folder: Path, cloud: str = "rpc") -> None:
         self.spec, self.folder, self.cloud = spec, folder, cloud
         self.lock = threading.RLock()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, now=time.time)
         self.backend = NetnsBackend()
-        self.backend.remote_agents = True
         self.backend.bind(self)
         self.vpc.listeners.append(self._on_attach)
         self.api = VpcService(self.vpc, now=time.time, lock=self.lock)  # one API, its tasks and tokens, for all
@@ -83,6 +85,10 @@ class ProcessCluster:
     def nodes(self) -> dict[str, NodeSpec]:
         return {n.name: n for n in self.spec.nodes}
 
+    def local_node(self, node: str) -> None:
+        """None for every node: its agent is a process of its own, which does its own routing."""
+        return None
+
     def _sock(self, node: str) -> Path:
         return self.folder / f"{node}.sock"
 
@@ -102,7 +108,7 @@ class ProcessCluster:
         try:
             self._sock(node).unlink(missing_ok=True)
             self.agents[node] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
-                self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns._setns(fd), pass_fds=(fd,),
+                self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns.setns(fd), pass_fds=(fd,),
                 env={**os.environ, "TENCENTCLOUD_SECRET_ID": DEFAULT_SECRET_ID,
                      "TENCENTCLOUD_SECRET_KEY": DEFAULT_SECRET_KEY})
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 from eni_core import netlink as nl
 from eni_core import routing
 from eni_core.model import eni_table
+from testbed.world.backends.netns import NetnsBackend
 
 __all__ = ["audit", "audit_cluster", "datastore_view"]
 
@@ -132,9 +133,8 @@ def audit_cluster(cluster) -> dict:
     them or a runtime attached them through `enilab-cni`; a running pod whose IP its node's ipamd no
     longer holds (released under it, say by a GC) is a finding too."""
     backend = cluster.backend
-    kernels = ({n: backend.nodes[n].kernel for n in cluster.nodes} if getattr(backend, "name", "") == "netns"
-               else None)
-    pods = getattr(backend, "pods", {})
+    kernels = ({n: backend.nodes[n].kernel for n in cluster.nodes} if isinstance(backend, NetnsBackend) else None)
+    pods = backend.pods
 
     def wired(node: str, pod: str) -> bool:
         return pod in pods or pod in cluster.nodes[node].ipamd.store.attachments

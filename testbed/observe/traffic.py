@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from eni_core import netlink as nl
 from eni_core import netns
 from testbed.errors import UsageError
+from testbed.world.backends import packet_backend
 
 if TYPE_CHECKING:
     from testbed.world.cluster import Cluster
@@ -202,9 +203,7 @@ def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeo
     from scapy.layers.inet import ICMP, IP, UDP, UDPerror
     from scapy.layers.l2 import Ether
 
-    backend = cluster.backend
-    if getattr(backend, "name", "") != "netns":
-        raise UsageError("a probe needs real packets: run the cluster on the netns backend (root)")
+    backend = packet_backend(cluster.backend, "a probe")
     a, b = resolve(cluster, src), resolve(cluster, dst)
     if a.ns is None:
         raise UsageError(f"a probe starts at a pod or a VPC host, not at {src}")
@@ -340,9 +339,7 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
     Sources default to every running pod; targets to every running pod and VPC host. Targets may also be
     IP addresses (released IPs, say): with nobody behind them they are expected to be False.
     """
-    backend = cluster.backend
-    if getattr(backend, "name", "") != "netns":
-        raise UsageError("the connectivity matrix needs real packets: the netns backend (root)")
+    backend = packet_backend(cluster.backend, "the connectivity matrix")
     running = [p.name for p in cluster.pods.values() if p.phase == "Running"]
     srcs = [resolve(cluster, s) for s in (sources or running)]
     dsts = [resolve(cluster, t) for t in (targets or [*running, *backend.hosts])]

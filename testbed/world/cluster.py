@@ -179,6 +179,10 @@ class Cluster:
             node.ifindex.pop(eni.id, None)
 
     # -- pods ---------------------------------------------------------------------------------------
+    def local_node(self, node: str) -> Node:
+        """The node, whose IPAM runs in this process (the backend's `BackendHost` view)."""
+        return self.nodes[node]
+
     def next_pod_name(self) -> str:
         self._auto_name, name = next_auto_name(self._auto_name, self.pods)
         return name

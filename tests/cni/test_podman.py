@@ -92,7 +92,7 @@ network_config_dir = "{tmp / 'net.d'}"
                  "--storage-driver", "vfs", "--events-backend", "file", *args],
                 capture_output=True, text=True, timeout=120,
                 env={**os.environ, "CONTAINERS_CONF": str(t / "containers.conf")},
-                preexec_fn=lambda: netns._setns(host_fd), pass_fds=(host_fd,))
+                preexec_fn=lambda: netns.setns(host_fd), pass_fds=(host_fd,))
         finally:
             os.close(host_fd)
         if check and proc.returncode != 0:

@@ -60,7 +60,7 @@ class Runtime:
         body = stdin if stdin is not None else json.dumps({**CONF, **(conf or {})}).encode()
         try:
             proc = subprocess.run([self.plugin], input=body, env=full_env, capture_output=True,
-                                  preexec_fn=lambda: netns._setns(host_fd), pass_fds=(host_fd,), timeout=60)
+                                  preexec_fn=lambda: netns.setns(host_fd), pass_fds=(host_fd,), timeout=60)
         finally:
             os.close(host_fd)
         assert "Traceback" not in proc.stderr.decode(), proc.stderr.decode()

@@ -17,7 +17,6 @@ import threading
 import time
 import weakref
 from ipaddress import IPv4Address
-from typing import TYPE_CHECKING
 
 from eni_core import netlink as nl
 from eni_core import netns, routing
@@ -26,11 +25,9 @@ from eni_core.cni import CniRequest, Dataplane, handle
 from eni_core.datastore import Allocation
 from eni_core.kernel import NamespaceKernel, NetlinkPort
 from eni_core.model import Eni
-from testbed.world.backends import eni_ifindex
+from testbed.errors import UsageError
+from testbed.world.backends import BackendHost, eni_ifindex
 from testbed.world.runs import Run
-
-if TYPE_CHECKING:
-    from testbed.world.cluster import Cluster
 
 __all__ = ["NetnsBackend", "require_root"]
 
@@ -67,7 +64,7 @@ class NetnsBackend:
         require_root()
         self.run = run or Run.new()
         self.lock = threading.RLock()
-        self.cluster: Cluster | None = None
+        self.cluster: BackendHost | None = None
         self.nodes: dict[str, _Node] = {}
         self.pods: dict[str, tuple[str, str]] = {}  # pod -> (node, netns name)
         self.hosts: dict[str, tuple[str, IPv4Address]] = {}  # VPC host -> (netns name, IP)
@@ -75,7 +72,6 @@ class NetnsBackend:
         self._node_seq = 0
         self._pod_seq = 0
         self._host_seq = 0
-        self.remote_agents = False  # True: node agents are processes that run their own routing
         self._fabric_index = 10
         self.fabric_ns = self.run.name("fabric")
         netns.create(self.fabric_ns)
@@ -92,7 +88,7 @@ class NetnsBackend:
         self.fabric.write_sysctl("net.ipv4.conf.default.proxy_arp", 1)
 
     # -- wiring to the cluster -----------------------------------------------------------------------
-    def bind(self, cluster: Cluster) -> None:
+    def bind(self, cluster: BackendHost) -> None:
         """Serve the cluster's VPC: gateways, unreachable subnets, and IP delivery as bindings change."""
         self.cluster = cluster
         reqs = []
@@ -195,8 +191,10 @@ class NetnsBackend:
         """The node's agent (in-process), which also knows the ENIs' link indexes."""
         n = self.nodes[node]
         if n.agent is None:
-            cnode = self.cluster.nodes[node]
-            n.agent = NodeAgent(cnode.ipamd, lock=self.lock, eni_link=cnode.ifindex.get,
+            local = self.cluster.local_node(node)
+            if local is None:
+                raise UsageError(f"node {node}'s agent is a process of its own; ask it over its socket")
+            n.agent = NodeAgent(local.ipamd, lock=self.lock, eni_link=local.ifindex.get,
                                 dataplane=Dataplane(NetlinkPort(n.kernel)), namespaces=self.owned_namespaces)
         return n.agent
 
@@ -274,10 +272,11 @@ class NetnsBackend:
         """Run the node's routing agent: plan from the node's datastore (every pod it holds, the
         controller's and the runtimes'), observe the kernel, repair. (When the node agents run as their own
         processes, they do this themselves.)"""
-        if self.remote_agents:
+        local = self.cluster.local_node(node)
+        if local is None:
             return None
+        ipamd = local.ipamd
         n = self.nodes[node]
-        ipamd = self.cluster.nodes[node].ipamd
         gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
         enis = [(e.mac, gateways[e.subnet_id]) for e in ipamd.enis]
         pods = routing.node_pods(ipamd.store.pods, ipamd.enis)

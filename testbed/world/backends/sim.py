@@ -1,20 +1,26 @@
 """The `sim` backend: no kernel, no root. Interfaces and link indices are simulated."""
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 from eni_core.datastore import Allocation
 from eni_core.model import Eni
-from testbed.world.backends import eni_ifindex
+from testbed.errors import UsageError
+from testbed.world.backends import BackendHost, eni_ifindex
 
 __all__ = ["SimBackend"]
 
 
 class SimBackend:
     name = "sim"
+    run = None
 
     def __init__(self) -> None:
         self.links: dict[str, dict[str, int]] = {}  # node -> ENI id -> link index
+        self.hosts: dict[str, tuple[str, IPv4Address]] = {}  # VPC hosts need namespaces: none here
+        self.pods: dict[str, tuple[str, str]] = {}  # and so does wiring a pod
 
-    def bind(self, cluster) -> None:
+    def bind(self, host: BackendHost) -> None:
         return None
 
     def sync(self, node: str) -> None:
@@ -39,6 +45,9 @@ class SimBackend:
 
     def pod_down(self, node: str, pod: str) -> None:
         return None
+
+    def set_sysctl(self, node: str, key: str, value: int) -> None:
+        raise UsageError(f"setting {key} on {node} needs a kernel: run the cluster on the netns backend (root)")
 
     def node_state(self, node: str) -> dict:
         return {}
