@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
@@ -93,8 +93,24 @@ def _encode_rule(add: bool, r: ops.Rule) -> nl.Request:
                        dst=r.dst.network_address if r.dst else None, dst_len=r.dst.prefixlen if r.dst else 0)
 
 
+_ENCODERS: dict[type, Callable[..., nl.Request]] = {
+    ops.AddRule: lambda op, fds: _encode_rule(True, op.rule),
+    ops.DeleteRule: lambda op, fds: _encode_rule(False, op.rule),
+    ops.AddRoute: lambda op, fds: _encode_route(True, op.route),
+    ops.DeleteRoute: lambda op, fds: _encode_route(False, op.route),
+    ops.AddNeighbour: lambda op, fds: nl.neigh_add(op.neighbour.index, op.neighbour.ip,
+                                                   op.neighbour.mac or "00:00:00:00:00:00"),
+    ops.DeleteNeighbour: lambda op, fds: nl.neigh_del(op.index, op.ip),
+    ops.SetLinkState: lambda op, fds: nl.link_set(op.index, up=op.up),
+    ops.DeleteLink: lambda op, fds: nl.link_del(ifname=op.ifname),
+    ops.AddAddress: lambda op, fds: nl.addr_add(op.index, op.ip.ip, op.ip.network.prefixlen),
+    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac),
+}
+
+
 def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
-    """One operation as a netlink request. An `AddVeth` needs the fd of its peer's namespace in `peer_fds`.
+    """One operation as a netlink request (a table of encoders, one per operation type). An `AddVeth`
+    needs the fd of its peer's namespace in `peer_fds`.
 
     Examples
     --------
@@ -102,24 +118,10 @@ def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
     >>> encode(ops.AddRule(ops.Rule(1536, 2003, src=ip_network("10.0.1.7/32")))).what
     'add rule 1536: from 10.0.1.7 to all lookup 2003'
     """
-    match op:
-        case ops.AddRule(rule) | ops.DeleteRule(rule):
-            return _encode_rule(isinstance(op, ops.AddRule), rule)
-        case ops.AddRoute(route) | ops.DeleteRoute(route):
-            return _encode_route(isinstance(op, ops.AddRoute), route)
-        case ops.AddNeighbour(n):
-            return nl.neigh_add(n.index, n.ip, n.mac or "00:00:00:00:00:00")
-        case ops.DeleteNeighbour(index, ip):
-            return nl.neigh_del(index, ip)
-        case ops.SetLinkState(index, up):
-            return nl.link_set(index, up=up)
-        case ops.DeleteLink(ifname):
-            return nl.link_del(ifname=ifname)
-        case ops.AddAddress(index, ip):
-            return nl.addr_add(index, ip.ip, ip.network.prefixlen)
-        case ops.AddVeth(ifname, peer, peer_netns, index, mac):
-            return nl.veth_add(ifname, peer, (peer_fds or {})[peer_netns], index=index, mac=mac)
-    raise TypeError(f"{op!r} is not a netlink operation")
+    encoder = _ENCODERS.get(type(op))
+    if encoder is None:
+        raise TypeError(f"{op!r} is not a netlink operation")
+    return encoder(op, peer_fds or {})
 
 
 def _named(kind: type[IntEnum], value: int) -> int:
@@ -131,15 +133,15 @@ def _named(kind: type[IntEnum], value: int) -> int:
 
 
 def _decode_route(r: nl.RouteEntry) -> ops.Route:
-    dst = ops.DEFAULT if r.dst is None else IPv4Network((r.dst, r.dst_len), strict=False)
+    dst = ops.DEFAULT if r.dst is None else IPv4Network((int(r.dst), r.dst_len), strict=False)
     return ops.Route(r.table, dst, r.oif, r.gateway, r.onlink, _named(ops.Proto, r.proto),
                      _named(ops.Scope, r.scope), _named(ops.RouteType, r.type))
 
 
 def _decode_rule(r: nl.RuleEntry) -> ops.Rule:
     return ops.Rule(r.priority, r.table,
-                    IPv4Network((r.src, r.src_len), strict=False) if r.src is not None else None,
-                    IPv4Network((r.dst, r.dst_len), strict=False) if r.dst is not None else None)
+                    IPv4Network((int(r.src), r.src_len), strict=False) if r.src is not None else None,
+                    IPv4Network((int(r.dst), r.dst_len), strict=False) if r.dst is not None else None)
 
 
 class NetlinkPort:
@@ -164,7 +166,7 @@ class NetlinkPort:
         return None if lk is None else ops.Link(lk.index, lk.ifname, lk.mac, lk.up)
 
     def addresses(self) -> list[ops.Address]:
-        return [ops.Address(a.index, IPv4Interface((a.ip, a.prefixlen))) for a in self.kernel.addresses()]
+        return [ops.Address(a.index, IPv4Interface((int(a.ip), a.prefixlen))) for a in self.kernel.addresses()]
 
     def rules(self) -> list[ops.Rule]:
         return [_decode_rule(r) for r in self.kernel.rules()]

@@ -68,7 +68,10 @@ def host_veth_mac(pod: str) -> str:
 
 
 def _host(ip: IPv4Address) -> IPv4Network:
-    return IPv4Network((ip, 32))
+    return IPv4Network((int(ip), 32))  # from the int: an IPv4Address would be parsed again from its text
+
+
+_GATEWAY_HOST = _host(LINK_LOCAL_GATEWAY)
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,9 @@ class NodePlan:
 
 def pod_host_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
     """A pod's node-side routing: its 512 and 1536 rules, its main-table route to the host veth."""
-    rules = [Rule(PRIO_TO_POD, MAIN_TABLE, dst=_host(pod.ip)),
-             Rule(PRIO_FROM_POD, eni_table(pod.eni_ifindex), src=_host(pod.ip))]
-    return rules, [Route(MAIN_TABLE, _host(pod.ip), pod.veth_ifindex)]
+    ip = _host(pod.ip)
+    rules = [Rule(PRIO_TO_POD, MAIN_TABLE, dst=ip), Rule(PRIO_FROM_POD, eni_table(pod.eni_ifindex), src=ip)]
+    return rules, [Route(MAIN_TABLE, ip, pod.veth_ifindex)]
 
 
 def node_pods(allocations: Mapping[str, Allocation], enis: Iterable[Eni]) -> list[tuple[IPv4Address, str, str]]:
@@ -206,11 +209,11 @@ def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool =
     ops: list[Op] = [
         SetLinkState(1, up=True),
         SetLinkState(ifindex, up=True),
-        AddAddress(ifindex, IPv4Interface((ip, 32))),
+        AddAddress(ifindex, IPv4Interface((int(ip), 32))),
         AddNeighbour(Neighbour(ifindex, LINK_LOCAL_GATEWAY, host_mac)),
     ]
     if default_route:
-        ops += [AddRoute(Route(MAIN_TABLE, _host(LINK_LOCAL_GATEWAY), ifindex, proto=Proto.STATIC)),
+        ops += [AddRoute(Route(MAIN_TABLE, _GATEWAY_HOST, ifindex, proto=Proto.STATIC)),
                 AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC))]
     return ops
 
