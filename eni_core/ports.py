@@ -1,4 +1,5 @@
-"""The two boundaries of eni_core: the cloud's VPC API and the kernel's netlink, as Protocols."""
+"""The cloud boundary of eni_core: the VPC API as a Protocol, its records and its errors. (The kernel
+boundary is `eni_core.ops.Kernel`.)"""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,7 +13,6 @@ __all__ = [
     "ERRORS",
     "EniRecord",
     "InsufficientAddresses",
-    "Netlink",
     "NotFound",
     "QuotaExceeded",
     "RequestTimeout",
@@ -135,23 +135,3 @@ class VpcApi(Protocol):
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         """ENIs tagged with `node` or attached to it."""
-
-
-class Netlink(Protocol):
-    """The kernel of one network namespace: rtnetlink dumps and batched requests, and its sysctls.
-    (Types are those of `eni_core.netlink`.)"""
-
-    def links(self) -> list: ...
-
-    def rules(self) -> list: ...
-
-    def routes(self) -> list: ...
-
-    def neighbours(self) -> list: ...
-
-    def apply(self, requests: Sequence) -> list:
-        """Send the requests as one batch; return the errors, each naming its request."""
-
-    def read_sysctls(self, keys: Iterable[str]) -> dict[str, int]: ...
-
-    def write_sysctl(self, key: str, value: int) -> None: ...

@@ -31,7 +31,7 @@ def datastore_view(ipamd) -> dict[str, Any]:
 
 def audit(vpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
           claims: Mapping[str, Any] | None = None, wired: Callable[[str, str], bool] | None = None) -> dict:
-    """Compare. `kernels` maps a node to its `Netlink` port (None: no kernel, the sim backend); `claims`
+    """Compare. `kernels` maps a node to its `NamespaceKernel` (None: no kernel, the sim backend); `claims`
     are static-IP claims (their retained addresses are not leaks); `wired(node, pod)` says whether a
     pod's veth exists (routes are only expected for wired pods)."""
     found: dict[str, list[dict]] = {k: [] for k in KEYS}
