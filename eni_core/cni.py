@@ -37,6 +37,7 @@ from eni_core.cni_client import (
 from eni_core.datastore import Attachment, attachment_key
 from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first
 from eni_core.routing import PodLink
+from eni_core.rpc import NO_FREE_IP, RemoteError
 
 __all__ = ["CniError", "CniRequest", "Dataplane", "conflist", "handle", "install_plugin", "parse_request", "serve"]
 
@@ -314,8 +315,10 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
         try:
             alloc = agent("add", pod=req.key, legacy=legacy,
                           attachment=attachment.to_dict() if attachment else None)
-        except NoFreeIp as err:
-            raise CniError(TRY_AGAIN, str(err)) from None
+        except (NoFreeIp, RemoteError) as err:  # in-process, or an agent across the RPC says NO_FREE_IP
+            if isinstance(err, RemoteError) and err.code != NO_FREE_IP:
+                raise
+            raise CniError(TRY_AGAIN, getattr(err, "message", None) or str(err)) from None
         ip = IPv4Address(alloc["ip"])
         try:
             return dataplane.add(req, alloc["key"], ip, alloc["mac"], alloc.get("eni_ifindex"),

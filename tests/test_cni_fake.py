@@ -13,6 +13,8 @@ from eni_core.cni import CniError, CniRequest, Dataplane, handle
 from eni_core.cni_client import AGENT_FAILED, CHECK_FAILED, INVALID_ENV, IO_FAILURE, TRY_AGAIN, UNKNOWN_CONTAINER
 from eni_core.datastore import attachment_key
 from eni_core.fake_kernel import FakeHost, FakeKernel
+from eni_core.ipamd import EniChange
+from eni_core.model import Eni
 from eni_core.ops import (
     DEFAULT,
     MAIN_TABLE,
@@ -41,10 +43,16 @@ class World:
         self.host = FakeHost()
         self.node = self.host.add_namespace("/proc/1/ns/net")
         self.node.add_link("eth0", index=2, up=True)
-        for eni in c.nodes["node-1"].ipamd.enis:
-            self.node.add_link(f"eth{eni.device_index}", index=2 + eni.device_index, mac=eni.mac, up=True)
+        ipamd = c.nodes["node-1"].ipamd
+        for eni in ipamd.enis:
+            self.eni_link(EniChange.ATTACHED, eni)
+        ipamd.listeners.append(self.eni_link)  # ENIs the pool adds later appear as links, as on a node
         self.host.add_namespace(NETNS)
         self.dataplane = Dataplane(self.node, self.host.open)
+
+    def eni_link(self, what: EniChange, eni: Eni) -> None:
+        if what is EniChange.ATTACHED:
+            self.node.add_link(f"eth{eni.device_index}", index=2 + eni.device_index, mac=eni.mac, up=True)
 
     @property
     def pod(self) -> FakeKernel:
@@ -235,3 +243,24 @@ def test_the_node_sysctls_are_the_routing_agents_not_the_cnis():
     assert not any(isinstance(op, SetSysctl) for batch in w.node.batches for op in batch)
     assert IPv4Address(w.agent.handle("get", {"pod": w.key()})["ip"]) in {
         r.src.network_address for r in w.node.rules() if r.src is not None}
+
+
+def test_a_full_node_asks_the_runtime_to_try_again_whether_the_agent_is_in_process_or_across_the_rpc(tmp_path):
+    from eni_core.rpc import RpcClient, RpcServer
+
+    w = World(min_prebound=1)
+    server = RpcServer(tmp_path / "agent.sock", w.agent.handle).start()
+    client = RpcClient(tmp_path / "agent.sock")
+    try:
+        for caller in (lambda m, **p: w.agent.handle(m, p), client.call):
+            while True:
+                w.host.add_namespace(netns := f"/var/run/netns/ctr-{len(w.node_rules())}")
+                req = CniRequest("ADD", f"c{len(w.node_rules())}", netns, "eth0", {}, CONFIG)
+                try:
+                    handle(req, caller, w.dataplane)
+                except CniError as err:
+                    assert err.code == TRY_AGAIN and "has no idle IP" in err.msg and "NoFreeIp" not in err.msg
+                    break
+    finally:
+        client.close()
+        server.close()
