@@ -106,7 +106,7 @@ def resolve(cluster: Cluster, target: str) -> Endpoint:
         if pod.phase != "Running":
             raise UsageError(f"pod {target} is {pod.phase}; it has no IP to probe with")
         return Endpoint(target, pod.ip, pod.extra.get("netns"), pod.node, pod.extra.get("veth"), "pod")
-    hosts = getattr(backend, "hosts", {})
+    hosts = backend.hosts
     if target in hosts:
         ns, ip = hosts[target]
         return Endpoint(target, ip, ns, kind="host")
