@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["NETNS_DIR", "create", "delete", "entered", "exists", "list_names", "path", "setns"]
+__all__ = ["NETNS_DIR", "create", "delete", "entered", "exists", "list_names", "path", "pin", "setns"]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))
 CLONE_NEWNET = 0x40000000
@@ -106,6 +106,22 @@ def create(name: str) -> Path:
                    "bind the namespace", target)
         finally:
             setns(home)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def pin(name: str, source: str | os.PathLike[str]) -> Path:
+    """Name an existing namespace (a container's `/proc/PID/ns/net`): bind it under the netns folder, as
+    `ip netns attach` does. It then outlives its processes until `delete`. FileExistsError if taken."""
+    _prepare_dir()
+    target = path(name)
+    fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0)
+    os.close(fd)
+    try:
+        _check(_libc.mount(str(source).encode(), str(target).encode(), b"none", MS_BIND, None),
+               "bind the namespace", target)
     except BaseException:
         target.unlink(missing_ok=True)
         raise

@@ -121,12 +121,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _check_states(args)
     scenario = load_scenario(args.file)
-    check_supported(scenario, "netns")
+    kind = args.backend or scenario.backend or "netns"
+    check_supported(scenario, kind)
     _need_root("run")
-    from testbed.world.backends.netns import NetnsBackend
+    from testbed.apps.controller import make_backend
 
     with _cloud(args.cloud, scenario) as node_vpc:
-        backend = NetnsBackend()
+        backend = make_backend(kind)
         _print_timeline(args, scenario, backend, node_vpc=node_vpc)
     if args.keep:
         print(f"enilab: kept namespaces {backend.run.prefix}-*; remove them with `enilab clean`", file=sys.stderr)
@@ -157,7 +158,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
-    check_supported(scenario, "netns")
+    backend = args.backend or scenario.backend or "netns"
+    check_supported(scenario, backend)
     _need_root("up")
     name = args.name or scenario.name
     if name in list_clusters():
@@ -165,7 +167,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     folder = cluster_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     log = open(folder / "controller.log", "ab")  # noqa: SIM115 - handed to the daemon
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", str(args.topology), "--name", name],
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", str(args.topology), "--name", name,
+                             "--backend", backend],
                             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     line = proc.stdout.readline().decode()
     proc.stdout.close()
@@ -204,7 +207,36 @@ def cmd_status(args: argparse.Namespace) -> int:
                       f"{', '.join(routing.get('tables', {})) or '-'}; agent socket {info['agents'].get(node)}")
     if runtime:
         console.print(_runtime_table(info["state"]))
+    if info.get("backend") == "containers":
+        console.print(_container_table(info["state"]))
     return 0
+
+
+def _container_table(state: dict):
+    """The pods' containers (the containers backend): id, image and what the engine says of each now."""
+    from rich.table import Table
+
+    table = Table(title="pods as containers", title_justify="left")
+    for col in ("POD", "NODE", "IP", "CONTAINER", "IMAGE", "STATE"):
+        table.add_column(col)
+    for name, p in state["pods"].items():
+        table.add_row(name, p["node"] or "-", p["ip"] or "-", (p.get("container") or "-")[:12], p.get("image", "-"),
+                      p.get("container_state", "-"))
+    return table
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from testbed.apps.controller import connect
+
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        raise UsageError(f"say what to run: `enilab exec {args.pod} -- wget -qO- http://IP/`")
+    _, client = connect(args.name)
+    done = client.call("exec", pod=args.pod, argv=argv)
+    sys.stdout.buffer.write(done["stdout"].encode(errors="surrogateescape"))
+    sys.stdout.flush()
+    sys.stderr.buffer.write(done["stderr"].encode(errors="surrogateescape"))
+    return done["exit_code"]
 
 
 def cmd_cni(args: argparse.Namespace) -> int:
@@ -492,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
     r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
     _cloud_option(r)
+    r.add_argument("--backend", choices=["netns", "containers"],
+                   help="netns: pods are namespaces (default); containers: pods are containers of a Docker API engine")
     r.set_defaults(func=cmd_run)
 
     vp = sub.add_parser("vpc", help="the simulated VPC on its own")
@@ -509,7 +543,15 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="bring a topology up and keep it running (root)")
     u.add_argument("topology", help="topology YAML file, or a built-in name (default, static)")
     u.add_argument("--name", help="cluster name (default: the topology's name)")
+    u.add_argument("--backend", choices=["netns", "containers"],
+                   help="netns: pods are namespaces (default); containers: pods are containers of a Docker API engine "
+                        "(DOCKER_HOST, else a podman service enilab starts)")
     u.set_defaults(func=cmd_up)
+    ex = sub.add_parser("exec", help="run a command in a pod's container (--backend containers); exits with its code")
+    ex.add_argument("pod")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("--name")
+    ex.set_defaults(func=cmd_exec)
     st = sub.add_parser("status", help="the running cluster's pool and routing")
     st.add_argument("--name")
     st.add_argument("--json", action="store_true")

@@ -17,7 +17,7 @@ from typing import Any
 from eni_core.rpc import RpcClient, RpcServer
 from testbed.world.runs import RUN_DIR
 
-__all__ = ["Controller", "cluster_dir", "connect", "list_clusters"]
+__all__ = ["Controller", "cluster_dir", "connect", "list_clusters", "make_backend"]
 
 # ENILAB_CLUSTERS_DIR gives a private registry of clusters (the documentation's tests bring up clusters named
 # like a newcomer's without meeting anyone else's); run records stay shared so cleanup sees every live run.
@@ -53,10 +53,20 @@ def connect(name: str | None) -> tuple[str, RpcClient]:
     return name, client
 
 
+def make_backend(name: str):
+    """The data-plane backend of a long-lived cluster: real namespaces, or pods as real containers."""
+    if name == "containers":
+        from testbed.world.backends.containers import ContainersBackend
+
+        return ContainersBackend()
+    from testbed.world.backends.netns import NetnsBackend
+
+    return NetnsBackend()
+
+
 class Controller:
-    def __init__(self, topology: str, name: str) -> None:
+    def __init__(self, topology: str, name: str, backend: str | None = None) -> None:
         from testbed.apps.runner import apply_step
-        from testbed.world.backends.netns import NetnsBackend
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario
 
@@ -64,7 +74,7 @@ class Controller:
         self.dir = cluster_dir(name)
         self.dir.mkdir(parents=True, exist_ok=True)
         scenario = load_scenario(topology)
-        self.backend = NetnsBackend()
+        self.backend = make_backend(backend or scenario.backend or "netns")
         self.lock = self.backend.lock
         self.cluster = Cluster(scenario.cluster, backend=self.backend)
         self.started = time.monotonic()
@@ -87,12 +97,15 @@ class Controller:
     def handle(self, method: str, params: dict[str, Any]) -> Any:
         from testbed.apps.runner import seconds
 
+        if method == "exec":  # outside the lock: a command may take its time
+            return self._exec(params["pod"], params["argv"])
         with self.lock:
             c = self.cluster
             if method == "ping":
                 return {"name": self.name, "pid": os.getpid()}
             if method == "state":
-                return {"name": self.name, "t": seconds(c.clock.now()), "prefix": self.backend.run.prefix,
+                return {"name": self.name, "backend": self.backend.name, "t": seconds(c.clock.now()),
+                        "prefix": self.backend.run.prefix,
                         "agents": {n: str(self.dir / f"{n}.sock") for n in self.agents}, "state": c.state()}
             if method == "pods_add":
                 names = params.get("names") or None
@@ -136,6 +149,19 @@ class Controller:
                 return {"stopping": self.name}
         raise ValueError(f"unknown method {method!r}")
 
+    def _exec(self, pod: str, argv: list[str]) -> dict[str, Any]:
+        from testbed.errors import UsageError
+
+        if not hasattr(self.backend, "exec"):
+            raise UsageError(f"cluster {self.name} runs pods as bare namespaces; `enilab exec` needs "
+                             "`enilab up --backend containers`")
+        with self.lock:
+            if pod not in self.cluster.pods:
+                raise UsageError(f"cluster {self.name} has no pod {pod!r}")
+        code, out, err = self.backend.exec(pod, argv)
+        return {"exit_code": code, "stdout": out.decode(errors="surrogateescape"),
+                "stderr": err.decode(errors="surrogateescape")}
+
     def serve(self) -> None:
         self._serve_agents()
         self.server.start()
@@ -162,9 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="enilab-controller")
     p.add_argument("topology")
     p.add_argument("--name", required=True)
+    p.add_argument("--backend", choices=["netns", "containers"])
     args = p.parse_args(argv)
     try:
-        controller = Controller(args.topology, args.name)
+        controller = Controller(args.topology, args.name, args.backend)
     except Exception as err:  # reported to `enilab up`, which waits on our output
         print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
         return 2

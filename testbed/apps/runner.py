@@ -45,8 +45,15 @@ def _add_node(c: Cluster, s: dict) -> None:
     c.add_node(NodeSpec(s["name"], tuple(s["subnets"]), s["max_enis"], s["ips_per_eni"]))
 
 
+def _create_pods(c: Cluster, s: dict) -> Any:
+    names = s.get("names") or [c.next_pod_name() for _ in range(s.get("count", 0))]
+    if "image" in s or "command" in s:  # the containers backend (check_supported refused the others)
+        c.backend.declare(names, s.get("image"), s.get("command"))
+    return c.create_pods(len(names), s.get("node"), names)
+
+
 STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
-    "create_pods": lambda c, s: c.create_pods(s.get("count", 0), s.get("node"), s.get("names")),
+    "create_pods": _create_pods,
     "create_pod": lambda c, s: c.create_pod(s["name"], s.get("node"), static=s.get("static", False),
                                             owner=s.get("owner")),
     "reclaim_claim": lambda c, s: c.reclaim_claim(s["name"]),
@@ -64,6 +71,9 @@ STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
 def check_supported(scenario: Scenario, backend: str) -> None:
     """Refuse, before anything runs, what this build or backend cannot do."""
     for i, step in enumerate(scenario.steps, 1):
+        if backend != "containers" and ("image" in step or "command" in step):
+            raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): 'image' and 'command' need pods that "
+                                "are containers: use `--backend containers` (or `backend: containers`)")
         if step["op"] in NETNS_OPS:
             if backend == "sim":
                 raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): needs real packets; run it "

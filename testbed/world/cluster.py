@@ -306,7 +306,15 @@ class Cluster:
             return False
         pod.node, pod.phase, pod.ip, pod.eni_id = node.spec.name, RUNNING, alloc.ip, alloc.eni_id
         pod.failed_scheduling_said = False
-        pod.extra.update(self.backend.pod_up(node.spec.name, name, alloc))
+        try:
+            pod.extra.update(self.backend.pod_up(node.spec.name, name, alloc))
+        except Exception as err:  # the pod cannot run (its container exited at once): it is not created
+            node.ipamd.release(name)
+            node.pending.remove(name)
+            del self.pods[name]
+            self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
+                         "event": "Failed", "reason": str(err)})
+            raise ClusterError(str(err)) from err
         node.running.add(name)
         self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": node.spec.name,
                      "event": "Started", "ip": str(alloc.ip), "eni": alloc.eni_id})

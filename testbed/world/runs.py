@@ -6,6 +6,7 @@ runs whose owner is gone (and, with force, of every enilab run) and never a name
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -113,6 +114,12 @@ def clean(force: bool = False) -> dict[str, list[str]]:
     removed: dict[str, list[str]] = {}
     for prefix in sorted(leftover_prefixes(force)):
         run = Run(prefix)
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(run.record.read_text())
+            if record.get("engine"):  # the containers backend: its containers and engine service first
+                from testbed.world.engine import purge
+
+                purge(record, prefix)
         names = run.namespaces()
         for name in names:
             netns.delete(name)

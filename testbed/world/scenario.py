@@ -11,6 +11,7 @@ the limits below, each with a short message: quoted values are cut to 80 charact
 from __future__ import annotations
 
 import math
+import shlex
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class Scenario:
     cluster: ClusterSpec
     steps: list[dict[str, Any]] = field(default_factory=list)
     source: str = SOURCE
+    backend: str | None = None  # the data-plane backend the file asks for (`--backend` overrides it)
 
 
 # -- field checkers: each returns the normalised value or raises ValueError(reason) ------------------
@@ -156,6 +158,28 @@ def _unique(item: Check, what: str, limit: int) -> Check:
     return check
 
 
+def _image(v: Any) -> str:
+    from testbed.world.engine import check_image_name
+
+    return check_image_name(v)
+
+
+def _command(v: Any) -> list[str]:
+    """A list of strings, or one string split as a shell would (no shell runs it)."""
+    if isinstance(v, str):
+        try:
+            argv = shlex.split(v)
+        except ValueError as err:
+            raise ValueError(f"cannot split {shorten(v)}: {err}") from None
+    elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+        argv = list(v)
+    else:
+        raise ValueError(f"must be a list of strings or one string, not {shorten(v)}")
+    if not argv or not argv[0]:
+        raise ValueError("must name a program to run")
+    return argv
+
+
 def _target(v: Any) -> str:
     if isinstance(v, str) and v.strip():
         return v
@@ -191,7 +215,8 @@ Fields = dict[str, tuple[Check, bool]]  # field -> (checker, required)
 # op -> its fields
 OPS: dict[str, Fields] = {
     "create_pods": {"node": (_label, False), "count": (_int(1, MAX_PODS_PER_STEP), False),
-                    "names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False)},
+                    "names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False), "image": (_image, False),
+                    "command": (_command, False)},
     "create_pod": {"name": (_pod, True), "node": (_label, False), "static": (_bool, False),
                    "owner": (_owner, False)},
     "delete_pods": {"names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False),
@@ -211,8 +236,9 @@ OPS: dict[str, Fields] = {
 STATIC_OPS = {"reclaim_claim", "delete_workload"}
 NETNS_OPS = {"probe", "set_sysctl"}
 
+BACKENDS = ("sim", "netns", "containers")
 TOP_FIELDS: Fields = {"name": (_label, False), "seed": (_int(0, 2**63 - 1), False), "cluster": (_mapping, True),
-                      "steps": (_sequence, False)}
+                      "steps": (_sequence, False), "backend": (_choice(*BACKENDS), False)}
 CLUSTER_FIELDS: Fields = {"mode": (_choice("shared-eni", "static-ip"), False), "pool": (_mapping, False),
                           "static": (_mapping, False), "subnets": (_sequence, True), "nodes": (_sequence, False),
                           "faults": (_mapping, False)}
@@ -576,7 +602,7 @@ def parse_scenario(data: Any, source: str = SOURCE) -> Scenario:
         steps = [_parse_step(i, raw, timeline) for i, raw in enumerate(raw_steps, 1)]
     except ScenarioError as err:
         raise ScenarioError(f"{source}: {err}") from None
-    return Scenario(name, spec, steps, source)
+    return Scenario(name, spec, steps, source, top.get("backend"))
 
 
 def load_scenario(path: str | Path) -> Scenario:

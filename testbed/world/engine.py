@@ -1,0 +1,319 @@
+"""The container engine of the `containers` backend: the Docker Engine API that DOCKER_HOST names, or a
+podman API service enilab starts for one run under that run's state folder; and the default image,
+`enilab/busybox`, built from the local busybox-static with no registry.
+
+podman 4.3 here (see the README): runc (crun cannot set rlimits in this sandbox), cgroupfs, the vfs
+storage driver in a private --root/--runroot, events to a file. Its API service answers docker-py as API
+1.41. After the service stops, exec sessions may leave `conmon` processes behind: `stop` reaps every
+process whose command line names the run's state folder, by pid, and unmounts what is mounted under it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import UserError
+
+__all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "open_engine", "purge"]
+
+DEFAULT_IMAGE = "enilab/busybox:latest"
+API_VERSION = "1.41"  # what podman 4.3's service speaks
+BUSYBOX_TOOLS = ("sh", "sleep", "ping", "ip", "wget", "httpd", "echo", "cat", "mkdir", "hostname", "ls", "kill",
+                 "ps", "nc", "true", "false")
+# a Docker image reference: [host[:port]/]path[:tag], lower-case path components (distribution/reference)
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE_RE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+SERVICE_START_S = 30.0
+MNT_DETACH = 2
+
+
+class EngineError(UserError):
+    """No engine can be had, or it refused: the message says what to install or set."""
+
+
+def check_image_name(name: Any) -> str:
+    """A Docker image reference (`enilab/busybox`, `registry:5000/team/app:1.2`), with `:latest` added."""
+    if not isinstance(name, str) or len(name) > 255 or not IMAGE_RE.fullmatch(name):
+        raise ValueError(f"{str(name)[:80]!r} is not an image name (like enilab/busybox or team/app:1.2)")
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _busybox() -> Path:
+    found = shutil.which("busybox")
+    if found is None:
+        raise EngineError("the default image needs busybox-static (`apt-get install busybox-static`)")
+    return Path(found)
+
+
+def busybox_rootfs(folder: Path) -> Path:
+    """A busybox root file system in `folder` (bin/busybox and its applets as links); returns `folder`."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(_busybox(), bin_dir / "busybox")
+    for tool in BUSYBOX_TOOLS:
+        (bin_dir / tool).symlink_to("busybox")
+    return folder
+
+
+def busybox_tar() -> bytes:
+    """The default image's root file system as a tar archive (for `import_image_from_data`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "www"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(str(_busybox()), "bin/busybox")
+        for tool in BUSYBOX_TOOLS:
+            info = tarfile.TarInfo(f"bin/{tool}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return out.getvalue()
+
+
+def _docker():
+    try:
+        import docker
+    except ImportError:
+        raise EngineError("the containers backend needs the docker package: pip install 'enilab[containers]'") from None
+    return docker
+
+
+_CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[network]
+network_backend = "cni"
+network_config_dir = "{netd}"
+"""
+
+
+@dataclass
+class PodmanService:
+    """`podman system service` on a unix socket, with everything it keeps under `state`."""
+
+    state: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "api.sock"
+
+    def podman(self) -> list[str]:
+        s = self.state
+        return ["podman", "--root", str(s / "root"), "--runroot", str(s / "runroot"), "--tmpdir", str(s / "tmp"),
+                "--storage-driver", "vfs", "--events-backend", "file", "--cgroup-manager", "cgroupfs",
+                "--runtime", "runc"]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "CONTAINERS_CONF": str(self.state / "containers.conf")}
+
+    def start(self) -> None:
+        missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
+        if missing:
+            raise EngineError(f"no container engine: DOCKER_HOST is not set and {' and '.join(missing)} "
+                              "is missing; `apt-get install podman runc`, or point DOCKER_HOST at an engine")
+        for d in ("root", "runroot", "tmp", "net.d"):
+            (self.state / d).mkdir(parents=True, exist_ok=True)
+        (self.state / "containers.conf").write_text(_CONTAINERS_CONF.format(netd=self.state / "net.d"))
+        log = open(self.state / "service.log", "ab")  # noqa: SIM115 - the service's own
+        with log:
+            self.proc = subprocess.Popen([*self.podman(), "system", "service", "--time", "0", f"unix://{self.socket}"],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env(),
+                                         start_new_session=True)
+        deadline = time.monotonic() + SERVICE_START_S
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = (self.state / "service.log").read_text(errors="replace")[-400:] if self.state.exists() else ""
+                raise EngineError(f"podman's API service did not start: {tail.strip() or 'no output'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the service, reap what it left (conmon, containers' processes), unmount, remove the state."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        purge_state(self.state)
+
+
+def _processes_naming(folder: Path) -> list[int]:
+    """Pids of the processes whose command line names `folder` (ours alone: the folder is the run's)."""
+    mark = str(folder).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if mark in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    prefix = str(folder) + "/"
+    points = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return sorted(points, key=len, reverse=True)  # innermost first
+
+
+def purge_state(state: Path) -> None:
+    """Kill what still runs from a podman state folder, unmount under it and remove it."""
+    if not state.exists():
+        return
+    if shutil.which("podman") and (state / "containers.conf").exists():
+        service = PodmanService(state)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):  # stops the containers through runc
+            subprocess.run([*service.podman(), "rm", "--all", "--force", "--time", "0"], env=service.env(),
+                           capture_output=True, timeout=60)
+    for _ in range(3):
+        pids = _processes_naming(state)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if not pids:
+            break
+        time.sleep(0.1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for point in _mounts_under(state):
+        libc.umount2(point.encode(), MNT_DETACH)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class Engine:
+    """A Docker Engine API client, and the podman service behind it when enilab started one."""
+
+    client: Any
+    service: PodmanService | None = None
+    endpoint: str = ""
+    images: set[str] = field(default_factory=set)
+
+    def record(self) -> dict[str, Any]:
+        """What `enilab clean` needs to undo this engine's work after a crash."""
+        if self.service is not None:
+            return {"kind": "podman", "state": str(self.service.state),
+                    "pid": self.service.proc.pid if self.service.proc else None}
+        return {"kind": "docker-host", "endpoint": self.endpoint}
+
+    def ensure_default_image(self) -> str:
+        """Import the busybox rootfs as `enilab/busybox:latest` unless the engine has it."""
+        try:
+            self.client.images.get(DEFAULT_IMAGE)
+        except _docker().errors.ImageNotFound:
+            answer = self.client.api.import_image_from_data(busybox_tar(), repository="enilab/busybox", tag="latest")
+            image_id = _imported_id(answer)
+            self.client.api.tag(image_id, "enilab/busybox", "latest")  # podman ignores import's tag
+        return DEFAULT_IMAGE
+
+    def has_image(self, name: str) -> bool:
+        docker = _docker()
+        if name in self.images:
+            return True
+        try:
+            self.client.images.get(name)
+        except docker.errors.ImageNotFound:
+            return False
+        self.images.add(name)
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.service is not None:
+            self.service.stop()
+
+
+def _imported_id(answer: Any) -> str:
+    """The image id in an import's answer: podman sends `{"status": "sha256:..."}` lines, dockerd too."""
+    import json
+
+    text = answer if isinstance(answer, str) else answer.decode() if isinstance(answer, bytes) else str(answer)
+    for line in reversed(text.strip().splitlines()):
+        with contextlib.suppress(ValueError):
+            status = json.loads(line).get("status", "")
+            if isinstance(status, str) and status.strip():
+                return status.strip().split()[-1]
+    raise EngineError(f"the engine imported the default image but did not say its id: {text[:200]!r}")
+
+
+def open_engine(state: Path) -> Engine:
+    """The engine DOCKER_HOST names, or a podman API service started under `state` (which it owns)."""
+    docker = _docker()
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        try:
+            client = docker.DockerClient(base_url=host, version="auto", timeout=120)
+            client.ping()
+        except docker.errors.DockerException as err:
+            raise EngineError(f"DOCKER_HOST={host} does not answer as a Docker engine: {err}") from None
+        return Engine(client, None, host)
+    service = PodmanService(state)
+    service.start()
+    try:
+        client = docker.DockerClient(base_url=f"unix://{service.socket}", version=API_VERSION, timeout=120)
+        for _ in range(100):
+            with contextlib.suppress(docker.errors.DockerException):
+                client.ping()
+                break
+            time.sleep(0.05)
+        else:
+            raise EngineError(f"podman's API service at {service.socket} does not answer")
+    except BaseException:
+        service.stop()
+        raise
+    return Engine(client, service, f"unix://{service.socket}")
+
+
+def purge(record: dict[str, Any], prefix: str) -> list[str]:
+    """Undo a dead run's engine work from its run record: its containers (by id, and only if labelled with
+    the run), and with a podman service of its own, the service, its processes, mounts and state.
+    Returns the container ids removed."""
+    engine = record.get("engine") or {}
+    removed: list[str] = []
+    if engine.get("kind") == "podman":
+        state = Path(engine.get("state") or "")
+        pid = engine.get("pid")
+        if isinstance(pid, int) and state.is_absolute() and pid in _processes_naming(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        removed = [c for c in record.get("containers", []) if isinstance(c, str)]
+        if state.is_absolute() and state.name == prefix:  # only a folder this run named after itself
+            purge_state(state)
+    elif engine.get("kind") == "docker-host" and record.get("containers"):
+        docker = _docker()
+        with contextlib.suppress(docker.errors.DockerException):
+            client = docker.DockerClient(base_url=engine["endpoint"], version="auto", timeout=60)
+            for cid in record["containers"]:
+                with contextlib.suppress(docker.errors.NotFound):
+                    container = client.containers.get(cid)
+                    if container.labels.get("enilab.run") == prefix:
+                        container.remove(force=True)
+                        removed.append(cid)
+    return removed
