@@ -4,7 +4,8 @@ Fixtures (each a factory: call it with a built-in topology's name such as "defau
 scenario-like dict, and optionally a backend):
 - `enilab_cluster` (function scope), `enilab_module_cluster`, `enilab_session_cluster`;
   `backend="auto"` uses real namespaces as root and the simulator otherwise, `"netns"` insists on root,
-  `"sim"` never needs it.
+  `"sim"` never needs it, `"containers"` makes every pod a container (root, and a Docker API engine:
+  DOCKER_HOST, else a podman service of its own); there `exec(pod, argv)` and `http(src, dst)` work.
 The `root` marker: a test that needs namespaces. Without root it is skipped with the reason, unless
 ENILAB_REQUIRE_ROOT=1 (CI running as root sets it), where it fails: CI never skips a root test silently.
 Names carry the xdist worker id; clusters are torn down even when the test fails; at session start the
@@ -13,6 +14,7 @@ leftovers of dead runs (a killed worker) are removed, never those of a live one.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,17 +46,23 @@ class EnilabCluster:
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario, parse_scenario
 
-        if backend not in ("auto", "netns", "sim"):
-            raise ValueError(f"backend must be auto, netns or sim, not {backend!r}")
+        if backend not in ("auto", "netns", "sim", "containers"):
+            raise ValueError(f"backend must be auto, netns, sim or containers, not {backend!r}")
         scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(topology)
-        real = backend == "netns" or (backend == "auto" and _is_root())
-        if real:
-            require_root()
-            from testbed.world.backends.netns import NetnsBackend
-
-            self.cluster = Cluster(scenario.cluster, backend=NetnsBackend())
-        else:
+        if backend == "auto":
+            backend = "netns" if _is_root() else "sim"
+        if backend == "sim":
             self.cluster = Cluster(scenario.cluster)
+        else:
+            require_root()
+            from testbed.apps.controller import make_backend
+
+            made = make_backend(backend)
+            try:
+                self.cluster = Cluster(scenario.cluster, backend=made)
+            except BaseException:
+                made.close()
+                raise
         self._apply = apply_step
         for step in scenario.steps:
             self.step(step)
@@ -96,6 +104,25 @@ class EnilabCluster:
         from testbed.observe.traffic import matrix
 
         return matrix(self.cluster, targets=targets)
+
+    def exec(self, pod: str, argv: list[str]) -> subprocess.CompletedProcess:
+        """Run `argv` in the pod's container (containers backend): its exit code, stdout and stderr as text."""
+        code, out, err = self._containers().exec(pod, list(argv))
+        return subprocess.CompletedProcess(list(argv), code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def http(self, src: str, dst: str) -> str | None:
+        """GET http://DST/ from a pod or VPC host (containers backend): the body (a default pod answers its
+        own name), or None when nothing answered. DST: a pod, a VPC host or an IP."""
+        from testbed.observe.traffic import resolve
+
+        return self._containers().http(src, str(resolve(self.cluster, dst).ip))
+
+    def _containers(self):
+        backend = self.cluster.backend
+        if not hasattr(backend, "exec"):
+            raise ValueError(f"exec and http need pods that are containers; this cluster runs on {backend.name}: "
+                             "make it with backend='containers'")
+        return backend
 
     def advance(self, seconds: float) -> None:
         self.cluster.advance(seconds)

@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_im
 DEFAULT_IMAGE = "enilab/busybox:latest"
 API_VERSION = "1.41"  # what podman 4.3's service speaks
 BUSYBOX_TOOLS = ("sh", "sleep", "ping", "ip", "wget", "httpd", "echo", "cat", "mkdir", "hostname", "ls", "kill",
-                 "ps", "nc", "true", "false")
+                 "ps", "nc", "true", "false", "timeout")
 # a Docker image reference: [host[:port]/]path[:tag], lower-case path components (distribution/reference)
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 IMAGE_RE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")

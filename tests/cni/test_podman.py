@@ -17,6 +17,7 @@ import pytest
 from eni_core import netns
 from eni_core.datastore import attachment_key
 from eni_core.routing import host_veth_name
+from testbed.world.engine import busybox_rootfs
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.root
@@ -61,11 +62,7 @@ class Lab:
         (tmp / "net.d").mkdir()
         (tmp / "net.d" / "enilab.conflist").write_text(self.enilab("cni", "config", "--node", "node-1",
                                                                    "--name", self.name).stdout)
-        rootfs = tmp / "rootfs" / "bin"
-        rootfs.mkdir(parents=True)
-        shutil.copy(shutil.which("busybox"), rootfs / "busybox")
-        for tool in ("sh", "sleep", "ping", "ip"):
-            (rootfs / tool).symlink_to("busybox")
+        busybox_rootfs(tmp / "rootfs")
         (tmp / "containers.conf").write_text(f"""[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 [engine]

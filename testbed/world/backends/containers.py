@@ -38,6 +38,7 @@ __all__ = ["HTTPD", "ContainerError", "ContainersBackend", "Workload"]
 
 NETWORK = "enilab-pods"
 CNI_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 5  # busybox wget's own -T crashes the static busybox here: `timeout` bounds it
 # the default image's command: busybox httpd on port 80, answering the pod's own name
 HTTPD = ["sh", "-c", 'echo "$ENILAB_POD" > /www/index.html && exec httpd -f -p 80 -h /www']
 
@@ -185,6 +186,26 @@ class ContainersBackend(NetnsBackend):
                                  f"{pod}`) and create another")
         code, (out, err) = container.exec_run(argv, demux=True)
         return code, out or b"", err or b""
+
+    def http(self, src: str, ip: str, timeout: int = HTTP_TIMEOUT_S) -> str | None:
+        """GET http://IP/ from a pod (its container's busybox wget) or a VPC host (its namespace): the body,
+        or None when nothing answered."""
+        if src in self.hosts:
+            import http.client
+
+            conn = http.client.HTTPConnection(ip, 80, timeout=timeout)
+            try:
+                with netns.entered(self.hosts[src][0]):  # the socket is the host's; the thread goes back
+                    conn.connect()
+                conn.request("GET", "/")
+                answer = conn.getresponse()
+                return answer.read().decode(errors="replace") if answer.status == 200 else None
+            except OSError:
+                return None
+            finally:
+                conn.close()
+        code, out, _ = self.exec(src, ["timeout", str(timeout), "wget", "-qO-", f"http://{ip}/"])
+        return out.decode(errors="replace") if code == 0 else None
 
     # -- the CNI, through the executable -------------------------------------------------------------
     def _cni(self, command: str, node: str, pod: str, container_id: str, netns_path: str) -> dict | None:
