@@ -64,8 +64,13 @@ class EnilabCluster:
                 made.close()
                 raise
         self._apply = apply_step
-        for step in scenario.steps:
-            self.step(step)
+        self._closed = False
+        try:
+            for step in scenario.steps:
+                self.step(step)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def backend(self) -> str:
@@ -141,7 +146,10 @@ class EnilabCluster:
         return audit_cluster(self.cluster)
 
     def close(self) -> None:
-        self.cluster.close()
+        """Tear the cluster down (its namespaces, and its containers and engine); again is a no-op."""
+        if not self._closed:
+            self._closed = True
+            self.cluster.close()
 
 
 Factory = Callable[..., EnilabCluster]

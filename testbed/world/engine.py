@@ -31,9 +31,11 @@ DEFAULT_IMAGE = "enilab/busybox:latest"
 API_VERSION = "1.41"  # what podman 4.3's service speaks
 BUSYBOX_TOOLS = ("sh", "sleep", "ping", "ip", "wget", "httpd", "echo", "cat", "mkdir", "hostname", "ls", "kill",
                  "ps", "nc", "true", "false", "timeout")
-# a Docker image reference: [host[:port]/]path[:tag], lower-case path components (distribution/reference)
+# a Docker image reference (distribution/reference): [registry/]path[:tag]; a first part is a registry only
+# with a dot or a port, or as localhost; path components are lower case
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-IMAGE_RE = re.compile(rf"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
+_REGISTRY = r"(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+)/"
+IMAGE_RE = re.compile(rf"^(?:{_REGISTRY})?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?$")
 SERVICE_START_S = 30.0
 MNT_DETACH = 2
 

@@ -1,0 +1,90 @@
+"""The containers backend under abuse: images that are not there, commands that exit, two clusters at once,
+a controller killed with -9 and `enilab clean` after it."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+
+import pytest
+import yaml
+
+from testbed.apps.controller import cluster_dir
+from testbed.apps.pytest_plugin import EnilabCluster
+from testbed.world import runs
+from testbed.world.cluster import ClusterError
+from tests.containers.helpers import SMALL, enilab, need_engine, nothing_left
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(autouse=True)
+def _engine():
+    need_engine()
+
+
+def small(**step) -> dict:
+    doc = copy.deepcopy(SMALL)
+    doc["steps"][0].update(step)
+    return doc
+
+
+def test_an_image_the_engine_lacks_is_refused_and_leaves_nothing():
+    with pytest.raises(ClusterError, match=r"image nosuch/app:1 is not in the engine.*no registry"):
+        EnilabCluster(small(image="nosuch/app:1"), backend="containers")
+    assert nothing_left(runs.CREATED[-1]) == {}
+
+
+def test_a_container_that_exits_at_once_is_refused_and_its_ip_goes_back(enilab_cluster):
+    c = enilab_cluster(SMALL, backend="containers")
+    before = c.state()["nodes"]["node-1"]["bound"]
+    exited = r"pod-3: its container \(enilab/busybox:latest\) exited at once with code 1"
+    with pytest.raises(ClusterError, match=exited):
+        c.step({"op": "create_pods", "node": "node-1", "count": 1, "command": ["false"]})
+    state = c.state()
+    assert "pod-3" not in state["pods"]
+    assert sum(len(e["allocated"]) for e in state["nodes"]["node-1"]["enis"]) == 2
+    assert state["nodes"]["node-1"]["bound"] >= before
+    assert c.cluster.events.items[-1]["event"] == "Failed"
+    assert c.http("pod-1", "pod-2") == "pod-2\n" and c.http("db-1", "pod-1") == "pod-1\n"
+    assert c.audit()["ok"]
+
+
+def test_two_clusters_with_containers_at_once_keep_to_their_own(enilab_cluster):
+    a = enilab_cluster(SMALL, backend="containers")
+    b = enilab_cluster(SMALL, backend="containers")
+    assert a.cluster.backend.engine.endpoint != b.cluster.backend.engine.endpoint
+    for c in (a, b):
+        assert c.http("pod-1", "pod-2") == "pod-2\n"
+        assert c.exec("pod-2", ["hostname"]).stdout == "pod-2\n"
+    prefix = a.cluster.backend.run.prefix
+    a.close()
+    assert nothing_left(prefix) == {}
+    assert b.http("pod-2", "pod-1") == "pod-1\n"
+
+
+def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_namespaces(tmp_path):
+    topology = tmp_path / "small.yaml"
+    topology.write_text(yaml.safe_dump(SMALL))
+    name = f"ctr-kill-{secrets.token_hex(3)}"
+    enilab("up", str(topology), "--name", name)  # the file asks for the containers backend itself
+    try:
+        info = json.loads(enilab("status", "--name", name, "--json").stdout)
+        assert info["backend"] == "containers"
+        prefix = info["prefix"]
+        pid = int((cluster_dir(name) / "controller.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.05)
+        assert nothing_left(prefix)["processes"]  # the engine and the pods outlive their controller
+        out = json.loads(enilab("clean", "--json").stdout)
+        assert prefix in out["removed"]
+        assert nothing_left(prefix) == {}
+    finally:
+        shutil.rmtree(cluster_dir(name), ignore_errors=True)  # the dead controller's socket folder
