@@ -125,8 +125,10 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
     from testbed.apps import bench_netns
 
+    if what == "bringup" and getattr(args, "backend", None) == "containers":
+        return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
     if what == "bringup":
-        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node)
+        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50)
     return bench_netns.bench_cni()
 
 
@@ -141,7 +143,11 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
             table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
     console.print(table)
     verdict = "[green]within target[/green]" if r.get("within_target") else "[red]OVER TARGET[/red]"
-    if what == "bringup":
+    if what == "bringup" and r.get("backend") == "containers":
+        console.print(f"{r['pods']} pods as containers at {r['containers']['ms_per_pod']} ms each against "
+                      f"{r['namespaces']['ms_per_pod']} ms as namespaces ({r['containers_over_namespaces']}x); "
+                      f"{r['verified_http']} answered HTTP: {verdict}")
+    elif what == "bringup":
         console.print(f"{r['pods']} pods wired at {r['wire_ms_per_pod']} ms each ({r['verified']} verified reachable), "
                       f"teardown {r['teardown_s']} s, peak {r['peak_rss_mb']} MiB; {r['speedup']}x the baseline "
                       f"({r['baseline_wire_ms_per_pod']} ms per pod): {verdict}")

@@ -260,3 +260,39 @@ def bench_cni(adds: int = 300, exec_adds: int = 40) -> dict[str, Any]:
         "within_target": within,
         "cores": os.cpu_count(),
     }
+
+
+def bench_bringup_containers(nodes: int = 2, pods_per_node: int = 10) -> dict[str, Any]:
+    """Bring-up with every pod a container (the containers backend: engine start, image, `enilab-cni` per pod)
+    beside the same cluster on the namespaces backend, in the same run; each pod's HTTP answer is checked
+    from a VPC host."""
+    from testbed.world.backends.containers import ContainersBackend
+    from testbed.world.backends.netns import NetnsBackend
+    from testbed.world.cluster import Cluster
+
+    pods = nodes * pods_per_node
+    figures: dict[str, dict[str, float]] = {}
+    verified = 0
+    for kind in ("netns", "containers"):
+        _quiet()
+        t0 = time.perf_counter()
+        cluster = Cluster(_spec(nodes, pods_per_node), backend=ContainersBackend() if kind == "containers"
+                          else NetnsBackend())
+        setup = time.perf_counter() - t0
+        try:
+            t0 = time.perf_counter()
+            for i in range(1, nodes + 1):
+                cluster.create_pods(pods_per_node, f"node-{i}")
+            wire = time.perf_counter() - t0
+            if kind == "containers":
+                verified = sum(cluster.backend.http("db-1", str(p.ip)) == f"{p.name}\n" for p in cluster.pods.values())
+        finally:
+            t0 = time.perf_counter()
+            cluster.close()
+            teardown = time.perf_counter() - t0
+        figures[kind] = {"setup_s": round(setup, 3), "ms_per_pod": round(wire / pods * 1000, 3),
+                         "teardown_s": round(teardown, 3)}
+    ratio = figures["containers"]["ms_per_pod"] / figures["netns"]["ms_per_pod"]
+    return {"nodes": nodes, "pods": pods, "backend": "containers", "containers": figures["containers"],
+            "namespaces": figures["netns"], "verified_http": verified, "containers_over_namespaces": round(ratio, 1),
+            "within_target": verified == pods, "cores": os.cpu_count()}

@@ -621,7 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sim: 1,000 nodes, 50,000 pods over 24 h; bringup: nodes x pods on namespaces (root); "
                         "cni: ADD latency in-process and through the executable (root)")
     b.add_argument("--nodes", type=int, default=None, help="sim: 1000, bringup: 10")
-    b.add_argument("--pods-per-node", type=int, default=50)
+    b.add_argument("--pods-per-node", type=int, default=None, help="bringup: 50, with --backend containers 10")
+    b.add_argument("--backend", choices=["netns", "containers"],
+                   help="bringup: containers also measures pods as containers, beside namespaces, in the same run")
     b.add_argument("--pods", type=int, default=50_000, help="pod creations (each is deleted later)")
     b.add_argument("--hours", type=float, default=24.0)
     b.add_argument("--seed", type=int, default=1)

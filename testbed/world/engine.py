@@ -279,9 +279,12 @@ def open_engine(state: Path) -> Engine:
     service = PodmanService(state)
     service.start()
     try:
+        import requests
+
         client = docker.DockerClient(base_url=f"unix://{service.socket}", version=API_VERSION, timeout=120)
-        for _ in range(100):
-            with contextlib.suppress(docker.errors.DockerException):
+        deadline = time.monotonic() + SERVICE_START_S
+        while time.monotonic() < deadline:  # the socket exists a moment before the service answers on it
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
                 client.ping()
                 break
             time.sleep(0.05)

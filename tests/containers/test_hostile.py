@@ -88,3 +88,12 @@ def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_
         assert nothing_left(prefix) == {}
     finally:
         shutil.rmtree(cluster_dir(name), ignore_errors=True)  # the dead controller's socket folder
+
+
+def test_bench_bringup_reports_containers_beside_namespaces_in_the_same_run():
+    from testbed.apps.bench_netns import bench_bringup_containers
+
+    r = bench_bringup_containers(nodes=1, pods_per_node=2)
+    assert r["verified_http"] == 2 and r["within_target"]
+    assert r["containers"]["ms_per_pod"] > 0 and r["namespaces"]["ms_per_pod"] > 0
+    print(f"per pod: containers {r['containers']['ms_per_pod']} ms, namespaces {r['namespaces']['ms_per_pod']} ms")
