@@ -18,6 +18,7 @@ from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world import runs
 from testbed.world.cluster import ClusterError
 from tests.containers.helpers import SMALL, enilab, need_engine, nothing_left
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.root
 
@@ -97,3 +98,15 @@ def test_bench_bringup_reports_containers_beside_namespaces_in_the_same_run():
     assert r["verified_http"] == 2 and r["within_target"]
     assert r["containers"]["ms_per_pod"] > 0 and r["namespaces"]["ms_per_pod"] > 0
     print(f"per pod: containers {r['containers']['ms_per_pod']} ms, namespaces {r['namespaces']['ms_per_pod']} ms")
+
+
+def test_an_engine_that_does_not_answer_is_a_clear_error_with_exit_2(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    name = f"ctr-nodock-{secrets.token_hex(3)}"
+    try:
+        out = enilab("up", str(ROOT / "fixtures" / "topologies" / "default.yaml"), "--name", name, "--backend",
+                     "containers", check=False)
+    finally:
+        shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    assert out.returncode == 2 and "does not answer as a Docker engine" in out.stderr
+    assert "Traceback" not in out.stderr
