@@ -43,23 +43,26 @@ def enilab(*args: str, check: bool = True, timeout: float = 180) -> subprocess.C
     return proc
 
 
-def leftovers(prefix: str) -> dict[str, list]:
-    """What a run named `prefix` left: processes naming its state folder, mounts, namespaces, files."""
+def leftovers(prefix: str, containers: tuple[str, ...] = ()) -> dict[str, list]:
+    """What a run named `prefix` left: processes naming its state folder (the engine, conmon) or in the
+    cgroup of one of its `containers` (the pods' own), their cgroups, mounts, namespaces, files."""
     state = RUN_DIR / "runs" / prefix
     procs = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if str(state).encode() in (entry / "cmdline").read_bytes():
+                cgroup = (entry / "cgroup").read_text()
+                if str(state).encode() in (entry / "cmdline").read_bytes() or any(c in cgroup for c in containers):
                     procs.append(int(entry.name))
             except OSError:
                 continue
+    cgroups = [str(d) for c in containers for d in Path("/sys/fs/cgroup").glob(f"*/libpod_parent/libpod-{c}")]
     mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines() if prefix in line]
-    return {"processes": procs, "mounts": mounts,
+    return {"processes": procs, "cgroups": cgroups, "mounts": mounts,
             "namespaces": [n for n in netns.list_names() if n.startswith(prefix + "-")],
             "files": [str(p) for p in (state, RUN_DIR / "runs" / f"{prefix}.json") if p.exists()]}
 
 
-def nothing_left(prefix: str) -> dict[str, list]:
-    found = leftovers(prefix)
+def nothing_left(prefix: str, containers: tuple[str, ...] = ()) -> dict[str, list]:
+    found = leftovers(prefix, containers)
     return {k: v for k, v in found.items() if v}

@@ -63,8 +63,9 @@ def test_two_clusters_with_containers_at_once_keep_to_their_own(enilab_cluster):
         assert c.http("pod-1", "pod-2") == "pod-2\n"
         assert c.exec("pod-2", ["hostname"]).stdout == "pod-2\n"
     prefix = a.cluster.backend.run.prefix
+    containers = tuple(p["container"] for p in a.state()["pods"].values())
     a.close()
-    assert nothing_left(prefix) == {}
+    assert nothing_left(prefix, containers) == {}
     assert b.http("pod-2", "pod-1") == "pod-1\n"
 
 
@@ -77,16 +78,17 @@ def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_
         info = json.loads(enilab("status", "--name", name, "--json").stdout)
         assert info["backend"] == "containers"
         prefix = info["prefix"]
+        containers = tuple(p["container"] for p in info["state"]["pods"].values())
         pid = int((cluster_dir(name) / "controller.pid").read_text())
         os.kill(pid, signal.SIGKILL)
         for _ in range(100):
             if not os.path.exists(f"/proc/{pid}"):
                 break
             time.sleep(0.05)
-        assert nothing_left(prefix)["processes"]  # the engine and the pods outlive their controller
+        assert len(nothing_left(prefix, containers)["processes"]) > len(containers)  # they outlive the controller
         out = json.loads(enilab("clean", "--json").stdout)
         assert prefix in out["removed"]
-        assert nothing_left(prefix) == {}
+        assert nothing_left(prefix, containers) == {}
     finally:
         shutil.rmtree(cluster_dir(name), ignore_errors=True)  # the dead controller's socket folder
 
