@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_up)
     ex = sub.add_parser("exec", help="run a command in a pod's container (--backend containers); exits with its code")
     ex.add_argument("pod")
-    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after `--`")
     ex.add_argument("--name")
     ex.set_defaults(func=cmd_exec)
     st = sub.add_parser("status", help="the running cluster's pool and routing")

@@ -119,3 +119,18 @@ def test_down_leaves_no_container_process_mount_or_namespace():
     finally:
         lab.close()
     assert nothing_left(lab.prefix, containers) == {}
+
+
+def test_run_json_on_containers_matches_the_state_schema_for_pods():
+    import jsonschema
+
+    need_engine()
+    schema = json.loads((ROOT / "docs" / "schema" / "state.schema.json").read_text())
+    out = json.loads(enilab("run", DEFAULT, "--backend", "containers", "--json").stdout)
+    assert out["backend"] == "containers"
+    jsonschema.validate(out["backend"], {**schema["properties"]["backend"]})
+    pods = out["steps"][-1]["state"]["pods"]
+    assert len(pods) == 9
+    for pod in pods.values():
+        jsonschema.validate(pod, {"$ref": "#/$defs/pod", "$defs": schema["$defs"]})
+        assert pod["image"] == "enilab/busybox:latest" and pod["container_state"] == "running"

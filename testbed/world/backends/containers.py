@@ -50,6 +50,20 @@ class ContainerError(ClusterError):
 Workload = tuple[str, list[str] | None]  # (image, command or None for the image's own)
 
 
+def _exited_at_once(container, pod: str, image: str) -> ContainerError:
+    import docker
+    import requests
+
+    logs = ""
+    with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+        container.wait(timeout=10)  # the exit code is known once it has been reaped
+        container.reload()
+        logs = container.logs(tail=3).decode(errors="replace").strip()
+    return ContainerError(f"pod {pod}: its container ({image}) exited at once with code "
+                          f"{container.attrs['State']['ExitCode']}" + (f": {logs}" if logs else "")
+                          + "; check the image's command")
+
+
 def _stop_engine(engine: Engine, created: list[str]) -> None:
     """Remove what the engine ran for this run: its containers (on a shared engine, by id) and the service."""
     if engine.service is None:
@@ -112,11 +126,12 @@ class ContainersBackend(NetnsBackend):
             container.reload()
             pid = container.attrs["State"]["Pid"]
             if not container.attrs["State"]["Running"] or not pid:
-                logs = container.logs(tail=3).decode(errors="replace").strip()
-                raise ContainerError(f"pod {pod}: its container ({image}) exited at once with code "
-                                     f"{container.attrs['State']['ExitCode']}" + (f": {logs}" if logs else "")
-                                     + "; check the image's command")
-            netns.pin(ns, f"/proc/{pid}/ns/net")
+                raise _exited_at_once(container, pod, image)
+            try:
+                netns.pin(ns, f"/proc/{pid}/ns/net")
+            except FileNotFoundError:  # it was running a moment ago
+                container.reload()
+                raise _exited_at_once(container, pod, image) from None
             try:
                 result = self._cni("ADD", node, pod, container.id, f"/proc/{pid}/ns/net")
                 wired = result["ips"][0]["address"].split("/")[0]
