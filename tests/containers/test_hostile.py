@@ -87,7 +87,8 @@ def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_
             time.sleep(0.05)
         assert len(nothing_left(prefix, containers)["processes"]) > len(containers)  # they outlive the controller
         out = json.loads(enilab("clean", "--json").stdout)
-        assert prefix in out["removed"]
+        # another session's clean (a test worker starting) may have removed the dead run first: same code
+        assert prefix in out["removed"] or not (runs.RUN_DIR / "runs" / f"{prefix}.json").exists()
         assert nothing_left(prefix, containers) == {}
     finally:
         shutil.rmtree(cluster_dir(name), ignore_errors=True)  # the dead controller's socket folder
