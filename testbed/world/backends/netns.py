@@ -59,7 +59,6 @@ class _Node:
 
 class NetnsBackend:
     name = "netns"
-    real_packets = True  # pods, nodes and the fabric are kernel namespaces: probes send real packets
 
     def __init__(self, run: Run | None = None) -> None:
         require_root()
