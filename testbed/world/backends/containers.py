@@ -28,6 +28,7 @@ from typing import Any
 from eni_core import cni, netns
 from eni_core.cni import CniError, Dataplane
 from eni_core.datastore import Allocation
+from eni_core.kernel import NetlinkPort
 from eni_core.routing import host_veth_name
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import ClusterError
@@ -272,7 +273,7 @@ class ContainersBackend(NetnsBackend):
                 req = replace(cni.parse_request(params["env"], params["stdin"]), pod_key=pod)
                 agent = self.agent_for(node)
                 result = {"result": cni.handle(req, lambda method, **p: agent.handle(method, p),
-                                               Dataplane(self.nodes[node].kernel))}
+                                               Dataplane(NetlinkPort(self.nodes[node].kernel)))}
             except CniError as err:
                 result = {"error": err.result("1.0.0")}
             f.write(json.dumps({"result": result}).encode() + b"\n")
