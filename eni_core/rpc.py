@@ -2,7 +2,7 @@
 
 Used between the CNI executable and the node agent, and between node agents and the cloud endpoint.
 A request is `{"method": M, "params": {...}}`; an answer `{"result": R}` or
-`{"error": {"type": T, "message": S}}`.
+`{"error": {"type": T, "message": S}}`. A socket is 0600 whatever the umask: only its owner may call.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RemoteError", "RpcClient", "RpcServer"]
+from eni_core.private import FILE_MODE
+
+__all__ = ["NoAnswer", "RemoteError", "RpcClient", "RpcServer", "Unreachable"]
 
 Handler = Callable[[str, dict[str, Any]], Any]
 
@@ -27,6 +29,14 @@ class RemoteError(Exception):
         super().__init__(f"{type_}: {message}")
         self.type = type_
         self.message = message
+
+
+class Unreachable(ConnectionError):
+    """The server is not there, or went away before it answered (its process was killed, say)."""
+
+
+class NoAnswer(TimeoutError):
+    """The server took longer than the client's timeout to answer."""
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -59,6 +69,7 @@ class RpcServer:
                     return  # the client went away (a killed agent, say): nothing to answer
 
         self._server = _Server(str(self.path), _Conn)
+        os.chmod(self.path, FILE_MODE)  # bind() made it 0777 minus the umask, which may be 000
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"rpc:{self.path.name}", daemon=True)
 
     def start(self) -> RpcServer:
@@ -72,11 +83,14 @@ class RpcServer:
 
 
 class RpcClient:
-    """A connection to an `RpcServer`; reconnects once if the server restarted."""
+    """A connection to an `RpcServer`; reconnects once if the server restarted. When the server cannot be
+    reached or goes away before answering, `call` raises `Unreachable` naming `peer`; when it does not
+    answer in `timeout` seconds, `NoAnswer`."""
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0, peer: str | None = None) -> None:
         self.path = str(path)
         self.timeout = timeout
+        self.peer = peer or f"the server at {self.path}"
         self._sock: socket.socket | None = None
         self._file = None
         self._lock = threading.Lock()
@@ -84,26 +98,37 @@ class RpcClient:
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.path)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
         self._sock, self._file = sock, sock.makefile("rwb")
 
     def call(self, method: str, **params: Any) -> Any:
         line = json.dumps({"method": method, "params": params}).encode() + b"\n"
         with self._lock:
             for attempt in (1, 2):
+                sent = False
                 try:
                     if self._sock is None:
                         self._connect()
                     self._file.write(line)
                     self._file.flush()
+                    sent = True
                     reply = self._file.readline()
                     if not reply:
-                        raise ConnectionResetError("the server closed the connection")
+                        raise ConnectionResetError("the connection closed")
                     break
-                except (ConnectionError, BrokenPipeError):
+                except TimeoutError:
+                    self.close()
+                    raise NoAnswer(f"{self.peer} did not answer in {self.timeout:g} s") from None
+                except OSError as err:
                     self.close()
                     if attempt == 2:
-                        raise
+                        why = err.strerror or str(err)
+                        raise Unreachable(f"{self.peer} went away before answering ({why})" if sent
+                                          else f"cannot reach {self.peer} ({why})") from None
         answer = json.loads(reply)
         if "error" in answer:
             raise RemoteError(answer["error"]["type"], answer["error"]["message"])
