@@ -77,7 +77,8 @@ class RpcServer:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if it never started
+            self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)
 
@@ -108,8 +109,8 @@ class RpcClient:
     def call(self, method: str, **params: Any) -> Any:
         line = json.dumps({"method": method, "params": params}).encode() + b"\n"
         with self._lock:
+            sent = False  # once the request may have reached the server, a failure is "went away", not "cannot reach"
             for attempt in (1, 2):
-                sent = False
                 try:
                     if self._sock is None:
                         self._connect()
