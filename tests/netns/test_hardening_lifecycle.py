@@ -181,15 +181,17 @@ def test_clean_never_deletes_a_namespace_no_record_lists(tmp_path):
     """`ip netns add enl-abcdef-mine; enilab clean` must leave it: a name that looks like ours is not ours."""
     lookalike = f"enl-{uuid.uuid4().hex[:6]}-mine"
     subprocess.run(["ip", "netns", "add", lookalike], check=True)
-    dead = runs.Run(f"enl-{uuid.uuid4().hex[:6]}", pid=999_999_999, start="0")
-    dead.netns("n1")
-    unrecorded = dead.name("n2")  # our dead run's prefix, but never recorded
-    netns.create(unrecorded)
+    prefix = f"enl-{uuid.uuid4().hex[:6]}"  # a dead run that recorded n1 and not n2
+    record = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    record.write_text(json.dumps({"prefix": prefix, "pid": 999_999_999, "start": "0", "namespaces": [f"{prefix}-n1"]}))
+    unrecorded = f"{prefix}-n2"
+    for name in (f"{prefix}-n1", unrecorded):
+        netns.create(name)
     try:
         out = enilab("clean", "--json")
         assert out.returncode == 0, out.stderr
         assert netns.exists(lookalike) and netns.exists(unrecorded)
-        assert not netns.exists(dead.name("n1")) and not dead.record.exists()
+        assert not netns.exists(f"{prefix}-n1") and not record.exists()
     finally:
         subprocess.run(["ip", "netns", "del", lookalike], check=True)
         netns.delete(unrecorded)
@@ -319,16 +321,18 @@ def test_after_kill_9_up_down_and_clean_remove_what_the_dead_controller_left(tmp
 
 FAKE_CONTROLLER = textwrap.dedent("""
     import json, os, signal, sys, time
+    from pathlib import Path
     from eni_core.rpc import RpcServer
-    from testbed.world import runs
 
-    folder = runs.state_dir("clusters", sys.argv[1])
+    folder = Path(os.environ["ENILAB_RUN_DIR"]) / "clusters" / sys.argv[1]
+    folder.mkdir(parents=True)
     def handle(method, params):
         if method == "ping":
             return {"pid": os.getpid()}
         os.kill(os.getpid(), signal.SIGKILL)  # dies in the middle of the request
     RpcServer(folder / "control.sock", handle).start()
-    (folder / "owner.json").write_text(json.dumps({**runs.this_process(), "prefix": None, "files": []}))
+    start = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    (folder / "owner.json").write_text(json.dumps({"pid": os.getpid(), "start": start, "files": []}))
     print("ready", flush=True)
     time.sleep(60)
 """)
