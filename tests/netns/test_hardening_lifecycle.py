@@ -54,13 +54,18 @@ def controller_pid(up_stdout: str) -> int:
     return int(re.search(r"controller pid (\d+)", up_stdout).group(1))
 
 
-def running(pid: int) -> bool:
-    """Read from /proc here, not through enilab: a zombie (killed, not reaped) does not run."""
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 on, read here rather than through enilab; [] if there is no such process."""
     try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return []
+
+
+def running(pid: int) -> bool:
+    """A zombie (killed, not reaped) does not run."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
 
 
 def controllers_named(name: str) -> list[int]:
@@ -204,7 +209,7 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
     prefix = f"enl-{uuid.uuid4().hex[:6]}"
     (run_dir / "runs").mkdir(parents=True)
     (run_dir / "runs" / f"{prefix}.json").write_text(json.dumps(
-        {"prefix": prefix, **runs.this_process(), "namespaces": [f"{prefix}-n1"]}))
+        {"prefix": prefix, "pid": os.getpid(), "start": _stat(os.getpid())[19], "namespaces": [f"{prefix}-n1"]}))
     for what in ("n1", "n2"):
         netns.create(f"{prefix}-{what}")
     try:
