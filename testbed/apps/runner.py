@@ -110,7 +110,7 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
         yield Part("events", [{**e, "t": seconds(e["t"])} for e in cluster.events.items], [])
     finally:
         if keep:
-            getattr(cluster.backend, "run", None) and cluster.backend.run.unregister()
+            getattr(cluster.backend, "keep", lambda: None)()
         else:
             cluster.close()
 

@@ -24,6 +24,7 @@ from eni_core.private import NotPrivate, private_dir
 from eni_core.rpc import RpcServer
 from testbed.apps import controller
 from testbed.world import runs
+from tests.helpers import SCENARIOS
 
 ENILAB = [sys.executable, "-m", "testbed.apps.cli"]
 CONTROLLER = [sys.executable, "-m", "testbed.apps.controller"]
@@ -221,6 +222,19 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
     finally:
         for what in ("n1", "n2"):
             netns.delete(f"{prefix}-{what}")
+
+
+@pytest.mark.root
+def test_run_keep_leaves_its_namespaces_up_and_clean_removes_them_once_it_exited():
+    out = enilab("run", str(SCENARIOS / "grow-and-shrink.yaml"), "--keep", "--json")
+    assert out.returncode == 0, out.stderr
+    prefix = re.search(r"kept namespaces (enl-[0-9a-f-]+)-\*", out.stderr).group(1)
+    record = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    try:
+        assert len(mine(prefix)) > 1 and record.exists()
+    finally:
+        assert enilab("clean").returncode == 0
+    assert not mine(prefix) and not record.exists()
 
 
 # -- private state whatever the umask -------------------------------------------------------------------

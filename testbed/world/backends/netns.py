@@ -316,6 +316,11 @@ class NetnsBackend:
                 "routing": {"rules": rules, "tables": dict(sorted(tables.items())),
                                            "sysctl": n.kernel.read_sysctls(keys)}}
 
+    def keep(self) -> None:
+        """Leave the namespaces up when this process ends. The run record stays: once this process is gone,
+        `enilab clean` removes exactly them."""
+        self._finalizer.detach()
+
     def close(self) -> None:
         for ns in [ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()]:
             netns.delete(ns)
