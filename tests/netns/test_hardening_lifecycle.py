@@ -228,7 +228,7 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
 def test_run_keep_leaves_its_namespaces_up_and_clean_removes_them_once_it_exited():
     out = enilab("run", str(SCENARIOS / "grow-and-shrink.yaml"), "--keep", "--json")
     assert out.returncode == 0, out.stderr
-    prefix = re.search(r"kept namespaces (enl-[0-9a-f-]+)-\*", out.stderr).group(1)
+    prefix = re.search(r"kept namespaces (enl-[a-z0-9-]+)-\*", out.stderr).group(1)
     record = runs.RUN_DIR / "runs" / f"{prefix}.json"
     try:
         assert len(mine(prefix)) > 1 and record.exists()
