@@ -110,9 +110,16 @@ class Run:
         return name
 
     def netns(self, what: str) -> str:
-        """Make the namespace `<prefix>-<what>`, recorded first; its name."""
+        """Make the namespace `<prefix>-<what>`, recorded first; its name. If it cannot be made (one of that
+        name exists already, say), the record forgets it again: it is not this run's."""
         name = self.reserve(what)
-        netns.create(name)
+        try:
+            netns.create(name)
+        except BaseException:
+            with self._lock:
+                self._names.remove(name)
+                self._save()
+            raise
         return name
 
     @property

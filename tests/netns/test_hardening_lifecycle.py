@@ -168,6 +168,19 @@ def test_a_run_records_each_namespace_before_it_is_made(tmp_path, monkeypatch):
     assert stat.S_IMODE(run.record.stat().st_mode) == 0o600
 
 
+def test_a_namespace_that_existed_already_is_not_recorded_as_the_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    run = runs.Run.new()
+
+    def exists_already(name):
+        raise FileExistsError(name)
+
+    monkeypatch.setattr(netns, "create", exists_already)
+    with pytest.raises(FileExistsError):
+        run.netns("n1")
+    assert json.loads(run.record.read_text())["namespaces"] == []
+
+
 def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
     (tmp_path / "runs").mkdir()
