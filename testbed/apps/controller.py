@@ -173,8 +173,9 @@ def _folders() -> list[ClusterFolder]:
                          "run this as root") from None
     out = []
     for path in paths:
-        with contextlib.suppress(InvalidName):  # not a folder enilab makes
-            out.append(ClusterFolder(path.name))
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(InvalidName):  # not a folder enilab makes
+                out.append(ClusterFolder(path.name))
     return out
 
 
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidName as err:
         _answer(error=f"--name: {err}")
         return 2
-    if not folder.lock(wait=2.0):  # long enough for a `down` or `clean` that holds it a moment
+    if not folder.lock(wait=2.0) or folder.alive():  # wait long enough for a `down` or `clean` that holds it
         _answer(busy=True, error=f"cluster {args.name} is up already, or coming up; `enilab down --name "
                                  f"{args.name}` first, or pick another --name")
         return 2
