@@ -336,6 +336,7 @@ def test_a_state_folder_that_is_a_symlink_is_refused_and_left_alone(tmp_path):
 def test_after_kill_9_up_down_and_clean_remove_what_the_dead_controller_left(tmp_path, then):
     name, topo = topology(tmp_path)
     up = enilab("up", str(topo))
+    assert up.returncode == 0, up.stderr
     prefix = json.loads(enilab("status", "--name", name, "--json").stdout)["prefix"]
     pid = controller_pid(up.stdout)
     kill_hard(pid)
