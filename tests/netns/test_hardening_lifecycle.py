@@ -221,9 +221,13 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
     run_dir = tmp_path / "run"  # a run folder of our own: --force must not reach other sessions' live runs
     env = {"ENILAB_RUN_DIR": str(run_dir)}
     prefix = f"enl-{uuid.uuid4().hex[:6]}"
+    record = json.dumps({"prefix": prefix, "pid": os.getpid(), "start": _stat(os.getpid())[19],
+                         "namespaces": [f"{prefix}-n1"]})
     (run_dir / "runs").mkdir(parents=True)
-    (run_dir / "runs" / f"{prefix}.json").write_text(json.dumps(
-        {"prefix": prefix, "pid": os.getpid(), "start": _stat(os.getpid())[19], "namespaces": [f"{prefix}-n1"]}))
+    (run_dir / "runs" / f"{prefix}.json").write_text(record)
+    # the same live run in the shared folder too, so that other sessions' cleanups see it and leave it be
+    shared = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    shared.write_text(record)
     for what in ("n1", "n2"):
         netns.create(f"{prefix}-{what}")
     try:
@@ -235,6 +239,7 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
     finally:
         for what in ("n1", "n2"):
             netns.delete(f"{prefix}-{what}")
+        shared.unlink()
 
 
 @pytest.mark.root
