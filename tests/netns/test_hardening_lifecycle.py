@@ -339,22 +339,23 @@ def test_a_state_folder_that_is_a_symlink_is_refused_and_left_alone(tmp_path):
 @pytest.mark.root
 @pytest.mark.parametrize("then", ["up", "down", "clean"])
 def test_after_kill_9_up_down_and_clean_remove_what_the_dead_controller_left(tmp_path, then):
+    env = {"ENILAB_CLUSTERS_DIR": str(tmp_path / "clusters")}  # a clean elsewhere would take our dead cluster
     name, topo = topology(tmp_path)
-    up = enilab("up", str(topo))
+    up = enilab("up", str(topo), env=env)
     assert up.returncode == 0, up.stderr
-    prefix = json.loads(enilab("status", "--name", name, "--json").stdout)["prefix"]
+    prefix = json.loads(enilab("status", "--name", name, "--json", env=env).stdout)["prefix"]
     pid = controller_pid(up.stdout)
     kill_hard(pid)
-    status = enilab("status", "--name", name)
+    status = enilab("status", "--name", name, env=env)
     assert status.returncode == 2 and "died" in status.stderr and "Traceback" not in status.stderr
-    out = enilab(then, *([str(topo)] if then == "up" else [] if then == "clean" else ["--name", name]))
+    out = enilab(then, *([str(topo)] if then == "up" else [] if then == "clean" else ["--name", name]), env=env)
     assert out.returncode == 0, out.stderr
     assert f"its controller (pid {pid}) had died" in out.stdout
     assert not mine(prefix) and not (runs.RUN_DIR / "runs" / f"{prefix}.json").exists()
     if then == "up":
         assert controllers_named(name) == [controller_pid(out.stdout)] != [pid]
-        assert enilab("down", "--name", name).returncode == 0
-    assert not (runs.RUN_DIR / "clusters" / name).exists()
+        assert enilab("down", "--name", name, env=env).returncode == 0
+    assert not (tmp_path / "clusters" / name).exists()
 
 
 FAKE_CONTROLLER = textwrap.dedent("""
