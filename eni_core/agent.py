@@ -21,6 +21,7 @@ from eni_core.clock import WallClock
 from eni_core.datastore import Attachment, Datastore, FileCheckpoint
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
+from eni_core.names import InvalidName, dns_label
 from eni_core.routing import HOST_INDEX_BASE
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
@@ -168,9 +169,17 @@ class NodeAgent:
                 self.settle()
 
 
+def _node_name(value: str) -> str:
+    """A node name, which becomes the checkpoint's file name: a DNS label, or a usage error (exit 2)."""
+    try:
+        return dns_label(value)
+    except InvalidName as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="enilab-agent", description="a node's ipamd as a daemon")
-    p.add_argument("--node", required=True)
+    p.add_argument("--node", required=True, type=_node_name)
     p.add_argument("--vpc", help="the cloud endpoint's unix socket (--cloud rpc)")
     p.add_argument("--cloud", choices=["rpc", "tencent"], default="rpc",
                    help="rpc: enilab's VPC on the --vpc socket; tencent: the Tencent Cloud VPC API through the "

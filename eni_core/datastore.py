@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
 from eni_core.model import Eni
+from eni_core.private import private_dir, write_atomic
 
 __all__ = ["Allocation", "Attachment", "Datastore", "FileCheckpoint", "MemoryCheckpoint", "attachment_key"]
 
@@ -82,7 +82,8 @@ class MemoryCheckpoint:
 
 
 class FileCheckpoint:
-    """A JSON file replaced atomically: write a temp file beside it, fsync, rename, fsync the folder."""
+    """A JSON file replaced atomically (temp file beside it, fsync, rename, fsync the folder), in a private
+    folder (0700) as a private file (0600)."""
 
     persistent = True
 
@@ -90,22 +91,8 @@ class FileCheckpoint:
         self.path = Path(path)
 
     def save(self, data: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        private_dir(self.path.parent)
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")))
 
     def load(self) -> dict | None:
         try:

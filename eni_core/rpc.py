@@ -5,7 +5,8 @@ between `enilab` and a cluster's controller. A request is `{"jsonrpc": "2.0", "i
 "params": {...}}`; an answer `{"jsonrpc": "2.0", "id": N, "result": R}` or
 `{"jsonrpc": "2.0", "id": N, "error": {"code": C, "message": S, "data": {"type": T}}}`. Codes below 0
 are the specification's; the positive ones are enilab's (`REFUSED`, `NO_FREE_IP`, `VPC_ERROR`). An
-exception says its own code with an `rpc_code` attribute; `data.type` names its class.
+exception says its own code with an `rpc_code` attribute; `data.type` names its class. A socket is 0600
+whatever the umask: only its owner may call.
 
 Examples
 --------
@@ -27,9 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eni_core.private import FILE_MODE
+
 __all__ = [
     "INTERNAL_ERROR", "INVALID_PARAMS", "INVALID_REQUEST", "METHOD_NOT_FOUND", "NO_FREE_IP", "PARSE_ERROR",
-    "REFUSED", "VPC_ERROR", "MethodNotFound", "RemoteError", "RpcClient", "RpcServer", "error_object",
+    "REFUSED", "VPC_ERROR", "MethodNotFound", "NoAnswer", "RemoteError", "RpcClient", "RpcServer",
+    "Unreachable", "error_object",
 ]
 
 Handler = Callable[[str, dict[str, Any]], Any]
@@ -97,6 +101,14 @@ def _answer(line: bytes, handler: Handler) -> dict[str, Any]:
         return {"jsonrpc": "2.0", "id": ident, "error": error_object(err)}
 
 
+class Unreachable(ConnectionError):
+    """The server is not there, or went away before it answered (its process was killed, say)."""
+
+
+class NoAnswer(TimeoutError):
+    """The server took longer than the client's timeout to answer."""
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -122,6 +134,7 @@ class RpcServer:
                     return  # the client went away (a killed agent, say): nothing to answer
 
         self._server = _Server(str(self.path), _Conn)
+        os.chmod(self.path, FILE_MODE)  # bind() made it 0777 minus the umask, which may be 000
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"rpc:{self.path.name}", daemon=True)
 
     def start(self) -> RpcServer:
@@ -129,17 +142,21 @@ class RpcServer:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if it never started
+            self._server.shutdown()
         self._server.server_close()
         self.path.unlink(missing_ok=True)
 
 
 class RpcClient:
-    """A connection to an `RpcServer`; reconnects once if the server restarted."""
+    """A connection to an `RpcServer`; reconnects once if the server restarted. When the server cannot be
+    reached or goes away before answering, `call` raises `Unreachable` naming `peer`; when it does not
+    answer in `timeout` seconds, `NoAnswer`."""
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0, peer: str | None = None) -> None:
         self.path = str(path)
         self.timeout = timeout
+        self.peer = peer or f"the server at {self.path}"
         self._sock: socket.socket | None = None
         self._file = None
         self._lock = threading.Lock()
@@ -148,27 +165,38 @@ class RpcClient:
     def _connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
-        sock.connect(self.path)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
         self._sock, self._file = sock, sock.makefile("rwb")
 
     def call(self, method: str, **params: Any) -> Any:
         ident = next(self._ids)
         line = json.dumps({"jsonrpc": "2.0", "id": ident, "method": method, "params": params}).encode() + b"\n"
         with self._lock:
+            sent = False  # once the request may have reached the server, a failure is "went away", not "cannot reach"
             for attempt in (1, 2):
                 try:
                     if self._sock is None:
                         self._connect()
                     self._file.write(line)
                     self._file.flush()
+                    sent = True
                     reply = self._file.readline()
                     if not reply:
-                        raise ConnectionResetError("the server closed the connection")
+                        raise ConnectionResetError("the connection closed")
                     break
-                except (ConnectionError, BrokenPipeError):
+                except TimeoutError:
+                    self.close()
+                    raise NoAnswer(f"{self.peer} did not answer in {self.timeout:g} s") from None
+                except OSError as err:
                     self.close()
                     if attempt == 2:
-                        raise
+                        why = err.strerror or str(err)
+                        raise Unreachable(f"{self.peer} went away before answering ({why})" if sent
+                                          else f"cannot reach {self.peer} ({why})") from None
         answer = json.loads(reply)
         if "error" in answer:
             raise RemoteError.from_object(answer["error"])

@@ -93,7 +93,7 @@ def _run_block(block: Block, path: Path, cwd: Path, env: dict[str, str], started
 
 
 def _prefixes() -> set[str]:
-    return {m.group(1) for m in map(runs.PREFIX_RE.match, netns.list_names()) if m}
+    return {m.group(0) for m in map(runs.PREFIX_RE.match, netns.list_names()) if m}
 
 
 def _tidy(cwd: Path, env: dict[str, str], started: list[int], before: set[str]) -> list[str]:
@@ -108,16 +108,16 @@ def _tidy(cwd: Path, env: dict[str, str], started: list[int], before: set[str]) 
         if name.startswith("cni-demo-") and any(name.endswith(f"-{pid}") for pid in started):
             netns.delete(name)
             leaked.append(name)
-    dead = _prefixes() - before - set(runs.live_runs())
+    def dead_runs() -> dict[str, runs.Run]:
+        found = {p: runs.Run.load(p) for p in _prefixes() - before}
+        return {p: run for p, run in found.items() if run is not None and not runs.owner_alive(run.info)}
+
+    dead = dead_runs()
     if dead:  # another process's run may be half-way through its own teardown: give it a moment
         time.sleep(2)
-        dead &= _prefixes() - set(runs.live_runs())
-    for prefix in sorted(dead):
-        run = runs.Run(prefix)
-        for name in run.namespaces():
-            netns.delete(name)
-            leaked.append(name)
-        run.unregister()
+        dead = {p: run for p, run in dead_runs().items() if p in dead}
+    for _, run in sorted(dead.items()):
+        leaked += run.remove()
     return leaked
 
 

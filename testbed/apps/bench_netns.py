@@ -71,7 +71,7 @@ def _naive(pods: int) -> tuple[float, float]:
     """The Mininet way: one `ip` process per operation, the same per-pod operations as enilab's.
     Returns (ms per pod, teardown seconds)."""
     run = Run.new()
-    fab, node = run.name("fabric"), run.name("n1")
+    fab, node = run.reserve("fabric"), run.reserve("n1")
 
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -87,7 +87,7 @@ def _naive(pods: int) -> tuple[float, float]:
         ip("-n", node, "route", "add", "default", "via", "10.9.0.1", "dev", "eth1", "onlink", "table", "2003")
         start = time.perf_counter()
         for i in range(pods):
-            pod, veth, addr = run.name(f"p{i}"), f"veth{i}", f"10.9.{i // 250}.{i % 250 + 2}"
+            pod, veth, addr = run.reserve(f"p{i}"), f"veth{i}", f"10.9.{i // 250}.{i % 250 + 2}"
             ip("netns", "add", pod)
             ip("-n", node, "link", "add", veth, "index", str(64 + i), "address", "02:00:00:00:01:01", "type", "veth",
                "peer", "name", "eth0", "netns", pod)
@@ -110,9 +110,7 @@ def _naive(pods: int) -> tuple[float, float]:
             ip("netns", "del", name)
         return per_pod, time.perf_counter() - start
     finally:
-        for name in run.namespaces():
-            netns.delete(name)
-        run.unregister()
+        run.remove()
 
 
 def bench_bringup(nodes: int = 10, pods_per_node: int = 50, baseline_pods: int = 40) -> dict[str, Any]:
@@ -204,13 +202,11 @@ def bench_cni(adds: int = 300, exec_adds: int = 40) -> dict[str, Any]:
     ref_conf = json.dumps({"cniVersion": "1.0.0", "name": "bench-ref", "type": "ptp", "ipMasq": False,
                            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
                                     "dataDir": str(folder / "host-local")}}).encode()
-    host = backend.run.name("host")
-    netns.create(host)
+    host = backend.run.netns("host")
     made: list[str] = [host]
 
     def new_netns(what: str) -> str:
-        name = backend.run.name(what)
-        netns.create(name)
+        name = backend.run.netns(what)
         made.append(name)
         return str(netns.path(name))
 

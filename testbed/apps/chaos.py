@@ -155,8 +155,7 @@ class ProcessCluster:
 
     def add_pod(self, node: str) -> str | None:
         self.seq += 1
-        name, ns = f"pod-{self.seq}", self.backend.run.name(f"p{self.seq}")
-        netns.create(ns)
+        name, ns = f"pod-{self.seq}", self.backend.run.netns(f"p{self.seq}")
         try:
             result = self._cni("ADD", node, name, ns)
         except (CniError, OSError, RuntimeError):

@@ -136,51 +136,66 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     _need_root("clean")
+    from testbed.apps.controller import clean_clusters
     from testbed.world import runs
 
-    removed = runs.clean(force=args.force)
+    clusters = clean_clusters()
+    report = runs.clean(force=args.force)
     if args.json:
-        print(json.dumps({"removed": removed}))
-    elif removed:
-        for prefix, names in removed.items():
-            print(f"removed run {prefix}: {len(names)} namespaces")
-    else:
+        print(json.dumps({"removed": report.removed, "clusters": clusters, "skipped": report.skipped}))
+        return 0
+    for note in clusters.values():
+        print(note)
+    for prefix, names in report.removed.items():
+        print(f"removed run {prefix}: {len(names)} namespaces")
+    for record in report.skipped:
+        print(f"left {runs.RUN_DIR / 'runs' / record} alone: not a run record this enilab can read")
+    if not (clusters or report.removed or report.skipped):
         print("nothing to clean")
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     import subprocess
-    import time
 
-    from testbed.apps.controller import cluster_dir, list_clusters
+    from eni_core.names import InvalidName
+    from testbed.apps.controller import ClusterFolder
     from testbed.apps.runner import check_supported
     from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
     backend = args.backend or scenario.backend or "netns"
     check_supported(scenario, backend)
-    _need_root("up")
     name = args.name or scenario.name
-    if name in list_clusters():
-        raise UsageError(f"cluster {name!r} is up already; `enilab down --name {name}` first, or pick --name")
-    folder = cluster_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / "controller.log", "ab")  # noqa: SIM115 - handed to the daemon
+    try:
+        folder = ClusterFolder(name)  # the name becomes a folder's: only a DNS label will do
+    except InvalidName as err:
+        raise UsageError(f"--name: {err}" if args.name else
+                         f"the topology's name: {err}; pick a cluster name with --name") from None
+    _need_root("up")
+    if folder.alive():
+        raise UsageError(f"cluster {name} is up already (controller pid {folder.owner()['pid']}); "
+                         f"`enilab down --name {name}` first, or pick another --name")
+    # the controller takes the cluster's lock (of two at once, one wins) and answers with one line
     proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", str(args.topology), "--name", name,
                              "--backend", backend],
-                            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     line = proc.stdout.readline().decode()
     proc.stdout.close()
-    answer = json.loads(line) if line.strip() else {"error": "the controller exited without a word; see "
-                                                             f"{folder / 'controller.log'}"}
+    if not line.strip():
+        last = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        proc.wait(10)
+        raise UsageError(f"cluster {name} did not come up: its controller exited without a word"
+                         + (f" ({last[-1][:200]})" if last else ""))
+    proc.stderr.close()  # the controller writes to its log from now on
+    answer = json.loads(line)
     if "error" in answer:
         proc.wait(10)
-        raise UsageError(f"cluster {name!r} did not come up: {answer['error']}")
-    for _ in range(100):
-        if name in list_clusters():
-            break
-        time.sleep(0.05)
+        why = answer["error"]
+        raise UsageError(why if answer.get("busy") else f"cluster {name} did not come up: {why}")
+    if answer.get("reclaimed"):
+        print(answer["reclaimed"])
     print(f"cluster {name} is up (controller pid {proc.pid}); `enilab status`, `enilab pods add`, `enilab down`")
     return 0
 
@@ -436,16 +451,29 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
-    from testbed.apps.controller import cluster_dir, connect
+    from testbed.apps.controller import connect, pick
+    from testbed.world.runs import owner_alive
 
-    name, client = connect(args.name)
+    folder = pick(args.name)
+    owner = folder.owner() or {}
+    if not owner_alive(owner):  # its controller died: remove what it left, under the cluster's lock
+        _need_root("down")
+        if not folder.lock():
+            raise UsageError(f"cluster {folder.name} is busy (a controller of that name is coming up); try again")
+        note = folder.reclaim()
+        folder.release()
+        print(f"{note}; it is down" if note else f"cluster {folder.name} is down")
+        return 0
+    name, client = connect(folder.name)
     client.call("down")
-    for _ in range(200):
-        if not cluster_dir(name).exists():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not owner_alive(owner):  # its process is gone, and with it the lock
             print(f"cluster {name} is down")
             return 0
         time.sleep(0.05)
-    raise UsageError(f"cluster {name} did not stop in 10 s; `enilab clean --force` removes its namespaces")
+    raise UsageError(f"cluster {name}'s controller (pid {owner['pid']}) did not stop in 60 s; `kill "
+                     f"{owner['pid']}`, then `enilab down --name {name}` removes what it left")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -611,8 +639,11 @@ def build_parser() -> argparse.ArgumentParser:
     dn = sub.add_parser("down", help="tear the running cluster down")
     dn.add_argument("--name")
     dn.set_defaults(func=cmd_down)
-    cl = sub.add_parser("clean", help="remove leftovers of crashed runs (only enilab's, only dead runs')")
-    cl.add_argument("--force", action="store_true", help="also remove live runs' namespaces")
+    cl = sub.add_parser("clean", help="remove what dead enilab runs left: the namespaces their run records list, "
+                                      "dead controllers' folders; nothing else")
+    cl.add_argument("--force", action="store_true",
+                    help="also the recorded namespaces of runs whose owner is alive (a hung run); still only "
+                         "namespaces a run record lists, and never a live controller's folder")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_clean)
 
@@ -661,7 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from eni_core.rpc import RemoteError
+    from eni_core.private import NotPrivate
+    from eni_core.rpc import NoAnswer, RemoteError, Unreachable
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -670,9 +702,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except UserError as err:
+    except (UserError, NotPrivate) as err:
         print(f"enilab: error: {err}", file=sys.stderr)
         return 2
+    except Unreachable as err:  # the controller died under us: one line, no traceback
+        print(f"enilab: error: {err}; if it died, `enilab down` removes what it left", file=sys.stderr)
+        return 1
+    except NoAnswer as err:
+        print(f"enilab: error: {err}", file=sys.stderr)
+        return 1
     except RemoteError as err:  # the controller refused: a user's mistake, or its own failure
         if err.refused:
             print(f"enilab: error: {err.message}", file=sys.stderr)

@@ -1,10 +1,21 @@
 """The controller of a long-lived cluster (`enilab up`): holds the cluster on the netns backend, moves
 its clock with the wall clock, and serves a control socket plus one node-agent socket per node (for
 `enilab-cni`). Other `enilab` commands, in other processes, find it through its folder under /run/enilab.
+
+A cluster's folder, `/run/enilab/clusters/<name>` (0700, the name a DNS label), holds:
+- `lock`: the controller holds an exclusive flock on it for its whole life, so of two controllers of
+  one name exactly one runs, and whoever takes the lock knows that no controller of that name is alive;
+- `owner.json` (0600): the controller's pid and process start time, its run's prefix (which names its
+  namespaces in the run record) and the files it made here; a command that finds the owner dead and
+  takes the lock removes exactly those (and the run's namespaces), with one message;
+- `control.sock`, `<node>.sock` (0600) and `controller.log` (0600).
+The controller deletes only the files it made, by name, and the folder only when nothing else is in it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -14,83 +25,268 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eni_core.names import InvalidName, dns_label
+from eni_core.private import open_private, private_dir, write_atomic
 from eni_core.rpc import RpcClient, RpcServer
-from testbed.world.runs import RUN_DIR
+from testbed.world import runs
 
-__all__ = ["Controller", "cluster_dir", "connect", "list_clusters", "make_backend"]
+__all__ = ["ClusterFolder", "Controller", "clean_clusters", "cluster_dir", "connect", "list_clusters",
+           "make_backend", "pick"]
 
 # ENILAB_CLUSTERS_DIR gives a private registry of clusters (the documentation's tests bring up clusters named
 # like a newcomer's without meeting anyone else's); run records stay shared so cleanup sees every live run.
-CLUSTERS = Path(os.environ.get("ENILAB_CLUSTERS_DIR") or RUN_DIR / "clusters")
+CLUSTERS = Path(os.environ.get("ENILAB_CLUSTERS_DIR") or runs.RUN_DIR / "clusters")
+LOCK, OWNER, CONTROL, LOG = "lock", "owner.json", "control.sock", "controller.log"
 
 
 def cluster_dir(name: str) -> Path:
-    return CLUSTERS / name
+    """The folder of the cluster `name`; `InvalidName` unless the name is a DNS label."""
+    return CLUSTERS / dns_label(name)
 
 
-def list_clusters() -> list[str]:
-    return sorted(p.name for p in CLUSTERS.glob("*") if (p / "control.sock").exists())
+def agent_socket_name(node: str) -> str:
+    """The file name of a node agent's socket; `InvalidName` unless the node name is a DNS label."""
+    return f"{dns_label(node)}.sock"
+
+
+def _made_by_a_controller(file: object) -> bool:
+    """Whether an owner record may name this file: only names a controller makes, never a path."""
+    if file in (CONTROL, LOG):
+        return True
+    if not isinstance(file, str) or not file.endswith(".sock"):
+        return False
+    try:
+        return agent_socket_name(file.removesuffix(".sock")) == file
+    except InvalidName:
+        return False
+
+
+class ClusterFolder:
+    """One cluster's folder: its lock, its owner record, and the files its controller made there."""
+
+    def __init__(self, name: str) -> None:
+        self.path = cluster_dir(name)
+        self.name = name
+        self.files: list[str] = []
+        self.prefix: str | None = None
+        self._fd: int | None = None
+
+    # -- who owns it --------------------------------------------------------------------------------
+    def owner(self) -> dict[str, Any] | None:
+        """The owner record, or None if there is none (or it cannot be read)."""
+        try:
+            record = json.loads((self.path / OWNER).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def alive(self) -> bool:
+        owner = self.owner()
+        return owner is not None and runs.owner_alive(owner)
+
+    def lock(self, wait: float = 0.0) -> bool:
+        """Take the folder's exclusive lock (making the folder if needed), waiting up to `wait` seconds;
+        False if another process holds it. Held until `release` or this process's end."""
+        deadline = time.monotonic() + wait
+        while True:
+            private_dir(CLUSTERS)
+            private_dir(self.path)
+            try:
+                fd = open_private(self.path / LOCK, os.O_RDWR | os.O_CREAT)
+            except FileNotFoundError:  # the folder went away (its controller just stopped): make it again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+                continue
+            # the holder may have removed the file between our open and our lock: then lock the new one
+            try:
+                same = os.stat(self.path / LOCK).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return True
+            os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file and, if nothing else is left in it, the folder; then let the lock go."""
+        (self.path / LOCK).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: someone put a file here; it stays, and so does the folder
+            self.path.rmdir()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- what it holds ------------------------------------------------------------------------------
+    def claim(self, prefix: str | None = None) -> None:
+        """Write this process as the owner (with the lock held), with its run's prefix once it has one."""
+        self.prefix = prefix
+        self._save()
+
+    def _save(self) -> None:
+        write_atomic(self.path / OWNER, json.dumps({**runs.this_process(), "prefix": self.prefix, "files": self.files}))
+
+    def add(self, file: str) -> Path:
+        """Record a file this controller is about to make here; its path."""
+        if not _made_by_a_controller(file):
+            raise ValueError(f"{file!r} is not a file a controller makes")
+        if file not in self.files:
+            self.files.append(file)
+            self._save()
+        return self.path / file
+
+    def remove_files(self, files: list[str]) -> None:
+        """Delete these files (names a controller makes) and the owner record; nothing else."""
+        for file in files:
+            if _made_by_a_controller(file):
+                (self.path / file).unlink(missing_ok=True)
+        (self.path / OWNER).unlink(missing_ok=True)
+
+    def reclaim(self) -> str | None:
+        """With the lock held: remove what a dead controller left here (its run's namespaces and the files it
+        recorded). A sentence saying what was removed, or None if no controller had been here."""
+        owner = self.owner()
+        if owner is None:
+            return None
+        prefix = owner.get("prefix")
+        run = runs.Run.load(prefix) if isinstance(prefix, str) else None
+        gone = run.remove() if run is not None else []
+        files = owner.get("files") if isinstance(owner.get("files"), list) else []
+        self.remove_files(files)
+        return (f"cluster {self.name}: its controller (pid {owner.get('pid')}) had died; removed the "
+                f"{len(gone)} namespaces and {len(files)} files it left")
+
+
+def _folders() -> list[ClusterFolder]:
+    from testbed.errors import UsageError
+
+    try:
+        paths = sorted(CLUSTERS.iterdir())
+    except FileNotFoundError:
+        return []
+    except PermissionError:
+        raise UsageError(f"clusters are kept in {CLUSTERS}, which only their owner (root) may read; "
+                         "run this as root") from None
+    out = []
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(InvalidName):  # not a folder enilab makes
+                out.append(ClusterFolder(path.name))
+    return out
+
+
+def list_clusters() -> dict[str, bool]:
+    """Every cluster with an owner record: name -> whether its controller is alive."""
+    return {f.name: f.alive() for f in _folders() if f.owner() is not None}
+
+
+def clean_clusters() -> dict[str, str]:
+    """Remove what dead controllers left (their namespaces, the files they recorded, their folders when
+    empty); never a live controller's. Name -> what was removed."""
+    out = {}
+    for folder in _folders():
+        if not folder.alive() and folder.lock():  # the lock: no controller of that name is coming up now
+            note = folder.reclaim()
+            folder.release()
+            if note:
+                out[folder.name] = note
+    return out
+
+
+def _dead(folder: ClusterFolder) -> str:
+    pid = (folder.owner() or {}).get("pid")
+    return (f"cluster {folder.name} is not running: its controller (pid {pid}) died; "
+            f"`enilab down --name {folder.name}` removes what it left")
+
+
+def pick(name: str | None) -> ClusterFolder:
+    """The named cluster's folder (validated), or the only cluster's; `UsageError` if there is none."""
+    from testbed.errors import UsageError
+
+    if name is not None:
+        try:
+            folder = ClusterFolder(name)
+        except InvalidName as err:
+            raise UsageError(f"--name: {err}") from None
+        if folder.owner() is None:
+            up = [n for n, alive in list_clusters().items() if alive]
+            raise UsageError(f"no cluster named {name!r} is up; up: {', '.join(up) or 'none'}")
+        return folder
+    clusters = list_clusters()
+    if not clusters:
+        raise UsageError("no cluster is up; start one with `enilab up TOPOLOGY`")
+    live = [n for n, alive in clusters.items() if alive]
+    if len(clusters) > 1 and len(live) != 1:
+        raise UsageError(f"there are several clusters ({', '.join(clusters)}); pick one with --name")
+    return ClusterFolder(live[0] if live else next(iter(clusters)))
 
 
 def connect(name: str | None) -> tuple[str, RpcClient]:
     """The control client of the named cluster, or of the only one that is up."""
     from testbed.errors import UsageError
 
-    names = list_clusters()
-    if name is None:
-        if not names:
-            raise UsageError("no cluster is up; start one with `enilab up TOPOLOGY`")
-        if len(names) > 1:
-            raise UsageError(f"several clusters are up ({', '.join(names)}); pick one with --name")
-        name = names[0]
-    elif name not in names:
-        raise UsageError(f"no cluster named {name!r} is up; up: {', '.join(names) or 'none'}")
-    client = RpcClient(cluster_dir(name) / "control.sock", timeout=120)
+    folder = pick(name)
+    if not folder.alive():
+        raise UsageError(_dead(folder))
+    client = RpcClient(folder.path / CONTROL, timeout=120, peer=f"cluster {folder.name}'s controller")
     try:
         client.call("ping")
     except OSError:
-        raise UsageError(f"cluster {name!r} does not answer (its controller died?); run `enilab clean`") from None
-    return name, client
+        pid = (folder.owner() or {}).get("pid")
+        raise UsageError(f"cluster {folder.name}'s controller (pid {pid}) runs but does not answer; "
+                         f"stop it (`kill {pid}`), then `enilab down --name {folder.name}`") from None
+    return folder.name, client
 
 
-def make_backend(name: str):
+def make_backend(name: str, run: runs.Run):
     """The data-plane backend of a long-lived cluster: real namespaces, or pods as real containers."""
     if name == "containers":
         from testbed.world.backends.containers import ContainersBackend
 
-        return ContainersBackend()
+        return ContainersBackend(run)
     from testbed.world.backends.netns import NetnsBackend
 
-    return NetnsBackend()
+    return NetnsBackend(run)
 
 
 class Controller:
-    def __init__(self, topology: str, name: str, backend: str | None = None) -> None:
+    def __init__(self, topology: str, folder: ClusterFolder, backend: str | None = None) -> None:
         from testbed.apps.runner import apply_step
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario
 
-        self.name = name
-        self.dir = cluster_dir(name)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = folder.name
+        self.folder = folder
         scenario = load_scenario(topology)
-        self.backend = make_backend(backend or scenario.backend or "netns")
+        for node in scenario.cluster.nodes:
+            agent_socket_name(node.name)  # a node's name becomes a socket's: refuse a bad one before anything
+        self.backend = make_backend(backend or scenario.backend or "netns", runs.Run.new(cluster=self.name))
+        folder.claim(self.backend.run.prefix)
         self.lock = self.backend.lock
-        self.cluster = Cluster(scenario.cluster, backend=self.backend)
-        self.started = time.monotonic()
-        with self.lock:
-            for step in scenario.steps:
-                apply_step(self.cluster, step)
-            self.cluster.sync_dataplane()
+        try:
+            self.cluster = Cluster(scenario.cluster, backend=self.backend)
+            self.started = time.monotonic()
+            with self.lock:
+                for step in scenario.steps:
+                    apply_step(self.cluster, step)
+                self.cluster.sync_dataplane()
+        except BaseException:
+            self.backend.close()
+            raise
         self.agents: dict[str, RpcServer] = {}
         self.stop = threading.Event()
-        self.server = RpcServer(self.dir / "control.sock", self.handle)
+        self.server = RpcServer(folder.add(CONTROL), self.handle)
 
     def _serve_agents(self) -> None:
         for node in list(self.cluster.nodes):
             if node not in self.agents:
                 agent = self.backend.agent_for(node)
-                self.agents[node] = RpcServer(self.dir / f"{node}.sock", agent.handle).start()
+                self.agents[node] = RpcServer(self.folder.add(agent_socket_name(node)), agent.handle).start()
         for node in [n for n in self.agents if n not in self.cluster.nodes]:
             self.agents.pop(node).close()
 
@@ -106,7 +302,7 @@ class Controller:
             if method == "state":
                 return {"name": self.name, "backend": self.backend.name, "t": seconds(c.clock.now()),
                         "prefix": self.backend.run.prefix,
-                        "agents": {n: str(self.dir / f"{n}.sock") for n in self.agents}, "state": c.state()}
+                        "agents": {n: str(s.path) for n, s in self.agents.items()}, "state": c.state()}
             if method == "pods_add":
                 names = params.get("names") or None
                 pods = c.create_pods(params.get("count") or len(names or []), params.get("node"), names)
@@ -165,7 +361,6 @@ class Controller:
     def serve(self) -> None:
         self._serve_agents()
         self.server.start()
-        (self.dir / "controller.pid").write_text(str(os.getpid()))
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         while not self.stop.wait(0.5):
             with self.lock:
@@ -179,23 +374,46 @@ class Controller:
             server.close()
         with self.lock:
             self.cluster.close()
-        for f in self.dir.glob("*"):
-            f.unlink(missing_ok=True)
-        self.dir.rmdir()
+        self.folder.remove_files(self.folder.files)
+        self.folder.release()
+
+
+def _answer(**what: Any) -> None:
+    print(json.dumps(what), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a controller; its first line on stdout is `{"ready": NAME}` (with `"reclaimed"` when it removed
+    a dead controller's leftovers first) or `{"error": MESSAGE}` (exit 2; `"busy": true` when another
+    controller of that name holds the lock)."""
     p = argparse.ArgumentParser(prog="enilab-controller")
     p.add_argument("topology")
     p.add_argument("--name", required=True)
     p.add_argument("--backend", choices=["netns", "containers"])
     args = p.parse_args(argv)
     try:
-        controller = Controller(args.topology, args.name, args.backend)
-    except Exception as err:  # reported to `enilab up`, which waits on our output
-        print(json.dumps({"error": f"{type(err).__name__}: {err}"}), flush=True)
+        folder = ClusterFolder(args.name)
+    except InvalidName as err:
+        _answer(error=f"--name: {err}")
         return 2
-    print(json.dumps({"ready": args.name}), flush=True)
+    if not folder.lock(wait=2.0) or folder.alive():  # wait long enough for a `down` or `clean` that holds it
+        _answer(busy=True, error=f"cluster {args.name} is up already, or coming up; `enilab down --name "
+                                 f"{args.name}` first, or pick another --name")
+        return 2
+    reclaimed = folder.reclaim()
+    folder.claim()
+    log = open_private(folder.add(LOG))
+    os.dup2(log, sys.stderr.fileno())  # from here on, the log; what came before reached `enilab up` on its pipe
+    os.close(log)
+    try:
+        controller = Controller(args.topology, folder, args.backend)
+    except Exception as err:  # reported to `enilab up`, which waits on our output
+        _answer(error=f"{type(err).__name__}: {err}")
+        folder.remove_files(folder.files)
+        folder.release()
+        return 2
+    _answer(ready=args.name, **({"reclaimed": reclaimed} if reclaimed else {}))
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # `enilab up` stops reading after that line
     controller.serve()
     return 0
 

@@ -121,7 +121,7 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     finally:
         if keep:
             if cluster.backend.run is not None:
-                cluster.backend.run.unregister()
+                cluster.backend.keep()
         else:
             cluster.close()
 

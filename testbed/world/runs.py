@@ -1,128 +1,196 @@
-"""Run names and the registry of live runs, so that cleanup only ever removes enilab's own leftovers.
+"""Run records: what each run created, so that cleanup removes enilab's own leftovers and nothing else.
 
-Every namespace a run makes is named `<prefix>-<what>`, where the prefix is `enl-[<xdist worker>-]<6 hex>`.
-The run registers its prefix with its pid and the pid's start time; `clean` removes the namespaces of
-runs whose owner is gone (and, with force, of every enilab run) and never a name outside that pattern.
+A run names every namespace it makes `<prefix>-<what>` (the prefix is `enl-[<xdist worker>-]<6 hex>`) and
+lists the name in its record, `/run/enilab/runs/<prefix>.json`, *before* it makes the namespace. The
+record also holds the owner's pid and that process's start time, so a reused pid is never taken for the
+owner. `clean` deletes, of the namespaces a record lists, those that still exist, once the record's owner
+is dead (with `force`, a live owner's too). A namespace no record lists is never touched, whatever its
+name: a prefix match alone is not enough.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from eni_core import netns
+from eni_core.private import private_dir, write_atomic
 
-__all__ = ["PREFIX_RE", "Run", "clean", "leftover_prefixes", "live_runs", "runs_of"]
+__all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
+           "state_dir", "this_process"]
 
 RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
-PREFIX_RE = re.compile(r"^(enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6})-[A-Za-z0-9_.-]+$")
+PREFIX_RE = re.compile(r"enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6}")
 
 
-def _start_time(pid: int) -> str | None:
+def state_dir(*parts: str) -> Path:
+    """A folder under the run directory, private (0700) like the run directory itself; made if missing."""
+    private_dir(RUN_DIR)
+    return private_dir(RUN_DIR.joinpath(*parts)) if parts else RUN_DIR
+
+
+def process_start(pid: int) -> str | None:
+    """A process's start time (field 22 of /proc/PID/stat, clock ticks after boot); None if there is none,
+    or if it has exited and waits to be reaped (a zombie: a killed daemon whose parent is gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
-@dataclass(frozen=True)
+def this_process() -> dict[str, Any]:
+    """This process as a record names its owner: pid and start time."""
+    return {"pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def owner_alive(record: Mapping[str, Any]) -> bool:
+    """Whether the process a record names (pid and start time, see `this_process`) still runs."""
+    pid = record.get("pid")
+    return isinstance(pid, int) and pid > 0 and process_start(pid) is not None \
+        and process_start(pid) == record.get("start")
+
+
 class Run:
-    prefix: str
+    """One run's prefix and record: the namespaces it made (or is about to make) and who owns it."""
+
+    def __init__(self, prefix: str, namespaces: list[str] | None = None, **info: Any) -> None:
+        if not PREFIX_RE.fullmatch(prefix):
+            raise ValueError(f"{prefix!r} is not a run prefix (enl-[worker-]<6 hex>)")
+        self.prefix = prefix
+        self.info = info
+        self._names = list(namespaces or [])
+        self._lock = threading.Lock()
 
     @classmethod
-    def new(cls) -> Run:
+    def new(cls, **info: Any) -> Run:
+        """A new run owned by this process, its record written before anything is made."""
         worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "").lower())[:8]
         prefix = f"enl-{worker + '-' if worker else ''}{secrets.token_hex(3)}"
-        run = cls(prefix)
-        run.register()
+        run = cls(prefix, **this_process(), ppid=os.getppid(), **info)
+        run.save()
         CREATED.append(prefix)
         return run
 
+    @classmethod
+    def load(cls, prefix: str) -> Run | None:
+        """The run a record describes; None if there is no readable record of this version. Names in the
+        record that are not under its prefix are dropped: a record cannot point clean at anyone else's."""
+        if not PREFIX_RE.fullmatch(prefix):
+            return None
+        try:
+            record = json.loads((RUN_DIR / "runs" / f"{prefix}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("prefix") != prefix or \
+                not isinstance(record.get("namespaces"), list):
+            return None
+        names = [n for n in record.pop("namespaces") if isinstance(n, str) and n.startswith(prefix + "-")]
+        record.pop("prefix")
+        return cls(prefix, names, **record)
+
     def name(self, what: str) -> str:
         return f"{self.prefix}-{what}"
+
+    def reserve(self, what: str) -> str:
+        """Record the namespace `<prefix>-<what>` before someone makes it (`ip netns add`, say); its name."""
+        name = self.name(what)
+        with self._lock:
+            if name not in self._names:
+                self._names.append(name)
+                self._save()
+        return name
+
+    def netns(self, what: str) -> str:
+        """Make the namespace `<prefix>-<what>`, recorded first; its name. If it cannot be made (one of that
+        name exists already, say), the record forgets it again: it is not this run's."""
+        name = self.reserve(what)
+        try:
+            netns.create(name)
+        except BaseException:
+            with self._lock:
+                self._names.remove(name)
+                self._save()
+            raise
+        return name
+
+    def update(self, **info: Any) -> None:
+        """Add facts to the record (the containers backend's engine and containers, say) and save it."""
+        with self._lock:
+            self.info.update(info)
+            self._save()
 
     @property
     def record(self) -> Path:
         return RUN_DIR / "runs" / f"{self.prefix}.json"
 
-    def register(self, **extra) -> None:
-        self.record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"prefix": self.prefix, "pid": os.getpid(), "ppid": os.getppid(),
-                                   "start": _start_time(os.getpid()), **extra}))
-        os.replace(tmp, self.record)
+    def save(self) -> None:
+        with self._lock:
+            self._save()
+
+    def _save(self) -> None:
+        state_dir("runs")
+        write_atomic(self.record, json.dumps({"prefix": self.prefix, **self.info, "namespaces": self._names}))
 
     def unregister(self) -> None:
         self.record.unlink(missing_ok=True)
 
     def namespaces(self) -> list[str]:
-        return [n for n in netns.list_names() if n.startswith(self.prefix + "-")]
+        """The recorded namespaces that exist now."""
+        with self._lock:
+            names = list(self._names)
+        return [n for n in names if netns.exists(n)]
 
-
-def _alive(record: dict) -> bool:
-    pid = record.get("pid")
-    return isinstance(pid, int) and _start_time(pid) is not None and _start_time(pid) == record.get("start")
+    def remove(self) -> list[str]:
+        """Delete the recorded namespaces that still exist (their links and routes go with them), then the
+        record; the names deleted."""
+        gone = [n for n in self.namespaces() if netns.delete(n)]
+        self.unregister()
+        return gone
 
 
 def runs_of(pid: int) -> set[str]:
     """Prefixes of the runs a process made, itself or through its children (live or dead)."""
-    out = {p for p in CREATED} if pid == os.getpid() else set()
+    out = set(CREATED) if pid == os.getpid() else set()
     for f in (RUN_DIR / "runs").glob("enl-*.json"):
         try:
             record = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if pid in (record.get("pid"), record.get("ppid")):
+        if isinstance(record, dict) and pid in (record.get("pid"), record.get("ppid")):
             out.add(record["prefix"])
     return out
 
 
-def live_runs() -> dict[str, dict]:
-    out = {}
-    for f in (RUN_DIR / "runs").glob("enl-*.json"):
-        try:
-            record = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        if _alive(record):
-            out[record["prefix"]] = record
-    return out
+@dataclass
+class CleanReport:
+    removed: dict[str, list[str]] = field(default_factory=dict)  # run prefix -> the namespaces deleted
+    skipped: list[str] = field(default_factory=list)  # records that could not be read: left as they are
 
 
-def leftover_prefixes(force: bool = False) -> set[str]:
-    """Prefixes of enilab namespaces whose run is gone (all of them with `force`)."""
-    live = set() if force else set(live_runs())
-    found = set()
-    for name in netns.list_names():
-        m = PREFIX_RE.match(name)
-        if m and m.group(1) not in live:
-            found.add(m.group(1))
-    for f in (RUN_DIR / "runs").glob("enl-*.json"):
-        if f.stem not in live:
-            found.add(f.stem)
-    return found
-
-
-def clean(force: bool = False) -> dict[str, list[str]]:
-    """Remove the namespaces (and with them their links and routes) of dead enilab runs."""
-    removed: dict[str, list[str]] = {}
-    for prefix in sorted(leftover_prefixes(force)):
-        run = Run(prefix)
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(run.record.read_text())
-            if record.get("engine"):  # the containers backend: its containers and engine service first
+def clean(force: bool = False) -> CleanReport:
+    """Delete the recorded namespaces of runs whose owner is dead (with `force`, of live runs too), and
+    their records. Nothing a record does not list is touched."""
+    report = CleanReport()
+    folder = RUN_DIR / "runs"
+    if not folder.is_dir():
+        return report
+    for path in sorted(folder.glob("*.json")):
+        run = Run.load(path.stem)
+        if run is None:
+            report.skipped.append(path.name)
+        elif force or not owner_alive(run.info):
+            if run.info.get("engine"):  # the containers backend: its containers and engine service first
                 from testbed.world.engine import purge
 
-                purge(record, prefix)
-        names = run.namespaces()
-        for name in names:
-            netns.delete(name)
-        run.unregister()
-        removed[prefix] = names
-    return removed
+                purge({"prefix": run.prefix, **run.info}, run.prefix)
+            report.removed[run.prefix] = run.remove()
+    return report

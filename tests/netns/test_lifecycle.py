@@ -1,5 +1,5 @@
-"""The lifecycle CLI (up, status, pods, down), `enilab clean` that removes only dead enilab runs, and
-clear refusals without root."""
+"""The lifecycle CLI (up, status, pods, down), `enilab clean` that removes only what dead enilab runs
+recorded, and clear refusals without root. The hostile cases are in test_hardening_lifecycle.py."""
 from __future__ import annotations
 
 import json
@@ -66,13 +66,11 @@ def test_clean_removes_dead_runs_and_nothing_foreign(tmp_path):
                    check=True)
     lookalike = f"enlx-{uuid.uuid4().hex[:6]}-n1"  # almost our pattern, not ours
     netns.create(lookalike)
-    dead = runs.Run(f"enl-{uuid.uuid4().hex[:6]}")
-    (runs.RUN_DIR / "runs").mkdir(parents=True, exist_ok=True)
-    dead.record.write_text(json.dumps({"prefix": dead.prefix, "pid": 999_999_999, "start": "0"}))
+    dead = runs.Run(f"enl-{uuid.uuid4().hex[:6]}", pid=999_999_999, start="0")  # its owner is gone
     for what in ("fabric", "n1", "p1"):
-        netns.create(dead.name(what))
+        dead.netns(what)
     live = runs.Run.new()  # a live run (this process): never touched without --force
-    netns.create(live.name("n1"))
+    live.netns("n1")
     try:
         out = enilab("clean", "--json")
         assert out.returncode == 0, out.stderr

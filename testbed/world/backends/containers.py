@@ -98,7 +98,7 @@ class ContainersBackend(NetnsBackend):
         self._record()
 
     def _record(self) -> None:
-        self.run.register(engine=self.engine.record(), containers=self.created)
+        self.run.update(engine=self.engine.record(), containers=self.created)
 
     # -- what a pod runs -----------------------------------------------------------------------------
     def declare(self, pods: list[str], image: str | None, command: list[str] | None) -> None:
@@ -117,7 +117,8 @@ class ContainersBackend(NetnsBackend):
         if command is None and image == DEFAULT_IMAGE:
             command = HTTPD
         self._pod_seq += 1
-        ns = self.run.name(f"p{self._pod_seq}")  # the container's name too: pod names need not suit the engine
+        # recorded before it is pinned; the container's name too: pod names need not suit the engine
+        ns = self.run.reserve(f"p{self._pod_seq}")
         container = self.engine.client.containers.run(
             image, command, name=ns, hostname=pod, detach=True, network_mode="none",
             environment={"ENILAB_POD": pod}, labels={"enilab.run": self.run.prefix, "enilab.pod": pod})

@@ -44,12 +44,6 @@ def require_root(what: str = "the netns backend") -> None:
         raise NotRoot(f"{what} needs root (network namespaces); run it as root, or use `enilab simulate`")
 
 
-def _remove_run(run: Run) -> None:
-    for name in run.namespaces():
-        netns.delete(name)
-    run.unregister()
-
-
 class _Node:
     def __init__(self, name: str, index: int, ns: str, kernel: NamespaceKernel) -> None:
         self.name, self.index, self.ns, self.kernel = name, index, ns, kernel
@@ -73,12 +67,11 @@ class NetnsBackend:
         self._pod_seq = 0
         self._host_seq = 0
         self._fabric_index = 10
-        self.fabric_ns = self.run.name("fabric")
-        netns.create(self.fabric_ns)
+        self.fabric_ns = self.run.netns("fabric")
         self.fabric = NamespaceKernel(self.fabric_ns)
         self._fabric_fd = os.open(netns.path(self.fabric_ns), os.O_RDONLY)
         # a backend nobody closes (a notebook left running) still cleans up when the interpreter exits
-        self._finalizer = weakref.finalize(self, _remove_run, self.run)
+        self._finalizer = weakref.finalize(self, self.run.remove)
         self.fabric.check([nl.link_set(FABRIC_LO, up=True)])
         self.fabric.write_sysctl("net.ipv4.ip_forward", 1)
         self.fabric.write_sysctl("net.ipv4.conf.all.rp_filter", 0)
@@ -104,8 +97,7 @@ class NetnsBackend:
     def _add_host(self, name: str, ip: IPv4Address, subnet) -> None:
         """A VPC instance that is not a node: a namespace with one interface in its subnet."""
         self._host_seq += 1
-        ns = self.run.name(f"h{self._host_seq}")
-        netns.create(ns)
+        ns = self.run.netns(f"h{self._host_seq}")
         peer = self._fabric_peer()
         mac = f"52:54:fe:00:{(self._host_seq >> 8) & 0xFF:02x}:{self._host_seq & 0xFF:02x}"
         kernel = NamespaceKernel(ns)
@@ -166,8 +158,7 @@ class NetnsBackend:
     # -- nodes ---------------------------------------------------------------------------------------
     def add_node(self, node: str) -> None:
         self._node_seq += 1
-        ns = self.run.name(f"n{self._node_seq}")
-        netns.create(ns)
+        ns = self.run.netns(f"n{self._node_seq}")
         kernel = NamespaceKernel(ns)
         n = _Node(node, self._node_seq, ns, kernel)
         peer = self._fabric_peer()
@@ -249,8 +240,7 @@ class NetnsBackend:
 
     def pod_up(self, node: str, pod: str, alloc: Allocation) -> dict:
         self._pod_seq += 1
-        ns = self.run.name(f"p{self._pod_seq}")
-        netns.create(ns)
+        ns = self.run.netns(f"p{self._pod_seq}")
         try:
             self._cni("ADD", node, pod, ns)
         except BaseException:
@@ -326,6 +316,11 @@ class NetnsBackend:
         return {"netns": n.ns, "attachments": self.agent_for(node).attachments(),
                 "routing": {"rules": rules, "tables": dict(sorted(tables.items())),
                                            "sysctl": n.kernel.read_sysctls(keys)}}
+
+    def keep(self) -> None:
+        """Leave the namespaces up when this process ends. The run record stays: once this process is gone,
+        `enilab clean` removes exactly them."""
+        self._finalizer.detach()
 
     def close(self) -> None:
         for ns in [ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()]:

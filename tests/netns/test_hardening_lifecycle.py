@@ -1,0 +1,409 @@
+"""Hostile lifecycle: names that try to be paths, foreign and look-alike namespaces, umask 000 and another
+user, a controller killed with SIGKILL (before and during a request), and two `enilab up` of one name."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from eni_core import agent, netns
+from eni_core.datastore import FileCheckpoint
+from eni_core.names import InvalidName
+from eni_core.private import NotPrivate, private_dir
+from eni_core.rpc import RpcServer
+from testbed.apps import controller
+from testbed.world import runs
+from tests.helpers import SCENARIOS
+
+ENILAB = [sys.executable, "-m", "testbed.apps.cli"]
+CONTROLLER = [sys.executable, "-m", "testbed.apps.controller"]
+TOPOLOGY = """
+name: {name}
+cluster:
+  subnets: [{{id: subnet-a, cidr: 10.0.1.0/24}}]
+  nodes: [{{name: {node}, subnets: [subnet-a], max_enis: 2, ips_per_eni: 4}}]
+steps:
+  - {{op: create_pods, node: {node}, count: 2}}
+"""
+
+
+def enilab(*args: str, env: dict | None = None, umask: int = -1) -> subprocess.CompletedProcess:
+    return subprocess.run([*ENILAB, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, umask=umask)
+
+
+def topology(tmp_path: Path, name: str | None = None, node: str = "node-1") -> tuple[str, Path]:
+    name = name or f"hl-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / f"{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(TOPOLOGY.format(name=json.dumps(name), node=json.dumps(node)))
+    return name, path
+
+
+def controller_pid(up_stdout: str) -> int:
+    """The pid `enilab up` reports for its controller."""
+    return int(re.search(r"controller pid (\d+)", up_stdout).group(1))
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat from field 3 on, read here rather than through enilab; [] if there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def running(pid: int) -> bool:
+    """A zombie (killed, not reaped) does not run."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def controllers_named(name: str) -> list[int]:
+    """Pids of running controller processes serving `name`, found in /proc."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"testbed.apps.controller" in argv and name.encode() in argv and running(int(proc.name)):
+            pids.append(int(proc.name))
+    return pids
+
+
+def mine(prefix: str) -> list[str]:
+    return [n for n in netns.list_names() if n.startswith(prefix + "-")]
+
+
+def kill_hard(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    while running(pid):  # gone, or a zombie no one reaps
+        time.sleep(0.01)
+
+
+# -- names never become paths ---------------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["--name", "topology"])
+def test_up_refuses_a_cluster_name_that_is_a_path_before_making_anything(tmp_path, how):
+    escape = Path(f"/tmp/enilab-escape-{uuid.uuid4().hex[:6]}")
+    bad = f"../../../{escape.relative_to('/')}"
+    if how == "--name":
+        _, topo = topology(tmp_path)
+        out = enilab("up", str(topo), "--name", bad)
+    else:
+        _, topo = topology(tmp_path, name=bad)
+        out = enilab("up", str(topo))
+    assert out.returncode == 2 and "is not a DNS label" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    assert not escape.exists()
+
+
+def test_the_controller_refuses_a_bad_name_on_its_own(tmp_path):
+    out = subprocess.run([*CONTROLLER, str(topology(tmp_path)[1]), "--name", "../../etc"], capture_output=True,
+                         text=True, env={**os.environ, "ENILAB_RUN_DIR": str(tmp_path / "run")})
+    assert out.returncode == 2 and "is not a DNS label" in json.loads(out.stdout)["error"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_node_name_that_is_a_path_never_becomes_a_socket_or_checkpoint(tmp_path, capsys):
+    with pytest.raises(InvalidName):
+        controller.agent_socket_name("../../tmp/x")
+    with pytest.raises(SystemExit) as exit_:
+        agent.main(["--node", "../../etc/passwd", "--vpc", "v.sock", "--state", str(tmp_path), "--listen", "a.sock",
+                    "--subnet", "subnet-a", "--max-enis", "2", "--ips-per-eni", "4"])
+    assert exit_.value.code == 2 and "is not a DNS label" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_controller_refuses_a_bad_node_name_before_making_anything(tmp_path):
+    """The scenario check may refuse it first; the controller refuses it anyway, before any namespace."""
+    run_dir = tmp_path / "run"
+    name, topo = topology(tmp_path, node="../../x")
+    out = subprocess.run([*CONTROLLER, str(topo), "--name", name], capture_output=True, text=True,
+                         env={**os.environ, "ENILAB_RUN_DIR": str(run_dir)})
+    assert out.returncode == 2 and "error" in json.loads(out.stdout)
+    assert not list((run_dir / "clusters").iterdir()) and not (run_dir / "runs").exists()
+
+
+@pytest.mark.root
+def test_the_controller_deletes_only_the_files_it_made(tmp_path):
+    name, topo = topology(tmp_path)
+    assert enilab("up", str(topo)).returncode == 0
+    folder = controller.cluster_dir(name)
+    planted = [folder / "notes.txt", folder / "node-9.sock"]  # the second looks like an agent socket
+    for f in planted:
+        f.write_text("not enilab's")
+    try:
+        down = enilab("down", "--name", name)
+        assert down.returncode == 0, down.stderr
+        assert sorted(p.name for p in folder.iterdir()) == ["node-9.sock", "notes.txt"]
+    finally:
+        for f in planted:
+            f.unlink()
+        folder.rmdir()
+
+
+# -- clean removes what records list, and only once their owner is dead -----------------------------------
+def test_a_run_records_each_namespace_before_it_is_made(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    made = []
+    monkeypatch.setattr(netns, "create", lambda name: made.append((name, json.loads(run.record.read_text()))))
+    run = runs.Run.new(cluster="c1")
+    assert json.loads(run.record.read_text())["namespaces"] == []
+    run.netns("fabric")
+    run.netns("n1")
+    assert [(n, r["namespaces"][-1]) for n, r in made] == [(run.name("fabric"),) * 2, (run.name("n1"),) * 2]
+    record = json.loads(run.record.read_text())
+    assert record["pid"] == os.getpid() and record["start"] == runs.process_start(os.getpid())
+    assert stat.S_IMODE(run.record.stat().st_mode) == 0o600
+
+
+def test_a_namespace_that_existed_already_is_not_recorded_as_the_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    run = runs.Run.new()
+
+    def exists_already(name):
+        raise FileExistsError(name)
+
+    monkeypatch.setattr(netns, "create", exists_already)
+    with pytest.raises(FileExistsError):
+        run.netns("n1")
+    assert json.loads(run.record.read_text())["namespaces"] == []
+
+
+def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "enl-0a0b0c.json").write_text(json.dumps(
+        {"prefix": "enl-0a0b0c", "pid": 999_999_999, "start": "0",
+         "namespaces": ["enl-0a0b0c-n1", "enl-ffffff-n1", "foreign", "../../etc"]}))
+    (tmp_path / "runs" / "enl-0d0e0f.json").write_text('{"prefix": "enl-0d0e0f", "pid": 1}')  # no list: not ours
+    deleted = []
+    monkeypatch.setattr(netns, "exists", lambda name: True)
+    monkeypatch.setattr(netns, "delete", lambda name: deleted.append(name) or True)
+    report = runs.clean()
+    assert deleted == ["enl-0a0b0c-n1"] and report.skipped == ["enl-0d0e0f.json"]
+
+
+@pytest.mark.root
+def test_clean_never_deletes_a_namespace_no_record_lists(tmp_path):
+    """`ip netns add enl-abcdef-mine; enilab clean` must leave it: a name that looks like ours is not ours."""
+    lookalike = f"enl-{uuid.uuid4().hex[:6]}-mine"
+    subprocess.run(["ip", "netns", "add", lookalike], check=True)
+    prefix = f"enl-{uuid.uuid4().hex[:6]}"  # a dead run that recorded n1 and not n2
+    record = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    record.write_text(json.dumps({"prefix": prefix, "pid": 999_999_999, "start": "0", "namespaces": [f"{prefix}-n1"]}))
+    unrecorded = f"{prefix}-n2"
+    for name in (f"{prefix}-n1", unrecorded):
+        netns.create(name)
+    try:
+        out = enilab("clean", "--json")
+        assert out.returncode == 0, out.stderr
+        assert netns.exists(lookalike) and netns.exists(unrecorded)
+        assert not netns.exists(f"{prefix}-n1") and not record.exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", lookalike], check=True)
+        netns.delete(unrecorded)
+
+
+@pytest.mark.root
+def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_path):
+    run_dir = tmp_path / "run"  # a run folder of our own: --force must not reach other sessions' live runs
+    env = {"ENILAB_RUN_DIR": str(run_dir)}
+    prefix = f"enl-{uuid.uuid4().hex[:6]}"
+    record = json.dumps({"prefix": prefix, "pid": os.getpid(), "start": _stat(os.getpid())[19],
+                         "namespaces": [f"{prefix}-n1"]})
+    (run_dir / "runs").mkdir(parents=True)
+    (run_dir / "runs" / f"{prefix}.json").write_text(record)
+    # the same live run in the shared folder too, so that other sessions' cleanups see it and leave it be
+    shared = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    shared.write_text(record)
+    for what in ("n1", "n2"):
+        netns.create(f"{prefix}-{what}")
+    try:
+        assert json.loads(enilab("clean", "--json", env=env).stdout)["removed"] == {}  # alive: kept
+        assert netns.exists(f"{prefix}-n1")
+        forced = json.loads(enilab("clean", "--force", "--json", env=env).stdout)
+        assert forced["removed"] == {prefix: [f"{prefix}-n1"]}
+        assert not netns.exists(f"{prefix}-n1") and netns.exists(f"{prefix}-n2")
+    finally:
+        for what in ("n1", "n2"):
+            netns.delete(f"{prefix}-{what}")
+        shared.unlink()
+
+
+@pytest.mark.root
+def test_run_keep_leaves_its_namespaces_up_and_clean_removes_them_once_it_exited():
+    out = enilab("run", str(SCENARIOS / "grow-and-shrink.yaml"), "--keep", "--json")
+    assert out.returncode == 0, out.stderr
+    prefix = re.search(r"kept namespaces (enl-[a-z0-9-]+)-\*", out.stderr).group(1)
+    record = runs.RUN_DIR / "runs" / f"{prefix}.json"
+    try:
+        assert len(mine(prefix)) > 1 and record.exists()
+    finally:
+        assert enilab("clean").returncode == 0
+    assert not mine(prefix) and not record.exists()
+
+
+# -- private state whatever the umask -------------------------------------------------------------------
+def _modes(top: Path) -> dict[str, int]:
+    out = {".": stat.S_IMODE(top.lstat().st_mode)}
+    for path in top.rglob("*"):
+        out[str(path.relative_to(top))] = stat.S_IMODE(path.lstat().st_mode)
+    return out
+
+
+def _connect_as_nobody(path: Path) -> str:
+    """Fork; the child drops to `nobody` and tries the socket. What happened, as the child saw it."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no Python-level cleanup, only the attempt and its report
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(path))
+            what = "connected"
+        except OSError as err:
+            what = type(err).__name__
+        os.write(write, what.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        return f.read().decode()
+
+
+@pytest.mark.root
+def test_under_umask_000_state_is_private_and_another_user_cannot_connect(tmp_path):
+    run_dir = Path(f"/run/enilab-test-{uuid.uuid4().hex[:6]}")  # under /run (0755), as the real one
+    env = {"ENILAB_RUN_DIR": str(run_dir)}
+    name, topo = topology(tmp_path)
+    up = enilab("up", str(topo), env=env, umask=0)
+    assert up.returncode == 0, up.stderr
+    try:
+        folder = run_dir / "clusters" / name
+        modes = _modes(run_dir)
+        assert {p for p, m in modes.items() if (run_dir / p).is_dir() and m != 0o700} == set(), modes
+        assert {p for p, m in modes.items() if not (run_dir / p).is_dir() and m != 0o600} == set(), modes
+        assert {"clusters/" + name + "/" + f for f in ("control.sock", "node-1.sock", "controller.log", "lock",
+                                                          "owner.json")} <= set(modes)
+        assert any(p.startswith("runs/enl-") for p in modes)
+        assert _connect_as_nobody(folder / "control.sock") == "PermissionError"
+        assert _connect_as_nobody(folder / "node-1.sock") == "PermissionError"
+    finally:
+        down = enilab("down", "--name", name, env=env)
+    assert down.returncode == 0, down.stderr
+    for sub in ("clusters", "runs"):
+        (run_dir / sub).rmdir()  # empty: the cluster's files and its run record went with it
+    run_dir.rmdir()
+
+
+def test_checkpoints_and_sockets_are_private_under_umask_000(tmp_path):
+    old = os.umask(0)
+    try:
+        FileCheckpoint(tmp_path / "state" / "node-1.json").save({"version": 1})
+        server = RpcServer(tmp_path / "sockets" / "a.sock", lambda m, p: None)
+        server.close()
+        server = RpcServer(tmp_path / "a.sock", lambda m, p: None)
+        sock_mode = stat.S_IMODE((tmp_path / "a.sock").stat().st_mode)
+        server.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "state" / "node-1.json").stat().st_mode) == 0o600
+    assert sock_mode == 0o600
+
+
+def test_a_state_folder_that_is_a_symlink_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "elsewhere").mkdir(mode=0o755)
+    os.chmod(tmp_path / "elsewhere", 0o755)
+    (tmp_path / "run").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NotPrivate):
+        private_dir(tmp_path / "run")
+    assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o755
+
+
+# -- a dead controller's name is reusable; a client whose controller dies says so in one line ------------
+@pytest.mark.root
+@pytest.mark.parametrize("then", ["up", "down", "clean"])
+def test_after_kill_9_up_down_and_clean_remove_what_the_dead_controller_left(tmp_path, then):
+    env = {"ENILAB_CLUSTERS_DIR": str(tmp_path / "clusters")}  # a clean elsewhere would take our dead cluster
+    name, topo = topology(tmp_path)
+    up = enilab("up", str(topo), env=env)
+    assert up.returncode == 0, up.stderr
+    prefix = json.loads(enilab("status", "--name", name, "--json", env=env).stdout)["prefix"]
+    pid = controller_pid(up.stdout)
+    kill_hard(pid)
+    status = enilab("status", "--name", name, env=env)
+    assert status.returncode == 2 and "died" in status.stderr and "Traceback" not in status.stderr
+    out = enilab(then, *([str(topo)] if then == "up" else [] if then == "clean" else ["--name", name]), env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"its controller (pid {pid}) had died" in out.stdout
+    assert not mine(prefix) and not (runs.RUN_DIR / "runs" / f"{prefix}.json").exists()
+    if then == "up":
+        assert controllers_named(name) == [controller_pid(out.stdout)] != [pid]
+        assert enilab("down", "--name", name, env=env).returncode == 0
+    assert not (tmp_path / "clusters" / name).exists()
+
+
+FAKE_CONTROLLER = textwrap.dedent("""
+    import json, os, signal, sys, time
+    from pathlib import Path
+    from eni_core.rpc import RpcServer
+
+    folder = Path(os.environ["ENILAB_RUN_DIR"]) / "clusters" / sys.argv[1]
+    folder.mkdir(parents=True)
+    def handle(method, params):
+        if method == "ping":
+            return {"pid": os.getpid()}
+        os.kill(os.getpid(), signal.SIGKILL)  # dies in the middle of the request
+    RpcServer(folder / "control.sock", handle).start()
+    start = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+    (folder / "owner.json").write_text(json.dumps({"pid": os.getpid(), "start": start, "files": []}))
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_client_whose_controller_dies_mid_request_says_so_in_one_line(tmp_path):
+    env = {**os.environ, "ENILAB_RUN_DIR": str(tmp_path / "run")}
+    fake = subprocess.Popen([sys.executable, "-c", FAKE_CONTROLLER, "doomed"], stdout=subprocess.PIPE, env=env)
+    try:
+        assert fake.stdout.readline() == b"ready\n"
+        out = subprocess.run([*ENILAB, "status", "--name", "doomed"], capture_output=True, text=True, env=env,
+                             timeout=60)
+    finally:
+        fake.kill()
+        fake.wait()
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "cluster doomed's controller went away before answering" in out.stderr
+
+
+# -- two `enilab up` of one name at once: exactly one wins -----------------------------------------------
+@pytest.mark.root
+def test_two_ups_of_one_name_at_once_exactly_one_wins(tmp_path):
+    name, topo = topology(tmp_path)
+    procs = [subprocess.Popen([*ENILAB, "up", str(topo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    try:
+        assert sorted(rc for rc, _, _ in results) == [0, 2], results
+        loser = next(err for rc, _, err in results if rc == 2)
+        assert "is up already" in loser and "Traceback" not in loser
+        winner = next(out for rc, out, _ in results if rc == 0)
+        assert controllers_named(name) == [controller_pid(winner)]
+    finally:
+        assert enilab("down", "--name", name).returncode == 0
+    assert controllers_named(name) == []
