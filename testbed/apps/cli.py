@@ -109,9 +109,26 @@ def cmd_vpc_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_root(what: str) -> None:
+ROOTLESS_COMMANDS = {"run", "demo", "clean"}  # as a normal user, these run in a user namespace of the user's own
+
+
+def _go_rootless(args: argparse.Namespace) -> None:
+    """Before anything else (no thread may run yet): as a normal user, or with ENILAB_ROOTLESS=1, enter a
+    user namespace where the same code makes the same namespaces (eni_core/userns.py). If the kernel
+    refuses, the reason is kept for the command to say."""
+    from eni_core import userns
+
+    if args.command in ROOTLESS_COMMANDS and userns.wanted():
+        try:
+            userns.enter()
+        except userns.RootlessError as err:
+            args.rootless_error = str(err)
+
+
+def _need_root(what: str, args: argparse.Namespace | None = None) -> None:
     if os.geteuid() != 0:
-        raise UsageError(f"`enilab {what}` needs root (it makes network namespaces); run it as root, or use "
+        why = getattr(args, "rootless_error", None) or "it is not available rootless yet"
+        raise UsageError(f"`enilab {what}` needs network namespaces: {why}; run it as root, or use "
                          "`enilab simulate` for the same scenario without a kernel")
 
 
@@ -122,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_states(args)
     scenario = load_scenario(args.file)
     check_supported(scenario, "netns")
-    _need_root("run")
+    _need_root("run", args)
     from testbed.world.backends.netns import NetnsBackend
 
     with _cloud(args.cloud, scenario) as node_vpc:
@@ -134,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    _need_root("clean")
+    _need_root("clean", args)
     from testbed.apps.controller import clean_clusters
     from testbed.world import runs
 
@@ -659,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _go_rootless(args)
     try:
         return args.func(args)
     except (UsageError, ScenarioError, ClusterError, NotPrivate) as err:
