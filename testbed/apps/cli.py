@@ -122,6 +122,8 @@ def _go_rootless(args: argparse.Namespace) -> None:
         try:
             userns.enter()
         except userns.RootlessError as err:
+            if os.geteuid() == 0:  # root asked for the rootless path: never fall back to root silently
+                raise UsageError(f"ENILAB_ROOTLESS=1: {err}") from None
             args.rootless_error = str(err)
 
 
@@ -676,8 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    _go_rootless(args)
     try:
+        _go_rootless(args)
         return args.func(args)
     except (UsageError, ScenarioError, ClusterError, NotPrivate) as err:
         print(f"enilab: error: {err}", file=sys.stderr)
