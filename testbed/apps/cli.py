@@ -109,7 +109,8 @@ def cmd_vpc_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-ROOTLESS_COMMANDS = {"run", "demo", "clean"}  # as a normal user, these run in a user namespace of the user's own
+# as a normal user, these run in a user namespace of the user's own (eni_core/userns.py)
+ROOTLESS_COMMANDS = {"run", "demo", "clean", "bench"}
 
 
 def _go_rootless(args: argparse.Namespace) -> None:

@@ -105,6 +105,15 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
 
 
 @pytest.mark.root
+def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
+    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
+                      "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["running"] == figures["verified"] == 5
+
+
+@pytest.mark.root
 def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     """ENILAB_ROOTLESS=1 as root: the run's namespaces appear in the private folder standing in for
     /run/netns, its record in the one standing in for /run/enilab; the host's see neither."""
