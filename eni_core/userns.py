@@ -15,7 +15,9 @@ mount and network namespace:
   pod's namespace must be able to return, and setns(2) into the host's network namespace needs privilege
   there.
 
-Everything made inside dies with the last process in the namespace. The kernel requires a single-threaded
+`join()` moves another process of the same user into such a namespace (a rootless cluster's controller's),
+so commands that talk to a running cluster see what it made. Everything made inside dies with the last
+process in the namespace. The kernel requires a single-threaded
 process for this, so enter first thing, before any thread starts.
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ import ctypes
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from eni_core.private import private_dir
+from eni_core.private import NotPrivate, private_dir
 
-__all__ = ["RootlessError", "enter", "inside", "state_base", "wanted"]
+__all__ = ["RootlessError", "enter", "inside", "join", "state_base", "wanted"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -66,12 +69,20 @@ def state_base() -> Path:
     """The user's private folder for rootless runs: `$XDG_RUNTIME_DIR/enilab`, else `~/.cache/enilab` (0700)."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
-        return private_dir(Path(xdg) / "enilab")
-    home = os.path.expanduser("~")
-    if not os.path.isabs(home) or not os.path.isdir(home):
-        raise RootlessError(f"no private folder for rootless runs: XDG_RUNTIME_DIR is unset and the home "
-                            f"folder {home!r} does not exist; set XDG_RUNTIME_DIR (or HOME) to a folder of yours")
-    return private_dir(Path(home) / ".cache" / "enilab")
+        base = Path(xdg) / "enilab"
+    else:
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home) or not os.path.isdir(home):
+            raise RootlessError(f"no private folder for rootless runs: XDG_RUNTIME_DIR is unset and the home "
+                                f"folder {home!r} does not exist; set XDG_RUNTIME_DIR (or HOME) to a folder of yours")
+        base = Path(home) / ".cache" / "enilab"
+    try:
+        return private_dir(base)
+    except NotPrivate:
+        raise
+    except OSError as err:
+        raise RootlessError(f"cannot make the private folder {base}: {err.strerror}; set XDG_RUNTIME_DIR to a "
+                            "folder of yours") from None
 
 
 def _check(rc: int, what: str) -> None:
@@ -154,3 +165,26 @@ def enter() -> Path:
     _stand_in("/run", binds)
     _loopback_up()
     return base
+
+
+def join(pid: int, still_the_same: Callable[[], bool]) -> None:
+    """Move this (single-threaded) process into the user, mount and network namespaces of process `pid`
+    (a rootless controller of this user), keeping the working folder. `still_the_same()` is asked once the
+    namespaces are open, so a pid reused by another process is never joined. RootlessError if it cannot."""
+    if threading.active_count() > 1:
+        raise RootlessError("joining a user namespace needs a single-threaded process; join before starting threads")
+    cwd = os.getcwd()
+    fds: dict[int, int] = {}
+    try:
+        for kind, flag in (("user", CLONE_NEWUSER), ("mnt", CLONE_NEWNS), ("net", CLONE_NEWNET)):
+            fds[flag] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        if not still_the_same():
+            raise RootlessError(f"process {pid} ended before its namespaces could be joined")
+        for flag, fd in fds.items():
+            _check(_libc.setns(fd, flag), f"join the namespaces of process {pid}")
+    except OSError as err:
+        raise RootlessError(f"cannot join the namespaces of process {pid}: {err.strerror or err}") from None
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    os.chdir(cwd)

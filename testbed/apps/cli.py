@@ -109,19 +109,16 @@ def cmd_vpc_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# as a normal user, these run in a user namespace of the user's own (eni_core/userns.py)
-ROOTLESS_COMMANDS = {"run", "demo", "clean", "bench"}
-
-
 def _go_rootless(args: argparse.Namespace) -> None:
     """Before anything else (no thread may run yet): as a normal user, or with ENILAB_ROOTLESS=1, enter a
-    user namespace where the same code makes the same namespaces (eni_core/userns.py). If the kernel
-    refuses, the reason is kept for the command to say."""
+    user namespace where the same code makes the same namespaces, or join the running cluster's
+    (testbed/world/rootless.py). If the kernel refuses, the reason is kept for the command to say."""
     from eni_core import userns
+    from testbed.world import rootless
 
-    if args.command in ROOTLESS_COMMANDS and userns.wanted():
+    if args.command in rootless.COMMANDS and userns.wanted():
         try:
-            userns.enter()
+            rootless.go(args.command, getattr(args, "name", None))
         except userns.RootlessError as err:
             if os.geteuid() == 0:  # root asked for the rootless path: never fall back to root silently
                 raise UsageError(f"ENILAB_ROOTLESS=1: {err}") from None

@@ -105,6 +105,38 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
 
 
 @pytest.mark.root
+def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
+    """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
+    through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
+    cli_ = ("-m", "testbed.apps.cli")
+    name = f"rl-{os.getpid()}"
+    up = _as_nobody(nobody, *cli_, "up", "default", "--name", name)
+    assert up.returncode == 0, up.stderr
+    try:
+        status = _as_nobody(nobody, *cli_, "status", "--name", name)
+        assert status.returncode == 0 and f"cluster {name}" in status.stdout, status.stderr
+        prefix = status.stdout.split("namespaces ")[1].split("-*")[0]
+        assert not any(n.startswith(prefix) for n in _host_namespaces())
+        added = _as_nobody(nobody, *cli_, "pods", "add", "--count", "1", "--name", name)
+        assert added.returncode == 0 and "pod-10" in added.stdout, added.stderr
+        trace = _as_nobody(nobody, *cli_, "trace", "pod-10", "cache-1", "--name", name)
+        assert trace.returncode == 0 and "(reply)" in trace.stdout, trace.stderr
+        audit = _as_nobody(nobody, *cli_, "audit", "--name", name)
+        assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr
+        for xdg in (nobody["HOME"], "/tmp"):
+            other = subprocess.run(["runuser", "-u", "daemon", "--", "env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp",
+                                    f"XDG_RUNTIME_DIR={xdg}", nobody["PYTHON"], *cli_, "status", "--name", name],
+                                   capture_output=True, text=True, timeout=120)
+            assert other.returncode != 0 and f"cluster {name} ·" not in other.stdout, other.stdout
+            assert "Traceback" not in other.stderr, other.stderr
+    finally:
+        down = _as_nobody(nobody, *cli_, "down", "--name", name)
+    assert down.returncode == 0 and "down" in down.stdout, down.stderr
+    gone = _as_nobody(nobody, *cli_, "status", "--name", name)
+    assert gone.returncode == 2 and "no cluster" in gone.stderr
+
+
+@pytest.mark.root
 def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
                       "--json")
