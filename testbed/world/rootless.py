@@ -17,8 +17,8 @@ from testbed.world import runs
 
 __all__ = ["COMMANDS", "JOINING", "go", "live_controller"]
 
-JOINING = {"status", "pods", "trace", "topology", "audit", "chaos", "claims", "down"}
-COMMANDS = {"run", "demo", "clean", "bench", "up"} | JOINING
+JOINING = {"status", "pods", "trace", "topology", "audit", "claims", "down"}
+COMMANDS = {"run", "demo", "clean", "bench", "up", "chaos"} | JOINING
 
 
 def _clusters() -> Path:
