@@ -22,6 +22,7 @@ import pytest
 
 from eni_core import netns, userns
 from testbed.apps import cli
+from testbed.world import rootless, runs
 from tests.helpers import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,3 +250,21 @@ def test_entering_needs_a_single_threaded_process(monkeypatch, tmp_path):
     with pytest.raises(userns.RootlessError, match="single-threaded"):
         userns.enter()
     assert not (tmp_path / "enilab").exists()
+
+
+def test_only_a_single_live_controller_is_joined(monkeypatch, tmp_path):
+    """A malformed or dead owner record, a name that is no DNS label, or two live clusters without a name:
+    nothing to join (the command then says what is wrong, in the user's own namespaces)."""
+    monkeypatch.setenv("ENILAB_CLUSTERS_DIR", str(tmp_path))
+    me = runs.this_process()
+    for name, record in {"live-a": me, "live-b": me, "dead": {"pid": me["pid"], "start": "1"}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.json").write_text(json.dumps(record))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "owner.json").write_text("{not json")
+    assert rootless.live_controller("live-a") == me
+    assert rootless.live_controller(None) is None  # two live ones: the user must name one
+    assert rootless.live_controller("dead") is None and rootless.live_controller("broken") is None
+    assert rootless.live_controller("../live-a") is None and rootless.live_controller("missing") is None
+    (tmp_path / "live-b" / "owner.json").unlink()
+    assert rootless.live_controller(None) == me
