@@ -677,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        _go_rootless(args)
+        if argv is None:  # only as the program itself: a caller's process (a test runner) is never moved
+            _go_rootless(args)
         return args.func(args)
     except (UsageError, ScenarioError, ClusterError, NotPrivate) as err:
         print(f"enilab: error: {err}", file=sys.stderr)

@@ -225,7 +225,8 @@ def test_without_user_namespaces_run_says_why_and_exits_2(monkeypatch, tmp_path,
     monkeypatch.setattr(userns, "state_base", lambda: tmp_path)
     monkeypatch.setattr(userns, "private_dir", lambda path: path)
     monkeypatch.setattr(userns, "_libc", _RefusingLibc())
-    assert cli.main(["run", str(SCENARIOS / "quick-release.yaml")]) == 2
+    monkeypatch.setattr(sys, "argv", ["enilab", "run", str(SCENARIOS / "quick-release.yaml")])
+    assert cli.main() == 2
     err = capsys.readouterr().err
     assert "user namespaces are not available to this user" in err and "Traceback" not in err
     assert ("ENILAB_ROOTLESS=1" in err) == (euid == 0)
