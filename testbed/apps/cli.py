@@ -127,8 +127,9 @@ def _go_rootless(args: argparse.Namespace) -> None:
 
 def _need_root(what: str, args: argparse.Namespace | None = None) -> None:
     if os.geteuid() != 0:
-        why = getattr(args, "rootless_error", None) or "it is not available rootless yet"
-        raise UsageError(f"`enilab {what}` needs network namespaces: {why}; run it as root, or use "
+        why = getattr(args, "rootless_error", None)
+        raise UsageError(f"`enilab {what}` needs root (it makes network namespaces)"
+                         + (f", and rootless: {why}" if why else "") + "; run it as root, or use "
                          "`enilab simulate` for the same scenario without a kernel")
 
 

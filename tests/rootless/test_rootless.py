@@ -124,12 +124,15 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
         assert trace.returncode == 0 and "(reply)" in trace.stdout, trace.stderr
         audit = _as_nobody(nobody, *cli_, "audit", "--name", name)
         assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr
-        for xdg in (nobody["HOME"], "/tmp"):
+        own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
+        os.chown(own, 1, 1)
+        for xdg in (nobody["HOME"], str(own)):
             other = subprocess.run(["runuser", "-u", "daemon", "--", "env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp",
                                     f"XDG_RUNTIME_DIR={xdg}", nobody["PYTHON"], *cli_, "status", "--name", name],
                                    capture_output=True, text=True, timeout=120)
             assert other.returncode != 0 and f"cluster {name} ·" not in other.stdout, other.stdout
             assert "Traceback" not in other.stderr, other.stderr
+        shutil.rmtree(own)
     finally:
         down = _as_nobody(nobody, *cli_, "down", "--name", name)
     assert down.returncode == 0 and "down" in down.stdout, down.stderr
