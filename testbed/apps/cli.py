@@ -109,9 +109,27 @@ def cmd_vpc_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _need_root(what: str) -> None:
+def _go_rootless(args: argparse.Namespace) -> None:
+    """Before anything else (no thread may run yet): as a normal user, or with ENILAB_ROOTLESS=1, enter a
+    user namespace where the same code makes the same namespaces, or join the running cluster's
+    (testbed/world/rootless.py). If the kernel refuses, the reason is kept for the command to say."""
+    from eni_core import userns
+    from testbed.world import rootless
+
+    if args.command in rootless.COMMANDS and userns.wanted():
+        try:
+            rootless.go(args.command, getattr(args, "name", None))
+        except userns.RootlessError as err:
+            if os.geteuid() == 0:  # root asked for the rootless path: never fall back to root silently
+                raise UsageError(f"ENILAB_ROOTLESS=1: {err}") from None
+            args.rootless_error = str(err)
+
+
+def _need_root(what: str, args: argparse.Namespace | None = None) -> None:
     if os.geteuid() != 0:
-        raise UsageError(f"`enilab {what}` needs root (it makes network namespaces); run it as root, or use "
+        why = getattr(args, "rootless_error", None)
+        raise UsageError(f"`enilab {what}` needs root (it makes network namespaces)"
+                         + (f", and rootless: {why}" if why else "") + "; run it as root, or use "
                          "`enilab simulate` for the same scenario without a kernel")
 
 
@@ -123,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.file)
     kind = args.backend or scenario.backend or "netns"
     check_supported(scenario, kind)
-    _need_root("run")
+    _need_root("run", args)
     from testbed.apps.controller import make_backend
 
     with _cloud(args.cloud, scenario) as node_vpc:
@@ -135,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    _need_root("clean")
+    _need_root("clean", args)
     from testbed.apps.controller import clean_clusters
     from testbed.world import runs
 
@@ -701,6 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if argv is None:  # only as the program itself: a caller's process (a test runner) is never moved
+            _go_rootless(args)
         return args.func(args)
     except (UserError, NotPrivate) as err:
         print(f"enilab: error: {err}", file=sys.stderr)

@@ -243,7 +243,7 @@ def connect(name: str | None) -> tuple[str, RpcClient]:
     return folder.name, client
 
 
-def make_backend(name: str, run: runs.Run):
+def make_backend(name: str, run: runs.Run | None = None):
     """The data-plane backend of a long-lived cluster: real namespaces, or pods as real containers."""
     if name == "containers":
         from testbed.world.backends.containers import ContainersBackend

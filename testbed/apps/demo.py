@@ -114,9 +114,10 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
 
         backend = NetnsBackend()
     else:
-        console.print("[yellow]not root: running the simulator. No namespaces, no packets: the pool and the "
-                      "eni-ip resource are real, but kernel rules, tables and verified paths need root "
-                      "(`sudo make demo`).[/yellow]")
+        why = getattr(args, "rootless_error", None) or "not root"
+        console.print(f"[yellow]no network namespaces ({why}): running the simulator. No packets: the pool and "
+                      "the eni-ip resource are real, but kernel rules, tables and verified paths need network "
+                      "namespaces (root, or user namespaces for a normal user).[/yellow]")
     failures = 0
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
         task = progress.add_task(f"bringing up {scenario.name} ({'netns' if root else 'sim'} backend)", total=1)
@@ -148,7 +149,8 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
         finally:
             cluster.close()
     if not root:
-        console.print("[yellow]not shown without root: kernel state, packet traces, the rp_filter lesson[/yellow]")
+        console.print("[yellow]not shown without network namespaces: kernel state, packet traces, the rp_filter "
+                      "lesson[/yellow]")
         return 0
     console.print("[bold green]every check passed[/bold green]" if failures == 0
                   else f"[bold red]{failures} check(s) failed[/bold red]")

@@ -1,0 +1,274 @@
+"""Rootless enilab: `run` and `demo` on real namespaces as an unprivileged user, inside a user namespace.
+
+As root, the tests run enilab as `nobody` (through `runuser`, with a virtual environment made from Debian's
+/usr/bin/python3, which that user can read) and, with ENILAB_ROOTLESS=1, as root on the rootless path.
+They skip only where user namespaces are unavailable, and fail instead under ENILAB_REQUIRE_ROOT=1.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eni_core import netns, userns
+from testbed.apps import cli
+from testbed.world import rootless, runs
+from tests.helpers import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def _need_user_namespaces() -> None:
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--mount", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        reason = f"user namespaces are not available here: {probe.stderr.strip()}"
+        if os.environ.get("ENILAB_REQUIRE_ROOT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("ENILAB_REQUIRE_ROOT") == "1":
+            pytest.fail("these tests switch to another user: run them as root")
+        pytest.skip("these tests switch to another user (runuser): root only")
+
+
+@pytest.fixture(scope="module")
+def nobody() -> Iterator[dict[str, str]]:
+    """A venv `nobody` can run (from /usr/bin/python3, seeing this checkout and its dependencies), and a
+    private folder of that user for XDG_RUNTIME_DIR and HOME: the environment to run enilab as `nobody`."""
+    _need_root()
+    _need_user_namespaces()
+    if not os.access(DEBIAN_PYTHON, os.X_OK) or shutil.which("runuser") is None:
+        pytest.skip(f"needs {DEBIAN_PYTHON} and runuser")
+    top = Path(tempfile.mkdtemp(prefix="enilab-rootless-"))  # pytest's own temp folders are root's alone
+    top.chmod(0o755)
+    venv = top / "venv"
+    subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    (site / "enilab-under-test.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    home = top / "home"
+    home.mkdir(mode=0o700)
+    os.chown(home, 65534, 65534)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
+           "LANG": "C.UTF-8", "COLUMNS": "200", "PYTHON": str(venv / "bin" / "python")}
+    readable = _as_nobody(env, "-c", "import testbed.apps.cli, scapy.all")
+    assert readable.returncode == 0, f"nobody cannot import the checkout or its dependencies (check the " \
+                                     f"permissions of {ROOT} and {sysconfig.get_paths()['purelib']}): {readable.stderr}"
+    try:
+        yield env
+    finally:
+        shutil.rmtree(top)
+
+
+def _as_nobody(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                           env["PYTHON"], *args], capture_output=True, text=True, timeout=timeout, cwd=env["HOME"])
+
+
+def _host_namespaces() -> set[str]:
+    return set(netns.list_names())
+
+
+@pytest.mark.root
+def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
+    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", str(SCENARIOS / "rp-filter-lesson.yaml"), "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["backend"] == "netns"
+    assert [s["probe"]["as_expected"] for s in out["steps"] if "probe" in s] == [True, True, True, True]
+    base = Path(nobody["HOME"]) / "enilab"
+    assert base.stat().st_uid == 65534 and base.stat().st_mode & 0o777 == 0o700
+    assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").iterdir())
+
+
+@pytest.mark.root
+def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody):
+    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "demo", "--png", f"{nobody['HOME']}/t.png")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "netns backend" not in done.stderr and "running the simulator" not in done.stdout
+    assert "a verified path for every pod" in done.stdout
+    assert "rp_filter=1: dropped" in done.stdout and "every check passed" in done.stdout
+    assert "FAIL" not in done.stdout
+
+
+@pytest.mark.root
+def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
+    """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
+    through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
+    cli_ = ("-m", "testbed.apps.cli")
+    name = f"rl-{os.getpid()}"
+    up = _as_nobody(nobody, *cli_, "up", "default", "--name", name)
+    assert up.returncode == 0, up.stderr
+    try:
+        status = _as_nobody(nobody, *cli_, "status", "--name", name)
+        assert status.returncode == 0 and f"cluster {name}" in status.stdout, status.stderr
+        prefix = status.stdout.split("namespaces ")[1].split("-*")[0]
+        assert not any(n.startswith(prefix) for n in _host_namespaces())
+        added = _as_nobody(nobody, *cli_, "pods", "add", "--count", "1", "--name", name)
+        assert added.returncode == 0 and "pod-10" in added.stdout, added.stderr
+        trace = _as_nobody(nobody, *cli_, "trace", "pod-10", "cache-1", "--name", name)
+        assert trace.returncode == 0 and "(reply)" in trace.stdout, trace.stderr
+        audit = _as_nobody(nobody, *cli_, "audit", "--name", name)
+        assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr
+        own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
+        os.chown(own, 1, 1)
+        for xdg in (nobody["HOME"], str(own)):
+            other = subprocess.run(["runuser", "-u", "daemon", "--", "env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp",
+                                    f"XDG_RUNTIME_DIR={xdg}", nobody["PYTHON"], *cli_, "status", "--name", name],
+                                   capture_output=True, text=True, timeout=120)
+            assert other.returncode != 0 and f"cluster {name} ·" not in other.stdout, other.stdout
+            assert "Traceback" not in other.stderr, other.stderr
+        shutil.rmtree(own)
+    finally:
+        down = _as_nobody(nobody, *cli_, "down", "--name", name)
+    assert down.returncode == 0 and "down" in down.stdout, down.stderr
+    gone = _as_nobody(nobody, *cli_, "status", "--name", name)
+    assert gone.returncode == 2 and "no cluster" in gone.stderr
+
+
+@pytest.mark.root
+def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
+    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
+                      "--json")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["running"] == figures["verified"] == 5
+
+
+@pytest.mark.root
+def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
+    """ENILAB_ROOTLESS=1 as root: the run's namespaces appear in the private folder standing in for
+    /run/netns, its record in the one standing in for /run/enilab; the host's see neither."""
+    _need_root()
+    _need_user_namespaces()
+    before = _host_namespaces()
+    env = {**os.environ, "ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "run", str(SCENARIOS / "quick-release.yaml"),
+                           "--json", "--keep"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["backend"] == "netns"
+    base = tmp_path / "enilab"
+    assert oct(base.stat().st_mode & 0o777) == "0o700"
+    records = list((base / "run" / "runs").glob("enl-*.json"))
+    assert len(records) == 1
+    prefix = records[0].stem
+    kept = [p.name for p in (base / "netns").iterdir()]
+    assert kept and all(n.startswith(prefix + "-") for n in kept)
+    assert not any(n.startswith(prefix) for n in _host_namespaces() - before)
+    # the namespaces died with the process: the kept names are plain files now, and clean removes them
+    cleaned = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "clean"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
+
+
+@pytest.mark.root
+def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
+    """While `nobody` holds namespaces of its own, a second user (`daemon`) can neither open the process's
+    namespaces nor read its private folder; the host's /run/netns does not show them."""
+    holder = subprocess.Popen(
+        ["runuser", "-u", "nobody", "--", "env", "-i", *(f"{k}={v}" for k, v in nobody.items()), nobody["PYTHON"],
+         "-c", "from eni_core import netns, userns; userns.enter(); netns.create('enl-held'); "
+               "print('ready', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=nobody["HOME"])
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert "enl-held" not in _host_namespaces()
+        probe = ("import os, sys\n"
+                 "for p in sys.argv[1:]:\n"
+                 "    try:\n"
+                 "        os.listdir(p) if os.path.isdir(p) else os.close(os.open(p, os.O_RDONLY))\n"
+                 "        print('opened', p)\n"
+                 "    except PermissionError:\n"
+                 "        print('refused', p)\n")
+        pid = holder.pid
+        for _ in range(50):  # runuser forks: the holder is runuser's child
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            if not children:
+                break
+            pid = int(children[0])
+        targets = [f"/proc/{pid}/ns/user", f"/proc/{pid}/ns/net", f"/proc/{pid}/ns/mnt", nobody["HOME"] + "/enilab"]
+        other = subprocess.run(["runuser", "-u", "daemon", "--", DEBIAN_PYTHON, "-c", probe, *targets],
+                               capture_output=True, text=True, timeout=60)
+        assert other.stdout.split("\n")[:-1] == [f"refused {t}" for t in targets], other.stdout + other.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+class _RefusingLibc:
+    """libc whose unshare(2) fails as a kernel without user namespaces would (EPERM)."""
+
+    def unshare(self, flags: int) -> int:
+        ctypes.set_errno(errno.EPERM)
+        return -1
+
+
+@pytest.mark.parametrize("euid", [1000, 0])
+def test_without_user_namespaces_run_says_why_and_exits_2(monkeypatch, tmp_path, capsys, euid):
+    """A normal user is told why there are no namespaces; root forcing ENILAB_ROOTLESS=1 is refused rather
+    than run as root."""
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setenv("ENILAB_ROOTLESS", "1")
+    monkeypatch.setattr(userns, "inside", lambda: False)
+    monkeypatch.setattr(userns, "state_base", lambda: tmp_path)
+    monkeypatch.setattr(userns, "private_dir", lambda path: path)
+    monkeypatch.setattr(userns, "_libc", _RefusingLibc())
+    monkeypatch.setattr(sys, "argv", ["enilab", "run", str(SCENARIOS / "quick-release.yaml")])
+    assert cli.main() == 2
+    err = capsys.readouterr().err
+    assert "user namespaces are not available to this user" in err and "Traceback" not in err
+    assert ("ENILAB_ROOTLESS=1" in err) == (euid == 0)
+
+
+def test_state_folder_refuses_a_symlink_and_a_missing_home(monkeypatch, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "enilab").symlink_to(elsewhere)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(PermissionError, match="not a folder of this user"):
+        userns.state_base()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "missing"))
+    with pytest.raises(userns.RootlessError, match="set XDG_RUNTIME_DIR"):
+        userns.state_base()
+
+
+def test_entering_needs_a_single_threaded_process(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr("threading.active_count", lambda: 2)
+    with pytest.raises(userns.RootlessError, match="single-threaded"):
+        userns.enter()
+    assert not (tmp_path / "enilab").exists()
+
+
+def test_only_a_single_live_controller_is_joined(monkeypatch, tmp_path):
+    """A malformed or dead owner record, a name that is no DNS label, or two live clusters without a name:
+    nothing to join (the command then says what is wrong, in the user's own namespaces)."""
+    monkeypatch.setenv("ENILAB_CLUSTERS_DIR", str(tmp_path))
+    me = runs.this_process()
+    for name, record in {"live-a": me, "live-b": me, "dead": {"pid": me["pid"], "start": "1"}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.json").write_text(json.dumps(record))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "owner.json").write_text("{not json")
+    assert rootless.live_controller("live-a") == me
+    assert rootless.live_controller(None) is None  # two live ones: the user must name one
+    assert rootless.live_controller("dead") is None and rootless.live_controller("broken") is None
+    assert rootless.live_controller("../live-a") is None and rootless.live_controller("missing") is None
+    (tmp_path / "live-b" / "owner.json").unlink()
+    assert rootless.live_controller(None) == me
