@@ -7,16 +7,40 @@ import sys
 
 import pytest
 
+from eni_core import netlink as nl
+from eni_core.kernel import NamespaceKernel
+from testbed.apps import bench_netns
 from testbed.apps.bench_netns import bench_bringup, bench_cni
 
 pytestmark = pytest.mark.root
 
 
-def test_bench_bringup_reports_its_figures_and_verifies_every_pod():
-    r = bench_bringup(nodes=2, pods_per_node=10, baseline_pods=3)
-    assert {"pods", "wire_ms_per_pod", "total_s", "teardown_s", "verified", "baseline_wire_ms_per_pod", "speedup",
-            "peak_rss_mb"} <= set(r)
-    assert r["pods"] == r["running"] == r["verified"] == 20 and r["cores"] >= 1
+def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
+    r = bench_bringup(nodes=2, pods_per_node=5, slow_pods=3, settle_s=0.5)
+    assert r["pods"] == r["running"] == r["verified"] == 10 and r["reachable"] == r["reach_sample"] == 10
+    for name in ("floor", "ip_batch", "pyroute2", "ip"):
+        b = r["builders"][name]
+        assert b["verified"] == b["pods"] > 0 and b["cpu_ms_per_pod"] >= 0 and b["wall_ms_per_pod"] > 0
+        assert r[f"{name}_ms_per_pod"] == b["cpu_ms_per_pod"]
+    assert r["builders"]["pyroute2"]["pods"] == 3
+    assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
+            "peak_rss_mb", "within_target"} <= set(r)
+    assert r["cores"] >= 1
+
+
+def test_verification_names_what_a_builder_left_out():
+    bed = bench_netns._testbed(1, 2, 2)
+    try:
+        bench_netns.BUILDERS["floor"](bed)()
+        assert bench_netns._verify(bed.fabric, bed.pods) == 2
+        victim = bed.pods[1]
+        NamespaceKernel(victim.node_ns).check(
+            [nl.rule_msg(False, priority=1536, table=victim.table, src=victim.ip, src_len=32)])
+        with pytest.raises(RuntimeError, match=f"{victim.ns} .*rule from the pod"):
+            bench_netns._verify(bed.fabric, bed.pods)
+    finally:
+        bench_netns._remove(bed.run)
+    assert not bed.run.namespaces()
 
 
 def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
