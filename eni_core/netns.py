@@ -133,6 +133,18 @@ def create(name: str) -> Path:
         return target
 
 
+def _unshare_failed(name: str) -> None:
+    err = ctypes.get_errno()
+    if err == errno.ENOSPC:
+        try:
+            limit = f" ({Path('/proc/sys/user/max_net_namespaces').read_text().strip()} here)"
+        except OSError:
+            limit = ""
+        raise OSError(err, f"cannot create network namespace {name}: the kernel's limit on network namespaces, "
+                           f"user.max_net_namespaces{limit}, is reached; delete namespaces or raise the limit")
+    raise OSError(err, f"unshare: {os.strerror(err)}", name)
+
+
 @contextlib.contextmanager
 def creating(name: str) -> Iterator[Path]:
     """Create the named namespace and run the block inside it (a socket opened there stays there): one
@@ -143,7 +155,8 @@ def creating(name: str) -> Iterator[Path]:
     home = _home_fd()
     try:
         try:
-            _check(_libc.unshare(CLONE_NEWNET), "unshare", name)
+            if _libc.unshare(CLONE_NEWNET) != 0:
+                _unshare_failed(name)
             _check(_libc.mount(b"/proc/thread-self/ns/net", str(target).encode(), b"none", MS_BIND, None),
                    "bind the namespace", target)
             yield target

@@ -128,7 +128,14 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "bringup" and getattr(args, "backend", None) == "containers":
         return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
     if what == "bringup":
-        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50)
+        compare = tuple(name for name in args.compare.split(",") if name and name != "none")
+        unknown = [name for name in compare if name not in bench_netns.BUILDERS]
+        if unknown:
+            from testbed.errors import UsageError
+
+            raise UsageError(f"--compare: no builder {unknown[0]!r}; choose from {', '.join(bench_netns.BUILDERS)} "
+                             "or none")
+        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50, compare)
     return bench_netns.bench_cni()
 
 
@@ -148,9 +155,11 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['namespaces']['ms_per_pod']} ms as namespaces ({r['containers_over_namespaces']}x); "
                       f"{r['verified_http']} answered HTTP: {verdict}")
     elif what == "bringup":
-        console.print(f"{r['pods']} pods wired at {r['wire_ms_per_pod']} ms each ({r['verified']} verified reachable), "
-                      f"teardown {r['teardown_s']} s, peak {r['peak_rss_mb']} MiB; {r['speedup']}x the baseline "
-                      f"({r['baseline_wire_ms_per_pod']} ms per pod): {verdict}")
+        others = ", ".join(f"{name} {b['cpu_ms_per_pod']} ({b['pods']} pods)" for name, b in r["builders"].items())
+        console.print(f"{r['pods']} pods wired at {r['cpu_ms_per_pod']} ms CPU each ({r['wire_ms_per_pod']} ms wall), "
+                      f"{r['verified']} read back, {r['reachable']}/{r['reach_sample']} sampled reachable; "
+                      f"{r.get('over_floor_cpu', '-')}x the floor in CPU; teardown {r['teardown_s']} s; "
+                      f"CPU ms per pod of the others: {others}: {verdict}")
     if what == "cni":
         ref = r["reference"]
         against = (f"the reference {ref['plugin']} p50 {ref['p50_ms']} ms, {r['executable_over_reference']}x" if ref

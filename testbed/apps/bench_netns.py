@@ -2,6 +2,7 @@
 baseline measured in the same run."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from eni_core import netns, routing
 from eni_core.kernel import NamespaceKernel
 from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
+from testbed.errors import UsageError
 from testbed.world.runs import Run
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 
@@ -426,32 +428,39 @@ def bench_bringup(nodes: int = 10, pods_per_node: int = 50, compare: tuple[str, 
     pods = nodes * pods_per_node
     sizes = {"floor": pods, "ip_batch": min(pods, IP_BATCH_MAX_PODS), "pyroute2": min(pods, slow_pods),
              "ip": min(pods, slow_pods)}
-    builders = {name: _measure_builder(name, nodes, pods_per_node, sizes[name], settle_s) for name in compare}
-    waited = _quiet(settle_s)
-    slab0 = _slab_kb()
-    t0 = time.perf_counter()
-    cluster = Cluster(_spec(nodes, pods_per_node), backend=NetnsBackend())
-    setup = time.perf_counter() - t0
     try:
-        c0, t0 = _cpu_s(), time.perf_counter()
-        for i in range(1, nodes + 1):
-            cluster.create_pods(pods_per_node, f"node-{i}")
-        cpu, wire = _cpu_s() - c0, time.perf_counter() - t0
-        slab_kb = _slab_kb() - slab0
-        running = sum(p.phase == "Running" for p in cluster.pods.values())
-        t0 = time.perf_counter()
-        verified = _verify(cluster.backend.fabric_ns, _enilab_wiring(cluster))
-        sample = _reach_sample(cluster, reach_sample)
-        reach = matrix(cluster, sources=sample, targets=["db-1"])
-        verify = time.perf_counter() - t0
-        reachable = sum(row["db-1"] for row in reach.values())
-        rss = peak_rss_mb()
-    finally:
-        alive = _namespaces_alive()
-        c0, t0 = _cpu_s(), time.perf_counter()
-        cluster.close()
-        teardown_cpu, teardown = _cpu_s() - c0, time.perf_counter() - t0
-        freed_s = _freed(alive, pods)
+        builders = {name: _measure_builder(name, nodes, pods_per_node, sizes[name], settle_s) for name in compare}
+        waited = _quiet(settle_s)
+        slab0 = _slab_kb()
+        backend = NetnsBackend()
+        try:
+            t0 = time.perf_counter()
+            cluster = Cluster(_spec(nodes, pods_per_node), backend=backend)
+            setup = time.perf_counter() - t0
+            c0, t0 = _cpu_s(), time.perf_counter()
+            for i in range(1, nodes + 1):
+                cluster.create_pods(pods_per_node, f"node-{i}")
+            cpu, wire = _cpu_s() - c0, time.perf_counter() - t0
+            slab_kb = _slab_kb() - slab0
+            running = sum(p.phase == "Running" for p in cluster.pods.values())
+            t0 = time.perf_counter()
+            verified = _verify(cluster.backend.fabric_ns, _enilab_wiring(cluster))
+            sample = _reach_sample(cluster, reach_sample)
+            reach = matrix(cluster, sources=sample, targets=["db-1"])
+            verify = time.perf_counter() - t0
+            reachable = sum(row["db-1"] for row in reach.values())
+            rss = peak_rss_mb()
+        finally:
+            alive = _namespaces_alive()
+            c0, t0 = _cpu_s(), time.perf_counter()
+            backend.close()
+            teardown_cpu, teardown = _cpu_s() - c0, time.perf_counter() - t0
+            freed_s = _freed(alive, pods)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+            raise UsageError(f"{pods} pods do not fit on this machine: {err.strerror or err} "
+                             "(everything this bench made is removed)") from None
+        raise
     cpu_ms, wire_ms = cpu / pods * 1000, wire / pods * 1000
     result = {
         "nodes": nodes, "pods": pods, "running": running, "setup_s": round(setup, 3),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,9 +52,40 @@ def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
     assert r["executable_over_reference"] > 0
 
 
+def test_bench_bringup_refuses_an_unknown_builder_before_making_anything():
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "bringup", "--compare", "floor,mininet"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--compare: no builder 'mininet'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bench_cli_prints_json():
     proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "20", "--pods", "500",
                            "--hours", "1", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["events"] == 1000 and {"seconds", "events_per_s", "peak_rss_mb", "speedup"} <= set(r)
+
+
+LIMITED = """
+mount -t tmpfs none /run/netns && echo {limit} > /proc/sys/user/max_net_namespaces || exit 99
+{python} -c "$BENCH_CODE"
+echo "rc=$? left=$(ls /run/netns | wc -l)"
+"""
+
+
+@pytest.mark.parametrize("code", [
+    # the first builder's testbed runs out of namespaces among its pods
+    "import sys; from testbed.apps.cli import main; sys.exit(main(['bench', 'bringup', '--nodes', '2', "
+    "'--pods-per-node', '5']))",
+    # enilab's own cluster runs out among its pods
+    "import sys; from testbed.apps.cli import main; "
+    "sys.exit(main(['bench', 'bringup', '--nodes', '2', '--pods-per-node', '5', '--compare', 'none']))",
+])
+def test_a_bench_too_big_for_the_namespace_limit_says_so_and_leaves_nothing(code):
+    """In a user namespace of the test's own (never the host's sysctls), with room for 7 namespaces."""
+    script = LIMITED.format(limit=8, python=sys.executable)
+    proc = subprocess.run(["unshare", "-Urnm", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "BENCH_CODE": code})
+    assert proc.stdout.strip().endswith("rc=2 left=0"), proc.stdout + proc.stderr
+    assert "do not fit on this machine" in proc.stderr and "user.max_net_namespaces (8 here)" in proc.stderr
+    assert "Traceback" not in proc.stderr
