@@ -163,8 +163,7 @@ def _testbed(nodes: int, pods_per_node: int, pods: int) -> _Testbed:
 
 
 def _remove(run: Run) -> None:
-    for name in run.namespaces():
-        netns.delete(name)
+    netns.delete_many(run.namespaces())
     run.unregister()
 
 
