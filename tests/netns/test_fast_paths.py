@@ -85,3 +85,16 @@ def test_a_failed_block_removes_the_namespace_it_made(name):
 def _ns_of(name: str) -> str:
     with netns.entered(name):
         return os.readlink("/proc/thread-self/ns/net")
+
+
+def test_delete_many_removes_what_is_there_and_counts_it(name):
+    names = [f"{name}-{i}" for i in range(40)]
+    try:
+        for made in names[:35]:
+            netns.create(made)
+        assert netns.delete_many(names) == 35  # five were never made: not an error, not counted
+        assert not any(netns.exists(n) for n in names)
+        assert netns.delete_many(names[:3]) == 0
+    finally:
+        for made in names:
+            netns.delete(made)
