@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = [
-__all__ = [
-    "NETNS_DIR", "create", "creating", "delete", "delete_many", "entered", "exists", "list_names", "path", "pin", "setns",
-]
+    "NETNS_DIR", "create", "creating", "delete", "delete_many", "entered", "exists", "list_names", "path", "pin",
+    "setns",
 ]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -135,6 +136,11 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
 
             raise UsageError(f"--compare: no builder {unknown[0]!r}; choose from {', '.join(bench_netns.BUILDERS)} "
                              "or none")
+        if "pyroute2" in compare and importlib.util.find_spec("pyroute2") is None:
+            from testbed.errors import UsageError
+
+            raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
+                             "--compare floor,ip_batch,ip")
         return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50, compare)
     return bench_netns.bench_cni()
 
