@@ -20,6 +20,7 @@ from typing import Any
 from eni_core import netlink as nl
 from eni_core import netns, routing
 from eni_core.kernel import NamespaceKernel
+from eni_core.kernel import encode as encode_op
 from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
@@ -179,9 +180,9 @@ def _floor(bed: _Testbed) -> Callable[[], None]:
     node_fds = {ns: os.open(netns.path(ns), os.O_RDONLY) for ns in bed.nodes}
     blobs = [(p.ns,
               nl.encode([nl.veth_add("eth0", p.veth, node_fds[p.node_ns], index=2, peer_index=p.veth_index,
-                                     peer_mac=p.mac), *routing.plan_pod(2, p.ip, p.mac)]),
-              p.node_ns, nl.encode([nl.link_set(p.veth_index, up=True), *routing.pod_host_requests(
-                  routing.PodLink(p.ip, ENI_INDEX, p.veth_index))]),
+                                     peer_mac=p.mac), *map(encode_op, routing.plan_pod(2, p.ip, p.mac))]),
+              p.node_ns, nl.encode([nl.link_set(p.veth_index, up=True), *map(encode_op, routing.pod_host_ops(
+                  routing.PodLink(p.ip, ENI_INDEX, p.veth_index)))]),
               nl.encode(_fabric_requests(p))) for p in bed.pods]
 
     def build() -> None:
