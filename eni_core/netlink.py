@@ -16,7 +16,7 @@ from ipaddress import IPv4Address
 
 __all__ = [
     "IGNORE_EXISTS", "IGNORE_GONE", "Link", "NeighEntry", "NetlinkError", "NetlinkSocket", "RouteEntry", "RuleEntry",
-    "addr_add", "link_del", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg", "veth_add",
+    "addr_add", "encode", "link_del", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg", "veth_add",
 ]
 
 NETLINK_ROUTE = 0
@@ -172,6 +172,12 @@ def neigh_del(index: int, ip: IPv4Address) -> Request:
     return Request(RTM_DELNEIGH, 0, body, f"delete neighbour {ip} on link {index}")
 
 
+def encode(requests: Iterable[Request]) -> bytes:
+    """Requests framed for one send with no acks asked for (the kernel still answers a failure with an
+    error message): the cheapest way to hand the kernel a batch, for callers that read errors later."""
+    return b"".join(_HDR.pack(_HDR.size + len(r.body), r.type, F_REQUEST | r.flags, 0, 0) + r.body for r in requests)
+
+
 # -- decoded dump entries ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Link:
@@ -264,6 +270,7 @@ class NetlinkSocket:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         self.sock.bind((0, 0))
         self.seq = 0
+        self._buf = bytearray(1 << 16)  # the kernel's answers are at most 32 KiB each
 
     def close(self) -> None:
         self.sock.close()
@@ -279,26 +286,35 @@ class NetlinkSocket:
         return self.seq, _HDR.pack(_HDR.size + len(req.body), req.type, F_REQUEST | req.flags | extra_flags,
                                    self.seq, 0) + req.body
 
-    def _messages(self) -> Iterator[tuple[int, int, int, bytes]]:
-        data = self.sock.recv(1 << 20)
+    def _messages(self, flags: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
+        """The messages of one datagram from the kernel, read into the socket's own buffer (a fresh
+        1 MiB bytes object per read would cost an mmap and an munmap each)."""
+        size = self.sock.recv_into(self._buf, 0, flags | socket.MSG_TRUNC)
+        if size > len(self._buf):
+            raise NetlinkError(errno_mod.EMSGSIZE, f"a netlink answer of {size} bytes")
+        data = memoryview(self._buf)[:size]
         offset = 0
-        while offset + _HDR.size <= len(data):
+        while offset + _HDR.size <= size:
             length, mtype, flags, seq, _ = _HDR.unpack_from(data, offset)
-            yield mtype, flags, seq, data[offset + _HDR.size: offset + length]
+            yield mtype, flags, seq, bytes(data[offset + _HDR.size: offset + length])
             offset += (length + 3) & ~3
 
     def apply(self, requests: Iterable[Request], *, ignore: tuple[int, ...] = ()) -> list[NetlinkError]:
-        """Send every request in one batch and wait for every ack. Errors whose errno is in `ignore`
-        (EEXIST for idempotent adds, ESRCH/ENOENT for deletes of what is gone) are dropped; the others
-        are returned, each naming its request."""
+        """Send every request in one batch and wait until the kernel has handled them all. Errors whose
+        errno is in `ignore` (EEXIST for idempotent adds, ESRCH/ENOENT for deletes of what is gone) are
+        dropped; the others are returned, each naming its request.
+
+        Only the last request asks for an ack: the kernel handles a batch in order and answers every
+        failure with an error message whether or not an ack was asked for, so when the last one is
+        acknowledged every earlier failure is already queued. One answer per batch, not one per request."""
         reqs = list(requests)
         if not reqs:
             return []
-        pending: dict[int, Request] = {}
+        sent: dict[int, Request] = {}
         frames = []
-        for req in reqs:
-            seq, frame = self._frame(req, F_ACK)
-            pending[seq] = req
+        for i, req in enumerate(reqs):
+            seq, frame = self._frame(req, F_ACK if i == len(reqs) - 1 else 0)
+            sent[seq] = req
             frames.append(frame)
         # the kernel reads one message per sendmsg chunk in order; keep chunks under the socket buffer
         chunk: list[bytes] = []
@@ -311,15 +327,30 @@ class NetlinkSocket:
             size += len(frame)
         self.sock.send(b"".join(chunk))
         errors = []
-        while pending:
+        while True:
             for mtype, _flags, seq, payload in self._messages():
-                if mtype != NLMSG_ERROR or seq not in pending:
+                if mtype != NLMSG_ERROR or seq not in sent:
                     continue
-                req = pending.pop(seq)
                 (code,) = struct.unpack_from("=i", payload)
                 if code and -code not in ignore:
-                    errors.append(NetlinkError(-code, req.what))
-        return errors
+                    errors.append(NetlinkError(-code, sent[seq].what))
+                if seq == self.seq:
+                    return errors
+
+    def queued_errors(self) -> list[NetlinkError]:
+        """The errors the kernel has queued for requests sent without acks (`encode`), without waiting:
+        the kernel handles a request inside the send, so every answer is queued when the send returns."""
+        errors = []
+        while True:
+            try:
+                messages = list(self._messages(socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                return errors
+            for mtype, _flags, _seq, payload in messages:
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", payload)
+                    if code:
+                        errors.append(NetlinkError(-code, "a request sent without an ack"))
 
     def check(self, requests: Iterable[Request], *, ignore: tuple[int, ...] = ()) -> None:
         """`apply`, raising the first error."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -128,7 +129,19 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "bringup" and getattr(args, "backend", None) == "containers":
         return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
     if what == "bringup":
-        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50)
+        compare = tuple(name for name in args.compare.split(",") if name and name != "none")
+        unknown = [name for name in compare if name not in bench_netns.BUILDERS]
+        if unknown:
+            from testbed.errors import UsageError
+
+            raise UsageError(f"--compare: no builder {unknown[0]!r}; choose from {', '.join(bench_netns.BUILDERS)} "
+                             "or none")
+        if "pyroute2" in compare and importlib.util.find_spec("pyroute2") is None:
+            from testbed.errors import UsageError
+
+            raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
+                             "--compare floor,ip_batch,ip")
+        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50, compare)
     return bench_netns.bench_cni()
 
 
@@ -148,9 +161,11 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['namespaces']['ms_per_pod']} ms as namespaces ({r['containers_over_namespaces']}x); "
                       f"{r['verified_http']} answered HTTP: {verdict}")
     elif what == "bringup":
-        console.print(f"{r['pods']} pods wired at {r['wire_ms_per_pod']} ms each ({r['verified']} verified reachable), "
-                      f"teardown {r['teardown_s']} s, peak {r['peak_rss_mb']} MiB; {r['speedup']}x the baseline "
-                      f"({r['baseline_wire_ms_per_pod']} ms per pod): {verdict}")
+        others = ", ".join(f"{name} {b['cpu_ms_per_pod']} ({b['pods']} pods)" for name, b in r["builders"].items())
+        console.print(f"{r['pods']} pods wired at {r['cpu_ms_per_pod']} ms CPU each ({r['wire_ms_per_pod']} ms wall), "
+                      f"{r['verified']} read back, {r['reachable']}/{r['reach_sample']} sampled reachable; "
+                      f"{r.get('over_floor_cpu', '-')}x the floor in CPU; teardown {r['teardown_s']} s; "
+                      f"CPU ms per pod of the others: {others}: {verdict}")
     if what == "cni":
         ref = r["reference"]
         against = (f"the reference {ref['plugin']} p50 {ref['p50_ms']} ms, {r['executable_over_reference']}x" if ref

@@ -2,20 +2,28 @@
 baseline measured in the same run."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from eni_core import netns
-from eni_core.model import PoolConfig, Subnet
+from eni_core import netlink as nl
+from eni_core import netns, routing
+from eni_core.kernel import NamespaceKernel
+from eni_core.kernel import encode as encode_op
+from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
+from testbed.errors import UsageError
 from testbed.world.runs import Run
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 
@@ -67,92 +75,433 @@ def _quiet(limit_s: float = 20.0) -> float:
     return time.monotonic() - start
 
 
-def _naive(pods: int) -> tuple[float, float]:
-    """The Mininet way: one `ip` process per operation, the same per-pod operations as enilab's.
-    Returns (ms per pod, teardown seconds)."""
+# -- bring-up: the same kernel objects for every pod, built five ways ----------------------------------
+# Per pod: a namespace; a veth (host end in the node, up, with a fixed MAC; `eth0` in the pod); in the pod
+# lo and eth0 up, the /32, the link-local gateway's permanent neighbour, a route to it and the default
+# route; on the node the /32 route to the veth and the two policy rules; in the fabric the /32 route to
+# the node's ENI and a permanent neighbour entry with the ENI's MAC. enilab builds them through its real
+# allocator and CNI handler; the comparison builders build exactly these on a fabric and nodes made
+# beforehand (untimed), and every builder's result is read back from the kernel.
+
+POD_NET = int(IPv4Address("10.64.0.0"))  # node n's pod i: POD_NET + n * 1024 + i + 2
+ENI_INDEX = 3
+SLOW_BUILDER_PODS = 100  # pyroute2 and `ip` per operation are measured on the first pods only
+IP_BATCH_MAX_PODS = 2000
+
+
+@dataclass(frozen=True)
+class _PodWiring:
+    """One pod's wiring as the kernel must hold it, wherever it was built."""
+
+    ns: str
+    node_ns: str
+    ip: IPv4Address
+    veth: str  # the host end, in the node
+    veth_index: int
+    mac: str  # the host end's MAC: the pod's gateway neighbour
+    table: int  # the pod's ENI table: `from <ip> lookup <table>`
+    eni_mac: str  # the fabric delivers the pod's IP to the ENI with this MAC
+    fabric_port: int  # the fabric's end of that ENI
+
+
+@dataclass
+class _Testbed:
+    run: Run
+    fabric: str
+    nodes: list[str]
+    pods: list[_PodWiring]
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have been waited for (user + system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _slab_kb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Slab:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _testbed(nodes: int, pods_per_node: int, pods: int) -> _Testbed:
+    """A fabric and `nodes` nodes with one ENI each (eth1, link index 3, table 2003), and the first
+    `pods` pods to wire on them, node by node."""
     run = Run.new()
-    fab, node = run.reserve("fabric"), run.reserve("n1")
-
-    def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True)
-
+    bed = _Testbed(run, run.reserve("fabric"), [], [])
+    netns.create(bed.fabric)
+    fabric_fd = os.open(netns.path(bed.fabric), os.O_RDONLY)
+    fabric = NamespaceKernel(bed.fabric)
     try:
-        for ns in (fab, node):
-            ip("netns", "add", ns)
-        ip("-n", node, "link", "add", "eth1", "index", "3", "address", "52:54:00:aa:00:01", "type", "veth",
-           "peer", "name", "n1e1", "netns", fab)
-        ip("-n", node, "link", "set", "eth1", "up")
-        ip("-n", fab, "link", "set", "n1e1", "up")
-        ip("-n", node, "addr", "add", "10.9.255.5/32", "dev", "eth1")
-        ip("-n", node, "route", "add", "default", "via", "10.9.0.1", "dev", "eth1", "onlink", "table", "2003")
-        start = time.perf_counter()
-        for i in range(pods):
-            pod, veth, addr = run.reserve(f"p{i}"), f"veth{i}", f"10.9.{i // 250}.{i % 250 + 2}"
-            ip("netns", "add", pod)
-            ip("-n", node, "link", "add", veth, "index", str(64 + i), "address", "02:00:00:00:01:01", "type", "veth",
-               "peer", "name", "eth0", "netns", pod)
-            ip("-n", pod, "link", "set", "lo", "up")
-            ip("-n", pod, "link", "set", "eth0", "up")
-            ip("-n", pod, "addr", "add", f"{addr}/32", "dev", "eth0")
-            ip("-n", pod, "neigh", "add", "169.254.1.1", "lladdr", "02:00:00:00:01:01", "dev", "eth0", "nud",
-               "permanent")
-            ip("-n", pod, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-            ip("-n", pod, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
-            ip("-n", node, "link", "set", veth, "up")
-            ip("-n", node, "route", "add", addr, "dev", veth, "scope", "link")
-            ip("-n", node, "rule", "add", "to", addr, "lookup", "main", "priority", "512")
-            ip("-n", node, "rule", "add", "from", addr, "lookup", "2003", "priority", "1536")
-            ip("-n", fab, "route", "add", addr, "dev", "n1e1", "scope", "link")
-            ip("-n", fab, "neigh", "add", addr, "lladdr", "52:54:00:aa:00:01", "dev", "n1e1", "nud", "permanent")
-        per_pod = (time.perf_counter() - start) / pods * 1000
-        start = time.perf_counter()
-        for name in run.namespaces():
-            ip("netns", "del", name)
-        return per_pod, time.perf_counter() - start
+        for n in range(nodes):
+            ns = run.reserve(f"n{n}")
+            netns.create(ns)
+            bed.nodes.append(ns)
+            eni_mac, port = f"52:54:00:aa:{n >> 8:02x}:{n & 0xFF:02x}", 10 + n
+            node = NamespaceKernel(ns)
+            try:
+                node.check([nl.link_set(1, up=True),
+                            nl.veth_add("eth1", f"n{n}e1", fabric_fd, index=ENI_INDEX, mac=eni_mac, peer_index=port),
+                            nl.route_msg(True, table=eni_table(ENI_INDEX), dst=None, dst_len=0, oif=ENI_INDEX,
+                                         gateway=IPv4Address(POD_NET + 1), onlink=True)])
+            finally:
+                node.close()
+            fabric.check([nl.link_set(port, up=True)])
+            for i in range(pods_per_node):
+                if len(bed.pods) < pods:
+                    bed.pods.append(_PodWiring(
+                        run.reserve(f"p{n}-{i}"), ns, IPv4Address(POD_NET + n * 1024 + i + 2), f"veth{i}",
+                        routing.HOST_INDEX_BASE + i, f"02:00:{n >> 8:02x}:{n & 0xFF:02x}:{i >> 8:02x}:{i & 0xFF:02x}",
+                        eni_table(ENI_INDEX), eni_mac, port))
+    except BaseException:
+        _remove(bed.run)
+        raise
     finally:
-        run.remove()
+        fabric.close()
+        os.close(fabric_fd)
+    return bed
 
 
-def bench_bringup(nodes: int = 10, pods_per_node: int = 50, baseline_pods: int = 40) -> dict[str, Any]:
+def _remove(run: Run) -> None:
+    netns.delete_many(run.namespaces())
+    run.unregister()
+
+
+def _fabric_requests(p: _PodWiring) -> list[nl.Request]:
+    return [nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=p.ip, dst_len=32, oif=p.fabric_port, scope=nl.RT_SCOPE_LINK),
+            nl.neigh_add(p.fabric_port, p.ip, p.eni_mac)]
+
+
+def _floor(bed: _Testbed) -> Callable[[], None]:
+    """The floor: every message encoded beforehand, no acks asked for, one send per namespace and pod.
+    The veth is made from inside the new pod namespace with its host end in the node's (one entry into
+    the namespace, no descriptor to open for it)."""
+    node_fds = {ns: os.open(netns.path(ns), os.O_RDONLY) for ns in bed.nodes}
+    blobs = [(p.ns,
+              nl.encode([nl.veth_add("eth0", p.veth, node_fds[p.node_ns], index=2, peer_index=p.veth_index,
+                                     peer_mac=p.mac), *map(encode_op, routing.plan_pod(2, p.ip, p.mac))]),
+              p.node_ns, nl.encode([nl.link_set(p.veth_index, up=True), *map(encode_op, routing.pod_host_ops(
+                  routing.PodLink(p.ip, ENI_INDEX, p.veth_index)))]),
+              nl.encode(_fabric_requests(p))) for p in bed.pods]
+
+    def build() -> None:
+        kernels = {ns: NamespaceKernel(ns) for ns in [bed.fabric, *bed.nodes]}
+        fabric = kernels[bed.fabric].sock
+        try:
+            for pod_ns, pod_blob, node_ns, node_blob, fabric_blob in blobs:
+                with netns.creating(pod_ns), nl.NetlinkSocket() as sock:
+                    sock.sock.send(pod_blob)
+                    errors = sock.queued_errors()
+                kernels[node_ns].sock.sock.send(node_blob)
+                fabric.sock.send(fabric_blob)
+                if errors:
+                    raise errors[0]
+            for kernel in kernels.values():
+                errors = kernel.sock.queued_errors()
+                if errors:
+                    raise errors[0]
+        finally:
+            for kernel in kernels.values():
+                kernel.close()
+            for fd in node_fds.values():
+                os.close(fd)
+
+    return build
+
+
+def _ip_pod_lines(p: _PodWiring) -> list[str]:
+    return ["link set lo up", "link set eth0 up", f"addr add {p.ip}/32 dev eth0",
+            f"neigh add {routing.LINK_LOCAL_GATEWAY} lladdr {p.mac} dev eth0 nud permanent",
+            f"route add {routing.LINK_LOCAL_GATEWAY} dev eth0 scope link",
+            f"route add default via {routing.LINK_LOCAL_GATEWAY} dev eth0"]
+
+
+def _ip_node_lines(p: _PodWiring) -> list[str]:
+    return [f"link add {p.veth} index {p.veth_index} address {p.mac} type veth peer name eth0 netns {p.ns}",
+            f"link set {p.veth} up", f"route add {p.ip} dev {p.veth} scope link",
+            f"rule add to {p.ip} lookup main priority {routing.PRIO_TO_POD}",
+            f"rule add from {p.ip} lookup {p.table} priority {routing.PRIO_FROM_POD}"]
+
+
+def _ip_fabric_lines(p: _PodWiring, port: str) -> list[str]:
+    return [f"route add {p.ip} dev {port} scope link", f"neigh add {p.ip} lladdr {p.eni_mac} dev {port} nud permanent"]
+
+
+def _fabric_port_name(bed: _Testbed, p: _PodWiring) -> str:
+    return f"n{bed.nodes.index(p.node_ns)}e1"
+
+
+def _ip_batch(bed: _Testbed) -> Callable[[], None]:
+    """iproute2 as a shell user would batch it: one `ip -batch` makes every namespace, then one
+    `ip -n NS -batch` per node, per pod and for the fabric."""
+    def batch(ns: str | None, lines: list[str]) -> None:
+        subprocess.run(["ip", *(["-n", ns] if ns else []), "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                       check=True, capture_output=True)
+
+    by_node: dict[str, list[str]] = {}
+    for p in bed.pods:
+        by_node.setdefault(p.node_ns, []).extend(_ip_node_lines(p))
+    fabric = [line for p in bed.pods for line in _ip_fabric_lines(p, _fabric_port_name(bed, p))]
+
+    def build() -> None:
+        batch(None, [f"netns add {p.ns}" for p in bed.pods])
+        for ns, lines in by_node.items():
+            batch(ns, lines)
+        for p in bed.pods:
+            batch(p.ns, _ip_pod_lines(p))
+        batch(bed.fabric, fabric)
+
+    return build
+
+
+def _ip_per_operation(bed: _Testbed) -> Callable[[], None]:
+    """One `ip` process per operation (the Mininet way)."""
+    def build() -> None:
+        for p in bed.pods:
+            subprocess.run(["ip", "netns", "add", p.ns], check=True, capture_output=True)
+            for ns, lines in ((p.node_ns, _ip_node_lines(p)), (p.ns, _ip_pod_lines(p)),
+                              (bed.fabric, _ip_fabric_lines(p, _fabric_port_name(bed, p)))):
+                for line in lines:
+                    subprocess.run(["ip", "-n", ns, *line.split()], check=True, capture_output=True)
+
+    return build
+
+
+def _pyroute2(bed: _Testbed) -> Callable[[], None]:
+    """What a Python user would write with pyroute2: `netns.create`, one `IPRoute` kept open per node and
+    for the fabric, one per pod while it is wired."""
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as pnetns
+
+    gateway = str(routing.LINK_LOCAL_GATEWAY)
+
+    def build() -> None:
+        handles = {ns: IPRoute(netns=ns, flags=0) for ns in [bed.fabric, *bed.nodes]}
+        try:
+            fabric = handles[bed.fabric]
+            for p in bed.pods:
+                pnetns.create(p.ns)
+                node = handles[p.node_ns]
+                node.link("add", ifname=p.veth, kind="veth", address=p.mac, peer={"ifname": "eth0", "net_ns_fd": p.ns})
+                (veth,) = node.link_lookup(ifname=p.veth)
+                node.link("set", index=veth, state="up")
+                node.route("add", dst=f"{p.ip}/32", oif=veth, scope="link")
+                node.rule("add", dst=str(p.ip), dst_len=32, table=nl.RT_TABLE_MAIN, priority=routing.PRIO_TO_POD)
+                node.rule("add", src=str(p.ip), src_len=32, table=p.table, priority=routing.PRIO_FROM_POD)
+                with IPRoute(netns=p.ns, flags=0) as pod:
+                    (eth0,) = pod.link_lookup(ifname="eth0")
+                    pod.link("set", index=1, state="up")
+                    pod.link("set", index=eth0, state="up")
+                    pod.addr("add", index=eth0, address=str(p.ip), prefixlen=32)
+                    pod.neigh("add", dst=gateway, lladdr=p.mac, ifindex=eth0, state=nl.NUD_PERMANENT)
+                    pod.route("add", dst=f"{gateway}/32", oif=eth0, scope="link")
+                    pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
+                fabric.route("add", dst=f"{p.ip}/32", oif=p.fabric_port, scope="link")
+                fabric.neigh("add", dst=str(p.ip), lladdr=p.eni_mac, ifindex=p.fabric_port, state=nl.NUD_PERMANENT)
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+    return build
+
+
+BUILDERS: dict[str, Callable[[_Testbed], Callable[[], None]]] = {
+    "floor": _floor, "ip_batch": _ip_batch, "pyroute2": _pyroute2, "ip": _ip_per_operation}
+
+
+def _verify(fabric: str, pods: list[_PodWiring]) -> int:
+    """Read every pod's namespace, its node and the fabric back and check the pod's wiring is all there.
+    Returns the number of pods verified; raises naming the first pod whose wiring is wrong."""
+    def read(ns: str, what: Callable[[NamespaceKernel], Any]) -> Any:
+        kernel = NamespaceKernel(ns)
+        try:
+            return what(kernel)
+        finally:
+            kernel.close()
+
+    fabric_routes, fabric_neigh = read(fabric, lambda k: (
+        {(r.dst, r.oif) for r in k.routes() if r.dst_len == 32},
+        {(n.index, n.ip): n.mac for n in k.neighbours() if n.state == nl.NUD_PERMANENT}))
+    by_node: dict[str, list[_PodWiring]] = {}
+    for p in pods:
+        by_node.setdefault(p.node_ns, []).append(p)
+    verified = 0
+    for node_ns, group in by_node.items():
+        links, routes, rules = read(node_ns, lambda k: (
+            {link.ifname: link for link in k.links()},
+            {(r.dst, r.oif) for r in k.routes() if r.table == nl.RT_TABLE_MAIN and r.dst_len == 32},
+            {(r.priority, r.table, r.src, r.dst) for r in k.rules()}))
+        for p in group:
+            host = links.get(p.veth)
+            missing = [what for what, ok in (
+                ("host veth up with its MAC", host is not None and host.up and host.mac == p.mac),
+                ("node route", host is not None and (p.ip, host.index) in routes),
+                ("rule to the pod", (routing.PRIO_TO_POD, nl.RT_TABLE_MAIN, None, p.ip) in rules),
+                ("rule from the pod", (routing.PRIO_FROM_POD, p.table, p.ip, None) in rules),
+                ("fabric route", (p.ip, p.fabric_port) in fabric_routes),
+                ("fabric neighbour", fabric_neigh.get((p.fabric_port, p.ip)) == p.eni_mac),
+            ) if not ok]
+            missing += read(p.ns, lambda k, p=p: _pod_side_missing(k, p))
+            if missing:
+                raise RuntimeError(f"pod namespace {p.ns} ({p.ip}): missing {', '.join(missing)}")
+            verified += 1
+    return verified
+
+
+def _pod_side_missing(kernel: NamespaceKernel, p: _PodWiring) -> list[str]:
+    links = {link.ifname: link for link in kernel.links()}
+    eth0, lo = links.get("eth0"), links.get("lo")
+    if eth0 is None:
+        return ["eth0"]
+    gateway = routing.LINK_LOCAL_GATEWAY
+    routes = {(r.dst, r.gateway, r.oif) for r in kernel.routes() if r.table == nl.RT_TABLE_MAIN}
+    return [what for what, ok in (
+        ("lo and eth0 up", eth0.up and lo is not None and lo.up),
+        ("the pod's address", any(a.index == eth0.index and a.ip == p.ip and a.prefixlen == 32
+                                  for a in kernel.addresses())),
+        ("the gateway's neighbour", any(n.index == eth0.index and n.ip == gateway and n.mac == p.mac
+                                        and n.state == nl.NUD_PERMANENT for n in kernel.neighbours())),
+        ("the gateway route", (gateway, None, eth0.index) in routes),
+        ("the default route", (None, gateway, eth0.index) in routes),
+    ) if not ok]
+
+
+def _measure_builder(name: str, nodes: int, pods_per_node: int, pods: int, settle_s: float) -> dict[str, Any]:
+    waited = _quiet(settle_s)
+    bed = _testbed(nodes, pods_per_node, pods)
+    try:
+        build = BUILDERS[name](bed)
+        c0, w0 = _cpu_s(), time.perf_counter()
+        build()
+        cpu, wall = _cpu_s() - c0, time.perf_counter() - w0
+        verified = _verify(bed.fabric, bed.pods)
+    finally:
+        _remove(bed.run)
+    return {"pods": pods, "cpu_ms_per_pod": round(cpu / pods * 1000, 3),
+            "wall_ms_per_pod": round(wall / pods * 1000, 3), "verified": verified,
+            "waited_for_kernel_s": round(waited, 1)}
+
+
+def _enilab_wiring(cluster) -> list[_PodWiring]:
+    """The wiring enilab's pods must have, from the cluster's own records (the kernel is read later)."""
+    backend = cluster.backend
+    out = []
+    for pod in cluster.pods.values():
+        if pod.phase != "Running":
+            continue
+        node_name, ns = backend.pods[pod.name]
+        node = cluster.nodes[node_name]
+        _owner, port, eni_mac = backend.eni_where[pod.eni_id]
+        out.append(_PodWiring(ns, backend.nodes[node_name].ns, pod.ip, routing.host_veth_name(pod.name), 0,
+                              routing.host_veth_mac(pod.name), eni_table(node.ifindex[pod.eni_id]), eni_mac, port))
+    return out
+
+
+def _reach_sample(cluster, size: int, seed: int = 17) -> list[str]:
+    """Every pod when there are at most `size`; otherwise each node's first and last pod (the first
+    and the last ENI's) and a seeded random draw of the rest, `size` in all."""
+    by_node: dict[str, list[str]] = {}
+    for pod in cluster.pods.values():
+        if pod.phase == "Running":
+            by_node.setdefault(pod.node, []).append(pod.name)
+    every = [p for names in by_node.values() for p in names]
+    if len(every) <= size:
+        return every
+    chosen = {p for names in by_node.values() for p in (names[0], names[-1])}
+    rest = [p for p in every if p not in chosen]
+    chosen.update(random.Random(seed).sample(rest, max(0, size - len(chosen))))
+    return sorted(chosen)
+
+
+def bench_bringup(nodes: int = 10, pods_per_node: int = 50, compare: tuple[str, ...] = tuple(BUILDERS),
+                  slow_pods: int = SLOW_BUILDER_PODS, reach_sample: int = 1000,
+                  settle_s: float = 20.0) -> dict[str, Any]:
+    """enilab brings `nodes` x `pods_per_node` pods up on namespaces; the same kernel objects are built by
+    the floor (pre-encoded messages) and by what users would otherwise write, in the same run, each read
+    back from the kernel. Figures are per pod: CPU (user + system, with children) and wall time. Before
+    each phase the bench waits up to `settle_s` for the kernel to finish freeing earlier namespaces."""
     from testbed.observe.traffic import matrix
     from testbed.world.backends.netns import NetnsBackend
     from testbed.world.cluster import Cluster
 
     pods = nodes * pods_per_node
-    waited = _quiet()
-    baseline, baseline_teardown = _naive(baseline_pods)  # first, so our teardown's aftermath cannot slow it
-    waited += _quiet()
-    t0 = time.perf_counter()
-    cluster = Cluster(_spec(nodes, pods_per_node), backend=NetnsBackend())
-    setup = time.perf_counter() - t0
+    sizes = {"floor": pods, "ip_batch": min(pods, IP_BATCH_MAX_PODS), "pyroute2": min(pods, slow_pods),
+             "ip": min(pods, slow_pods)}
     try:
-        t0 = time.perf_counter()
-        for i in range(1, nodes + 1):
-            cluster.create_pods(pods_per_node, f"node-{i}")
-        wire = time.perf_counter() - t0
-        running = sum(p.phase == "Running" for p in cluster.pods.values())
-        t0 = time.perf_counter()
-        reach = matrix(cluster, targets=["db-1"])
-        verify = time.perf_counter() - t0
-        verified = sum(row["db-1"] for row in reach.values())
-        rss = peak_rss_mb()
-    finally:
-        t0 = time.perf_counter()
-        cluster.close()
-        teardown = time.perf_counter() - t0
-    wire_ms = wire / pods * 1000
-    return {
+        builders = {name: _measure_builder(name, nodes, pods_per_node, sizes[name], settle_s) for name in compare}
+        waited = _quiet(settle_s)
+        slab0 = _slab_kb()
+        backend = NetnsBackend()
+        try:
+            t0 = time.perf_counter()
+            cluster = Cluster(_spec(nodes, pods_per_node), backend=backend)
+            setup = time.perf_counter() - t0
+            c0, t0 = _cpu_s(), time.perf_counter()
+            for i in range(1, nodes + 1):
+                cluster.create_pods(pods_per_node, f"node-{i}")
+            cpu, wire = _cpu_s() - c0, time.perf_counter() - t0
+            slab_kb = _slab_kb() - slab0
+            running = sum(p.phase == "Running" for p in cluster.pods.values())
+            t0 = time.perf_counter()
+            verified = _verify(cluster.backend.fabric_ns, _enilab_wiring(cluster))
+            sample = _reach_sample(cluster, reach_sample)
+            reach = matrix(cluster, sources=sample, targets=["db-1"])
+            verify = time.perf_counter() - t0
+            reachable = sum(row["db-1"] for row in reach.values())
+            rss = peak_rss_mb()
+        finally:
+            alive = _namespaces_alive()
+            c0, t0 = _cpu_s(), time.perf_counter()
+            backend.close()
+            teardown_cpu, teardown = _cpu_s() - c0, time.perf_counter() - t0
+            freed_s = _freed(alive, pods)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+            raise UsageError(f"{pods} pods do not fit on this machine: {err.strerror or err} "
+                             "(everything this bench made is removed)") from None
+        raise
+    cpu_ms, wire_ms = cpu / pods * 1000, wire / pods * 1000
+    result = {
         "nodes": nodes, "pods": pods, "running": running, "setup_s": round(setup, 3),
-        "wire_ms_per_pod": round(wire_ms, 3), "total_s": round(setup + wire, 3), "verify_s": round(verify, 3),
-        "verified": verified, "teardown_s": round(teardown, 3), "peak_rss_mb": round(rss, 1),
-        "baseline": "one `ip` process per operation (the Mininet way)", "baseline_pods": baseline_pods,
-        "baseline_wire_ms_per_pod": round(baseline, 3), "baseline_teardown_s_per_pod": round(
-            baseline_teardown / baseline_pods, 4), "speedup": round(baseline / wire_ms, 1),
-        "targets": {"wire_ms_per_pod": 3.0, "teardown_s": 1.0, "speedup": 10, "peak_rss_mb": 300},
-        "within_target": wire_ms <= 3.0 and teardown <= 1.0 and baseline / wire_ms >= 10 and rss <= 300
-        and verified == pods,
-        "waited_for_kernel_s": round(waited, 1), "cores": os.cpu_count(),
+        "cpu_ms_per_pod": round(cpu_ms, 3), "wire_ms_per_pod": round(wire_ms, 3), "total_s": round(setup + wire, 3),
+        "verified": verified, "reach_sample": len(sample), "reachable": reachable, "verify_s": round(verify, 3),
+        "teardown_s": round(teardown, 3), "teardown_ms_per_pod": round(teardown / pods * 1000, 4),
+        "teardown_cpu_ms_per_pod": round(teardown_cpu / pods * 1000, 4), "kernel_freed_s": freed_s,
+        "slab_kb_per_pod": round(slab_kb / pods, 1), "peak_rss_mb": round(rss, 1),
+        "builders": builders, "waited_for_kernel_s": round(waited + sum(b["waited_for_kernel_s"]
+                                                                    for b in builders.values()), 1),
+        "cores": os.cpu_count(),
     }
+    for name, b in builders.items():
+        result[f"{name}_ms_per_pod"] = b["cpu_ms_per_pod"]
+    within = verified == pods and reachable == len(sample) and rss <= 300
+    if "floor" in builders:
+        floor = builders["floor"]
+        # CPU time comes in clock ticks (10 ms): a tiny run can measure 0, and then there is no ratio
+        result["over_floor_cpu"] = round(cpu_ms / floor["cpu_ms_per_pod"], 2) if floor["cpu_ms_per_pod"] else None
+        result["over_floor_wall"] = round(wire_ms / floor["wall_ms_per_pod"], 2)
+        within = within and result["over_floor_cpu"] is not None and result["over_floor_cpu"] <= 1.5
+    result["targets"] = {"over_floor_cpu": 1.5, "peak_rss_mb": 300}
+    result["within_target"] = within
+    return result
+
+
+def _freed(before: int | None, count: int, limit_s: float = 60.0) -> float | None:
+    """Seconds from the end of a teardown until the kernel has freed `count` namespaces (its cleanup
+    worker runs later): the net_namespace slab count is back to `before - count`. None when the count
+    is unreadable or other processes' namespaces kept it from getting there within `limit_s`."""
+    if before is None:
+        return None
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        now = _namespaces_alive()
+        if now is None:
+            return None
+        if now <= before - count:
+            return round(time.monotonic() - start, 2)
+        time.sleep(0.05)
+    return None
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

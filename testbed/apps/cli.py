@@ -673,6 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pods-per-node", type=int, default=None, help="bringup: 50, with --backend containers 10")
     b.add_argument("--backend", choices=["netns", "containers"],
                    help="bringup: containers also measures pods as containers, beside namespaces, in the same run")
+    b.add_argument("--compare", default="floor,ip_batch,pyroute2,ip",
+                   help="bringup: the builders measured beside enilab, comma-separated, or `none`")
     b.add_argument("--pods", type=int, default=50_000, help="pod creations (each is deleted later)")
     b.add_argument("--hours", type=float, default=24.0)
     b.add_argument("--seed", type=int, default=1)

@@ -2,21 +2,46 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from eni_core import netlink as nl
+from eni_core.kernel import NamespaceKernel
+from testbed.apps import bench_netns
 from testbed.apps.bench_netns import bench_bringup, bench_cni
 
 pytestmark = pytest.mark.root
 
 
-def test_bench_bringup_reports_its_figures_and_verifies_every_pod():
-    r = bench_bringup(nodes=2, pods_per_node=10, baseline_pods=3)
-    assert {"pods", "wire_ms_per_pod", "total_s", "teardown_s", "verified", "baseline_wire_ms_per_pod", "speedup",
-            "peak_rss_mb"} <= set(r)
-    assert r["pods"] == r["running"] == r["verified"] == 20 and r["cores"] >= 1
+def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
+    r = bench_bringup(nodes=2, pods_per_node=5, slow_pods=3, settle_s=0.5)
+    assert r["pods"] == r["running"] == r["verified"] == 10 and r["reachable"] == r["reach_sample"] == 10
+    for name in ("floor", "ip_batch", "pyroute2", "ip"):
+        b = r["builders"][name]
+        assert b["verified"] == b["pods"] > 0 and b["cpu_ms_per_pod"] >= 0 and b["wall_ms_per_pod"] > 0
+        assert r[f"{name}_ms_per_pod"] == b["cpu_ms_per_pod"]
+    assert r["builders"]["pyroute2"]["pods"] == 3
+    assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
+            "peak_rss_mb", "within_target"} <= set(r)
+    assert r["cores"] >= 1
+
+
+def test_verification_names_what_a_builder_left_out():
+    bed = bench_netns._testbed(1, 2, 2)
+    try:
+        bench_netns.BUILDERS["floor"](bed)()
+        assert bench_netns._verify(bed.fabric, bed.pods) == 2
+        victim = bed.pods[1]
+        NamespaceKernel(victim.node_ns).check(
+            [nl.rule_msg(False, priority=1536, table=victim.table, src=victim.ip, src_len=32)])
+        with pytest.raises(RuntimeError, match=f"{victim.ns} .*rule from the pod"):
+            bench_netns._verify(bed.fabric, bed.pods)
+    finally:
+        bench_netns._remove(bed.run)
+    assert not bed.run.namespaces()
 
 
 def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
@@ -27,9 +52,40 @@ def test_bench_cni_reports_percentiles_in_process_and_through_the_executable():
     assert r["executable_over_reference"] > 0
 
 
+def test_bench_bringup_refuses_an_unknown_builder_before_making_anything():
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "bringup", "--compare", "floor,mininet"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--compare: no builder 'mininet'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_bench_cli_prints_json():
     proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "20", "--pods", "500",
                            "--hours", "1", "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["events"] == 1000 and {"seconds", "events_per_s", "peak_rss_mb", "speedup"} <= set(r)
+
+
+LIMITED = """
+mount -t tmpfs none /run/netns && echo {limit} > /proc/sys/user/max_net_namespaces || exit 99
+{python} -c "$BENCH_CODE"
+echo "rc=$? left=$(ls /run/netns | wc -l)"
+"""
+
+
+@pytest.mark.parametrize("code", [
+    # the first builder's testbed runs out of namespaces among its pods
+    "import sys; from testbed.apps.cli import main; sys.exit(main(['bench', 'bringup', '--nodes', '2', "
+    "'--pods-per-node', '5']))",
+    # enilab's own cluster runs out among its pods
+    "import sys; from testbed.apps.cli import main; "
+    "sys.exit(main(['bench', 'bringup', '--nodes', '2', '--pods-per-node', '5', '--compare', 'none']))",
+])
+def test_a_bench_too_big_for_the_namespace_limit_says_so_and_leaves_nothing(code):
+    """In a user namespace of the test's own (never the host's sysctls), with room for 7 namespaces."""
+    script = LIMITED.format(limit=8, python=sys.executable)
+    proc = subprocess.run(["unshare", "-Urnm", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "BENCH_CODE": code})
+    assert proc.stdout.strip().endswith("rc=2 left=0"), proc.stdout + proc.stderr
+    assert "user.max_net_namespaces (8 here), is reached" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -323,8 +323,7 @@ class NetnsBackend:
         self._finalizer.detach()
 
     def close(self) -> None:
-        for ns in [ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()]:
-            netns.delete(ns)
+        netns.delete_many([ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()])
         self.pods.clear()
         self.hosts.clear()
         for n in self.nodes.values():

@@ -1,0 +1,100 @@
+"""The fast paths of the netlink client and of namespace creation keep their promises: one ack per
+batch still names every request the kernel refused; namespace files made as links behave as `ip netns`
+files do, and creation still works when linking is impossible."""
+from __future__ import annotations
+
+import os
+import subprocess
+from ipaddress import IPv4Address
+
+import pytest
+
+from eni_core import netlink as nl
+from eni_core import netns
+from eni_core.kernel import NamespaceKernel
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def name(request):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "w")
+    made = f"enltest-{worker}-{os.getpid()}-{request.node.name[-20:]}"
+    yield made
+    netns.delete(made)
+
+
+def test_one_ack_per_batch_still_names_each_refused_request(name):
+    netns.create(name)
+    kernel = NamespaceKernel(name)
+    try:
+        rule = nl.rule_msg(True, priority=900, table=100, src=IPv4Address("10.1.0.1"), src_len=32)
+        missing_link = nl.addr_add(999, IPv4Address("10.1.0.2"))
+        errors = kernel.sock.apply([rule, missing_link, rule, nl.link_set(1, up=True)])
+        assert [e.what for e in errors] == [missing_link.what, rule.what]  # in order; the last one succeeded
+        assert kernel.sock.apply([nl.link_set(1, up=True)]) == []  # nothing stale left for the next batch
+        assert [r.priority for r in kernel.rules()].count(900) == 1 and kernel.link("lo").up
+        big = [nl.rule_msg(True, priority=1000 + i, table=100, src=IPv4Address(f"10.2.{i // 250}.{i % 250}"),
+                           src_len=32) for i in range(3000)]  # several sends; only the last asks for an ack
+        assert kernel.sock.apply(big) == []
+        assert sum(1000 <= r.priority < 4000 for r in kernel.rules()) == 3000
+    finally:
+        kernel.close()
+
+
+def test_requests_sent_without_acks_report_failures_later(name):
+    netns.create(name)
+    kernel = NamespaceKernel(name)
+    try:
+        kernel.sock.sock.send(nl.encode([nl.link_set(1, up=True), nl.addr_add(999, IPv4Address("10.1.0.2"))]))
+        errors = kernel.sock.queued_errors()
+        assert len(errors) == 1 and errors[0].errno == 19  # ENODEV
+        assert kernel.sock.queued_errors() == [] and kernel.link("lo").up
+    finally:
+        kernel.close()
+
+
+def test_namespace_files_are_links_that_ip_netns_sees_and_removes(name):
+    second = name + "-b"
+    try:
+        netns.create(name)
+        netns.create(second)
+        assert os.readlink(f"/proc/{os.getpid()}/ns/net") != _ns_of(name) != _ns_of(second)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        assert name in listed and second in listed
+        with pytest.raises(FileExistsError):
+            netns.create(name)
+        subprocess.run(["ip", "netns", "del", second], check=True)
+        assert not netns.exists(second) and netns.exists(name)
+    finally:
+        netns.delete(second)
+
+
+def test_creation_falls_back_to_a_new_file_when_no_link_can_be_made(name, monkeypatch):
+    monkeypatch.setattr(netns, "_shared_fd", -1)  # as where O_TMPFILE or linkat is refused
+    netns.create(name)
+    assert os.stat(netns.path(name)).st_ino != 0 and _ns_of(name).startswith("net:[")
+
+
+def test_a_failed_block_removes_the_namespace_it_made(name):
+    with pytest.raises(RuntimeError), netns.creating(name):
+        raise RuntimeError("wiring failed")
+    assert not netns.exists(name)
+
+
+def _ns_of(name: str) -> str:
+    with netns.entered(name):
+        return os.readlink("/proc/thread-self/ns/net")
+
+
+def test_delete_many_removes_what_is_there_and_counts_it(name):
+    names = [f"{name}-{i}" for i in range(40)]
+    try:
+        for made in names[:35]:
+            netns.create(made)
+        assert netns.delete_many(names) == 35  # five were never made: not an error, not counted
+        assert not any(netns.exists(n) for n in names)
+        assert netns.delete_many(names[:3]) == 0
+    finally:
+        for made in names:
+            netns.delete(made)
