@@ -151,7 +151,12 @@ class Run:
 
     def remove(self) -> list[str]:
         """Delete the recorded namespaces that still exist (their links and routes go with them), then the
-        record; the names deleted."""
+        record; the names deleted. A run of the containers backend has its containers and engine service
+        purged first (they hold the pods' namespaces)."""
+        if self.info.get("engine"):
+            from testbed.world.engine import purge
+
+            purge({"prefix": self.prefix, **self.info}, self.prefix)
         gone = [n for n in self.namespaces() if netns.delete(n)]
         self.unregister()
         return gone
@@ -188,9 +193,5 @@ def clean(force: bool = False) -> CleanReport:
         if run is None:
             report.skipped.append(path.name)
         elif force or not owner_alive(run.info):
-            if run.info.get("engine"):  # the containers backend: its containers and engine service first
-                from testbed.world.engine import purge
-
-                purge({"prefix": run.prefix, **run.info}, run.prefix)
             report.removed[run.prefix] = run.remove()
     return report

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from testbed.apps.controller import cluster_dir
+from testbed.apps.controller import ClusterFolder, cluster_dir
 from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world import runs
 from testbed.world.cluster import ClusterError
@@ -79,7 +79,7 @@ def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_
         assert info["backend"] == "containers"
         prefix = info["prefix"]
         containers = tuple(p["container"] for p in info["state"]["pods"].values())
-        pid = int((cluster_dir(name) / "controller.pid").read_text())
+        pid = ClusterFolder(name).owner()["pid"]
         os.kill(pid, signal.SIGKILL)
         for _ in range(100):
             if not os.path.exists(f"/proc/{pid}"):
