@@ -59,12 +59,18 @@ def nobody() -> Iterator[dict[str, str]]:
     venv = top / "venv"
     subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next(venv.glob("lib/python3*/site-packages"))
-    (site / "enilab-under-test.pth").write_text(f"{ROOT}\n{sysconfig.get_paths()['purelib']}\n")
+    # The checkout and the project's venv may sit below folders nobody cannot enter (a CI clone in a 0700
+    # temp folder): each command binds them on folders of this tree, in a mount namespace of its own.
+    binds = {top / "src": ROOT, top / "deps": Path(sysconfig.get_paths()["purelib"])}
+    for mountpoint in binds:
+        mountpoint.mkdir(mode=0o755)
+    (site / "enilab-under-test.pth").write_text("".join(f"{m}\n" for m in binds))
     home = top / "home"
     home.mkdir(mode=0o700)
     os.chown(home, 65534, 65534)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
-           "LANG": "C.UTF-8", "COLUMNS": "200", "PYTHON": str(venv / "bin" / "python")}
+           "LANG": "C.UTF-8", "COLUMNS": "200", "PYTHON": str(venv / "bin" / "python"),
+           "ENILAB_TEST_BINDS": json.dumps({str(m): str(src) for m, src in binds.items()})}
     readable = _as_nobody(env, "-c", "import testbed.apps.cli, scapy.all")
     assert readable.returncode == 0, f"nobody cannot import the checkout or its dependencies (check the " \
                                      f"permissions of {ROOT} and {sysconfig.get_paths()['purelib']}): {readable.stderr}"
@@ -74,9 +80,20 @@ def nobody() -> Iterator[dict[str, str]]:
         shutil.rmtree(top)
 
 
+def _nobody_argv(env: dict[str, str], *args: str) -> list[str]:
+    """The command line that runs enilab's Python as `nobody`, in a private mount namespace where the checkout
+    and its dependencies are bound on folders that user can enter (nothing is mounted in the host's)."""
+    binds = [x for mountpoint, src in json.loads(env["ENILAB_TEST_BINDS"]).items() for x in (src, mountpoint)]
+    script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; '
+              'shift; exec "$@"')
+    user_env = [f"{k}={v}" for k, v in env.items() if k != "ENILAB_TEST_BINDS"]
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *binds, "--",
+            "runuser", "-u", "nobody", "--", "env", "-i", *user_env, env["PYTHON"], *args]
+
+
 def _as_nobody(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["runuser", "-u", "nobody", "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                           env["PYTHON"], *args], capture_output=True, text=True, timeout=timeout, cwd=env["HOME"])
+    return subprocess.run(_nobody_argv(env, *args), capture_output=True, text=True, timeout=timeout,
+                          cwd=env["HOME"])
 
 
 def _host_namespaces() -> set[str]:
@@ -181,9 +198,8 @@ def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
     """While `nobody` holds namespaces of its own, a second user (`daemon`) can neither open the process's
     namespaces nor read its private folder; the host's /run/netns does not show them."""
     holder = subprocess.Popen(
-        ["runuser", "-u", "nobody", "--", "env", "-i", *(f"{k}={v}" for k, v in nobody.items()), nobody["PYTHON"],
-         "-c", "from eni_core import netns, userns; userns.enter(); netns.create('enl-held'); "
-               "print('ready', flush=True); input()"],
+        _nobody_argv(nobody, "-c", "from eni_core import netns, userns; userns.enter(); netns.create('enl-held'); "
+                                   "print('ready', flush=True); input()"),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=nobody["HOME"])
     try:
         assert holder.stdout.readline().strip() == "ready"
@@ -196,7 +212,7 @@ def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
                  "    except PermissionError:\n"
                  "        print('refused', p)\n")
         pid = holder.pid
-        for _ in range(50):  # runuser forks: the holder is runuser's child
+        for _ in range(50):  # unshare execs sh, then runuser, which forks: the holder is its child
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             if not children:
                 break
