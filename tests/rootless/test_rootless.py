@@ -102,7 +102,7 @@ def _host_namespaces() -> set[str]:
 
 @pytest.mark.root
 def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
-    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", str(SCENARIOS / "rp-filter-lesson.yaml"), "--json")
+    done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", "rp-filter-lesson", "--json")  # a built-in, by name
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["backend"] == "netns"
