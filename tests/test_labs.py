@@ -44,7 +44,7 @@ def test_twelve_labs_numbered_in_order_with_outputs_stripped():
         assert all(c["outputs"] == [] and c["execution_count"] is None for c in code), path.name
 
 
-@pytest.mark.parametrize("path", LABS[:12], ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name[:2])
 def test_each_lab_has_a_goal_a_prediction_before_its_reveal_and_a_break_and_fix(path):
     all_cells = cells(path)
     text = [source(c) for c in all_cells]
@@ -231,6 +231,10 @@ def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, c
     monkeypatch.setenv("ENILAB_LABS_BACKEND", "sim")
     c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
     assert c.backend == "sim" and "Simulator (not root): no packets here." in capsys.readouterr().out
+    boxes = open_cluster(SMALL, containers=True, cannot_show="no containers here.")
+    assert boxes.backend == "sim" and "Simulator (not root): no containers here." in capsys.readouterr().out
+    with pytest.raises(ValueError, match="make it with backend='containers'"):
+        boxes.exec("pod-1", ["true"])
     Exercise("table?", lambda: 2003, needs_kernel=True).check(2003)
     Task("fix", lambda: "broken", lambda: None, needs_kernel=True).check()
     out = capsys.readouterr().out
@@ -266,3 +270,21 @@ def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
             for i, cell in enumerate(nb.cells):
                 for _ in range(2 if i in again else 1):
                     client.execute_cell(cell, i)
+
+
+@pytest.mark.root
+def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monkeypatch):
+    from tests.containers.helpers import SMALL as BOXES
+    from tests.containers.helpers import need_engine
+
+    need_engine()
+    monkeypatch.delenv("ENILAB_LABS_BACKEND", raising=False)
+    c = open_cluster(BOXES, containers=True)
+    try:
+        assert c.backend == "containers"
+        pod_ip = c.pod("pod-2")["ip"]
+        assert f"from {pod_ip} lookup" in ip(c, "node-1", "rule", show=False)
+        assert kernel_table_of(c, "pod-2") == c.state()["nodes"]["node-1"]["enis"][0]["table"]
+        assert c.exec("pod-1", ["timeout", "5", "wget", "-qO-", f"http://{pod_ip}/"]).stdout == "pod-2\n"
+    finally:
+        c.close()

@@ -37,16 +37,17 @@ def can_use_namespaces() -> bool:
     return os.geteuid() == 0 and os.environ.get("ENILAB_LABS_BACKEND", "auto") != "sim"
 
 
-def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False,
+def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, containers: bool = False,
                  cannot_show: str = "") -> EnilabCluster:
     """The topology (a built-in name such as "default", found in the package wherever enilab is installed;
     a file; or a dict) as the pytest plugin's cluster. With `need_kernel`, on real namespaces when this
-    kernel runs as root; otherwise on the simulator, and `cannot_show` says in one line what the lab then
-    cannot show."""
+    kernel runs as root (with `containers`, every pod a container); otherwise on the simulator, and
+    `cannot_show` says in one line what the lab then cannot show."""
+    need_kernel = need_kernel or containers
     real = need_kernel and can_use_namespaces()
     if need_kernel and not real:
         print(f"Simulator (not root): {cannot_show or 'no kernel state and no packets here.'}")
-    cluster = EnilabCluster(topology, backend="netns" if real else "sim")
+    cluster = EnilabCluster(topology, backend=("containers" if containers else "netns") if real else "sim")
     cluster.cluster.sync_dataplane()
     return cluster
 
@@ -62,7 +63,7 @@ def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:
     the simulator there is no kernel: it says so (the text is "")."""
     c = _inner(cluster)
     args = tuple(map(str, args))
-    if c.backend.name != "netns":
+    if c.backend.name not in ("netns", "containers"):
         if show:
             print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
             return None
