@@ -25,7 +25,8 @@ from typing import Any
 
 from testbed.errors import UserError
 
-__all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "open_engine", "purge"]
+__all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "containers_conf",
+           "open_engine", "purge"]
 
 DEFAULT_IMAGE = "enilab/busybox:latest"
 API_VERSION = "1.41"  # what podman 4.3's service speaks
@@ -96,16 +97,13 @@ def _docker():
     return docker
 
 
-_CONTAINERS_CONF = """[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-[network]
-network_backend = "cni"
-network_config_dir = "{netd}"
-"""
+def containers_conf(network_config_dir: Path, cni_plugin_dirs: Path | None = None) -> str:
+    """A podman containers.conf that works on this kind of machine: runc and cgroupfs (crun and systemd
+    cgroups fail here), rlimits runc may set, file events, the CNI network backend."""
+    plugins = f'cni_plugin_dirs = ["{cni_plugin_dirs}"]\n' if cni_plugin_dirs else ""
+    return ('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            f'[network]\nnetwork_backend = "cni"\n{plugins}network_config_dir = "{network_config_dir}"\n')
 
 
 @dataclass
@@ -135,7 +133,7 @@ class PodmanService:
                               "is missing; `apt-get install podman runc`, or point DOCKER_HOST at an engine")
         for d in ("root", "runroot", "tmp", "net.d"):
             (self.state / d).mkdir(parents=True, exist_ok=True)
-        (self.state / "containers.conf").write_text(_CONTAINERS_CONF.format(netd=self.state / "net.d"))
+        (self.state / "containers.conf").write_text(containers_conf(self.state / "net.d"))
         log = open(self.state / "service.log", "ab")  # noqa: SIM115 - the service's own
         with log:
             self.proc = subprocess.Popen([*self.podman(), "system", "service", "--time", "0", f"unix://{self.socket}"],

@@ -17,7 +17,7 @@ import pytest
 from eni_core import netns
 from eni_core.datastore import attachment_key
 from eni_core.routing import host_veth_name
-from testbed.world.engine import busybox_rootfs
+from testbed.world.engine import busybox_rootfs, containers_conf
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.root
@@ -63,17 +63,7 @@ class Lab:
         (tmp / "net.d" / "enilab.conflist").write_text(self.enilab("cni", "config", "--node", "node-1",
                                                                    "--name", self.name).stdout)
         busybox_rootfs(tmp / "rootfs")
-        (tmp / "containers.conf").write_text(f"""[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{tmp / 'bin'}"]
-network_config_dir = "{tmp / 'net.d'}"
-""")
+        (tmp / "containers.conf").write_text(containers_conf(tmp / "net.d", cni_plugin_dirs=tmp / "bin"))
         self.host = f"{self.name}-host"
         netns.create(self.host)
 
