@@ -91,6 +91,7 @@ def test_kill_9_of_the_controller_then_clean_removes_its_containers_service_and_
         assert prefix in out["removed"] or not (runs.RUN_DIR / "runs" / f"{prefix}.json").exists()
         assert nothing_left(prefix, containers) == {}
     finally:
+        enilab("down", "--name", name, check=False)  # a failure before the kill leaves a live controller
         shutil.rmtree(cluster_dir(name), ignore_errors=True)  # the dead controller's socket folder
 
 
