@@ -80,15 +80,15 @@ def nobody() -> Iterator[dict[str, str]]:
         shutil.rmtree(top)
 
 
-def _nobody_argv(env: dict[str, str], *args: str) -> list[str]:
-    """The command line that runs enilab's Python as `nobody`, in a private mount namespace where the checkout
-    and its dependencies are bound on folders that user can enter (nothing is mounted in the host's)."""
+def _nobody_argv(env: dict[str, str], *args: str, user: str = "nobody") -> list[str]:
+    """The command line that runs enilab's Python as `nobody` (or `user`), in a private mount namespace where the
+    checkout and its dependencies are bound on folders that user can enter (nothing is mounted in the host's)."""
     binds = [x for mountpoint, src in json.loads(env["ENILAB_TEST_BINDS"]).items() for x in (src, mountpoint)]
     script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; '
               'shift; exec "$@"')
     user_env = [f"{k}={v}" for k, v in env.items() if k != "ENILAB_TEST_BINDS"]
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *binds, "--",
-            "runuser", "-u", "nobody", "--", "env", "-i", *user_env, env["PYTHON"], *args]
+            "runuser", "-u", user, "--", "env", "-i", *user_env, env["PYTHON"], *args]
 
 
 def _as_nobody(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -144,10 +144,11 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
         own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
         os.chown(own, 1, 1)
         for xdg in (nobody["HOME"], str(own)):
-            other = subprocess.run(["runuser", "-u", "daemon", "--", "env", "-i", "PATH=/usr/bin:/bin", "HOME=/tmp",
-                                    f"XDG_RUNTIME_DIR={xdg}", nobody["PYTHON"], *cli_, "status", "--name", name],
-                                   capture_output=True, text=True, timeout=120)
-            assert other.returncode != 0 and f"cluster {name} ·" not in other.stdout, other.stdout
+            # daemon runs the same code through the same binds (it must fail for want of rights, not of modules)
+            daemon = {**nobody, "HOME": "/tmp", "XDG_RUNTIME_DIR": xdg}
+            other = subprocess.run(_nobody_argv(daemon, *cli_, "status", "--name", name, user="daemon"),
+                                   capture_output=True, text=True, timeout=120, cwd=own)
+            assert other.returncode == 2 and f"cluster {name} ·" not in other.stdout, other.stdout + other.stderr
             assert "Traceback" not in other.stderr, other.stderr
         shutil.rmtree(own)
     finally:
