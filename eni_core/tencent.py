@@ -11,6 +11,17 @@ The same ipamd then runs against the real cloud or against enilab's VPC served a
   a task still RUNNING then counts as accepted, as the in-process VPC's calls are);
 - pages describes (`Offset`/`Limit`, at most 100 a page) and keeps its connection alive.
 
+Static IPs (`static_ips=True`): a claim's address kept in the VPC on no ENI is a reserved address
+(CreateReserveIpAddresses). The adapter reserves the address *in place*, while the pod's ENI still holds
+it, and only then unassigns it; a reserved address stays reserved when it is unassigned. So there is no
+instant at which the address is free: unassigning first and reserving after would leave a window in
+which another node's AssignPrivateIpAddresses could take it. A claim's address is bound again by naming
+it in AssignPrivateIpAddresses (the reservation stays, `Bind`, until the claim ends); `release_retained`
+deletes the reservation, which frees the address; an unassign that gives an address back to its subnet
+first ends any reservation left on it. What this assumes of the real cloud: a secondary IP of an ENI can
+be reserved, and a reserved address can be assigned by name. If the cloud refuses the first, the unassign
+fails with the cloud's code and the address stays on its ENI, idle: it is never let go of.
+
 Needs the optional extra: `pip install 'enilab[tencent]'`.
 """
 from __future__ import annotations
@@ -35,12 +46,11 @@ from eni_core.ports import (
     VpcError,
 )
 
-__all__ = ["CODES", "NODE_TAG", "STATIC_NOT_BUILT", "TencentVpc", "error_for", "from_environment"]
+__all__ = ["CODES", "NODE_TAG", "TencentVpc", "error_for", "from_environment"]
 
 NODE_TAG = "enilab-node"  # the tag that names the node (instance) an ENI was created for
-STATIC_NOT_BUILT = ("static IPs kept in the VPC on no ENI are not carried over the Tencent Cloud API yet (they would "
-                    "be reserved addresses, CreateReserveIpAddresses); run static-IP mode in-process")
 PAGE = 100
+FILTER_VALUES = 5  # values per filter in one describe (the API's usual bound)
 
 # the API's codes (and code prefixes, longest first) -> the port's errors
 CODES: dict[str, type[VpcError]] = {
@@ -84,7 +94,9 @@ class TencentVpc:
 
     def __init__(self, endpoint: str, region: str, *, secret_id: str, secret_key: str, clock: Clock,
                  vpc_id: str | None = None, protocol: str = "https", timeout: int = 30, keep_alive: bool = True,
-                 task_timeout: float = 60.0, task_poll: float = 0.2) -> None:
+                 task_timeout: float = 60.0, task_poll: float = 0.2, static_ips: bool = False) -> None:
+        """`static_ips`: keep claims' addresses as reserved addresses (static-IP mode; it needs the
+        reserved-address actions, which a shared-ENI node never calls)."""
         if not endpoint or not isinstance(endpoint, str):
             raise ValueError("TencentVpc needs an explicit endpoint (host[:port], such as vpc.tencentcloudapi.com "
                              "or 127.0.0.1:8080); it never picks one by itself")
@@ -109,6 +121,7 @@ class TencentVpc:
         self.clock = clock
         self.vpc_id = vpc_id
         self.task_timeout, self.task_poll = task_timeout, task_poll
+        self.static_ips = static_ips
         self._subnet_vpc: dict[str, str] = {}
         self._tokens: dict[tuple, str] = {}  # logical operation -> its ClientToken, kept while ambiguous
         self.calls = 0
@@ -129,13 +142,15 @@ class TencentVpc:
         except ValueError as err:  # an answer that is not the API's JSON
             raise TransientError(f"{action}: unreadable answer from the cloud ({err})") from None
 
-    def _mutate(self, action: str, key: tuple, params: dict, *, token: bool = True):
-        """One logical operation: the same token while its outcome is unknown, then its task waited for."""
+    def _mutate(self, action: str, key: tuple, params: dict, *, token: bool = True, task: bool = True):
+        """One logical operation: the same token while its outcome is unknown, then its task (if the action
+        is asynchronous) waited for."""
         if token:
             params = {**params, "ClientToken": self._tokens.setdefault(key, str(uuid.uuid4()))}
         try:
             response = self._send(action, params, ambiguous=True)
-            self._wait(response.RequestId, action)
+            if task:
+                self._wait(response.RequestId, action)
         except RequestTimeout:
             raise
         except VpcError:
@@ -183,8 +198,32 @@ class TencentVpc:
                          tuple(IPv4Address(ip.PrivateIpAddress) for ip in ips if not ip.Primary))
 
     def _lookup(self, eni_id: str) -> EniRecord | None:
+        found = self._eni(eni_id)
+        return self._record(found) if found else None
+
+    def _eni(self, eni_id: str):
         found = self._send("DescribeNetworkInterfaces", {"NetworkInterfaceIds": [eni_id]}).NetworkInterfaceSet
-        return self._record(found[0]) if found else None
+        return found[0] if found else None
+
+    def _reservations(self, ips: Sequence[IPv4Address]) -> dict[IPv4Address, object]:
+        """The reserved addresses among `ips` (ReserveIpAddressInfo: ReserveIpId, VpcId, State, ResourceId)."""
+        wanted = [str(ip) for ip in dict.fromkeys(ips)]
+        out: dict[IPv4Address, object] = {}
+        for i in range(0, len(wanted), FILTER_VALUES):
+            found = self._pages("DescribeReserveIpAddresses", {
+                "Filters": [{"Name": "address-ip", "Values": wanted[i:i + FILTER_VALUES]}]}, "ReserveIpAddressSet")
+            out.update((IPv4Address(r.ReserveIpAddress), r) for r in found)
+        return out
+
+    def _end_reservations(self, infos: Iterable) -> None:
+        """Delete reservations (one call per VPC): an `UnBind` one's address goes back to its subnet, a `Bind`
+        one's stays on its ENI."""
+        by_vpc: dict[str, list[str]] = {}
+        for r in infos:
+            by_vpc.setdefault(r.VpcId, []).append(r.ReserveIpId)
+        for vpc_id, ids in by_vpc.items():
+            self._mutate("DeleteReserveIpAddresses", ("unreserve", vpc_id, tuple(ids)),
+                         {"VpcId": vpc_id, "ReserveIpIds": ids}, token=False, task=False)
 
     # -- the port -------------------------------------------------------------------------------------------
     def describe_subnets(self, subnet_ids: Sequence[str]) -> dict[str, int]:
@@ -233,14 +272,45 @@ class TencentVpc:
         return [IPv4Address(ip.PrivateIpAddress) for ip in response.PrivateIpAddressSet or []]
 
     def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
-        if retain:
-            raise InvalidParameter(STATIC_NOT_BUILT)
+        """With `retain`, reserve first (in place, on the ENI), then unassign: the address is never free.
+        Without, end any reservation left on the addresses first, so that they go back to the subnet."""
+        gone = list(ips)
+        if retain and not self.static_ips:
+            raise InvalidParameter("keeping an address on no ENI needs TencentVpc(static_ips=True): it becomes a "
+                                   "reserved address")
+        if self.static_ips:
+            reserved = self._reservations(gone)
+            if retain:
+                missing = [str(ip) for ip in gone if ip not in reserved]
+                if missing:
+                    self._mutate("CreateReserveIpAddresses", ("reserve", tuple(missing)), {
+                        "VpcId": self._vpc_of(eni_id), "IpAddresses": missing, "Name": "enilab-static-ip"},
+                        task=False)
+            elif reserved:
+                self._end_reservations(reserved.values())
         self._mutate("UnassignPrivateIpAddresses", ("unassign", eni_id), {
-            "NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": str(ip)} for ip in ips]},
+            "NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": str(ip)} for ip in gone]},
             token=False)
 
     def release_retained(self, ips: Iterable[IPv4Address]) -> None:
-        raise InvalidParameter(STATIC_NOT_BUILT)
+        """Delete the addresses' reservations, which frees them. Each must be reserved on no ENI."""
+        wanted = list(ips)
+        reserved = self._reservations(wanted)
+        for ip in wanted:
+            if ip not in reserved:
+                raise NotFound(f"{ip} is not a reserved address")
+            if reserved[ip].State != "UnBind":
+                raise NotFound(f"{ip} is not retained on no ENI: {reserved[ip].ResourceId} holds it")
+        self._end_reservations(reserved.values())
+
+    def _vpc_of(self, eni_id: str) -> str:
+        """The VPC to reserve in: the one given, else the ENI's (asked once)."""
+        if self.vpc_id is None:
+            eni = self._eni(eni_id)
+            if eni is None:
+                raise NotFound(f"ENI {eni_id} does not exist")
+            self.vpc_id = eni.VpcId
+        return self.vpc_id
 
     def describe_enis(self, node: str) -> list[EniRecord]:
         found = self._pages("DescribeNetworkInterfaces", {"Filters": [{"Name": f"tag:{NODE_TAG}", "Values": [node]}]},

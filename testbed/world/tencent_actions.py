@@ -14,6 +14,16 @@ API's codes. What the VPC cannot know is kept here: names, extra tags, asynchron
 - DescribeNetworkInterfaces by `NetworkInterfaceIds` is a consistent lookup, outside the fault model
   (clients use it to finish a call they made, such as reading an attachment's device index); with
   `Filters` it is the VPC's lagging, fault-injected describe.
+- Reserved addresses (`rsvip-...`, CreateReserveIpAddresses and its kin) are the VPC's retained ones: an
+  address kept for someone on no ENI. A reservation holds its address whether an ENI has it or not: `Bind`
+  while it is a secondary IP of an ENI (`ResourceId`), `UnBind` otherwise, and unassigning a reserved
+  address keeps it reserved instead of freeing it. An address can be reserved in place, while an ENI holds
+  it, so a client can keep an address it is about to unassign without ever letting it go free (reserve,
+  then unassign: no other caller can take it in between). Naming a reserved address in
+  AssignPrivateIpAddresses binds it (nothing else ever picks it); deleting an `UnBind` reservation frees
+  its address, deleting a `Bind` one only ends the reservation. Reserving free addresses is one VPC call
+  (faults included); what changes no address's availability (reserving in place, ending a `Bind`
+  reservation, describing) is bookkeeping outside the fault model.
 """
 from __future__ import annotations
 
@@ -46,6 +56,7 @@ VERSION = "2017-03-12"
 NODE_TAG = "enilab-node"  # the instance an ENI was created for: its IP quota is that instance type's
 TOKEN_MEMORY = 10_000
 _ENI_ID = re.compile(r"^eni-[0-9a-z]{1,32}$")
+_RSVIP_ID = re.compile(r"^rsvip-[0-9a-z]{8}$")
 
 
 class ApiError(Exception):
@@ -180,6 +191,17 @@ class _Task:
 
 
 @dataclass
+class _Reservation:
+    id: str
+    ip: IPv4Address
+    subnet_id: str
+    name: str
+    description: str
+    created: str
+    tags: list[dict]
+
+
+@dataclass
 class _Meta:
     name: str
     description: str
@@ -199,6 +221,8 @@ class VpcService:
         self.tasks: dict[str, _Task] = {}
         self.tokens: OrderedDict[str, tuple[str, str, dict, str]] = OrderedDict()
         self.meta: dict[str, _Meta] = {}
+        self.reserved: dict[IPv4Address, _Reservation] = {}  # address -> its reservation
+        self._reserve_seq = 0
 
     def handle(self, action: str, params: dict, request_id: str) -> tuple[dict, str]:
         """Answer one call: (the Response body without RequestId, the RequestId to send)."""
@@ -209,6 +233,8 @@ class VpcService:
         method, table, mutating = spec
         validate(action, params, table)
         with self.lock:
+            if self.reserved:
+                self._live()
             if not mutating:
                 return method(self, params), request_id
             token = params.get("ClientToken")
@@ -414,6 +440,11 @@ class VpcService:
 
     def delete_network_interface(self, params: dict) -> tuple[dict, str | None]:
         eni_id = self._eni_id(params)
+        eni = self.vpc.enis.get(eni_id)
+        kept = [ip for ip in eni.ips if ip in self.reserved] if eni and eni.record.attached_to is None else []
+        if kept:  # a reservation outlives the ENI that held its address: the address stays reserved, on no ENI
+            self._vpc("DeleteNetworkInterface", lambda: self.vpc.unassign_private_ips(eni_id, kept, retain=True),
+                      eni_id)
         self._vpc("DeleteNetworkInterface", lambda: self.vpc.delete_eni(eni_id), eni_id)
         self.meta.pop(eni_id, None)
         return {}, eni_id
@@ -445,8 +476,152 @@ class VpcService:
         if eni is not None and eni.record.primary_ip in gone:
             raise ApiError("UnsupportedOperation.PrimaryIp", f"{eni.record.primary_ip} is the primary address of "
                                                              f"{eni_id}; delete the ENI to return it.")
-        self._vpc("UnassignPrivateIpAddresses", lambda: self.vpc.unassign_private_ips(eni_id, gone), eni_id)
+        # a reserved address stays reserved (retained, on no ENI); any other goes back to its subnet
+        reserved = [ip for ip in gone if ip in self.reserved]
+        plain = [ip for ip in gone if ip not in self.reserved]
+        for ips, retain in ((reserved, True), (plain, False)):
+            if ips:
+                self._vpc("UnassignPrivateIpAddresses",
+                          lambda ips=ips, retain=retain: self.vpc.unassign_private_ips(eni_id, ips, retain), eni_id)
         return {}, eni_id
+
+    # -- reserved addresses ----------------------------------------------------------------------------
+    def _holder(self, ip: IPv4Address) -> str | None:
+        """The ENI that has `ip` as a secondary address, if one does."""
+        eni_id = self.vpc.owner.get(ip)
+        return eni_id if eni_id is not None and ip in self.vpc.enis[eni_id].ips else None
+
+    def _live(self) -> dict[IPv4Address, _Reservation]:
+        """The reservations whose address is still kept (retained on no ENI, or an ENI's secondary IP); one
+        whose address a caller outside the API gave back to its subnet is gone."""
+        for ip in [ip for ip in self.reserved if ip not in self.vpc.retained and self._holder(ip) is None]:
+            del self.reserved[ip]
+        return self.reserved
+
+    def _reservation_shape(self, r: _Reservation) -> dict:
+        holder = self._holder(r.ip)
+        return {"ReserveIpId": r.id, "VpcId": self.vpc_id, "SubnetId": r.subnet_id, "ReserveIpAddress": str(r.ip),
+                "ResourceId": holder or "", "IpType": 0, "State": "Bind" if holder else "UnBind", "Name": r.name,
+                "Description": r.description, "CreatedTime": r.created, "TagSet": r.tags}
+
+    def _reservation_field(self, r: _Reservation, name: str) -> list[str]:
+        tags = {t["Key"]: t.get("Value", "") for t in r.tags}
+        if name.startswith("tag:"):
+            return [tags[name[4:]]] if name[4:] in tags else []
+        holder = self._holder(r.ip)
+        return {"reserve-ip-id": [r.id], "vpc-id": [self.vpc_id], "subnet-id": [r.subnet_id],
+                "address-ip": [str(r.ip)], "reserve-address-ip": [str(r.ip)], "ip-type": ["0"], "name": [r.name],
+                "state": ["Bind" if holder else "UnBind"], "resource-id": [holder] if holder else [],
+                "tag-key": list(tags)}[name]
+
+    def _reservation_ids(self, ids: list[str]) -> list[_Reservation]:
+        if len(ids) > 100:
+            raise ApiError("InvalidParameterValue.Range", "ReserveIpIds: at most 100 per request.")
+        bad = next((i for i in ids if not _RSVIP_ID.match(i)), None)
+        if bad is not None:
+            raise ApiError("InvalidParameterValue.Malformed", f"ReserveIpId {bad!r} is malformed; it looks like "
+                                                              "rsvip-pvqgv9vi.")
+        by_id = {r.id: r for r in self.reserved.values()}
+        unknown = next((i for i in ids if i not in by_id), None)
+        if unknown is not None:
+            raise ApiError("InvalidParameterValue.ResourceNotFound", f"Reserved address {unknown} does not exist.")
+        return [by_id[i] for i in dict.fromkeys(ids)]
+
+    def _reservable(self, wanted: list[IPv4Address], subnet_id: str | None) -> str:
+        """The subnet of addresses that may be reserved, or the API's error for the first that may not."""
+        subnets = set()
+        for ip in wanted:
+            s = self.vpc.subnet_of(ip)
+            if s is None:
+                raise ApiError("InvalidParameterValue.AddressIpNotInVpc", f"{ip} is in no subnet of {self.vpc_id}.")
+            if subnet_id is not None and s != subnet_id:
+                raise ApiError("InvalidParameterValue",
+                               f"{ip} is not in {subnet_id} ({self.vpc.subnets[subnet_id].cidr}).")
+            if not self.vpc.books[s].contains(ip):
+                raise ApiError("InvalidParameterValue.Reserved", f"{ip} is kept by the subnet itself (its network, "
+                                                                 "gateway or broadcast address).")
+            if ip in self.reserved:
+                raise ApiError("InvalidParameterValue.AddressIpNotAvailable",
+                               f"{ip} is reserved already ({self.reserved[ip].id}).")
+            owner = self.vpc.owner.get(ip)
+            if owner is not None and self._holder(ip) is None:
+                raise ApiError("InvalidParameterValue.AddressIpNotAvailable",
+                               f"{ip} is the primary address of {owner}; it goes with its ENI.")
+            if owner is None and int(ip) in self.vpc.books[s].used:
+                raise ApiError("InvalidParameterValue.AddressIpNotAvailable", f"{ip} is in use.")
+            subnets.add(s)
+        if len(subnets) > 1:
+            raise ApiError("InvalidParameterValue", "IpAddresses must all be in one subnet.")
+        return subnet_id or subnets.pop()
+
+    def create_reserve_ip_addresses(self, params: dict) -> tuple[dict, str | None]:
+        if params["VpcId"] != self.vpc_id:
+            raise ApiError("ResourceNotFound", f"VPC {params['VpcId']} does not exist; this VPC is {self.vpc_id}.")
+        addresses, count, subnet_id = params.get("IpAddresses"), params.get("IpAddressCount"), params.get("SubnetId")
+        if addresses is not None and count is not None:
+            raise ApiError("InvalidParameter.Coexist", "IpAddresses and IpAddressCount cannot be given together.")
+        if not addresses and not count:
+            raise ApiError("MissingParameter", "Give IpAddresses, or IpAddressCount with SubnetId.")
+        if subnet_id is not None and subnet_id not in self.vpc.subnets:
+            raise ApiError("InvalidParameterValue.ResourceNotFound", f"Subnet {subnet_id} does not exist.")
+        for key, most in (("Name", 60), ("Description", 100)):
+            if len(params.get(key, "")) > most:
+                raise ApiError("InvalidParameterValue.TooLong", f"{key}: at most {most} characters.")
+        if count is not None:
+            if subnet_id is None:
+                raise ApiError("MissingParameter", "IpAddressCount needs SubnetId: the subnet to reserve in.")
+            if not 1 <= count <= 100:
+                raise ApiError("InvalidParameterValue.Range", "IpAddressCount must be 1 to 100.")
+            wanted: list[IPv4Address] = []
+        else:
+            wanted = [_address(f"IpAddresses.{i}", a) for i, a in enumerate(addresses)]
+            if len(wanted) > 100:
+                raise ApiError("InvalidParameterValue.Range", "IpAddresses: at most 100 per request.")
+            if len(set(wanted)) < len(wanted):
+                raise ApiError("InvalidParameterValue.Duplicate", "IpAddresses names an address twice.")
+            subnet_id = self._reservable(wanted, subnet_id)
+        free = [ip for ip in wanted if self._holder(ip) is None]  # the others are reserved in place, on their ENI
+        name, description = params.get("Name", ""), params.get("Description", "")
+        tags, created = params.get("Tags", []), _stamp(self.now())
+
+        def answer(got: object) -> dict:
+            made = []
+            for ip in wanted or got:  # type: ignore[attr-defined]
+                self._reserve_seq += 1
+                r = _Reservation(f"rsvip-{self._reserve_seq:08x}", ip, subnet_id, name, description, created, tags)
+                self.reserved[ip] = r
+                made.append(r)
+            return {"ReserveIpAddressSet": [self._reservation_shape(r) for r in made]}
+
+        got = (self._vpc("CreateReserveIpAddresses", lambda: self.vpc.retain_free(subnet_id, count or 0, free),
+                         answer=answer) if count or free else [])
+        return answer(got), None
+
+    def delete_reserve_ip_addresses(self, params: dict) -> tuple[dict, str | None]:
+        if params["VpcId"] != self.vpc_id:
+            raise ApiError("InvalidParameterValue.ParameterMismatch",
+                           f"VpcId {params['VpcId']} is not the VPC of these reservations ({self.vpc_id}).")
+        if not params["ReserveIpIds"]:
+            raise ApiError("MissingParameter", "ReserveIpIds: name at least one reserved address.")
+        chosen = self._reservation_ids(params["ReserveIpIds"])
+        unbound = [r.ip for r in chosen if self._holder(r.ip) is None]  # freed; a bound one stays on its ENI
+        if unbound:
+            self._vpc("DeleteReserveIpAddresses", lambda: self.vpc.release_retained(unbound))
+        for r in chosen:
+            del self.reserved[r.ip]
+        return {}, None
+
+    def describe_reserve_ip_addresses(self, params: dict) -> dict:
+        if "ReserveIpIds" in params and "Filters" in params:
+            raise ApiError("InvalidParameter.Coexist", "ReserveIpIds and Filters cannot be given together.")
+        offset, limit = _page(params, _int)
+        if "ReserveIpIds" in params:
+            found = self._reservation_ids(params["ReserveIpIds"])
+        else:
+            found = [r for r in self.reserved.values()
+                     if _matches(params.get("Filters", []), self._reservation_field, r, RESERVE_FILTERS)]
+        return {"TotalCount": len(found),
+                "ReserveIpAddressSet": [self._reservation_shape(r) for r in found[offset:offset + limit]]}
 
     def describe_vpc_task_result(self, params: dict) -> dict:
         task = self.tasks.get(params["TaskId"])
@@ -464,6 +639,13 @@ def _stamp(t: float) -> str:
 def _ip_shape(ip: IPv4Address, primary: bool = False) -> dict:
     return {"PrivateIpAddress": str(ip), "Primary": primary, "PublicIpAddress": "", "AddressId": "",
             "Description": "", "IsWanIpBlocked": False, "State": "AVAILABLE", "QosLevel": "DEFAULT"}
+
+
+def _address(name: str, v: str) -> IPv4Address:
+    try:
+        return IPv4Address(v)
+    except AddressValueError:
+        raise ApiError("InvalidParameterValue.Malformed", f"`{name}` {v!r} is not an IPv4 address.") from None
 
 
 def _page(params: dict, kind: Callable) -> tuple[int, int]:
@@ -490,6 +672,8 @@ def _matches(filters: list[dict], field: Callable[[object, str], list[str]], ite
 SUBNET_FILTERS = {"subnet-id", "vpc-id", "cidr-block", "subnet-name"}
 ENI_FILTERS = {"vpc-id", "subnet-id", "network-interface-id", "attachment.instance-id", "tag-key",
                "network-interface-name", "address-ip", "is-primary"}
+RESERVE_FILTERS = {"reserve-ip-id", "vpc-id", "subnet-id", "address-ip", "reserve-address-ip", "ip-type", "name",
+                   "state", "resource-id", "tag-key"}
 _TOKEN = P(_client_token)
 _ENI = P(_str, True)
 
@@ -517,4 +701,11 @@ ACTIONS: dict[str, tuple[Callable, dict[str, P], bool]] = {
     "UnassignPrivateIpAddresses": (VpcService.unassign_private_ip_addresses, {
         "NetworkInterfaceId": _ENI, "PrivateIpAddresses": P(_ip_specs, True), "InstanceId": P(_str)}, True),
     "DescribeVpcTaskResult": (VpcService.describe_vpc_task_result, {"TaskId": P(_str, True)}, False),
+    "CreateReserveIpAddresses": (VpcService.create_reserve_ip_addresses, {
+        "VpcId": P(_str, True), "IpAddresses": P(_strs), "IpAddressCount": P(_int), "SubnetId": P(_str),
+        "Name": P(_str), "Description": P(_str), "Tags": P(_tags), "ClientToken": _TOKEN}, True),
+    "DescribeReserveIpAddresses": (VpcService.describe_reserve_ip_addresses, {
+        "ReserveIpIds": P(_strs), "Filters": P(_filters), "Offset": P(_int), "Limit": P(_int)}, False),
+    "DeleteReserveIpAddresses": (VpcService.delete_reserve_ip_addresses, {
+        "VpcId": P(_str, True), "ReserveIpIds": P(_strs, True)}, True),
 }

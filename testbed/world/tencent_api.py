@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from eni_core.tencent import TencentVpc
     from testbed.world.cluster import Cluster
 
-__all__ = ["DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "SIGNATURE_TTL", "TencentCloud",
-           "TencentVpcServer", "refuse_unsupported", "serve_topology", "tc3_signature"]
+__all__ = ["CLAIMS", "DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "SIGNATURE_TTL",
+           "TencentCloud", "TencentVpcServer", "serve_topology", "tc3_signature"]
 
 MAX_BODY = 1 << 20
 SIGNATURE_TTL = 300.0  # seconds a signed request stays valid, either side of the server's clock
@@ -230,33 +230,34 @@ class TencentVpcServer:
 
 
 REGION = "ap-enilab"
-
-
-def refuse_unsupported(spec: ClusterSpec) -> None:
-    """What enilab does not carry over the Tencent Cloud API yet, refused before anything is built."""
-    if spec.mode == "static-ip":
-        raise UsageError("static-ip mode is not carried over the Tencent Cloud API yet (a claim's address kept in the "
-                         "VPC on no ENI would be a reserved address); run this scenario without --cloud tencent")
+CLAIMS = "claims"  # the adapter of the cluster-level static-IP pool (reclaim and expiry), beside the nodes'
 
 
 class TencentCloud:
     """`Cluster(node_vpc=TencentCloud())`: the cluster's VPC served over HTTP on an ephemeral port (started
     with the first node), each node's ipamd talking to it through the official SDK. The server runs on the
-    cluster's clock, so tasks and faults follow simulated time exactly as in-process. `close()` stops it."""
+    cluster's clock, so tasks and faults follow simulated time exactly as in-process. In static-IP mode the
+    cluster-level pool of claims (reclaim by hand, by cascade, by expiry) goes through the SDK as well, as
+    `adapters["claims"]`. `close()` stops the server."""
 
     def __init__(self) -> None:
         self.server: TencentVpcServer | None = None
         self.adapters: dict[str, TencentVpc] = {}
 
     def __call__(self, cluster: Cluster, node: str) -> VpcApi:
-        from eni_core.tencent import TencentVpc
-
-        refuse_unsupported(cluster.spec)
         if self.server is None:
             self.server = TencentVpcServer(cluster.vpc, now=cluster.clock.now).start()
-        self.adapters[node] = TencentVpc(self.server.endpoint, REGION, secret_id=DEFAULT_SECRET_ID,
-                                         secret_key=DEFAULT_SECRET_KEY, clock=cluster.clock, protocol="http")
-        return self.adapters[node]
+            if cluster.static is not None:
+                cluster.static.vpc = self._adapter(cluster, CLAIMS, self.server.endpoint)
+        return self._adapter(cluster, node, self.server.endpoint)
+
+    def _adapter(self, cluster: Cluster, name: str, endpoint: str) -> TencentVpc:
+        from eni_core.tencent import TencentVpc
+
+        self.adapters[name] = TencentVpc(endpoint, REGION, secret_id=DEFAULT_SECRET_ID,
+                                         secret_key=DEFAULT_SECRET_KEY, clock=cluster.clock, protocol="http",
+                                         static_ips=cluster.static is not None)
+        return self.adapters[name]
 
     @property
     def calls(self) -> int:

@@ -396,6 +396,38 @@ class SimVpc:
         self._call("UnassignPrivateIpAddresses", None, eni_id, run, ips=[str(ip) for ip in gone],
                    **({"retain": True} if retain else {}))
 
+    def retain_free(self, subnet_id: str, count: int = 0, ips: Iterable[IPv4Address] = ()) -> list[IPv4Address]:
+        """Take free addresses of a subnet (`count` of the VPC's choice, or exactly `ips`) straight into
+        the retained set, on no ENI: a reserved address that was never bound (the Tencent Cloud API's
+        CreateReserveIpAddresses). All or none."""
+        wanted = list(ips)
+
+        def run() -> list[IPv4Address]:
+            if subnet_id not in self.books:
+                raise NotFound(f"subnet {subnet_id} does not exist")
+            book = self.books[subnet_id]
+            n = len(wanted) or count
+            if n <= 0:
+                raise InvalidParameter("reserve at least one address")
+            if not wanted and book.available < n:
+                raise InsufficientAddresses(f"subnet {subnet_id} has {book.available} free addresses, {n} asked")
+            got: list[IPv4Address] = []
+            try:
+                for ip in wanted:
+                    book.take_exactly(ip)
+                    got.append(ip)
+                while len(got) < n:
+                    got.append(book.take())
+            except VpcError:
+                for ip in got:
+                    book.give_back(ip)
+                raise
+            self.retained.update(got)
+            return got
+
+        return self._call("CreateReserveIpAddresses", None, None, run, subnet=subnet_id,  # type: ignore[return-value]
+                          count=len(wanted) or count)
+
     def release_retained(self, ips: Iterable[IPv4Address]) -> None:
         """Give addresses kept for claims back to their subnets (a claim reclaimed or expired)."""
         gone = list(ips)
