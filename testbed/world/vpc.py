@@ -109,7 +109,8 @@ class _Eni:
     since: float = 0.0  # when it was created or last attached
 
 
-_MUTATING_FAULTS = {"CreateNetworkInterface", "AttachNetworkInterface", "AssignPrivateIpAddresses"}
+_MUTATING_FAULTS = {"CreateNetworkInterface", "AttachNetworkInterface", "AssignPrivateIpAddresses",
+                    "CreateReserveIpAddresses"}
 _RELEASING = {"UnassignPrivateIpAddresses", "DetachNetworkInterface", "DeleteNetworkInterface"}
 
 

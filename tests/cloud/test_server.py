@@ -347,7 +347,8 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_s
 @given(action=st.sampled_from(sorted(ACTIONS)), params=st.dictionaries(
     st.sampled_from(["NetworkInterfaceId", "InstanceId", "SubnetId", "VpcId", "Filters", "Offset", "Limit",
                      "PrivateIpAddresses", "SecondaryPrivateIpAddressCount", "Tags", "TaskId", "ClientToken",
-                     "NetworkInterfaceName", "SubnetIds", "NetworkInterfaceIds", "Other"]), JSONISH, max_size=5))
+                     "NetworkInterfaceName", "SubnetIds", "NetworkInterfaceIds", "IpAddresses", "IpAddressCount",
+                     "ReserveIpIds", "Name", "Other"]), JSONISH, max_size=5))
 def test_any_parameters_get_an_answer_or_an_api_error_never_an_internal_one(served, action, params):
     status, headers, body = served.raw(json.dumps(params).encode(), action=action)
     assert (status, headers["Content-Type"]) == (200, "application/json")
