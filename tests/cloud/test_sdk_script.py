@@ -1,4 +1,4 @@
-"""The README's SDK-only script against `enilab vpc serve`, both as a user runs them: two processes."""
+"""The README's SDK-only scripts against `enilab vpc serve`, both as a user runs them: two processes."""
 from __future__ import annotations
 
 import ast
@@ -14,10 +14,13 @@ import pytest
 from tests.helpers import ROOT
 
 
-def readme_script() -> str:
+def readme_script(marker: str = "runs this very block") -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Testing code written against the Tencent Cloud SDK"):]
-    return re.search(r"runs this very block\):\n\n```python\n(.*?)```", section, re.S).group(1)
+    return re.search(re.escape(marker) + r"\):\n\n```python\n(.*?)```", section, re.S).group(1)
+
+
+RESERVING = "runs this block too"
 
 
 @pytest.fixture
@@ -33,24 +36,40 @@ def served_topology():
         assert proc.returncode == 0 and "Traceback" not in err, err
 
 
-def test_the_readme_script_uses_only_the_sdk_and_the_standard_library():
+@pytest.mark.parametrize("marker", ["runs this very block", RESERVING])
+def test_the_readme_scripts_use_only_the_sdk_and_the_standard_library(marker):
     modules = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
-               for n in ast.walk(ast.parse(readme_script())) if isinstance(n, ast.Import | ast.ImportFrom)
+               for n in ast.walk(ast.parse(readme_script(marker))) if isinstance(n, ast.Import | ast.ImportFrom)
                for a in n.names}
     assert modules - set(sys.stdlib_module_names) == {"tencentcloud"}
 
 
-def test_the_readme_script_fills_enis_to_the_quotas_and_gets_the_quota_errors(served_topology):
+def run_script(served_topology, marker: str) -> list[str]:
     env = {**os.environ, "VPC_ENDPOINT": served_topology["endpoint"],
            "TENCENTCLOUD_SECRET_ID": served_topology["secret_id"],
            "TENCENTCLOUD_SECRET_KEY": served_topology["secret_key"]}
-    done = subprocess.run([sys.executable, "-c", readme_script()], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-c", readme_script(marker)], capture_output=True, text=True, env=env,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+def test_the_readme_script_fills_enis_to_the_quotas_and_gets_the_quota_errors(served_topology):
+    lines = run_script(served_topology, "runs this very block")
     assert len(lines) == 4
     assert all(re.fullmatch(r"eni-[0-9a-f]{8} full: LimitExceeded\.EniPrivateIpLimit", line) for line in lines[:3])
     assert lines[3] == "attach refused: LimitExceeded.NetworkInterfaceLimitExceeded"
+
+
+def test_the_readme_script_reserves_in_place_describes_and_deletes(served_topology):
+    assert run_script(served_topology, RESERVING) == [
+        "reserved: 10.0.1.2, 10.0.1.3",
+        "10.0.1.5 on its ENI: Bind",
+        "10.0.1.5 unassigned: UnBind",
+        "10.0.9.9 refused: InvalidParameterValue.AddressIpNotInVpc",
+        "10.0.1.5 refused: InvalidParameterValue.AddressIpNotAvailable",
+        "deleted 3 left 0",
+    ]
 
 
 def test_serving_a_bad_topology_is_a_clear_error(tmp_path):
