@@ -215,8 +215,7 @@ class EniNode(abc.ABC):
             eni.bind(ip)
         self.store.add_eni(eni)
         self._learned_at[eni.id] = self.clock.now()
-        for listener in self.listeners:
-            listener(EniChange.ATTACHED, eni)
+        self._tell(EniChange.ATTACHED, eni)
         return eni
 
     def _unbind(self, eni: Eni, ips: Sequence[IPv4Address], retain: bool = False) -> None:
@@ -239,8 +238,7 @@ class EniNode(abc.ABC):
             self._call(self.vpc.detach_eni, eni.id)
         del self.store.enis[eni.id]
         self._commit()
-        for listener in self.listeners:
-            listener(EniChange.DETACHED, eni)
+        self._tell(EniChange.DETACHED, eni)
         if not self._try(self.vpc.delete_eni, eni.id):
             self._schedule_resync()  # a detached orphan: the re-sync deletes it once the VPC lets it
 
@@ -305,56 +303,72 @@ class EniNode(abc.ABC):
         now = self.clock.now()
         report = report if report is not None else RecoveryReport()
         for rec in records:
-            if rec.attached_to is None and rec.node == self.node and rec.id not in self.store.enis:
-                if self._try(self.vpc.delete_eni, rec.id):  # refused if it is attached after all
-                    self._emit({"kind": "resync", "node": self.node, "deleted_eni": rec.id})
-                    report.deleted_enis.append(rec.id)
-                    found = True
-                else:
-                    settled = False
-                continue
-            if rec.attached_to is None and rec.id in self.store.enis:
-                if self._known_for(rec.id, now):
-                    fixed = self._reattach_or_forget(self.store.enis[rec.id])
-                    found |= fixed
-                    settled &= fixed
-                continue
-            if rec.attached_to != self.node:
-                continue
-            if rec.id not in self.store.enis:
-                self._adopt_record(rec)
-                self._emit({"kind": "resync", "node": self.node, "adopted_eni": rec.id,
-                            "ips": [str(ip) for ip in rec.ips]})
-                report.adopted_enis.append(rec.id)
-                report.adopted_ips += [str(ip) for ip in rec.ips]
-                found = True
-                continue
-            eni = self.store.enis[rec.id]
-            new = [ip for ip in rec.ips if ip not in eni.ips]
-            for ip in new:
-                eni.bind(ip)
-                self._learned_at[ip] = now
-            if new:
-                self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "adopted_ips": [str(i) for i in new]})
-                report.adopted_ips += [str(ip) for ip in new]
-                found = True
-            shown = set(rec.ips)
-            old = [ip for ip in eni.ips if ip not in shown and self._known_for(ip, now)]
-            for ip in old:
-                if eni.ips[ip] is None:
-                    eni.unbind(ip)
-                    self._learned_at.pop(ip, None)
-                    self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "dropped_ip": str(ip)})
-                    report.dropped_ips.append(str(ip))
-                    found = True
-                elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
-                    self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "rebound_ip": str(ip)})
-                    report.rebound_ips.append(str(ip))
-                else:
-                    settled = False  # a pod's IP is never given up on uncertain news: look again later
+            changed, ok = self._resync_eni(rec, now, report)
+            found |= changed
+            settled &= ok
         if found:
             self._commit()
         return found, settled
+
+    def _resync_eni(self, rec: EniRecord, now: float, report: RecoveryReport) -> tuple[bool, bool]:
+        """One ENI as the VPC describes it, against the datastore: (changed, settled)."""
+        known = self.store.enis.get(rec.id)
+        if rec.attached_to is None and known is None:
+            if rec.node != self.node:
+                return False, True
+            if not self._try(self.vpc.delete_eni, rec.id):  # refused if it is attached after all
+                return False, False
+            self._emit({"kind": "resync", "node": self.node, "deleted_eni": rec.id})
+            report.deleted_enis.append(rec.id)
+            return True, True
+        if rec.attached_to is None:
+            if not self._known_for(rec.id, now):
+                return False, True
+            fixed = self._reattach_or_forget(known)
+            return fixed, fixed
+        if rec.attached_to != self.node:
+            return False, True
+        if known is None:
+            self._adopt_record(rec)
+            self._emit({"kind": "resync", "node": self.node, "adopted_eni": rec.id,
+                        "ips": [str(ip) for ip in rec.ips]})
+            report.adopted_enis.append(rec.id)
+            report.adopted_ips += [str(ip) for ip in rec.ips]
+            return True, True
+        adopted = self._adopt_ips(known, rec, now, report)
+        dropped, settled = self._drop_or_rebind_ips(known, rec, now, report)
+        return adopted or dropped, settled
+
+    def _adopt_ips(self, eni: Eni, rec: EniRecord, now: float, report: RecoveryReport) -> bool:
+        """IPs the VPC shows on the ENI that the datastore misses (a bind that timed out did happen)."""
+        new = [ip for ip in rec.ips if ip not in eni.ips]
+        for ip in new:
+            eni.bind(ip)
+            self._learned_at[ip] = now
+        if new:
+            self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "adopted_ips": [str(i) for i in new]})
+            report.adopted_ips += [str(ip) for ip in new]
+        return bool(new)
+
+    def _drop_or_rebind_ips(self, eni: Eni, rec: EniRecord, now: float, report: RecoveryReport
+                            ) -> tuple[bool, bool]:
+        """IPs the datastore has had for longer than the describe lag and the VPC no longer shows: an idle
+        one is dropped, a pod's bound again. Returns (changed, settled)."""
+        changed, settled = False, True
+        shown = set(rec.ips)
+        for ip in [ip for ip in eni.ips if ip not in shown and self._known_for(ip, now)]:
+            if eni.ips[ip] is None:
+                eni.unbind(ip)
+                self._learned_at.pop(ip, None)
+                self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "dropped_ip": str(ip)})
+                report.dropped_ips.append(str(ip))
+                changed = True
+            elif self._try(self.vpc.assign_private_ips, eni.id, 0, (ip,)):
+                self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "rebound_ip": str(ip)})
+                report.rebound_ips.append(str(ip))
+            else:
+                settled = False  # a pod's IP is never given up on uncertain news: look again later
+        return changed, settled
 
     def _reattach_or_forget(self, eni: Eni) -> bool:
         """An ENI the datastore holds and the VPC has detached. With IPs on it (a pod's, or idle ones the
@@ -363,8 +377,7 @@ class EniNode(abc.ABC):
         if not eni.ips:
             del self.store.enis[eni.id]
             self._learned_at.pop(eni.id, None)
-            for listener in self.listeners:
-                listener("detached", eni)
+            self._tell(EniChange.DETACHED, eni)
             self._emit({"kind": "resync", "node": self.node, "forgot_detached_eni": eni.id})
             if not self._try(self.vpc.delete_eni, eni.id):
                 self._schedule_resync()  # a detached orphan now: a later re-sync deletes it
@@ -373,15 +386,19 @@ class EniNode(abc.ABC):
             record = self._call(self.vpc.attach_eni, eni.id, self.node)
         except VpcError:
             return False
-        for listener in self.listeners:
-            listener("detached", eni)
+        self._tell(EniChange.DETACHED, eni)  # attached again, maybe at another device index: a new link
         eni.device_index = record.device_index or 0
-        for listener in self.listeners:
-            listener("attached", eni)
+        self._tell(EniChange.ATTACHED, eni)
         self._emit({"kind": "resync", "node": self.node, "reattached_eni": eni.id, "ips": [str(i) for i in eni.ips]})
         return True
 
-    def _back_off(self, why: str) -> None:
+    def _tell(self, change: EniChange, eni: Eni) -> None:
+        for listener in self.listeners:
+            listener(change, eni)
+
+    def _back_off(self, err: VpcError) -> None:
+        """The cloud failed the work: wait before trying it again (doubling, at most `max_backoff`)."""
+        why = f"{type(err).__name__}: {err.message}"
         self._failures += 1
         wait = min(self.retry.base * 2 ** self._failures, self.retry.max_backoff)
         self.backoff_until = self.clock.now() + wait
@@ -454,7 +471,7 @@ class Ipamd(EniNode):
                 self._emit({"kind": "pool", "node": self.node, **describe(action)})
                 changed |= self._execute(action)
         except VpcError as err:
-            self._back_off(f"{type(err).__name__}: {err.message}")
+            self._back_off(err)
             return changed
         self._failures = 0
         self._set_shortfall(plan.shortfall)

@@ -33,6 +33,8 @@ __all__ = [
     "ReleaseIps",
     "bounds",
     "choose_pod_ip",
+    "choose_subnet",
+    "no_subnet_for_new_eni",
     "over_max_bindable",
     "plan",
 ]
@@ -97,6 +99,32 @@ def over_max_bindable(enis: Sequence[Eni], limits: NodeLimits) -> int:
     return max(0, min(bound - limits.max_bindable, idle))
 
 
+NEW_ENI_MIN_FREE = 2  # a new ENI takes its own primary address from the subnet, then at least one IP
+
+
+def choose_subnet(node_subnets: Sequence[str], free: Mapping[str, int]) -> str | None:
+    """The subnet for a new ENI: of the node's subnets with `NEW_ENI_MIN_FREE` free addresses or more, the
+    one with the most available addresses (ties: the one listed first); None if none can serve.
+
+    Examples
+    --------
+    >>> choose_subnet(["subnet-a", "subnet-b", "subnet-c"], {"subnet-a": 9, "subnet-b": 40, "subnet-c": 40})
+    'subnet-b'
+    >>> choose_subnet(["subnet-a"], {"subnet-a": 1}) is None
+    True
+    """
+    usable = [s for s in node_subnets if free.get(s, 0) >= NEW_ENI_MIN_FREE]
+    if not usable:
+        return None
+    return max(usable, key=lambda s: (free[s], -node_subnets.index(s)))
+
+
+def no_subnet_for_new_eni(node_subnets: Sequence[str], free: Mapping[str, int]) -> str:
+    """Why `choose_subnet` found none, and what to do."""
+    names = ", ".join(f"{s} ({free.get(s, 0)} free)" for s in node_subnets)
+    return f"no subnet can serve a new ENI: {names}; add a subnet to the node or free addresses"
+
+
 def _by_most_allocated(enis: Sequence[Eni]) -> list[Eni]:
     return sorted(enis, key=lambda e: (-e.allocated, e.seq))
 
@@ -149,14 +177,9 @@ def _grow(
             need -= take
     slots = limits.max_enis - len(live)
     while need > 0 and slots > 0:
-        # An ENI's own primary address comes from the subnet too: a subnet serves with 2 free or more.
-        usable = [s for s in node_subnets if free.get(s, 0) >= 2]
-        if not usable:
-            names = ", ".join(f"{s} ({free.get(s, 0)} free)" for s in node_subnets)
-            return actions, (
-                f"no subnet can serve a new ENI: {names}; add a subnet to the node or free addresses"
-            )
-        subnet = max(usable, key=lambda s: (free[s], -node_subnets.index(s)))
+        subnet = choose_subnet(node_subnets, free)
+        if subnet is None:
+            return actions, no_subnet_for_new_eni(node_subnets, free)
         take = min(need, limits.ips_per_eni, free[subnet] - 1)
         actions.append(CreateEni(subnet, take, f"{why}; bound ENIs are full or their subnets used up; "
                                                f"{subnet} has the most available addresses ({free[subnet]})"))

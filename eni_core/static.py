@@ -21,6 +21,7 @@ from ipaddress import IPv4Address
 from eni_core.datastore import Allocation
 from eni_core.ipamd import EniNode
 from eni_core.model import Eni, NodeLimits
+from eni_core.pool import choose_subnet, no_subnet_for_new_eni
 from eni_core.ports import VpcError
 from eni_core.rpc import REFUSED
 
@@ -83,12 +84,10 @@ def choose_eni(enis: Sequence[Eni], node_subnets: Sequence[str], subnet_free: Ma
         if subnet_free.get(subnet, 0) < 1:  # the ENI's own primary address
             return EniChoice(reason=f"{subnet} has no address left for a new ENI")
         return EniChoice(new_subnet=subnet)
-    usable = [s for s in node_subnets if subnet_free.get(s, 0) >= 2]
-    if not usable:
-        free = ", ".join(f"{s} ({subnet_free.get(s, 0)} free)" for s in node_subnets)
-        return EniChoice(reason=f"no subnet can serve a new ENI: {free}; add a subnet to the node or free "
-                         "addresses")
-    return EniChoice(new_subnet=max(usable, key=lambda s: (subnet_free[s], -node_subnets.index(s))))
+    new_subnet = choose_subnet(node_subnets, subnet_free)
+    if new_subnet is None:
+        return EniChoice(reason=no_subnet_for_new_eni(node_subnets, subnet_free))
+    return EniChoice(new_subnet=new_subnet)
 
 
 def check_expiry(expiry: float | None) -> float | None:
@@ -204,7 +203,7 @@ class StaticNode(EniNode):
             eni = self.store.enis[choice.eni_id] if choice.eni_id else self._create_eni(choice.new_subnet)
             ip = self._bind(eni, 0 if claim else 1, (claim.ip,) if claim else ())[0]
         except VpcError as err:
-            self._back_off(f"{type(err).__name__}: {err.message}")
+            self._back_off(err)
             return None
         self.shortfall = self.poll_at = None
         if claim is None:
@@ -237,7 +236,7 @@ class StaticNode(EniNode):
             if not eni.ips:  # least ENIs: an ENI with no IP left goes
                 self._delete_eni(eni)
         except VpcError as err:  # the IP stays idle on the ENI; reconcile gives it back later
-            self._back_off(f"{type(err).__name__}: {err.message}")
+            self._back_off(err)
         return alloc
 
     def reconcile(self) -> bool:
@@ -260,5 +259,5 @@ class StaticNode(EniNode):
                     self._delete_eni(eni)
                     changed = True
         except VpcError as err:
-            self._back_off(f"{type(err).__name__}: {err.message}")
+            self._back_off(err)
         return changed

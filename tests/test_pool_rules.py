@@ -4,8 +4,11 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address
 
+import pytest
+
 from eni_core import pool
 from eni_core.model import Eni, NodeLimits, PoolConfig
+from eni_core.static import EniChoice, choose_eni
 from testbed.world.spec import NodeSpec
 from tests.helpers import cluster, node_state, pool_events, subnet
 
@@ -282,3 +285,33 @@ def test_an_empty_eni_in_a_subnet_with_one_free_address_is_kept_and_bound():
     p = plan([eni("eni-1", 0, 10, 10, "subnet-b"), eni("eni-2", 1, 0, 0, "subnet-a")], pods=10,
              limits=NodeLimits(2, 10), node_subnets=("subnet-a", "subnet-b"), subnets={"subnet-a": 1, "subnet-b": 0})
     assert p.actions == (pool.BindIps("eni-2", 1),)
+
+
+# -- one subnet rule for both modes ---------------------------------------------------------------------
+# free addresses of subnet-a, -b, -c -> the subnet a new ENI goes in (the expectation is written out by
+# hand: the most free addresses among those with 2 or more, ties to the one listed first)
+SUBNET_CASES = [
+    ((10, 40, 20), "subnet-b"),
+    ((40, 40, 20), "subnet-a"),
+    ((1, 1, 2), "subnet-c"),
+    ((2, 1, 0), "subnet-a"),
+    ((1, 1, 1), None),
+    ((0, 0, 0), None),
+    ((3, 0, 3), "subnet-a"),
+]
+
+
+@pytest.mark.parametrize(("free", "expected"), SUBNET_CASES)
+def test_shared_eni_and_static_ip_modes_pick_a_new_enis_subnet_by_the_same_rule(free, expected):
+
+
+    names = ("subnet-a", "subnet-b", "subnet-c")
+    free_map = dict(zip(names, free, strict=True))
+    shared = plan([], pods=0, node_subnets=names, subnets=free_map)
+    static = choose_eni([], list(names), free_map, DEFAULT_LIMITS)
+    if expected is None:
+        assert shared.actions == () and shared.shortfall.startswith("no subnet can serve a new ENI: subnet-a (")
+        assert static.new_subnet is None and static.reason == shared.shortfall
+    else:
+        assert shared.actions[0].subnet_id == expected
+        assert static == EniChoice(new_subnet=expected)

@@ -127,6 +127,7 @@ def test_an_eni_detached_behind_the_ipamds_back_is_attached_again_with_its_pods_
     c.advance(600)
     assert c.vpc.enis[eni.id].record.attached_to == "node-1"
     assert any(e.get("reattached_eni") == eni.id for e in c.events.items)
+    assert eni.id in c.nodes["node-1"].ifindex  # the data plane was told: the ENI's link is back
     assert_converged(c)
 
 
