@@ -22,7 +22,7 @@ from eni_core.datastore import Attachment, Datastore, FileCheckpoint
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.names import InvalidName, dns_label
-from eni_core.routing import HOST_INDEX_BASE
+from eni_core.routing import free_host_index
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
 __all__ = ["NoFreeIp", "NodeAgent", "main"]
@@ -61,8 +61,7 @@ class NodeAgent:
     def _host_index(self, pod: str) -> int:
         """A node-side link index for the pod's veth, above the ENIs' small ones; the same on retries."""
         if pod not in self.veth_index:
-            used = set(self.veth_index.values())
-            self.veth_index[pod] = next(i for i in range(HOST_INDEX_BASE, 1 << 20) if i not in used)
+            self.veth_index[pod] = free_host_index(set(self.veth_index.values()))
         return self.veth_index[pod]
 
     def settle(self) -> None:
@@ -220,8 +219,7 @@ class RoutingSide:
     def sync(self) -> None:
         from eni_core import routing
 
-        enis = [(e.mac, self.gateways[e.subnet_id]) for e in self.ipamd.enis if e.subnet_id in self.gateways]
-        routing.sync(self.kernel, enis, routing.node_pods(self.ipamd.store.pods, self.ipamd.enis))
+        routing.sync(self.kernel, *routing.node_input(self.ipamd.enis, self.ipamd.store.pods, self.gateways))
 
     def eni_link(self, eni_id: str) -> int | None:
         eni = self.ipamd.store.enis.get(eni_id)

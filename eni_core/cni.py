@@ -177,8 +177,7 @@ class Dataplane:
             eni_index = next((lk.index for lk in links if lk.mac == eni_mac), None)
             if eni_index is None:
                 raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
-            used = {lk.index for lk in links}
-            host_index = next(i for i in range(routing.HOST_INDEX_BASE, 1 << 20) if i not in used)
+            host_index = routing.free_host_index({lk.index for lk in links})
         pod = self._enter(req.netns)
         try:
             create = AddVeth(veth, req.ifname, req.netns, host_index, host_mac)

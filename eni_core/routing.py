@@ -16,9 +16,10 @@ main-table routes tagged `proto 77`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from itertools import count
 
 from eni_core.datastore import Allocation
 from eni_core.model import Eni, eni_table
@@ -44,9 +45,9 @@ from eni_core.ops import (
 )
 
 __all__ = [
-    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "host_veth_name",
-    "node_pods", "observe", "plan_node", "plan_pod", "pod_host_ops", "pod_host_state", "pod_rule_deletes",
-    "reconcile", "sync",
+    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "free_host_index",
+    "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops", "pod_host_state",
+    "pod_rule_deletes", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -107,12 +108,20 @@ def pod_host_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
     return rules, [Route(MAIN_TABLE, ip, pod.veth_ifindex)]
 
 
-def node_pods(allocations: Mapping[str, Allocation], enis: Iterable[Eni]) -> list[tuple[IPv4Address, str, str]]:
-    """The routing agent's input from the node's datastore: (IP, ENI MAC, host veth name) of every pod
-    it holds, whoever wired it (the controller or a runtime through `enilab-cni`). A pod whose veth does
-    not exist (yet) is left out by `sync`."""
+def free_host_index(used: Container[int]) -> int:
+    """The node-side link index for a new pod veth: the lowest from `HOST_INDEX_BASE` not in `used`."""
+    return next(i for i in count(HOST_INDEX_BASE) if i not in used)
+
+
+def node_input(enis: Sequence[Eni], allocations: Mapping[str, Allocation], gateways: Mapping[str, IPv4Address]
+               ) -> tuple[list[tuple[str, IPv4Address]], list[tuple[IPv4Address, str, str]]]:
+    """The routing agent's input from the node's datastore, for `sync`: (MAC, subnet gateway) of every ENI
+    whose subnet's gateway is known, and (IP, ENI MAC, host veth name) of every pod it holds, whoever wired
+    it (the controller or a runtime through `enilab-cni`). A pod whose veth does not exist (yet) is left
+    out by `sync`."""
     macs = {e.id: e.mac for e in enis}
-    return [(a.ip, macs[a.eni_id], host_veth_name(key)) for key, a in allocations.items() if a.eni_id in macs]
+    return ([(e.mac, gateways[e.subnet_id]) for e in enis if e.subnet_id in gateways],
+            [(a.ip, macs[a.eni_id], host_veth_name(key)) for key, a in allocations.items() if a.eni_id in macs])
 
 
 def pod_host_ops(pod: PodLink) -> list[Op]:

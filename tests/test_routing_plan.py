@@ -198,3 +198,27 @@ def test_sync_from_scratch_needs_one_batch_and_leaves_two_rules_per_pod(pods):
     sync(k, entries)
     assert len(k.batches) == 1 and len(owned_rules(k)) == 2 * pods
     assert sync(k, entries).operations == []
+
+
+# -- the routing agent's input, one home for the node agent and the netns backend ----------------------
+def test_node_input_reads_the_datastore_enis_with_a_known_gateway_and_pods_on_known_enis():
+    from eni_core.datastore import Allocation
+    from eni_core.model import Eni
+
+    eth1 = Eni("eni-1", "subnet-a", ETH1_MAC, ip("10.0.1.5"), 1, 0)
+    eth2 = Eni("eni-2", "subnet-z", ETH2_MAC, ip("10.0.9.5"), 2, 1)  # no gateway known: no table for it
+    pods = {"default/a": Allocation("default/a", ip("10.0.1.7"), "eni-1"),
+            "default/b": Allocation("default/b", ip("10.0.9.7"), "eni-2"),
+            "default/gone": Allocation("default/gone", ip("10.0.1.8"), "eni-9")}
+    enis, pod_inputs = routing.node_input([eth1, eth2], pods, {"subnet-a": GW})
+    assert enis == [(ETH1_MAC, GW)]
+    assert pod_inputs == [(ip("10.0.1.7"), ETH1_MAC, routing.host_veth_name("default/a")),
+                          (ip("10.0.9.7"), ETH2_MAC, routing.host_veth_name("default/b"))]
+
+
+@pytest.mark.parametrize(("used", "expected"), [
+    (set(), 64), ({1, 2, 3, 63}, 64), ({64}, 65), ({64, 65, 67}, 66), (set(range(64, 1000)), 1000),
+])
+def test_a_pod_veth_gets_the_lowest_free_index_from_the_host_index_base(used, expected):
+    assert routing.HOST_INDEX_BASE == 64
+    assert routing.free_host_index(used) == expected

@@ -265,12 +265,10 @@ class NetnsBackend:
         local = self.cluster.local_node(node)
         if local is None:
             return None
-        ipamd = local.ipamd
         n = self.nodes[node]
         gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
-        enis = [(e.mac, gateways[e.subnet_id]) for e in ipamd.enis]
-        pods = routing.node_pods(ipamd.store.pods, ipamd.enis)
-        return routing.sync(NetlinkPort(n.kernel), enis, pods, leave=n.pinned)
+        inputs = routing.node_input(local.ipamd.enis, local.ipamd.store.pods, gateways)
+        return routing.sync(NetlinkPort(n.kernel), *inputs, leave=n.pinned)
 
     def set_sysctl(self, node: str, key: str, value: int) -> None:
         n = self.nodes[node]
