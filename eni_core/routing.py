@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from itertools import count
 
 from eni_core.datastore import Allocation
-from eni_core.model import Eni, eni_table
+from eni_core.model import ROUTE_TABLE_OFFSET, Eni, eni_table
 from eni_core.ops import (
     ANY_TABLE,
     DEFAULT,
@@ -54,7 +54,7 @@ HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own t
 PRIO_TO_POD = 512
 PRIO_FROM_POD = 1536
 LINK_LOCAL_GATEWAY = IPv4Address("169.254.1.1")
-ENI_TABLES = range(2000, 3000)
+ENI_TABLES = range(ROUTE_TABLE_OFFSET, ROUTE_TABLE_OFFSET + 1000)  # 1000 link indexes
 
 
 def host_veth_name(pod: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core import netlink as nl
-from eni_core import netns
+from eni_core import netns, routing
 from eni_core.cni import CniError
 from eni_core.datastore import attachment_key
 from eni_core.model import Eni, PoolConfig, Subnet
@@ -231,10 +231,10 @@ def _drift(pc: ProcessCluster, rng: random.Random) -> str:
     choice = rng.choice(["rule", "table", "route", "sysctl", "neighbour"])
     if choice == "rule" and pods:
         ip = rng.choice(pods).ip
-        kernel.apply([nl.rule_msg(False, priority=1536, table=0, src=ip, src_len=32)])
+        kernel.apply([nl.rule_msg(False, priority=routing.PRIO_FROM_POD, table=0, src=ip, src_len=32)])
         return f"{node}: deleted rule from {ip}"
     if choice == "table":
-        tables = sorted({r.table for r in kernel.routes() if 2000 <= r.table < 3000})
+        tables = sorted({r.table for r in kernel.routes() if r.table in routing.ENI_TABLES})
         if tables:
             t = rng.choice(tables)
             kernel.apply([nl.route_msg(False, table=t, dst=None, dst_len=0)])

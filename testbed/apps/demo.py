@@ -12,6 +12,8 @@ import os
 from rich.console import Console
 from rich.table import Table
 
+from eni_core.model import eni_table
+from eni_core.ops import MAIN_TABLE
 from testbed.observe.report import node_table
 
 __all__ = ["run_demo"]
@@ -30,7 +32,7 @@ def _routing_tables(console: Console, state: dict) -> None:
         t.add_column("rule")
         for r in routing["rules"]:
             what = f"from {r['from']}" if "from" in r else f"to {r['to']}"
-            t.add_row(str(r["priority"]), f"{what} lookup {'main' if r['table'] == 254 else r['table']}")
+            t.add_row(str(r["priority"]), f"{what} lookup {'main' if r['table'] == MAIN_TABLE else r['table']}")
         console.print(t)
         for table, routes in routing["tables"].items():
             lines = ", ".join(f"{r['dst']}" + (f" via {r['gateway']}" if "gateway" in r else "") + f" dev {r['dev']}"
@@ -53,7 +55,7 @@ def _verify_paths(console: Console, cluster, progress) -> tuple[list, int]:
     for pod in pods:
         node = cluster.nodes[pod.node]
         eni = node.ipamd.store.enis[pod.eni_id]
-        want_table = node.ifindex[eni.id] + 2000
+        want_table = eni_table(node.ifindex[eni.id])
         others = [p for p in pods if p.node != pod.node] or [p for p in pods if p.name != pod.name]
         for dst in [hosts[pod.seq % len(hosts)] if hosts else others[0].name, others[0].name]:
             t = probe(cluster, pod.name, dst)
@@ -141,7 +143,7 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
                 trace = next((t.to_dict() for t in traces if t.delivered and t.egress), None)
             else:
                 for name, node in cluster.nodes.items():
-                    tables = ", ".join(f"eth{e.device_index}: table {node.ifindex[e.id] + 2000}"
+                    tables = ", ".join(f"eth{e.device_index}: table {eni_table(node.ifindex[e.id])}"
                                        for e in node.ipamd.enis)
                     console.print(f"{name}: planned ENI tables {tables} (not applied: no kernel)")
             png = topology.draw(topology.build_graph(cluster), args.png, trace, title=f"enilab demo: {scenario.name}")

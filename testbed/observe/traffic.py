@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from eni_core import netlink as nl
 from eni_core import netns
+from eni_core.ops import MAIN_TABLE
 from testbed.errors import UsageError
 from testbed.world.backends import packet_backend
 
@@ -91,7 +92,7 @@ class Trace:
         lines = [f"{self.src} ({self.src_ip}) -> {self.dst} ({self.dst_ip}): {verdict}"
                  + (f", reply {'via ' + self.reply_via if self.reply_via else 'seen'}" if self.reply else "")]
         if self.table is not None:
-            how = "main: the pod rule sends it straight to the local pod" if self.table == 254 else (
+            how = "main: the pod rule sends it straight to the local pod" if self.table == MAIN_TABLE else (
                 f"egress {self.egress or '?'}")
             lines.append(f"  rule lookup: table {self.table}, {how}")
         lines += [f"  {h['at']}: {h['dir']} {h['dev']} ({h['what']})" for h in self.hops]
