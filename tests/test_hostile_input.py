@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -411,3 +412,15 @@ def test_validation_and_the_cluster_agree_on_names_and_on_newest_first(seed):
         timeline.check(f"step {i}", step["op"], step)
         apply_step(cluster, step)
         assert list(timeline.pods) == list(cluster.pods), (i, step)
+
+
+@pytest.mark.parametrize("reserved", [15, 16, 17])
+def test_a_subnets_reserved_count_is_refused_exactly_when_the_vpc_would_have_no_address_to_hand_out(reserved):
+    doc = {"cluster": {"subnets": [{"id": "s", "cidr": "10.0.1.0/28", "reserved": reserved}]}}  # 16 addresses
+    if reserved == 15:  # the VPC hands out one address: the last before the broadcast
+        s = parse_scenario(doc).cluster.subnets[0]
+        book = AddressBook(s)
+        assert book.take() == IPv4Address("10.0.1.14") and not book.available
+    else:
+        with pytest.raises(ScenarioError, match=f"field 'reserved': {reserved} leaves no usable address in"):
+            parse_scenario(doc)

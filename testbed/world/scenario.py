@@ -319,10 +319,12 @@ def _parse_subnets(data: list) -> tuple[tuple[Subnet, ...], tuple[HostSpec, ...]
         s = _fields(where, raw, SUBNET_FIELDS)
         if s["id"] in subnets:
             raise ScenarioError(f"{where}: field 'id': subnet {s['id']} is defined twice")
-        reserved = s.get("reserved", 3)
-        if reserved >= s["cidr"].num_addresses - 1:
-            raise ScenarioError(f"{where}: field 'reserved': {reserved} leaves no usable address in {s['cidr']}")
-        subnet = subnets[s["id"]] = Subnet(s["id"], s["cidr"], reserved)
+        subnet = Subnet(s["id"], s["cidr"], s.get("reserved", Subnet.reserved))
+        first, last = usable_range(subnet)
+        if first > last:
+            raise ScenarioError(f"{where}: field 'reserved': {subnet.reserved} leaves no usable address "
+                                f"in {subnet.cidr}")
+        subnets[subnet.id] = subnet
         listed = s.get("hosts", [])
         if len(hosts) + len(listed) > MAX_HOSTS:
             raise ScenarioError(f"{where}.hosts: {len(hosts) + len(listed)} hosts in all; the limit is {MAX_HOSTS}")
