@@ -64,6 +64,10 @@ class Allocation:
 
 
 class Checkpoint(Protocol):
+    """Where a datastore is kept; `persistent` False: nowhere (commits cost nothing and restore nothing)."""
+
+    persistent: bool
+
     def save(self, data: dict) -> None: ...
 
     def load(self) -> dict | None: ...
@@ -143,7 +147,7 @@ class Datastore:
     def commit(self) -> None:
         """Write the checkpoint; on failure restore the last committed state (the empty one if nothing
         was ever written or restored) and re-raise, so memory never holds what the disk does not."""
-        if not getattr(self.checkpoint, "persistent", True):
+        if not self.checkpoint.persistent:
             return
         data = self.to_dict()
         try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.apps.pytest_plugin import EnilabCluster
+from testbed.world.cluster import Cluster
 
 __all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
            "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology"]
@@ -52,8 +53,9 @@ def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, cont
     return cluster
 
 
-def _inner(cluster):
-    return getattr(cluster, "cluster", cluster)
+def _inner(cluster: EnilabCluster | Cluster) -> Cluster:
+    """The cluster a lab helper works on, given the plugin's wrapper or the cluster itself."""
+    return cluster.cluster if isinstance(cluster, EnilabCluster) else cluster
 
 
 def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:

@@ -15,6 +15,7 @@ from eni_core import netlink as nl
 from eni_core import routing
 from eni_core.model import eni_table
 from testbed.world.backends.netns import NetnsBackend
+from testbed.world.vpc import SimVpc
 
 __all__ = ["audit", "audit_cluster", "datastore_view"]
 
@@ -29,7 +30,7 @@ def datastore_view(ipamd) -> dict[str, Any]:
     return {"enis": {e.id: {"mac": e.mac, "ips": {str(ip): pod for ip, pod in e.ips.items()}} for e in ipamd.enis}}
 
 
-def audit(vpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
+def audit(vpc: SimVpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
           claims: Mapping[str, Any] | None = None, wired: Callable[[str, str], bool] | None = None) -> dict:
     """Compare. `kernels` maps a node to its `NamespaceKernel` (None: no kernel, the sim backend); `claims`
     are static-IP claims (their retained addresses are not leaks); `wired(node, pod)` says whether a
@@ -65,7 +66,7 @@ def audit(vpc, datastores: Datastores, kernels: Mapping[str, Any] | None = None,
                                          "what": f"{e.record.id} was created for {e.record.node} and is attached "
                                                  "nowhere"})
     claimed = {str(c["ip"]) for c in (claims or {}).values()}
-    for ip in sorted(str(i) for i in getattr(vpc, "retained", ())):
+    for ip in sorted(str(i) for i in vpc.retained):
         if ip not in claimed:
             found["leaked_ips"].append({"ip": ip, "what": f"{ip} is retained in the VPC for no claim"})
     for ip, pods in sorted(holders.items()):
