@@ -126,7 +126,7 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
     from testbed.apps import bench_netns
 
-    if what == "bringup" and getattr(args, "backend", None) == "containers":
+    if what == "bringup" and args.backend == "containers":
         return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
     if what == "bringup":
         compare = tuple(name for name in args.compare.split(",") if name and name != "none")

@@ -29,7 +29,7 @@ def _print_timeline(args: argparse.Namespace, scenario, backend=None, node_vpc=N
     from testbed.apps.runner import select_states, timeline, write_json
     from testbed.observe.report import print_timeline
 
-    with closing(timeline(scenario, backend=backend, keep=getattr(args, "keep", False), node_vpc=node_vpc)) as parts:
+    with closing(timeline(scenario, backend=backend, keep=args.keep, node_vpc=node_vpc)) as parts:
         if args.json:
             write_json(select_states(parts, args.states, len(scenario.steps)), sys.stdout,
                        indent=1 if args.pretty else None)
@@ -117,7 +117,7 @@ def _go_rootless(args: argparse.Namespace) -> None:
 
     if args.command in rootless.COMMANDS and userns.wanted():
         try:
-            rootless.go(args.command, getattr(args, "name", None))
+            rootless.go(args.command, args.name)
         except userns.RootlessError as err:
             if os.geteuid() == 0:  # root asked for the rootless path: never fall back to root silently
                 raise UsageError(f"ENILAB_ROOTLESS=1: {err}") from None
@@ -126,7 +126,7 @@ def _go_rootless(args: argparse.Namespace) -> None:
 
 def _need_root(what: str, args: argparse.Namespace | None = None) -> None:
     if os.geteuid() != 0:
-        why = getattr(args, "rootless_error", None)
+        why = args.rootless_error if args is not None else None
         raise UsageError(f"`enilab {what}` needs root (it makes network namespaces)"
                          + (f", and rootless: {why}" if why else "") + "; run it as root, or use "
                          "`enilab simulate` for the same scenario without a kernel")
@@ -545,30 +545,44 @@ STATES_HELP = ("with --json: all (every step's whole state, the default), final 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from testbed.apps.runner import STATES
-
     p = argparse.ArgumentParser(
         prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input (nothing was changed). "
                "Start with `enilab demo`, or `enilab simulate grow-and-shrink`. Wherever a file is asked for, "
                "a built-in topology or scenario can be named instead (a path that exists wins).")
+    # what the steps around a command read, whichever command it is (no command: the help)
+    p.set_defaults(func=None, name=None, keep=False, rootless_error=None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", action=_IntermixedSubcommands)
+    _add_scenario_commands(sub)
+    _add_cluster_commands(sub)
+    _add_cluster_views(sub)
+    _add_tools(sub)
+    return p
 
+
+Subcommands = argparse._SubParsersAction
+
+
+def _timeline_options(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that print a scenario's timeline."""
+    from testbed.apps.runner import STATES
+
+    p.add_argument("file", help="scenario YAML file, or a built-in name")
+    p.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
+    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
+    _cloud_option(p)
+
+
+def _add_scenario_commands(sub: Subcommands) -> None:
+    """A scenario or topology file, run once: simulate, run, and the VPC served on its own."""
     s = sub.add_parser("simulate", help="run a scenario on the sim backend (no root) and print its timeline")
-    s.add_argument("file", help="scenario YAML file, or a built-in name")
-    s.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
-    s.add_argument("--pretty", action="store_true", help="indent the JSON")
-    _cloud_option(s)
-    s.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
+    _timeline_options(s)
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run a scenario on real namespaces (root) and print its timeline")
-    r.add_argument("file", help="scenario YAML file, or a built-in name")
-    r.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
-    r.add_argument("--pretty", action="store_true", help="indent the JSON")
-    r.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
+    _timeline_options(r)
     r.add_argument("--keep", action="store_true", help="leave the namespaces up (`enilab clean` removes them)")
-    _cloud_option(r)
     r.add_argument("--backend", choices=["netns", "containers"],
                    help="netns: pods are namespaces (default); containers: pods are containers of a Docker API engine")
     r.set_defaults(func=cmd_run)
@@ -585,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--json", action="store_true", help="print the endpoint and credentials as one JSON line")
     vs.set_defaults(func=cmd_vpc_serve)
 
+
+def _add_cluster_commands(sub: Subcommands) -> None:
+    """A cluster that stays up: bring it up, change it, take it down, clean after dead runs."""
     u = sub.add_parser("up", help="bring a topology up and keep it running (root)")
     u.add_argument("topology", help="topology YAML file, or a built-in name (default, static)")
     u.add_argument("--name", help="cluster name (default: the topology's name)")
@@ -597,10 +614,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after `--`")
     ex.add_argument("--name")
     ex.set_defaults(func=cmd_exec)
-    st = sub.add_parser("status", help="the running cluster's pool and routing")
-    st.add_argument("--name")
-    st.add_argument("--json", action="store_true")
-    st.set_defaults(func=cmd_status)
     pd = sub.add_parser("pods", help="list, add or delete pods on the running cluster")
     pd.add_argument("action", choices=["add", "del", "list"])
     pd.add_argument("pods", nargs="*", default=[], help="pod names")
@@ -619,6 +632,30 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--cni-version", default="1.0.0", choices=["1.0.0", "1.1.0"],
                     help="config: 1.0.0 (default) for podman 4.3 / libcni 1.1, which cannot read 1.1.0 results")
     cn.set_defaults(func=cmd_cni)
+    cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
+    cm.add_argument("action", choices=["list", "delete"])
+    cm.add_argument("claim", nargs="?", help="NAMESPACE/NAME, to delete")
+    cm.add_argument("--name")
+    cm.add_argument("--json", action="store_true")
+    cm.set_defaults(func=cmd_claims)
+    dn = sub.add_parser("down", help="tear the running cluster down")
+    dn.add_argument("--name")
+    dn.set_defaults(func=cmd_down)
+    cl = sub.add_parser("clean", help="remove what dead enilab runs left: the namespaces their run records list, "
+                                      "dead controllers' folders; nothing else")
+    cl.add_argument("--force", action="store_true",
+                    help="also the recorded namespaces of runs whose owner is alive (a hung run); still only "
+                         "namespaces a run record lists, and never a live controller's folder")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_clean)
+
+
+def _add_cluster_views(sub: Subcommands) -> None:
+    """The running cluster looked at: its state, a traced packet, its graph, the three truths compared."""
+    st = sub.add_parser("status", help="the running cluster's pool and routing")
+    st.add_argument("--name")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
     tr = sub.add_parser("trace", help="send one traced packet on the running cluster and say where it went")
     tr.add_argument("src", help="pod or VPC host")
     tr.add_argument("dst", help="pod, VPC host or IP address")
@@ -639,6 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--name")
     au.add_argument("--json", action="store_true")
     au.set_defaults(func=cmd_audit)
+
+
+def _add_tools(sub: Subcommands) -> None:
+    """The chaos loop, the benchmarks, the pool tuner and the demo."""
     ch = sub.add_parser("chaos", help="kill agents, storm the cloud, edit kernels; audit and probe after each (root)")
     ch.add_argument("--iterations", type=int, default=200)
     ch.add_argument("--seed", type=int, default=1)
@@ -647,23 +688,6 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the agents reach the VPC: enilab's unix-socket RPC (default), or the official Tencent "
                          "Cloud SDK over HTTP to the VPC served as the Tencent Cloud VPC API")
     ch.set_defaults(func=cmd_chaos)
-    cm = sub.add_parser("claims", help="static-IP claims of the running cluster: list, or delete (reclaim)")
-    cm.add_argument("action", choices=["list", "delete"])
-    cm.add_argument("claim", nargs="?", help="NAMESPACE/NAME, to delete")
-    cm.add_argument("--name")
-    cm.add_argument("--json", action="store_true")
-    cm.set_defaults(func=cmd_claims)
-    dn = sub.add_parser("down", help="tear the running cluster down")
-    dn.add_argument("--name")
-    dn.set_defaults(func=cmd_down)
-    cl = sub.add_parser("clean", help="remove what dead enilab runs left: the namespaces their run records list, "
-                                      "dead controllers' folders; nothing else")
-    cl.add_argument("--force", action="store_true",
-                    help="also the recorded namespaces of runs whose owner is alive (a hung run); still only "
-                         "namespaces a run record lists, and never a live controller's folder")
-    cl.add_argument("--json", action="store_true")
-    cl.set_defaults(func=cmd_clean)
-
     b = sub.add_parser("bench", help="benchmarks that print their figures and ratios")
     b.add_argument("what", choices=["sim", "bringup", "cni"],
                    help="sim: 1,000 nodes, 50,000 pods over 24 h; bringup: nodes x pods on namespaces (root); "
@@ -707,7 +731,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--topology", default=None, help="topology file or built-in name (default: default)")
     d.add_argument("--png", default="topology.png", help="where to draw the topology")
     d.set_defaults(func=cmd_demo)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -716,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
+    if args.func is None:
         parser.print_help()
         return 2
     try:

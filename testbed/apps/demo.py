@@ -116,7 +116,7 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
 
         backend = NetnsBackend()
     else:
-        why = getattr(args, "rootless_error", None) or "not root"
+        why = args.rootless_error or "not root"
         console.print(f"[yellow]no network namespaces ({why}): running the simulator. No packets: the pool and "
                       "the eni-ip resource are real, but kernel rules, tables and verified paths need network "
                       "namespaces (root, or user namespaces for a normal user).[/yellow]")
