@@ -201,9 +201,6 @@ class _Via:
 
 def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeout: float = 0.5) -> Trace:
     """Send one traced datagram from `src` to `dst` (pods, hosts, IPs) and say what happened to it."""
-    from scapy.layers.inet import ICMP, IP, UDP, UDPerror
-    from scapy.layers.l2 import Ether
-
     backend = packet_backend(cluster.backend, "a probe")
     a, b = resolve(cluster, src), resolve(cluster, dst)
     if a.ns is None:
@@ -212,7 +209,6 @@ def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeo
         raise UsageError(f"via: unknown node {via!r}")
     trace = Trace(a.name, b.name, str(a.ip), str(b.ip), via=via)
     token = b"enilab-probe-" + secrets.token_hex(8).encode()
-    names = _device_names(cluster)
     nodes = [n for n in dict.fromkeys([a.node, b.node, via]) if n]
     caps = {"fabric": _Capture(backend.fabric_ns, "fabric")}
     caps.update({n: _Capture(backend.nodes[n].ns, n) for n in nodes})
@@ -221,18 +217,30 @@ def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeo
         kernel = backend.nodes[a.node].kernel
         links = {link.ifname: link.index for link in kernel.links()}
         with contextlib.suppress(OSError):
-            decision = kernel.route_get(b.ip, src=a.ip, iif=links.get(a.veth))
-            trace.table = decision.table
-    server = None
-    if b.ns is not None:
-        server = _socket_in(b.ns, socket.SOCK_DGRAM)
-        server.bind((str(b.ip), PROBE_PORT))
-    client = _socket_in(a.ns, socket.SOCK_DGRAM)
-    client.bind((str(a.ip), 0))
-    sport = client.getsockname()[1]
-    steer = _Via(backend, via, a.ip, b.ip) if via else contextlib.nullcontext()
+            trace.table = kernel.route_get(b.ip, src=a.ip, iif=links.get(a.veth)).table
     try:
-        with steer:
+        sport = _exchange(backend, trace, a, b, via, token, timeout)
+    finally:
+        frames = {label: cap.close() for label, cap in caps.items()}
+    icmp_errors = _read_frames(trace, frames, _device_names(cluster), a, token, sport)
+    if not trace.delivered and trace.dropped_at is None:
+        _explain_drop(cluster, trace, a, b, nodes, rp_before, icmp_errors)
+    return trace
+
+
+def _exchange(backend, trace: Trace, a: Endpoint, b: Endpoint, via: str | None, token: bytes,
+              timeout: float) -> int:
+    """Send `token` from `a` to `b` (steered into `via`'s eth0 if given); `b`, if it has a namespace,
+    echoes it back. Marks the trace delivered, replied or not sent; returns the sender's port."""
+    server = client = None
+    try:
+        if b.ns is not None:
+            server = _socket_in(b.ns, socket.SOCK_DGRAM)
+            server.bind((str(b.ip), PROBE_PORT))
+        client = _socket_in(a.ns, socket.SOCK_DGRAM)
+        client.bind((str(a.ip), 0))
+        sport = client.getsockname()[1]
+        with _Via(backend, via, a.ip, b.ip) if via else contextlib.nullcontext():
             try:
                 client.sendto(token, (str(b.ip), PROBE_PORT))
             except OSError as err:
@@ -249,11 +257,19 @@ def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeo
                 if ready:
                     trace.reply = client.recv(2048) == token
             time.sleep(0.02)  # let the capture threads read the last frames
+        return sport
     finally:
-        client.close()
-        if server is not None:
-            server.close()
-        frames = {label: cap.close() for label, cap in caps.items()}
+        for sock in (client, server):
+            if sock is not None:
+                sock.close()
+
+
+def _read_frames(trace: Trace, frames: dict[str, list[tuple[str, int, bytes]]], names: dict[tuple[str, str], str],
+                 a: Endpoint, token: bytes, sport: int) -> list[tuple[str, str, int, int, str]]:
+    """The captured frames that carry the token become the trace's hops (and its egress ENI and the
+    reply's way in); ICMP errors about the probe are returned for `_explain_drop`."""
+    from scapy.layers.inet import ICMP, IP, UDP, UDPerror
+    from scapy.layers.l2 import Ether
 
     icmp_errors = []
     for label, seen in frames.items():
@@ -276,9 +292,7 @@ def probe(cluster: Cluster, src: str, dst: str, *, via: str | None = None, timeo
                 trace.egress = where.split("/", 1)[1]
             if label == a.node and not forward and direction == "in" and dev.startswith("eth"):
                 trace.reply_via = dev
-    if not trace.delivered and trace.dropped_at is None:
-        _explain_drop(cluster, trace, a, b, nodes, rp_before, icmp_errors)
-    return trace
+    return icmp_errors
 
 
 def _explain_drop(cluster, trace: Trace, a: Endpoint, b: Endpoint, nodes, rp_before, icmp_errors) -> None:
