@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -295,6 +297,53 @@ def _converge(pc: ProcessCluster, converge_s: float) -> dict | None:
     return report
 
 
+ACTIONS = ("kill", "kill", "faults", "drift", "drift", "churn")  # drawn with equal odds: kills and drift twice
+COUNTED = {"kill": "kills", "faults": "faults", "drift": "drifts"}
+
+
+class _Tally:
+    """The run's counts and failures; each failure names its iteration, seed and action."""
+
+    def __init__(self, seed: int, log: Callable[[int, str, bool, list[str]], None] | None) -> None:
+        self.seed, self.log = seed, log
+        self.counts = {"iterations": 0, "kills": 0, "faults": 0, "drifts": 0, "audit_failures": 0,
+                       "connectivity_failures": 0, "stuck_iterations": 0}
+        self.failures: list[dict] = []
+
+    def _fail(self, i: int, what: str, kind: str, **detail: Any) -> None:
+        self.counts[kind] += 1
+        self.failures.append({"iteration": i, "seed": self.seed, "action": what, **detail})
+
+    def stuck(self, i: int, what: str, step: str, err: Exception) -> None:
+        self.counts["iterations"] = i
+        self._fail(i, what, "stuck_iterations", step=step, stuck=f"{type(err).__name__}: {err}")
+        if self.log:
+            self.log(i, f"{what}: stuck in {step} ({type(err).__name__}: {err})", False, [])
+
+    def judge(self, i: int, what: str, report: dict | None, reach: dict[str, dict[str, bool]]) -> None:
+        self.counts["iterations"] = i
+        if not report or not report["ok"]:
+            self._fail(i, what, "audit_failures", audit=report)
+        lost = [p for p, row in reach.items() if not row["db-1"]]
+        if lost:
+            self._fail(i, what, "connectivity_failures", unreachable=lost)
+        if self.log:
+            self.log(i, what, report["ok"] if report else False, lost)
+
+    @property
+    def failed(self) -> int:
+        return self.counts["audit_failures"] + self.counts["connectivity_failures"] + self.counts["stuck_iterations"]
+
+
+def _chaos_spec(nodes: int, seed: int) -> ClusterSpec:
+    """One subnet with a VPC host to reach, `nodes` nodes of 3 ENIs x 6 IPs, a small pool (2, 4)."""
+    return ClusterSpec(
+        subnets=(Subnet("subnet-a", IPv4Network("10.0.1.0/24")),),
+        hosts=(HostSpec("db-1", "subnet-a", IPv4Address("10.0.1.250")),),
+        nodes=tuple(NodeSpec(f"node-{i}", ("subnet-a",), 3, 6) for i in range(1, nodes + 1)),
+        pool=PoolConfig(2, 4), seed=seed)
+
+
 def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_node: int = 4,
               converge_s: float = 8.0, log=None, cloud: str = "rpc") -> dict[str, Any]:
     """Run the iterations; every failure is reported with its iteration, seed and action. An iteration
@@ -303,62 +352,32 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
     from testbed.observe.traffic import matrix
 
     rng = random.Random(seed)
-    spec = ClusterSpec(
-        subnets=(Subnet("subnet-a", IPv4Network("10.0.1.0/24")),),
-        hosts=(HostSpec("db-1", "subnet-a", IPv4Address("10.0.1.250")),),
-        nodes=tuple(NodeSpec(f"node-{i}", ("subnet-a",), 3, 6) for i in range(1, nodes + 1)),
-        pool=PoolConfig(2, 4), seed=seed)
     folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
-    pc = ProcessCluster(spec, folder, cloud)
-    counts = {"iterations": 0, "kills": 0, "faults": 0, "drifts": 0, "audit_failures": 0,
-              "connectivity_failures": 0, "stuck_iterations": 0}
-    failures: list[dict] = []
+    pc = ProcessCluster(_chaos_spec(nodes, seed), folder, cloud)
+    tally = _Tally(seed, log)
     start = time.monotonic()
     try:
         for node in pc.nodes:
             for _ in range(pods_per_node):
                 pc.add_pod(node)
         for i in range(1, iterations + 1):
-            action = rng.choice(["kill", "kill", "faults", "drift", "drift", "churn"])
+            action = rng.choice(ACTIONS)
             node = rng.choice(list(pc.nodes))
             what, step = action, "disturb"
             try:
                 what = _disturb(pc, rng, action, node, nodes * pods_per_node)
-                counted = {"kill": "kills", "faults": "faults", "drift": "drifts"}.get(action)
-                if counted:
-                    counts[counted] += 1
+                if action in COUNTED:
+                    tally.counts[COUNTED[action]] += 1
                 step = "audit"
                 report = _converge(pc, converge_s)
                 step = "connectivity"
                 reach = matrix(pc, targets=["db-1"]) if pc.pods else {}
             except (OSError, RuntimeError) as err:  # TimeoutError is an OSError
-                counts["iterations"] = i
-                counts["stuck_iterations"] += 1
-                failures.append({"iteration": i, "seed": seed, "action": what, "step": step,
-                                 "stuck": f"{type(err).__name__}: {err}"})
-                if log:
-                    log(i, f"{what}: stuck in {step} ({type(err).__name__}: {err})", False, [])
+                tally.stuck(i, what, step, err)
                 break
-            counts["iterations"] = i
-            if not report or not report["ok"]:
-                counts["audit_failures"] += 1
-                failures.append({"iteration": i, "seed": seed, "action": what, "audit": report})
-            lost = [p for p, row in reach.items() if not row["db-1"]]
-            if lost:
-                counts["connectivity_failures"] += 1
-                failures.append({"iteration": i, "seed": seed, "action": what, "unreachable": lost})
-            if log:
-                log(i, what, report["ok"] if report else False, lost)
+            tally.judge(i, what, report, reach)
     finally:
         pc.close()
-        for f in folder.glob("*"):
-            if f.is_file() or f.is_socket():
-                f.unlink()
-        for sub in folder.glob("*"):
-            for f in sub.glob("*"):
-                f.unlink()
-            sub.rmdir()
-        folder.rmdir()
-    failed = counts["audit_failures"] + counts["connectivity_failures"] + counts["stuck_iterations"]
-    return {**counts, "ok": failed == 0, "cloud": cloud, "pods": len(pc.pods),
-            "seconds": round(time.monotonic() - start, 1), "seed": seed, "failures": failures[:10]}
+        shutil.rmtree(folder)
+    return {**tally.counts, "ok": tally.failed == 0, "cloud": cloud, "pods": len(pc.pods),
+            "seconds": round(time.monotonic() - start, 1), "seed": seed, "failures": tally.failures[:10]}
