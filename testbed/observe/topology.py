@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,61 +131,38 @@ def _layout(g: nx.Graph) -> tuple[dict[str, tuple[float, float]], dict[str, tupl
     return pos, bands
 
 
+SHAPES = {"vpc": ("s", 1400), "subnet": ("h", 1100), "eni": ("D", 500), "host": ("s", 400), "pod": ("o", 200)}
+LABELS: dict[str, Callable[[dict[str, Any]], str]] = {  # kind -> its label's text; other kinds: the label
+    "subnet": lambda d: f"{d['label']}\n{d['cidr']}\n{d['available']} free",
+    "eni": lambda d: f"{d['label']}\nidx {d['ifindex']} table {d['table']}\n{d['mac']}\n{d['allocated']}/{d['ips']}",
+    "pod": lambda d: f"{d['label']}  {d['ip']}",
+    "host": lambda d: f"{d['label']}  {d['ip']}",
+}
+
+
 def draw(g: nx.Graph, path: str | Path, trace: dict[str, Any] | None = None, title: str = "") -> Path:
     """Draw to PNG or SVG (by the file's suffix); a trace's path is drawn thick in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     pos, bands = _layout(g)
     subnets = sorted(d["subnet"] for _, d in g.nodes(data=True) if d["kind"] == "subnet")
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(subnets)}
     pods = sum(1 for _, d in g.nodes(data=True) if d["kind"] == "pod")
     fig, ax = plt.subplots(figsize=(14, max(6.0, 0.3 * max(pods, 14))))
-    for node, (y0, y1) in bands.items():
-        ax.add_patch(Rectangle((4.0, y1), 7.8, y0 - y1, facecolor="#F2F2F2", edgecolor="#CCCCCC", zorder=0))
-        d = g.nodes[node]
-        ax.text(4.1, y0 - 0.1, f"{d['label']}  eni-ip {d['bound']}/{d['capacity']}", fontsize=9, va="top",
-                fontweight="bold")
-    nodes_drawn = [k for k in g if g.nodes[k]["kind"] != "node"]
+    _draw_bands(ax, g, bands)
     edges = [(u, v) for u, v in g.edges() if u in pos and v in pos and "node" not in (g.nodes[u]["kind"],
                                                                                       g.nodes[v]["kind"])]
     nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, edge_color="#BBBBBB", width=1.0)
-    shapes = {"vpc": ("s", 1400), "subnet": ("h", 1100), "eni": ("D", 500), "host": ("s", 400), "pod": ("o", 200)}
-    for kind, (marker, size) in shapes.items():
+    for kind, (marker, size) in SHAPES.items():
         keys = [k for k in g if g.nodes[k]["kind"] == kind]
         colours = [colour.get(g.nodes[k].get("subnet"), "#666666") if kind != "vpc" else "#333333" for k in keys]
         nx.draw_networkx_nodes(g, pos, nodelist=keys, node_shape=marker, node_size=size, node_color=colours, ax=ax)
-    labels = {}
-    for k in nodes_drawn:
-        d = g.nodes[k]
-        if d["kind"] == "subnet":
-            labels[k] = f"{d['label']}\n{d['cidr']}\n{d['available']} free"
-        elif d["kind"] == "eni":
-            labels[k] = f"{d['label']}\nidx {d['ifindex']} table {d['table']}\n{d['mac']}\n{d['allocated']}/{d['ips']}"
-        elif d["kind"] in ("pod", "host"):
-            labels[k] = f"{d['label']}  {d['ip']}"
-        else:
-            labels[k] = d["label"]
-    for k, text in labels.items():
-        x, y = pos[k]
-        kind = g.nodes[k]["kind"]
-        side = kind in ("pod", "host", "eni")
-        below = -(shapes[kind][1] ** 0.5 / 2 + 4) if kind in shapes else -16  # under the marker, not on it
-        ax.annotate(text, (x, y), xytext=(10 if side else 0, 0 if side else below), textcoords="offset points",
-                    fontsize=7 if kind in ("pod", "eni") else 8, ha="left" if side else "center",
-                    va="center" if side else "top")
+    _draw_labels(ax, g, pos)
     if trace is not None:
-        hops = trace_path(g, trace)
-        ok = trace.get("delivered")
-        nx.draw_networkx_edges(g, pos, edgelist=list(itertools.pairwise(hops)), ax=ax,
-                               edge_color="#D62728" if ok else "#7F7F7F", width=3.5)
-        verdict = "delivered" if ok else f"dropped at {trace.get('dropped_at')}: {trace.get('reason')}"
-        title = (title + "\n" if title else "") + (f"trace {trace['src']} -> {trace['dst']}: {verdict}"
-                                                   + (f" (egress {trace['egress']}, table {trace['table']})"
-                                                      if trace.get("egress") else ""))
+        title = _draw_trace(ax, g, pos, trace, title)
     for s, c in colour.items():
         ax.plot([], [], "o", color=c, label=s)
     ax.legend(loc="upper left", fontsize=8, title="subnet")
@@ -195,6 +173,44 @@ def draw(g: nx.Graph, path: str | Path, trace: dict[str, Any] | None = None, tit
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _draw_bands(ax, g: nx.Graph, bands: dict[str, tuple[float, float]]) -> None:
+    """Each node as a grey band behind its ENIs and pods, titled with its eni-ip bound/capacity."""
+    from matplotlib.patches import Rectangle
+
+    for node, (y0, y1) in bands.items():
+        ax.add_patch(Rectangle((4.0, y1), 7.8, y0 - y1, facecolor="#F2F2F2", edgecolor="#CCCCCC", zorder=0))
+        d = g.nodes[node]
+        ax.text(4.1, y0 - 0.1, f"{d['label']}  eni-ip {d['bound']}/{d['capacity']}", fontsize=9, va="top",
+                fontweight="bold")
+
+
+def _draw_labels(ax, g: nx.Graph, pos: dict[str, tuple[float, float]]) -> None:
+    """Pods, hosts and ENIs labelled on their right; the VPC and subnets under their marker."""
+    for k in g:
+        d = g.nodes[k]
+        kind = d["kind"]
+        if kind == "node":
+            continue
+        text = LABELS[kind](d) if kind in LABELS else d["label"]
+        side = kind in ("pod", "host", "eni")
+        below = -(SHAPES[kind][1] ** 0.5 / 2 + 4) if kind in SHAPES else -16  # under the marker, not on it
+        ax.annotate(text, pos[k], xytext=(10 if side else 0, 0 if side else below), textcoords="offset points",
+                    fontsize=7 if kind in ("pod", "eni") else 8, ha="left" if side else "center",
+                    va="center" if side else "top")
+
+
+def _draw_trace(ax, g: nx.Graph, pos: dict[str, tuple[float, float]], trace: dict[str, Any], title: str) -> str:
+    """The trace's path drawn thick (red if delivered, grey if not); returns the title with its verdict."""
+    hops = trace_path(g, trace)
+    ok = trace.get("delivered")
+    nx.draw_networkx_edges(g, pos, edgelist=list(itertools.pairwise(hops)), ax=ax,
+                           edge_color="#D62728" if ok else "#7F7F7F", width=3.5)
+    verdict = "delivered" if ok else f"dropped at {trace.get('dropped_at')}: {trace.get('reason')}"
+    return (title + "\n" if title else "") + (f"trace {trace['src']} -> {trace['dst']}: {verdict}"
+                                              + (f" (egress {trace['egress']}, table {trace['table']})"
+                                                 if trace.get("egress") else ""))
 
 
 def export(g: nx.Graph, path: str | Path) -> Path:
