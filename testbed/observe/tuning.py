@@ -41,16 +41,26 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
     the axes, without a leader line; where it cannot, with its number (`#3`, the table's row) instead, and
     return those as key lines (`#3  min 2 · max 5`). Points that fall on one spot share a label; labels of
     points drawn over time too (`tint`: index -> colour) take their line's colour, in bold, and go first."""
-    from matplotlib.text import Text
-    from matplotlib.transforms import Bbox
-
     fig = ax.figure
     fig.canvas.draw()
     fig.set_layout_engine("none")  # freeze the layout: labels placed now must not move relative to each other
-    renderer = fig.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
+    spots = _spots(ax, points, tint)
+    placer = _Placer(ax, points, tint, [(px, py) for px, py, _ in spots])
+    crowded = [m for _, _, m in spots if not placer.place(m, "\n".join(points[n][2] for n in m), (1,), True)]
+    key = []
+    for members in crowded:
+        number = ",".join(f"#{n + 1}" for n in members)
+        placer.place(members, number, (1, 2, 3), False)
+        key += [f"#{n + 1}  {points[n][2]}" for n in members]
+    return key
+
+
+def _spots(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any]
+           ) -> list[tuple[float, float, list[int]]]:
+    """The points grouped by where they fall on screen (within 6 px): (px, py, their indices); the spots
+    with a point drawn over time first."""
     to_px = ax.transData.transform
-    spots: list[tuple[float, float, list[int]]] = []  # (px, py, indices of the points there)
+    spots: list[tuple[float, float, list[int]]] = []
     for n, (x, y, _) in enumerate(points):
         px, py = to_px((x, y))
         near = next((s for s in spots if abs(s[0] - px) < 6 and abs(s[1] - py) < 6), None)
@@ -59,25 +69,44 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
         else:
             near[2].append(n)
     spots.sort(key=lambda s: not any(n in tint for n in s[2]))
-    taken = [Bbox.from_extents(px - 6, py - 6, px + 6, py + 6) for px, py, _ in spots]
+    return spots
 
-    def place(members: list[int], text: str, scales: Sequence[float], free_only: bool) -> bool:
-        x, y, _ = points[members[0]]
-        tinted = [n for n in members if n in tint]
-        style = {"fontsize": 8, "color": tint[tinted[0]] if tinted else "black",
+
+class _Placer:
+    """Tries a label at each offset of `_OFFSETS` (scaled) around its point; remembers the screen boxes
+    taken by markers and by the labels placed so far."""
+
+    def __init__(self, ax, points: Sequence[tuple[float, float, str]], tint: Mapping[int, Any],
+                 markers: Sequence[tuple[float, float]]) -> None:
+        from matplotlib.transforms import Bbox
+
+        self.ax, self.points, self.tint = ax, points, tint
+        self.renderer = ax.figure.canvas.get_renderer()
+        self.frame = ax.get_window_extent(self.renderer)
+        self.taken = [Bbox.from_extents(px - 6, py - 6, px + 6, py + 6) for px, py in markers]
+
+    def place(self, members: list[int], text: str, scales: Sequence[float], free_only: bool) -> bool:
+        """Place `text` for the points `members` at the first free offset; else, unless `free_only`, at the
+        least crowded one. False if nothing was placed."""
+        from matplotlib.text import Text
+
+        x, y, _ = self.points[members[0]]
+        tinted = [n for n in members if n in self.tint]
+        style = {"fontsize": 8, "color": self.tint[tinted[0]] if tinted else "black",
                  "fontweight": "bold" if tinted else "normal", "linespacing": 1.1,
                  "bbox": {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}}
+        frame = self.frame
         best = None  # (overlaps, annotation, box): the first free place, else the least crowded one
         for scale in scales:
             for dx, dy, ha, va in _OFFSETS:
                 far = scale > 1 or abs(dx) + abs(dy) > 25  # a leader line shows whose label it is
                 lead = {"arrowprops": {"arrowstyle": "-", "color": "0.5", "lw": 0.6}} if far else {}
-                ann = ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
-                                  ha=ha, va=va, **lead, **style)
-                ann.update_positions(renderer)
-                box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
+                ann = self.ax.annotate(text, (x, y), xytext=(dx * scale, dy * scale), textcoords="offset points",
+                                       ha=ha, va=va, **lead, **style)
+                ann.update_positions(self.renderer)
+                box = Text.get_window_extent(ann, self.renderer)  # the text alone, not its leader line
                 inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-                clash = sum(box.overlaps(t) for t in taken) + (0 if inside else 100)
+                clash = sum(box.overlaps(t) for t in self.taken) + (0 if inside else 100)
                 if best is None or clash < best[0]:
                     if best is not None:
                         best[1].remove()
@@ -85,21 +114,13 @@ def _label_points(ax, points: Sequence[tuple[float, float, str]], tint: Mapping[
                 else:
                     ann.remove()
                 if clash == 0:
-                    taken.append(box)
+                    self.taken.append(box)
                     return True
         if free_only:
             best[1].remove()
             return False
-        taken.append(best[2])
+        self.taken.append(best[2])
         return True
-
-    crowded = [m for _, _, m in spots if not place(m, "\n".join(points[n][2] for n in m), (1,), True)]
-    key = []
-    for members in crowded:
-        number = ",".join(f"#{n + 1}" for n in members)
-        place(members, number, (1, 2, 3), False)
-        key += [f"#{n + 1}  {points[n][2]}" for n in members]
-    return key
 
 
 def draw_tuning(
@@ -119,7 +140,6 @@ def draw_tuning(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
-    from matplotlib.ticker import FuncFormatter
 
     path = Path(path)
     varied = _varied(rows)
@@ -128,11 +148,28 @@ def draw_tuning(
     ax = fig.add_subplot(grid[:2, 0])
     key_ax = fig.add_subplot(grid[2, 0])
     key_ax.axis("off")
+    _draw_trade_off(ax, rows, recommended, title)
+    colors = plt.get_cmap("tab10")
+    tint = {i: colors(n) for n, i in enumerate(chosen)}
+    _draw_over_time(fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1:, 1]), rows, series, chosen, recommended,
+                    varied, over_time, colors)
+    points = [(r["ip_hours_wasted"], r["delay_p95_s"], short_label(r, varied)) for r in rows]
+    _draw_key(key_ax, _label_points(ax, points, tint), varied)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _draw_trade_off(ax, rows: Sequence[Mapping[str, Any]], recommended: int | None, title: str) -> None:
+    """Waste (x) against p95 start delay (y), API calls as colour; the Pareto front ringed, the
+    recommended setting starred."""
+    from matplotlib.ticker import FuncFormatter
+
     xs = [r["ip_hours_wasted"] for r in rows]
     ys = [r["delay_p95_s"] for r in rows]
     calls = [r["api_calls"] for r in rows]
     dots = ax.scatter(xs, ys, c=calls, cmap="viridis", s=80, zorder=3, edgecolors="white", linewidths=0.5)
-    fig.colorbar(dots, ax=ax, label="cloud API calls (colour)", pad=0.01)
+    ax.figure.colorbar(dots, ax=ax, label="cloud API calls (colour)", pad=0.01)
     front = sorted((i for i, r in enumerate(rows) if r["pareto"]), key=lambda i: (xs[i], ys[i]))
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=220, facecolors="none", edgecolors="crimson",
                linewidths=1.6, zorder=2, label="Pareto front (no setting beats it on waste, delay and calls)")
@@ -148,11 +185,13 @@ def draw_tuning(
     ax.set_ylim(-0.12 * top, top * 1.3)  # room below the zero line for labels; no negative ticks
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "" if v < 0 else f"{v:g}"))
     ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
-    colors = plt.get_cmap("tab10")
-    tint = {i: colors(n) for n, i in enumerate(chosen)}
 
-    idle_ax = fig.add_subplot(grid[0, 1])
-    wait_ax = fig.add_subplot(grid[1:, 1], sharex=idle_ax)
+
+def _draw_over_time(idle_ax, wait_ax, rows: Sequence[Mapping[str, Any]],
+                    series: Sequence[Mapping[str, Sequence[float]]], chosen: Sequence[int], recommended: int | None,
+                    varied: Sequence[str], over_time: str, colors) -> None:
+    """The chosen settings over time: idle IPs held (top) and pods that waited for an IP so far (bottom)."""
+    wait_ax.sharex(idle_ax)
     end = max((s["t"][-1] for s in series if s["t"]), default=0)
     unit, per = ("hours", 3600) if end >= 7200 else ("minutes", 60)
     for n, i in enumerate(chosen):
@@ -171,11 +210,6 @@ def draw_tuning(
     wait_ax.set_ylim(bottom=0)
     idle_ax.set_ylim(bottom=0)
     wait_ax.grid(alpha=0.3)
-    key = _label_points(ax, [(x, y, short_label(r, varied)) for x, y, r in zip(xs, ys, rows, strict=True)], tint)
-    _draw_key(key_ax, key, varied)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _draw_key(ax, key: Sequence[str], varied: Sequence[str]) -> None:
