@@ -15,7 +15,7 @@ from testbed.apps.measure import peak_rss_mb
 from testbed.world.cluster import Cluster
 from testbed.world.spec import ClusterSpec, NodeSpec
 
-__all__ = ["print_result", "run"]
+__all__ = ["print_result", "run", "sim_workload", "sim_world"]
 
 SIM_TARGET_S = 10.0
 SIM_TARGET_MB = 1024
@@ -28,13 +28,14 @@ class NaiveCluster(Cluster):
         super()._settle(list(self.nodes))
 
 
-def _sim_world(nodes: int, seed: int) -> ClusterSpec:
+def sim_world(nodes: int, seed: int) -> ClusterSpec:
+    """`enilab bench sim`'s world: 4 /16 subnets, `nodes` nodes of 4 ENIs x 10 IPs in two subnets each."""
     subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(4))
     specs = tuple(NodeSpec(f"node-{n}", (subnets[n % 4].id, subnets[(n + 1) % 4].id), 4, 10) for n in range(nodes))
     return ClusterSpec(subnets=subnets, nodes=specs, pool=PoolConfig(), seed=seed)
 
 
-def _sim_workload(nodes: int, pods: int, hours: float, seed: int) -> list[tuple[float, int, str, str]]:
+def sim_workload(nodes: int, pods: int, hours: float, seed: int) -> list[tuple[float, int, str, str]]:
     """(time, order, op, pod) for `pods` creations at uniform times, each deleted after an exponential life."""
     rng = random.Random(seed)
     span = hours * 3600
@@ -79,12 +80,12 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     is measured first, in the same process, so that `scaling_ratio` (cost per event at full size over
     cost per event at a tenth) says whether the simulation stays linear: 1.0 is perfectly linear."""
     small_nodes, small_pods = max(1, nodes // 10), max(1, pods // 10)
-    small_events = _sim_workload(small_nodes, small_pods, hours, seed)
-    _, small_setup, small_s, small_cpu, small_done = _sim_once(_sim_world(small_nodes, seed), small_events, hours)
+    small_events = sim_workload(small_nodes, small_pods, hours, seed)
+    _, small_setup, small_s, small_cpu, small_done = _sim_once(sim_world(small_nodes, seed), small_events, hours)
     del small_events
 
-    spec = _sim_world(nodes, seed)
-    events = _sim_workload(nodes, pods, hours, seed)
+    spec = sim_world(nodes, seed)
+    events = sim_workload(nodes, pods, hours, seed)
     cluster, setup_s, seconds, cpu_s, done = _sim_once(spec, events, hours)
     rss = peak_rss_mb()
     running = sum(len(n.running) for n in cluster.nodes.values())

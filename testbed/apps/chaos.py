@@ -32,7 +32,7 @@ from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.rpc import RpcClient
 from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
-from testbed.world.cluster import Pod
+from testbed.world.cluster import Pod, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 from testbed.world.tencent_actions import VpcService
 from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, REGION, TencentVpcServer
@@ -156,8 +156,8 @@ class ProcessCluster:
         return answer["result"]
 
     def add_pod(self, node: str) -> str | None:
-        self.seq += 1
-        name, ns = f"pod-{self.seq}", self.backend.run.netns(f"p{self.seq}")
+        self.seq, name = next_auto_name(self.seq, self.pods)
+        ns = self.backend.run.netns(f"p{self.seq}")
         try:
             result = self._cni("ADD", node, name, ns)
         except (CniError, OSError, RuntimeError):

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
-from testbed.apps.bench import _sim_workload, _sim_world
+from testbed.apps.bench import sim_workload, sim_world
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
 from testbed.world.cluster import Cluster, Pod
@@ -261,7 +261,7 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
         out.append((min(died, span), 1, "delete", f"pod-{i}", node))
 
     if kind == "steady":
-        out = _sim_workload(nodes, total, hours, seed)
+        out = sim_workload(nodes, total, hours, seed)
     elif kind == "burst":
         i = 0
         while i < total:
@@ -280,7 +280,7 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
             pod(i, born, born + rng.expovariate(1 / MEAN_LIFE_S), f"node-{rng.randrange(nodes)}")
     out.sort()
     arrivals = tuple((t, op, name, node) for t, _, op, name, node in out)
-    world = replace(_sim_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
+    world = replace(sim_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
     return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)
 
 
