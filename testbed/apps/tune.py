@@ -55,7 +55,7 @@ from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
 from testbed.world.cluster import Cluster, Pod
 from testbed.world.scenario import load_scenario
-from testbed.world.spec import ClusterSpec
+from testbed.world.spec import ClusterSpec, Mode
 from testbed.world.vpc import FaultConfig
 
 __all__ = [
@@ -219,7 +219,7 @@ class Workload:
 def load_workload(path: str | Path) -> Workload:
     """A scenario file as a workload (shared-ENI mode, steps the simulator can run)."""
     scenario = load_scenario(path)
-    if scenario.cluster.mode != "shared-eni":
+    if scenario.cluster.mode != Mode.SHARED_ENI:
         raise UsageError(f"{path}: cluster mode {scenario.cluster.mode} has no warm pool to tune; "
                          "tune a shared-eni scenario")
     check_supported(scenario, "sim")

@@ -15,6 +15,7 @@ import shlex
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from testbed.errors import UserError
 from testbed.world import yamlfile
 from testbed.world.catalog import resolve
 from testbed.world.cluster import newest_first, next_auto_name
-from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
+from testbed.world.spec import ClusterSpec, HostSpec, Mode, NodeSpec
 from testbed.world.vpc import FaultConfig, usable_range
 
 __all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
@@ -111,6 +112,15 @@ def _choice(*choices: str) -> Check:
         if v not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, not {shorten(v)}")
         return v
+    return check
+
+
+def _enum(kind: type[StrEnum]) -> Check:
+    """One of an enum's values, as its member."""
+    choice = _choice(*kind)
+
+    def check(v: Any) -> StrEnum:
+        return kind(choice(v))
     return check
 
 
@@ -239,7 +249,7 @@ NETNS_OPS = {"probe", "set_sysctl"}
 BACKENDS = ("sim", "netns", "containers")
 TOP_FIELDS: Fields = {"name": (_label, False), "seed": (_int(0, 2**63 - 1), False), "cluster": (_mapping, True),
                       "steps": (_sequence, False), "backend": (_choice(*BACKENDS), False)}
-CLUSTER_FIELDS: Fields = {"mode": (_choice("shared-eni", "static-ip"), False), "pool": (_mapping, False),
+CLUSTER_FIELDS: Fields = {"mode": (_enum(Mode), False), "pool": (_mapping, False),
                           "static": (_mapping, False), "subnets": (_sequence, True), "nodes": (_sequence, False),
                           "faults": (_mapping, False)}
 POOL_FIELDS: Fields = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 1000), False),
@@ -287,7 +297,7 @@ def _parse_cluster(data: Any, seed: int) -> ClusterSpec:
     c = _fields("cluster", data, CLUSTER_FIELDS)
     subnets, hosts = _parse_subnets(c["subnets"])
     return ClusterSpec(subnets=subnets, nodes=_parse_nodes(c.get("nodes", []), subnets), hosts=hosts,
-                       mode=c.get("mode", "shared-eni"), pool=_parse_pool(c.get("pool", {})),
+                       mode=c.get("mode", Mode.SHARED_ENI), pool=_parse_pool(c.get("pool", {})),
                        claim_expired_duration=_parse_expiry(c.get("static", {})),
                        faults=_parse_faults(c.get("faults", {})), seed=seed)
 
@@ -426,7 +436,7 @@ class _Timeline:
 
     def check(self, where: str, op: str, f: dict[str, Any]) -> None:
         static = op in STATIC_OPS or (op == "create_pod" and (f.get("static") or f.get("owner")))
-        if static and self.spec.mode != "static-ip":
+        if static and self.spec.mode != Mode.STATIC_IP:
             raise ScenarioError(f"{where}: static IPs need cluster.mode: static-ip")
         self.CHECKS[op](self, where, f)
 

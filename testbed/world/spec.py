@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address
 
 from eni_core.model import NodeLimits, PoolConfig, Subnet
 from testbed.world.vpc import FaultConfig
 
-__all__ = ["ClusterSpec", "HostSpec", "NodeSpec"]
+__all__ = ["ClusterSpec", "HostSpec", "Mode", "NodeSpec"]
+
+
+class Mode(StrEnum):
+    """How a cluster's pods get IPs: a warm pool per node (the default), or claims that keep an address."""
+
+    SHARED_ENI = "shared-eni"
+    STATIC_IP = "static-ip"
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,7 @@ class ClusterSpec:
     subnets: tuple[Subnet, ...]
     nodes: tuple[NodeSpec, ...] = ()
     hosts: tuple[HostSpec, ...] = ()
-    mode: str = "shared-eni"
+    mode: Mode = Mode.SHARED_ENI
     pool: PoolConfig = field(default_factory=PoolConfig)
     claim_expired_duration: float | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
