@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.apps.pytest_plugin import EnilabCluster
+from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import Cluster
 
 __all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
@@ -65,7 +66,7 @@ def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:
     the simulator there is no kernel: it says so (the text is "")."""
     c = _inner(cluster)
     args = tuple(map(str, args))
-    if c.backend.name not in ("netns", "containers"):
+    if not isinstance(c.backend, NetnsBackend):  # the containers backend is one too
         if show:
             print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
             return None
