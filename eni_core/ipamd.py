@@ -138,12 +138,10 @@ class EniNode(abc.ABC):
     def _awake(self, urgent: bool = False) -> bool:
         """The prologue of every reconcile: False while backing off, unless the work is `urgent` (a mode's
         rule that a back-off must not delay); an ended back-off and a due poll are cleared."""
-        now = self.clock.now()
-        if self.backoff_until is not None:
-            if now < self.backoff_until and not urgent:
-                return False
-            self.backoff_until = None
-        if self.poll_at is not None and now >= self.poll_at:
+        if self._backing_off() and not urgent:
+            return False
+        self.backoff_until = None
+        if self.poll_at is not None and self.clock.now() >= self.poll_at:
             self.poll_at = None
         return True
 
@@ -392,6 +390,13 @@ class EniNode(abc.ABC):
         self._emit({"kind": "resync", "node": self.node, "reattached_eni": eni.id, "ips": [str(i) for i in eni.ips]})
         return True
 
+    def _backing_off(self) -> bool:
+        return self.backoff_until is not None and self.clock.now() < self.backoff_until
+
+    def _answered(self) -> None:
+        """The cloud did the work: the next failure backs off from the start again."""
+        self._failures = 0
+
     def _tell(self, change: EniChange, eni: Eni) -> None:
         for listener in self.listeners:
             listener(change, eni)
@@ -473,7 +478,7 @@ class Ipamd(EniNode):
         except VpcError as err:
             self._back_off(err)
             return changed
-        self._failures = 0
+        self._answered()
         self._set_shortfall(plan.shortfall)
         if plan.shortfall and not changed:
             self.poll_at = now + self.retry.shortfall_poll

@@ -189,12 +189,13 @@ class StaticNode(EniNode):
                 alloc = self.store.allocate(pod, eni, claim.ip)
                 self.store.commit()
                 return alloc
-        if self.backoff_until is not None and self.clock.now() < self.backoff_until:
+        if self._backing_off():
             return None  # the cloud failed just now: the pod waits for the back-off, like the node's other work
         try:
             free = self._call(self.vpc.describe_subnets, self.subnets)
             choice = choose_eni(self.enis, self.subnets, free, self.limits, claim.subnet if claim else None)
-            if choice.reason:
+            if choice.reason:  # the cloud answered: no subnet or ENI can serve (not a failure to back off from)
+                self._answered()
                 self.shortfall = f"{pod} cannot get an IP here: {choice.reason}"
                 self.poll_at = self.clock.now() + self.retry.shortfall_poll
                 self._emit({"kind": "condition", "node": self.node, "type": "IPPoolShortfall", "status": True,
@@ -205,6 +206,7 @@ class StaticNode(EniNode):
         except VpcError as err:
             self._back_off(err)
             return None
+        self._answered()
         self.shortfall = self.poll_at = None
         if claim is None:
             static, owner = self.ipam.declared.get(pod, (False, None))
@@ -237,6 +239,8 @@ class StaticNode(EniNode):
                 self._delete_eni(eni)
         except VpcError as err:  # the IP stays idle on the ENI; reconcile gives it back later
             self._back_off(err)
+        else:
+            self._answered()
         return alloc
 
     def reconcile(self) -> bool:
@@ -260,4 +264,6 @@ class StaticNode(EniNode):
                     changed = True
         except VpcError as err:
             self._back_off(err)
+        else:
+            self._answered()
         return changed

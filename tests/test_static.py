@@ -274,3 +274,36 @@ def test_static_invariants_under_random_churn(ops, expiry):
         for s in c.spec.subnets:
             in_use = sum(1 for ip in [*c.vpc.owner, *c.vpc.retained] if ip in s.cidr)
             assert c.vpc.available(s.id) == s.size - s.reserved - in_use
+
+
+@pytest.mark.parametrize("mode", ["shared-eni", "static-ip"])
+def test_the_back_off_starts_over_once_the_cloud_answers_again_in_either_mode(mode, monkeypatch):
+    from eni_core.ports import InvalidParameter
+
+    c = Cluster(ClusterSpec(subnets=(subnet("subnet-a", "10.0.1.0/24"),),
+                            nodes=(NodeSpec("node-1", ("subnet-a",), 2, 4),), mode=mode, pool=PoolConfig(1, 1)))
+    ipamd = c.nodes["node-1"].ipamd
+    real = c.vpc.describe_subnets
+    broken = [True]
+
+    def describe(subnets):
+        if broken[0]:
+            raise InvalidParameter("the cloud refuses for now")
+        return real(subnets)
+
+    def work() -> list[float]:
+        """One try of what each mode does with the cloud; the back-offs it started."""
+        before = len(c.events.items)
+        c.clock.advance_to(max(c.clock.now(), ipamd.backoff_until or 0.0) + 1)
+        ipamd.assign(f"pod-{len(c.events.items)}")  # static mode binds its IP now: it asks for the subnets
+        if mode == "shared-eni":
+            ipamd.reconcile()  # one more pod: the pool wants one more IP, and asks for the subnets
+        return [e["seconds"] for e in c.events.items[before:] if e["kind"] == "backoff"]
+
+    monkeypatch.setattr(c.vpc, "describe_subnets", describe)
+    base = ipamd.retry.base
+    assert work() == [base * 2] and work() == [base * 4]  # doubling while it keeps failing
+    broken[0] = False
+    assert work() == []
+    broken[0] = True
+    assert work() == [base * 2]  # a fresh failure: the first back-off again, not the third
