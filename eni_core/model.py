@@ -89,6 +89,15 @@ class Eni:
     ips: dict[IPv4Address, str | None] = field(default_factory=dict)
     allocated: int = 0
 
+    @property
+    def ifname(self) -> str:
+        """Its interface on the node: `eth` + its device index (the primary ENI is `eth0`).
+
+        >>> Eni("eni-1", "subnet-a", "52:54:00:00:00:01", IPv4Address("10.0.1.4"), 2, 0).ifname
+        'eth2'
+        """
+        return f"eth{self.device_index}"
+
     def idle_ips(self) -> list[IPv4Address]:
         return [ip for ip, pod in self.ips.items() if pod is None]
 

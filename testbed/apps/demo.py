@@ -61,9 +61,9 @@ def _verify_paths(console: Console, cluster, progress) -> tuple[list, int]:
         for dst in [hosts[pod.seq % len(hosts)] if hosts else others[0].name, others[0].name]:
             t = probe(cluster, pod.name, dst)
             traces.append(t)
-            ok = t.delivered and t.reply and t.egress == f"eth{eni.device_index}" and t.table == want_table
+            ok = t.delivered and t.reply and t.egress == eni.ifname and t.table == want_table
             failures += not ok
-            table.add_row(pod.name, str(pod.ip), pod.node, f"eth{eni.device_index}", str(t.table), str(t.egress),
+            table.add_row(pod.name, str(pod.ip), pod.node, eni.ifname, str(t.table), str(t.egress),
                           dst, t.reply_via or ("yes" if t.reply else "no"),
                           "[green]PASS[/green]" if ok else f"[red]FAIL[/red] {t.reason or ''}")
             progress.advance(task)
@@ -144,7 +144,7 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
                 trace = next((t.to_dict() for t in traces if t.delivered and t.egress), None)
             else:
                 for name, node in cluster.nodes.items():
-                    tables = ", ".join(f"eth{e.device_index}: table {eni_table(node.ifindex[e.id])}"
+                    tables = ", ".join(f"{e.ifname}: table {eni_table(node.ifindex[e.id])}"
                                        for e in node.ipamd.enis)
                     console.print(f"{name}: planned ENI tables {tables} (not applied: no kernel)")
             png = topology.draw(topology.build_graph(cluster), args.png, trace, title=f"enilab demo: {scenario.name}")

@@ -207,7 +207,7 @@ class NetnsBackend:
         n = self.nodes[node]
         index = eni_ifindex(eni.device_index)
         peer = self._fabric_peer()
-        add = nl.veth_add(f"eth{eni.device_index}", f"n{n.index}e{eni.device_index}", self._fabric_fd,
+        add = nl.veth_add(eni.ifname, f"n{n.index}e{eni.device_index}", self._fabric_fd,
                           index=index, mac=eni.mac, peer_index=peer, up=False)  # hot-plugged: down
         for attempt in range(5):
             try:
@@ -227,7 +227,7 @@ class NetnsBackend:
         n = self.nodes.get(node)
         self.eni_where.pop(eni.id, None)
         if n is not None:
-            n.kernel.apply([nl.link_del(ifname=f"eth{eni.device_index}")])
+            n.kernel.apply([nl.link_del(ifname=eni.ifname)])
             self.sync(node)
 
     # -- pods ----------------------------------------------------------------------------------------
