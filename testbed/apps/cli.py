@@ -410,7 +410,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         console = _console()
         console.print("[green]audit: the VPC, the ipamd datastores and the kernels agree[/green]" if report["ok"]
                       else "[red]audit: they disagree[/red]")
-        for key in ("leaked_ips", "leaked_enis", "double_allocations", "missing_routes", "stale_routes"):
+        from testbed.observe.audit import KEYS
+
+        for key in KEYS:
             for finding in report[key]:
                 console.print(f"  {key}: {finding['what']}", highlight=False)
     return 0 if report["ok"] else 1

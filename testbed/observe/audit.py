@@ -17,9 +17,9 @@ from eni_core.model import eni_table
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.vpc import SimVpc
 
-__all__ = ["audit", "audit_cluster", "datastore_view"]
+__all__ = ["KEYS", "audit", "audit_cluster", "datastore_view"]
 
-KEYS = ("leaked_ips", "leaked_enis", "double_allocations", "missing_routes", "stale_routes")
+KEYS = ("leaked_ips", "leaked_enis", "double_allocations", "missing_routes", "stale_routes")  # the findings, in order
 
 # node -> {"enis": {eni id: {"mac": str, "ips": {ip str: pod or None}}}}
 Datastores = Mapping[str, dict[str, Any]]
