@@ -407,14 +407,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        console = _console()
-        console.print("[green]audit: the VPC, the ipamd datastores and the kernels agree[/green]" if report["ok"]
-                      else "[red]audit: they disagree[/red]")
-        from testbed.observe.audit import KEYS
+        from testbed.observe.audit import report_lines
 
-        for key in KEYS:
-            for finding in report[key]:
-                console.print(f"  {key}: {finding['what']}", highlight=False)
+        console = _console()
+        verdict, *findings = report_lines(report)
+        console.print(verdict, style="green" if report["ok"] else "red", highlight=False)
+        for line in findings:
+            console.print(line, highlight=False)
     return 0 if report["ok"] else 1
 
 

@@ -119,11 +119,9 @@ def console():
 
 def print_audit(report: dict) -> None:
     """An audit report as `enilab audit` prints it."""
-    print("audit: the VPC, the ipamd datastores and the kernels agree" if report["ok"] else "audit: they disagree")
-    for key, value in report.items():
-        if key != "ok":
-            for finding in value:
-                print(f"  {key}: {finding['what']}")
+    from testbed.observe.audit import report_lines
+
+    print("\n".join(report_lines(report)))
 
 
 _figures: Path | None = None

@@ -17,12 +17,22 @@ from eni_core.model import eni_table
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.vpc import SimVpc
 
-__all__ = ["KEYS", "audit", "audit_cluster", "datastore_view"]
+__all__ = ["KEYS", "audit", "audit_cluster", "datastore_view", "report_lines"]
 
 KEYS = ("leaked_ips", "leaked_enis", "double_allocations", "missing_routes", "stale_routes")  # the findings, in order
 
 # node -> {"enis": {eni id: {"mac": str, "ips": {ip str: pod or None}}}}
 Datastores = Mapping[str, dict[str, Any]]
+
+
+def report_lines(report: dict) -> list[str]:
+    """A report as `enilab audit` prints it: the verdict, then one line per finding.
+
+    >>> report_lines({"ok": False, **{k: [] for k in KEYS}, "leaked_ips": [{"what": "10.0.1.9 is ..."}]})
+    ['audit: they disagree', '  leaked_ips: 10.0.1.9 is ...']
+    """
+    verdict = "audit: the VPC, the ipamd datastores and the kernels agree" if report["ok"] else "audit: they disagree"
+    return [verdict] + [f"  {key}: {finding['what']}" for key in KEYS for finding in report[key]]
 
 
 def datastore_view(ipamd) -> dict[str, Any]:
