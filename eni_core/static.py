@@ -265,5 +265,6 @@ class StaticNode(EniNode):
         except VpcError as err:
             self._back_off(err)
         else:
-            self._answered()
+            if changed:  # the cloud did work; a reconcile with none to do says nothing of it
+                self._answered()
         return changed
