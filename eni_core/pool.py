@@ -99,7 +99,8 @@ def over_max_bindable(enis: Sequence[Eni], limits: NodeLimits) -> int:
     return max(0, min(bound - limits.max_bindable, idle))
 
 
-NEW_ENI_MIN_FREE = 2  # a new ENI takes its own primary address from the subnet, then at least one IP
+ENI_PRIMARY = 1  # a new ENI takes its own primary address from its subnet ...
+NEW_ENI_MIN_FREE = ENI_PRIMARY + 1  # ... and is worth making for one secondary IP or more
 
 
 def choose_subnet(node_subnets: Sequence[str], free: Mapping[str, int]) -> str | None:
@@ -180,10 +181,10 @@ def _grow(
         subnet = choose_subnet(node_subnets, free)
         if subnet is None:
             return actions, no_subnet_for_new_eni(node_subnets, free)
-        take = min(need, limits.ips_per_eni, free[subnet] - 1)
+        take = min(need, limits.ips_per_eni, free[subnet] - ENI_PRIMARY)
         actions.append(CreateEni(subnet, take, f"{why}; bound ENIs are full or their subnets used up; "
                                                f"{subnet} has the most available addresses ({free[subnet]})"))
-        free[subnet] -= take + 1
+        free[subnet] -= take + ENI_PRIMARY
         need -= take
         slots -= 1
     if need > 0:

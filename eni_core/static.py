@@ -21,7 +21,7 @@ from ipaddress import IPv4Address
 from eni_core.datastore import Allocation
 from eni_core.ipamd import EniNode
 from eni_core.model import Eni, NodeLimits
-from eni_core.pool import choose_subnet, no_subnet_for_new_eni
+from eni_core.pool import ENI_PRIMARY, choose_subnet, no_subnet_for_new_eni
 from eni_core.ports import VpcError
 from eni_core.rpc import REFUSED
 
@@ -81,7 +81,7 @@ def choose_eni(enis: Sequence[Eni], node_subnets: Sequence[str], subnet_free: Ma
         if subnet not in node_subnets:
             return EniChoice(reason=f"the static IP is in {subnet}, which this node cannot use "
                              f"(its subnets: {', '.join(node_subnets)})")
-        if subnet_free.get(subnet, 0) < 1:  # the ENI's own primary address
+        if subnet_free.get(subnet, 0) < ENI_PRIMARY:  # the claim's IP is retained: only the primary is new
             return EniChoice(reason=f"{subnet} has no address left for a new ENI")
         return EniChoice(new_subnet=subnet)
     new_subnet = choose_subnet(node_subnets, subnet_free)

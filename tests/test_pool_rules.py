@@ -315,3 +315,10 @@ def test_shared_eni_and_static_ip_modes_pick_a_new_enis_subnet_by_the_same_rule(
     else:
         assert shared.actions[0].subnet_id == expected
         assert static == EniChoice(new_subnet=expected)
+
+
+@pytest.mark.parametrize(("free", "expected"), [(1, EniChoice(new_subnet="subnet-b")),
+                                                 (0, EniChoice(reason="subnet-b has no address left for a new ENI"))])
+def test_a_retained_ip_needs_only_the_new_enis_primary_address_free_in_its_subnet(free, expected):
+    names = ["subnet-a", "subnet-b"]
+    assert choose_eni([], names, {"subnet-a": 50, "subnet-b": free}, DEFAULT_LIMITS, subnet="subnet-b") == expected
