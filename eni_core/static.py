@@ -22,12 +22,13 @@ from eni_core.datastore import Allocation
 from eni_core.ipamd import EniNode
 from eni_core.model import Eni, NodeLimits
 from eni_core.pool import ENI_PRIMARY, choose_subnet, no_subnet_for_new_eni
-from eni_core.ports import VpcError
+from eni_core.ports import NotFound, VpcError
 from eni_core.rpc import REFUSED
 
 __all__ = ["MIN_EXPIRY", "Claim", "ClaimError", "EniChoice", "StaticIpam", "StaticNode", "check_expiry", "choose_eni"]
 
 MIN_EXPIRY = 300.0
+RELEASE_RETRY = (1.0, 60.0)  # seconds: first wait, and longest, before a refused release is tried again
 
 
 class ClaimError(Exception):
@@ -106,18 +107,48 @@ class StaticIpam:
         self.claims: dict[str, Claim] = {}
         self.expired: set[str] = set()  # claims freed by expiry (a later manual reclaim is then moot)
         self.declared: dict[str, tuple[bool, str | None]] = {}  # pod -> (static, owner), set at creation
+        self.static_names: set[str] = set()  # every static pod declared, bound or not
+        self.releasing: set[IPv4Address] = set()  # freed claims' addresses the VPC has not taken back yet
+        self._release_at: float | None = None
+        self._release_wait = RELEASE_RETRY[0]
 
     def declare(self, pod: str, static: bool, owner: str | None) -> None:
         self.declared[pod] = (static, owner)
+        if static:
+            self.static_names.add(pod)
 
     def _emit(self, event: dict) -> None:
         if self._events is not None:
             self._events({"t": self.clock.now(), "kind": "claim", **event})
 
     def _free(self, claim: Claim, why: str) -> None:
-        self.vpc.release_retained([claim.ip])
+        """The claim goes at once; its address goes back to the subnet now, or on a later try if the VPC
+        refuses for now (a throttle, an internal error, a timeout)."""
         del self.claims[claim.name]
         self._emit({"claim": claim.name, "event": "Reclaimed", "ip": str(claim.ip), "why": why})
+        self.releasing.add(claim.ip)
+        self._release()
+
+    def _release(self) -> bool:
+        """Give every freed claim's address back, one call each. NotFound means the VPC keeps it for no claim
+        (a node still holds it idle, and gives it to the subnet now that no claim wants it; or a timed-out
+        release did happen): done. True if any address went back."""
+        freed = False
+        for ip in sorted(self.releasing):
+            try:
+                self.vpc.release_retained([ip])
+                freed = True
+            except NotFound:
+                pass
+            except VpcError as err:
+                if not err.retryable:
+                    raise
+                self._release_at = self.clock.now() + self._release_wait
+                self._release_wait = min(2 * self._release_wait, RELEASE_RETRY[1])
+                return freed
+            self.releasing.discard(ip)
+        self._release_at, self._release_wait = None, RELEASE_RETRY[0]
+        return freed
 
     def reclaim(self, name: str, pod_present: bool) -> Claim | None:
         """Manual reclaim (`kubectl delete vipc NAME`): refused while the pod exists. None if the claim
@@ -125,6 +156,9 @@ class StaticIpam:
         claim = self.claims.get(name)
         if claim is None and name in self.expired:
             self._emit({"claim": name, "event": "AlreadyReclaimed", "why": "it had expired"})
+            return None
+        if claim is None and name in self.static_names:  # its pods were refused an address (a cloud fault)
+            self._emit({"claim": name, "event": "AlreadyReclaimed", "why": "its pod never kept an address"})
             return None
         if claim is None:
             raise ClaimError(f"no claim named {name!r}; `enilab claims list` shows the claims")
@@ -141,15 +175,20 @@ class StaticIpam:
         return gone
 
     def expire(self) -> bool:
+        """Free the claims due to expire, and try again the releases the VPC refused. True if any freed."""
         now = self.clock.now()
+        retried = self._release() if self._release_at is not None and self._release_at <= now else False
         due = [c for c in self.claims.values() if (c.expires_at(self.expiry) or float("inf")) <= now]
         for claim in due:
             self._free(claim, f"expired: {self.expiry:g} s without its pod")
             self.expired.add(claim.name)
-        return bool(due)
+        return bool(due) or retried
 
     def deadline(self) -> float | None:
+        """When `expire` has work next: a claim's expiry, or the next try of a refused release."""
         times = [t for c in self.claims.values() if (t := c.expires_at(self.expiry)) is not None]
+        if self._release_at is not None:
+            times.append(self._release_at)
         return min(times) if times else None
 
     def view(self) -> dict[str, dict]:

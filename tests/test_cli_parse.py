@@ -47,3 +47,10 @@ def test_a_missing_action_names_only_what_is_missing(capsys):
     with pytest.raises(SystemExit):
         main(["pods"])
     assert "the following arguments are required: action\n" in capsys.readouterr().err
+
+
+def test_a_step_that_lists_names_shows_them_in_the_simulator_s_report(capsys):
+    """A list in a step is text in the report, not rich markup that swallows it."""
+    assert main(["simulate", "static-ip-retention"]) == 0
+    out = capsys.readouterr().out
+    assert "delete_pods names=[default/web-0, pod-1]" in out

@@ -1,11 +1,15 @@
 """Static-IP mode: one test per rule, and invariants under random churn."""
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig
+from eni_core.ports import Throttled, TransientError
 from testbed.apps.runner import run_scenario
 from testbed.world.cluster import Cluster, ClusterError
 from testbed.world.scenario import ScenarioError, load_scenario, parse_scenario
@@ -307,3 +311,52 @@ def test_the_back_off_starts_over_once_the_cloud_answers_again_in_either_mode(mo
     assert work() == []
     broken[0] = True
     assert work() == [base * 2]  # a fresh failure: the first back-off again, not the third
+
+
+def _addresses_accounted(state: dict) -> dict[str, int]:
+    """Per subnet, the addresses out of its free pool: ENIs' primaries and bound IPs, claims kept on no ENI."""
+    used = {name: 0 for name in state["subnets"]}
+    for node in state["nodes"].values():
+        for eni in node["enis"]:
+            used[eni["subnet"]] += 1 + len(eni["ips"])
+    for claim in state["claims"].values():
+        if claim["node"] is None:
+            used[claim["subnet"]] += 1
+    return used
+
+
+@pytest.mark.parametrize("seed", range(1, 31))
+def test_static_mode_under_a_failing_cloud_finishes_and_loses_no_address(seed):
+    """Throttles, internal errors and timeouts on every call, reclaims and expiry among them: the scenario runs
+    to its end (a refused release is tried again later, a reclaim of a claim whose pod never kept an address is
+    moot), and once the cloud has had time every address is free, on an ENI, or kept for a claim."""
+    data = yaml.safe_load((SCENARIOS / "static-ip-retention.yaml").read_text())
+    data["cluster"]["faults"] = {"throttle": 0.2, "transient": 0.1, "timeout": 0.2, "seed": seed}
+    data["steps"] = [{"op": "advance", "seconds": 1}, *data["steps"], {"op": "advance", "seconds": 3600}]
+    out = run_scenario(parse_scenario(data))
+    first, last = out["steps"][0]["state"], out["steps"][-1]["state"]
+    taken = {s: first["subnets"][s]["available"] - last["subnets"][s]["available"] for s in first["subnets"]}
+    assert taken == _addresses_accounted(last)
+
+
+def test_a_release_the_cloud_refuses_is_tried_again_later_and_the_claim_goes_at_once():
+    c = static_cluster(expiry=None)
+    c.create_pod("default/web-0", "node-1", static=True, owner=WEB)
+    c.delete_pod("default/web-0")
+    ip = IPv4Address(c.state()["claims"]["default/web-0"]["ip"])
+    refusals = iter([Throttled("busy"), TransientError("oops")])
+    real = c.vpc.release_retained
+
+    def flaky(ips):
+        err = next(refusals, None)
+        if err is not None:
+            raise err
+        real(ips)
+
+    c.vpc.release_retained = flaky
+    c.reclaim_claim("default/web-0")
+    assert "default/web-0" not in c.state()["claims"] and ip in c.vpc.retained  # the claim went, not yet the IP
+    c.advance(1)  # the first retry is refused too
+    assert ip in c.vpc.retained
+    c.advance(2)  # the second (after twice the wait) goes through
+    assert ip not in c.vpc.retained and c.static.releasing == set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from eni_core.names import short_list
@@ -48,8 +49,9 @@ def _event_line(e: dict) -> str | None:
 
 
 def _op_text(op: dict) -> str:
-    return " ".join([op["op"], *(f"{k}=[{short_list(v)}]" if isinstance(v, list) else f"{k}={v}"
-                                 for k, v in op.items() if k != "op")])
+    """The step as `op key=value ...`, escaped for rich (a list's brackets are text, not markup)."""
+    return escape(" ".join([op["op"], *(f"{k}=[{short_list(v)}]" if isinstance(v, list) else f"{k}={v}"
+                                        for k, v in op.items() if k != "op")]))
 
 
 def print_step(console: Console, step: dict, events: list[dict]) -> None:
