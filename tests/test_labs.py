@@ -50,7 +50,10 @@ def test_each_lab_has_a_goal_a_prediction_before_its_reveal_and_a_break_and_fix(
     text = [source(c) for c in all_cells]
     first = text[0]
     assert "**Goal:**" in first, f"{path.name}: no goal"
-    assert "Without root this lab " in first, f"{path.name}: does not say what it cannot show without root"
+    assert re.search(r"[Ww]ithout\s+(them|namespaces)\s+this\s+lab\s|needs\s+no\s+namespaces", first), \
+        f"{path.name}: does not say what it cannot show without namespaces"
+    assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == "enilab", \
+        f"{path.name}: not opened with the labs' kernel, which builds namespaces for a normal user too"
     code = [(i, s) for i, s in enumerate(text) if all_cells[i]["cell_type"] == "code"]
     predictions = [(i, m.group(1)) for i, s in code for m in re.finditer(r"^(\w+)\.predict\(None\)", s, re.M)]
     assert predictions, f"{path.name}: no prediction"
@@ -230,9 +233,10 @@ def test_a_prediction_of_the_wrong_type_is_not_recorded(capsys):
 def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, capsys):
     monkeypatch.setenv("ENILAB_LABS_BACKEND", "sim")
     c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
-    assert c.backend == "sim" and "Simulator (not root): no packets here." in capsys.readouterr().out
+    assert c.backend == "sim" and "Simulator (ENILAB_LABS_BACKEND=sim): no packets here." in capsys.readouterr().out
     boxes = open_cluster(SMALL, containers=True, cannot_show="no containers here.")
-    assert boxes.backend == "sim" and "Simulator (not root): no containers here." in capsys.readouterr().out
+    assert boxes.backend == "sim" and "Simulator (ENILAB_LABS_BACKEND=sim): no containers here." \
+        in capsys.readouterr().out
     with pytest.raises(ValueError, match="make it with backend='containers'"):
         boxes.exec("pod-1", ["true"])
     Exercise("table?", lambda: 2003, needs_kernel=True).check(2003)
@@ -264,7 +268,7 @@ def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
         again = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and ANSWER_CELL.search(c.source)}
         assert again, path.name
         assert not any("close()" in nb.cells[i].source for i in again), f"{path.name}: a check cell closes the lab"
-        client = NotebookClient(nb, timeout=120, kernel_name="python3",
+        client = NotebookClient(nb, timeout=120, kernel_name="enilab",
                                 resources={"metadata": {"path": str(path.parent)}})
         with client.setup_kernel():
             for i, cell in enumerate(nb.cells):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eni_core import userns
 from testbed.errors import UserError
 
 __all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "containers_conf",
@@ -124,7 +125,10 @@ class PodmanService:
                 "--runtime", "runc"]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CONTAINERS_CONF": str(self.state / "containers.conf")}
+        env = {**os.environ, "CONTAINERS_CONF": str(self.state / "containers.conf")}
+        if userns.inside():  # rootless: podman in a user namespace that maps one user asks no group it lacks (gid 5)
+            env["_CONTAINERS_USERNS_CONFIGURED"] = "done"
+        return env
 
     def start(self) -> None:
         missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
