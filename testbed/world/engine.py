@@ -100,10 +100,12 @@ def _docker():
 
 def containers_conf(network_config_dir: Path, cni_plugin_dirs: Path | None = None) -> str:
     """A podman containers.conf that works on this kind of machine: runc and cgroupfs (crun and systemd
-    cgroups fail here), rlimits runc may set, file events, the CNI network backend."""
+    cgroups fail here), rlimits runc may set, file events, the CNI network backend; locks are files under
+    the run's own --tmpdir, not in /dev/shm, where every podman of one uid (root, and root of any user
+    namespace) shares one by name and a normal user cannot open root's."""
     plugins = f'cni_plugin_dirs = ["{cni_plugin_dirs}"]\n' if cni_plugin_dirs else ""
     return ('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nlock_type = "file"\n'
             f'[network]\nnetwork_backend = "cni"\n{plugins}network_config_dir = "{network_config_dir}"\n')
 
 

@@ -1,7 +1,8 @@
 """`make demo` as a normal user on a fresh clone (tests/browser/conftest.py: a real user made for the session):
 setup finds a Python the user can run and installs everything that needs no root; the demo proves every path
 and the rp_filter lesson on real namespaces, inside a user namespace of the user's own, and leaves nothing.
-Setup says in one line what it could not install without root, and refuses a venv the user cannot run.
+Setup says in one line what it could not install without root, and refuses a venv the user cannot run. The
+README's Rootless walkthrough works as written, as that user.
 """
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import re
 import stat
 from pathlib import Path
 
+from eni_core import netns
 from tests.browser.conftest import Newcomer
+from tests.test_docs import blocks
 
 
 def test_make_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson_on_real_namespaces(newcomer):
@@ -77,3 +80,19 @@ def test_setup_refuses_a_venv_the_user_cannot_run_and_changes_nothing(newcomer, 
     assert done.stderr.strip() == (f"enilab: {venv} exists but {newcomer.name} cannot run its Python (made by "
                                    "another user, or broken); remove it and run again")
     assert sorted(p.name for p in venv.rglob("*")) == ["bin", "python"]
+
+
+def test_the_readmes_rootless_walkthrough_works_as_written_as_a_normal_user(newcomer):
+    """Its first line, `make demo`, is the session's own (checked above); the rest runs here, in the clone."""
+    section = (newcomer.clone / "README.md").read_text().split("\n## Rootless\n")[1].split("\n## ")[0]
+    lines = next(b for b in blocks(section) if b.lang == "sh").body.splitlines()
+    assert lines[0].startswith("make demo ") and "sudo" not in "\n".join(lines)
+    try:
+        done = newcomer.run(["bash", "-e", "-o", "pipefail", "-c", "\n".join(lines[1:])])
+    finally:
+        newcomer.run([".venv/bin/enilab", "down", "--name", "mine"])  # whatever failed, nothing stays up
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "cluster mine" in out and "pod-10" in out and "delivered" in out and "agree" in out, out
+    prefix = out.split("namespaces ")[1].split("-*")[0]
+    assert not any(name.startswith(prefix) for name in netns.list_names()), "the host's /run/netns shows them"
