@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from eni_core import netns
 from testbed.apps import labs
+from testbed.apps.lab_kernel import REFUSED
 from testbed.apps.labs import Exercise, Task, ip, kernel_table_of, node_subnet_add, open_cluster
+from testbed.world.cluster import ClusterError
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.ipynb"))
@@ -186,11 +189,16 @@ def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
     c.create_pods(12, "node-1")
     node = c.state()["nodes"]["node-1"]
     assert node["pending"] > 0 and node["conditions"][0]["type"] == "IPPoolShortfall"
-    with pytest.raises(ValueError, match="unknown subnet 'c'"):
+    with pytest.raises(ClusterError, match="unknown subnet 'c'; the VPC has a, b"):
         node_subnet_add(c, "node-1", "c")
+    with pytest.raises(ClusterError, match="unknown node 'node-9'"):
+        node_subnet_add(c, "node-9", "b")
     node_subnet_add(c, "node-1", "b")
     node = c.state()["nodes"]["node-1"]
     assert (node["pending"], node["conditions"]) == (0, []) and node["enis"][-1]["subnet"] == "b"
+    node_subnet_add(c, "node-1", "b")  # twice: still one entry
+    one = c.cluster.nodes["node-1"]
+    assert one.spec.subnets == ("a", "b") and one.ipamd.subnets == ["a", "b"]
 
 
 def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
@@ -245,6 +253,27 @@ def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, c
     assert "Exercise skipped: 'table?' reads the kernel" in out and "Task skipped: 'fix' changes a kernel" in out
 
 
+def test_a_normal_users_kernel_is_told_which_kernel_builds_namespaces_or_why_it_could_not(monkeypatch, capsys):
+    """Root (or root of the labs' kernel's user namespace) builds namespaces; a normal user's other kernel is
+    pointed at the labs' kernel; a labs' kernel the system refused a user namespace says the reason."""
+    monkeypatch.delenv("ENILAB_LABS_BACKEND", raising=False)
+    monkeypatch.delenv(REFUSED, raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert labs.why_no_namespaces() is None and labs.can_use_namespaces()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    hint = "not root: open the lab with the kernel 'Python 3 (enilab)' (Kernel > Change Kernel)"
+    assert labs.why_no_namespaces() == hint
+    c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
+    assert c.backend == "sim" and capsys.readouterr().out == f"Simulator ({hint}): no packets here.\n"
+    monkeypatch.setenv(REFUSED, "user namespaces are not available to this user (Operation not permitted)")
+    assert labs.why_no_namespaces() == ("the kernel 'Python 3 (enilab)' could not make a user namespace: user "
+                                        "namespaces are not available to this user (Operation not permitted)")
+    c.create_pods(1, "node-1")
+    ip(c, "node-1", "rule")
+    shown = capsys.readouterr().out
+    assert "(simulator: no kernel to run `ip rule` in; the kernel 'Python 3 (enilab)' could not make" in shown
+
+
 def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(capsys):
     out = labs.enilab("simulate", "quick-release")
     assert "scenario quick-release" in out and capsys.readouterr().out.startswith("$ enilab simulate ")
@@ -292,3 +321,63 @@ def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monk
         assert c.exec("pod-1", ["timeout", "5", "wget", "-qO-", f"http://{pod_ip}/"]).stdout == "pod-2\n"
     finally:
         c.close()
+
+
+def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Run `code` in this checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH) as Jupyter
+    starts it, and return what it printed; an error in the kernel fails the test."""
+    from jupyter_client.manager import start_new_kernel
+
+    shutil.copytree(ROOT / "labs" / "kernel", tmp_path / "jupyter" / "kernels" / "enilab")
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}
+    manager, client = start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
+    out: list[str] = []
+
+    def keep(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}\n")
+
+    try:
+        client.execute_interactive(code, timeout=180, output_hook=keep)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert "ERROR" not in text, text
+    return text
+
+
+@pytest.mark.root
+def test_the_labs_kernel_builds_real_namespaces_in_a_user_namespace_of_its_own(tmp_path):
+    """ENILAB_ROOTLESS=1 takes the normal user's path as root: the kernel answers Jupyter on the host's
+    loopback while its cells run as root of a user namespace, on real namespaces the host cannot see."""
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    code = ("import os\nfrom eni_core import netns\nfrom testbed.apps.labs import ip, open_cluster\n"
+            "print('uid_map', open('/proc/self/uid_map').read().split())\n"
+            "c = open_cluster('default', need_kernel=True)\nprint('backend', c.backend)\n"
+            "ip(c, 'node-1', 'rule')\nprint(c.trace('pod-5', 'db-1').explain())\n"
+            "print('prefix', c.cluster.backend.nodes['node-1'].ns.rsplit('-', 1)[0])\nc.close()\n")
+    shown = _in_the_labs_kernel(code, {"ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}, tmp_path)
+    assert "uid_map ['0', '0', '1']" in shown and "backend netns" in shown, shown
+    assert re.search(r"(?m)^1536:\s+from 10\.0\.2\.7 lookup 2004$", shown), shown
+    assert "pod-5 (10.0.2.7) -> db-1 (10.0.1.200): delivered" in shown and "fabric: out h1 (request db-1)" in shown
+    prefix = re.search(r"prefix (\S+)", shown).group(1)
+    assert not any(name.startswith(prefix) for name in netns.list_names())
+    assert not list((tmp_path / "xdg" / "enilab" / "netns").iterdir())
+
+
+def test_the_labs_kernel_refused_a_user_namespace_starts_and_the_lab_says_why(tmp_path):
+    """A private folder that is not the user's (here a symlink) stops the kernel going rootless: it starts
+    anyway, and a lab that needs namespaces runs on the simulator and says why."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    (tmp_path / "xdg" / "enilab").symlink_to(tmp_path / "elsewhere")
+    code = ("from testbed.apps.labs import open_cluster\n"
+            "c = open_cluster('default', need_kernel=True, cannot_show='no packets here.')\n"
+            "print('backend', c.backend)\n")
+    shown = _in_the_labs_kernel(code, {"ENILAB_ROOTLESS": "1", "ENILAB_LABS_BACKEND": "auto",
+                                       "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}, tmp_path)
+    assert shown.startswith("Simulator (the kernel 'Python 3 (enilab)' could not make a user namespace: ")
+    assert "is not a folder of this user" in shown and "no packets here.\nbackend sim\n" in shown

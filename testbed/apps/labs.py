@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,10 @@ def why_no_namespaces() -> str | None:
     kernel makes for a normal user. Otherwise why not, and what to do, in a few words."""
     if os.environ.get("ENILAB_LABS_BACKEND", "auto") == "sim":
         return "ENILAB_LABS_BACKEND=sim"
+    if os.environ.get(REFUSED):  # also root that asked for the rootless path (ENILAB_ROOTLESS=1): never as root
+        return f"the kernel {KERNEL!r} could not make a user namespace: {os.environ[REFUSED]}"
     if os.geteuid() == 0:
         return None
-    if os.environ.get(REFUSED):
-        return f"the kernel {KERNEL!r} could not make a user namespace: {os.environ[REFUSED]}"
     return f"not root: open the lab with the kernel {KERNEL!r} (Kernel > Change Kernel)"
 
 
@@ -120,16 +120,8 @@ def kernel_table_of(cluster, pod: str) -> int | None:
 
 def node_subnet_add(cluster, node: str, subnet: str) -> None:
     """What an operator does when a node's subnets run dry: give the node one more of the VPC's subnets
-    for new ENIs (TKE: add it to the cluster's VPC-CNI subnets), then let the node settle."""
-    c = _inner(cluster)
-    if subnet not in c.vpc.subnets:
-        raise ValueError(f"unknown subnet {subnet!r}; the VPC has {', '.join(c.vpc.subnets)}")
-    n = c.nodes[node]
-    if subnet not in n.spec.subnets:
-        n.spec = replace(n.spec, subnets=(*n.spec.subnets, subnet))
-        n.ipamd.subnets.append(subnet)
-    n.ipamd.backoff_until = None
-    c.set_node(node)
+    for new ENIs (`Cluster.add_node_subnet`), then let the node settle."""
+    _inner(cluster).add_node_subnet(node, subnet)
 
 
 def console():

@@ -70,6 +70,14 @@ def busybox_rootfs(folder: Path) -> Path:
     return folder
 
 
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """An image's file belongs to its root, whoever owns the host's copy as this process sees it (in a user
+    namespace that maps one user, root's files show as the overflow uid 65534, which podman cannot map)."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
 def busybox_tar() -> bytes:
     """The default image's root file system as a tar archive (for `import_image_from_data`)."""
     out = io.BytesIO()
@@ -78,7 +86,7 @@ def busybox_tar() -> bytes:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
             tar.addfile(info)
-        tar.add(str(_busybox()), "bin/busybox")
+        tar.add(str(_busybox()), "bin/busybox", filter=_owned_by_root)
         for tool in BUSYBOX_TOOLS:
             info = tarfile.TarInfo(f"bin/{tool}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"

@@ -51,6 +51,10 @@ class Newcomer:
         return subprocess.run(self.argv(argv, env), cwd=cwd or self.clone, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
+    def scratch(self) -> Path:
+        """A new folder of the user's, in their home (the test's own temp folders are root's alone)."""
+        return self.give(Path(tempfile.mkdtemp(prefix="scratch-", dir=self.home)))
+
     def give(self, path: Path) -> Path:
         """Make `path` (made by the test) the user's, everything below it too."""
         for folder, _, files in os.walk(path):

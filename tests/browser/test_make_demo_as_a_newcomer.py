@@ -58,9 +58,8 @@ def _fake_dpkg(newcomer: Newcomer, folder: Path, missing: set[str]) -> dict[str,
     return {**env, "PATH": f"{folder}:{env['PATH']}"}
 
 
-def test_setup_without_root_says_in_one_line_what_needs_root(newcomer, tmp_path):
-    tmp_path.chmod(0o755)
-    env = _fake_dpkg(newcomer, tmp_path / "bin", {"podman", "chromium"})
+def test_setup_without_root_says_in_one_line_what_needs_root(newcomer):
+    env = _fake_dpkg(newcomer, newcomer.scratch() / "bin", {"podman", "chromium"})
     done = newcomer.run(["bash", "ci/setup.sh", ".venv"], env=env)
     assert done.returncode == 0, done.stderr
     said = [line for line in done.stderr.splitlines() if line.startswith("enilab:")]
@@ -69,9 +68,8 @@ def test_setup_without_root_says_in_one_line_what_needs_root(newcomer, tmp_path)
     assert "environment ready in .venv" in done.stdout
 
 
-def test_setup_refuses_a_venv_the_user_cannot_run_and_changes_nothing(newcomer, tmp_path):
-    tmp_path.chmod(0o755)
-    venv = tmp_path / "venv"
+def test_setup_refuses_a_venv_the_user_cannot_run_and_changes_nothing(newcomer):
+    venv = newcomer.scratch() / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").symlink_to(newcomer.tools / "python3")
     newcomer.give(venv)
