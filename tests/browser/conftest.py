@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,8 @@ class Newcomer:
     home: Path
     clone: Path
     tools: Path  # a folder of the test's own (root's) with the unusable python3 first on the user's PATH
-    demo: subprocess.CompletedProcess[str]
+    demo: subprocess.CompletedProcess[str] | None = None  # `make demo`, as the user
+    left: list[str] = field(default_factory=list)  # the files of their private enilab folder right after it
 
     def env(self, **extra: str) -> dict[str, str]:
         """A login's environment (the user's own HOME and PATH), with this machine's way to reach PyPI."""
@@ -97,11 +98,13 @@ def newcomer() -> Iterator[Newcomer]:
         tools.mkdir(mode=0o755)
         (tools / "python3").write_text(f"#!/bin/sh\nexec {hidden}/python3 \"$@\"\n")
         (tools / "python3").chmod(0o755)
-        user = Newcomer(name, info.pw_uid, info.pw_gid, home, home / "enilab", tools, demo=None)  # type: ignore[arg-type]
+        user = Newcomer(name, info.pw_uid, info.pw_gid, home, home / "enilab", tools)
         cloned = user.run(["git", "-c", "advice.detachedHead=false", "clone", "-q", str(bundle), str(user.clone)],
                           cwd=home)
         assert cloned.returncode == 0, cloned.stderr
         user.demo = user.run(["make", "demo"], timeout=MAKE_DEMO_TIMEOUT_S)
+        private = home / ".cache" / "enilab"
+        user.left = sorted(str(p.relative_to(private)) for p in private.rglob("*") if not p.is_dir())
         yield user
     finally:
         subprocess.run(["userdel", "--remove", "--force", name], capture_output=True, check=False)

@@ -43,7 +43,7 @@ def test_setup_found_a_python_the_user_can_run_and_the_labs_kernel(newcomer):
 def test_the_demo_left_nothing_but_its_private_folder(newcomer):
     base = newcomer.home / ".cache" / "enilab"
     assert base.stat().st_uid == newcomer.uid and stat.S_IMODE(base.stat().st_mode) == 0o700
-    assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
+    assert newcomer.left == [], "make demo left files in the private folder (a record, a namespace's name)"
 
 
 def _fake_dpkg(newcomer: Newcomer, folder: Path, missing: set[str]) -> dict[str, str]:
