@@ -24,6 +24,7 @@ REFUSED = "ENILAB_LABS_ROOTLESS_ERROR"  # why the kernel could not go rootless, 
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Start the kernel (Jupyter passes `-f CONNECTION_FILE`), rootless when not root."""
     rootless = userns.wanted()
     if rootless:
         try:
@@ -36,7 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:] if argv is None else argv)
     if rootless:
-        userns.own_network()
+        try:
+            userns.own_network()
+        except OSError as err:  # root of a user namespace with no network of its own must not build clusters
+            os.environ[REFUSED] = str(err)
     app.start()
 
 
