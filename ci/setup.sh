@@ -65,6 +65,6 @@ if [ ! -e "$venv" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q -e '.[dev,browser]'
-# The labs' kernel, "Python 3 (enilab)": an editable install does not copy it into the venv, so it is put there.
-"$venv/bin/jupyter" kernelspec install --sys-prefix --name enilab labs/kernel --log-level=ERROR
+# The labs' kernel, "Python 3 (enilab)": a wheel installs it, an editable install does not, so it is put there.
+"$venv/bin/jupyter" kernelspec install --sys-prefix --name enilab testbed/apps/kernelspec --log-level=ERROR
 echo "enilab: environment ready in $venv"

@@ -328,7 +328,7 @@ def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
     starts it, and return what it printed; an error in the kernel fails the test."""
     from jupyter_client.manager import start_new_kernel
 
-    shutil.copytree(ROOT / "labs" / "kernel", tmp_path / "jupyter" / "kernels" / "enilab")
+    shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", tmp_path / "jupyter" / "kernels" / "enilab")
     env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}
     manager, client = start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
     out: list[str] = []

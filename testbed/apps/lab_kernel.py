@@ -8,8 +8,8 @@ own as its home: the user is root there, so a lab builds its cluster on real nam
 rules and routes and captures packets exactly as root does, and everything it made ends with the kernel.
 Where user namespaces are refused the kernel still starts, and the labs say why they run on the simulator.
 
-Jupyter finds this kernel through `share/jupyter/kernels/enilab/kernel.json`, which installing enilab puts
-in the environment's prefix; the labs ask for it by name.
+Jupyter finds this kernel through `share/jupyter/kernels/enilab/kernel.json` in the environment's prefix
+(testbed/apps/kernelspec/: a wheel installs it there, `make setup` too); the labs ask for it by name.
 """
 from __future__ import annotations
 

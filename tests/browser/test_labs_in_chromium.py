@@ -128,7 +128,7 @@ def jupyter(request):
                 shutil.copytree(ROOT / folder, home / "tree" / folder)
             labs = home / "tree" / "labs"
             (home / "kernels").mkdir()  # this checkout's kernelspec, whatever the venv holds
-            shutil.copytree(ROOT / "labs" / "kernel", home / "kernels" / "kernels" / "enilab")
+            shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", home / "kernels" / "kernels" / "enilab")
             env = {**os.environ, **_jupyter_home(home, labs), "JUPYTER_PATH": str(home / "kernels")}
             argv = [*_lab_argv(sys.executable, port, token, home, labs), "--allow-root"]
         else:
