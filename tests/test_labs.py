@@ -325,7 +325,8 @@ def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monk
 
 def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
     """Run `code` in this checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH) as Jupyter
-    starts it, and return what it printed; an error in the kernel fails the test."""
+    starts it, and return what it printed; an error in the kernel fails the test. Then the kernel is killed
+    (SIGKILL, Jupyter's `shutdown_kernel(now=True)`), whatever it still holds."""
     from jupyter_client.manager import start_new_kernel
 
     shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", tmp_path / "jupyter" / "kernels" / "enilab")
@@ -366,6 +367,25 @@ def test_the_labs_kernel_builds_real_namespaces_in_a_user_namespace_of_its_own(t
     prefix = re.search(r"prefix (\S+)", shown).group(1)
     assert not any(name.startswith(prefix) for name in netns.list_names())
     assert not list((tmp_path / "xdg" / "enilab" / "netns").iterdir())
+
+
+@pytest.mark.root
+def test_a_lab_kernel_killed_with_its_cluster_up_leaves_only_what_enilab_clean_removes(tmp_path):
+    """The namespaces end with the kernel; its run's record and names stay in the private folder until
+    `enilab clean` (run by the same user, in a new process) removes them."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    env = {"ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(xdg)}
+    code = "from testbed.apps.labs import open_cluster\nc = open_cluster('default', need_kernel=True)\nprint('up')\n"
+    assert _in_the_labs_kernel(code, env, tmp_path) == "up\n"
+    base = xdg / "enilab"
+    records = list((base / "run" / "runs").glob("enl-*.json"))
+    assert len(records) == 1 and list((base / "netns").iterdir())
+    assert not any(name.startswith(records[0].stem) for name in netns.list_names())
+    cleaned = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "clean"], env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
 
 
 def test_the_labs_kernel_refused_a_user_namespace_starts_and_the_lab_says_why(tmp_path):
