@@ -4,7 +4,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 JOBS    ?= auto
 
-.PHONY: setup demo test lint bench chaos fuzz clean
+.PHONY: setup demo labs test lint bench chaos fuzz clean
 
 setup: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml ci/setup.sh
 
 demo: setup
 	$(BIN)/enilab demo
+
+# the labs in JupyterLab, as yourself (the labs' kernel builds namespaces rootless) or as root
+labs: setup
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) labs/
 
 test: setup
 	bash ci/test.sh $(VENV) $(JOBS)

@@ -34,7 +34,8 @@ for answers in 1 wrong; do
     rc_one=$?
     [ "$labs_rc" = 0 ] && labs_rc=$rc_one
 done
-# Every lab in JupyterLab in a real browser (chromium), one browser for all, screenshots in artifacts/labs/.
+# A normal user made for the test clones this checkout and runs `make demo`; then every lab in JupyterLab
+# started as that user, in a real browser (chromium), one browser for all, screenshots in artifacts/labs/.
 "$venv/bin/pytest" -q -p no:xdist tests/browser
 browser_rc=$?
 # --doctest-modules: the examples in eni_core's and testbed's docstrings run too, so they stay true.

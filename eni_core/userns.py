@@ -31,7 +31,7 @@ from pathlib import Path
 
 from eni_core.private import NotPrivate, private_dir
 
-__all__ = ["RootlessError", "enter", "inside", "join", "state_base", "wanted"]
+__all__ = ["RootlessError", "enter", "inside", "join", "own_network", "state_base", "wanted"]
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -143,17 +143,19 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
 
 
-def enter() -> Path:
+def enter(*, network: bool = True) -> Path:
     """Move this (single-threaded) process into a new user, mount and network namespace as described above;
     the private folder that now stands in for /run/netns and /run/enilab. RootlessError if the kernel
-    refuses (user namespaces disabled, say): nothing has changed then."""
+    refuses (user namespaces disabled, say): nothing has changed then. With `network=False` the process
+    stays in the host's network namespace (to bind its listening sockets there) until `own_network()`."""
     if threading.active_count() > 1:
         raise RootlessError("a user namespace needs a single-threaded process; enter it before starting threads")
     uid, gid = os.geteuid(), os.getegid()
     base = state_base()
     binds = {"netns": private_dir(base / "netns"), "enilab": private_dir(base / "run")}
     try:
-        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET), "unshare a user namespace")
+        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if network else 0)),
+               "unshare a user namespace")
     except RootlessError as err:
         raise RootlessError(f"user namespaces are not available to this user ({err.strerror}); run as root, "
                             "or allow them (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)") \
@@ -163,8 +165,17 @@ def enter() -> Path:
     _write("/proc/self/gid_map", f"0 {gid} 1")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _stand_in("/run", binds)
-    _loopback_up()
+    if network:
+        _loopback_up()
     return base
+
+
+def own_network() -> None:
+    """Give the calling thread, after `enter(network=False)`, a network namespace of its own (loopback up) as
+    its home; threads it starts afterwards share it. Threads started before, and sockets opened before, stay
+    in the host's: a Jupyter kernel's channels keep answering there while its cells build namespaces."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare a network namespace")
+    _loopback_up()
 
 
 def join(pid: int, still_the_same: Callable[[], bool]) -> None:

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from eni_core import netns
 from testbed.apps import labs
+from testbed.apps.lab_kernel import REFUSED
 from testbed.apps.labs import Exercise, Task, ip, kernel_table_of, node_subnet_add, open_cluster
+from testbed.world.cluster import ClusterError
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = sorted((ROOT / "labs").glob("[0-9][0-9]-*.ipynb"))
@@ -50,7 +53,10 @@ def test_each_lab_has_a_goal_a_prediction_before_its_reveal_and_a_break_and_fix(
     text = [source(c) for c in all_cells]
     first = text[0]
     assert "**Goal:**" in first, f"{path.name}: no goal"
-    assert "Without root this lab " in first, f"{path.name}: does not say what it cannot show without root"
+    assert re.search(r"[Ww]ithout\s+(them|namespaces)\s+this\s+lab\s|needs\s+no\s+namespaces", first), \
+        f"{path.name}: does not say what it cannot show without namespaces"
+    assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == "enilab", \
+        f"{path.name}: not opened with the labs' kernel, which builds namespaces for a normal user too"
     code = [(i, s) for i, s in enumerate(text) if all_cells[i]["cell_type"] == "code"]
     predictions = [(i, m.group(1)) for i, s in code for m in re.finditer(r"^(\w+)\.predict\(None\)", s, re.M)]
     assert predictions, f"{path.name}: no prediction"
@@ -183,11 +189,16 @@ def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
     c.create_pods(12, "node-1")
     node = c.state()["nodes"]["node-1"]
     assert node["pending"] > 0 and node["conditions"][0]["type"] == "IPPoolShortfall"
-    with pytest.raises(ValueError, match="unknown subnet 'c'"):
+    with pytest.raises(ClusterError, match="unknown subnet 'c'; the VPC has a, b"):
         node_subnet_add(c, "node-1", "c")
+    with pytest.raises(ClusterError, match="unknown node 'node-9'"):
+        node_subnet_add(c, "node-9", "b")
     node_subnet_add(c, "node-1", "b")
     node = c.state()["nodes"]["node-1"]
     assert (node["pending"], node["conditions"]) == (0, []) and node["enis"][-1]["subnet"] == "b"
+    node_subnet_add(c, "node-1", "b")  # twice: still one entry
+    one = c.cluster.nodes["node-1"]
+    assert one.spec.subnets == ("a", "b") and one.ipamd.subnets == ["a", "b"]
 
 
 def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
@@ -230,15 +241,37 @@ def test_a_prediction_of_the_wrong_type_is_not_recorded(capsys):
 def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, capsys):
     monkeypatch.setenv("ENILAB_LABS_BACKEND", "sim")
     c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
-    assert c.backend == "sim" and "Simulator (not root): no packets here." in capsys.readouterr().out
+    assert c.backend == "sim" and "Simulator (ENILAB_LABS_BACKEND=sim): no packets here." in capsys.readouterr().out
     boxes = open_cluster(SMALL, containers=True, cannot_show="no containers here.")
-    assert boxes.backend == "sim" and "Simulator (not root): no containers here." in capsys.readouterr().out
+    assert boxes.backend == "sim" and "Simulator (ENILAB_LABS_BACKEND=sim): no containers here." \
+        in capsys.readouterr().out
     with pytest.raises(ValueError, match="make it with backend='containers'"):
         boxes.exec("pod-1", ["true"])
     Exercise("table?", lambda: 2003, needs_kernel=True).check(2003)
     Task("fix", lambda: "broken", lambda: None, needs_kernel=True).check()
     out = capsys.readouterr().out
     assert "Exercise skipped: 'table?' reads the kernel" in out and "Task skipped: 'fix' changes a kernel" in out
+
+
+def test_a_normal_users_kernel_is_told_which_kernel_builds_namespaces_or_why_it_could_not(monkeypatch, capsys):
+    """Root (or root of the labs' kernel's user namespace) builds namespaces; a normal user's other kernel is
+    pointed at the labs' kernel; a labs' kernel the system refused a user namespace says the reason."""
+    monkeypatch.delenv("ENILAB_LABS_BACKEND", raising=False)
+    monkeypatch.delenv(REFUSED, raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert labs.why_no_namespaces() is None and labs.can_use_namespaces()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    hint = "not root: open the lab with the kernel 'Python 3 (enilab)' (Kernel > Change Kernel)"
+    assert labs.why_no_namespaces() == hint
+    c = open_cluster(SMALL, need_kernel=True, cannot_show="no packets here.")
+    assert c.backend == "sim" and capsys.readouterr().out == f"Simulator ({hint}): no packets here.\n"
+    monkeypatch.setenv(REFUSED, "user namespaces are not available to this user (Operation not permitted)")
+    assert labs.why_no_namespaces() == ("the kernel 'Python 3 (enilab)' could not make a user namespace: user "
+                                        "namespaces are not available to this user (Operation not permitted)")
+    c.create_pods(1, "node-1")
+    ip(c, "node-1", "rule")
+    shown = capsys.readouterr().out
+    assert "(simulator: no kernel to run `ip rule` in; the kernel 'Python 3 (enilab)' could not make" in shown
 
 
 def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(capsys):
@@ -264,7 +297,7 @@ def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
         again = {i for i, c in enumerate(nb.cells) if c.cell_type == "code" and ANSWER_CELL.search(c.source)}
         assert again, path.name
         assert not any("close()" in nb.cells[i].source for i in again), f"{path.name}: a check cell closes the lab"
-        client = NotebookClient(nb, timeout=120, kernel_name="python3",
+        client = NotebookClient(nb, timeout=120, kernel_name="enilab",
                                 resources={"metadata": {"path": str(path.parent)}})
         with client.setup_kernel():
             for i, cell in enumerate(nb.cells):
@@ -288,3 +321,83 @@ def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monk
         assert c.exec("pod-1", ["timeout", "5", "wget", "-qO-", f"http://{pod_ip}/"]).stdout == "pod-2\n"
     finally:
         c.close()
+
+
+def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Run `code` in this checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH) as Jupyter
+    starts it, and return what it printed; an error in the kernel fails the test. Then the kernel is killed
+    (SIGKILL, Jupyter's `shutdown_kernel(now=True)`), whatever it still holds."""
+    from jupyter_client.manager import start_new_kernel
+
+    shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", tmp_path / "jupyter" / "kernels" / "enilab")
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}
+    manager, client = start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
+    out: list[str] = []
+
+    def keep(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}\n")
+
+    try:
+        client.execute_interactive(code, timeout=180, output_hook=keep)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert "ERROR" not in text, text
+    return text
+
+
+@pytest.mark.root
+def test_the_labs_kernel_builds_real_namespaces_in_a_user_namespace_of_its_own(tmp_path):
+    """ENILAB_ROOTLESS=1 takes the normal user's path as root: the kernel answers Jupyter on the host's
+    loopback while its cells run as root of a user namespace, on real namespaces the host cannot see."""
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    code = ("import os\nfrom eni_core import netns\nfrom testbed.apps.labs import ip, open_cluster\n"
+            "print('uid_map', open('/proc/self/uid_map').read().split())\n"
+            "c = open_cluster('default', need_kernel=True)\nprint('backend', c.backend)\n"
+            "ip(c, 'node-1', 'rule')\nprint(c.trace('pod-5', 'db-1').explain())\n"
+            "print('prefix', c.cluster.backend.nodes['node-1'].ns.rsplit('-', 1)[0])\nc.close()\n")
+    shown = _in_the_labs_kernel(code, {"ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}, tmp_path)
+    assert "uid_map ['0', '0', '1']" in shown and "backend netns" in shown, shown
+    assert re.search(r"(?m)^1536:\s+from 10\.0\.2\.7 lookup 2004$", shown), shown
+    assert "pod-5 (10.0.2.7) -> db-1 (10.0.1.200): delivered" in shown and "fabric: out h1 (request db-1)" in shown
+    prefix = re.search(r"prefix (\S+)", shown).group(1)
+    assert not any(name.startswith(prefix) for name in netns.list_names())
+    assert not list((tmp_path / "xdg" / "enilab" / "netns").iterdir())
+
+
+@pytest.mark.root
+def test_a_lab_kernel_killed_with_its_cluster_up_leaves_only_what_enilab_clean_removes(tmp_path):
+    """The namespaces end with the kernel; its run's record and names stay in the private folder until
+    `enilab clean` (run by the same user, in a new process) removes them."""
+    xdg = tmp_path / "xdg"
+    xdg.mkdir(mode=0o700)
+    env = {"ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(xdg)}
+    code = "from testbed.apps.labs import open_cluster\nc = open_cluster('default', need_kernel=True)\nprint('up')\n"
+    assert _in_the_labs_kernel(code, env, tmp_path) == "up\n"
+    base = xdg / "enilab"
+    records = list((base / "run" / "runs").glob("enl-*.json"))
+    assert len(records) == 1 and list((base / "netns").iterdir())
+    assert not any(name.startswith(records[0].stem) for name in netns.list_names())
+    cleaned = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "clean"], env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
+
+
+def test_the_labs_kernel_refused_a_user_namespace_starts_and_the_lab_says_why(tmp_path):
+    """A private folder that is not the user's (here a symlink) stops the kernel going rootless: it starts
+    anyway, and a lab that needs namespaces runs on the simulator and says why."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "xdg").mkdir(mode=0o700)
+    (tmp_path / "xdg" / "enilab").symlink_to(tmp_path / "elsewhere")
+    code = ("from testbed.apps.labs import open_cluster\n"
+            "c = open_cluster('default', need_kernel=True, cannot_show='no packets here.')\n"
+            "print('backend', c.backend)\n")
+    shown = _in_the_labs_kernel(code, {"ENILAB_ROOTLESS": "1", "ENILAB_LABS_BACKEND": "auto",
+                                       "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}, tmp_path)
+    assert shown.startswith("Simulator (the kernel 'Python 3 (enilab)' could not make a user namespace: ")
+    assert "is not a folder of this user" in shown and "no packets here.\nbackend sim\n" in shown

@@ -2,6 +2,10 @@
 run in a node's namespace, pictures shown from memory, pool timelines to plot, and exercises and tasks
 whose answers are read from the live cluster.
 
+A lab builds namespaces when its Jupyter kernel runs as root, or as a normal user in the labs' own kernel,
+"Python 3 (enilab)" (testbed/apps/lab_kernel.py: root of a user namespace of the user's own). Otherwise it
+runs on the simulator and says why.
+
 Everything here works inside a running event loop (a Jupyter kernel): enilab talks to the kernel with
 its own blocking netlink sockets, not with an asyncio library, so nothing needs `await`.
 
@@ -19,36 +23,53 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.apps.lab_kernel import REFUSED
 from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import Cluster
 
-__all__ = ["Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
-           "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology"]
+__all__ = ["KERNEL", "Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
+           "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology",
+           "why_no_namespaces"]
+
+KERNEL = "Python 3 (enilab)"  # the labs' kernel: namespaces for a normal user too
 
 # Tables fit a 1280 px JupyterLab window with its file browser open.
 TABLE_WIDTH = 86
 
 
+def why_no_namespaces() -> str | None:
+    """None when this kernel may build namespaces: it runs as root, or as root of the user namespace the labs'
+    kernel makes for a normal user. Otherwise why not, and what to do, in a few words."""
+    if os.environ.get("ENILAB_LABS_BACKEND", "auto") == "sim":
+        return "ENILAB_LABS_BACKEND=sim"
+    if os.environ.get(REFUSED):  # also root that asked for the rootless path (ENILAB_ROOTLESS=1): never as root
+        return f"the kernel {KERNEL!r} could not make a user namespace: {os.environ[REFUSED]}"
+    if os.geteuid() == 0:
+        return None
+    return f"not root: open the lab with the kernel {KERNEL!r} (Kernel > Change Kernel)"
+
+
 def can_use_namespaces() -> bool:
-    """True when this kernel may build namespaces (root), unless ENILAB_LABS_BACKEND=sim asks otherwise."""
-    return os.geteuid() == 0 and os.environ.get("ENILAB_LABS_BACKEND", "auto") != "sim"
+    """True when this kernel may build namespaces (see `why_no_namespaces`)."""
+    return why_no_namespaces() is None
 
 
 def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, containers: bool = False,
                  cannot_show: str = "") -> EnilabCluster:
     """The topology (a built-in name such as "default", found in the package wherever enilab is installed;
     a file; or a dict) as the pytest plugin's cluster. With `need_kernel`, on real namespaces when this
-    kernel runs as root (with `containers`, every pod a container); otherwise on the simulator, and
-    `cannot_show` says in one line what the lab then cannot show."""
+    kernel may build them (with `containers`, every pod a container); otherwise on the simulator, and
+    `cannot_show` says in one line what the lab then cannot show, after why."""
     need_kernel = need_kernel or containers
-    real = need_kernel and can_use_namespaces()
+    why = why_no_namespaces() if need_kernel else None
+    real = need_kernel and why is None
     if need_kernel and not real:
-        print(f"Simulator (not root): {cannot_show or 'no kernel state and no packets here.'}")
+        print(f"Simulator ({why}): {cannot_show or 'no kernel state and no packets here.'}")
     cluster = EnilabCluster(topology, backend=("containers" if containers else "netns") if real else "sim")
     cluster.cluster.sync_dataplane()
     return cluster
@@ -68,7 +89,8 @@ def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:
     args = tuple(map(str, args))
     if not isinstance(c.backend, NetnsBackend):  # the containers backend is one too
         if show:
-            print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in; run Jupyter as root)")
+            why = why_no_namespaces()
+            print(f"(simulator: no kernel to run `ip {shlex.join(args)}` in{f'; {why}' if why else ''})")
             return None
         return ""
     if node not in c.backend.nodes:
@@ -98,16 +120,8 @@ def kernel_table_of(cluster, pod: str) -> int | None:
 
 def node_subnet_add(cluster, node: str, subnet: str) -> None:
     """What an operator does when a node's subnets run dry: give the node one more of the VPC's subnets
-    for new ENIs (TKE: add it to the cluster's VPC-CNI subnets), then let the node settle."""
-    c = _inner(cluster)
-    if subnet not in c.vpc.subnets:
-        raise ValueError(f"unknown subnet {subnet!r}; the VPC has {', '.join(c.vpc.subnets)}")
-    n = c.nodes[node]
-    if subnet not in n.spec.subnets:
-        n.spec = replace(n.spec, subnets=(*n.spec.subnets, subnet))
-        n.ipamd.subnets.append(subnet)
-    n.ipamd.backoff_until = None
-    c.set_node(node)
+    for new ENIs (`Cluster.add_node_subnet`), then let the node settle."""
+    _inner(cluster).add_node_subnet(node, subnet)
 
 
 def console():
@@ -281,7 +295,7 @@ class Exercise:
 
     def check(self, answer: Any = _UNSET) -> None:
         if self.needs_kernel and not can_use_namespaces():
-            print(f"Exercise skipped: {self.question!r} reads the kernel; run Jupyter as root to do it.")
+            print(f"Exercise skipped: {self.question!r} reads the kernel ({why_no_namespaces()}).")
             return
         answer = self.prediction if answer is _UNSET else answer
         truth = self.solution()
@@ -337,7 +351,7 @@ class Task:
 
     def check(self) -> None:
         if self.needs_kernel and not can_use_namespaces():
-            print(f"Task skipped: {self.goal!r} changes a kernel; run Jupyter as root to do it.")
+            print(f"Task skipped: {self.goal!r} changes a kernel ({why_no_namespaces()}).")
             return
         still = self.done()
         if still is not None and _mode() == "1":

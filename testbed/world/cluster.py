@@ -154,6 +154,18 @@ class Cluster:
         self.vpc.set_instance_limits(name, spec.max_enis, spec.ips_per_eni)
         self._settle([name])
 
+    def add_node_subnet(self, name: str, subnet: str) -> None:
+        """Give a node one more of the VPC's subnets for new ENIs (TKE: add it to the cluster's VPC-CNI
+        subnets), end its back-off and let it settle: what an operator does when its subnets run dry."""
+        node = self._node(name)
+        if subnet not in self.vpc.subnets:
+            raise ClusterError(f"unknown subnet {subnet!r}; the VPC has {', '.join(self.vpc.subnets)}")
+        if subnet not in node.spec.subnets:
+            node.spec = replace(node.spec, subnets=(*node.spec.subnets, subnet))
+            node.ipamd.subnets.append(subnet)
+        node.ipamd.backoff_until = None
+        self._settle([name])
+
     def delete_node(self, name: str) -> None:
         """Delete a node: its pods are deleted, its IPs unbound and its ENIs deleted in the VPC."""
         node = self._node(name)

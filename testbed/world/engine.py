@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eni_core import userns
 from testbed.errors import UserError
 
 __all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "containers_conf",
@@ -69,6 +70,14 @@ def busybox_rootfs(folder: Path) -> Path:
     return folder
 
 
+def _owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """An image's file belongs to its root, whoever owns the host's copy as this process sees it (in a user
+    namespace that maps one user, root's files show as the overflow uid 65534, which podman cannot map)."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
 def busybox_tar() -> bytes:
     """The default image's root file system as a tar archive (for `import_image_from_data`)."""
     out = io.BytesIO()
@@ -77,7 +86,7 @@ def busybox_tar() -> bytes:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
             tar.addfile(info)
-        tar.add(str(_busybox()), "bin/busybox")
+        tar.add(str(_busybox()), "bin/busybox", filter=_owned_by_root)
         for tool in BUSYBOX_TOOLS:
             info = tarfile.TarInfo(f"bin/{tool}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
@@ -99,10 +108,12 @@ def _docker():
 
 def containers_conf(network_config_dir: Path, cni_plugin_dirs: Path | None = None) -> str:
     """A podman containers.conf that works on this kind of machine: runc and cgroupfs (crun and systemd
-    cgroups fail here), rlimits runc may set, file events, the CNI network backend."""
+    cgroups fail here), rlimits runc may set, file events, the CNI network backend; locks are files under
+    the run's own --tmpdir, not in /dev/shm, where every podman of one uid (root, and root of any user
+    namespace) shares one by name and a normal user cannot open root's."""
     plugins = f'cni_plugin_dirs = ["{cni_plugin_dirs}"]\n' if cni_plugin_dirs else ""
     return ('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nlock_type = "file"\n'
             f'[network]\nnetwork_backend = "cni"\n{plugins}network_config_dir = "{network_config_dir}"\n')
 
 
@@ -124,7 +135,10 @@ class PodmanService:
                 "--runtime", "runc"]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "CONTAINERS_CONF": str(self.state / "containers.conf")}
+        env = {**os.environ, "CONTAINERS_CONF": str(self.state / "containers.conf")}
+        if userns.inside():  # rootless: podman in a user namespace that maps one user asks no group it lacks (gid 5)
+            env["_CONTAINERS_USERNS_CONFIGURED"] = "done"
+        return env
 
     def start(self) -> None:
         missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
