@@ -121,7 +121,7 @@ def _tidy(cwd: Path, env: dict[str, str], started: list[int], before: set[str]) 
     return leaked
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.root] if _needs_root(p) else [], id=p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.netns] if _needs_root(p) else [], id=p.name)
                                   for p in DOCS if _shell_blocks(p)])
 def test_every_command_block_runs_in_order_as_written(path: Path, tmp_path: Path):
     cwd = tmp_path / "checkout"

@@ -21,7 +21,7 @@ from tests.test_schema import ONE_STATE, problems
 TOPOLOGY = "default"
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_every_pod_reaches_the_database_by_its_own_eni(enilab_cluster):
     cluster = enilab_cluster(TOPOLOGY, backend="netns")
     cluster.create_pods(3, node="node-2")
@@ -102,7 +102,7 @@ def test_the_cli_takes_names_from_any_directory(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_enilab_up_takes_a_built_in_name(tmp_path):
     env = {**os.environ, "ENILAB_CLUSTERS_DIR": str(tmp_path / "clusters")}
     up = _enilab("up", "static", "--name", "named", cwd=tmp_path, env=env)

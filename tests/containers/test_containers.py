@@ -11,7 +11,7 @@ import pytest
 from tests.containers.helpers import enilab, need_engine, nothing_left
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 DEFAULT = str(ROOT / "fixtures" / "topologies" / "default.yaml")
 
 

@@ -20,7 +20,7 @@ from testbed.world.cluster import ClusterError
 from tests.containers.helpers import SMALL, enilab, need_engine, nothing_left
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(autouse=True)

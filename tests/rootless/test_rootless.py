@@ -100,7 +100,7 @@ def _host_namespaces() -> set[str]:
     return set(netns.list_names())
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", "rp-filter-lesson", "--json")  # a built-in, by name
     assert done.returncode == 0, done.stderr
@@ -112,7 +112,7 @@ def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
     assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").iterdir())
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "demo", "--png", f"{nobody['HOME']}/t.png")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
@@ -122,7 +122,7 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
     assert "FAIL" not in done.stdout
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
     """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
     through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
@@ -158,7 +158,7 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
     assert gone.returncode == 2 and "no cluster" in gone.stderr
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
                       "--json")
@@ -167,7 +167,7 @@ def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     assert figures["running"] == figures["verified"] == 5
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     """ENILAB_ROOTLESS=1 as root: the run's namespaces appear in the private folder standing in for
     /run/netns, its record in the one standing in for /run/enilab; the host's see neither."""
@@ -194,7 +194,7 @@ def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
     """While `nobody` holds namespaces of its own, a second user (`daemon`) can neither open the process's
     namespaces nor read its private folder; the host's /run/netns does not show them."""
