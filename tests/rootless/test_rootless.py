@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +23,9 @@ from eni_core import netns, userns
 from testbed.apps import cli
 from testbed.world import rootless, runs
 from tests.helpers import SCENARIOS
+from tests.rootless import asnobody
 
-ROOT = Path(__file__).resolve().parents[2]
-DEBIAN_PYTHON = "/usr/bin/python3"
+HOST_ROOT = pytest.mark.host_root("it switches to another user (runuser), which only the host's root may do")
 
 
 def _need_user_namespaces() -> None:
@@ -39,61 +38,23 @@ def _need_user_namespaces() -> None:
         pytest.skip(reason)
 
 
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("ENILAB_REQUIRE_ROOT") == "1":
-            pytest.fail("these tests switch to another user: run them as root")
-        pytest.skip("these tests switch to another user (runuser): root only")
-
-
 @pytest.fixture(scope="module")
 def nobody() -> Iterator[dict[str, str]]:
-    """A venv `nobody` can run (from /usr/bin/python3, seeing this checkout and its dependencies), and a
-    private folder of that user for XDG_RUNTIME_DIR and HOME: the environment to run enilab as `nobody`."""
-    _need_root()
+    """The environment to run enilab as `nobody` (tests/rootless/asnobody.py)."""
+    why = asnobody.missing()
+    if why:
+        pytest.skip(why)
     _need_user_namespaces()
-    if not os.access(DEBIAN_PYTHON, os.X_OK) or shutil.which("runuser") is None:
-        pytest.skip(f"needs {DEBIAN_PYTHON} and runuser")
-    top = Path(tempfile.mkdtemp(prefix="enilab-rootless-"))  # pytest's own temp folders are root's alone
-    top.chmod(0o755)
-    venv = top / "venv"
-    subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next(venv.glob("lib/python3*/site-packages"))
-    # The checkout and the project's venv may sit below folders nobody cannot enter (a CI clone in a 0700
-    # temp folder): each command binds them on folders of this tree, in a mount namespace of its own.
-    binds = {top / "src": ROOT, top / "deps": Path(sysconfig.get_paths()["purelib"])}
-    for mountpoint in binds:
-        mountpoint.mkdir(mode=0o755)
-    (site / "enilab-under-test.pth").write_text("".join(f"{m}\n" for m in binds))
-    home = top / "home"
-    home.mkdir(mode=0o700)
-    os.chown(home, 65534, 65534)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
-           "LANG": "C.UTF-8", "COLUMNS": "200", "PYTHON": str(venv / "bin" / "python"),
-           "ENILAB_TEST_BINDS": json.dumps({str(m): str(src) for m, src in binds.items()})}
-    readable = _as_nobody(env, "-c", "import testbed.apps.cli, scapy.all")
-    assert readable.returncode == 0, f"nobody cannot import the checkout or its dependencies (check the " \
-                                     f"permissions of {ROOT} and {sysconfig.get_paths()['purelib']}): {readable.stderr}"
-    try:
+    with asnobody.prepared() as env:
         yield env
-    finally:
-        shutil.rmtree(top)
 
 
 def _nobody_argv(env: dict[str, str], *args: str, user: str = "nobody") -> list[str]:
-    """The command line that runs enilab's Python as `nobody` (or `user`), in a private mount namespace where the
-    checkout and its dependencies are bound on folders that user can enter (nothing is mounted in the host's)."""
-    binds = [x for mountpoint, src in json.loads(env["ENILAB_TEST_BINDS"]).items() for x in (src, mountpoint)]
-    script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; '
-              'shift; exec "$@"')
-    user_env = [f"{k}={v}" for k, v in env.items() if k != "ENILAB_TEST_BINDS"]
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *binds, "--",
-            "runuser", "-u", user, "--", "env", "-i", *user_env, env["PYTHON"], *args]
+    return asnobody.argv(env, *args, user=user)
 
 
 def _as_nobody(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_nobody_argv(env, *args), capture_output=True, text=True, timeout=timeout,
-                          cwd=env["HOME"])
+    return asnobody.run(env, *args, timeout=timeout)
 
 
 def _host_namespaces() -> set[str]:
@@ -101,6 +62,7 @@ def _host_namespaces() -> set[str]:
 
 
 @pytest.mark.netns
+@HOST_ROOT
 def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", "rp-filter-lesson", "--json")  # a built-in, by name
     assert done.returncode == 0, done.stderr
@@ -113,6 +75,7 @@ def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
 
 
 @pytest.mark.netns
+@HOST_ROOT
 def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "demo", "--png", f"{nobody['HOME']}/t.png")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
@@ -123,6 +86,7 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
 
 
 @pytest.mark.netns
+@HOST_ROOT
 def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
     """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
     through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
@@ -159,6 +123,7 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
 
 
 @pytest.mark.netns
+@HOST_ROOT
 def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
                       "--json")
@@ -168,10 +133,11 @@ def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
 
 
 @pytest.mark.netns
+@pytest.mark.host_root("it checks that ENILAB_ROOTLESS=1 moves root out of the host's namespaces, which a "
+                       "process already in a user namespace has left")
 def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     """ENILAB_ROOTLESS=1 as root: the run's namespaces appear in the private folder standing in for
     /run/netns, its record in the one standing in for /run/enilab; the host's see neither."""
-    _need_root()
     _need_user_namespaces()
     before = _host_namespaces()
     env = {**os.environ, "ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
@@ -195,6 +161,7 @@ def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
 
 
 @pytest.mark.netns
+@HOST_ROOT
 def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
     """While `nobody` holds namespaces of its own, a second user (`daemon`) can neither open the process's
     namespaces nor read its private folder; the host's /run/netns does not show them."""
@@ -219,7 +186,7 @@ def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
                 break
             pid = int(children[0])
         targets = [f"/proc/{pid}/ns/user", f"/proc/{pid}/ns/net", f"/proc/{pid}/ns/mnt", nobody["HOME"] + "/enilab"]
-        other = subprocess.run(["runuser", "-u", "daemon", "--", DEBIAN_PYTHON, "-c", probe, *targets],
+        other = subprocess.run(["runuser", "-u", "daemon", "--", asnobody.DEBIAN_PYTHON, "-c", probe, *targets],
                                capture_output=True, text=True, timeout=60)
         assert other.stdout.split("\n")[:-1] == [f"refused {t}" for t in targets], other.stdout + other.stderr
     finally:
