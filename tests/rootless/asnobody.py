@@ -22,6 +22,7 @@ import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 __all__ = ["DEBIAN_PYTHON", "ROOT", "argv", "missing", "prepared", "run"]
@@ -54,6 +55,7 @@ def prepared(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]
         for mountpoint in binds:
             mountpoint.mkdir(mode=0o755)
         (site / "enilab-under-test.pth").write_text("".join(f"{m}\n" for m in binds))
+        _console_scripts(venv)
         home = top / "home"
         home.mkdir(mode=0o700)
         os.chown(home, NOBODY, NOBODY)
@@ -68,6 +70,15 @@ def prepared(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]
         yield env
     finally:
         shutil.rmtree(top)
+
+
+def _console_scripts(venv: Path) -> None:
+    """enilab's commands in the venv's bin/, as pip would write them (the docs run `.venv/bin/enilab`)."""
+    for entry in metadata.distribution("enilab").entry_points.select(group="console_scripts"):
+        script = venv / "bin" / entry.name
+        script.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {entry.module} import {entry.attr}\n"
+                          f"sys.exit({entry.attr}())\n")
+        script.chmod(0o755)
 
 
 def argv(env: dict[str, str], *args: str, user: str = "nobody", cwd: str | None = None) -> list[str]:
