@@ -256,3 +256,90 @@ def test_only_a_single_live_controller_is_joined(monkeypatch, tmp_path):
     assert rootless.live_controller("../live-a") is None and rootless.live_controller("missing") is None
     (tmp_path / "live-b" / "owner.json").unlink()
     assert rootless.live_controller(None) == me
+
+
+CONTAINER = """
+import ctypes, os, sys
+from eni_core import userns
+from testbed.world import rootless, runs
+owner = rootless.live_controller(sys.argv[1])
+userns.join(owner["pid"], lambda: runs.owner_alive(owner))
+assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # the container's network namespace
+print(os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.netns
+@HOST_ROOT
+def test_the_cni_plugin_called_from_outside_joins_the_users_cluster_and_no_one_elses(nobody):
+    """A rootless runtime of nobody's (a process that started its container in the cluster's user namespace)
+    calls the installed `enilab-cni` from outside it: ADD, CHECK and DEL wire and unwire the container, the
+    controller's status shows it. Another user gets a CNI error and no IP."""
+    cli_ = ("-m", "testbed.apps.cli")
+    name = f"rlcni-{os.getpid()}"
+    home = nobody["HOME"]
+    up = _as_nobody(nobody, *cli_, "up", "default", "--name", name)
+    assert up.returncode == 0, up.stderr
+    container = None
+    try:
+        assert _as_nobody(nobody, *cli_, "cni", "install", f"{home}/bin").returncode == 0
+        conflist = _as_nobody(nobody, *cli_, "cni", "config", "--node", "node-1", "--name", name)
+        assert conflist.returncode == 0, conflist.stderr
+        doc = json.loads(conflist.stdout)
+        conf = {"cniVersion": doc["cniVersion"], "name": doc["name"], **doc["plugins"][0]}
+        container = subprocess.Popen(_nobody_argv(nobody, "-c", CONTAINER, name), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        netns_path = f"/proc/{container.stdout.readline().strip()}/ns/net"
+
+        def plugin(command: str, config: dict, user: str = "nobody", env: dict | None = None, folder: str = home):
+            cni_env = {**(env or nobody), "CNI_COMMAND": command, "CNI_CONTAINERID": "rl-1", "CNI_NETNS": netns_path,
+                       "CNI_IFNAME": "eth0", "CNI_PATH": f"{folder}/bin"}
+            done = subprocess.run(asnobody.argv(cni_env, "-IS", f"{folder}/bin/enilab-cni", user=user, cwd="/"),
+                                  input=json.dumps(config), capture_output=True, text=True, timeout=60)
+            return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
+
+        code, result, err = plugin("ADD", conf)
+        assert code == 0, (result, err)
+        ip = result["ips"][0]["address"].split("/")[0]
+        status = _as_nobody(nobody, *cli_, "status", "--name", name, "--json")
+        wired = json.loads(status.stdout)["state"]["nodes"]["node-1"]
+        assert ip in json.dumps(wired) and "rl-1" in json.dumps(wired), status.stdout
+        code, checked, err = plugin("CHECK", {**conf, "prevResult": result})
+        assert code == 0 and checked is None, (checked, err)
+        own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
+        (own / "bin").mkdir()
+        shutil.copy2(f"{home}/bin/enilab-cni", own / "bin")
+        for path in (own, own / "bin", own / "bin" / "enilab-cni"):
+            os.chown(path, 1, 1)
+        try:
+            for xdg in (home, str(own)):  # daemon: nobody's folder, then its own
+                code, refused, err = plugin("ADD", conf, user="daemon", folder=str(own),
+                                            env={**nobody, "HOME": "/tmp", "XDG_RUNTIME_DIR": xdg})
+                assert code == 1 and "is up" in refused["msg"] and "Traceback" not in err, (refused, err)
+        finally:
+            shutil.rmtree(own)
+        code, deleted, err = plugin("DEL", conf)
+        assert code == 0 and deleted is None, (deleted, err)
+        status = _as_nobody(nobody, *cli_, "status", "--name", name, "--json")
+        assert "rl-1" not in status.stdout
+    finally:
+        if container is not None:
+            container.stdin.close()
+            container.wait(timeout=60)
+        down = _as_nobody(nobody, *cli_, "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/run", "missing", "ok"])
+def test_the_cni_client_finds_the_private_folder_by_the_same_rule_as_enilab(monkeypatch, tmp_path, xdg):
+    """The standalone client may import nothing of the project, so it repeats userns.state_base's rule; the
+    two must agree."""
+    from eni_core import cni_client
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "ok").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / xdg) if xdg in ("missing", "ok") else xdg)
+    assert Path(cni_client.rootless_base()) == userns.state_base()
