@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit, property, scenario, netns end-to-end (as root), the labs and the labs in a browser.
-# As root, tests marked `root` must run: ENILAB_REQUIRE_ROOT=1 turns a would-be skip into a failure.
+# Runs every test: unit, property, scenario, netns end-to-end (as root), the labs and the labs in a browser,
+# then the netns tests again as an unprivileged user (rootless). As root, tests marked `netns` or
+# `host_root` must run: ENILAB_REQUIRE_ROOT=1 turns a would-be skip into a failure.
 set -euo pipefail
 venv=${1:-.venv}
 jobs=${2:-auto}
@@ -40,12 +41,23 @@ browser_rc=$?
 # --doctest-modules: the examples in eni_core's and testbed's docstrings run too, so they stay true.
 "$venv/bin/pytest" -n "$jobs" -q --doctest-modules tests eni_core testbed --ignore=tests/browser
 rc=$?
+# Every netns test again as `nobody`, on the rootless path: the session enters a user namespace of its own
+# before its workers start (tests/rootless/asnobody.py: a venv from /usr/bin/python3 and the checkout bound
+# where nobody can read it). ENILAB_REQUIRE_NETNS=1: none may skip for want of namespaces; the tests that
+# need the host's root (host_root) skip, each saying why.
+rootless_rc=0
+if [ "$(id -u)" = 0 ]; then
+    echo "enilab: the netns tests again as nobody (rootless)"
+    env -u ENILAB_REQUIRE_ROOT ENILAB_REQUIRE_NETNS=1 "$venv/bin/python" -m tests.rootless.asnobody \
+        -m pytest -n "$jobs" -q -p no:cacheprovider -m netns tests
+    rootless_rc=$?
+fi
 set -e
 echo "enilab: test suite took $(( $(date +%s) - start )) s on $(nproc) cores"
-for code in "$labs_rc" "$browser_rc" "$rc"; do
+for code in "$labs_rc" "$browser_rc" "$rc" "$rootless_rc"; do
     [ "$code" = 5 ] && { echo "enilab: no test ran; that is a failure" >&2; exit 1; }
 done
-for code in "$labs_rc" "$browser_rc"; do
+for code in "$labs_rc" "$browser_rc" "$rootless_rc"; do
     [ "$code" != 0 ] && exit "$code"
 done
 exit "$rc"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from eni_core import netns, userns
-from testbed.apps import cli
+from testbed.apps import bench_rootless, cli
 from testbed.world import rootless, runs
 from tests.helpers import SCENARIOS
 from tests.rootless import asnobody
@@ -130,6 +130,40 @@ def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["running"] == figures["verified"] == 5
+    assert figures["namespaces"] == "rootless" and "rootless" not in figures  # no root figures without root
+
+
+@pytest.mark.netns
+def test_bench_bringup_reports_rootless_figures_beside_roots():
+    """As root, the bring-up runs again in a child on the rootless path (ENILAB_ROOTLESS=1) and both are
+    reported; a process already in a user namespace measures only the rootless path, and says so."""
+    done = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1",
+                           "--pods-per-node", "3", "--compare", "none", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["verified"] == 3
+    if userns.inside():
+        assert figures["namespaces"] == "rootless" and "rootless" not in figures
+        return
+    rootless = figures["rootless"]
+    assert figures["namespaces"] == "root" and rootless["verified"] == rootless["reachable"] == 3
+    assert set(bench_rootless.FIGURES) <= set(rootless) and rootless["teardown_ms_over_root"] > 0
+
+
+@pytest.mark.parametrize(("child", "within"), [
+    ({"unavailable": "user namespaces are not available to this user"}, True),
+    ({"error": "Traceback: boom"}, False),
+    ({"pods": 3, "verified": 2, "reachable": 3, "reach_sample": 3, "cpu_ms_per_pod": 4.0}, False),
+    ({"pods": 3, "verified": 3, "reachable": 3, "reach_sample": 3, "cpu_ms_per_pod": 4.0}, True)])
+def test_a_rootless_run_that_fails_misses_the_target_and_one_the_kernel_refuses_only_says_so(monkeypatch, child,
+                                                                                             within):
+    monkeypatch.setattr(userns, "inside", lambda: False)
+    monkeypatch.setattr(bench_rootless, "rootless_bringup", lambda nodes, pods: dict(child))
+    r = bench_rootless.beside({"cpu_ms_per_pod": 2.0, "within_target": True}, 1, 3)
+    assert r["within_target"] is within and r["namespaces"] == "root"
+    if "cpu_ms_per_pod" in child:
+        assert r["rootless"]["cpu_ms_over_root"] == 2.0
 
 
 @pytest.mark.netns
