@@ -22,8 +22,9 @@ import pytest
 from eni_core import netns, userns
 from testbed.apps import bench_rootless, cli
 from testbed.world import rootless, runs
-from tests.helpers import SCENARIOS
+from tests.helpers import SCENARIOS, build_wheel
 from tests.rootless import asnobody
+from tests.test_plugin_example import _readme_example
 
 HOST_ROOT = pytest.mark.host_root("it switches to another user (runuser), which only the host's root may do")
 
@@ -377,3 +378,46 @@ def test_the_cni_client_finds_the_private_folder_by_the_same_rule_as_enilab(monk
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / xdg) if xdg in ("missing", "ok") else xdg)
     assert Path(cni_client.rootless_base()) == userns.state_base()
+
+
+@pytest.mark.netns
+@HOST_ROOT
+def test_the_plugin_runs_the_readme_example_rootless_from_a_wheel_in_a_project_of_nobodys(tmp_path):
+    """The README's pytest example in a project of its own, against enilab installed from its wheel into a
+    venv nobody can run: as nobody its netns test runs in a user namespace (one process, and under xdist
+    with ENILAB_ROOTLESS=1 or ENILAB_REQUIRE_NETNS=1); under xdist without either it is skipped, saying what
+    to do."""
+    why = asnobody.missing()
+    if why:
+        pytest.skip(why)
+    _need_user_namespaces()
+    wheel = build_wheel(tmp_path)
+    top = Path(tempfile.mkdtemp(prefix="enilab-wheel-"))
+    try:
+        top.chmod(0o755)
+        venv = top / "venv"
+        subprocess.run([asnobody.DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                                  "-q", str(wheel), "pytest", "pytest-xdist"], capture_output=True, text=True,
+                                 timeout=900)
+        assert install.returncode == 0, install.stderr
+        project = top / "project"
+        project.mkdir()
+        (project / "test_network.py").write_text(_readme_example())
+        os.chown(project, asnobody.NOBODY, asnobody.NOBODY)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(project), "XDG_RUNTIME_DIR": str(project), "LANG": "C.UTF-8",
+               "PYTHON": str(venv / "bin" / "python"), "ENILAB_TEST_BINDS": "{}"}
+
+        def pytest_as_nobody(*args: str, **extra: str) -> str:
+            done = subprocess.run(asnobody.argv({**env, **extra}, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                                "-rs", *args, cwd=str(project)),
+                                  capture_output=True, text=True, timeout=600)
+            return done.stdout + done.stderr
+
+        assert "2 passed" in pytest_as_nobody()
+        assert "2 passed" in pytest_as_nobody("-n", "2", ENILAB_ROOTLESS="1")
+        skipped = pytest_as_nobody("-n", "2")
+        assert "1 passed, 1 skipped" in skipped and "set ENILAB_ROOTLESS=1 so the session enters one" in skipped
+        assert "2 passed" in pytest_as_nobody("-n", "2", ENILAB_REQUIRE_NETNS="1")  # CI's way: enter, never skip
+    finally:
+        shutil.rmtree(top)
