@@ -421,3 +421,22 @@ def test_the_plugin_runs_the_readme_example_rootless_from_a_wheel_in_a_project_o
         assert "2 passed" in pytest_as_nobody("-n", "2", ENILAB_REQUIRE_NETNS="1")  # CI's way: enter, never skip
     finally:
         shutil.rmtree(top)
+
+
+def test_the_cni_client_joins_only_a_single_live_controller(tmp_path):
+    """The client's own reading of the registry (it may not import runs): a dead or reused pid, a malformed
+    record, or two live clusters without a name give nothing to join."""
+    from eni_core import cni_client
+
+    me = runs.this_process()
+    for name, record in {"live-a": me, "live-b": me, "dead": {"pid": me["pid"], "start": "1"},
+                         "gone": {"pid": 2 ** 22 + 1, "start": me["start"]}, "odd": {"pid": "1"}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.json").write_text(json.dumps(record))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "owner.json").write_text("{not json")
+    assert cni_client._live_controller(str(tmp_path), "live-a") == ("live-a", me["pid"], me["start"])
+    assert cni_client._live_controller(str(tmp_path), None) == ()
+    for name in ("dead", "gone", "odd", "broken", "missing", "../live-a"):
+        assert cni_client._live_controller(str(tmp_path), name) == ()
+    assert cni_client._live_controller(str(tmp_path / "nowhere"), None) == ()
