@@ -59,6 +59,7 @@ def no_namespaces_at_all(monkeypatch):
     monkeypatch.setattr(userns, "inside", lambda: False)
     monkeypatch.setattr(userns, "enter", refuse)
     monkeypatch.setattr(pytest_plugin, "_entered", {})
+    monkeypatch.setattr(pytest_plugin, "_process", {"xdist_worker": False})  # this test may run in one
     for variable in ("ENILAB_REQUIRE_ROOT", "ENILAB_REQUIRE_NETNS", "ENILAB_ROOTLESS", pytest_plugin.REFUSED_VARIABLE):
         monkeypatch.delenv(variable, raising=False)
 

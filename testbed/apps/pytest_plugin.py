@@ -45,8 +45,13 @@ def _require_netns() -> bool:
     return "1" in (os.environ.get("ENILAB_REQUIRE_NETNS"), os.environ.get("ENILAB_REQUIRE_ROOT"))
 
 
+_process = {"xdist_worker": False}  # set when this process is configured as an xdist worker
+
+
 def _is_xdist_worker() -> bool:
-    return "PYTEST_XDIST_WORKER" in os.environ
+    """Whether this process is an xdist worker (by its configuration: a pytest it starts inherits the
+    environment, not the worker's threads)."""
+    return _process["xdist_worker"]
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
@@ -267,6 +272,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "root: deprecated, the old name of the netns marker")
     config.addinivalue_line("markers", "host_root(reason): needs root of the host itself, which no user namespace "
                                        "gives; the reason says why")
+    if hasattr(config, "workerinput"):
+        _process["xdist_worker"] = True
     asked = os.environ.get("ENILAB_ROOTLESS") == "1" or _require_netns()
     if asked and userns.wanted() and _is_xdist_controller(config) and not _is_xdist_worker():
         why = _enter(config)
