@@ -83,8 +83,7 @@ def test_a_netns_test_fails_instead_when_ci_requires_namespaces(pytester, no_nam
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "needs_namespaces")
     result.assert_outcomes(errors=1)  # failed in setup: reported, and the run exits non-zero
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*ENILAB_REQUIRE_NETNS=1 but this test cannot have network namespaces: "
-                                 "no user namespace*"])
+    result.stdout.fnmatch_lines([f"*{variable}=1 but this test cannot have network namespaces: no user namespace*"])
 
 
 def test_a_netns_cluster_without_the_marker_says_why_it_cannot_be(pytester, no_namespaces_at_all):

@@ -41,8 +41,10 @@ REFUSED_VARIABLE = "_ENILAB_NETNS_REFUSED"  # why the xdist controller could not
 _entered: dict[str, str | None] = {}  # "why": the reason entering failed (None: it worked), once tried
 
 
-def _require_netns() -> bool:
-    return "1" in (os.environ.get("ENILAB_REQUIRE_NETNS"), os.environ.get("ENILAB_REQUIRE_ROOT"))
+def _required_by() -> str | None:
+    """The variable by which CI demands that netns tests run (ENILAB_REQUIRE_NETNS=1, or the older
+    ENILAB_REQUIRE_ROOT=1), or None."""
+    return next((v for v in ("ENILAB_REQUIRE_NETNS", "ENILAB_REQUIRE_ROOT") if os.environ.get(v) == "1"), None)
 
 
 _process = {"xdist_worker": False}  # set when this process is configured as an xdist worker
@@ -97,8 +99,9 @@ def require_netns() -> None:
     why = netns_problem()
     if why is None:
         return
-    if _require_netns():
-        pytest.fail(f"ENILAB_REQUIRE_NETNS=1 but this test cannot have network namespaces: {why}", pytrace=False)
+    required = _required_by()
+    if required:
+        pytest.fail(f"{required}=1 but this test cannot have network namespaces: {why}", pytrace=False)
     pytest.skip(f"needs network namespaces: {why}")
 
 
@@ -274,7 +277,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "gives; the reason says why")
     if hasattr(config, "workerinput"):
         _process["xdist_worker"] = True
-    asked = os.environ.get("ENILAB_ROOTLESS") == "1" or _require_netns()
+    asked = os.environ.get("ENILAB_ROOTLESS") == "1" or _required_by() is not None
     if asked and userns.wanted() and _is_xdist_controller(config) and not _is_xdist_worker():
         why = _enter(config)
         if why is not None:
