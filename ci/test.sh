@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: unit, property, scenario, netns end-to-end (as root), the labs and the labs in a browser.
-# As root, tests marked `root` must run: ENILAB_REQUIRE_ROOT=1 turns a would-be skip into a failure.
+# Runs every test: unit, property, scenario, netns end-to-end (as root), the labs and the labs in a browser,
+# then the netns tests again as an unprivileged user (rootless). As root, tests marked `netns` or
+# `host_root` must run: ENILAB_REQUIRE_ROOT=1 turns a would-be skip into a failure.
 set -euo pipefail
 venv=${1:-.venv}
 jobs=${2:-auto}
@@ -27,6 +28,17 @@ python_abs=$(cd "$venv/bin" && pwd)/python
     'import sys, testbed.apps.labs as m; assert m.__file__.startswith(sys.argv[1]), m.__file__' "$site/lib")
 
 set +e
+# Every netns test again as `nobody`, on the rootless path: the session enters a user namespace of its own
+# before its workers start (tests/rootless/asnobody.py: a venv from /usr/bin/python3 and the checkout bound
+# where nobody can read it). ENILAB_REQUIRE_NETNS=1: none may skip for want of namespaces; the tests that
+# need the host's root (host_root) skip, each saying why. It runs beside the labs (one notebook at a time,
+# mostly waiting on kernels), in namespaces of its own; its output is shown when it ends.
+rootless_rc=0
+if [ "$(id -u)" = 0 ]; then
+    env -u ENILAB_REQUIRE_ROOT ENILAB_REQUIRE_NETNS=1 "$venv/bin/python" -m tests.rootless.asnobody \
+        -m pytest -n "$jobs" -q -p no:cacheprovider -m netns tests >"$site/rootless.log" 2>&1 &
+    rootless_pid=$!
+fi
 labs_rc=0
 for answers in 1 wrong; do
     echo "enilab: the labs with ENILAB_LAB_SOLUTIONS=$answers"
@@ -34,6 +46,12 @@ for answers in 1 wrong; do
     rc_one=$?
     [ "$labs_rc" = 0 ] && labs_rc=$rc_one
 done
+if [ -n "${rootless_pid:-}" ]; then
+    wait "$rootless_pid"
+    rootless_rc=$?
+    echo "enilab: the netns tests again as nobody (rootless)"
+    cat "$site/rootless.log"
+fi
 # A normal user made for the test clones this checkout and runs `make demo`; then every lab in JupyterLab
 # started as that user, in a real browser (chromium), one browser for all, screenshots in artifacts/labs/.
 "$venv/bin/pytest" -q -p no:xdist tests/browser
@@ -43,10 +61,10 @@ browser_rc=$?
 rc=$?
 set -e
 echo "enilab: test suite took $(( $(date +%s) - start )) s on $(nproc) cores"
-for code in "$labs_rc" "$browser_rc" "$rc"; do
+for code in "$labs_rc" "$browser_rc" "$rc" "$rootless_rc"; do
     [ "$code" = 5 ] && { echo "enilab: no test ran; that is a failure" >&2; exit 1; }
 done
-for code in "$labs_rc" "$browser_rc"; do
+for code in "$labs_rc" "$browser_rc" "$rootless_rc"; do
     [ "$code" != 0 ] && exit "$code"
 done
 exit "$rc"

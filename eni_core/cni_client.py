@@ -8,6 +8,12 @@ import than the rest of the run), so that `python -IS` starts it in a few millis
 netlink work. The agent is found by the netconf's `cluster` (default: the only cluster that is up) and
 `node`, or by an explicit `agentSocket` (a standalone `enilab-agent`).
 
+A normal user's cluster lives in a user namespace of its own (eni_core/userns.py). Called by a process of
+that user from outside it (a rootless runtime), the client first joins the user and mount namespaces of the
+cluster's controller, found through the owner record in the user's private folder, so the registry and
+CNI_NETNS read as they do inside; the container's namespace must belong to that user namespace (a runtime
+started inside it made it), since no other can be entered from there.
+
 This file is also installed on its own (`enilab cni install DIR`): it must not import from the project.
 """
 import _json
@@ -87,6 +93,87 @@ def clusters_dir() -> str:
                                                                   "clusters")
 
 
+def _inside_user_namespace() -> bool:
+    """Whether this process runs in a user namespace other than the host's (eni_core.userns.inside)."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.readline().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def rootless_base() -> str:
+    """The user's private folder of rootless runs, eni_core.userns.state_base's rule (tested to agree):
+    `$XDG_RUNTIME_DIR/enilab`, else `~/.cache/enilab`."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+        return os.path.join(xdg, "enilab")
+    return os.path.join(os.path.expanduser("~"), ".cache", "enilab")
+
+
+def _process_start(pid: int) -> str | None:
+    """testbed.world.runs.process_start: field 22 of /proc/PID/stat, None for a zombie or no process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _live_controller(registry: str, cluster: object) -> tuple:
+    """(name, pid, start) of the named cluster's live controller in `registry`, or of the only live one."""
+    live = []
+    for name in _listing(registry):
+        if cluster is not None and name != cluster:
+            continue
+        try:
+            with open(os.path.join(registry, name, "owner.json")) as f:
+                record = loads(f.read())
+        except (OSError, ValueError):
+            continue
+        pid = record.get("pid") if isinstance(record, dict) else None
+        if isinstance(pid, int) and pid > 0 and _process_start(pid) is not None \
+                and _process_start(pid) == record.get("start"):
+            live.append((name, pid, record["start"]))
+    return live[0] if len(live) == 1 else ()
+
+
+def join_rootless_cluster(config: dict) -> None:
+    """Without root (or with ENILAB_ROOTLESS=1), outside any user namespace: join the user and mount
+    namespaces of this user's rootless cluster that the netconf names (or the only one up). Nothing to join
+    (no such cluster, or a registry given explicitly): stay, and the registry says what is up."""
+    if (os.geteuid() == 0 and os.environ.get("ENILAB_ROOTLESS") != "1") or _inside_user_namespace():
+        return
+    if config.get("agentSocket") is not None or config.get("clustersDir") is not None \
+            or os.environ.get("ENILAB_CLUSTERS_DIR") or os.environ.get("ENILAB_RUN_DIR"):
+        return
+    found = _live_controller(os.path.join(rootless_base(), "run", "clusters"), config.get("cluster"))
+    if not found:
+        return
+    name, pid, start = found
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fds = []
+    try:
+        try:
+            fds = [(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC), flag)
+                   for kind, flag in (("user", 0x10000000), ("mnt", 0x00020000))]
+        except OSError as err:
+            raise PluginError(PLUGIN_NOT_AVAILABLE, f"cannot open the namespaces of cluster {name}'s controller "
+                              f"(pid {pid}): {err.strerror}") from None
+        if _process_start(pid) != start:
+            raise PluginError(TRY_AGAIN, f"cluster {name}'s controller (pid {pid}) ended; is the cluster up?")
+        for fd, flag in fds:
+            if libc.setns(fd, flag) != 0:
+                raise PluginError(PLUGIN_NOT_AVAILABLE, f"cannot join the user namespace of cluster {name}'s "
+                                  f"controller (pid {pid}): {os.strerror(ctypes.get_errno())}")
+    finally:
+        for fd, _ in fds:
+            os.close(fd)
+
+
 def _listing(folder: str) -> list:
     try:
         return sorted(os.listdir(folder))
@@ -162,8 +249,9 @@ def run(env: dict, stdin: bytes) -> tuple:
         if command == "VERSION":
             return 0, {"cniVersion": config.get("cniVersion") or SUPPORTED_VERSIONS[-1],
                        "supportedVersions": list(SUPPORTED_VERSIONS)}
+        own = os.stat("/proc/self/ns/net")  # the runtime's namespace, whatever the client joins
+        join_rootless_cluster(config)
         path = find_agent(config)
-        own = os.stat("/proc/self/ns/net")
         params = {"env": {k: env[k] for k in CNI_ENV if k in env}, "stdin": text,
                   "caller_netns": [own.st_dev, own.st_ino]}
         try:

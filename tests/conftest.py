@@ -1,4 +1,4 @@
-"""Every root test, wherever it lives, must leave no namespace of its own runs behind; and Hypothesis
+"""Every netns test, wherever it lives, must leave no namespace of its own runs behind; and Hypothesis
 runs the profile named by ENILAB_HYPOTHESIS_PROFILE:
 
 - `ci` (the default, `make test`): derandomized, so every run tries the same examples and a failure is a
@@ -46,7 +46,7 @@ def _mine() -> list[str]:
 
 @pytest.fixture(autouse=True)
 def no_namespace_left_behind(request):
-    if request.node.get_closest_marker("root") is None or os.geteuid() != 0:
+    if request.node.get_closest_marker("netns") is None or os.geteuid() != 0:
         yield
         return
     before = set(_mine())

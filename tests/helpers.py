@@ -1,6 +1,9 @@
 """Small builders shared by the tests."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -11,6 +14,23 @@ from testbed.world.vpc import FaultConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fixtures" / "scenarios"
+
+
+def build_wheel(folder: Path) -> Path:
+    """enilab's wheel, built from a copy of the checkout in `folder` (building in the checkout would write
+    build/ into it); the wheel's path."""
+    source = folder / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("eni_core", "testbed", "fixtures"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = folder / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("enilab-*.whl")
+    return wheel
 
 
 def subnet(id_: str = "subnet-a", cidr: str = "10.0.1.0/24", reserved: int = 3) -> Subnet:

@@ -66,6 +66,13 @@ def _needs_root(path: Path) -> bool:
     return any(re.search(r"\bsudo\b", b.body) for b in _shell_blocks(path) if b.skip is None)
 
 
+def _marks(path: Path) -> list[pytest.MarkDecorator]:
+    """netns where a block needs root (`sudo`); host_root too where one runs podman, which runs as root here."""
+    runs = " ".join(b.body for b in _shell_blocks(path) if b.skip is None)
+    podman = [pytest.mark.host_root("a block runs podman as root")] if re.search(r"\bpodman\b", runs) else []
+    return [pytest.mark.netns, *podman] if _needs_root(path) else []
+
+
 def test_skip_markers_are_few_give_reasons_and_each_skips_a_block():
     skips = []
     for path in DOCS:
@@ -121,8 +128,7 @@ def _tidy(cwd: Path, env: dict[str, str], started: list[int], before: set[str]) 
     return leaked
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.root] if _needs_root(p) else [], id=p.name)
-                                  for p in DOCS if _shell_blocks(p)])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=_marks(p), id=p.name) for p in DOCS if _shell_blocks(p)])
 def test_every_command_block_runs_in_order_as_written(path: Path, tmp_path: Path):
     cwd = tmp_path / "checkout"
     cwd.mkdir()

@@ -209,7 +209,7 @@ def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
     assert kernel_table_of(c, "pod-1") is None
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatch):
     monkeypatch.delenv("ENILAB_LABS_BACKEND", raising=False)
     c = open_cluster(SMALL, need_kernel=True)
@@ -305,7 +305,8 @@ def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
                     client.execute_cell(cell, i)
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.host_root("the containers backend starts podman as root; rootless podman is not wired to enilab yet")
 def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monkeypatch):
     from tests.containers.helpers import SMALL as BOXES
     from tests.containers.helpers import need_engine

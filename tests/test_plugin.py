@@ -1,11 +1,14 @@
-"""The pytest plugin as CI users meet it: fixtures at every scope, cleanup on failure, and the root marker
-that skips with a reason locally but fails under ENILAB_REQUIRE_ROOT=1."""
+"""The pytest plugin as CI users meet it: fixtures at every scope, cleanup on failure, the netns marker that
+runs rootless where user namespaces allow, skips with a reason where nothing does and fails under
+ENILAB_REQUIRE_NETNS=1, and the host_root marker."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
+from eni_core import userns
+from testbed.apps import pytest_plugin
 from tests.helpers import ROOT
 
 pytest_plugins = ["pytester"]
@@ -34,38 +37,148 @@ def test_module_scope_is_shared_b(shared):
 def test_session_scope(enilab_session_cluster):
     assert enilab_session_cluster(TOPO, backend="sim").backend == "sim"
 
-@pytest.mark.root
-def test_needs_root():
+@pytest.mark.netns
+def test_needs_namespaces():
     pass
 """
 
 
 def test_fixtures_at_every_scope(pytester):
     pytester.makepyfile(EXAMPLE)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not needs_root")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "not needs_namespaces")
     result.assert_outcomes(passed=4)
 
 
-def test_root_marker_skips_with_a_reason_when_not_root(pytester, monkeypatch):
+@pytest.fixture
+def no_namespaces_at_all(monkeypatch):
+    """A normal user on a kernel that refuses user namespaces: neither root nor rootless is possible."""
+    def refuse() -> None:
+        raise userns.RootlessError("user namespaces are not available to this user (Operation not permitted)")
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.delenv("ENILAB_REQUIRE_ROOT", raising=False)
-    pytester.makepyfile(EXAMPLE)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "needs_root", "-rs")
+    monkeypatch.setattr(userns, "inside", lambda: False)
+    monkeypatch.setattr(userns, "enter", refuse)
+    monkeypatch.setattr(pytest_plugin, "_entered", {})
+    monkeypatch.setattr(pytest_plugin, "_process", {"xdist_worker": False})  # this test may run in one
+    for variable in ("ENILAB_REQUIRE_ROOT", "ENILAB_REQUIRE_NETNS", "ENILAB_ROOTLESS", pytest_plugin.REFUSED_VARIABLE):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.mark.parametrize("marker", ["netns", "root"])
+def test_a_netns_test_is_skipped_with_the_reason_only_without_root_and_user_namespaces(pytester, no_namespaces_at_all,
+                                                                                       marker):
+    pytester.makepyfile(EXAMPLE.replace("@pytest.mark.netns", f"@pytest.mark.{marker}"))
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "needs_namespaces", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs root and network namespaces*"])
+    result.stdout.fnmatch_lines(["*needs network namespaces: no user namespace for the netns tests: user namespaces "
+                                 "are not available to this user*"])
+    if marker == "root":
+        result.stdout.fnmatch_lines(["*the `root` marker is now `netns`*"])
 
 
-def test_root_marker_fails_under_enilab_require_root(pytester, monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setenv("ENILAB_REQUIRE_ROOT", "1")
+@pytest.mark.parametrize("variable", ["ENILAB_REQUIRE_NETNS", "ENILAB_REQUIRE_ROOT"])
+def test_a_netns_test_fails_instead_when_ci_requires_namespaces(pytester, no_namespaces_at_all, monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
     pytester.makepyfile(EXAMPLE)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "needs_root")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "needs_namespaces")
     result.assert_outcomes(errors=1)  # failed in setup: reported, and the run exits non-zero
     assert result.ret != 0
-    result.stdout.fnmatch_lines(["*ENILAB_REQUIRE_ROOT=1 but not root*"])
+    result.stdout.fnmatch_lines([f"*{variable}=1 but this test cannot have network namespaces: no user namespace*"])
 
 
-@pytest.mark.root
+def test_a_netns_cluster_without_the_marker_says_why_it_cannot_be(pytester, no_namespaces_at_all):
+    pytester.makepyfile(EXAMPLE + """
+def test_unmarked(enilab_cluster):
+    enilab_cluster(TOPO, backend="netns")
+
+def test_auto_falls_back_to_the_simulator(enilab_cluster):
+    assert enilab_cluster(TOPO).backend == "sim"
+""")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "unmarked or auto", "-rs")
+    result.assert_outcomes(skipped=1, passed=1)
+    result.stdout.fnmatch_lines(["*needs network namespaces: no user namespace*"])
+
+
+HOST_ROOT = """
+import pytest
+
+@pytest.mark.host_root("it starts podman as root")
+def test_podman():
+    pass
+"""
+
+
+@pytest.mark.parametrize(("euid", "inside", "require", "outcome"), [
+    (1000, False, "", "skipped"), (0, True, "", "skipped"), (0, True, "1", "errors"), (0, False, "1", "passed")])
+def test_a_host_root_test_runs_only_as_root_of_the_host(pytester, monkeypatch, euid, inside, require, outcome):
+    """Root inside a user namespace is not root of the host: a host_root test is skipped there with its reason,
+    and fails instead under ENILAB_REQUIRE_ROOT=1 (ENILAB_REQUIRE_NETNS=1 alone, the rootless pass, skips it)."""
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setattr(userns, "inside", lambda: inside)
+    monkeypatch.setenv("ENILAB_REQUIRE_NETNS", "1")
+    monkeypatch.setenv("ENILAB_REQUIRE_ROOT", require)
+    pytester.makepyfile(HOST_ROOT)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(**{outcome: 1})
+    if outcome != "passed":
+        result.stdout.fnmatch_lines(["*needs root of the host (it starts podman as root)*"])
+
+
+def test_the_containers_backend_in_a_user_namespace_is_skipped_saying_it_needs_the_hosts_root(pytester, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(userns, "inside", lambda: True)
+    monkeypatch.delenv("ENILAB_REQUIRE_ROOT", raising=False)
+    pytester.makepyfile(EXAMPLE + """
+def test_boxes(enilab_cluster):
+    enilab_cluster(TOPO, backend="containers")
+""")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "boxes", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs root of the host (the containers backend starts podman as root)*"])
+
+
+ROOTLESS_SESSION = """
+import os
+import pytest
+from eni_core import userns
+
+@pytest.mark.netns
+def test_a_cluster_in_the_sessions_user_namespace(enilab_cluster):
+    c = enilab_cluster({topology!r}, backend="netns")
+    c.create_pods(2, node="node-1")
+    for pod in c.running_pods():
+        c.trace(pod, "db-1").assert_delivered()
+    assert userns.inside() and os.geteuid() == 0
+    open(os.environ["PREFIXES"] + "/" + os.environ.get("PYTEST_XDIST_WORKER", "main"), "w").write(
+        c.cluster.backend.run.prefix)
+
+@pytest.mark.parametrize("n", range(3))
+def test_the_others_run_inside_too(n):
+    assert userns.inside()
+"""
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_rootless_session_builds_its_clusters_in_a_user_namespace_of_its_own(pytester, tmp_path, monkeypatch,
+                                                                                xdist):
+    """ENILAB_ROOTLESS=1 (as a normal user: by itself) moves the session, xdist workers included, into one
+    user namespace before any test runs; the clusters' namespaces never appear in the host's /run/netns."""
+    from eni_core import netns
+
+    prefixes = tmp_path / "prefixes"
+    prefixes.mkdir()
+    monkeypatch.setenv("PREFIXES", str(prefixes))
+    monkeypatch.setenv("ENILAB_ROOTLESS", "1")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    pytester.makepyfile(ROOTLESS_SESSION.format(topology=str(ROOT / "fixtures" / "topologies" / "default.yaml")))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *xdist)
+    result.assert_outcomes(passed=4)
+    (prefix,) = [p.read_text() for p in prefixes.iterdir()]
+    assert not [n for n in netns.list_names() if n.startswith(prefix)]
+
+
+@pytest.mark.netns
 def test_a_failing_test_still_tears_its_cluster_down(pytester):
     from eni_core import netns
 
@@ -81,7 +194,7 @@ def test_boom(enilab_cluster):
     assert not [n for n in netns.list_names() if n.startswith(prefix)]
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_leftovers_of_a_killed_worker_are_removed_by_the_next_session(pytester):
     import signal
     import subprocess

@@ -76,7 +76,7 @@ def test_every_simulate_json_output_matches_the_state_schema(path: Path):
     assert problems(STATE, out) == []
 
 
-@pytest.mark.root
+@pytest.mark.netns
 @pytest.mark.parametrize("name", ["grow-and-shrink", "rp-filter-lesson", "static-ip-retention"])
 def test_run_json_output_on_namespaces_matches_the_state_schema(name: str):
     out = _enilab_json("run", name)

@@ -142,8 +142,23 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
 
             raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
                              "--compare floor,ip_batch,ip")
-        return bench_netns.bench_bringup(args.nodes or 10, args.pods_per_node or 50, compare)
+        from testbed.apps.bench_rootless import beside
+
+        nodes, pods_per_node = args.nodes or 10, args.pods_per_node or 50
+        return beside(bench_netns.bench_bringup(nodes, pods_per_node, compare), nodes, pods_per_node)
     return bench_netns.bench_cni()
+
+
+def _rootless_line(r: dict[str, Any]) -> str:
+    """What `enilab bench bringup` says of its rootless run (testbed/apps/bench_rootless.py)."""
+    if r.get("namespaces") == "rootless":
+        return "measured rootless (in a user namespace): the root figures need root"
+    rl = r.get("rootless", {})
+    if "verified" not in rl:
+        return f"rootless: not measured: {rl.get('unavailable') or rl.get('error')}"
+    return (f"rootless (ENILAB_ROOTLESS=1, a user namespace): {rl['cpu_ms_per_pod']} ms CPU per pod "
+            f"({rl.get('cpu_ms_over_root', '-')}x root), teardown {rl['teardown_s']} s "
+            f"({rl.get('teardown_ms_over_root', '-')}x root), {rl['verified']}/{rl['pods']} read back")
 
 
 def print_result(console, what: str, r: dict[str, Any]) -> None:
@@ -167,6 +182,7 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['verified']} read back, {r['reachable']}/{r['reach_sample']} sampled reachable; "
                       f"{r.get('over_floor_cpu', '-')}x the floor in CPU; teardown {r['teardown_s']} s; "
                       f"CPU ms per pod of the others: {others}: {verdict}")
+        console.print(_rootless_line(r))
     if what == "cni":
         ref = r["reference"]
         against = (f"the reference {ref['plugin']} p50 {ref['p50_ms']} ms, {r['executable_over_reference']}x" if ref

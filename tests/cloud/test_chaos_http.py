@@ -10,7 +10,7 @@ import pytest
 
 from testbed.apps.chaos import run_chaos
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 ITERATIONS = int(os.environ.get("ENILAB_CHAOS_ITERATIONS", "20"))
 
 

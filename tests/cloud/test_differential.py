@@ -125,7 +125,7 @@ def test_enilab_simulate_with_cloud_tencent_prints_the_same_json(name):
     assert simulate("--cloud", "tencent") == simulate()
 
 
-@pytest.mark.root
+@pytest.mark.netns
 @pytest.mark.parametrize("name", ["grow-and-shrink", "static-ip-retention"])
 def test_enilab_run_through_the_sdk_builds_the_same_namespaces_and_routes(name):
     """On real namespaces: the same timeline, kernel read-backs included; only the run's own name prefix

@@ -20,7 +20,8 @@ from eni_core.routing import host_veth_name
 from testbed.world.engine import busybox_rootfs, containers_conf
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.netns, pytest.mark.host_root(
+    "it runs podman as root; rootless podman (subordinate ids, its own user namespace) is not wired to enilab yet")]
 ENILAB = [sys.executable, "-m", "testbed.apps.cli"]
 TOOLS = {"podman": "podman", "runc": "runc", "busybox": "busybox-static"}
 CNI_CACHE = Path("/var/lib/cni")  # libcni 1.1 keeps its result cache here; podman 4.3 cannot move it

@@ -13,7 +13,7 @@ from eni_core.kernel import NamespaceKernel
 from testbed.apps import bench_netns
 from testbed.apps.bench_netns import bench_bringup, bench_cni
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 def test_bench_bringup_reports_every_builder_and_verifies_every_pod():

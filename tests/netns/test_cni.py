@@ -19,7 +19,7 @@ from eni_core.rpc import RpcServer
 from testbed.observe.audit import audit_cluster
 from tests.netns.helpers import kernel_view, netns_cluster
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 CONF = {"cniVersion": "1.0.0", "name": "enilab", "type": "enilab-cni", "cluster": "lab", "node": "node-1"}
 
 

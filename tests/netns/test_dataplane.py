@@ -13,7 +13,7 @@ from testbed.world.scenario import load_scenario
 from tests.helpers import SCENARIOS
 from tests.netns.helpers import kernel_view, netns_cluster, sysctl
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 def assert_node_matches_plan(cluster, name: str) -> None:

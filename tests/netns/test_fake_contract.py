@@ -12,7 +12,7 @@ from eni_core import netns
 from eni_core.kernel import NetlinkPort
 from tests.test_fake_kernel import REFUSALS
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 @pytest.fixture

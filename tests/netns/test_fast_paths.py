@@ -13,7 +13,7 @@ from eni_core import netlink as nl
 from eni_core import netns
 from eni_core.kernel import NamespaceKernel
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 @pytest.fixture

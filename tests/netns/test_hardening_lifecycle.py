@@ -135,7 +135,7 @@ def test_the_controller_refuses_a_bad_node_name_before_making_anything(tmp_path)
     assert not list((run_dir / "clusters").iterdir()) and not (run_dir / "runs").exists()
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_the_controller_deletes_only_the_files_it_made(tmp_path):
     name, topo = topology(tmp_path)
     assert enilab("up", str(topo)).returncode == 0
@@ -195,7 +195,7 @@ def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeyp
     assert deleted == ["enl-0a0b0c-n1"] and report.skipped == ["enl-0d0e0f.json"]
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_clean_never_deletes_a_namespace_no_record_lists(tmp_path):
     """`ip netns add enl-abcdef-mine; enilab clean` must leave it: a name that looks like ours is not ours."""
     lookalike = f"enl-{uuid.uuid4().hex[:6]}-mine"
@@ -216,7 +216,7 @@ def test_clean_never_deletes_a_namespace_no_record_lists(tmp_path):
         netns.delete(unrecorded)
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_path):
     run_dir = tmp_path / "run"  # a run folder of our own: --force must not reach other sessions' live runs
     env = {"ENILAB_RUN_DIR": str(run_dir)}
@@ -242,7 +242,7 @@ def test_clean_force_takes_live_runs_too_but_still_only_what_they_recorded(tmp_p
         shared.unlink()
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_run_keep_leaves_its_namespaces_up_and_clean_removes_them_once_it_exited():
     out = enilab("run", str(SCENARIOS / "grow-and-shrink.yaml"), "--keep", "--json")
     assert out.returncode == 0, out.stderr
@@ -285,7 +285,7 @@ def _connect_as_nobody(path: Path) -> str:
         return f.read().decode()
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_under_umask_000_state_is_private_and_another_user_cannot_connect(tmp_path):
     run_dir = Path(f"/run/enilab-test-{uuid.uuid4().hex[:6]}")  # under /run (0755), as the real one
     env = {"ENILAB_RUN_DIR": str(run_dir)}
@@ -336,7 +336,7 @@ def test_a_state_folder_that_is_a_symlink_is_refused_and_left_alone(tmp_path):
 
 
 # -- a dead controller's name is reusable; a client whose controller dies says so in one line ------------
-@pytest.mark.root
+@pytest.mark.netns
 @pytest.mark.parametrize("then", ["up", "down", "clean"])
 def test_after_kill_9_up_down_and_clean_remove_what_the_dead_controller_left(tmp_path, then):
     env = {"ENILAB_CLUSTERS_DIR": str(tmp_path / "clusters")}  # a clean elsewhere would take our dead cluster
@@ -392,7 +392,7 @@ def test_a_client_whose_controller_dies_mid_request_says_so_in_one_line(tmp_path
 
 
 # -- two `enilab up` of one name at once: exactly one wins -----------------------------------------------
-@pytest.mark.root
+@pytest.mark.netns
 def test_two_ups_of_one_name_at_once_exactly_one_wins(tmp_path):
     name, topo = topology(tmp_path)
     procs = [subprocess.Popen([*ENILAB, "up", str(topo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -30,7 +30,7 @@ def enilab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*ENILAB, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_up_status_pods_down_from_separate_processes(tmp_path):
     name = f"lc-{uuid.uuid4().hex[:6]}"
     topo = tmp_path / "t.yaml"
@@ -58,7 +58,7 @@ def test_up_status_pods_down_from_separate_processes(tmp_path):
     assert gone.returncode == 2 and "no cluster named" in gone.stderr
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_clean_removes_dead_runs_and_nothing_foreign(tmp_path):
     foreign = f"foreign-{uuid.uuid4().hex[:6]}"
     netns.create(foreign)

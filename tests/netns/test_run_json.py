@@ -8,7 +8,7 @@ import pytest
 from testbed.apps import cli
 from tests.helpers import SCENARIOS
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 def test_run_json_streams_only_the_changes_and_the_probes(capsys):

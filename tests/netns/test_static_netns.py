@@ -11,7 +11,7 @@ from testbed.world.cluster import Cluster
 from testbed.world.scenario import load_scenario
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 
 
 def test_a_moved_static_pod_keeps_its_ip_and_traffic_follows_it_to_the_new_node():

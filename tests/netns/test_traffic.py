@@ -16,7 +16,7 @@ from testbed.world.cluster import Cluster
 from testbed.world.scenario import load_scenario, parse_scenario
 from tests.helpers import ROOT, SCENARIOS
 
-pytestmark = pytest.mark.root
+pytestmark = pytest.mark.netns
 DEFAULT = ROOT / "fixtures" / "topologies" / "default.yaml"
 
 

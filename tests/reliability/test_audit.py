@@ -53,7 +53,7 @@ def test_an_ip_given_to_two_pods_is_a_double_allocation():
                                         "what": f"{ip} is allocated to 2 pods: node-1/pod-1, node-2/ghost"}]
 
 
-@pytest.mark.root
+@pytest.mark.netns
 def test_kernel_drift_shows_as_missing_and_stale_routes_until_the_agent_repairs_it():
     from testbed.world.backends.netns import NetnsBackend
     from tests.netns.helpers import netns_cluster

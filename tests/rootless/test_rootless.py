@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from eni_core import netns, userns
-from testbed.apps import cli
+from testbed.apps import bench_rootless, cli
 from testbed.world import rootless, runs
-from tests.helpers import SCENARIOS
+from tests.helpers import SCENARIOS, build_wheel
+from tests.rootless import asnobody
+from tests.test_plugin_example import _readme_example
 
-ROOT = Path(__file__).resolve().parents[2]
-DEBIAN_PYTHON = "/usr/bin/python3"
+HOST_ROOT = pytest.mark.host_root("it switches to another user (runuser), which only the host's root may do")
 
 
 def _need_user_namespaces() -> None:
@@ -39,68 +39,31 @@ def _need_user_namespaces() -> None:
         pytest.skip(reason)
 
 
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("ENILAB_REQUIRE_ROOT") == "1":
-            pytest.fail("these tests switch to another user: run them as root")
-        pytest.skip("these tests switch to another user (runuser): root only")
-
-
 @pytest.fixture(scope="module")
 def nobody() -> Iterator[dict[str, str]]:
-    """A venv `nobody` can run (from /usr/bin/python3, seeing this checkout and its dependencies), and a
-    private folder of that user for XDG_RUNTIME_DIR and HOME: the environment to run enilab as `nobody`."""
-    _need_root()
+    """The environment to run enilab as `nobody` (tests/rootless/asnobody.py)."""
+    why = asnobody.missing()
+    if why:
+        pytest.skip(why)
     _need_user_namespaces()
-    if not os.access(DEBIAN_PYTHON, os.X_OK) or shutil.which("runuser") is None:
-        pytest.skip(f"needs {DEBIAN_PYTHON} and runuser")
-    top = Path(tempfile.mkdtemp(prefix="enilab-rootless-"))  # pytest's own temp folders are root's alone
-    top.chmod(0o755)
-    venv = top / "venv"
-    subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = next(venv.glob("lib/python3*/site-packages"))
-    # The checkout and the project's venv may sit below folders nobody cannot enter (a CI clone in a 0700
-    # temp folder): each command binds them on folders of this tree, in a mount namespace of its own.
-    binds = {top / "src": ROOT, top / "deps": Path(sysconfig.get_paths()["purelib"])}
-    for mountpoint in binds:
-        mountpoint.mkdir(mode=0o755)
-    (site / "enilab-under-test.pth").write_text("".join(f"{m}\n" for m in binds))
-    home = top / "home"
-    home.mkdir(mode=0o700)
-    os.chown(home, 65534, 65534)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home),
-           "LANG": "C.UTF-8", "COLUMNS": "200", "PYTHON": str(venv / "bin" / "python"),
-           "ENILAB_TEST_BINDS": json.dumps({str(m): str(src) for m, src in binds.items()})}
-    readable = _as_nobody(env, "-c", "import testbed.apps.cli, scapy.all")
-    assert readable.returncode == 0, f"nobody cannot import the checkout or its dependencies (check the " \
-                                     f"permissions of {ROOT} and {sysconfig.get_paths()['purelib']}): {readable.stderr}"
-    try:
+    with asnobody.prepared() as env:
         yield env
-    finally:
-        shutil.rmtree(top)
 
 
 def _nobody_argv(env: dict[str, str], *args: str, user: str = "nobody") -> list[str]:
-    """The command line that runs enilab's Python as `nobody` (or `user`), in a private mount namespace where the
-    checkout and its dependencies are bound on folders that user can enter (nothing is mounted in the host's)."""
-    binds = [x for mountpoint, src in json.loads(env["ENILAB_TEST_BINDS"]).items() for x in (src, mountpoint)]
-    script = ('while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 97; shift 2; done; '
-              'shift; exec "$@"')
-    user_env = [f"{k}={v}" for k, v in env.items() if k != "ENILAB_TEST_BINDS"]
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *binds, "--",
-            "runuser", "-u", user, "--", "env", "-i", *user_env, env["PYTHON"], *args]
+    return asnobody.argv(env, *args, user=user)
 
 
 def _as_nobody(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_nobody_argv(env, *args), capture_output=True, text=True, timeout=timeout,
-                          cwd=env["HOME"])
+    return asnobody.run(env, *args, timeout=timeout)
 
 
 def _host_namespaces() -> set[str]:
     return set(netns.list_names())
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@HOST_ROOT
 def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "run", "rp-filter-lesson", "--json")  # a built-in, by name
     assert done.returncode == 0, done.stderr
@@ -112,7 +75,8 @@ def test_run_json_as_a_normal_user_is_real_namespaces(nobody):
     assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").iterdir())
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@HOST_ROOT
 def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "demo", "--png", f"{nobody['HOME']}/t.png")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
@@ -122,7 +86,8 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
     assert "FAIL" not in done.stdout
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@HOST_ROOT
 def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
     """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
     through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
@@ -158,20 +123,56 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
     assert gone.returncode == 2 and "no cluster" in gone.stderr
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@HOST_ROOT
 def test_bench_bringup_as_a_normal_user_verifies_every_pod(nobody):
     done = _as_nobody(nobody, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1", "--pods-per-node", "5",
                       "--json")
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert figures["running"] == figures["verified"] == 5
+    assert figures["namespaces"] == "rootless" and "rootless" not in figures  # no root figures without root
 
 
-@pytest.mark.root
+@pytest.mark.netns
+def test_bench_bringup_reports_rootless_figures_beside_roots():
+    """As root, the bring-up runs again in a child on the rootless path (ENILAB_ROOTLESS=1) and both are
+    reported; a process already in a user namespace measures only the rootless path, and says so."""
+    done = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "bringup", "--nodes", "1",
+                           "--pods-per-node", "3", "--compare", "none", "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["verified"] == 3
+    if userns.inside():
+        assert figures["namespaces"] == "rootless" and "rootless" not in figures
+        return
+    rootless = figures["rootless"]
+    assert figures["namespaces"] == "root" and rootless["verified"] == rootless["reachable"] == 3
+    assert set(bench_rootless.FIGURES) <= set(rootless) and rootless["teardown_ms_over_root"] > 0
+
+
+@pytest.mark.parametrize(("child", "within"), [
+    ({"unavailable": "user namespaces are not available to this user"}, True),
+    ({"error": "Traceback: boom"}, False),
+    ({"pods": 3, "verified": 2, "reachable": 3, "reach_sample": 3, "cpu_ms_per_pod": 4.0}, False),
+    ({"pods": 3, "verified": 3, "reachable": 3, "reach_sample": 3, "cpu_ms_per_pod": 4.0}, True)])
+def test_a_rootless_run_that_fails_misses_the_target_and_one_the_kernel_refuses_only_says_so(monkeypatch, child,
+                                                                                             within):
+    monkeypatch.setattr(userns, "inside", lambda: False)
+    monkeypatch.setattr(bench_rootless, "rootless_bringup", lambda nodes, pods: dict(child))
+    r = bench_rootless.beside({"cpu_ms_per_pod": 2.0, "within_target": True}, 1, 3)
+    assert r["within_target"] is within and r["namespaces"] == "root"
+    if "cpu_ms_per_pod" in child:
+        assert r["rootless"]["cpu_ms_over_root"] == 2.0
+
+
+@pytest.mark.netns
+@pytest.mark.host_root("it checks that ENILAB_ROOTLESS=1 moves root out of the host's namespaces, which a "
+                       "process already in a user namespace has left")
 def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     """ENILAB_ROOTLESS=1 as root: the run's namespaces appear in the private folder standing in for
     /run/netns, its record in the one standing in for /run/enilab; the host's see neither."""
-    _need_root()
     _need_user_namespaces()
     before = _host_namespaces()
     env = {**os.environ, "ENILAB_ROOTLESS": "1", "XDG_RUNTIME_DIR": str(tmp_path)}
@@ -194,7 +195,8 @@ def test_kept_namespaces_live_in_the_users_folder_and_nowhere_else(tmp_path):
     assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@HOST_ROOT
 def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
     """While `nobody` holds namespaces of its own, a second user (`daemon`) can neither open the process's
     namespaces nor read its private folder; the host's /run/netns does not show them."""
@@ -219,7 +221,7 @@ def test_another_user_cannot_see_or_join_a_rootless_run(nobody):
                 break
             pid = int(children[0])
         targets = [f"/proc/{pid}/ns/user", f"/proc/{pid}/ns/net", f"/proc/{pid}/ns/mnt", nobody["HOME"] + "/enilab"]
-        other = subprocess.run(["runuser", "-u", "daemon", "--", DEBIAN_PYTHON, "-c", probe, *targets],
+        other = subprocess.run(["runuser", "-u", "daemon", "--", asnobody.DEBIAN_PYTHON, "-c", probe, *targets],
                                capture_output=True, text=True, timeout=60)
         assert other.stdout.split("\n")[:-1] == [f"refused {t}" for t in targets], other.stdout + other.stderr
     finally:
@@ -289,3 +291,152 @@ def test_only_a_single_live_controller_is_joined(monkeypatch, tmp_path):
     assert rootless.live_controller("../live-a") is None and rootless.live_controller("missing") is None
     (tmp_path / "live-b" / "owner.json").unlink()
     assert rootless.live_controller(None) == me
+
+
+CONTAINER = """
+import ctypes, os, sys
+from eni_core import userns
+from testbed.world import rootless, runs
+owner = rootless.live_controller(sys.argv[1])
+userns.join(owner["pid"], lambda: runs.owner_alive(owner))
+assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # the container's network namespace
+print(os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.netns
+@HOST_ROOT
+def test_the_cni_plugin_called_from_outside_joins_the_users_cluster_and_no_one_elses(nobody):
+    """A rootless runtime of nobody's (a process that started its container in the cluster's user namespace)
+    calls the installed `enilab-cni` from outside it: ADD, CHECK and DEL wire and unwire the container, the
+    controller's status shows it. Another user gets a CNI error and no IP."""
+    cli_ = ("-m", "testbed.apps.cli")
+    name = f"rlcni-{os.getpid()}"
+    home = nobody["HOME"]
+    up = _as_nobody(nobody, *cli_, "up", "default", "--name", name)
+    assert up.returncode == 0, up.stderr
+    container = None
+    try:
+        assert _as_nobody(nobody, *cli_, "cni", "install", f"{home}/bin").returncode == 0
+        conflist = _as_nobody(nobody, *cli_, "cni", "config", "--node", "node-1", "--name", name)
+        assert conflist.returncode == 0, conflist.stderr
+        doc = json.loads(conflist.stdout)
+        conf = {"cniVersion": doc["cniVersion"], "name": doc["name"], **doc["plugins"][0]}
+        container = subprocess.Popen(_nobody_argv(nobody, "-c", CONTAINER, name), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        netns_path = f"/proc/{container.stdout.readline().strip()}/ns/net"
+
+        def plugin(command: str, config: dict, user: str = "nobody", env: dict | None = None, folder: str = home):
+            cni_env = {**(env or nobody), "CNI_COMMAND": command, "CNI_CONTAINERID": "rl-1", "CNI_NETNS": netns_path,
+                       "CNI_IFNAME": "eth0", "CNI_PATH": f"{folder}/bin"}
+            done = subprocess.run(asnobody.argv(cni_env, "-IS", f"{folder}/bin/enilab-cni", user=user, cwd="/"),
+                                  input=json.dumps(config), capture_output=True, text=True, timeout=60)
+            return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None, done.stderr
+
+        code, result, err = plugin("ADD", conf)
+        assert code == 0, (result, err)
+        ip = result["ips"][0]["address"].split("/")[0]
+        status = _as_nobody(nobody, *cli_, "status", "--name", name, "--json")
+        wired = json.loads(status.stdout)["state"]["nodes"]["node-1"]
+        assert ip in json.dumps(wired) and "rl-1" in json.dumps(wired), status.stdout
+        code, checked, err = plugin("CHECK", {**conf, "prevResult": result})
+        assert code == 0 and checked is None, (checked, err)
+        own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
+        (own / "bin").mkdir()
+        shutil.copy2(f"{home}/bin/enilab-cni", own / "bin")
+        for path in (own, own / "bin", own / "bin" / "enilab-cni"):
+            os.chown(path, 1, 1)
+        try:
+            for xdg in (home, str(own)):  # daemon: nobody's folder, then its own
+                code, refused, err = plugin("ADD", conf, user="daemon", folder=str(own),
+                                            env={**nobody, "HOME": "/tmp", "XDG_RUNTIME_DIR": xdg})
+                assert code == 1 and "is up" in refused["msg"] and "Traceback" not in err, (refused, err)
+        finally:
+            shutil.rmtree(own)
+        code, deleted, err = plugin("DEL", conf)
+        assert code == 0 and deleted is None, (deleted, err)
+        status = _as_nobody(nobody, *cli_, "status", "--name", name, "--json")
+        assert "rl-1" not in status.stdout
+    finally:
+        if container is not None:
+            container.stdin.close()
+            container.wait(timeout=60)
+        down = _as_nobody(nobody, *cli_, "down", "--name", name)
+    assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.parametrize("xdg", ["", "relative/run", "missing", "ok"])
+def test_the_cni_client_finds_the_private_folder_by_the_same_rule_as_enilab(monkeypatch, tmp_path, xdg):
+    """The standalone client may import nothing of the project, so it repeats userns.state_base's rule; the
+    two must agree."""
+    from eni_core import cni_client
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "ok").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / xdg) if xdg in ("missing", "ok") else xdg)
+    assert Path(cni_client.rootless_base()) == userns.state_base()
+
+
+@pytest.mark.netns
+@HOST_ROOT
+def test_the_plugin_runs_the_readme_example_rootless_from_a_wheel_in_a_project_of_nobodys(tmp_path):
+    """The README's pytest example in a project of its own, against enilab installed from its wheel into a
+    venv nobody can run: as nobody its netns test runs in a user namespace (one process, and under xdist
+    with ENILAB_ROOTLESS=1 or ENILAB_REQUIRE_NETNS=1); under xdist without either it is skipped, saying what
+    to do."""
+    why = asnobody.missing()
+    if why:
+        pytest.skip(why)
+    _need_user_namespaces()
+    wheel = build_wheel(tmp_path)
+    top = Path(tempfile.mkdtemp(prefix="enilab-wheel-"))
+    try:
+        top.chmod(0o755)
+        venv = top / "venv"
+        subprocess.run([asnobody.DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        install = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
+                                  "-q", str(wheel), "pytest", "pytest-xdist"], capture_output=True, text=True,
+                                 timeout=900)
+        assert install.returncode == 0, install.stderr
+        project = top / "project"
+        project.mkdir()
+        (project / "test_network.py").write_text(_readme_example())
+        os.chown(project, asnobody.NOBODY, asnobody.NOBODY)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(project), "XDG_RUNTIME_DIR": str(project), "LANG": "C.UTF-8",
+               "PYTHON": str(venv / "bin" / "python"), "ENILAB_TEST_BINDS": "{}"}
+
+        def pytest_as_nobody(*args: str, **extra: str) -> str:
+            done = subprocess.run(asnobody.argv({**env, **extra}, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                                "-rs", *args, cwd=str(project)),
+                                  capture_output=True, text=True, timeout=600)
+            return done.stdout + done.stderr
+
+        assert "2 passed" in pytest_as_nobody()
+        assert "2 passed" in pytest_as_nobody("-n", "2", ENILAB_ROOTLESS="1")
+        skipped = pytest_as_nobody("-n", "2")
+        assert "1 passed, 1 skipped" in skipped and "set ENILAB_ROOTLESS=1 so the session enters one" in skipped
+        assert "2 passed" in pytest_as_nobody("-n", "2", ENILAB_REQUIRE_NETNS="1")  # CI's way: enter, never skip
+    finally:
+        shutil.rmtree(top)
+
+
+def test_the_cni_client_joins_only_a_single_live_controller(tmp_path):
+    """The client's own reading of the registry (it may not import runs): a dead or reused pid, a malformed
+    record, or two live clusters without a name give nothing to join."""
+    from eni_core import cni_client
+
+    me = runs.this_process()
+    for name, record in {"live-a": me, "live-b": me, "dead": {"pid": me["pid"], "start": "1"},
+                         "gone": {"pid": 2 ** 22 + 1, "start": me["start"]}, "odd": {"pid": "1"}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.json").write_text(json.dumps(record))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "owner.json").write_text("{not json")
+    assert cni_client._live_controller(str(tmp_path), "live-a") == ("live-a", me["pid"], me["start"])
+    assert cni_client._live_controller(str(tmp_path), None) == ()
+    for name in ("dead", "gone", "odd", "broken", "missing", "../live-a"):
+        assert cni_client._live_controller(str(tmp_path), name) == ()
+    assert cni_client._live_controller(str(tmp_path / "nowhere"), None) == ()
