@@ -351,7 +351,8 @@ def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
     return text
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.host_root("ENILAB_ROOTLESS=1 as the host's root: the kernel's user namespace maps root to root")
 def test_the_labs_kernel_builds_real_namespaces_in_a_user_namespace_of_its_own(tmp_path):
     """ENILAB_ROOTLESS=1 takes the normal user's path as root: the kernel answers Jupyter on the host's
     loopback while its cells run as root of a user namespace, on real namespaces the host cannot see."""
@@ -370,7 +371,8 @@ def test_the_labs_kernel_builds_real_namespaces_in_a_user_namespace_of_its_own(t
     assert not list((tmp_path / "xdg" / "enilab" / "netns").iterdir())
 
 
-@pytest.mark.root
+@pytest.mark.netns
+@pytest.mark.host_root("ENILAB_ROOTLESS=1 as the host's root: the kernel's namespaces must be invisible to the host")
 def test_a_lab_kernel_killed_with_its_cluster_up_leaves_only_what_enilab_clean_removes(tmp_path):
     """The namespaces end with the kernel; its run's record and names stay in the private folder until
     `enilab clean` (run by the same user, in a new process) removes them."""
