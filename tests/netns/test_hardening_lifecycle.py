@@ -250,7 +250,7 @@ def test_a_namespace_that_existed_already_is_not_recorded_as_the_runs(tmp_path, 
     monkeypatch.setattr(netns, "create", exists_already)
     with pytest.raises(FileExistsError):
         run.netns("n1")
-    assert json.loads(run.record.read_text())["namespaces"] == []
+    assert runs.Run.load(run.prefix).recorded() == [] and run.recorded() == []
 
 
 def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeypatch):
