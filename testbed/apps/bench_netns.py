@@ -523,82 +523,118 @@ def _timed(argv: list[str], env: dict[str, str], body: bytes, host_fd: int) -> f
     return elapsed
 
 
+class _CniBench:
+    """A one-node cluster on namespaces with a warm pool, its agent served on a socket as a registered
+    cluster's node would be, the `enilab-cni` executable installed, and Debian's reference plugins if
+    present. Each ADD gets a fresh namespace, made before its clock starts; `close` removes everything."""
+
+    def __init__(self, pool: int) -> None:
+        from eni_core.cni import install_plugin
+        from eni_core.rpc import RpcServer
+        from testbed.world.backends.netns import NetnsBackend
+        from testbed.world.cluster import Cluster
+
+        self.cluster = Cluster(_spec(1, pool, min_prebound=pool + 5), backend=NetnsBackend())
+        self.backend = self.cluster.backend
+        self.agent = self.backend.agent_for("node-1")
+        self.folder = Path(tempfile.mkdtemp(prefix="enilab-bench-"))
+        self.servers: list[RpcServer] = []
+        self.made: list[str] = []
+        try:
+            registered = self.folder / "run" / "clusters" / "bench"
+            self.servers += [RpcServer(registered / "control.sock", lambda m, p: {"name": "bench"}).start(),
+                             RpcServer(registered / "node-1.sock", self.agent.handle).start()]
+            self.plugin = install_plugin(str(self.folder / "bin"), sys.executable)
+            self.made.append(self.backend.run.netns("host"))
+        except BaseException:
+            self.close()
+            raise
+        reference = REFERENCE_PLUGINS / "ptp"
+        self.reference = reference if reference.exists() and (REFERENCE_PLUGINS / "host-local").exists() else None
+
+    def new_netns(self, what: str) -> str:
+        name = self.backend.run.netns(what)
+        self.made.append(name)
+        return str(netns.path(name))
+
+    def in_process(self, adds: int) -> list[float]:
+        """ADD through the handler the agent runs, called in this process."""
+        from eni_core.cni import CniRequest, handle
+
+        conf = {"cniVersion": "1.0.0", "name": "enilab"}
+        times = []
+        for i in range(adds):
+            req = CniRequest("ADD", f"bench-{i}", self.new_netns(f"b{i}"), "eth0", {}, conf)
+            t0 = time.perf_counter()
+            handle(req, lambda m, **p: self.agent.handle(m, p), self.agent.dataplane)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def executables(self, adds: int) -> tuple[list[float], list[float]]:
+        """ADD through `enilab-cni` and through the reference `ptp` (if present), turn about, each run as a
+        runtime runs it from the host namespace: the wall times of each."""
+        body = json.dumps({"cniVersion": "1.0.0", "name": "enilab", "type": "enilab-cni", "cluster": "bench",
+                           "node": "node-1"}).encode()
+        ref_conf = json.dumps({"cniVersion": "1.0.0", "name": "bench-ref", "type": "ptp", "ipMasq": False,
+                               "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
+                                        "dataDir": str(self.folder / "host-local")}}).encode()
+        executable, ptp = [], []
+        host_fd = os.open(netns.path(self.made[0]), os.O_RDONLY)
+        try:
+            for i in range(adds):
+                env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"exec-{i}",
+                       "CNI_NETNS": self.new_netns(f"x{i}"), "CNI_IFNAME": "eth0", "CNI_PATH": str(self.folder / "bin"),
+                       "ENILAB_RUN_DIR": str(self.folder / "run")}
+                executable.append(_timed([self.plugin], env, body, host_fd))
+                if self.reference is not None:
+                    env = {**env, "CNI_CONTAINERID": f"ref-{i}", "CNI_NETNS": self.new_netns(f"r{i}"),
+                           "CNI_PATH": str(REFERENCE_PLUGINS)}
+                    ptp.append(_timed([str(self.reference)], env, ref_conf, host_fd))
+        finally:
+            os.close(host_fd)
+        return executable, ptp
+
+    def close(self) -> None:
+        import shutil
+
+        for server in self.servers:
+            server.close()
+        for ns in self.made:
+            netns.delete(ns)
+        self.cluster.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _python_start_s(times: int = 5) -> float:
+    """The median start of a bare `python -IS -c pass`: the floor of any Python executable."""
+    starts = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-IS", "-c", "pass"], check=True)
+        starts.append(time.perf_counter() - t0)
+    return statistics.median(starts)
+
+
 def bench_cni(adds: int = 300, exec_adds: int = 40) -> dict[str, Any]:
     """ADD latency on a warm pool: in-process (the handler the agent runs), and through the installed
     `enilab-cni` executable as a runtime runs it (env + stdin, from a scratch host namespace, the agent
     found by netconf `cluster`/`node`), against Debian's Go `ptp` + `host-local` run the same way in the
     same run, turn about. The namespace a runtime makes for the pod is made before the clock starts."""
-    import shutil
-
-    from eni_core.cni import CniRequest, handle, install_plugin
-    from eni_core.rpc import RpcServer
-    from testbed.world.backends.netns import NetnsBackend
-    from testbed.world.cluster import Cluster
-
-    total = adds + exec_adds
     _quiet()
-    cluster = Cluster(_spec(1, total, min_prebound=total + 5), backend=NetnsBackend())
-    backend = cluster.backend
-    agent = backend.agent_for("node-1")
-    conf = {"cniVersion": "1.0.0", "name": "enilab"}
-    folder = Path(tempfile.mkdtemp(prefix="enilab-bench-"))
-    registered = folder / "run" / "clusters" / "bench"
-    servers = [RpcServer(registered / "control.sock", lambda m, p: {"name": "bench"}).start(),
-               RpcServer(registered / "node-1.sock", agent.handle).start()]
-    plugin = install_plugin(str(folder / "bin"), sys.executable)
-    reference = REFERENCE_PLUGINS / "ptp"
-    has_reference = reference.exists() and (REFERENCE_PLUGINS / "host-local").exists()
-    ref_conf = json.dumps({"cniVersion": "1.0.0", "name": "bench-ref", "type": "ptp", "ipMasq": False,
-                           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.250.0.0/16"}]],
-                                    "dataDir": str(folder / "host-local")}}).encode()
-    host = backend.run.netns("host")
-    made: list[str] = [host]
-
-    def new_netns(what: str) -> str:
-        name = backend.run.netns(what)
-        made.append(name)
-        return str(netns.path(name))
-
+    bench = _CniBench(adds + exec_adds)
     try:
-        in_process = []
-        for i in range(adds):
-            req = CniRequest("ADD", f"bench-{i}", new_netns(f"b{i}"), "eth0", {}, conf)
-            t0 = time.perf_counter()
-            handle(req, lambda m, **p: agent.handle(m, p), agent.dataplane)
-            in_process.append(time.perf_counter() - t0)
-        executable, ptp, starts = [], [], []
-        host_fd = os.open(netns.path(host), os.O_RDONLY)
-        try:
-            body = json.dumps({**conf, "type": "enilab-cni", "cluster": "bench", "node": "node-1"}).encode()
-            for i in range(exec_adds):
-                env = {"PATH": os.environ.get("PATH", ""), "CNI_COMMAND": "ADD", "CNI_CONTAINERID": f"exec-{i}",
-                       "CNI_NETNS": new_netns(f"x{i}"), "CNI_IFNAME": "eth0", "CNI_PATH": str(folder / "bin"),
-                       "ENILAB_RUN_DIR": str(folder / "run")}
-                executable.append(_timed([plugin], env, body, host_fd))
-                if has_reference:
-                    env = {**env, "CNI_CONTAINERID": f"ref-{i}", "CNI_NETNS": new_netns(f"r{i}"),
-                           "CNI_PATH": str(REFERENCE_PLUGINS)}
-                    ptp.append(_timed([str(reference)], env, ref_conf, host_fd))
-            for _ in range(5):
-                t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-IS", "-c", "pass"], check=True)
-                starts.append(time.perf_counter() - t0)
-        finally:
-            os.close(host_fd)
+        in_process = bench.in_process(adds)
+        executable, ptp = bench.executables(exec_adds)
+        start = _python_start_s()
     finally:
-        for server in servers:
-            server.close()
-        for ns in made:
-            netns.delete(ns)
-        cluster.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        bench.close()
     inp, exe = _percentiles(in_process), _percentiles(executable)
     ref = {"plugin": "ptp + host-local (Debian containernetworking-plugins)", **_percentiles(ptp)} if ptp else None
     within = inp["p50_ms"] <= 5 and inp["p99_ms"] <= 20 and (ref is None or exe["p50_ms"] <= 2 * ref["p50_ms"])
     return {
         "in_process": inp, "executable": exe, "reference": ref,
         "executable_over_reference": round(exe["p50_ms"] / ref["p50_ms"], 2) if ref else None,
-        "bare_python_start_ms": round(statistics.median(starts) * 1000, 1),
+        "bare_python_start_ms": round(start * 1000, 1),
         "baseline": "the reference plugin's ADD, run the same way in the same run; a bare `python -IS -c pass` "
                     "start is the floor of any Python executable",
         "targets": {"in_process_p50_ms": 5, "in_process_p99_ms": 20, "executable_p50_over_reference": 2},
