@@ -50,6 +50,9 @@ class NamespaceKernel:
     def neighbours(self) -> list[nl.NeighEntry]:
         return self.sock.neighbours()
 
+    def neighbour(self, index: int, ip) -> nl.NeighEntry | None:
+        return self.sock.neighbour(index, ip)
+
     def route_get(self, dst, src=None, iif=None) -> nl.RouteEntry:
         return self.sock.route_get(dst, src, iif)
 
