@@ -190,10 +190,8 @@ class NetlinkPort:
             for op in netlink:
                 if isinstance(op, ops.AddVeth) and op.peer_netns not in fds:
                     fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
-            requests = [encode(op, fds) for op in netlink]
-            named = {req.what: op for req, op in zip(requests, netlink, strict=True)}
-            errors = [ops.KernelError(e.errno, named.get(e.what, e.what))
-                      for e in self.kernel.apply(requests, ignore)]
+            errors = [ops.KernelError(e.errno, netlink[e.position] if e.position is not None else e.what)
+                      for e in self.kernel.apply([encode(op, fds) for op in netlink], ignore)]
         finally:
             for fd in fds.values():
                 os.close(fd)

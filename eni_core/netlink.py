@@ -10,8 +10,8 @@ import errno as errno_mod
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 __all__ = [
@@ -60,9 +60,10 @@ _ATTR = struct.Struct("=HH")
 class NetlinkError(OSError):
     """The kernel refused a request; `what` says which."""
 
-    def __init__(self, err: int, what: str) -> None:
+    def __init__(self, err: int, what: str, position: int | None = None) -> None:
         super().__init__(err, f"{what}: {os.strerror(err)}")
         self.what = what
+        self.position = position  # of the refused request in the batch `apply` was given
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -88,12 +89,18 @@ def _str(kind: int, value: str) -> bytes:
 
 @dataclass(frozen=True)
 class Request:
-    """One message to send: type, flags, body (without the netlink header), and what it does."""
+    """One message to send: type, flags, body (without the netlink header), and what it does: a text, or
+    a function that makes it, for the messages sent by the thousand (the text is wanted only for an error,
+    and formatting addresses costs more than encoding the message)."""
 
     type: int
     flags: int
     body: bytes
-    what: str
+    describe: str | Callable[[], str] = field(compare=False)
+
+    @property
+    def what(self) -> str:
+        return self.describe if isinstance(self.describe, str) else self.describe()
 
 
 # -- builders ----------------------------------------------------------------------------------------
@@ -110,7 +117,7 @@ def veth_add(ifname: str, peer: str, peer_netns_fd: int, *, index: int = 0, mac:
     body += _str(IFLA_IFNAME, ifname) + _attr(IFLA_LINKINFO, info)
     if mac:
         body += _attr(IFLA_ADDRESS, _mac(mac))
-    return Request(RTM_NEWLINK, F_CREATE | F_EXCL, body, f"add veth {ifname} (peer {peer})")
+    return Request(RTM_NEWLINK, F_CREATE | F_EXCL, body, lambda: f"add veth {ifname} (peer {peer})")
 
 
 def link_set(index: int, *, up: bool | None = None, mac: str | None = None) -> Request:
@@ -119,7 +126,7 @@ def link_set(index: int, *, up: bool | None = None, mac: str | None = None) -> R
     body = _IFINFO.pack(AF_UNSPEC, 0, index, flags, change)
     if mac:
         body += _attr(IFLA_ADDRESS, _mac(mac))
-    return Request(RTM_NEWLINK, 0, body, f"set link {index}")
+    return Request(RTM_NEWLINK, 0, body, lambda: f"set link {index}")
 
 
 def link_del(index: int = 0, ifname: str | None = None) -> Request:
@@ -129,7 +136,7 @@ def link_del(index: int = 0, ifname: str | None = None) -> Request:
 
 def addr_add(index: int, ip: IPv4Address, prefixlen: int = 32, scope: int = RT_SCOPE_UNIVERSE) -> Request:
     body = _IFADDR.pack(AF_INET, prefixlen, 0, scope, index) + _ip(IFA_LOCAL, ip) + _ip(IFA_ADDRESS, ip)
-    return Request(RTM_NEWADDR, F_CREATE | F_REPLACE, body, f"add address {ip}/{prefixlen} on link {index}")
+    return Request(RTM_NEWADDR, F_CREATE | F_REPLACE, body, lambda: f"add address {ip}/{prefixlen} on link {index}")
 
 
 def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, oif: int | None = None,
@@ -144,7 +151,9 @@ def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, o
         body += _u32(RTA_OIF, oif)
     if gateway is not None:
         body += _ip(RTA_GATEWAY, gateway)
-    what = f"{'add' if add else 'delete'} route {dst or 'default'}/{dst_len} table {table}"
+    def what() -> str:
+        return f"{'add' if add else 'delete'} route {dst or 'default'}/{dst_len} table {table}"
+
     if add:
         return Request(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, what)
     return Request(RTM_DELROUTE, 0, body, what)
@@ -159,18 +168,21 @@ def rule_msg(add: bool, *, priority: int, table: int, src: IPv4Address | None = 
         body += _ip(FRA_SRC, src)
     if dst is not None:
         body += _ip(FRA_DST, dst)
-    what = f"{'add' if add else 'delete'} rule {priority}: from {src or 'all'} to {dst or 'all'} lookup {table}"
+    def what() -> str:
+        return f"{'add' if add else 'delete'} rule {priority}: from {src or 'all'} to {dst or 'all'} lookup {table}"
+
     return Request(RTM_NEWRULE if add else RTM_DELRULE, F_CREATE | F_EXCL if add else 0, body, what)
 
 
 def neigh_add(index: int, ip: IPv4Address, mac: str) -> Request:
     body = _NDMSG.pack(AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + _ip(NDA_DST, ip) + _attr(NDA_LLADDR, _mac(mac))
-    return Request(RTM_NEWNEIGH, F_CREATE | F_REPLACE, body, f"add neighbour {ip} lladdr {mac} on link {index}")
+    return Request(RTM_NEWNEIGH, F_CREATE | F_REPLACE, body,
+                   lambda: f"add neighbour {ip} lladdr {mac} on link {index}")
 
 
 def neigh_del(index: int, ip: IPv4Address) -> Request:
     body = _NDMSG.pack(AF_INET, 0, 0, index, 0, 0, 0) + _ip(NDA_DST, ip)
-    return Request(RTM_DELNEIGH, 0, body, f"delete neighbour {ip} on link {index}")
+    return Request(RTM_DELNEIGH, 0, body, lambda: f"delete neighbour {ip} on link {index}")
 
 
 def encode(requests: Iterable[Request]) -> bytes:
@@ -318,11 +330,11 @@ class NetlinkSocket:
         reqs = list(requests)
         if not reqs:
             return []
-        sent: dict[int, Request] = {}
+        sent: dict[int, int] = {}  # sequence number -> position in the batch
         frames = []
         for i, req in enumerate(reqs):
             seq, frame = self._frame(req, F_ACK if i == len(reqs) - 1 else 0)
-            sent[seq] = req
+            sent[seq] = i
             frames.append(frame)
         # the kernel reads one message per sendmsg chunk in order; keep chunks under the socket buffer
         chunk: list[bytes] = []
@@ -341,7 +353,7 @@ class NetlinkSocket:
                     continue
                 (code,) = struct.unpack_from("=i", payload)
                 if code and -code not in ignore:
-                    errors.append(NetlinkError(-code, sent[seq].what))
+                    errors.append(NetlinkError(-code, reqs[sent[seq]].what, sent[seq]))
                 if seq == self.seq:
                     return errors
 
