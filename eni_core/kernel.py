@@ -107,7 +107,8 @@ _ENCODERS: dict[type, Callable[..., nl.Request]] = {
     ops.SetLinkState: lambda op, fds: nl.link_set(op.index, up=op.up),
     ops.DeleteLink: lambda op, fds: nl.link_del(ifname=op.ifname),
     ops.AddAddress: lambda op, fds: nl.addr_add(op.index, op.ip.ip, op.ip.network.prefixlen),
-    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac),
+    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac,
+                                             peer_index=op.peer_index, peer_mac=op.peer_mac),
 }
 
 
