@@ -36,6 +36,8 @@ RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
 PREFIX_RE = re.compile(r"enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6}")
 JOURNAL = ".names"  # beside `<prefix>.json`: the names a run reserved, one a line
+FORMAT = 2  # a header whose names are in the journal; it has no `namespaces` list, so a cleaner that
+# knows only whole records (format 1) skips it instead of taking it for a run that made nothing
 
 
 def state_dir(*parts: str) -> Path:
@@ -99,10 +101,14 @@ class Run:
             record = json.loads((RUN_DIR / "runs" / f"{prefix}.json").read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or record.get("prefix") != prefix or \
-                not isinstance(record.get("namespaces"), list):
+        if not isinstance(record, dict) or record.get("prefix") != prefix:
             return None
-        names = dict.fromkeys(n for n in record.pop("namespaces") if isinstance(n, str))
+        if record.get("format") == FORMAT:
+            names: dict[str, None] = {}
+        elif isinstance(record.get("namespaces"), list):  # a record written whole, before the journal
+            names = dict.fromkeys(n for n in record.pop("namespaces") if isinstance(n, str))
+        else:
+            return None
         try:
             journal = (RUN_DIR / "runs" / f"{prefix}{JOURNAL}").read_text(errors="replace")
         except OSError:
@@ -113,6 +119,7 @@ class Run:
             else:
                 names[line] = None
         record.pop("prefix")
+        record.pop("format", None)
         return cls(prefix, [n for n in names if n.startswith(prefix + "-")], **record)
 
     def name(self, what: str) -> str:
@@ -165,7 +172,7 @@ class Run:
 
     def _save(self) -> None:
         state_dir("runs")
-        write_atomic(self.record, json.dumps({"prefix": self.prefix, **self.info, "namespaces": list(self._names)}))
+        write_atomic(self.record, json.dumps({"prefix": self.prefix, "format": FORMAT, **self.info}))
 
     def _append(self, line: str) -> None:
         """One journal line, in one write(2) (the caller holds the lock). The header is written first if
