@@ -44,6 +44,7 @@ __all__ = ["CniError", "CniRequest", "Dataplane", "conflist", "handle", "install
 AgentCall = Callable[..., Any]
 SPEC_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # network names and container ids (spec 1.0)
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
+POD_LINK_INDEX = 2  # the pod's end of its veth: the index a namespace holding only `lo` gives its next link
 
 
 class CniError(Exception):
@@ -169,9 +170,12 @@ class Dataplane:
 
     def add(self, req: CniRequest, key: str, ip: IPv4Address, eni_mac: str, eni_index: int | None = None,
             host_index: int | None = None) -> dict:
-        """Wire the pod: one batch on the node (veth, host route, rules), one in the pod. The agent's
-        answer names the ENI's link and a free index for the veth; without them, one dump finds both."""
-        veth, host_mac = routing.host_veth_name(key), routing.host_veth_mac(key)
+        """Wire the pod: one batch on the node (the veth, both ends' indexes and MACs given, its host route
+        and rules), one in the pod. The agent's answer names the ENI's link and a free index for the veth;
+        without them, one dump finds both. The pod's end asks for POD_LINK_INDEX, what a namespace with
+        only `lo` would give it anyway, so nothing needs reading back; when that index is taken (another
+        attachment), the kernel picks one and ADD reads it."""
+        veth, host_mac, pod_mac = routing.host_veth_name(key), routing.host_veth_mac(key), routing.pod_veth_mac(key)
         if eni_index is None or host_index is None:
             links = self.node.links()
             eni_index = next((lk.index for lk in links if lk.mac == eni_mac), None)
@@ -180,30 +184,34 @@ class Dataplane:
             host_index = routing.free_host_index({lk.index for lk in links})
         pod = self._enter(req.netns)
         try:
-            create = AddVeth(veth, req.ifname, req.netns, host_index, host_mac)
+            create = AddVeth(veth, req.ifname, req.netns, host_index, host_mac, POD_LINK_INDEX, pod_mac)
             errors = self.node.apply([create, *routing.pod_host_ops(PodLink(ip, eni_index, host_index))], ignore=())
+            pod_index: int | None = POD_LINK_INDEX
             if any(e.op == create for e in errors):
-                # ADD again for the same container (its veth exists), or the index was taken by a link
-                # the agent did not know of: find or make the veth, then (re)write its routes and rules
+                # ADD again for the same container (its veth exists), or an index was taken by a link the
+                # agent did not know of: find or make the veth, then (re)write its routes and rules
+                pod_index = None
                 existing = self.node.link(veth)
                 if existing is None:
                     host_index = max(lk.index for lk in self.node.links()) + 1
-                    raise_first(self.node.apply([AddVeth(veth, req.ifname, req.netns, host_index, host_mac)],
-                                                ignore=()))
+                    raise_first(self.node.apply([AddVeth(veth, req.ifname, req.netns, host_index, host_mac,
+                                                         peer_mac=pod_mac)], ignore=()))
                 else:
                     host_index = existing.index
                 raise_first(self.node.apply(routing.pod_host_ops(PodLink(ip, eni_index, host_index)),
                                             ignore=IGNORE_EXISTS))
             else:
                 raise_first([e for e in errors if e.errno not in IGNORE_EXISTS])
-            pod_link = pod.link(req.ifname)
-            if pod_link is None:
-                raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
-            first = not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.oif != pod_link.index
+            if pod_index is None:
+                pod_link = pod.link(req.ifname)
+                if pod_link is None:
+                    raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
+                pod_index, pod_mac = pod_link.index, pod_link.mac
+            first = not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.oif != pod_index
                             for r in pod.routes())  # another attachment of the namespace has the default route
-            raise_first(pod.apply(routing.plan_pod(pod_link.index, ip, host_mac, default_route=first),
+            raise_first(pod.apply(routing.plan_pod(pod_index, ip, host_mac, default_route=first),
                                   ignore=IGNORE_EXISTS))
-            return _result(req, str(ip), (veth, host_mac), pod_link.mac, routes=first)
+            return _result(req, str(ip), (veth, host_mac), pod_mac, routes=first)
         finally:
             pod.close()
 

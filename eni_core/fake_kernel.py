@@ -173,8 +173,8 @@ class FakeKernel:
                 self._need_link(index)
                 self._addresses = [a for a in self._addresses if not (a.index == index and a.ip.ip == ip.ip)]
                 self._addresses.append(Address(index, ip))
-            case AddVeth(ifname, peer, peer_netns, index, mac):
-                self._add_veth(ifname, peer, peer_netns, index, mac)
+            case AddVeth(ifname, peer, peer_netns, index, mac, peer_index, peer_mac):
+                self._add_veth(ifname, peer, peer_netns, (index, mac), (peer_index, peer_mac))
             case DeleteLink(ifname):
                 link = self.link(ifname)
                 if link is None:
@@ -209,16 +209,17 @@ class FakeKernel:
         if not (on_link or covered):
             raise _Refused(errno.ENETUNREACH)
 
-    def _add_veth(self, ifname: str, peer: str, peer_netns: str, index: int, mac: str | None) -> None:
+    def _add_veth(self, ifname: str, peer: str, peer_netns: str, here_as: tuple[int, str | None],
+                  there_as: tuple[int, str | None]) -> None:
         other = self.host.namespace(peer_netns) if self.host else None
         if other is None:
             raise _Refused(errno.EBADF)
         if self.link(ifname) is not None or (other is not self and other.link(peer) is not None):
             raise _Refused(errno.EEXIST)
-        if index in self._links:
+        if here_as[0] in self._links or there_as[0] in other._links:
             raise _Refused(errno.EBUSY)
-        here = self.add_link(ifname, index=index, mac=mac, up=True)
-        there = other.add_link(peer)
+        here = self.add_link(ifname, index=here_as[0], mac=here_as[1], up=True)
+        there = other.add_link(peer, index=there_as[0], mac=there_as[1])
         self._peers[here.index] = (other, there.index)
         other._peers[there.index] = (self, here.index)
 

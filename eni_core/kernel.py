@@ -50,6 +50,9 @@ class NamespaceKernel:
     def neighbours(self) -> list[nl.NeighEntry]:
         return self.sock.neighbours()
 
+    def neighbour(self, index: int, ip) -> nl.NeighEntry | None:
+        return self.sock.neighbour(index, ip)
+
     def route_get(self, dst, src=None, iif=None) -> nl.RouteEntry:
         return self.sock.route_get(dst, src, iif)
 
@@ -104,7 +107,8 @@ _ENCODERS: dict[type, Callable[..., nl.Request]] = {
     ops.SetLinkState: lambda op, fds: nl.link_set(op.index, up=op.up),
     ops.DeleteLink: lambda op, fds: nl.link_del(ifname=op.ifname),
     ops.AddAddress: lambda op, fds: nl.addr_add(op.index, op.ip.ip, op.ip.network.prefixlen),
-    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac),
+    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac,
+                                             peer_index=op.peer_index, peer_mac=op.peer_mac),
 }
 
 
@@ -187,10 +191,8 @@ class NetlinkPort:
             for op in netlink:
                 if isinstance(op, ops.AddVeth) and op.peer_netns not in fds:
                     fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
-            requests = [encode(op, fds) for op in netlink]
-            named = {req.what: op for req, op in zip(requests, netlink, strict=True)}
-            errors = [ops.KernelError(e.errno, named.get(e.what, e.what))
-                      for e in self.kernel.apply(requests, ignore)]
+            errors = [ops.KernelError(e.errno, netlink[e.position] if e.position is not None else e.what)
+                      for e in self.kernel.apply([encode(op, fds) for op in netlink], ignore)]
         finally:
             for fd in fds.values():
                 os.close(fd)

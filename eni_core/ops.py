@@ -193,14 +193,16 @@ class SetLinkState:
 
 @dataclass(frozen=True)
 class AddVeth:
-    """A veth pair: `ifname` (with `index` and `mac`, 0/None: the kernel's choice) here, up; `peer` in the
-    network namespace at the path `peer_netns`, down."""
+    """A veth pair: `ifname` (with `index` and `mac`, 0/None: the kernel's choice) here, up; `peer` (with
+    `peer_index` and `peer_mac`, likewise) in the network namespace at the path `peer_netns`, down."""
 
     ifname: str
     peer: str
     peer_netns: str
     index: int = 0
     mac: str | None = None
+    peer_index: int = 0
+    peer_mac: str | None = None
 
     def __str__(self) -> str:
         return f"add veth {self.ifname} (peer {self.peer})"

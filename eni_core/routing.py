@@ -47,7 +47,7 @@ from eni_core.ops import (
 __all__ = [
     "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "free_host_index",
     "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops", "pod_host_state",
-    "pod_rule_deletes", "reconcile", "sync",
+    "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -65,6 +65,12 @@ def host_veth_name(pod: str) -> str:
 def host_veth_mac(pod: str) -> str:
     """A stable, locally administered MAC for the pod's host veth (the pod's gateway neighbour)."""
     h = hashlib.sha1(b"mac:" + pod.encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+
+
+def pod_veth_mac(pod: str) -> str:
+    """A stable, locally administered MAC for the pod's own end of its veth, given when the veth is made."""
+    h = hashlib.sha1(b"pod-mac:" + pod.encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in h[:5])
 
 

@@ -109,6 +109,13 @@ def test_a_second_attachment_of_a_namespace_gets_no_default_route_of_its_own():
     defaults = [r for r in w.pod.routes() if r.dst == DEFAULT]
     assert len(defaults) == 1 and defaults[0].oif == w.pod.link("eth0").index
     assert len(w.node_rules()) == 4
+    # eth0 holds the index a fresh namespace gives; net1 got the kernel's choice, read back for its result
+    net1 = w.pod.link("net1")
+    assert w.pod.link("eth0").index == 2 and net1.index != 2 and net1.up
+    assert second["interfaces"][1] == {"name": "net1", "mac": net1.mac, "sandbox": NETNS}
+    assert IPv4Interface(second["ips"][0]["address"]) in {a.ip for a in w.pod.addresses() if a.index == net1.index}
+    assert w.call("CHECK", ifname="net1", config={**CONFIG, "prevResult": second}) is None
+    assert len([lk for lk in w.node.links() if lk.ifname.startswith("eni")]) == 2  # no veth left half-made
 
 
 def test_del_removes_the_veth_its_peer_and_both_rules_and_a_second_del_is_fine():

@@ -1,11 +1,18 @@
 """Run records: what each run created, so that cleanup removes enilab's own leftovers and nothing else.
 
 A run names every namespace it makes `<prefix>-<what>` (the prefix is `enl-[<xdist worker>-]<6 hex>`) and
-lists the name in its record, `/run/enilab/runs/<prefix>.json`, *before* it makes the namespace. The
-record also holds the owner's pid and that process's start time, so a reused pid is never taken for the
-owner. `clean` deletes, of the namespaces a record lists, those that still exist, once the record's owner
-is dead (with `force`, a live owner's too). A namespace no record lists is never touched, whatever its
-name: a prefix match alone is not enough.
+lists the name in its record *before* it makes the namespace. The record is two files under
+`/run/enilab/runs/`: `<prefix>.json`, written atomically when the run starts (and on `update`), holds the
+owner's pid and that process's start time, so a reused pid is never taken for the owner; `<prefix>.names`
+is a journal each reservation appends one line to (`-<name>` when a name is given back), so recording
+16,000 namespaces costs 16,000 small appends, not 16,000 rewrites of a growing list. A process killed at
+any point leaves both readable: an append is one write(2) that completes before the namespace is made, and
+a torn last line (one without its newline) names nothing that was made. No fsync: namespaces do not
+outlive a reboot, and a killed process's writes are in the page cache already.
+
+`clean` deletes, of the namespaces a record lists, those that still exist, once the record's owner is dead
+(with `force`, a live owner's too). A namespace no record lists is never touched, whatever its name: a
+prefix match alone is not enough.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core import netns
-from eni_core.private import private_dir, write_atomic
+from eni_core.private import open_private, private_dir, write_atomic
 
 __all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
            "state_dir", "this_process"]
@@ -28,6 +35,9 @@ __all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive",
 RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
 PREFIX_RE = re.compile(r"enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6}")
+JOURNAL = ".names"  # beside `<prefix>.json`: the names a run reserved, one a line
+FORMAT = 2  # a header whose names are in the journal; it has no `namespaces` list, so a cleaner that
+# knows only whole records (format 1) skips it instead of taking it for a run that made nothing
 
 
 def state_dir(*parts: str) -> Path:
@@ -67,8 +77,9 @@ class Run:
             raise ValueError(f"{prefix!r} is not a run prefix (enl-[worker-]<6 hex>)")
         self.prefix = prefix
         self.info = info
-        self._names = list(namespaces or [])
+        self._names = dict.fromkeys(namespaces or [])  # ordered, and a lookup is O(1)
         self._lock = threading.Lock()
+        self._journal: int | None = None  # the journal's fd, opened at the first reservation
 
     @classmethod
     def new(cls, **info: Any) -> Run:
@@ -90,12 +101,26 @@ class Run:
             record = json.loads((RUN_DIR / "runs" / f"{prefix}.json").read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or record.get("prefix") != prefix or \
-                not isinstance(record.get("namespaces"), list):
+        if not isinstance(record, dict) or record.get("prefix") != prefix:
             return None
-        names = [n for n in record.pop("namespaces") if isinstance(n, str) and n.startswith(prefix + "-")]
+        if record.get("format") == FORMAT:
+            names: dict[str, None] = {}
+        elif isinstance(record.get("namespaces"), list):  # a record written whole, before the journal
+            names = dict.fromkeys(n for n in record.pop("namespaces") if isinstance(n, str))
+        else:
+            return None
+        try:
+            journal = (RUN_DIR / "runs" / f"{prefix}{JOURNAL}").read_text(errors="replace")
+        except OSError:
+            journal = ""
+        for line in journal.split("\n")[:-1]:  # the part after the last newline is a torn append: nothing
+            if line.startswith("-"):
+                names.pop(line[1:], None)
+            else:
+                names[line] = None
         record.pop("prefix")
-        return cls(prefix, names, **record)
+        record.pop("format", None)
+        return cls(prefix, [n for n in names if n.startswith(prefix + "-")], **record)
 
     def name(self, what: str) -> str:
         return f"{self.prefix}-{what}"
@@ -105,8 +130,8 @@ class Run:
         name = self.name(what)
         with self._lock:
             if name not in self._names:
-                self._names.append(name)
-                self._save()
+                self._append(name)
+                self._names[name] = None
         return name
 
     def netns(self, what: str) -> str:
@@ -117,8 +142,8 @@ class Run:
             netns.create(name)
         except BaseException:
             with self._lock:
-                self._names.remove(name)
-                self._save()
+                self._append(f"-{name}")
+                del self._names[name]
             raise
         return name
 
@@ -132,15 +157,38 @@ class Run:
     def record(self) -> Path:
         return RUN_DIR / "runs" / f"{self.prefix}.json"
 
+    @property
+    def journal(self) -> Path:
+        return RUN_DIR / "runs" / f"{self.prefix}{JOURNAL}"
+
+    def recorded(self) -> list[str]:
+        """Every name the record lists, made or about to be."""
+        with self._lock:
+            return list(self._names)
+
     def save(self) -> None:
         with self._lock:
             self._save()
 
     def _save(self) -> None:
         state_dir("runs")
-        write_atomic(self.record, json.dumps({"prefix": self.prefix, **self.info, "namespaces": self._names}))
+        write_atomic(self.record, json.dumps({"prefix": self.prefix, "format": FORMAT, **self.info}))
+
+    def _append(self, line: str) -> None:
+        """One journal line, in one write(2) (the caller holds the lock). The header is written first if
+        this run has none yet (a `Run` made by hand, not by `new`)."""
+        if self._journal is None:
+            if not self.record.exists():
+                self._save()
+            self._journal = open_private(self.journal)
+        os.write(self._journal, f"{line}\n".encode())
 
     def unregister(self) -> None:
+        with self._lock:
+            if self._journal is not None:
+                os.close(self._journal)
+                self._journal = None
+        self.journal.unlink(missing_ok=True)  # the journal first: `clean` finds a run by its header
         self.record.unlink(missing_ok=True)
 
     def namespaces(self) -> list[str]:

@@ -25,7 +25,7 @@ def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
         assert r[f"{name}_ms_per_pod"] == b["cpu_ms_per_pod"]
     assert r["builders"]["pyroute2"]["pods"] == 3
     assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
-            "peak_rss_mb", "within_target"} <= set(r)
+            "peak_rss_mb", "within_target", "cpu_ms_per_pod_first_500", "over_first_500"} <= set(r)
     assert r["cores"] >= 1
 
 

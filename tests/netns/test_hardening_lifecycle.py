@@ -157,15 +157,88 @@ def test_the_controller_deletes_only_the_files_it_made(tmp_path):
 def test_a_run_records_each_namespace_before_it_is_made(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
     made = []
-    monkeypatch.setattr(netns, "create", lambda name: made.append((name, json.loads(run.record.read_text()))))
+    monkeypatch.setattr(netns, "create", lambda name: made.append((name, runs.Run.load(run.prefix).recorded())))
     run = runs.Run.new(cluster="c1")
-    assert json.loads(run.record.read_text())["namespaces"] == []
+    assert runs.Run.load(run.prefix).recorded() == []
+    assert "namespaces" not in json.loads(run.record.read_text())  # an older cleaner skips it, takes nothing
     run.netns("fabric")
     run.netns("n1")
-    assert [(n, r["namespaces"][-1]) for n, r in made] == [(run.name("fabric"),) * 2, (run.name("n1"),) * 2]
+    assert [(n, r[-1]) for n, r in made] == [(run.name("fabric"),) * 2, (run.name("n1"),) * 2]
     record = json.loads(run.record.read_text())
     assert record["pid"] == os.getpid() and record["start"] == runs.process_start(os.getpid())
-    assert stat.S_IMODE(run.record.stat().st_mode) == 0o600
+    assert record["cluster"] == "c1" and runs.Run.load(run.prefix).info["cluster"] == "c1"
+    assert stat.S_IMODE(run.record.stat().st_mode) == 0o600 and stat.S_IMODE(run.journal.stat().st_mode) == 0o600
+    run.unregister()
+    assert not run.record.exists() and not run.journal.exists()
+
+
+def test_a_reservation_appends_a_line_instead_of_rewriting_the_record(tmp_path, monkeypatch):
+    """Linear in the number of namespaces: the header is written once, each name is one append."""
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    run = runs.Run.new()
+    header = run.record.read_bytes()
+    names = [run.reserve(f"p{i}") for i in range(2000)]
+    assert run.record.read_bytes() == header
+    assert run.journal.read_text() == "".join(f"{n}\n" for n in names)
+    assert run.reserve("p7") == names[7] and runs.Run.load(run.prefix).recorded() == names  # once each
+
+
+def test_a_torn_journal_line_names_nothing(tmp_path, monkeypatch):
+    """A process killed inside its append leaves a line without its newline: the namespace it names was
+    not made yet (the append comes first), so the line is ignored; the lines before it count."""
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    run = runs.Run.new()
+    run.reserve("n1")
+    with open(run.journal, "a") as f:
+        f.write(f"{run.name('p1')[:-1]}")
+    assert runs.Run.load(run.prefix).recorded() == [run.name("n1")]
+
+
+def test_a_journal_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    run = runs.Run("enl-0a0b0c", pid=999_999_999, start="0")
+    run.reserve("n1")
+    with open(run.journal, "a") as f:
+        f.write("enl-ffffff-n1\nforeign\n../../etc\n-enl-0a0b0c-n1x\n")
+    deleted = []
+    monkeypatch.setattr(netns, "exists", lambda name: True)
+    monkeypatch.setattr(netns, "delete", lambda name: deleted.append(name) or True)
+    report = runs.clean()
+    assert deleted == ["enl-0a0b0c-n1"] and report.removed == {"enl-0a0b0c": ["enl-0a0b0c-n1"]}
+    assert not list(tmp_path.joinpath("runs").iterdir())
+
+
+KILLED_RUN = """
+from testbed.world import runs
+run = runs.Run.new()
+print(run.prefix, flush=True)
+for i in range(100_000):
+    run.netns(f"p{i}")
+    if i == 30:
+        print("going", flush=True)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.05])
+def test_a_run_killed_at_any_point_leaves_a_record_clean_uses(tmp_path, delay):
+    """kill -9 while a run makes namespaces as fast as it can: `enilab clean` then removes every one of
+    them (the journal named each before it was made) and the record, and nothing else."""
+    env = {**os.environ, "ENILAB_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        prefix = proc.stdout.readline().strip()
+        assert proc.stdout.readline().strip() == "going"
+        time.sleep(delay)
+    finally:
+        proc.kill()
+        proc.wait()
+    made = mine(prefix)
+    assert len(made) > 30
+    out = enilab("clean", "--json", env={"ENILAB_RUN_DIR": str(tmp_path / "run")})
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)["removed"][prefix]) == sorted(made)
+    assert not mine(prefix) and not list((tmp_path / "run" / "runs").iterdir())
 
 
 def test_a_namespace_that_existed_already_is_not_recorded_as_the_runs(tmp_path, monkeypatch):
@@ -178,7 +251,7 @@ def test_a_namespace_that_existed_already_is_not_recorded_as_the_runs(tmp_path, 
     monkeypatch.setattr(netns, "create", exists_already)
     with pytest.raises(FileExistsError):
         run.netns("n1")
-    assert json.loads(run.record.read_text())["namespaces"] == []
+    assert runs.Run.load(run.prefix).recorded() == [] and run.recorded() == []
 
 
 def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from eni_core.cni import CniRequest, Dataplane, handle
 from eni_core.datastore import Allocation
 from eni_core.kernel import NamespaceKernel, NetlinkPort
 from eni_core.model import Eni
+from eni_core.ops import SetSysctl, raise_first
 from testbed.errors import UsageError
 from testbed.world.backends import BackendHost, eni_ifindex
 from testbed.world.runs import Run
@@ -44,14 +45,158 @@ def require_root(what: str = "the netns backend") -> None:
         raise NotRoot(f"{what} needs root (network namespaces); run it as root, or use `enilab simulate`")
 
 
+class Fabric:
+    """The VPC's software-defined network, in a namespace of its own: a port (a veth end) for every node
+    NIC, ENI and VPC host; it delivers each IP the VPC has bound to the ENI that holds it (a /32 route and a
+    permanent neighbour with the ENI's MAC), answers for every subnet gateway and refuses (`unreachable`)
+    every other address of a subnet."""
+
+    def __init__(self, run: Run) -> None:
+        self.ns = run.netns("fabric")
+        self.kernel = NamespaceKernel(self.ns)
+        self.fd = os.open(netns.path(self.ns), os.O_RDONLY | os.O_CLOEXEC)  # where new ports' peers go
+        self._last_port = 10
+        self.kernel.check([nl.link_set(FABRIC_LO, up=True)])
+        self.kernel.write_sysctl("net.ipv4.ip_forward", 1)
+        self.kernel.write_sysctl("net.ipv4.conf.all.rp_filter", 0)
+        self.kernel.write_sysctl("net.ipv4.conf.default.rp_filter", 0)
+        # like a VPC's virtual switch, the fabric answers ARP for every address it delivers
+        self.kernel.write_sysctl("net.ipv4.conf.all.proxy_arp", 1)
+        self.kernel.write_sysctl("net.ipv4.conf.default.proxy_arp", 1)
+
+    def serve(self, subnets) -> None:
+        """Answer for each subnet's gateway, refuse the subnet's other addresses until they are delivered."""
+        reqs = []
+        for s in subnets:
+            reqs.append(nl.addr_add(FABRIC_LO, s.gateway, 32))
+            reqs.append(nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=s.cidr.network_address,
+                                     dst_len=s.cidr.prefixlen, rtype=nl.RTN_UNREACHABLE))
+        self.kernel.check(reqs)
+
+    def new_port(self) -> int:
+        """The link index the next port takes in the fabric."""
+        self._last_port += 1
+        return self._last_port
+
+    def port_up(self, name: str, index: int) -> None:
+        """Bring a port up; it answers proxied ARP at once, as a VPC switch does (Linux waits up to 0.8 s by
+        default, and a namespace has no `neigh.default` to change that for all ports)."""
+        self.kernel.write_sysctl(f"net.ipv4.neigh.{name}.proxy_delay", 0)
+        self.kernel.check([nl.link_set(index, up=True)])
+
+    def deliver(self, port: int, mac: str, ips, add: bool) -> None:
+        """Deliver `ips` to the ENI with `mac` behind `port` (or stop delivering them)."""
+        reqs = []
+        for ip in ips:
+            if add:
+                reqs += [nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=ip, dst_len=32, oif=port,
+                                      scope=nl.RT_SCOPE_LINK), nl.neigh_add(port, ip, mac)]
+            else:
+                reqs += [nl.route_msg(False, table=nl.RT_TABLE_MAIN, dst=ip, dst_len=32, oif=port,
+                                      scope=nl.RT_SCOPE_LINK), nl.neigh_del(port, ip)]
+        errors = self.kernel.apply(reqs)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        self.kernel.close()
+        os.close(self.fd)
+        netns.delete(self.ns)
+
+
 class _Node:
+    """A node's namespace: its kernel, its agent once asked for, and the node side of the routing agent."""
+
     def __init__(self, name: str, index: int, ns: str, kernel: NamespaceKernel) -> None:
         self.name, self.index, self.ns, self.kernel = name, index, ns, kernel
         self.agent: NodeAgent | None = None
         self.pinned: dict[str, int] = {}  # sysctls set by hand (set_sysctl): the agent leaves them be
 
+    def plug_eni(self, fabric: Fabric, eni: Eni) -> tuple[int, int]:
+        """Hot-plug the ENI: a veth (down, as a new NIC is) with the ENI's MAC and link index here, its peer
+        a fabric port (up). Returns (link index, fabric port)."""
+        index, port = eni_ifindex(eni.device_index), fabric.new_port()
+        add = nl.veth_add(eni.ifname, f"n{self.index}e{eni.device_index}", fabric.fd,
+                          index=index, mac=eni.mac, peer_index=port, up=False)
+        for attempt in range(5):
+            try:
+                self.kernel.check([add])
+                break
+            except OSError as err:  # a just-freed explicit index can be EBUSY once
+                if err.errno != errno.EBUSY or attempt == 4:
+                    raise
+                time.sleep(0.001 * (attempt + 1))
+        fabric.port_up(f"n{self.index}e{eni.device_index}", port)
+        return index, port
+
+    def sync(self, enis: list[tuple[str, IPv4Address]], pods) -> routing.SyncReport:
+        """The routing agent's pass over the whole node: observe, plan, repair."""
+        return routing.sync(NetlinkPort(self.kernel), enis, pods, leave=self.pinned)
+
+    def set_up_eni(self, eni: Eni, index: int, gateway: IPv4Address) -> None:
+        """What the routing agent's pass does for a hot-plugged ENI that holds no pod yet, without reading
+        the rest of the node: its link up, its table's default route, its rp_filter (the plan's, for this
+        ENI alone; nothing is deleted, so no other state can be touched)."""
+        port = NetlinkPort(self.kernel)
+        desired = routing.plan_node([routing.EniLink(eni.ifname, index, eni.mac, gateway, False)], [])
+        observed = routing.NodePlan(frozenset(), frozenset(), frozenset(), port.read_sysctls(desired.sysctls))
+        ops = [op for op in routing.reconcile(desired, observed)
+               if not (isinstance(op, SetSysctl) and op.key in self.pinned)]
+        raise_first(port.apply(ops, ignore=()))
+
+    def routing_state(self) -> dict:
+        """The node's policy routing as `enilab state` shows it: enilab's rules, its tables, the sysctls."""
+        names = {link.index: link.ifname for link in self.kernel.links()}
+        return {"rules": [_rule_view(r) for r in sorted(self.kernel.rules(), key=_rule_order)
+                          if r.priority in (routing.PRIO_TO_POD, routing.PRIO_FROM_POD)],
+                "tables": _tables_view(self.kernel.routes(), names),
+                "sysctl": self.kernel.read_sysctls(_STATE_SYSCTLS + [
+                    f"net.ipv4.conf.{name}.rp_filter" for name in sorted(names.values())
+                    if name.startswith("eth") and name != "eth0"])}
+
+
+_STATE_SYSCTLS = ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
+                  "net.ipv4.conf.eth0.rp_filter"]
+
+
+def _rule_order(r: nl.RuleEntry) -> tuple[int, int]:
+    return r.priority, int(r.src or r.dst or 0)
+
+
+def _rule_view(r: nl.RuleEntry) -> dict:
+    entry: dict = {"priority": r.priority}
+    if r.src is not None:
+        entry["from"] = f"{r.src}/{r.src_len}"
+    if r.dst is not None:
+        entry["to"] = f"{r.dst}/{r.dst_len}"
+    entry["table"] = r.table
+    return entry
+
+
+def _tables_view(routes: list[nl.RouteEntry], names: dict[int, str]) -> dict[str, list[dict]]:
+    """enilab's routes by table (`main` holds the pods' /32s), the default first, then by address."""
+    tables: dict[str, list[dict]] = {}
+    for r in routes:
+        if r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB:
+            key = "main"
+        elif r.table in routing.ENI_TABLES:
+            key = str(r.table)
+        else:
+            continue
+        route = {"dst": "default" if r.dst is None else f"{r.dst}/{r.dst_len}"}
+        if r.gateway is not None:
+            route["gateway"] = str(r.gateway)
+        route["dev"] = names.get(r.oif, str(r.oif))
+        tables.setdefault(key, []).append(route)
+    for table in tables.values():
+        table.sort(key=lambda r: (r["dst"] != "default", IPv4Address(r["dst"].split("/")[0]) if "/" in r["dst"]
+                                  else IPv4Address(0)))
+    return dict(sorted(tables.items()))
+
 
 class NetnsBackend:
+    """The backend's hooks over a `Fabric`, a `_Node` per node, and a namespace per pod and VPC host."""
+
     name = "netns"
 
     def __init__(self, run: Run | None = None) -> None:
@@ -62,34 +207,27 @@ class NetnsBackend:
         self.nodes: dict[str, _Node] = {}
         self.pods: dict[str, tuple[str, str]] = {}  # pod -> (node, netns name)
         self.hosts: dict[str, tuple[str, IPv4Address]] = {}  # VPC host -> (netns name, IP)
-        self.eni_where: dict[str, tuple[_Node, int, str]] = {}  # ENI id -> (node, fabric peer index, MAC)
+        self.eni_where: dict[str, tuple[_Node, int, str]] = {}  # ENI id -> (node, fabric port, MAC)
         self._node_seq = 0
         self._pod_seq = 0
         self._host_seq = 0
-        self._fabric_index = 10
-        self.fabric_ns = self.run.netns("fabric")
-        self.fabric = NamespaceKernel(self.fabric_ns)
-        self._fabric_fd = os.open(netns.path(self.fabric_ns), os.O_RDONLY)
+        self._fabric = Fabric(self.run)
         # a backend nobody closes (a notebook left running) still cleans up when the interpreter exits
         self._finalizer = weakref.finalize(self, self.run.remove)
-        self.fabric.check([nl.link_set(FABRIC_LO, up=True)])
-        self.fabric.write_sysctl("net.ipv4.ip_forward", 1)
-        self.fabric.write_sysctl("net.ipv4.conf.all.rp_filter", 0)
-        self.fabric.write_sysctl("net.ipv4.conf.default.rp_filter", 0)
-        # like a VPC's virtual switch, the fabric answers ARP for every address it delivers
-        self.fabric.write_sysctl("net.ipv4.conf.all.proxy_arp", 1)
-        self.fabric.write_sysctl("net.ipv4.conf.default.proxy_arp", 1)
+
+    @property
+    def fabric(self) -> NamespaceKernel:
+        return self._fabric.kernel
+
+    @property
+    def fabric_ns(self) -> str:
+        return self._fabric.ns
 
     # -- wiring to the cluster -----------------------------------------------------------------------
     def bind(self, cluster: BackendHost) -> None:
         """Serve the cluster's VPC: gateways, unreachable subnets, and IP delivery as bindings change."""
         self.cluster = cluster
-        reqs = []
-        for s in cluster.spec.subnets:
-            reqs.append(nl.addr_add(FABRIC_LO, s.gateway, 32))
-            reqs.append(nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=s.cidr.network_address,
-                                     dst_len=s.cidr.prefixlen, rtype=nl.RTN_UNREACHABLE))
-        self.fabric.check(reqs)
+        self._fabric.serve(cluster.spec.subnets)
         cluster.vpc.listeners.append(self._on_binding)
         for host in cluster.spec.hosts:
             self._add_host(host.name, host.ip, cluster.vpc.subnets[host.subnet])
@@ -98,60 +236,37 @@ class NetnsBackend:
         """A VPC instance that is not a node: a namespace with one interface in its subnet."""
         self._host_seq += 1
         ns = self.run.netns(f"h{self._host_seq}")
-        peer = self._fabric_peer()
+        port = self._fabric.new_port()
         mac = f"52:54:fe:00:{(self._host_seq >> 8) & 0xFF:02x}:{self._host_seq & 0xFF:02x}"
         kernel = NamespaceKernel(ns)
         try:
             kernel.check([nl.link_set(1, up=True),
-                          nl.veth_add("eth0", f"h{self._host_seq}", self._fabric_fd, index=2, mac=mac,
-                                      peer_index=peer),
+                          nl.veth_add("eth0", f"h{self._host_seq}", self._fabric.fd, index=2, mac=mac,
+                                      peer_index=port),
                           nl.addr_add(2, ip, subnet.cidr.prefixlen),
                           nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=2,
                                        gateway=subnet.gateway, proto=nl.RTPROT_STATIC)])
         finally:
             kernel.close()
-        self._peer_up(f"h{self._host_seq}", peer)
-        self._deliver(peer, mac, [ip], True)
+        self._fabric.port_up(f"h{self._host_seq}", port)
+        self._fabric.deliver(port, mac, [ip], True)
         self.hosts[name] = (ns, ip)
-
-    def _fabric_peer(self) -> int:
-        self._fabric_index += 1
-        return self._fabric_index
-
-    def _peer_up(self, name: str, index: int) -> None:
-        """Bring a fabric port up; it answers proxied ARP at once, as a VPC switch does (Linux waits up
-        to 0.8 s by default, and a namespace has no `neigh.default` to change that for all ports)."""
-        self.fabric.write_sysctl(f"net.ipv4.neigh.{name}.proxy_delay", 0)
-        self.fabric.check([nl.link_set(index, up=True)])
-
-    def _deliver(self, peer: int, mac: str, ips, add: bool) -> None:
-        reqs = []
-        for ip in ips:
-            if add:
-                reqs += [nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=ip, dst_len=32, oif=peer,
-                                      scope=nl.RT_SCOPE_LINK), nl.neigh_add(peer, ip, mac)]
-            else:
-                reqs += [nl.route_msg(False, table=nl.RT_TABLE_MAIN, dst=ip, dst_len=32, oif=peer,
-                                      scope=nl.RT_SCOPE_LINK), nl.neigh_del(peer, ip)]
-        errors = self.fabric.apply(reqs)
-        if errors:
-            raise errors[0]
 
     def _on_binding(self, what: str, eni_id: str, ips: tuple[IPv4Address, ...]) -> None:
         if what not in ("bind", "unbind"):
             return
         where = self.eni_where.get(eni_id)
         if where is not None:
-            self._deliver(where[1], where[2], ips, what == "bind")
+            self._fabric.deliver(where[1], where[2], ips, what == "bind")
 
     def redeliver(self) -> int:
         """The SDN is authoritative: re-assert delivery of every IP the VPC has bound (drift in the fabric
         is repaired). Returns how many addresses were re-asserted."""
         count = 0
-        for eni_id, (_node, peer, mac) in self.eni_where.items():
+        for eni_id, (_node, port, mac) in self.eni_where.items():
             eni = self.cluster.vpc.enis.get(eni_id)
             if eni is not None:
-                self._deliver(peer, mac, [eni.record.primary_ip, *eni.ips], True)
+                self._fabric.deliver(port, mac, [eni.record.primary_ip, *eni.ips], True)
                 count += 1 + len(eni.ips)
         return count
 
@@ -159,13 +274,12 @@ class NetnsBackend:
     def add_node(self, node: str) -> None:
         self._node_seq += 1
         ns = self.run.netns(f"n{self._node_seq}")
-        kernel = NamespaceKernel(ns)
-        n = _Node(node, self._node_seq, ns, kernel)
-        peer = self._fabric_peer()
+        n = _Node(node, self._node_seq, ns, NamespaceKernel(ns))
+        port = self._fabric.new_port()
         mac = f"52:54:ff:00:{(n.index >> 8) & 0xFF:02x}:{n.index & 0xFF:02x}"
-        kernel.check([nl.link_set(1, up=True),
-                      nl.veth_add("eth0", f"n{n.index}p", self._fabric_fd, index=2, mac=mac, peer_index=peer)])
-        self._peer_up(f"n{n.index}p", peer)
+        n.kernel.check([nl.link_set(1, up=True),
+                        nl.veth_add("eth0", f"n{n.index}p", self._fabric.fd, index=2, mac=mac, peer_index=port)])
+        self._fabric.port_up(f"n{n.index}p", port)
         self.nodes[node] = n
         self.sync(node)
 
@@ -205,22 +319,16 @@ class NetnsBackend:
 
     def eni_attached(self, node: str, eni: Eni) -> int:
         n = self.nodes[node]
-        index = eni_ifindex(eni.device_index)
-        peer = self._fabric_peer()
-        add = nl.veth_add(eni.ifname, f"n{n.index}e{eni.device_index}", self._fabric_fd,
-                          index=index, mac=eni.mac, peer_index=peer, up=False)  # hot-plugged: down
-        for attempt in range(5):
-            try:
-                n.kernel.check([add])
-                break
-            except OSError as err:  # a just-freed explicit index can be EBUSY once
-                if err.errno != errno.EBUSY or attempt == 4:
-                    raise
-                time.sleep(0.001 * (attempt + 1))
-        self._peer_up(f"n{n.index}e{eni.device_index}", peer)
-        self.eni_where[eni.id] = (n, peer, eni.mac)
-        self._deliver(peer, eni.mac, [eni.primary_ip, *eni.ips], True)
-        self.sync(node)  # the agent sees the hot-plugged ENI: link up, its table, rp_filter
+        index, port = n.plug_eni(self._fabric, eni)
+        self.eni_where[eni.id] = (n, port, eni.mac)
+        self._fabric.deliver(port, eni.mac, [eni.primary_ip, *eni.ips], True)
+        # the agent sees the hot-plugged ENI: link up, its table, rp_filter; a pass over the whole node
+        # only when pods already name the ENI (an agent restarted with them in its datastore)
+        local = self.cluster.local_node(node)
+        if local is not None and not any(a.eni_id == eni.id for a in local.ipamd.store.pods.values()):
+            n.set_up_eni(eni, index, self._gateways()[eni.subnet_id])
+        else:
+            self.sync(node)
         return index
 
     def eni_detached(self, node: str, eni: Eni) -> None:
@@ -235,8 +343,7 @@ class NetnsBackend:
         req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {"K8S_POD_NAME": pod},
                          {"cniVersion": "1.1.0", "name": CONTROLLER_NETWORK}, pod_key=pod)
         agent = self.agent_for(node)
-        dataplane = Dataplane(NetlinkPort(self.nodes[node].kernel))
-        return handle(req, lambda method, **params: agent.handle(method, params), dataplane)
+        return handle(req, lambda method, **params: agent.handle(method, params), agent.dataplane)
 
     def pod_up(self, node: str, pod: str, alloc: Allocation) -> dict:
         self._pod_seq += 1
@@ -258,6 +365,9 @@ class NetnsBackend:
         netns.delete(where[1])
 
     # -- the routing agent ---------------------------------------------------------------------------
+    def _gateways(self) -> dict[str, IPv4Address]:
+        return {s.id: s.gateway for s in self.cluster.spec.subnets}
+
     def sync(self, node: str) -> routing.SyncReport | None:
         """Run the node's routing agent: plan from the node's datastore (every pod it holds, the
         controller's and the runtimes'), observe the kernel, repair. (When the node agents run as their own
@@ -265,10 +375,7 @@ class NetnsBackend:
         local = self.cluster.local_node(node)
         if local is None:
             return None
-        n = self.nodes[node]
-        gateways = {s.id: s.gateway for s in self.cluster.spec.subnets}
-        inputs = routing.node_input(local.ipamd.enis, local.ipamd.store.pods, gateways)
-        return routing.sync(NetlinkPort(n.kernel), *inputs, leave=n.pinned)
+        return self.nodes[node].sync(*routing.node_input(local.ipamd.enis, local.ipamd.store.pods, self._gateways()))
 
     def set_sysctl(self, node: str, key: str, value: int) -> None:
         n = self.nodes[node]
@@ -277,43 +384,7 @@ class NetnsBackend:
 
     def node_state(self, node: str) -> dict:
         n = self.nodes[node]
-        names = {link.index: link.ifname for link in n.kernel.links()}
-        rules = []
-        def order(r: nl.RuleEntry) -> tuple[int, int]:
-            return r.priority, int(r.src or r.dst or 0)
-
-        for r in sorted(n.kernel.rules(), key=order):
-            if r.priority in (routing.PRIO_TO_POD, routing.PRIO_FROM_POD):
-                entry = {"priority": r.priority}
-                if r.src is not None:
-                    entry["from"] = f"{r.src}/{r.src_len}"
-                if r.dst is not None:
-                    entry["to"] = f"{r.dst}/{r.dst_len}"
-                entry["table"] = r.table
-                rules.append(entry)
-        tables: dict[str, list[dict]] = {}
-        for r in n.kernel.routes():
-            if r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB:
-                key = "main"
-            elif r.table in routing.ENI_TABLES:
-                key = str(r.table)
-            else:
-                continue
-            route = {"dst": "default" if r.dst is None else f"{r.dst}/{r.dst_len}"}
-            if r.gateway is not None:
-                route["gateway"] = str(r.gateway)
-            route["dev"] = names.get(r.oif, str(r.oif))
-            tables.setdefault(key, []).append(route)
-        for routes in tables.values():
-            routes.sort(key=lambda r: (r["dst"] != "default", IPv4Address(r["dst"].split("/")[0]) if "/" in r["dst"]
-                                       else IPv4Address(0)))
-        keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter",
-                "net.ipv4.conf.eth0.rp_filter"]
-        keys += [f"net.ipv4.conf.{name}.rp_filter" for name in sorted(names.values()) if name.startswith("eth")
-                 and name != "eth0"]
-        return {"netns": n.ns, "attachments": self.agent_for(node).attachments(),
-                "routing": {"rules": rules, "tables": dict(sorted(tables.items())),
-                                           "sysctl": n.kernel.read_sysctls(keys)}}
+        return {"netns": n.ns, "attachments": self.agent_for(node).attachments(), "routing": n.routing_state()}
 
     def keep(self) -> None:
         """Leave the namespaces up when this process ends. The run record stays: once this process is gone,
@@ -328,7 +399,5 @@ class NetnsBackend:
             n.kernel.close()
             netns.delete(n.ns)
         self.nodes.clear()
-        self.fabric.close()
-        os.close(self._fabric_fd)
-        netns.delete(self.fabric_ns)
+        self._fabric.close()
         self._finalizer()
