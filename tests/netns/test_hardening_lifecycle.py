@@ -219,7 +219,7 @@ for i in range(100_000):
 """
 
 
-@pytest.mark.root
+@pytest.mark.netns
 @pytest.mark.parametrize("delay", [0.0, 0.013, 0.05])
 def test_a_run_killed_at_any_point_leaves_a_record_clean_uses(tmp_path, delay):
     """kill -9 while a run makes namespaces as fast as it can: `enilab clean` then removes every one of
