@@ -10,7 +10,7 @@ from eni_core.ports import EniRecord, NotFound
 __all__ = ["EniEntry", "EniRegistry"]
 
 
-@dataclass
+@dataclass(slots=True)
 class EniEntry:
     """One ENI as the VPC knows it."""
 

@@ -21,7 +21,7 @@ class PodPhase(StrEnum):
     RUNNING = "Running"
 
 
-@dataclass
+@dataclass(slots=True)
 class Pod:
     name: str
     node: str | None

@@ -24,7 +24,7 @@ __all__ = ["SETTLE_LIMIT", "Node", "Scheduler"]
 SETTLE_LIMIT = 10_000
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Node:
     """A node as the cluster runs it: its spec, its IPAM (an Ipamd in shared-ENI mode, a StaticNode in
     static-IP mode), its Pending pods in the order they came, its Running pods, and each ENI's link index."""
