@@ -24,6 +24,7 @@ from eni_core.kernel import encode as encode_op
 from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
+from testbed.world.pods import PodPhase
 from testbed.world.runs import Run
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 
@@ -389,7 +390,7 @@ def _enilab_wiring(cluster) -> list[_PodWiring]:
     backend = cluster.backend
     out = []
     for pod in cluster.pods.values():
-        if pod.phase != "Running":
+        if pod.phase != PodPhase.RUNNING:
             continue
         node_name, ns = backend.pods[pod.name]
         node = cluster.nodes[node_name]
@@ -404,7 +405,7 @@ def _reach_sample(cluster, size: int, seed: int = 17) -> list[str]:
     and the last ENI's) and a seeded random draw of the rest, `size` in all."""
     by_node: dict[str, list[str]] = {}
     for pod in cluster.pods.values():
-        if pod.phase == "Running":
+        if pod.phase == PodPhase.RUNNING:
             by_node.setdefault(pod.node, []).append(pod.name)
     every = [p for names in by_node.values() for p in names]
     if len(every) <= size:
@@ -440,7 +441,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
                 first = (i * pods_per_node, _cpu_s() - c0)
         cpu, wire = _cpu_s() - c0, time.perf_counter() - t0
         slab_kb = _slab_kb() - slab0
-        running = sum(p.phase == "Running" for p in cluster.pods.values())
+        running = sum(p.phase == PodPhase.RUNNING for p in cluster.pods.values())
         t0 = time.perf_counter()
         verified = _verify(cluster.backend.fabric_ns, _enilab_wiring(cluster))
         sample = _reach_sample(cluster, reach_sample)

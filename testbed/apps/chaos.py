@@ -32,7 +32,7 @@ from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.rpc import RpcClient
 from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
-from testbed.world.cluster import RUNNING, Pod, next_auto_name
+from testbed.world.pods import Pod, PodPhase, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 from testbed.world.tencent_actions import VpcService
 from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, REGION, TencentVpcServer
@@ -165,7 +165,7 @@ class ProcessCluster:
             netns.delete(ns)
             return None
         ip = IPv4Address(result["ips"][0]["address"].split("/")[0])
-        self.pods[name] = Pod(name, node, self.seq, phase=RUNNING, ip=ip,
+        self.pods[name] = Pod(name, node, self.seq, phase=PodPhase.RUNNING, ip=ip,
                               extra={"netns": ns, "veth": result["interfaces"][0]["name"]})
         self.backend.pods[name] = (node, ns)
         return name

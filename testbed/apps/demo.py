@@ -15,7 +15,7 @@ from rich.table import Table
 from eni_core.model import eni_table
 from eni_core.ops import MAIN_TABLE
 from testbed.observe.report import node_table
-from testbed.world.cluster import RUNNING
+from testbed.world.pods import PodPhase
 
 __all__ = ["run_demo"]
 
@@ -46,7 +46,7 @@ def _verify_paths(console: Console, cluster, progress) -> tuple[list, int]:
     from testbed.observe.traffic import matrix, probe
 
     hosts = list(cluster.backend.hosts)
-    pods = [p for p in cluster.pods.values() if p.phase == RUNNING]
+    pods = [p for p in cluster.pods.values() if p.phase == PodPhase.RUNNING]
     table = Table(title="a verified path for every pod (real packets, seen at the fabric)", title_justify="left")
     for col in ("pod", "ip", "node", "ENI", "rule table", "seen leaving by", "to", "reply", "result"):
         table.add_column(col)
@@ -82,7 +82,7 @@ def _rp_filter_lesson(console: Console, cluster) -> int:
     from testbed.observe.traffic import probe
 
     hosts = list(cluster.backend.hosts)
-    pod = next((p for p in cluster.pods.values() if p.phase == RUNNING), None)
+    pod = next((p for p in cluster.pods.values() if p.phase == PodPhase.RUNNING), None)
     if pod is None or not hosts:
         return 0
     src = hosts[-1]

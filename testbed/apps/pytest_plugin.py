@@ -174,7 +174,9 @@ class EnilabCluster:
         self.cluster.delete_pod(name)
 
     def running_pods(self) -> list[str]:
-        return [p.name for p in self.cluster.pods.values() if p.phase == "Running"]
+        from testbed.world.pods import PodPhase
+
+        return [p.name for p in self.cluster.pods.values() if p.phase == PodPhase.RUNNING]
 
     def pod(self, name: str) -> dict[str, Any]:
         return self.state()["pods"][name]

@@ -50,9 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
-from testbed.apps.bench import sim_workload, sim_world
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
+from testbed.world.churn import MEAN_LIFE_S, churn_workload, churn_world
 from testbed.world.cluster import Cluster, Pod
 from testbed.world.scenario import load_scenario
 from testbed.world.spec import ClusterSpec, Mode
@@ -82,7 +82,6 @@ WORKLOADS = ("steady", "diurnal", "burst")
 #: The cloud of a generated workload: every call takes 0.5 to 2 s, and 2% of calls are throttled.
 GENERATED_CLOUD = FaultConfig(latency=(0.5, 2.0), throttle=0.02)
 PODS_PER_NODE_DAY = 50  # `enilab bench sim`'s churn: 50,000 pods on 1,000 nodes in 24 h
-MEAN_LIFE_S = 7200.0
 SAMPLES = 240  # points of the pool-over-time series
 MAX_NODES, MAX_PODS = 10_000, 2_000_000  # about a minute of simulation per setting at most
 
@@ -261,7 +260,7 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
         out.append((min(died, span), 1, "delete", f"pod-{i}", node))
 
     if kind == "steady":
-        out = sim_workload(nodes, total, hours, seed)
+        out = churn_workload(nodes, total, hours, seed)
     elif kind == "burst":
         i = 0
         while i < total:
@@ -280,7 +279,7 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
             pod(i, born, born + rng.expovariate(1 / MEAN_LIFE_S), f"node-{rng.randrange(nodes)}")
     out.sort()
     arrivals = tuple((t, op, name, node) for t, _, op, name, node in out)
-    world = replace(sim_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
+    world = replace(churn_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
     return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)
 
 

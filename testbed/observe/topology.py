@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from testbed.world.cluster import RUNNING
+from testbed.world.pods import PodPhase
 
 if TYPE_CHECKING:
     from testbed.world.cluster import Cluster
@@ -61,7 +61,7 @@ def build_graph(cluster: Cluster) -> nx.Graph:
             g.add_edge(f"subnet:{eni['subnet']}", key, rel="contains")
             g.add_edge(key, f"node:{name}", rel="attached")
     for name, p in state["pods"].items():
-        if p["phase"] != RUNNING:
+        if p["phase"] != PodPhase.RUNNING:
             continue
         key = f"pod:{name}"
         eni_subnet = g.nodes[f"eni:{p['eni']}"]["subnet"]

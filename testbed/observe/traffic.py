@@ -24,7 +24,7 @@ from eni_core import netns
 from eni_core.ops import MAIN_TABLE
 from testbed.errors import UsageError
 from testbed.world.backends import packet_backend
-from testbed.world.cluster import RUNNING
+from testbed.world.pods import PodPhase
 
 if TYPE_CHECKING:
     from testbed.world.cluster import Cluster
@@ -105,7 +105,7 @@ def resolve(cluster: Cluster, target: str) -> Endpoint:
     backend = cluster.backend
     pod = cluster.pods.get(target)
     if pod is not None:
-        if pod.phase != RUNNING:
+        if pod.phase != PodPhase.RUNNING:
             raise UsageError(f"pod {target} is {pod.phase}; it has no IP to probe with")
         return Endpoint(target, pod.ip, pod.extra.get("netns"), pod.node, pod.extra.get("veth"), "pod")
     hosts = backend.hosts
@@ -117,7 +117,7 @@ def resolve(cluster: Cluster, target: str) -> Endpoint:
     except ValueError:
         raise UsageError(f"{target!r} is no pod, VPC host or IP address of this cluster") from None
     for p in cluster.pods.values():
-        if p.ip == ip and p.phase == RUNNING:
+        if p.ip == ip and p.phase == PodPhase.RUNNING:
             return resolve(cluster, p.name)
     for name, (ns, hip) in hosts.items():
         if hip == ip:
@@ -356,7 +356,7 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
     IP addresses (released IPs, say): with nobody behind them they are expected to be False.
     """
     backend = packet_backend(cluster.backend, "the connectivity matrix")
-    running = [p.name for p in cluster.pods.values() if p.phase == RUNNING]
+    running = [p.name for p in cluster.pods.values() if p.phase == PodPhase.RUNNING]
     srcs = [resolve(cluster, s) for s in (sources or running)]
     dsts = [resolve(cluster, t) for t in (targets or [*running, *backend.hosts])]
     listeners: dict[socket.socket, str] = {}

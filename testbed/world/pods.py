@@ -1,0 +1,55 @@
+"""A cluster's pods: the pod record, its phase, automatic names and the newest-first order."""
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address
+from itertools import islice
+
+__all__ = ["Pod", "PodPhase", "newest_first", "next_auto_name"]
+
+
+class PodPhase(StrEnum):
+    """A pod's phase, as the JSON STATE spells it: Pending until it has an IP, then Running.
+
+    >>> PodPhase.RUNNING == "Running", f"{PodPhase.PENDING}"
+    (True, 'Pending')
+    """
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+
+
+@dataclass(slots=True)
+class Pod:
+    name: str
+    node: str | None
+    seq: int  # creation order: a pod deleted and made again is new
+    static: bool = False
+    owner: str | None = None
+    phase: PodPhase = PodPhase.PENDING
+    ip: IPv4Address | None = None
+    eni_id: str | None = None
+    extra: dict = field(default_factory=dict)  # what the backend shows of the pod (netns, veth)
+
+
+def next_auto_name(counter: int, taken: Container[str]) -> tuple[int, str]:
+    """Automatic pod names are pod-1, pod-2, ... skipping names in use: (the new counter, the name).
+
+    >>> next_auto_name(0, {"pod-1", "pod-2"})
+    (3, 'pod-3')
+    """
+    while True:
+        counter += 1
+        if f"pod-{counter}" not in taken:
+            return counter, f"pod-{counter}"
+
+
+def newest_first(pods: Mapping[str, object], count: int) -> list[str]:
+    """The `count` newest pods of a mapping kept in creation order (a deleted pod made again is new).
+
+    >>> newest_first(dict.fromkeys(["a", "b", "c"]), 2)
+    ['c', 'b']
+    """
+    return list(islice(reversed(pods), count))

@@ -1,0 +1,226 @@
+"""The eni-ip scheduler: which node a pod goes to, and which of a node's Pending pods may start.
+
+A pod runs on a node only while the node's pods are fewer than its `tke.cloud.tencent.com/eni-ip`
+allocatable. A pod created without a node goes to the node with the most free eni-ip (ties to the node
+added first). Settling a node runs its IPAM's reconcile and starts what fits until neither changes,
+then arms the node's next timer. Every step costs what the nodes and pods it touches cost: nothing
+scans the cluster.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from eni_core.clock import Clock
+from eni_core.ipamd import EniNode
+from testbed.world.pods import Pod
+from testbed.world.spec import NodeSpec
+from testbed.world.timers import NodeTimers
+
+__all__ = ["SETTLE_LIMIT", "Node", "Scheduler"]
+
+SETTLE_LIMIT = 10_000
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A node as the cluster runs it: its spec, its IPAM (an Ipamd in shared-ENI mode, a StaticNode in
+    static-IP mode), its Pending pods in the order they came, its Running pods, and each ENI's link index."""
+
+    spec: NodeSpec
+    ipamd: EniNode
+    seq: int = 0  # the order nodes were added in: ties in scheduling go to the older node
+    pending: dict[str, None] = field(default_factory=dict)  # an ordered set
+    running: set[str] = field(default_factory=set)
+    ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
+    unannounced: dict[str, None] = field(default_factory=dict)  # Pending pods whose FailedScheduling is not out
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def room(self) -> int:
+        """Free eni-ip: allocatable less the pods running or waiting here."""
+        return self.ipamd.allocatable - len(self.running) - len(self.pending)
+
+    def enqueue(self, pod: str) -> None:
+        self.pending[pod] = None
+        self.unannounced[pod] = None
+
+    def withdraw(self, pod: str) -> None:
+        """A Pending pod leaves the queue (deleted, or it could not start)."""
+        del self.pending[pod]
+        self.unannounced.pop(pod, None)
+
+
+class _RoomIndex:
+    """The nodes by free eni-ip, most first, then oldest: a heap refreshed from the nodes marked as
+    changed, whose stale entries are skipped when they come up (and dropped when they pile up)."""
+
+    def __init__(self, nodes: dict[str, Node]) -> None:
+        self._nodes = nodes
+        self._heap: list[tuple[int, int, str]] | None = None  # built the first time it is asked
+        self._changed: dict[str, None] = {}
+
+    def changed(self, node: Node) -> None:
+        if self._heap is not None:
+            self._changed[node.name] = None
+
+    def roomiest(self) -> Node | None:
+        nodes = self._nodes
+        if self._heap is None or len(self._heap) > 2 * len(nodes) + 64:
+            self._heap = [(-n.room, n.seq, n.name) for n in nodes.values()]
+            heapq.heapify(self._heap)
+            self._changed.clear()
+        heap = self._heap
+        for name in self._changed:
+            node = nodes.get(name)
+            if node is not None:
+                heapq.heappush(heap, (-node.room, node.seq, name))
+        self._changed.clear()
+        while heap:
+            minus_room, seq, name = heap[0]
+            node = nodes.get(name)
+            if node is None or node.seq != seq:
+                heapq.heappop(heap)  # a node deleted since (perhaps made again, with a new seq)
+            elif node.room != -minus_room:
+                heapq.heapreplace(heap, (-node.room, seq, name))  # it changed since: file it again
+            else:
+                return node
+        return None
+
+
+class Scheduler:
+    """Places the cluster's pods and settles its nodes. `start(node, pod)` runs a pod on a node (an IP
+    from the node's IPAM, the backend's wiring): True if it started, False if it cannot have an IP now;
+    it raises if the pod can never run, after taking it out of the cluster."""
+
+    def __init__(
+        self,
+        nodes: dict[str, Node],
+        pods: dict[str, Pod],
+        *,
+        start: Callable[[Node, Pod], bool],
+        clock: Clock,
+        timers: NodeTimers,
+        events: Callable[[dict], None],
+        static: bool,
+    ) -> None:
+        self.nodes = nodes
+        self.pods = pods
+        self._start = start
+        self._clock = clock
+        self._timers = timers
+        self._events = events
+        self._static = static
+        self._unscheduled: deque[Pod] = deque()  # a pod deleted meanwhile is skipped when it comes up
+        self._rooms = _RoomIndex(nodes)
+
+    # -- the queues ---------------------------------------------------------------------------------
+    def submit(self, pod: Pod) -> None:
+        """A new pod: Pending on its node, or waiting for one."""
+        if pod.node is None:
+            self._unscheduled.append(pod)
+        else:
+            node = self.nodes[pod.node]
+            node.enqueue(pod.name)
+            self._rooms.changed(node)
+
+    def withdraw(self, pod: Pod) -> None:
+        """A pod that is not running is deleted."""
+        if pod.node is not None:
+            node = self.nodes[pod.node]
+            node.withdraw(pod.name)
+            self._rooms.changed(node)
+
+    def stopped(self, node: Node, pod: str) -> None:
+        """A running pod is deleted."""
+        node.running.discard(pod)
+        self._rooms.changed(node)
+
+    def forget(self, node: Node) -> None:
+        """The node is gone."""
+        self._timers.disarm(node.name)
+
+    # -- settling -----------------------------------------------------------------------------------
+    def settle(self, names: Iterable[str]) -> None:
+        """Settle the named nodes, then the nodes that get the unscheduled pods, until nothing moves."""
+        todo = list(dict.fromkeys(names))
+        for _ in range(SETTLE_LIMIT):
+            for name in todo:
+                node = self.nodes.get(name)
+                if node is not None:
+                    self._settle_node(node)
+            todo = self._bind_unscheduled()
+            if not todo:
+                return
+        raise RuntimeError("the cluster did not settle")
+
+    def _settle_node(self, node: Node) -> None:
+        for _ in range(SETTLE_LIMIT):
+            changed = node.ipamd.reconcile()
+            placed = self._place_pending(node)
+            if not changed and not placed:
+                break
+        else:
+            raise RuntimeError(f"node {node.name} did not settle")
+        self._rooms.changed(node)
+        deadline = node.ipamd.deadline()
+        if deadline is not None and deadline > self._clock.now():
+            self._timers.arm(node.name, deadline)
+
+    def _place_pending(self, node: Node) -> bool:
+        """The scheduler's eni-ip check: a pod runs on the node only while its pods < allocatable. Each
+        Pending pod is tried in turn: one that cannot get an IP (its static address's subnet has no room
+        here) does not hold back the others."""
+        started: list[str] = []
+        failed: tuple[str, Exception] | None = None
+        for name in node.pending:  # the queue changes only once the loop is over
+            if len(node.running) >= node.ipamd.allocatable:
+                break
+            try:
+                if self._start(node, self.pods[name]):
+                    started.append(name)
+            except Exception as err:  # the pod can never run: `start` took it out of the cluster
+                failed = name, err
+                break
+        for name in started:
+            node.withdraw(name)
+        if failed is not None:
+            node.withdraw(failed[0])
+            self._rooms.changed(node)
+            raise failed[1]
+        self._announce_failed(node)
+        return bool(started)
+
+    def _announce_failed(self, node: Node) -> None:
+        """FailedScheduling, once per pod and Pending spell."""
+        for name in node.unannounced:
+            self._events({"t": self._clock.now(), "kind": "pod", "pod": name, "node": node.name,
+                          "event": "FailedScheduling",
+                          "reason": node.ipamd.shortfall if self._static and node.ipamd.shortfall else
+                          f"node {node.name} has no free tke.cloud.tencent.com/eni-ip "
+                          f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})"})
+        node.unannounced.clear()
+
+    def _bind_unscheduled(self) -> list[str]:
+        """Give waiting pods, oldest first, to the node with the most free eni-ip: the nodes that got one."""
+        touched: dict[str, None] = {}
+        queue = self._unscheduled
+        while queue:
+            pod = queue[0]
+            if self.pods.get(pod.name) is not pod or pod.node is not None:
+                queue.popleft()  # deleted while it waited
+                continue
+            best = self._rooms.roomiest()
+            if best is None or best.room <= 0:
+                break
+            queue.popleft()
+            pod.node = best.name
+            best.enqueue(pod.name)
+            self._rooms.changed(best)
+            touched[best.name] = None
+        return list(touched)

@@ -1,0 +1,187 @@
+"""The world's parts on their own: the scheduler's choice of node, the nodes' timers, the address book,
+pod phases and the churn workload."""
+from __future__ import annotations
+
+import heapq
+import json
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eni_core.model import PoolConfig, Subnet
+from eni_core.ports import InsufficientAddresses, InvalidParameter
+from testbed.world.addresses import AddressBook, AddressSpace
+from testbed.world.churn import churn_workload, churn_world, replay_churn
+from testbed.world.cluster import Cluster
+from testbed.world.pods import PodPhase
+from testbed.world.spec import ClusterSpec, NodeSpec
+from testbed.world.timers import NodeTimers
+
+SUBNET = Subnet("subnet-a", IPv4Network("10.0.0.0/22"))
+
+
+def _cluster(*nodes: tuple[str, int, int]) -> Cluster:
+    spec = ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(2, 4),
+                       nodes=tuple(NodeSpec(n, ("subnet-a",), e, i) for n, e, i in nodes))
+    return Cluster(spec, keep_events=False)
+
+
+def _roomiest_by_scan(c: Cluster) -> str | None:
+    """The rule written the obvious way: the most free eni-ip, ties to the node added first."""
+    free = {n: node.ipamd.allocatable - len(node.running) - len(node.pending) for n, node in c.nodes.items()}
+    best = max(free, key=lambda n: free[n], default=None)
+    return best if best is not None and free[best] > 0 else None
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("create"), st.integers(1, 6)),
+    st.tuples(st.just("create_on"), st.sampled_from(["n1", "n2", "n3"]), st.integers(1, 4)),
+    st.tuples(st.just("delete"), st.integers(0, 40)),
+    st.tuples(st.just("set"), st.sampled_from(["n1", "n2", "n3"]), st.integers(1, 3)),
+    st.tuples(st.just("add"), st.sampled_from(["n4", "n5"])),
+    st.tuples(st.just("drop"), st.sampled_from(["n1", "n2", "n3", "n4", "n5"])),
+    st.tuples(st.just("advance"), st.integers(1, 300)),
+), max_size=25)
+
+
+@given(ops)
+def test_pods_without_a_node_go_where_the_scan_of_every_node_would_put_them(steps):
+    c = _cluster(("n1", 2, 3), ("n2", 1, 5), ("n3", 2, 2))
+    for op in steps:
+        if op[0] == "create":
+            for _ in range(op[1]):
+                expected = _roomiest_by_scan(c)
+                pod = c.create_pod()
+                assert pod.node == expected  # None: no node has room, the pod waits
+        elif op[0] == "create_on" and op[1] in c.nodes:
+            c.create_pods(op[2], op[1])
+        elif op[0] == "delete" and c.pods:
+            c.delete_pod(list(c.pods)[op[1] % len(c.pods)])
+        elif op[0] == "set" and op[1] in c.nodes:
+            c.set_node(op[1], max_enis=op[2])
+        elif op[0] == "add" and op[1] not in c.nodes:
+            c.add_node(NodeSpec(op[1], ("subnet-a",), 2, 4))
+        elif op[0] == "drop" and op[1] in c.nodes and len(c.nodes) > 1:
+            c.delete_node(op[1])
+        elif op[0] == "advance":
+            c.advance(op[1])
+        waiting = [p for p in c.pods.values() if p.node is None]
+        assert not waiting or _roomiest_by_scan(c) is None, "a pod waits while a node has room"
+
+
+def test_a_waiting_pod_deleted_is_skipped_and_one_made_again_under_its_name_waits_at_the_back():
+    c = _cluster(("n1", 1, 3))  # room for 3 pods at most
+    c.create_pods(3, "n1")
+    c.create_pod("a")
+    c.create_pod("b")
+    c.delete_pod("a")
+    c.create_pod("a")  # new: behind b
+    c.delete_pod(c.newest_pods(4)[-1])  # one running pod of n1 goes: one place frees up
+    assert c.pods["b"].node == "n1" and c.pods["a"].node is None
+
+
+def test_deleting_many_pending_pods_costs_each_only_its_own_removal():
+    c = _cluster(("n1", 1, 2))
+    c.create_pods(5000, "n1")
+    node = c.nodes["n1"]
+    assert len(node.pending) == 4998 and not node.unannounced  # each told FailedScheduling once
+    for name in list(node.pending)[::-1]:
+        c.delete_pod(name, settle=False)
+    assert not node.pending and len(node.running) == 2
+
+
+def test_failed_scheduling_is_said_once_per_pending_spell():
+    c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
+                            nodes=(NodeSpec("n1", ("subnet-a",), 1, 2),)))
+    c.create_pods(4, "n1")
+    c.advance(600)
+    c.delete_pod("pod-1")
+    said = [e["pod"] for e in c.events.items if e.get("event") == "FailedScheduling"]
+    assert said == ["pod-2", "pod-3", "pod-4"]  # pod-2 waited for the pool's second IP, once
+    assert c.pods["pod-3"].phase == PodPhase.RUNNING and c.pods["pod-4"].phase == PodPhase.PENDING
+
+
+def test_timers_fire_in_time_order_then_node_name_and_only_as_last_armed():
+    timers = NodeTimers()
+    for node, t in [("b", 5.0), ("a", 5.0), ("c", 1.0), ("c", 7.0), ("d", 3.0)]:
+        timers.arm(node, t)
+    timers.disarm("d")
+    fired = []
+    while timers.due() is not None:
+        fired.append(timers.pop())
+    assert fired == [(5.0, "a"), (5.0, "b"), (7.0, "c")]
+    with pytest.raises(IndexError):
+        timers.pop()
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 20)), max_size=40))
+def test_timers_agree_with_a_plain_sorted_list_of_the_last_deadline_of_each_node(arms):
+    timers = NodeTimers()
+    last: dict[str, float] = {}
+    for node, t in arms:
+        timers.arm(node, float(t))
+        last[node] = float(t)
+    fired = []
+    while timers.due() is not None:
+        fired.append(timers.pop())
+    assert fired == sorted((t, n) for n, t in last.items())
+
+
+@given(st.lists(st.one_of(st.just(None), st.integers(0, 40)), max_size=120))
+def test_the_address_book_hands_out_the_lowest_free_address_as_a_set_would(ops):
+    book = AddressBook(Subnet("s", IPv4Network("10.0.0.0/26")))  # usable 10.0.0.2 .. 10.0.0.62
+    taken: list[int] = []
+    free = list(range(int(IPv4Address("10.0.0.2")), int(IPv4Address("10.0.0.62")) + 1))
+    for op in ops:
+        if op is None and taken:
+            n = taken.pop(len(taken) // 2)
+            book.give_back(IPv4Address(n))
+            heapq.heappush(free, n)
+        elif op is not None and free:
+            ip = book.take()
+            assert int(ip) == heapq.heappop(free)
+            taken.append(int(ip))
+        assert book.available == len(free)
+
+
+def test_an_address_space_takes_all_it_is_asked_for_or_nothing():
+    space = AddressSpace([Subnet("s", IPv4Network("10.0.0.0/29"))])  # usable 10.0.0.2 .. 10.0.0.6
+    space.retained.add(IPv4Address("10.0.0.9"))  # a claim's address, outside this subnet: refused
+    before = space.available("s")
+    with pytest.raises(InvalidParameter, match=re.escape("10.0.0.9 is not in s, the subnet of eni-x")):
+        space.take("s", 0, [IPv4Address("10.0.0.2"), IPv4Address("10.0.0.9")], for_eni="eni-x")
+    assert space.available("s") == before and IPv4Address("10.0.0.9") in space.retained
+    with pytest.raises(InsufficientAddresses):
+        space.take("s", before + 1)
+    assert space.available("s") == before
+
+
+def test_pod_phases_are_the_strings_of_the_json_contract():
+    schema = json.loads((Path(__file__).parent.parent / "docs/schema/state.schema.json").read_text())
+    phases = set()
+
+    def find(node):
+        if isinstance(node, dict):
+            if "phase" in node.get("properties", {}):
+                phases.update(node["properties"]["phase"]["enum"])
+            for value in node.values():
+                find(value)
+        elif isinstance(node, list):
+            for value in node:
+                find(value)
+
+    find(schema)
+    assert phases == {p.value for p in PodPhase}
+    assert json.dumps({"phase": PodPhase.RUNNING}) == '{"phase": "Running"}'
+
+
+def test_the_churn_replays_to_an_empty_cluster_and_is_the_same_for_the_same_seed():
+    assert churn_workload(20, 300, 2, seed=4) == churn_workload(20, 300, 2, seed=4)
+    c = Cluster(churn_world(20, seed=4), keep_events=False)
+    assert replay_churn(c, churn_workload(20, 300, 2, seed=4)) == 600
+    c.run_until(2 * 3600)
+    assert not c.pods and c.vpc.calls > 0
