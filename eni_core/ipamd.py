@@ -229,12 +229,15 @@ class EniNode(abc.ABC):
                     continue
         for ip in ips:
             eni.unbind(ip)
+            self._learned_at.pop(ip, None)
         self._commit()
 
     def _delete_eni(self, eni: Eni) -> None:
         with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
             self._call(self.vpc.detach_eni, eni.id)
         del self.store.enis[eni.id]
+        for what in (eni.id, *eni.ips):
+            self._learned_at.pop(what, None)
         self._commit()
         self._tell(EniChange.DETACHED, eni)
         if not self._try(self.vpc.delete_eni, eni.id):

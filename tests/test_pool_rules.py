@@ -322,3 +322,17 @@ def test_shared_eni_and_static_ip_modes_pick_a_new_enis_subnet_by_the_same_rule(
 def test_a_retained_ip_needs_only_the_new_enis_primary_address_free_in_its_subnet(free, expected):
     names = ["subnet-a", "subnet-b"]
     assert choose_eni([], names, {"subnet-a": 50, "subnet-b": free}, DEFAULT_LIMITS, subnet="subnet-b") == expected
+
+
+def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
+    """What the ipamd remembers of when it saw an IP or ENI (for the describe lag) is bounded by what the node
+    holds now, however long the churn: IPs released and ENIs deleted are forgotten."""
+    c = cluster(release_interval=60)
+    for _ in range(20):
+        c.create_pods(25, "node-1")
+        for name in [n for n in c.state()["pods"]]:
+            c.delete_pod(name)
+        c.advance(3600)  # the pool shrinks back: idle IPs go, ENIs with none left go
+    ipamd = c.nodes["node-1"].ipamd
+    held = {*ipamd.store.enis, *(ip for e in ipamd.store.enis.values() for ip in e.ips)}
+    assert set(ipamd._learned_at) <= held
