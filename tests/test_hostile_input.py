@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from eni_core import names
 from testbed.world import yamlfile
+from testbed.world.addresses import AddressBook, usable_range
 from testbed.world.cluster import Cluster
 from testbed.world.scenario import (
     LIMITS,
@@ -30,7 +31,6 @@ from testbed.world.scenario import (
     load_scenario,
     parse_scenario,
 )
-from testbed.world.vpc import AddressBook, usable_range
 from tests.helpers import ROOT, subnet
 
 HEAD = """name: hostile

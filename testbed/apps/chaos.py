@@ -32,11 +32,12 @@ from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.rpc import RpcClient
 from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
+from testbed.world.faults import FaultConfig
 from testbed.world.pods import Pod, PodPhase, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
 from testbed.world.tencent_actions import VpcService
 from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, REGION, TencentVpcServer
-from testbed.world.vpc import FaultConfig, SimVpc
+from testbed.world.vpc import SimVpc
 from testbed.world.vpc_server import serve_vpc
 
 __all__ = ["ProcessCluster", "run_chaos"]

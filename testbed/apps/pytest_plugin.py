@@ -220,7 +220,7 @@ class EnilabCluster:
     def faults(self, **rates: float) -> None:
         """Make the simulated cloud flaky (throttle, transient, insufficient_addresses, timeout, as rates;
         consistency_delay and latency in seconds); with no argument it heals."""
-        from testbed.world.vpc import FaultConfig
+        from testbed.world.faults import FaultConfig
 
         self.cluster.vpc.faults = FaultConfig(**rates)
 

@@ -53,10 +53,11 @@ from eni_core.model import PoolConfig
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
 from testbed.world.churn import MEAN_LIFE_S, churn_workload, churn_world
-from testbed.world.cluster import Cluster, Pod
+from testbed.world.cluster import Cluster
+from testbed.world.faults import FaultConfig
+from testbed.world.pods import Pod
 from testbed.world.scenario import load_scenario
 from testbed.world.spec import ClusterSpec, Mode
-from testbed.world.vpc import FaultConfig
 
 __all__ = [
     "GOAL_METRICS",

@@ -25,7 +25,7 @@ from testbed.world.state import cluster_state
 from testbed.world.timers import NodeTimers
 from testbed.world.vpc import SimVpc
 
-__all__ = ["Cluster", "ClusterError", "EventLog", "Node", "Pod", "PodPhase", "newest_first", "next_auto_name"]
+__all__ = ["Cluster", "ClusterError", "Pod", "PodPhase"]
 
 
 class ClusterError(UserError):

@@ -26,10 +26,11 @@ from eni_core.names import short_list, shorten
 from eni_core.static import ClaimError, check_expiry
 from testbed.errors import UserError
 from testbed.world import yamlfile
+from testbed.world.addresses import usable_range
 from testbed.world.catalog import resolve
-from testbed.world.cluster import newest_first, next_auto_name
+from testbed.world.faults import FaultConfig
+from testbed.world.pods import newest_first, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, Mode, NodeSpec
-from testbed.world.vpc import FaultConfig, usable_range
 
 __all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
 

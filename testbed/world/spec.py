@@ -6,7 +6,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address
 
 from eni_core.model import NodeLimits, PoolConfig, Subnet
-from testbed.world.vpc import FaultConfig
+from testbed.world.faults import FaultConfig
 
 __all__ = ["ClusterSpec", "HostSpec", "Mode", "NodeSpec"]
 

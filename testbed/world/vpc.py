@@ -14,13 +14,13 @@ from ipaddress import IPv4Address
 
 from eni_core.model import Subnet
 from eni_core.ports import EniRecord, InvalidParameter, NotFound, VpcError
-from testbed.world.addresses import AddressBook, AddressSpace, usable_range
+from testbed.world.addresses import AddressSpace
 from testbed.world.eni_registry import EniEntry, EniRegistry
 from testbed.world.faults import FaultConfig, FaultInjector
 from testbed.world.quotas import Instance
 
-# AddressBook, FaultConfig and usable_range are named here too, where callers have long found them.
-__all__ = ["AddressBook", "FaultConfig", "SimVpc", "usable_range"]
+# FaultConfig is named here too: a SimVpc is made with one.
+__all__ = ["FaultConfig", "SimVpc"]
 
 EventSink = Callable[[dict], None]
 
