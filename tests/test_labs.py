@@ -306,7 +306,6 @@ def test_every_cell_that_asks_for_an_answer_can_be_run_again(monkeypatch):
 
 
 @pytest.mark.netns
-@pytest.mark.host_root("the containers backend starts podman as root; rootless podman is not wired to enilab yet")
 def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monkeypatch):
     from tests.containers.helpers import SMALL as BOXES
     from tests.containers.helpers import need_engine

@@ -124,19 +124,6 @@ def test_a_host_root_test_runs_only_as_root_of_the_host(pytester, monkeypatch, e
         result.stdout.fnmatch_lines(["*needs root of the host (it starts podman as root)*"])
 
 
-def test_the_containers_backend_in_a_user_namespace_is_skipped_saying_it_needs_the_hosts_root(pytester, monkeypatch):
-    monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(userns, "inside", lambda: True)
-    monkeypatch.delenv("ENILAB_REQUIRE_ROOT", raising=False)
-    pytester.makepyfile(EXAMPLE + """
-def test_boxes(enilab_cluster):
-    enilab_cluster(TOPO, backend="containers")
-""")
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "boxes", "-rs")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs root of the host (the containers backend starts podman as root)*"])
-
-
 ROOTLESS_SESSION = """
 import os
 import pytest

@@ -136,8 +136,6 @@ class EnilabCluster:
             self.cluster = Cluster(scenario.cluster)
         else:
             require_netns()
-            if backend == "containers":
-                require_host_root("the containers backend starts podman as root")
             from testbed.apps.controller import make_backend
 
             made = make_backend(backend)

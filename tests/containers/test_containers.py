@@ -11,9 +11,7 @@ import pytest
 from tests.containers.helpers import enilab, need_engine, nothing_left
 from tests.helpers import ROOT
 
-pytestmark = [pytest.mark.netns, pytest.mark.host_root(
-    "the containers backend starts podman as root; rootless podman (subordinate ids, its own user namespace) "
-    "is not wired to enilab yet")]
+pytestmark = pytest.mark.netns  # as root, and as nobody: podman runs in the user namespace of the run
 DEFAULT = str(ROOT / "fixtures" / "topologies" / "default.yaml")
 
 

@@ -20,9 +20,7 @@ from testbed.world.cluster import ClusterError
 from tests.containers.helpers import SMALL, enilab, need_engine, nothing_left
 from tests.helpers import ROOT
 
-pytestmark = [pytest.mark.netns, pytest.mark.host_root(
-    "the containers backend starts podman as root; rootless podman (subordinate ids, its own user namespace) "
-    "is not wired to enilab yet")]
+pytestmark = pytest.mark.netns  # as root, and as nobody: podman runs in the user namespace of the run
 
 
 @pytest.fixture(autouse=True)
