@@ -163,11 +163,10 @@ class NetlinkPort:
         self.kernel.close()
 
     def links(self) -> list[ops.Link]:
-        return [ops.Link(lk.index, lk.ifname, lk.mac, lk.up) for lk in self.kernel.links()]
+        return self.kernel.links()
 
     def link(self, ifname: str) -> ops.Link | None:
-        lk = self.kernel.link(ifname)
-        return None if lk is None else ops.Link(lk.index, lk.ifname, lk.mac, lk.up)
+        return self.kernel.link(ifname)
 
     def addresses(self) -> list[ops.Address]:
         return [ops.Address(a.index, IPv4Interface((int(a.ip), a.prefixlen))) for a in self.kernel.addresses()]

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from eni_core.ops import Link  # a decoded link is the port's Link: the adapter hands it on as it is
+
 __all__ = [
     "IGNORE_EXISTS", "IGNORE_GONE", "Link", "NeighEntry", "NetlinkError", "NetlinkSocket", "RouteEntry", "RuleEntry",
     "addr_add", "encode", "link_del", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg", "veth_add",
@@ -192,14 +194,6 @@ def encode(requests: Iterable[Request]) -> bytes:
 
 
 # -- decoded dump entries ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Link:
-    index: int
-    ifname: str
-    mac: str
-    up: bool
-
-
 @dataclass(frozen=True)
 class RouteEntry:
     table: int
