@@ -51,10 +51,18 @@ def prepared(extra_env: dict[str, str] | None = None) -> Iterator[dict[str, str]
         venv = top / "venv"
         subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
         site = next(venv.glob("lib/python3*/site-packages"))
-        binds = {top / "src": ROOT, top / "deps": Path(sysconfig.get_paths()["purelib"])}
-        for mountpoint in binds:
-            mountpoint.mkdir(mode=0o755)
-        (site / "enilab-under-test.pth").write_text("".join(f"{m}\n" for m in binds))
+        src, deps = top / "src", top / "deps"
+        for folder in (src, deps):
+            folder.mkdir(mode=0o755)
+        # The checkout's entries one by one, not the checkout: its own folder may be 0700 (a clone made
+        # straight into a mktemp folder), and a bind shows the folder's own mode.
+        binds = {deps: Path(sysconfig.get_paths()["purelib"])}
+        for entry in sorted(ROOT.iterdir()):
+            if entry.name != ".venv":
+                mountpoint = src / entry.name
+                mountpoint.mkdir(mode=0o755) if entry.is_dir() else mountpoint.touch(mode=0o644)
+                binds[mountpoint] = entry
+        (site / "enilab-under-test.pth").write_text(f"{src}\n{deps}\n")
         _console_scripts(venv)
         home = top / "home"
         home.mkdir(mode=0o700)
