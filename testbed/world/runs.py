@@ -205,7 +205,7 @@ class Run:
             from testbed.world.engine import purge
 
             purge({"prefix": self.prefix, **self.info}, self.prefix)
-        gone = [n for n in self.namespaces() if netns.delete(n)]
+        gone = netns.delete_many(self.namespaces())
         self.unregister()
         return gone
 

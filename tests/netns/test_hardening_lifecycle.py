@@ -202,7 +202,7 @@ def test_a_journal_cannot_point_clean_at_another_runs_namespace(tmp_path, monkey
         f.write("enl-ffffff-n1\nforeign\n../../etc\n-enl-0a0b0c-n1x\n")
     deleted = []
     monkeypatch.setattr(netns, "exists", lambda name: True)
-    monkeypatch.setattr(netns, "delete", lambda name: deleted.append(name) or True)
+    monkeypatch.setattr(netns, "delete_many", lambda names: deleted.extend(names) or list(names))
     report = runs.clean()
     assert deleted == ["enl-0a0b0c-n1"] and report.removed == {"enl-0a0b0c": ["enl-0a0b0c-n1"]}
     assert not list(tmp_path.joinpath("runs").iterdir())
@@ -263,7 +263,7 @@ def test_a_record_cannot_point_clean_at_another_runs_namespace(tmp_path, monkeyp
     (tmp_path / "runs" / "enl-0d0e0f.json").write_text('{"prefix": "enl-0d0e0f", "pid": 1}')  # no list: not ours
     deleted = []
     monkeypatch.setattr(netns, "exists", lambda name: True)
-    monkeypatch.setattr(netns, "delete", lambda name: deleted.append(name) or True)
+    monkeypatch.setattr(netns, "delete_many", lambda names: deleted.extend(names) or list(names))
     report = runs.clean()
     assert deleted == ["enl-0a0b0c-n1"] and report.skipped == ["enl-0d0e0f.json"]
 

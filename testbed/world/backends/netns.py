@@ -99,9 +99,9 @@ class Fabric:
             raise errors[0]
 
     def close(self) -> None:
+        """Close the fabric's socket and file; its namespace goes with the run's (`Run.remove`)."""
         self.kernel.close()
         os.close(self.fd)
-        netns.delete(self.ns)
 
 
 class _Node:
@@ -392,12 +392,12 @@ class NetnsBackend:
         self._finalizer.detach()
 
     def close(self) -> None:
-        netns.delete_many([ns for _, ns in self.pods.values()] + [ns for ns, _ in self.hosts.values()])
-        self.pods.clear()
-        self.hosts.clear()
+        """Let go of every socket, then delete every namespace the run recorded, all in one batch
+        (`netns.delete_many`), and the run's record."""
         for n in self.nodes.values():
             n.kernel.close()
-            netns.delete(n.ns)
-        self.nodes.clear()
         self._fabric.close()
+        self.pods.clear()
+        self.hosts.clear()
+        self.nodes.clear()
         self._finalizer()
