@@ -449,11 +449,9 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
         verify = time.perf_counter() - t0
         rss = peak_rss_mb()
     finally:
-        alive = _namespaces_alive()
         c0, t0 = _cpu_s(), time.perf_counter()
         backend.close()
         teardown_cpu, teardown = _cpu_s() - c0, time.perf_counter() - t0
-        freed_s = _freed(alive, pods)
     first_ms = first[1] / first[0] * 1000
     cpu_ms = cpu / pods * 1000
     return {
@@ -467,7 +465,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
                              "seeded random draw of the rest",
         "verify_s": round(verify, 3), "teardown_s": round(teardown, 3),
         "teardown_ms_per_pod": round(teardown / pods * 1000, 4),
-        "teardown_cpu_ms_per_pod": round(teardown_cpu / pods * 1000, 4), "kernel_freed_s": freed_s,
+        "teardown_cpu_ms_per_pod": round(teardown_cpu / pods * 1000, 4),
         "slab_kb_per_pod": round(slab_kb / pods, 1), "peak_rss_mb": round(rss, 1),
     }
 
@@ -509,23 +507,6 @@ def bench_bringup(nodes: int = 10, pods_per_node: int = 50, compare: tuple[str, 
     result["targets"] = {"over_floor_cpu": 1.5, "peak_rss_mb": 300, f"over_first_{SCALE_REFERENCE_PODS}": 1.5}
     result["within_target"] = within
     return result
-
-
-def _freed(before: int | None, count: int, limit_s: float = 60.0) -> float | None:
-    """Seconds from the end of a teardown until the kernel has freed `count` namespaces (its cleanup
-    worker runs later): the net_namespace slab count is back to `before - count`. None when the count
-    is unreadable or other processes' namespaces kept it from getting there within `limit_s`."""
-    if before is None:
-        return None
-    start = time.monotonic()
-    while time.monotonic() - start < limit_s:
-        now = _namespaces_alive()
-        if now is None:
-            return None
-        if now <= before - count:
-            return round(time.monotonic() - start, 2)
-        time.sleep(0.05)
-    return None
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
