@@ -27,6 +27,9 @@ def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
     assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
             "peak_rss_mb", "within_target", "cpu_ms_per_pod_first_500", "over_first_500"} <= set(r)
     assert r["cores"] >= 1
+    assert len(r["rounds"]) == bench_netns.ROUNDS  # the floor and enilab, turn about
+    assert all(one["verified"] == one["reachable"] == 10 and one["floor_cpu_ms_per_pod"] >= 0
+               for one in r["rounds"])
 
 
 def test_verification_names_what_a_builder_left_out():
