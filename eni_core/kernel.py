@@ -184,22 +184,27 @@ class NetlinkPort:
         return self.kernel.read_sysctls(keys)
 
     def apply(self, operations: Sequence[ops.Op], *, ignore: tuple[int, ...] = ops.IGNORE_ALL) -> list[ops.KernelError]:
-        netlink = [op for op in operations if not isinstance(op, ops.SetSysctl)]
+        netlink: list[ops.Op] = []
+        sysctls: list[ops.SetSysctl] = []
         fds: dict[str, int] = {}
         try:
-            for op in netlink:
-                if isinstance(op, ops.AddVeth) and op.peer_netns not in fds:
+            for op in operations:
+                kind = type(op)
+                if kind is ops.SetSysctl:
+                    sysctls.append(op)
+                    continue
+                if kind is ops.AddVeth and op.peer_netns not in fds:
                     fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
+                netlink.append(op)
             errors = [ops.KernelError(e.errno, netlink[e.position] if e.position is not None else e.what)
                       for e in self.kernel.apply([encode(op, fds) for op in netlink], ignore)]
         finally:
             for fd in fds.values():
                 os.close(fd)
-        for op in operations:
-            if isinstance(op, ops.SetSysctl):
-                try:
-                    self.kernel.write_sysctl(op.key, op.value)
-                except OSError as err:
-                    if err.errno not in ignore:
-                        errors.append(ops.KernelError(err.errno or errno.EIO, op))
+        for op in sysctls:
+            try:
+                self.kernel.write_sysctl(op.key, op.value)
+            except OSError as err:
+                if err.errno not in ignore:
+                    errors.append(ops.KernelError(err.errno or errno.EIO, op))
         return errors

@@ -56,7 +56,12 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBi")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _NDMSG = struct.Struct("=BBHiHBB")
+_U32_ATTR = struct.Struct("=HHI")  # an attribute holding a u32
+_IP_ATTR = struct.Struct("=HH4s")  # an attribute holding an IPv4 address
+_I32 = struct.Struct("=i")
+_MSG_TRUNC, _MSG_DONTWAIT = int(socket.MSG_TRUNC), int(socket.MSG_DONTWAIT)  # plain ints: a flag | is an enum call
 _ATTR = struct.Struct("=HH")
+_CHUNK = 60_000  # bytes per send, under the socket's buffer
 
 
 class NetlinkError(OSError):
@@ -74,11 +79,11 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 
 def _u32(kind: int, value: int) -> bytes:
-    return _attr(kind, struct.pack("=I", value))
+    return _U32_ATTR.pack(8, kind, value)
 
 
 def _ip(kind: int, ip: IPv4Address) -> bytes:
-    return _attr(kind, ip.packed)
+    return _IP_ATTR.pack(8, kind, ip.packed)
 
 
 def _mac(value: str) -> bytes:
@@ -303,7 +308,7 @@ class NetlinkSocket:
     def _messages(self, flags: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
         """The messages of one datagram from the kernel, read into the socket's own buffer (a fresh
         1 MiB bytes object per read would cost an mmap and an munmap each)."""
-        size = self.sock.recv_into(self._buf, 0, flags | socket.MSG_TRUNC)
+        size = self.sock.recv_into(self._buf, 0, flags | _MSG_TRUNC)
         if size > len(self._buf):
             raise NetlinkError(errno_mod.EMSGSIZE, f"a netlink answer of {size} bytes")
         data = memoryview(self._buf)[:size]
@@ -320,36 +325,54 @@ class NetlinkSocket:
 
         Only the last request asks for an ack: the kernel handles a batch in order and answers every
         failure with an error message whether or not an ack was asked for, so when the last one is
-        acknowledged every earlier failure is already queued. One answer per batch, not one per request."""
-        reqs = list(requests)
+        acknowledged every earlier failure is already queued. One answer per batch, not one per request.
+        Requests are numbered in order, so an answer's sequence number says which request it is about."""
+        reqs = requests if isinstance(requests, list) else list(requests)
         if not reqs:
             return []
-        sent: dict[int, int] = {}  # sequence number -> position in the batch
-        frames = []
-        for i, req in enumerate(reqs):
-            seq, frame = self._frame(req, F_ACK if i == len(reqs) - 1 else 0)
-            sent[seq] = i
-            frames.append(frame)
-        # the kernel reads one message per sendmsg chunk in order; keep chunks under the socket buffer
+        first, last = self.seq + 1, self.seq + len(reqs)
+        self.seq = last
+        pack = _HDR.pack
+        frames = [pack(_HDR.size + len(r.body), r.type, F_REQUEST | r.flags, seq, 0) + r.body
+                  for seq, r in enumerate(reqs[:-1], first)]
+        r = reqs[-1]
+        frames.append(pack(_HDR.size + len(r.body), r.type, F_REQUEST | r.flags | F_ACK, last, 0) + r.body)
+        self._send(frames)
+        errors = []
+        buf = self._buf
+        while True:
+            size = self.sock.recv_into(buf, 0, _MSG_TRUNC)
+            if size > len(buf):
+                raise NetlinkError(errno_mod.EMSGSIZE, f"a netlink answer of {size} bytes")
+            offset = 0
+            while offset + _HDR.size <= size:
+                length, mtype, _flags, seq, _ = _HDR.unpack_from(buf, offset)
+                if length < _HDR.size:
+                    break
+                if mtype == NLMSG_ERROR and first <= seq <= last:
+                    (code,) = _I32.unpack_from(buf, offset + _HDR.size)
+                    if code and -code not in ignore:
+                        errors.append(NetlinkError(-code, reqs[seq - first].what, seq - first))
+                    if seq == last:
+                        return errors
+                offset += (length + 3) & ~3
+
+    def _send(self, frames: list[bytes]) -> None:
+        """The frames in as few sends as the socket takes: the kernel reads one message per sendmsg chunk
+        in order; chunks stay under the socket buffer."""
+        data = b"".join(frames)
+        if len(data) <= _CHUNK:
+            self.sock.send(data)
+            return
         chunk: list[bytes] = []
         size = 0
         for frame in frames:
-            if size + len(frame) > 60_000 and chunk:
+            if size + len(frame) > _CHUNK and chunk:
                 self.sock.send(b"".join(chunk))
                 chunk, size = [], 0
             chunk.append(frame)
             size += len(frame)
         self.sock.send(b"".join(chunk))
-        errors = []
-        while True:
-            for mtype, _flags, seq, payload in self._messages():
-                if mtype != NLMSG_ERROR or seq not in sent:
-                    continue
-                (code,) = struct.unpack_from("=i", payload)
-                if code and -code not in ignore:
-                    errors.append(NetlinkError(-code, reqs[sent[seq]].what, sent[seq]))
-                if seq == self.seq:
-                    return errors
 
     def queued_errors(self) -> list[NetlinkError]:
         """The errors the kernel has queued for requests sent without acks (`encode`), without waiting:
@@ -357,7 +380,7 @@ class NetlinkSocket:
         errors = []
         while True:
             try:
-                messages = list(self._messages(socket.MSG_DONTWAIT))
+                messages = list(self._messages(_MSG_DONTWAIT))
             except BlockingIOError:
                 return errors
             for mtype, _flags, _seq, payload in messages:
