@@ -202,6 +202,26 @@ def test_json_is_written_while_the_scenario_runs():
     assert len(written) == len(scenario.steps) + 2
 
 
+@pytest.mark.parametrize("indent", [None, 1])
+def test_a_run_refused_midway_still_streams_one_json_document_naming_why(indent):
+    """The steps that ran, then `error` instead of `events`: `jq` reads it, and the exit code says it failed."""
+    from testbed.errors import UserError
+
+    scenario = load_scenario(SCENARIOS / "grow-and-shrink.yaml")
+    buffer = io.StringIO()
+
+    def refused_at_step_two(parts):
+        for part in parts:
+            if part.kind == "step" and part.value["index"] == 2:
+                raise UserError("node-9 is gone")
+            yield part
+
+    with closing(timeline(scenario)) as parts, pytest.raises(UserError):
+        write_json(refused_at_step_two(parts), buffer, indent=indent)
+    doc = json.loads(buffer.getvalue())
+    assert doc["error"] == "node-9 is gone" and [s["index"] for s in doc["steps"]] == [1] and "events" not in doc
+
+
 @pytest.mark.parametrize("path", STREAMED, ids=lambda p: p.stem)
 def test_changed_states_rebuild_every_state(path):
     full = json.loads(streamed(path))

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from typing import Any, NamedTuple, TextIO
 
+from testbed.errors import UserError
 from testbed.world.backends import Backend
 from testbed.world.cluster import Cluster
 from testbed.world.scenario import NETNS_OPS, Scenario, ScenarioError
@@ -219,13 +220,19 @@ def write_json(parts: Iterable[Part], out: TextIO, *, indent: int | None = None)
         text = json.dumps(v, indent=indent)
         return text if indent is None else text.replace("\n", pad(depth))
 
-    steps = 0
-    for part in parts:
-        if part.kind == "head":
-            out.write("{" + item.join(f"{pad(1)}{json.dumps(k)}: {value(v, 1)}" for k, v in part.value.items())
-                      + f"{item}{pad(1)}\"steps\": [")
-        elif part.kind == "step":
-            out.write((item if steps else "") + pad(2) + value(part.value, 2))
-            steps += 1
-        else:
-            out.write((pad(1) if steps else "") + f"]{item}{pad(1)}\"events\": {value(part.value, 1)}{pad(0)}}}")
+    steps, opened = 0, False
+    try:
+        for part in parts:
+            if part.kind == "head":
+                out.write("{" + item.join(f"{pad(1)}{json.dumps(k)}: {value(v, 1)}" for k, v in part.value.items())
+                          + f"{item}{pad(1)}\"steps\": [")
+                opened = True
+            elif part.kind == "step":
+                out.write((item if steps else "") + pad(2) + value(part.value, 2))
+                steps += 1
+            else:
+                out.write((pad(1) if steps else "") + f"]{item}{pad(1)}\"events\": {value(part.value, 1)}{pad(0)}}}")
+    except UserError as err:  # refused mid-run: the steps so far and what stopped it, still one JSON document
+        if opened:
+            out.write((pad(1) if steps else "") + f"]{item}{pad(1)}\"error\": {json.dumps(str(err))}{pad(0)}}}")
+        raise
