@@ -75,6 +75,18 @@ def _cannot() -> str | None:
     return None
 
 
+NEWCOMER_PREFIX = "enilab-nc"  # + the pid of the test session that made the user
+
+
+def _remove_users_of_dead_runs() -> None:
+    """Delete the newcomers a killed session left (the `finally` below never ran): users named by the
+    prefix and a pid that is no longer alive. A live session's user, and every other user, stay."""
+    for entry in pwd.getpwall():
+        pid = entry.pw_name.removeprefix(NEWCOMER_PREFIX)
+        if entry.pw_name.startswith(NEWCOMER_PREFIX) and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["userdel", "--remove", "--force", entry.pw_name], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def newcomer() -> Iterator[Newcomer]:
     why = _cannot()
@@ -82,7 +94,8 @@ def newcomer() -> Iterator[Newcomer]:
         if os.environ.get("ENILAB_REQUIRE_ROOT") == "1":
             pytest.fail(f"ENILAB_REQUIRE_ROOT=1 but the newcomer tests cannot run: {why}", pytrace=False)
         pytest.skip(why)
-    name = f"enilab-nc{os.getpid()}"
+    _remove_users_of_dead_runs()
+    name = f"{NEWCOMER_PREFIX}{os.getpid()}"
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, capture_output=True)
     shared = Path(tempfile.mkdtemp(prefix="enilab-newcomer-"))
     try:

@@ -94,3 +94,22 @@ def test_the_readmes_rootless_walkthrough_works_as_written_as_a_normal_user(newc
     assert "cluster mine" in out and "pod-10" in out and "delivered" in out and "agree" in out, out
     prefix = out.split("namespaces ")[1].split("-*")[0]
     assert not any(name.startswith(prefix) for name in netns.list_names()), "the host's /run/netns shows them"
+
+
+def test_a_newcomer_left_by_a_killed_session_is_removed_and_a_live_sessions_stays(newcomer):
+    """A session killed before its `finally` leaves its user; the next session removes it, by the dead pid
+    in its name. The user of a session still running (this one's) is left alone."""
+    import subprocess
+    import sys
+
+    from tests.browser.conftest import NEWCOMER_PREFIX, _remove_users_of_dead_runs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = f"{NEWCOMER_PREFIX}{gone.stdout.strip()}"
+    subprocess.run(["useradd", stale], check=True, capture_output=True)
+    try:
+        _remove_users_of_dead_runs()
+        assert subprocess.run(["id", stale], capture_output=True).returncode != 0
+        assert subprocess.run(["id", newcomer.name], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["userdel", "--remove", "--force", stale], capture_output=True, check=False)
