@@ -56,7 +56,7 @@ class Attachment:
         return cls(str(d["network"]), str(d["container_id"]), str(d["ifname"]), str(d.get("netns", "")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Allocation:
     pod: str
     ip: IPv4Address
@@ -112,6 +112,9 @@ class FileCheckpoint:
 
 class Datastore:
     """A node's ENIs (oldest first), which pod holds which IP, and the pool's timers."""
+
+    __slots__ = ("_committed", "attachments", "checkpoint", "enis", "legacy", "next_seq", "node", "pods",
+                 "release_due")
 
     def __init__(self, node: str, checkpoint: Checkpoint | None = None) -> None:
         self.node = node

@@ -72,7 +72,13 @@ class EniNode(abc.ABC):
     """What a node's IPAM does with ENIs in every mode: create and attach them (rolled back when the
     attach fails), delete them, bind and unbind IPs, with retries and back-off; the datastore; the
     listeners that see ENIs come and go (the data plane); the timers and the shutdown. A mode says how
-    pods get IPs (`assign`, `release`), what a reconcile does, and which timers it keeps (`_timers`)."""
+    pods get IPs (`assign`, `release`), what a reconcile does, and which timers it keeps (`_timers`).
+
+    Its attributes are slots: a simulated cluster has thousands of nodes, and an event reads one node's
+    state from its object alone rather than from a separate attribute table as well."""
+
+    __slots__ = ("_ambiguous_at", "_events", "_failures", "_learned_at", "backoff_until", "clock", "limits",
+                 "listeners", "node", "poll_at", "resync_at", "retry", "rng", "shortfall", "store", "subnets", "vpc")
 
     def __init__(
         self,
@@ -419,6 +425,8 @@ class EniNode(abc.ABC):
 
 class Ipamd(EniNode):
     """One node's ipamd in shared-ENI mode: the pool policy of `eni_core.pool`, carried out."""
+
+    __slots__ = ("config",)
 
     def __init__(self, node: str, *, config: PoolConfig, **kw) -> None:
         super().__init__(node, **kw)

@@ -35,7 +35,7 @@ class Subnet:
         return self.cidr.num_addresses
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeLimits:
     """What the instance type allows: secondary ENIs (the primary `eth0` is not counted) and IPs per ENI."""
 
@@ -72,7 +72,7 @@ class PoolConfig:
             raise ValueError("release_interval must be a positive number of seconds")
 
 
-@dataclass
+@dataclass(slots=True)
 class Eni:
     """A secondary ENI bound to a node, as the node's ipamd knows it.
 

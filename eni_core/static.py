@@ -201,6 +201,8 @@ class StaticIpam:
 class StaticNode(EniNode):
     """A node in static-IP mode: the same face as the shared-ENI ipamd, with IPs bound on demand."""
 
+    __slots__ = ("ipam",)
+
     def __init__(self, node: str, *, ipam: StaticIpam, **kw) -> None:
         super().__init__(node, **kw)
         self.ipam = ipam

@@ -18,7 +18,7 @@ class Mode(StrEnum):
     STATIC_IP = "static-ip"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeSpec:
     name: str
     subnets: tuple[str, ...]
