@@ -85,6 +85,9 @@ class MemoryCheckpoint:
         return None
 
 
+NO_CHECKPOINT = MemoryCheckpoint()  # stateless: every datastore without persistence shares it
+
+
 class FileCheckpoint:
     """A JSON file replaced atomically (temp file beside it, fsync, rename, fsync the folder), in a private
     folder (0700) as a private file (0600)."""
@@ -118,7 +121,7 @@ class Datastore:
 
     def __init__(self, node: str, checkpoint: Checkpoint | None = None) -> None:
         self.node = node
-        self.checkpoint = checkpoint or MemoryCheckpoint()
+        self.checkpoint = checkpoint or NO_CHECKPOINT
         self.enis: dict[str, Eni] = {}
         self.pods: dict[str, Allocation] = {}
         self.attachments: dict[str, Attachment] = {}  # key -> a runtime's attachment (its pod in `pods`)

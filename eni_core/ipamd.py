@@ -44,6 +44,9 @@ class RetryPolicy:
     resync_window: float = 10.0  # after an ambiguous answer, re-sync with the VPC until this long has passed
 
 
+DEFAULT_RETRY = RetryPolicy()  # one for every node that names none: an ipamd's calls read it, a cluster's stay warm
+
+
 @dataclass
 class RecoveryReport:
     adopted_enis: list[str] = field(default_factory=list)
@@ -99,7 +102,7 @@ class EniNode(abc.ABC):
         self.subnets = list(subnets)
         self.clock = clock
         self.store = store or Datastore(node)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or DEFAULT_RETRY
         self.rng = random.Random(f"{seed}:{node}")
         self._events = events
         self.shortfall: str | None = None

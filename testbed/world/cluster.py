@@ -11,7 +11,7 @@ from dataclasses import replace
 from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
 from eni_core.ipamd import EniChange, Ipamd
-from eni_core.model import Eni
+from eni_core.model import Eni, NodeLimits
 from eni_core.ports import VpcApi
 from eni_core.static import ClaimError, StaticIpam, StaticNode
 from testbed.errors import UserError
@@ -70,6 +70,7 @@ class Cluster:
         self._owned: dict[str, dict[str, None]] = {}  # workload -> its pods, in creation order
         self._pod_seq = self._node_seq = self._auto_name = 0
         self.timers = NodeTimers()
+        self._limits: dict[NodeLimits, NodeLimits] = {}
         self.scheduler = Scheduler(self.nodes, self.pods, start=self._start, clock=self.clock, timers=self.timers,
                                    events=self.events, static=self.static is not None)
         for node in spec.nodes:
@@ -84,7 +85,7 @@ class Cluster:
             raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
         self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
         vpc = self._node_vpc(self, spec.name) if self._node_vpc else self.vpc
-        common = {"vpc": vpc, "limits": spec.limits, "subnets": spec.subnets, "clock": self.clock,
+        common = {"vpc": vpc, "limits": self._shared_limits(spec), "subnets": spec.subnets, "clock": self.clock,
                   "store": self._store_factory(spec.name), "seed": self.spec.seed, "events": self.events}
         ipamd = (StaticNode(spec.name, ipam=self.static, **common) if self.static
                  else Ipamd(spec.name, config=self.spec.pool, **common))
@@ -100,7 +101,7 @@ class Cluster:
         spec = replace(node.spec, max_enis=node.spec.max_enis if max_enis is None else max_enis,
                        ips_per_eni=node.spec.ips_per_eni if ips_per_eni is None else ips_per_eni)
         node.spec = spec
-        node.ipamd.limits = spec.limits
+        node.ipamd.limits = self._shared_limits(spec)
         self.vpc.set_instance_limits(name, spec.max_enis, spec.ips_per_eni)
         self._settle([name])
 
@@ -127,6 +128,12 @@ class Cluster:
         del self.nodes[name]
         self.scheduler.forget(node)
         self._settle([])
+
+    def _shared_limits(self, spec: NodeSpec) -> NodeLimits:
+        """The node's limits, one object for all the nodes of one instance type: every event reads them,
+        and one shared object stays in the cache where thousands of copies would not."""
+        limits = spec.limits
+        return self._limits.setdefault(limits, limits)
 
     def _node(self, name: str) -> Node:
         try:

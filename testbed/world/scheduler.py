@@ -36,10 +36,10 @@ class Node:
     running: set[str] = field(default_factory=set)
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
     unannounced: dict[str, None] = field(default_factory=dict)  # Pending pods whose FailedScheduling is not out
+    name: str = field(init=False)  # the spec's (a changed spec keeps it), here so a lookup reads no other object
 
-    @property
-    def name(self) -> str:
-        return self.spec.name
+    def __post_init__(self) -> None:
+        self.name = self.spec.name
 
     @property
     def room(self) -> int:
