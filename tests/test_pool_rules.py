@@ -156,6 +156,14 @@ def test_eni_with_no_secondary_ip_left_is_deleted_when_none_is_wanted():
     assert pool.DeleteEni("eni-2") in p.actions
 
 
+def test_an_eni_that_two_releases_of_one_plan_empty_is_deleted_in_that_plan():
+    enis = [eni("eni-1", 0, 10, 6), eni("eni-2", 1, 3, 0)]  # 13 bound, max bindable 12
+    p = plan(enis, pods=6, limits=NodeLimits(2, 6), config=PoolConfig(1, 1, quick_release=True), due=0.0)
+    released = [(a.eni_id, len(a.ips)) for a in p.actions if isinstance(a, pool.ReleaseIps)]
+    assert released == [("eni-2", 1), ("eni-2", 2), ("eni-1", 3)]  # at once above the cap, then the timed excess
+    assert [a.eni_id for a in p.actions if isinstance(a, pool.DeleteEni)] == ["eni-2"]  # eni-1 keeps 7
+
+
 def test_empty_eni_is_kept_when_ips_are_wanted_and_its_subnet_has_room():
     p = plan([eni("eni-1", 0, 10, 10), eni("eni-2", 1, 0, 0)], pods=10)
     assert p.actions == (pool.BindIps("eni-2", 5),)

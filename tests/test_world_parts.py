@@ -2,6 +2,7 @@
 pod phases and the churn workload."""
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import re
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig, Subnet
 from eni_core.ports import InsufficientAddresses, InvalidParameter
+from testbed.apps import bench
 from testbed.world.addresses import AddressBook, AddressSpace
 from testbed.world.churn import churn_workload, churn_world, replay_churn
 from testbed.world.cluster import Cluster
@@ -177,6 +179,26 @@ def test_pod_phases_are_the_strings_of_the_json_contract():
     find(schema)
     assert phases == {p.value for p in PodPhase}
     assert json.dumps({"phase": PodPhase.RUNNING}) == '{"phase": "Running"}'
+
+
+def test_the_churn_workload_names_the_worlds_own_node_objects():
+    world, events = churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4)
+    names = {id(n.name) for n in world.nodes}
+    assert all(id(node) in names for *_, node in events)  # a lookup finds its key by identity
+
+
+def test_the_bench_replay_makes_no_garbage_cycle_and_gives_the_collector_back(monkeypatch):
+    *_, done, garbage = bench._sim_once(churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4), 2)
+    assert (done, garbage) == (600, 0) and gc.isenabled()
+
+    def replay_that_leaves_a_cycle(cluster, events):
+        loop: list = []
+        loop.append(loop)
+        return len(events)
+
+    monkeypatch.setattr(bench, "replay_churn", replay_that_leaves_a_cycle)
+    *_, garbage = bench._sim_once(churn_world(2, seed=4), [], 1)
+    assert garbage == 1 and gc.isenabled()
 
 
 def test_the_churn_replays_to_an_empty_cluster_and_is_the_same_for_the_same_seed():
