@@ -101,6 +101,33 @@ class Eni:
     def idle_ips(self) -> list[IPv4Address]:
         return [ip for ip, pod in self.ips.items() if pod is None]
 
+    def idle_at(self, n: int) -> IPv4Address:
+        """`idle_ips()[n]`, reading the IPs up to it only (each IP read is a cache miss in a large cluster).
+
+        >>> e = Eni("eni-1", "subnet-a", "52:54:00:00:00:01", IPv4Address("10.0.1.4"), 2, 0)
+        >>> for n in range(2, 5): e.bind(IPv4Address(f"10.0.1.{n}"))
+        >>> e.assign(IPv4Address("10.0.1.2"), "pod-a"); e.idle_at(1)
+        IPv4Address('10.0.1.4')
+        """
+        for ip, pod in self.ips.items():
+            if pod is None:
+                if n == 0:
+                    return ip
+                n -= 1
+        raise IndexError(f"{self.id} has fewer idle IPs")
+
+    def newest_idle(self, count: int) -> list[IPv4Address]:
+        """`idle_ips()[::-1][:count]`: up to `count` idle IPs, the last bound first, reading the IPs from
+        the newest down to the last one taken only."""
+        newest: list[IPv4Address] = []
+        if count > 0:
+            for ip, pod in reversed(self.ips.items()):
+                if pod is None:
+                    newest.append(ip)
+                    if len(newest) == count:
+                        break
+        return newest
+
     def assign(self, ip: IPv4Address, pod: str) -> None:
         if self.ips.get(ip, "missing") is not None:
             raise ValueError(f"{ip} is not an idle IP of {self.id}")

@@ -138,8 +138,7 @@ def choose_pod_ip(enis: Sequence[Eni], rng: random.Random) -> tuple[Eni, IPv4Add
     """A pod's IP: a random idle IP of the ENI with the most allocated IPs that has one."""
     for eni in _by_most_allocated(enis):
         if eni.allocated < len(eni.ips):
-            idle = eni.idle_ips()
-            return eni, idle[rng.randrange(len(idle))]
+            return eni, eni.idle_at(rng.randrange(len(eni.ips) - eni.allocated))
     return None
 
 
@@ -149,7 +148,7 @@ def _release(enis: Sequence[Eni], count: int, reason: str) -> list[ReleaseIps]:
     for eni in _by_fewest_allocated(enis):
         if count <= 0:
             break
-        idle = eni.idle_ips()[::-1][:count]
+        idle = eni.newest_idle(count)
         if idle:
             actions.append(ReleaseIps(eni.id, tuple(idle), reason))
             count -= len(idle)
