@@ -128,7 +128,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "speedup": round(naive_per_event / ours_per_event, 1),
         "target_s": SIM_TARGET_S * nodes / 1000, "target_mb": SIM_TARGET_MB, "target_scaling_ratio": 1.1,
         "within_target": (seconds + setup_s <= SIM_TARGET_S * nodes / 1000 and rss <= SIM_TARGET_MB
-                          and result["scaling_ratio"] <= 1.1),
+                          and result["scaling_ratio"] <= 1.1 and result["cyclic_garbage"] == 0),
     })
     return result
 
