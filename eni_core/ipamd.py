@@ -165,6 +165,15 @@ class EniNode(abc.ABC):
         self.store.release_due = None
         self.store.commit()
 
+    def why_no_ip(self) -> str:
+        """Why a pod the scheduler placed here (its eni-ip allows it) has no IP yet, for its Pending reason."""
+        if self._backing_off():
+            return (f"node {self.node}'s IP pool is backing off after a failed cloud call; it tries again at "
+                    f"t={self.backoff_until:g}")
+        if self.shortfall:
+            return self.shortfall
+        return f"node {self.node} has no idle IP bound yet (bound {self.bound}, pods {self.pods})"
+
     @property
     def enis(self) -> list[Eni]:
         return list(self.store.enis.values())

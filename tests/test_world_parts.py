@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig, Subnet
-from eni_core.ports import InsufficientAddresses, InvalidParameter
+from eni_core.ports import InsufficientAddresses, InvalidParameter, TransientError
 from testbed.apps import bench
 from testbed.world.addresses import AddressBook, AddressSpace
 from testbed.world.churn import churn_workload, churn_world, replay_churn
@@ -22,6 +22,7 @@ from testbed.world.cluster import Cluster
 from testbed.world.pods import PodPhase
 from testbed.world.spec import ClusterSpec, NodeSpec
 from testbed.world.timers import NodeTimers
+from tests import helpers
 
 SUBNET = Subnet("subnet-a", IPv4Network("10.0.0.0/22"))
 
@@ -207,3 +208,27 @@ def test_the_churn_replays_to_an_empty_cluster_and_is_the_same_for_the_same_seed
     assert replay_churn(c, churn_workload(20, 300, 2, seed=4)) == 600
     c.run_until(2 * 3600)
     assert not c.pods and c.vpc.calls > 0
+
+
+def test_a_pod_pending_while_the_pool_backs_off_says_so_not_that_eni_ip_is_full(monkeypatch):
+    """eni-ip allows the pod (allocatable 2, pods 1), yet the node hands out no IP (here: none it can give)
+    while its pool backs off from a failing cloud: the FailedScheduling names the back-off, not eni-ip.
+    Once eni-ip is full, it names eni-ip."""
+    from testbed.world.vpc import FaultConfig
+
+    c = helpers.cluster(min_prebound=1, max_prebound=1)
+    c.create_pods(1, "node-1")
+    ipamd = c.nodes["node-1"].ipamd
+    assert ipamd.allocatable == 2 and len(c.nodes["node-1"].running) == 1
+    c.vpc.faults = FaultConfig(transient=1.0)
+    monkeypatch.setattr(type(ipamd), "assign", lambda self, pod: None)  # the idle IP cannot be handed out now
+    ipamd._back_off(TransientError("the cloud failed"))  # as a failed call in its reconcile does
+    c.create_pods(1, "node-1")
+    reasons = [e["reason"] for e in c.events.items if e.get("event") == "FailedScheduling"]
+    assert len(reasons) == 1 and "IP pool is backing off after a failed cloud call" in reasons[0]
+    monkeypatch.undo()
+    c.vpc.faults = FaultConfig()
+    c.advance(120)
+    c.create_pods(5, "node-1")
+    full = [e["reason"] for e in c.events.items if e.get("event") == "FailedScheduling"][len(reasons):]
+    assert full and all("no free tke.cloud.tencent.com/eni-ip" in r for r in full)

@@ -198,12 +198,18 @@ class Scheduler:
 
     def _announce_failed(self, node: Node) -> None:
         """FailedScheduling, once per pod and Pending spell."""
+        if not node.unannounced:
+            return
+        if self._static and node.ipamd.shortfall:
+            reason = node.ipamd.shortfall
+        elif len(node.running) >= node.ipamd.allocatable:
+            reason = (f"node {node.name} has no free tke.cloud.tencent.com/eni-ip "
+                      f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})")
+        else:  # eni-ip allows more pods: the wait is for the node's pool to bind an IP
+            reason = node.ipamd.why_no_ip()
         for name in node.unannounced:
             self._events({"t": self._clock.now(), "kind": "pod", "pod": name, "node": node.name,
-                          "event": "FailedScheduling",
-                          "reason": node.ipamd.shortfall if self._static and node.ipamd.shortfall else
-                          f"node {node.name} has no free tke.cloud.tencent.com/eni-ip "
-                          f"(allocatable {node.ipamd.allocatable}, pods {len(node.running)})"})
+                          "event": "FailedScheduling", "reason": reason})
         node.unannounced.clear()
 
     def _bind_unscheduled(self) -> list[str]:
