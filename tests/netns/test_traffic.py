@@ -99,12 +99,17 @@ def test_rp_filter_strict_drops_the_asymmetric_path_and_zero_delivers_it():
     assert sysctl["net.ipv4.conf.all.rp_filter"] == 1  # set by hand, and the agent left it so
 
 
-def test_connectivity_matrix_on_100_pods():
+def _four_nodes(pods_each: int, max_enis: int, ips_per_eni: int):
+    """The default scenario's VPC with four nodes of `pods_each` pods, up on namespaces."""
     doc = yaml.safe_load(DEFAULT.read_text())
-    doc["cluster"]["nodes"] = [{"name": f"node-{i}", "subnets": ["subnet-a", "subnet-b"], "max_enis": 3,
-                                "ips_per_eni": 10} for i in range(1, 5)]
-    doc["steps"] = [{"op": "create_pods", "node": f"node-{i}", "count": 25} for i in range(1, 5)]
-    c = up(doc)
+    doc["cluster"]["nodes"] = [{"name": f"node-{i}", "subnets": ["subnet-a", "subnet-b"], "max_enis": max_enis,
+                                "ips_per_eni": ips_per_eni} for i in range(1, 5)]
+    doc["steps"] = [{"op": "create_pods", "node": f"node-{i}", "count": pods_each} for i in range(1, 5)]
+    return up(doc)
+
+
+def test_connectivity_matrix_on_100_pods():
+    c = _four_nodes(25, max_enis=3, ips_per_eni=10)
     try:
         assert sum(p.phase == "Running" for p in c.pods.values()) == 100
         start = time.perf_counter()
@@ -122,11 +127,7 @@ def test_matrix_hears_every_source_when_a_listener_keeps_the_default_receive_buf
     """A user namespace may not force a socket's buffer; the default one holds about 200 datagrams, and 16,000
     pods' rootless bench once heard 256 of its 1,000 sources. The matrix drains its listeners as it sends."""
     monkeypatch.setattr(traffic, "SO_RCVBUFFORCE", -1)  # an option no kernel has: the buffer stays default
-    doc = yaml.safe_load(DEFAULT.read_text())
-    doc["cluster"]["nodes"] = [{"name": f"node-{i}", "subnets": ["subnet-a", "subnet-b"], "max_enis": 4,
-                                "ips_per_eni": 30} for i in range(1, 5)]
-    doc["steps"] = [{"op": "create_pods", "node": f"node-{i}", "count": 100} for i in range(1, 5)]
-    c = up(doc)
+    c = _four_nodes(100, max_enis=4, ips_per_eni=30)
     try:
         pods = [p.name for p in c.pods.values() if p.phase == "Running"]
         assert len(pods) == 400
