@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import select
+import selectors
 import socket
 import threading
 import time
@@ -361,14 +362,14 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
     srcs = [resolve(cluster, s) for s in (sources or running)]
     dsts = [resolve(cluster, t) for t in (targets or [*running, *backend.hosts])]
     listeners: dict[socket.socket, str] = {}
-    senders = []
+    selector = selectors.DefaultSelector()  # epoll: listeners beyond select()'s 1,024 descriptors
     result = {s.name: {d.name: False for d in dsts} for s in srcs}
 
     def drain(wait: float) -> int:
         """Record what the listeners hold, waiting up to `wait` for the first of it; how many were new."""
         new = 0
-        ready, _, _ = select.select(list(listeners), [], [], wait)
-        for sock in ready:
+        for key, _ in selector.select(wait):
+            sock = key.fileobj
             while True:
                 try:
                     data = sock.recv(512)
@@ -389,14 +390,15 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
                 sock.bind((str(d.ip), PROBE_PORT))
                 sock.setblocking(False)
                 listeners[sock] = d.name
+                selector.register(sock, selectors.EVENT_READ)
         got = 0
         for i, s in enumerate(srcs, 1):
-            sock = _socket_in(s.ns, socket.SOCK_DGRAM)
-            sock.bind((str(s.ip), 0))
-            senders.append(sock)
-            for d in dsts:
-                with contextlib.suppress(OSError):
-                    sock.sendto(f"{s.name}\0{d.name}".encode(), (str(d.ip), PROBE_PORT))
+            # closed once it has sent (its datagrams are on their way): a thousand sources hold no thousand files
+            with _socket_in(s.ns, socket.SOCK_DGRAM) as sock:
+                sock.bind((str(s.ip), 0))
+                for d in dsts:
+                    with contextlib.suppress(OSError):
+                        sock.sendto(f"{s.name}\0{d.name}".encode(), (str(d.ip), PROBE_PORT))
             if i % DRAIN_EVERY == 0 and listeners:
                 # a user namespace may not force a buffer: the default one holds about 200 datagrams
                 got += drain(0.0)
@@ -405,6 +407,7 @@ def matrix(cluster: Cluster, sources: list[str] | None = None, targets: list[str
         while got < expected and time.monotonic() < deadline:
             got += drain(max(0.0, deadline - time.monotonic()))
     finally:
-        for sock in [*listeners, *senders]:
+        selector.close()
+        for sock in listeners:
             sock.close()
     return result

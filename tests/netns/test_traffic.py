@@ -2,6 +2,7 @@
 lesson; the connectivity matrix; the demo."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -123,18 +124,25 @@ def test_connectivity_matrix_on_100_pods():
         c.close()
 
 
-def test_matrix_hears_every_source_when_a_listener_keeps_the_default_receive_buffer(monkeypatch):
+def test_matrix_hears_every_source_with_the_default_receive_buffer_and_few_open_files(monkeypatch):
     """A user namespace may not force a socket's buffer; the default one holds about 200 datagrams, and 16,000
-    pods' rootless bench once heard 256 of its 1,000 sources. The matrix drains its listeners as it sends."""
+    pods' rootless bench once heard 256 of its 1,000 sources. The matrix drains its listeners as it sends, and
+    closes each source's socket once it has sent: 400 sources fit under a limit of 150 open files."""
+    import resource
+
     monkeypatch.setattr(traffic, "SO_RCVBUFFORCE", -1)  # an option no kernel has: the buffer stays default
     c = _four_nodes(100, max_enis=4, ips_per_eni=30)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         pods = [p.name for p in c.pods.values() if p.phase == "Running"]
         assert len(pods) == 400
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 150, hard))
         m = traffic.matrix(c, sources=pods, targets=["db-1", pods[0]])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert sum(row["db-1"] for row in m.values()) == 400
         assert sum(row[pods[0]] for row in m.values()) == 400
     finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         c.close()
 
 
