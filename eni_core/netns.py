@@ -238,13 +238,7 @@ def _held(targets: list[Path]) -> Iterator[None]:
     """Hold a reference to each namespace (an open file) for the block. The soft limit on open files is
     raised toward the hard one for it, and put back after; namespaces beyond it are not held (they are
     deleted all the same, only sooner freed)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = soft if soft == resource.RLIM_INFINITY else \
-        soft + len(targets) if hard == resource.RLIM_INFINITY else min(hard, soft + len(targets))
-    raised = wanted != soft
-    if raised:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    _raise_file_limit(len(targets))
     fds: list[int] = []
     try:
         for target in targets:
@@ -260,6 +254,33 @@ def _held(targets: list[Path]) -> Iterator[None]:
     finally:
         for fd in fds:
             os.close(fd)
-        if raised:
+        _lower_file_limit()
+
+
+_limit_lock = threading.Lock()
+_limit_raises = 0  # calls between _raise_file_limit and _lower_file_limit, in every thread
+_limit_before: tuple[int, int] | None = None  # the limit before the first of them
+
+
+def _raise_file_limit(more: int) -> None:
+    """Raise the soft limit on open files by `more` (at most to the hard one). Counted, so that deletes in
+    several threads at once put back the limit the first found, whatever order they end in."""
+    global _limit_raises, _limit_before
+    with _limit_lock:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if _limit_raises == 0:
+            _limit_before = (soft, hard)
+        _limit_raises += 1
+        if soft != resource.RLIM_INFINITY:
+            wanted = soft + more if hard == resource.RLIM_INFINITY else min(hard, soft + more)
             with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _lower_file_limit() -> None:
+    global _limit_raises
+    with _limit_lock:
+        _limit_raises -= 1
+        if _limit_raises == 0 and _limit_before is not None:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, _limit_before)

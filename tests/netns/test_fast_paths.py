@@ -121,3 +121,45 @@ finally:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["120", "0", "(40,", "48)"]
+
+
+def test_deletes_in_several_threads_at_once_put_back_the_limit_on_open_files(name, monkeypatch):
+    """Each raises the soft limit for its own namespaces. Here all four have raised it before any ends, and
+    they end in the other order than they began: the limit the first found is the one left."""
+    import resource
+    import threading
+    import time
+
+    found = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, found[1]), found[1]))  # room to raise it
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    batches = [[f"{name}-{t}-{i}" for i in range(10)] for t in range(4)]
+    all_raised = threading.Barrier(len(batches))
+    waited: set[int] = set()
+    unmount = netns._unmount
+
+    def unmount_when_all_have_raised(target):
+        if threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            all_raised.wait(timeout=30)
+            time.sleep(0.03 * int(target.name.split("-")[-2]))  # the first to begin ends first
+        unmount(target)
+
+    monkeypatch.setattr(netns, "_unmount", unmount_when_all_have_raised)
+    try:
+        for made in (n for batch in batches for n in batch):
+            netns.create(made)
+        gone: list[list[str]] = []
+        threads = [threading.Thread(target=lambda b=b: gone.append(netns.delete_many(b))) for b in batches]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)  # they begin in order
+        for t in threads:
+            t.join()
+        assert sorted(map(sorted, gone)) == sorted(map(sorted, batches))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
+    finally:
+        monkeypatch.undo()
+        resource.setrlimit(resource.RLIMIT_NOFILE, found)
+        for made in (n for batch in batches for n in batch):
+            netns.delete(made)
