@@ -305,18 +305,26 @@ class NetlinkSocket:
         return self.seq, _HDR.pack(_HDR.size + len(req.body), req.type, F_REQUEST | req.flags | extra_flags,
                                    self.seq, 0) + req.body
 
-    def _messages(self, flags: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
+    def _heads(self, flags: int = 0) -> Iterator[tuple[int, int, int, int, int]]:
         """The messages of one datagram from the kernel, read into the socket's own buffer (a fresh
-        1 MiB bytes object per read would cost an mmap and an munmap each)."""
+        1 MiB bytes object per read would cost an mmap and an munmap each): (type, flags, sequence,
+        payload offset, payload end) each, the payload left in `self._buf`."""
         size = self.sock.recv_into(self._buf, 0, flags | _MSG_TRUNC)
         if size > len(self._buf):
             raise NetlinkError(errno_mod.EMSGSIZE, f"a netlink answer of {size} bytes")
-        data = memoryview(self._buf)[:size]
         offset = 0
         while offset + _HDR.size <= size:
-            length, mtype, flags, seq, _ = _HDR.unpack_from(data, offset)
-            yield mtype, flags, seq, bytes(data[offset + _HDR.size: offset + length])
+            length, mtype, mflags, seq, _ = _HDR.unpack_from(self._buf, offset)
+            if length < _HDR.size:
+                break
+            yield mtype, mflags, seq, offset + _HDR.size, offset + length
             offset += (length + 3) & ~3
+
+    def _messages(self, flags: int = 0) -> Iterator[tuple[int, int, int, bytes]]:
+        """The messages of one datagram, each with a copy of its payload (for dumps, decoded later)."""
+        view = memoryview(self._buf)
+        for mtype, mflags, seq, start, end in self._heads(flags):
+            yield mtype, mflags, seq, bytes(view[start:end])
 
     def apply(self, requests: Iterable[Request], *, ignore: tuple[int, ...] = ()) -> list[NetlinkError]:
         """Send every request in one batch and wait until the kernel has handled them all. Errors whose
@@ -339,23 +347,14 @@ class NetlinkSocket:
         frames.append(pack(_HDR.size + len(r.body), r.type, F_REQUEST | r.flags | F_ACK, last, 0) + r.body)
         self._send(frames)
         errors = []
-        buf = self._buf
         while True:
-            size = self.sock.recv_into(buf, 0, _MSG_TRUNC)
-            if size > len(buf):
-                raise NetlinkError(errno_mod.EMSGSIZE, f"a netlink answer of {size} bytes")
-            offset = 0
-            while offset + _HDR.size <= size:
-                length, mtype, _flags, seq, _ = _HDR.unpack_from(buf, offset)
-                if length < _HDR.size:
-                    break
+            for mtype, _flags, seq, start, _end in self._heads():
                 if mtype == NLMSG_ERROR and first <= seq <= last:
-                    (code,) = _I32.unpack_from(buf, offset + _HDR.size)
+                    (code,) = _I32.unpack_from(self._buf, start)
                     if code and -code not in ignore:
                         errors.append(NetlinkError(-code, reqs[seq - first].what, seq - first))
                     if seq == last:
                         return errors
-                offset += (length + 3) & ~3
 
     def _send(self, frames: list[bytes]) -> None:
         """The frames in as few sends as the socket takes: the kernel reads one message per sendmsg chunk
@@ -385,7 +384,7 @@ class NetlinkSocket:
                 return errors
             for mtype, _flags, _seq, payload in messages:
                 if mtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", payload)
+                    (code,) = _I32.unpack_from(payload)
                     if code:
                         errors.append(NetlinkError(-code, "a request sent without an ack"))
 
@@ -405,7 +404,7 @@ class NetlinkSocket:
                 if rtype == NLMSG_DONE:
                     return
                 if rtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", payload)
+                    (code,) = _I32.unpack_from(payload)
                     if code:
                         raise NetlinkError(-code, f"dump {mtype}")
                     return
@@ -424,7 +423,7 @@ class NetlinkSocket:
                 if rseq != seq:
                     continue
                 if mtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", p)
+                    (code,) = _I32.unpack_from(p)
                     if -code in (errno_mod.ENODEV, errno_mod.ESRCH):
                         return None
                     raise NetlinkError(-code, req.what)
