@@ -24,6 +24,7 @@ from eni_core.kernel import encode as encode_op
 from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
+from testbed.world.backends import eni_ifindex
 from testbed.world.pods import PodPhase
 from testbed.world.runs import Run
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
@@ -80,15 +81,40 @@ def _quiet(limit_s: float = 20.0) -> float:
 # Per pod: a namespace; a veth (host end in the node, up, with a fixed MAC; `eth0` in the pod); in the pod
 # lo and eth0 up, the /32, the link-local gateway's permanent neighbour, a route to it and the default
 # route; on the node the /32 route to the veth and the two policy rules; in the fabric the /32 route to
-# the node's ENI and a permanent neighbour entry with the ENI's MAC. enilab builds them through its real
-# allocator and CNI handler; the comparison builders build exactly these on a fabric and nodes made
-# beforehand (untimed), and every builder's result is read back from the kernel.
+# the node's ENI and a permanent neighbour entry with the ENI's MAC.
+# Per ENI the pool hot-plugs while pods come up (it keeps pods + min_prebound addresses bound, so a node
+# needs its k-th ENI once that count passes (k - 1) x the ENI's addresses): a veth (`eth<k>` in the node
+# with the ENI's MAC and link index, its peer a fabric port), up, its table's default route; in the fabric
+# the port up, answering ARP at once (`proxy_delay` 0), and the ENI's primary IP delivered.
+# enilab builds them through its real allocator and CNI handler; the comparison builders build exactly
+# these, in the same order, on a fabric and nodes with their first ENI made beforehand (untimed), and
+# every builder's result is read back from the kernel.
 
 POD_NET = int(IPv4Address("10.64.0.0"))  # node n's pod i: POD_NET + n * 1024 + i + 2
-ENI_INDEX = 3
+POD_NET_GATEWAY = IPv4Address(POD_NET + 1)  # every ENI table's default route
+RTNH_F_ONLINK = 4
+PRIMARY_NET = int(IPv4Address("10.72.0.0"))  # node n's k-th ENI's primary IP: PRIMARY_NET + n * 256 + k
 SLOW_BUILDER_PODS = 100  # pyroute2 and `ip` per operation are measured on the first pods only
 IP_BATCH_MAX_PODS = 2000
 ROUNDS = 3  # the floor and enilab, turn about, up to IP_BATCH_MAX_PODS pods
+
+
+@dataclass(frozen=True)
+class _EniWiring:
+    """One ENI's wiring as the kernel must hold it: the node's end, the fabric's port, its primary IP."""
+
+    node_ns: str
+    ifname: str  # in the node
+    index: int  # its link index in the node; its table is this + 2000
+    mac: str
+    port_name: str  # its peer, in the fabric
+    port: int  # the peer's link index
+    primary: IPv4Address
+    gateway: IPv4Address  # its subnet's: its table's default route goes there
+
+    @property
+    def table(self) -> int:
+        return eni_table(self.index)
 
 
 @dataclass(frozen=True)
@@ -101,9 +127,12 @@ class _PodWiring:
     veth: str  # the host end, in the node
     veth_index: int
     mac: str  # the host end's MAC: the pod's gateway neighbour
-    table: int  # the pod's ENI table: `from <ip> lookup <table>`
-    eni_mac: str  # the fabric delivers the pod's IP to the ENI with this MAC
-    fabric_port: int  # the fabric's end of that ENI
+    eni: _EniWiring  # `from <ip> lookup <its table>`; the fabric delivers the IP to its MAC behind its port
+    plug: tuple[_EniWiring, ...] = ()  # the ENIs the pool hot-plugs before this pod comes up
+
+    @property
+    def table(self) -> int:
+        return self.eni.table
 
 
 @dataclass
@@ -112,6 +141,11 @@ class _Testbed:
     fabric: str
     nodes: list[str]
     pods: list[_PodWiring]
+    enis: list[_EniWiring]  # every node's, the first ones (made beforehand) included
+
+    def plugged(self) -> list[_EniWiring]:
+        """The ENIs the builders hot-plug (those of the pods to wire), in order."""
+        return [eni for p in self.pods for eni in p.plug]
 
 
 def _cpu_s() -> float:
@@ -127,11 +161,49 @@ def _slab_kb() -> int:
     return 0
 
 
+def _node_enis(n: int, ns: str, spec: NodeSpec, nodes: int) -> list[_EniWiring]:
+    """Node number `n`'s ENIs as enilab's pool attaches them: `eth<k>` at link index 2 + k (table
+    2002 + k), its fabric port numbered after every node's (k-1)-th."""
+    return [_EniWiring(ns, f"eth{k}", eni_ifindex(k), f"52:54:00:{k:02x}:{n >> 8:02x}:{n & 0xFF:02x}", f"n{n}e{k}",
+                       10 + (k - 1) * nodes + n, IPv4Address(PRIMARY_NET + n * 256 + k), POD_NET_GATEWAY)
+            for k in range(1, spec.max_enis + 1)]
+
+
+def _enis_needed(pods: int, spec: NodeSpec, pool: PoolConfig) -> int:
+    """How many ENIs the pool holds with `pods` pods running on a node: enough for pods + min_prebound
+    addresses."""
+    return min(spec.max_enis, max(1, -(-(pods + pool.min_prebound) // spec.ips_per_eni)))
+
+
+def _eni_ops(eni: _EniWiring, fabric_fd: int) -> list[nl.Request]:
+    """The node's side of an ENI: the veth into the fabric (made down, as a new NIC is), up, its table's
+    default route."""
+    return [nl.veth_add(eni.ifname, eni.port_name, fabric_fd, index=eni.index, mac=eni.mac, peer_index=eni.port,
+                        up=False),
+            nl.link_set(eni.index, up=True),
+            nl.route_msg(True, table=eni.table, dst=None, dst_len=0, oif=eni.index, gateway=eni.gateway,
+                         onlink=True)]
+
+
+def _eni_fabric_ops(eni: _EniWiring) -> list[nl.Request]:
+    return [nl.link_set(eni.port, up=True),
+            nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=eni.primary, dst_len=32, oif=eni.port,
+                         scope=nl.RT_SCOPE_LINK),
+            nl.neigh_add(eni.port, eni.primary, eni.mac)]
+
+
+def _proxy_delay(eni: _EniWiring) -> str:
+    """The fabric's sysctl that makes the ENI's port answer proxied ARP at once (the backend sets it)."""
+    return f"net.ipv4.neigh.{eni.port_name}.proxy_delay"
+
+
 def _testbed(nodes: int, pods_per_node: int, pods: int) -> _Testbed:
-    """A fabric and `nodes` nodes with one ENI each (eth1, link index 3, table 2003), and the first
-    `pods` pods to wire on them, node by node."""
+    """A fabric and `nodes` nodes with their first ENI (eth1, link index 3, table 2003), and the first
+    `pods` pods to wire on them, node by node, each with the ENIs the pool hot-plugs before it."""
+    spec = _spec(nodes, pods_per_node)
+    node_spec = spec.nodes[0]
     run = Run.new()
-    bed = _Testbed(run, run.reserve("fabric"), [], [])
+    bed = _Testbed(run, run.reserve("fabric"), [], [], [])
     netns.create(bed.fabric)
     fabric_fd = os.open(netns.path(bed.fabric), os.O_RDONLY)
     fabric = NamespaceKernel(bed.fabric)
@@ -140,22 +212,25 @@ def _testbed(nodes: int, pods_per_node: int, pods: int) -> _Testbed:
             ns = run.reserve(f"n{n}")
             netns.create(ns)
             bed.nodes.append(ns)
-            eni_mac, port = f"52:54:00:aa:{n >> 8:02x}:{n & 0xFF:02x}", 10 + n
+            enis = _node_enis(n, ns, node_spec, nodes)
             node = NamespaceKernel(ns)
             try:
-                node.check([nl.link_set(1, up=True),
-                            nl.veth_add("eth1", f"n{n}e1", fabric_fd, index=ENI_INDEX, mac=eni_mac, peer_index=port),
-                            nl.route_msg(True, table=eni_table(ENI_INDEX), dst=None, dst_len=0, oif=ENI_INDEX,
-                                         gateway=IPv4Address(POD_NET + 1), onlink=True)])
+                node.check([nl.link_set(1, up=True), *_eni_ops(enis[0], fabric_fd)])
             finally:
                 node.close()
-            fabric.check([nl.link_set(port, up=True)])
+            fabric.check(_eni_fabric_ops(enis[0]))
+            fabric.write_sysctl(_proxy_delay(enis[0]), 0)
+            held = 1
             for i in range(pods_per_node):
-                if len(bed.pods) < pods:
-                    bed.pods.append(_PodWiring(
-                        run.reserve(f"p{n}-{i}"), ns, IPv4Address(POD_NET + n * 1024 + i + 2), f"veth{i}",
-                        routing.HOST_INDEX_BASE + i, f"02:00:{n >> 8:02x}:{n & 0xFF:02x}:{i >> 8:02x}:{i & 0xFF:02x}",
-                        eni_table(ENI_INDEX), eni_mac, port))
+                if len(bed.pods) == pods:
+                    break
+                needed = _enis_needed(i + 1, node_spec, spec.pool)
+                bed.pods.append(_PodWiring(
+                    run.reserve(f"p{n}-{i}"), ns, IPv4Address(POD_NET + n * 1024 + i + 2), f"veth{i}",
+                    routing.HOST_INDEX_BASE + i, f"02:00:{n >> 8:02x}:{n & 0xFF:02x}:{i >> 8:02x}:{i & 0xFF:02x}",
+                    enis[i // node_spec.ips_per_eni], tuple(enis[held:needed])))
+                held = max(held, needed)
+            bed.enis += enis[:held]
     except BaseException:
         _remove(bed.run)
         raise
@@ -171,32 +246,40 @@ def _remove(run: Run) -> None:
 
 
 def _fabric_requests(p: _PodWiring) -> list[nl.Request]:
-    return [nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=p.ip, dst_len=32, oif=p.fabric_port, scope=nl.RT_SCOPE_LINK),
-            nl.neigh_add(p.fabric_port, p.ip, p.eni_mac)]
+    return [nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=p.ip, dst_len=32, oif=p.eni.port, scope=nl.RT_SCOPE_LINK),
+            nl.neigh_add(p.eni.port, p.ip, p.eni.mac)]
 
 
 def _floor(bed: _Testbed) -> Callable[[], None]:
     """The floor: every message encoded beforehand, no acks asked for, one send per namespace and pod.
     The veth is made from inside the new pod namespace with its host end in the node's (one entry into
-    the namespace, no descriptor to open for it)."""
+    the namespace, no descriptor to open for it). An ENI is one send to its node and one to the fabric,
+    and its port's sysctl."""
     node_fds = {ns: os.open(netns.path(ns), os.O_RDONLY) for ns in bed.nodes}
+    fabric_fd = os.open(netns.path(bed.fabric), os.O_RDONLY)
     blobs = [(p.ns,
               nl.encode([nl.veth_add("eth0", p.veth, node_fds[p.node_ns], index=2, peer_index=p.veth_index,
                                      peer_mac=p.mac), *map(encode_op, routing.plan_pod(2, p.ip, p.mac))]),
               p.node_ns, nl.encode([nl.link_set(p.veth_index, up=True), *map(encode_op, routing.pod_host_ops(
-                  routing.PodLink(p.ip, ENI_INDEX, p.veth_index)))]),
-              nl.encode(_fabric_requests(p))) for p in bed.pods]
+                  routing.PodLink(p.ip, p.eni.index, p.veth_index)))]),
+              nl.encode(_fabric_requests(p)),
+              [(nl.encode(_eni_ops(eni, fabric_fd)), _proxy_delay(eni), nl.encode(_eni_fabric_ops(eni)))
+               for eni in p.plug]) for p in bed.pods]
 
     def build() -> None:
         kernels = {ns: NamespaceKernel(ns) for ns in [bed.fabric, *bed.nodes]}
-        fabric = kernels[bed.fabric].sock
+        fabric = kernels[bed.fabric]
         try:
-            for pod_ns, pod_blob, node_ns, node_blob, fabric_blob in blobs:
+            for pod_ns, pod_blob, node_ns, node_blob, fabric_blob, plugs in blobs:
+                for eni_blob, sysctl, eni_fabric_blob in plugs:
+                    kernels[node_ns].sock.sock.send(eni_blob)
+                    fabric.write_sysctl(sysctl, 0)
+                    fabric.sock.sock.send(eni_fabric_blob)
                 with netns.creating(pod_ns), nl.NetlinkSocket() as sock:
                     sock.sock.send(pod_blob)
                     errors = sock.queued_errors()
                 kernels[node_ns].sock.sock.send(node_blob)
-                fabric.sock.send(fabric_blob)
+                fabric.sock.sock.send(fabric_blob)
                 if errors:
                     raise errors[0]
             for kernel in kernels.values():
@@ -206,7 +289,7 @@ def _floor(bed: _Testbed) -> Callable[[], None]:
         finally:
             for kernel in kernels.values():
                 kernel.close()
-            for fd in node_fds.values():
+            for fd in [*node_fds.values(), fabric_fd]:
                 os.close(fd)
 
     return build
@@ -226,30 +309,52 @@ def _ip_node_lines(p: _PodWiring) -> list[str]:
             f"rule add from {p.ip} lookup {p.table} priority {routing.PRIO_FROM_POD}"]
 
 
-def _ip_fabric_lines(p: _PodWiring, port: str) -> list[str]:
-    return [f"route add {p.ip} dev {port} scope link", f"neigh add {p.ip} lladdr {p.eni_mac} dev {port} nud permanent"]
+def _ip_fabric_lines(p: _PodWiring) -> list[str]:
+    return [f"route add {p.ip} dev {p.eni.port_name} scope link",
+            f"neigh add {p.ip} lladdr {p.eni.mac} dev {p.eni.port_name} nud permanent"]
 
 
-def _fabric_port_name(bed: _Testbed, p: _PodWiring) -> str:
-    return f"n{bed.nodes.index(p.node_ns)}e1"
+def _ip_eni_node_lines(eni: _EniWiring, fabric: str) -> list[str]:
+    return [f"link add {eni.ifname} index {eni.index} address {eni.mac} type veth "
+            f"peer name {eni.port_name} index {eni.port} netns {fabric}",
+            f"link set {eni.ifname} up",
+            f"route add default via {eni.gateway} dev {eni.ifname} onlink table {eni.table}"]
+
+
+def _ip_eni_fabric_lines(eni: _EniWiring) -> list[str]:
+    return [f"link set {eni.port_name} up", f"route add {eni.primary} dev {eni.port_name} scope link",
+            f"neigh add {eni.primary} lladdr {eni.mac} dev {eni.port_name} nud permanent"]
+
+
+def _shell_sysctls(enis: list[_EniWiring]) -> str:
+    return "; ".join(f"echo 0 > /proc/sys/{_proxy_delay(eni).replace('.', '/')}" for eni in enis)
 
 
 def _ip_batch(bed: _Testbed) -> Callable[[], None]:
     """iproute2 as a shell user would batch it: one `ip -batch` makes every namespace, then one
-    `ip -n NS -batch` per node, per pod and for the fabric."""
+    `ip -n NS -batch` per node, per pod and for the fabric, and one shell in the fabric sets the new
+    ports' sysctls."""
     def batch(ns: str | None, lines: list[str]) -> None:
         subprocess.run(["ip", *(["-n", ns] if ns else []), "-batch", "-"], input="\n".join(lines) + "\n", text=True,
                        check=True, capture_output=True)
 
     by_node: dict[str, list[str]] = {}
+    fabric: list[str] = []
     for p in bed.pods:
+        for eni in p.plug:
+            by_node.setdefault(p.node_ns, []).extend(_ip_eni_node_lines(eni, bed.fabric))
+            fabric += _ip_eni_fabric_lines(eni)
         by_node.setdefault(p.node_ns, []).extend(_ip_node_lines(p))
-    fabric = [line for p in bed.pods for line in _ip_fabric_lines(p, _fabric_port_name(bed, p))]
+        fabric += _ip_fabric_lines(p)
+    plugged = bed.plugged()
 
     def build() -> None:
         batch(None, [f"netns add {p.ns}" for p in bed.pods])
         for ns, lines in by_node.items():
             batch(ns, lines)
+        if plugged:
+            subprocess.run(["ip", "netns", "exec", bed.fabric, "sh", "-ec", _shell_sysctls(plugged)], check=True,
+                           capture_output=True)
         for p in bed.pods:
             batch(p.ns, _ip_pod_lines(p))
         batch(bed.fabric, fabric)
@@ -259,20 +364,28 @@ def _ip_batch(bed: _Testbed) -> Callable[[], None]:
 
 def _ip_per_operation(bed: _Testbed) -> Callable[[], None]:
     """One `ip` process per operation (the Mininet way)."""
+    def ip(ns: str, lines: list[str]) -> None:
+        for line in lines:
+            subprocess.run(["ip", "-n", ns, *line.split()], check=True, capture_output=True)
+
     def build() -> None:
         for p in bed.pods:
+            for eni in p.plug:
+                ip(p.node_ns, _ip_eni_node_lines(eni, bed.fabric))
+                subprocess.run(["ip", "netns", "exec", bed.fabric, "sh", "-ec", _shell_sysctls([eni])], check=True,
+                               capture_output=True)
+                ip(bed.fabric, _ip_eni_fabric_lines(eni))
             subprocess.run(["ip", "netns", "add", p.ns], check=True, capture_output=True)
-            for ns, lines in ((p.node_ns, _ip_node_lines(p)), (p.ns, _ip_pod_lines(p)),
-                              (bed.fabric, _ip_fabric_lines(p, _fabric_port_name(bed, p)))):
-                for line in lines:
-                    subprocess.run(["ip", "-n", ns, *line.split()], check=True, capture_output=True)
+            ip(p.node_ns, _ip_node_lines(p))
+            ip(p.ns, _ip_pod_lines(p))
+            ip(bed.fabric, _ip_fabric_lines(p))
 
     return build
 
 
 def _pyroute2(bed: _Testbed) -> Callable[[], None]:
     """What a Python user would write with pyroute2: `netns.create`, one `IPRoute` kept open per node and
-    for the fabric, one per pod while it is wired."""
+    for the fabric, one per pod while it is wired; `pushns` into the fabric for a new port's sysctl."""
     from pyroute2 import IPRoute
     from pyroute2 import netns as pnetns
 
@@ -280,12 +393,30 @@ def _pyroute2(bed: _Testbed) -> Callable[[], None]:
 
     def build() -> None:
         handles = {ns: IPRoute(netns=ns, flags=0) for ns in [bed.fabric, *bed.nodes]}
+        ports: dict[str, int] = {}  # the link index each hot-plugged ENI's fabric port got
         try:
             fabric = handles[bed.fabric]
             for p in bed.pods:
-                pnetns.create(p.ns)
                 node = handles[p.node_ns]
-                node.link("add", ifname=p.veth, kind="veth", address=p.mac, peer={"ifname": "eth0", "net_ns_fd": p.ns})
+                for eni in p.plug:
+                    node.link("add", ifname=eni.ifname, kind="veth", index=eni.index, address=eni.mac,
+                              peer={"ifname": eni.port_name, "index": eni.port, "net_ns_fd": bed.fabric})
+                    node.link("set", index=eni.index, state="up")
+                    node.route("add", dst="0.0.0.0/0", gateway=str(eni.gateway), oif=eni.index, table=eni.table,
+                               flags=RTNH_F_ONLINK)
+                    pnetns.pushns(bed.fabric)
+                    try:
+                        Path(f"/proc/sys/{_proxy_delay(eni).replace('.', '/')}").write_text("0\n")
+                    finally:
+                        pnetns.popns()
+                    (ports[eni.port_name],) = fabric.link_lookup(ifname=eni.port_name)  # no peer index here
+                    port = ports[eni.port_name]
+                    fabric.link("set", index=port, state="up")
+                    fabric.route("add", dst=f"{eni.primary}/32", oif=port, scope="link")
+                    fabric.neigh("add", dst=str(eni.primary), lladdr=eni.mac, ifindex=port, state=nl.NUD_PERMANENT)
+                pnetns.create(p.ns)
+                node.link("add", ifname=p.veth, kind="veth", index=p.veth_index, address=p.mac,
+                          peer={"ifname": "eth0", "net_ns_fd": p.ns})
                 (veth,) = node.link_lookup(ifname=p.veth)
                 node.link("set", index=veth, state="up")
                 node.route("add", dst=f"{p.ip}/32", oif=veth, scope="link")
@@ -299,8 +430,9 @@ def _pyroute2(bed: _Testbed) -> Callable[[], None]:
                     pod.neigh("add", dst=gateway, lladdr=p.mac, ifindex=eth0, state=nl.NUD_PERMANENT)
                     pod.route("add", dst=f"{gateway}/32", oif=eth0, scope="link")
                     pod.route("add", dst="0.0.0.0/0", gateway=gateway, oif=eth0)
-                fabric.route("add", dst=f"{p.ip}/32", oif=p.fabric_port, scope="link")
-                fabric.neigh("add", dst=str(p.ip), lladdr=p.eni_mac, ifindex=p.fabric_port, state=nl.NUD_PERMANENT)
+                port = ports.get(p.eni.port_name, p.eni.port)
+                fabric.route("add", dst=f"{p.ip}/32", oif=port, scope="link")
+                fabric.neigh("add", dst=str(p.ip), lladdr=p.eni.mac, ifindex=port, state=nl.NUD_PERMANENT)
         finally:
             for handle in handles.values():
                 handle.close()
@@ -312,9 +444,10 @@ BUILDERS: dict[str, Callable[[_Testbed], Callable[[], None]]] = {
     "floor": _floor, "ip_batch": _ip_batch, "pyroute2": _pyroute2, "ip": _ip_per_operation}
 
 
-def _verify(fabric: str, pods: list[_PodWiring]) -> int:
-    """Read every pod's namespace, its node and the fabric back and check the pod's wiring is all there.
-    Returns the number of pods verified; raises naming the first pod whose wiring is wrong."""
+def _verify(fabric: str, pods: list[_PodWiring], enis: list[_EniWiring]) -> int:
+    """Read every pod's namespace, its node and the fabric back and check the wiring of every pod and
+    ENI is all there. Returns the number of pods verified; raises naming the first pod or ENI whose
+    wiring is wrong."""
     def read(ns: str, what: Callable[[NamespaceKernel], Any]) -> Any:
         kernel = NamespaceKernel(ns)
         try:
@@ -322,18 +455,29 @@ def _verify(fabric: str, pods: list[_PodWiring]) -> int:
         finally:
             kernel.close()
 
-    fabric_routes, fabric_neigh = read(fabric, lambda k: (
-        {(r.dst, r.oif) for r in k.routes() if r.dst_len == 32},
-        {(n.index, n.ip): n.mac for n in k.neighbours() if n.state == nl.NUD_PERMANENT}))
-    by_node: dict[str, list[_PodWiring]] = {}
+    # the fabric's ports by name: pyroute2 cannot choose a veth peer's link index
+    fabric_links, fabric_routes, fabric_neigh, delays = read(fabric, lambda k: _fabric_view(k, enis))
+    by_node: dict[str, tuple[list[_PodWiring], list[_EniWiring]]] = {}
     for p in pods:
-        by_node.setdefault(p.node_ns, []).append(p)
+        by_node.setdefault(p.node_ns, ([], []))[0].append(p)
+    for eni in enis:
+        by_node.setdefault(eni.node_ns, ([], []))[1].append(eni)
     verified = 0
-    for node_ns, group in by_node.items():
-        links, routes, rules = read(node_ns, lambda k: (
-            {link.ifname: link for link in k.links()},
-            {(r.dst, r.oif) for r in k.routes() if r.table == nl.RT_TABLE_MAIN and r.dst_len == 32},
-            {(r.priority, r.table, r.src, r.dst) for r in k.rules()}))
+    for node_ns, (group, node_enis) in by_node.items():
+        links, routes, defaults, rules = read(node_ns, _node_view)
+        for eni in node_enis:
+            link, port = links.get(eni.ifname), fabric_links.get(eni.port_name)
+            missing = [what for what, ok in (
+                ("its link up with its MAC and index", link is not None and link.up and link.mac == eni.mac
+                 and link.index == eni.index),
+                ("its table's default route", (eni.table, eni.index, eni.gateway) in defaults),
+                ("the fabric port up", port is not None and port.up),
+                ("the fabric port's proxy_delay 0", delays.get(_proxy_delay(eni)) == 0),
+                ("its primary IP's fabric route", (eni.primary, eni.port_name) in fabric_routes),
+                ("its primary IP's fabric neighbour", fabric_neigh.get((eni.port_name, eni.primary)) == eni.mac),
+            ) if not ok]
+            if missing:
+                raise RuntimeError(f"ENI {eni.ifname} of node namespace {node_ns}: missing {', '.join(missing)}")
         for p in group:
             host = links.get(p.veth)
             missing = [what for what, ok in (
@@ -341,14 +485,33 @@ def _verify(fabric: str, pods: list[_PodWiring]) -> int:
                 ("node route", host is not None and (p.ip, host.index) in routes),
                 ("rule to the pod", (routing.PRIO_TO_POD, nl.RT_TABLE_MAIN, None, p.ip) in rules),
                 ("rule from the pod", (routing.PRIO_FROM_POD, p.table, p.ip, None) in rules),
-                ("fabric route", (p.ip, p.fabric_port) in fabric_routes),
-                ("fabric neighbour", fabric_neigh.get((p.fabric_port, p.ip)) == p.eni_mac),
+                ("fabric route", (p.ip, p.eni.port_name) in fabric_routes),
+                ("fabric neighbour", fabric_neigh.get((p.eni.port_name, p.ip)) == p.eni.mac),
             ) if not ok]
             missing += read(p.ns, lambda k, p=p: _pod_side_missing(k, p))
             if missing:
                 raise RuntimeError(f"pod namespace {p.ns} ({p.ip}): missing {', '.join(missing)}")
             verified += 1
     return verified
+
+
+def _fabric_view(kernel: NamespaceKernel, enis: list[_EniWiring]) -> tuple[dict[str, nl.Link], set, dict, dict]:
+    """The fabric's links by name, its /32 routes and permanent neighbours by port name, the ports'
+    proxy_delay."""
+    links = {link.ifname: link for link in kernel.links()}
+    names = {link.index: name for name, link in links.items()}
+    return (links, {(r.dst, names.get(r.oif)) for r in kernel.routes() if r.dst_len == 32},
+            {(names.get(n.index), n.ip): n.mac for n in kernel.neighbours() if n.state == nl.NUD_PERMANENT},
+            kernel.read_sysctls(map(_proxy_delay, enis)))
+
+
+def _node_view(kernel: NamespaceKernel) -> tuple[dict[str, nl.Link], set, set, set]:
+    """A node's links by name, main-table /32 routes, default routes of every table and rules."""
+    routes = kernel.routes()
+    return ({link.ifname: link for link in kernel.links()},
+            {(r.dst, r.oif) for r in routes if r.table == nl.RT_TABLE_MAIN and r.dst_len == 32},
+            {(r.table, r.oif, r.gateway) for r in routes if r.dst_len == 0},
+            {(r.priority, r.table, r.src, r.dst) for r in kernel.rules()})
 
 
 def _pod_side_missing(kernel: NamespaceKernel, p: _PodWiring) -> list[str]:
@@ -378,7 +541,7 @@ def _measure_builder(name: str, nodes: int, pods_per_node: int, pods: int, settl
         c0, w0 = _cpu_s(), time.perf_counter()
         build()
         cpu, wall = _cpu_s() - c0, time.perf_counter() - w0
-        verified = _verify(bed.fabric, bed.pods)
+        verified = _verify(bed.fabric, bed.pods, bed.enis)
     finally:
         _remove(bed.run)
     return {"pods": pods, "cpu_ms_per_pod": round(cpu / pods * 1000, 3),
@@ -386,19 +549,25 @@ def _measure_builder(name: str, nodes: int, pods_per_node: int, pods: int, settl
             "waited_for_kernel_s": round(waited, 1)}
 
 
-def _enilab_wiring(cluster) -> list[_PodWiring]:
-    """The wiring enilab's pods must have, from the cluster's own records (the kernel is read later)."""
+def _enilab_wiring(cluster) -> tuple[list[_PodWiring], list[_EniWiring]]:
+    """The wiring enilab's pods and ENIs must have, from the cluster's own records (the kernel is read
+    later)."""
     backend = cluster.backend
-    out = []
+    gateways = {subnet.id: subnet.gateway for subnet in cluster.spec.subnets}
+    enis = {}
+    for eni_id, (n, port, mac) in backend.eni_where.items():
+        node = cluster.nodes[n.name]
+        eni = node.ipamd.store.enis[eni_id]
+        enis[eni_id] = _EniWiring(n.ns, eni.ifname, node.ifindex[eni_id], mac, f"n{n.index}e{eni.device_index}", port,
+                                  IPv4Address(eni.primary_ip), gateways[eni.subnet_id])
+    pods = []
     for pod in cluster.pods.values():
         if pod.phase != PodPhase.RUNNING:
             continue
         node_name, ns = backend.pods[pod.name]
-        node = cluster.nodes[node_name]
-        _owner, port, eni_mac = backend.eni_where[pod.eni_id]
-        out.append(_PodWiring(ns, backend.nodes[node_name].ns, pod.ip, routing.host_veth_name(pod.name), 0,
-                              routing.host_veth_mac(pod.name), eni_table(node.ifindex[pod.eni_id]), eni_mac, port))
-    return out
+        pods.append(_PodWiring(ns, backend.nodes[node_name].ns, IPv4Address(pod.ip), routing.host_veth_name(pod.name),
+                               0, routing.host_veth_mac(pod.name), enis[pod.eni_id]))
+    return pods, list(enis.values())
 
 
 def _reach_sample(cluster, size: int, seed: int = 17) -> list[str]:
@@ -444,7 +613,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
         slab_kb = _slab_kb() - slab0
         running = sum(p.phase == PodPhase.RUNNING for p in cluster.pods.values())
         t0 = time.perf_counter()
-        verified = _verify(cluster.backend.fabric_ns, _enilab_wiring(cluster))
+        verified = _verify(cluster.backend.fabric_ns, *_enilab_wiring(cluster))
         sample = _reach_sample(cluster, reach_sample)
         reachable = sum(row["db-1"] for row in matrix(cluster, sources=sample, targets=["db-1"]).values())
         verify = time.perf_counter() - t0

@@ -17,31 +17,50 @@ pytestmark = pytest.mark.netns
 
 
 def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
-    r = bench_bringup(nodes=2, pods_per_node=5, slow_pods=3, settle_s=0.5)
-    assert r["pods"] == r["running"] == r["verified"] == 10 and r["reachable"] == r["reach_sample"] == 10
+    """16 pods a node: the pool hot-plugs a second ENI on each (at the 11th pod: 11 + 5 prebound > 15), and
+    the 16th pod's address is on it; every builder does the same, the slow ones on their first 17 pods."""
+    r = bench_bringup(nodes=2, pods_per_node=16, slow_pods=17, settle_s=0.5)
+    assert r["pods"] == r["running"] == r["verified"] == 32 and r["reachable"] == r["reach_sample"] == 32
     for name in ("floor", "ip_batch", "pyroute2", "ip"):
         b = r["builders"][name]
         assert b["verified"] == b["pods"] > 0 and b["cpu_ms_per_pod"] >= 0 and b["wall_ms_per_pod"] > 0
         assert r[f"{name}_ms_per_pod"] == b["cpu_ms_per_pod"]
-    assert r["builders"]["pyroute2"]["pods"] == 3
+    assert r["builders"]["pyroute2"]["pods"] == 17
     assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
             "peak_rss_mb", "within_target", "cpu_ms_per_pod_first_500", "over_first_500"} <= set(r)
     assert r["cores"] >= 1
     assert len(r["rounds"]) == bench_netns.ROUNDS  # the floor and enilab, turn about
-    assert all(one["verified"] == one["reachable"] == 10 and one["floor_cpu_ms_per_pod"] >= 0
+    assert all(one["verified"] == one["reachable"] == 32 and one["floor_cpu_ms_per_pod"] >= 0
                for one in r["rounds"])
 
 
+def test_the_builders_hot_plug_the_enis_the_pool_would():
+    bed = bench_netns._testbed(2, 16, 32)
+    try:
+        assert [(p.eni.ifname, [eni.ifname for eni in p.plug]) for p in bed.pods[9:16]] == [
+            ("eth1", []), ("eth1", ["eth2"]), *[("eth1", [])] * 4, ("eth2", [])]
+        assert [eni.ifname for eni in bed.plugged()] == ["eth2", "eth2"]
+        assert len(bed.enis) == 4 and len({eni.port for eni in bed.enis}) == 4
+    finally:
+        bench_netns._remove(bed.run)
+
+
 def test_verification_names_what_a_builder_left_out():
-    bed = bench_netns._testbed(1, 2, 2)
+    bed = bench_netns._testbed(1, 16, 16)
     try:
         bench_netns.BUILDERS["floor"](bed)()
-        assert bench_netns._verify(bed.fabric, bed.pods) == 2
+        assert bench_netns._verify(bed.fabric, bed.pods, bed.enis) == 16
         victim = bed.pods[1]
         NamespaceKernel(victim.node_ns).check(
             [nl.rule_msg(False, priority=1536, table=victim.table, src=victim.ip, src_len=32)])
         with pytest.raises(RuntimeError, match=f"{victim.ns} .*rule from the pod"):
-            bench_netns._verify(bed.fabric, bed.pods)
+            bench_netns._verify(bed.fabric, bed.pods, bed.enis)
+        eni = bed.plugged()[0]
+        NamespaceKernel(eni.node_ns).check(
+            [nl.route_msg(False, table=eni.table, dst=None, dst_len=0, oif=eni.index, gateway=eni.gateway)])
+        with pytest.raises(RuntimeError, match=f"ENI eth2 of node namespace {eni.node_ns}: missing its table's "
+                                               "default route"):
+            bench_netns._verify(bed.fabric, bed.pods, bed.enis)
     finally:
         bench_netns._remove(bed.run)
     assert not bed.run.namespaces()
