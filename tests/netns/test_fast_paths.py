@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 
 import pytest
@@ -53,6 +54,36 @@ def test_requests_sent_without_acks_report_failures_later(name):
         assert kernel.sock.queued_errors() == [] and kernel.link("lo").up
     finally:
         kernel.close()
+
+
+def test_sockets_sharing_a_threads_answer_buffer_never_read_each_others_answers(name):
+    """Every socket of a thread reads into one buffer: a dump from one socket interleaved with batches
+    and dumps of another, and the same in another thread at once, each reads its own answers."""
+    netns.create(name)
+    here, there = NamespaceKernel(name), NamespaceKernel(name)
+    try:
+        here.check([nl.link_set(1, up=True)] + [
+            nl.route_msg(True, table=100, dst=IPv4Address(f"10.9.{i // 250}.{i % 250}"), dst_len=32, oif=1,
+                         scope=nl.RT_SCOPE_LINK) for i in range(600)])  # a dump of several datagrams
+        expected = sorted(str(r.dst) for r in here.routes() if r.table == 100)
+        assert len(expected) == 600
+
+        def interleaved() -> list[str]:
+            seen = []
+            for r in here.sock._dump(nl.RTM_GETROUTE, nl._RTMSG.pack(nl.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+                # between two messages of one socket's dump, another socket reads a batch's answer
+                assert there.sock.apply([nl.link_set(1, up=True), nl.addr_add(999, IPv4Address("10.8.0.1"))])
+                seen.append(r)
+            return sorted(str(nl._decode_route(p).dst) for _, p in seen if nl._decode_route(p).table == 100)
+
+        assert interleaved() == expected
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: sorted(str(r.dst) for r in NamespaceKernel(name).routes()
+                                                     if r.table == 100), range(8)))
+        assert results == [expected] * 8
+    finally:
+        here.close()
+        there.close()
 
 
 def test_namespace_files_are_links_that_ip_netns_sees_and_removes(name):
