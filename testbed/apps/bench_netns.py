@@ -545,7 +545,7 @@ def _measure_builder(name: str, nodes: int, pods_per_node: int, pods: int, settl
     finally:
         _remove(bed.run)
     return {"pods": pods, "cpu_ms_per_pod": round(cpu / pods * 1000, 3),
-            "wall_ms_per_pod": round(wall / pods * 1000, 3), "verified": verified,
+            "wall_ms_per_pod": round(wall / pods * 1000, 3), "verified": verified, "enis_plugged": len(bed.plugged()),
             "waited_for_kernel_s": round(waited, 1)}
 
 
@@ -603,6 +603,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
         t0 = time.perf_counter()
         cluster = Cluster(_spec(nodes, pods_per_node), backend=backend)
         setup = time.perf_counter() - t0
+        enis = len(backend.eni_where)
         c0, t0 = _cpu_s(), time.perf_counter()
         first: tuple[int, float] | None = None  # (pods, CPU s) once SCALE_REFERENCE_PODS are up
         for i in range(1, nodes + 1):
@@ -610,6 +611,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
             if first is None and (i * pods_per_node >= SCALE_REFERENCE_PODS or i == nodes):
                 first = (i * pods_per_node, _cpu_s() - c0)
         cpu, wire = _cpu_s() - c0, time.perf_counter() - t0
+        enis = len(backend.eni_where) - enis
         slab_kb = _slab_kb() - slab0
         running = sum(p.phase == PodPhase.RUNNING for p in cluster.pods.values())
         t0 = time.perf_counter()
@@ -630,7 +632,7 @@ def _measure_enilab(nodes: int, pods_per_node: int, reach_sample: int) -> dict[s
         "total_s": round(setup + wire, 3),
         f"cpu_ms_per_pod_first_{SCALE_REFERENCE_PODS}": round(first_ms, 3),
         f"over_first_{SCALE_REFERENCE_PODS}": round(cpu_ms / first_ms, 2) if first_ms else None,
-        "verified": verified, "reach_sample": len(sample), "reachable": reachable,
+        "verified": verified, "enis_plugged": enis, "reach_sample": len(sample), "reachable": reachable,
         "reach_sample_rule": "every pod up to the sample size; beyond it each node's first and last pod and a "
                              "seeded random draw of the rest",
         "verify_s": round(verify, 3), "teardown_s": round(teardown, 3),

@@ -26,6 +26,9 @@ def test_bench_bringup_reports_every_builder_and_verifies_every_pod():
         assert b["verified"] == b["pods"] > 0 and b["cpu_ms_per_pod"] >= 0 and b["wall_ms_per_pod"] > 0
         assert r[f"{name}_ms_per_pod"] == b["cpu_ms_per_pod"]
     assert r["builders"]["pyroute2"]["pods"] == 17
+    # the same kernel objects: each builder plugged the ENIs enilab's pool did (the slow ones for their pods)
+    assert r["enis_plugged"] == r["builders"]["floor"]["enis_plugged"] == r["builders"]["ip_batch"]["enis_plugged"] == 2
+    assert r["builders"]["pyroute2"]["enis_plugged"] == r["builders"]["ip"]["enis_plugged"] == 1
     assert {"cpu_ms_per_pod", "wire_ms_per_pod", "over_floor_cpu", "teardown_ms_per_pod", "slab_kb_per_pod",
             "peak_rss_mb", "within_target", "cpu_ms_per_pod_first_500", "over_first_500"} <= set(r)
     assert r["cores"] >= 1
