@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from eni_core import netlink as nl
@@ -136,9 +137,12 @@ class _Node:
     def set_up_eni(self, eni: Eni, index: int, gateway: IPv4Address) -> None:
         """What the routing agent's pass does for a hot-plugged ENI that holds no pod yet, without reading
         the rest of the node: its link up, its table's default route, its rp_filter (the plan's, for this
-        ENI alone; nothing is deleted, so no other state can be touched)."""
+        ENI alone; nothing is deleted, so no other state can be touched). The node-wide sysctls are the
+        whole pass's to read and repair: each read of a sysctl file costs tens of microseconds here."""
         port = NetlinkPort(self.kernel)
         desired = routing.plan_node([routing.EniLink(eni.ifname, index, eni.mac, gateway, False)], [])
+        own = f".{eni.ifname}."
+        desired = replace(desired, sysctls={k: v for k, v in desired.sysctls.items() if own in k})
         observed = routing.NodePlan(frozenset(), frozenset(), frozenset(), port.read_sysctls(desired.sysctls))
         ops = [op for op in routing.reconcile(desired, observed)
                if not (isinstance(op, SetSysctl) and op.key in self.pinned)]
