@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))
+_DIR = str(NETNS_DIR)
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MS_REC = 16384
@@ -51,7 +52,13 @@ def _check(rc: int, what: str, name: str | os.PathLike[str] = "") -> None:
 
 
 def path(name: str) -> Path:
-    return NETNS_DIR / name
+    return Path(_file(name))
+
+
+def _file(name: str) -> str:
+    """A namespace's file as text: what the calls made for every pod use (a `Path` costs microseconds to
+    build and again to format, and a pod's namespace was made, entered and named as a peer)."""
+    return f"{_DIR}/{name}"
 
 
 def exists(name: str) -> bool:
@@ -65,7 +72,7 @@ def list_names() -> list[str]:
         return []
 
 
-def _mountpoint(target: Path) -> None:
+def _mountpoint(target: str) -> None:
     """Make the empty file a namespace is bound onto (FileExistsError if it exists): a new name for one
     unnamed file this process keeps open in the folder (O_TMPFILE, then linkat), else a new file as
     `ip netns add` makes. A name costs no inode, and inodes are what grows costly: ext4 without a
@@ -85,11 +92,11 @@ def _mountpoint(target: Path) -> None:
                     _shared_fd = os.open(NETNS_DIR, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0)
             except OSError:
                 break
-            if _libc.linkat(_shared_fd, b"", AT_FDCWD, str(target).encode(), AT_EMPTY_PATH) == 0:
+            if _libc.linkat(_shared_fd, b"", AT_FDCWD, target.encode(), AT_EMPTY_PATH) == 0:
                 return
             err = ctypes.get_errno()
             if err == errno.EEXIST:
-                raise FileExistsError(err, os.strerror(err), str(target))
+                raise FileExistsError(err, os.strerror(err), target)
             if err != errno.ENOENT:
                 break  # too many names on one file, or another filesystem
     os.close(os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
@@ -117,7 +124,9 @@ def setns(fd: int) -> None:
 @contextlib.contextmanager
 def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the block with this thread in the namespace (sockets opened inside stay there)."""
-    target = Path(name_or_path) if os.sep in str(name_or_path) else path(str(name_or_path))
+    target = os.fspath(name_or_path)
+    if os.sep not in target:
+        target = _file(target)
     home = _home_fd()
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -153,16 +162,16 @@ def creating(name: str) -> Iterator[Path]:
     """Create the named namespace and run the block inside it (a socket opened there stays there): one
     entry instead of create-then-enter. If the block fails, the namespace is removed."""
     _prepare_dir()
-    target = path(name)
+    target = _file(name)
     _mountpoint(target)
     home = _home_fd()
     try:
         try:
             if _libc.unshare(CLONE_NEWNET) != 0:
                 _unshare_failed(name)
-            _check(_libc.mount(b"/proc/thread-self/ns/net", str(target).encode(), b"none", MS_BIND, None),
+            _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
                    "bind the namespace", target)
-            yield target
+            yield Path(target)
         finally:
             setns(home)
     except BaseException:
