@@ -64,14 +64,12 @@ def host_veth_name(pod: str) -> str:
 
 def host_veth_mac(pod: str) -> str:
     """A stable, locally administered MAC for the pod's host veth (the pod's gateway neighbour)."""
-    h = hashlib.sha1(b"mac:" + pod.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+    return "02:" + hashlib.sha1(b"mac:" + pod.encode()).digest()[:5].hex(":")
 
 
 def pod_veth_mac(pod: str) -> str:
     """A stable, locally administered MAC for the pod's own end of its veth, given when the veth is made."""
-    h = hashlib.sha1(b"pod-mac:" + pod.encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in h[:5])
+    return "02:" + hashlib.sha1(b"pod-mac:" + pod.encode()).digest()[:5].hex(":")
 
 
 def _host(ip: IPv4Address) -> IPv4Network:
