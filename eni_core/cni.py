@@ -130,13 +130,16 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
                       args, config)
 
 
+_GATEWAY = str(routing.LINK_LOCAL_GATEWAY)  # every result names it: formatted once
+
+
 def _result(req: CniRequest, ip: str, host: tuple[str, str], pod_mac: str, routes: bool = True) -> dict:
     return {
         "cniVersion": req.version,
         "interfaces": [{"name": host[0], "mac": host[1]},
                        {"name": req.ifname, "mac": pod_mac, "sandbox": req.netns}],
-        "ips": [{"address": f"{ip}/32", "gateway": str(routing.LINK_LOCAL_GATEWAY), "interface": 1}],
-        "routes": [{"dst": "0.0.0.0/0", "gw": str(routing.LINK_LOCAL_GATEWAY)}] if routes else [],
+        "ips": [{"address": f"{ip}/32", "gateway": _GATEWAY, "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": _GATEWAY}] if routes else [],
         "dns": {},
     }
 
