@@ -24,6 +24,7 @@ __all__ = ["Allocation", "Attachment", "Datastore", "FileCheckpoint", "MemoryChe
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: before attachment records
+NO_LEGACY: frozenset[str] = frozenset()  # the legacy keys of a datastore that never loaded a format 1 checkpoint
 
 
 def attachment_key(network: str, container_id: str, ifname: str) -> str:
@@ -125,7 +126,9 @@ class Datastore:
         self.enis: dict[str, Eni] = {}
         self.pods: dict[str, Allocation] = {}
         self.attachments: dict[str, Attachment] = {}  # key -> a runtime's attachment (its pod in `pods`)
-        self.legacy: set[str] = set()  # keys of a format 1 checkpoint: container ids, runtimes' or the controller's
+        # keys of a format 1 checkpoint (container ids, runtimes' or the controller's); a datastore that never
+        # loaded one shares one empty set, which every pod's release reads instead of a set of its own
+        self.legacy: set[str] | frozenset[str] = NO_LEGACY
         self.release_due: float | None = None
         self.next_seq = 0
         self._committed = self.to_dict()  # what the disk holds: nothing yet, which is this empty state
@@ -144,7 +147,8 @@ class Datastore:
     def free(self, pod: str) -> Allocation | None:
         alloc = self.pods.pop(pod, None)
         self.attachments.pop(pod, None)
-        self.legacy.discard(pod)
+        if self.legacy:
+            self.legacy.discard(pod)
         if alloc is not None:
             self.enis[alloc.eni_id].unassign(alloc.ip)
         return alloc
@@ -202,4 +206,5 @@ class Datastore:
                     self.allocate(pod, eni, ip)
             self.enis[eni.id] = eni
         self.attachments = {key: a for key, a in self.attachments.items() if key in self.pods}
-        self.legacy = set(self.pods) if data["version"] == 1 else set(data.get("legacy", [])) & self.pods.keys()
+        legacy = set(self.pods) if data["version"] == 1 else set(data.get("legacy", [])) & self.pods.keys()
+        self.legacy = legacy or NO_LEGACY

@@ -108,6 +108,21 @@ def test_failed_scheduling_is_said_once_per_pending_spell():
     assert c.pods["pod-3"].phase == PodPhase.RUNNING and c.pods["pod-4"].phase == PodPhase.PENDING
 
 
+def test_a_pending_pod_is_queued_once_and_told_failed_scheduling_again_only_when_it_comes_back():
+    c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
+                            nodes=(NodeSpec("n1", ("subnet-a",), 1, 1), NodeSpec("n2", ("subnet-a",), 1, 1))))
+    c.create_pods(3, "n1")  # one runs; pod-2 and pod-3 wait, told once
+    node = c.nodes["n1"]
+    assert node.unannounced == [] and list(node.pending) == ["pod-2", "pod-3"]
+    with pytest.raises(ValueError, match="Pending on n1 already"):
+        node.enqueue("pod-2")
+    assert node.unannounced_count == 0 and list(node.pending) == ["pod-2", "pod-3"]  # the refusal changed nothing
+    c.delete_pod("pod-2")
+    c.create_pod("pod-2", "n1")  # made again: a new spell, behind pod-3, told again
+    said = [e["pod"] for e in c.events.items if e.get("event") == "FailedScheduling"]
+    assert said == ["pod-2", "pod-3", "pod-2"] and list(node.pending) == ["pod-3", "pod-2"]
+
+
 def test_timers_fire_in_time_order_then_node_name_and_only_as_last_armed():
     timers = NodeTimers()
     for node, t in [("b", 5.0), ("a", 5.0), ("c", 1.0), ("c", 7.0), ("d", 3.0)]:

@@ -27,15 +27,19 @@ SETTLE_LIMIT = 10_000
 @dataclass(eq=False, slots=True)
 class Node:
     """A node as the cluster runs it: its spec, its IPAM (an Ipamd in shared-ENI mode, a StaticNode in
-    static-IP mode), its Pending pods in the order they came, its Running pods, and each ENI's link index."""
+    static-IP mode), its Pending pods in the order they came, its Running pods, and each ENI's link index.
+
+    Each Pending pod's value says whether its FailedScheduling is out, and `unannounced_count` counts those
+    whose is not: one table per node for both, where a second one would be one more object for every pod
+    created to read from memory (a pod enters the queue once, when it comes to the node)."""
 
     spec: NodeSpec
     ipamd: EniNode
     seq: int = 0  # the order nodes were added in: ties in scheduling go to the older node
-    pending: dict[str, None] = field(default_factory=dict)  # an ordered set
+    pending: dict[str, bool] = field(default_factory=dict)  # in the order they came -> FailedScheduling is out
     running: set[str] = field(default_factory=set)
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
-    unannounced: dict[str, None] = field(default_factory=dict)  # Pending pods whose FailedScheduling is not out
+    unannounced_count: int = 0
     name: str = field(init=False)  # the spec's (a changed spec keeps it), here so a lookup reads no other object
 
     def __post_init__(self) -> None:
@@ -46,14 +50,28 @@ class Node:
         """Free eni-ip: allocatable less the pods running or waiting here."""
         return self.ipamd.allocatable - len(self.running) - len(self.pending)
 
+    @property
+    def unannounced(self) -> list[str]:
+        """The Pending pods whose FailedScheduling is not out, in the order they came."""
+        return [pod for pod, announced in self.pending.items() if not announced] if self.unannounced_count else []
+
     def enqueue(self, pod: str) -> None:
-        self.pending[pod] = None
-        self.unannounced[pod] = None
+        if pod in self.pending:
+            raise ValueError(f"pod {pod} is Pending on {self.name} already")
+        self.pending[pod] = False
+        self.unannounced_count += 1
 
     def withdraw(self, pod: str) -> None:
         """A Pending pod leaves the queue (deleted, or it could not start)."""
-        del self.pending[pod]
-        self.unannounced.pop(pod, None)
+        if not self.pending.pop(pod):
+            self.unannounced_count -= 1
+
+    def announced(self) -> None:
+        """Every Pending pod's FailedScheduling is out."""
+        if self.unannounced_count:
+            for pod in self.unannounced:
+                self.pending[pod] = True
+            self.unannounced_count = 0
 
 
 class _RoomIndex:
@@ -198,7 +216,7 @@ class Scheduler:
 
     def _announce_failed(self, node: Node) -> None:
         """FailedScheduling, once per pod and Pending spell."""
-        if not node.unannounced:
+        if not node.unannounced_count:
             return
         if self._static and node.ipamd.shortfall:
             reason = node.ipamd.shortfall
@@ -210,7 +228,7 @@ class Scheduler:
         for name in node.unannounced:
             self._events({"t": self._clock.now(), "kind": "pod", "pod": name, "node": node.name,
                           "event": "FailedScheduling", "reason": reason})
-        node.unannounced.clear()
+        node.announced()
 
     def _bind_unscheduled(self) -> list[str]:
         """Give waiting pods, oldest first, to the node with the most free eni-ip: the nodes that got one."""
