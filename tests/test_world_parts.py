@@ -166,6 +166,41 @@ def test_the_address_book_hands_out_the_lowest_free_address_as_a_set_would(ops):
         assert book.available == len(free)
 
 
+@given(st.lists(st.tuples(st.sampled_from(["take", "exactly", "back"]), st.integers(0, 70)), max_size=150))
+def test_the_address_book_agrees_with_a_plain_set_whatever_is_taken_by_name_or_given_back(ops):
+    """Taken by name below and beyond the cursor, given back twice, outside the subnet: the book hands out
+    what the lowest free address of a plain set of free addresses is, and says the same of each address."""
+    book = AddressBook(Subnet("s", IPv4Network("10.0.0.0/26")))  # usable 10.0.0.2 .. 10.0.0.62
+    base = int(IPv4Address("10.0.0.0"))
+    usable = set(range(base + 2, base + 63))
+    free = set(usable)
+    for op, offset in ops:
+        n = base + offset
+        if op == "take":
+            if free:
+                assert int(book.take()) == min(free)
+                free.remove(min(free))
+            else:
+                with pytest.raises(InsufficientAddresses):
+                    book.take()
+        elif op == "exactly":
+            if n not in usable:
+                with pytest.raises(InvalidParameter):
+                    book.take_exactly(IPv4Address(n))
+            elif n not in free:
+                with pytest.raises(InsufficientAddresses, match="already in use"):
+                    book.take_exactly(IPv4Address(n))
+            else:
+                book.take_exactly(IPv4Address(n))
+                free.remove(n)
+        elif n in usable:
+            book.give_back(IPv4Address(n))
+            free.add(n)
+        assert book.available == len(free)
+        assert sorted(book.used) == sorted(usable - free) and len(book.used) == len(usable - free)
+        assert (n in book.used) == (n in usable - free)
+
+
 def test_an_address_space_takes_all_it_is_asked_for_or_nothing():
     space = AddressSpace([Subnet("s", IPv4Network("10.0.0.0/29"))])  # usable 10.0.0.2 .. 10.0.0.6
     space.retained.add(IPv4Address("10.0.0.9"))  # a claim's address, outside this subnet: refused
