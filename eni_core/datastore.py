@@ -117,7 +117,7 @@ class FileCheckpoint:
 class Datastore:
     """A node's ENIs (oldest first), which pod holds which IP, and the pool's timers."""
 
-    __slots__ = ("_committed", "attachments", "checkpoint", "enis", "legacy", "next_seq", "node", "pods",
+    __slots__ = ("_attachments", "_committed", "checkpoint", "enis", "legacy", "next_seq", "node", "pods",
                  "release_due")
 
     def __init__(self, node: str, checkpoint: Checkpoint | None = None) -> None:
@@ -125,13 +125,25 @@ class Datastore:
         self.checkpoint = checkpoint or NO_CHECKPOINT
         self.enis: dict[str, Eni] = {}
         self.pods: dict[str, Allocation] = {}
-        self.attachments: dict[str, Attachment] = {}  # key -> a runtime's attachment (its pod in `pods`)
+        self._attachments: dict[str, Attachment] | None = None  # see `attachments`
         # keys of a format 1 checkpoint (container ids, runtimes' or the controller's); a datastore that never
         # loaded one shares one empty set, which every pod's release reads instead of a set of its own
         self.legacy: set[str] | frozenset[str] = NO_LEGACY
         self.release_due: float | None = None
         self.next_seq = 0
         self._committed = self.to_dict()  # what the disk holds: nothing yet, which is this empty state
+
+    @property
+    def attachments(self) -> dict[str, Attachment]:
+        """Key -> a runtime's attachment (its pod in `pods`). The table is made the first time it is asked
+        for: a node whose pods no runtime wired has none, and releasing its pods reads none."""
+        if self._attachments is None:
+            self._attachments = {}
+        return self._attachments
+
+    @attachments.setter
+    def attachments(self, table: dict[str, Attachment]) -> None:
+        self._attachments = table
 
     # -- mutations (callers commit) -----------------------------------------------------------------
     def add_eni(self, eni: Eni) -> None:
@@ -146,7 +158,8 @@ class Datastore:
 
     def free(self, pod: str) -> Allocation | None:
         alloc = self.pods.pop(pod, None)
-        self.attachments.pop(pod, None)
+        if self._attachments:
+            self._attachments.pop(pod, None)
         if self.legacy:
             self.legacy.discard(pod)
         if alloc is not None:
@@ -187,7 +200,7 @@ class Datastore:
                  "ips": [[str(ip), pod] for ip, pod in e.ips.items()]}
                 for e in self.enis.values()
             ],
-            "attachments": {key: a.to_dict() for key, a in self.attachments.items()},
+            "attachments": {key: a.to_dict() for key, a in (self._attachments or {}).items()},
             "legacy": sorted(self.legacy & self.pods.keys()),
         }
 

@@ -5,7 +5,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from eni_core.datastore import Datastore, FileCheckpoint
+from eni_core.datastore import Attachment, Datastore, FileCheckpoint
 from eni_core.model import Eni
 
 
@@ -146,3 +146,16 @@ def test_an_add_retried_after_the_disk_was_full_is_persisted_and_survives_a_rest
     restarted = ipamd()
     restarted.recover()
     assert restarted.lookup("default/web-0") == alloc  # ... and it is on disk: never given twice
+
+
+def test_releasing_a_pod_drops_its_attachment_record_and_leaves_the_others(tmp_path):
+    ds = store(tmp_path)
+    ds.free("default/web-0")  # the controller's pod: no attachment record was ever made
+    assert ds.to_dict()["attachments"] == {} and ds.attachments == {}
+    eni = ds.enis["eni-1"]
+    wired = [Attachment("net", f"ctr{i}", "eth0") for i in range(2)]
+    for att, ip in zip(wired, ("10.0.1.3", "10.0.1.5"), strict=True):
+        ds.attachments[att.key] = att
+        ds.allocate(att.key, eni, IPv4Address(ip))
+    ds.free(wired[0].key)
+    assert ds.attachments == {wired[1].key: wired[1]} and list(ds.pods) == [wired[1].key]
