@@ -98,7 +98,7 @@ class EniNode(abc.ABC):
         self.node = node
         self.vpc = vpc
         self.limits = limits
-        self.subnets = list(subnets)
+        self.subnets = tuple(subnets)  # replaced, never changed in place: nodes alike may share one
         self.clock = clock
         self.store = store or Datastore(node)
         self.retry = retry or DEFAULT_RETRY

@@ -282,3 +282,12 @@ def test_a_pod_pending_while_the_pool_backs_off_says_so_not_that_eni_ip_is_full(
     c.create_pods(5, "node-1")
     full = [e["reason"] for e in c.events.items if e.get("event") == "FailedScheduling"][len(reasons):]
     assert full and all("no free tke.cloud.tencent.com/eni-ip" in r for r in full)
+
+
+def test_a_subnet_added_to_one_node_is_not_added_to_the_nodes_that_had_the_same_subnets():
+    subnets = (SUBNET, Subnet("subnet-b", IPv4Network("10.0.8.0/22")))
+    c = Cluster(ClusterSpec(subnets=subnets, nodes=tuple(NodeSpec(n, ("subnet-a",), 2, 10) for n in ("n1", "n2"))))
+    assert c.nodes["n1"].ipamd.subnets is c.nodes["n2"].ipamd.subnets  # one shared tuple for nodes alike
+    c.add_node_subnet("n1", "subnet-b")
+    assert c.nodes["n1"].ipamd.subnets == ("subnet-a", "subnet-b") and c.nodes["n2"].ipamd.subnets == ("subnet-a",)
+    assert c.nodes["n1"].spec.subnets == ("subnet-a", "subnet-b") and c.nodes["n2"].spec.subnets == ("subnet-a",)

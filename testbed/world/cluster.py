@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
@@ -26,6 +27,8 @@ from testbed.world.timers import NodeTimers
 from testbed.world.vpc import SimVpc
 
 __all__ = ["Cluster", "ClusterError", "Pod", "PodPhase"]
+
+T = TypeVar("T")
 
 
 class ClusterError(UserError):
@@ -70,7 +73,7 @@ class Cluster:
         self._owned: dict[str, dict[str, None]] = {}  # workload -> its pods, in creation order
         self._pod_seq = self._node_seq = self._auto_name = 0
         self.timers = NodeTimers()
-        self._limits: dict[NodeLimits, NodeLimits] = {}
+        self._alike: dict[object, object] = {}  # see _shared
         self.scheduler = Scheduler(self.nodes, self.pods, start=self._start, clock=self.clock, timers=self.timers,
                                    events=self.events, static=self.static is not None)
         for node in spec.nodes:
@@ -85,7 +88,8 @@ class Cluster:
             raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
         self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
         vpc = self._node_vpc(self, spec.name) if self._node_vpc else self.vpc
-        common = {"vpc": vpc, "limits": self._shared_limits(spec), "subnets": spec.subnets, "clock": self.clock,
+        common = {"vpc": vpc, "limits": self._shared_limits(spec), "subnets": self._shared(spec.subnets),
+                  "clock": self.clock,
                   "store": self._store_factory(spec.name), "seed": self.spec.seed, "events": self.events}
         ipamd = (StaticNode(spec.name, ipam=self.static, **common) if self.static
                  else Ipamd(spec.name, config=self.spec.pool, **common))
@@ -113,7 +117,7 @@ class Cluster:
             raise ClusterError(f"unknown subnet {subnet!r}; the VPC has {', '.join(self.vpc.subnets)}")
         if subnet not in node.spec.subnets:
             node.spec = replace(node.spec, subnets=(*node.spec.subnets, subnet))
-            node.ipamd.subnets.append(subnet)
+            node.ipamd.subnets = (*node.ipamd.subnets, subnet)
         node.ipamd.backoff_until = None
         self._settle([name])
 
@@ -132,8 +136,11 @@ class Cluster:
     def _shared_limits(self, spec: NodeSpec) -> NodeLimits:
         """The node's limits, one object for all the nodes of one instance type: every event reads them,
         and one shared object stays in the cache where thousands of copies would not."""
-        limits = spec.limits
-        return self._limits.setdefault(limits, limits)
+        return self._shared(spec.limits)
+
+    def _shared(self, value: T) -> T:
+        """One object for all the nodes' equal immutable values (limits, lists of subnets)."""
+        return self._alike.setdefault(value, value)
 
     def _node(self, name: str) -> Node:
         try:

@@ -8,7 +8,7 @@ from eni_core.ports import QuotaExceeded
 __all__ = ["Instance"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Instance:
     """An instance's quotas, enforced by the API so the allocator cannot cheat.
 
