@@ -12,11 +12,13 @@ __all__ = ["SimBackend"]
 
 
 class SimBackend:
+    """Links exist only as the link index an ENI's interface would have: the cluster keeps it (each node's
+    `ifindex`), and this backend keeps nothing per node that a pod event would have to read."""
+
     name = "sim"
     run = None
 
     def __init__(self) -> None:
-        self.links: dict[str, dict[str, int]] = {}  # node -> ENI id -> link index
         self.hosts: dict[str, tuple[str, IPv4Address]] = {}  # VPC hosts need namespaces: none here
         self.pods: dict[str, tuple[str, str]] = {}  # and so does wiring a pod
 
@@ -27,18 +29,16 @@ class SimBackend:
         return None
 
     def add_node(self, node: str) -> None:
-        self.links[node] = {}
+        return None
 
     def remove_node(self, node: str) -> None:
-        self.links.pop(node, None)
+        return None
 
     def eni_attached(self, node: str, eni: Eni) -> int:
-        index = eni_ifindex(eni.device_index)
-        self.links[node][eni.id] = index
-        return index
+        return eni_ifindex(eni.device_index)
 
     def eni_detached(self, node: str, eni: Eni) -> None:
-        self.links[node].pop(eni.id, None)
+        return None
 
     def pod_up(self, node: str, pod: str, alloc: Allocation) -> dict:
         return {}
