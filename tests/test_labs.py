@@ -198,7 +198,7 @@ def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
     assert (node["pending"], node["conditions"]) == (0, []) and node["enis"][-1]["subnet"] == "b"
     node_subnet_add(c, "node-1", "b")  # twice: still one entry
     one = c.cluster.nodes["node-1"]
-    assert one.spec.subnets == ("a", "b") and one.ipamd.subnets == ["a", "b"]
+    assert one.spec.subnets == ("a", "b") and one.ipamd.subnets == ("a", "b")
 
 
 def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
