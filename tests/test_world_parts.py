@@ -201,6 +201,32 @@ def test_the_address_book_agrees_with_a_plain_set_whatever_is_taken_by_name_or_g
         assert (n in book.used) == (n in usable - free)
 
 
+@given(st.lists(st.tuples(st.sampled_from(["bind", "exactly", "unbind", "retain"]), st.integers(0, 70),
+                          st.sampled_from(["eni-1", "eni-2"])), max_size=120))
+def test_the_vpcs_owner_table_agrees_with_a_plain_dict(ops):
+    """Bound by the VPC's choice or by name (below and beyond the cursor), unbound, kept for a claim: the
+    owner table says what a dict of every bound address would, looked up, iterated and compared."""
+    space = AddressSpace([SUBNET, Subnet("s2", IPv4Network("10.0.8.0/26"))])
+    base = int(IPv4Address("10.0.0.0"))
+    model: dict[IPv4Address, str] = {}
+    for op, offset, eni_id in ops:
+        ip = IPv4Address(base + offset)
+        if op == "bind" and space.available("subnet-a"):
+            got = space.take("subnet-a", 1)
+            space.hold("subnet-a", eni_id, got)
+            model[got[0]] = eni_id
+        elif op == "exactly" and ip not in model and ip not in space.retained and offset >= 2:
+            got = space.take("subnet-a", 0, [ip])
+            space.hold("subnet-a", eni_id, got)
+            model[ip] = eni_id
+        elif op in ("unbind", "retain") and ip in model:
+            space.give_back("subnet-a", [ip], retain=op == "retain")
+            del model[ip]
+        assert space.owner == model and len(space.owner) == len(model) and sorted(space.owner) == sorted(model)
+        assert space.owner.get(ip) == model.get(ip) and (ip in space.owner) == (ip in model)
+    assert space.owner.get(IPv4Address("192.168.0.1")) is None and "10.0.0.2" not in space.owner
+
+
 def test_an_address_space_takes_all_it_is_asked_for_or_nothing():
     space = AddressSpace([Subnet("s", IPv4Network("10.0.0.0/29"))])  # usable 10.0.0.2 .. 10.0.0.6
     space.retained.add(IPv4Address("10.0.0.9"))  # a claim's address, outside this subnet: refused

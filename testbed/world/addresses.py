@@ -1,13 +1,13 @@
 """The VPC's addresses: each subnet's book of free ones, which ENI holds each, those kept for claims."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from ipaddress import IPv4Address
 
 from eni_core.model import Subnet
 from eni_core.ports import InsufficientAddresses, InvalidParameter, NotFound, VpcError
 
-__all__ = ["AddressBook", "AddressSpace", "UsedAddresses", "usable_range"]
+__all__ = ["AddressBook", "AddressSpace", "Owners", "UsedAddresses", "usable_range"]
 
 
 def usable_range(subnet: Subnet) -> tuple[IPv4Address, IPv4Address]:
@@ -42,6 +42,9 @@ class AddressBook:
         self._hint = self._first  # no address below it is free
         self._ahead: set[int] = set()  # taken by name at or beyond the cursor
         self._count = 0
+        self._owner: list[str | None] = []  # beside `_taken`: the ENI each address is bound to
+        self._owner_ahead: dict[int, str] = {}  # the same for addresses at or beyond the cursor
+        self.owned = 0  # addresses bound to an ENI
 
     @property
     def available(self) -> int:
@@ -74,6 +77,7 @@ class AddressBook:
             n = self._next
             self._next += 1
             self._taken.append(1)
+            self._owner.append(self._owner_ahead.pop(n, None) if self._owner_ahead else None)
             self._hint = self._next
             if n in self._ahead:
                 self._ahead.discard(n)  # taken by name before the cursor came: in use, in the table now
@@ -93,6 +97,29 @@ class AddressBook:
         else:
             self._ahead.add(n)
         self._count += 1
+
+    def owner_of(self, n: int) -> str | None:
+        """The ENI address `n` is bound to, if any."""
+        if n < self._next:
+            return self._owner[n - self._first] if n >= self._first else None
+        return self._owner_ahead.get(n)
+
+    def set_owner(self, n: int, eni_id: str | None) -> None:
+        """Bind address `n` (in use) to an ENI, or with None unbind it."""
+        was = self.owner_of(n)
+        if n < self._next:
+            self._owner[n - self._first] = eni_id
+        elif eni_id is None:
+            self._owner_ahead.pop(n, None)
+        else:
+            self._owner_ahead[n] = eni_id
+        self.owned += (eni_id is not None) - (was is not None)
+
+    def owners(self) -> Iterator[tuple[int, str]]:
+        """(address, ENI) of every address bound to an ENI, lowest first."""
+        first = self._first
+        yield from ((first + i, eni) for i, eni in enumerate(self._owner) if eni is not None)
+        yield from sorted(self._owner_ahead.items())
 
     def give_back(self, ip: IPv4Address) -> None:
         n = int(ip)
@@ -131,7 +158,7 @@ class AddressSpace:
     def __init__(self, subnets: Iterable[Subnet]) -> None:
         self.subnets = {s.id: s for s in subnets}
         self.books = {s.id: AddressBook(s) for s in self.subnets.values()}
-        self.owner: dict[IPv4Address, str] = {}
+        self.owner = Owners(self)
         self.retained: set[IPv4Address] = set()
         self.hosts: dict[str, IPv4Address] = {}
 
@@ -194,16 +221,17 @@ class AddressSpace:
         self.retained.update(got)
         return got
 
-    def hold(self, eni_id: str, ips: Iterable[IPv4Address]) -> None:
-        """The addresses are now bound to the ENI."""
+    def hold(self, subnet_id: str, eni_id: str, ips: Iterable[IPv4Address]) -> None:
+        """The addresses (of the subnet, taken) are now bound to the ENI."""
+        book = self.books[subnet_id]
         for ip in ips:
-            self.owner[ip] = eni_id
+            book.set_owner(int(ip), eni_id)
 
     def give_back(self, subnet_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
         """Unbind addresses: free in their subnet again, or with `retain` kept for a claim."""
         book = self.books[subnet_id]
         for ip in ips:
-            self.owner.pop(ip, None)
+            book.set_owner(int(ip), None)
             if retain:
                 self.retained.add(ip)
             else:
@@ -217,3 +245,26 @@ class AddressSpace:
         for ip in ips:
             self.retained.discard(ip)
             self.books[self.subnet_of(ip)].give_back(ip)
+
+
+class Owners(Mapping[IPv4Address, str]):
+    """Which ENI holds each bound address of the VPC (the SDN's truth), read from the subnets' books: each
+    keeps its addresses' ENIs in a list beside its table of taken ones, a few hundred KiB for a cluster of
+    10,000 nodes where a dict of every bound address took megabytes, rebuilt as addresses came and went."""
+
+    def __init__(self, space: AddressSpace) -> None:
+        self._space = space
+
+    def __getitem__(self, ip: IPv4Address) -> str:
+        subnet = self._space.subnet_of(ip) if isinstance(ip, IPv4Address) else None
+        eni = self._space.books[subnet].owner_of(int(ip)) if subnet is not None else None
+        if eni is None:
+            raise KeyError(ip)
+        return eni
+
+    def __iter__(self) -> Iterator[IPv4Address]:
+        for book in self._space.books.values():
+            yield from (IPv4Address(n) for n, _ in book.owners())
+
+    def __len__(self) -> int:
+        return sum(book.owned for book in self._space.books.values())

@@ -141,7 +141,7 @@ class SimVpc:
             self._instance(node)
             primary = self.addresses.book(subnet_id).take()
             record = self.registry.create(node, subnet_id, primary, self._now())
-            self.addresses.hold(record.id, (primary,))
+            self.addresses.hold(subnet_id, record.id, (primary,))
             return record
 
         return self._call("CreateNetworkInterface", node, None, run, subnet=subnet_id)  # type: ignore[return-value]
@@ -203,7 +203,7 @@ class SimVpc:
             now = self._now()
             for ip in got:
                 eni.ips[ip] = now
-            self.addresses.hold(eni_id, got)
+            self.addresses.hold(eni.record.subnet_id, eni_id, got)
             self._notify("bind", eni_id, tuple(got))
             return got
 
