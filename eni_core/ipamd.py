@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -102,7 +103,7 @@ class EniNode(abc.ABC):
         self.clock = clock
         self.store = store or Datastore(node)
         self.retry = retry or DEFAULT_RETRY
-        self.rng = pool.seeded_rng(f"{seed}:{node}")
+        self.rng = random.Random(f"{seed}:{node}")
         self._events = events
         self.shortfall: str | None = None
         self.backoff_until: float | None = None

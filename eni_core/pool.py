@@ -17,15 +17,12 @@ Every rule of the seed's "Non-static IP address mode" lives here and only here:
 """
 from __future__ import annotations
 
-import _random  # the generator under random.Random: see seeded_rng
-import hashlib
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from eni_core.model import Eni, NodeLimits, PoolConfig
-
-Rng = _random.Random  # random.Random is one too
 
 __all__ = [
     "Action",
@@ -37,11 +34,9 @@ __all__ = [
     "bounds",
     "choose_pod_ip",
     "choose_subnet",
-    "draw_below",
     "no_subnet_for_new_eni",
     "over_max_bindable",
     "plan",
-    "seeded_rng",
 ]
 
 
@@ -139,35 +134,11 @@ def _by_fewest_allocated(enis: Sequence[Eni]) -> list[Eni]:
     return sorted(enis, key=lambda e: (e.allocated, e.seq))
 
 
-def seeded_rng(seed: str) -> Rng:
-    """The generator `random.Random(seed)` makes, as the bare Mersenne Twister of `_random` (what
-    `random.Random` is built on): without the Python class's attribute table around it, a draw reads
-    the generator's own memory only, one object fewer for every pod a simulated node starts.
-
-    >>> import random
-    >>> a, b = seeded_rng("0:node-1"), random.Random("0:node-1")
-    >>> [draw_below(a, 10) for _ in range(5)] == [b.randrange(10) for _ in range(5)]
-    True
-    """
-    raw = seed.encode()
-    return _random.Random(int.from_bytes(raw + hashlib.sha512(raw).digest()))  # random.Random.seed, version 2
-
-
-def draw_below(rng: Rng, n: int) -> int:
-    """A random integer in [0, n), n >= 1: the draw of `random.Random.randrange(n)`, from any generator
-    with `getrandbits` (random.Random, or one from `seeded_rng`)."""
-    k = n.bit_length()
-    r = rng.getrandbits(k)
-    while r >= n:
-        r = rng.getrandbits(k)
-    return r
-
-
-def choose_pod_ip(enis: Sequence[Eni], rng: Rng) -> tuple[Eni, IPv4Address] | None:
+def choose_pod_ip(enis: Sequence[Eni], rng: random.Random) -> tuple[Eni, IPv4Address] | None:
     """A pod's IP: a random idle IP of the ENI with the most allocated IPs that has one."""
     for eni in _by_most_allocated(enis):
         if eni.allocated < len(eni.ips):
-            return eni, eni.idle_at(draw_below(rng, len(eni.ips) - eni.allocated))
+            return eni, eni.idle_at(rng.randrange(len(eni.ips) - eni.allocated))
     return None
 
 

@@ -103,15 +103,6 @@ def test_pod_ip_within_the_eni_is_random_and_reproducible_from_the_seed():
     assert picks == [pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], random.Random(s))[1] for s in range(20)]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 31, 32, 33, 1000])
-def test_a_nodes_generator_draws_what_random_random_seeded_alike_draws(n):
-    """The ipamd's lean generator (`seeded_rng`) replays random.Random's randrange for the same seed, across
-    the MT state's regeneration (624 words) and for sizes just under, at and over a power of two."""
-    for seed in ("0:node-1", "7:node-42", ""):
-        lean, reference = pool.seeded_rng(seed), random.Random(seed)
-        assert [pool.draw_below(lean, n) for _ in range(700)] == [reference.randrange(n) for _ in range(700)]
-
-
 def test_ties_between_enis_go_to_the_older_eni():
     enis = [eni("eni-new", 5, 10, 4), eni("eni-old", 2, 10, 4)]
     assert pool.choose_pod_ip(enis, random.Random(0))[0].id == "eni-old"
