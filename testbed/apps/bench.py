@@ -193,7 +193,8 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['verified_http']} answered HTTP: {verdict}")
     elif what == "bringup":
         others = ", ".join(f"{name} {b['cpu_ms_per_pod']} ({b['pods']} pods)" for name, b in r["builders"].items())
-        console.print(f"{r['pods']} pods wired at {r['cpu_ms_per_pod']} ms CPU each ({r['wire_ms_per_pod']} ms wall), "
+        console.print(f"{r['pods']} pods wired, and {r['enis_plugged']} ENIs hot-plugged for them, at "
+                      f"{r['cpu_ms_per_pod']} ms CPU a pod ({r['wire_ms_per_pod']} ms wall), "
                       f"{r['verified']} read back, {r['reachable']}/{r['reach_sample']} sampled reachable; "
                       f"{r.get('over_floor_cpu', '-')}x the floor in CPU; teardown {r['teardown_s']} s; "
                       f"CPU ms per pod of the others: {others}: {verdict}")
