@@ -19,6 +19,7 @@ __all__ = ["print_result", "run"]
 
 SIM_TARGET_S = 10.0
 SIM_TARGET_MB = 1024
+SIM_TARGET_SCALING = 1.1  # cost per event at full size over a tenth's (#17: 10,000 nodes against 1,000)
 
 
 class NaiveCluster(Cluster):
@@ -126,9 +127,12 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "baseline_ms_per_event": round(naive_per_event * 1000, 3),
         "ms_per_event": round(ours_per_event * 1000, 4),
         "speedup": round(naive_per_event / ours_per_event, 1),
-        "target_s": SIM_TARGET_S * nodes / 1000, "target_mb": SIM_TARGET_MB, "target_scaling_ratio": 1.1,
+        "target_s": SIM_TARGET_S * nodes / 1000, "target_mb": SIM_TARGET_MB,
         "within_target": (seconds + setup_s <= SIM_TARGET_S * nodes / 1000 and rss <= SIM_TARGET_MB
-                          and result["scaling_ratio"] <= 1.1 and result["cyclic_garbage"] == 0),
+                          and result["cyclic_garbage"] == 0),
+        # a target of its own: at the default size the tenth (100 nodes) fits in the second-level cache
+        # and the full size does not, so the ratio there measures the caches more than the simulation
+        "target_scaling_ratio": SIM_TARGET_SCALING, "linear": result["scaling_ratio"] <= SIM_TARGET_SCALING,
     })
     return result
 
@@ -214,4 +218,6 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"that of a tenth of the size (CPU: {r['cpu_s']} s against {r['tenth']['cpu_s']} s for "
                       f"{r['tenth']['events']} events, the mean of {r['tenth']['runs']} runs: "
                       f"{', '.join(map(str, r['tenth']['cpu_s_runs']))} s; ratios "
-                      f"{', '.join(map(str, r['scaling_ratio_runs']))})")
+                      f"{', '.join(map(str, r['scaling_ratio_runs']))}): "
+                      + ("[green]linear[/green]" if r["linear"] else "[red]NOT LINEAR[/red]")
+                      + f" (<= {r['target_scaling_ratio']})")
