@@ -14,10 +14,11 @@ from pathlib import Path
 from eni_core import netlink as nl
 from eni_core import netns, ops
 
-__all__ = ["NamespaceKernel", "NetlinkPort", "encode"]
+__all__ = ["NamespaceKernel", "NetlinkPort", "encode", "sysctl_path"]
 
 
-def _sysctl_path(key: str) -> str:
+def sysctl_path(key: str) -> str:
+    """The /proc/sys file of a sysctl key, in the namespace of whoever opens it."""
     return "/proc/sys/" + key.replace(".", "/")
 
 
@@ -73,14 +74,14 @@ class NamespaceKernel:
         with self._in_ns():
             for key in keys:
                 try:
-                    out[key] = int(Path(_sysctl_path(key)).read_text())
+                    out[key] = int(Path(sysctl_path(key)).read_text())
                 except FileNotFoundError:
                     continue  # the device is not there (yet)
         return out
 
     def write_sysctl(self, key: str, value: int) -> None:
         with self._in_ns():
-            Path(_sysctl_path(key)).write_text(f"{value}\n")
+            Path(sysctl_path(key)).write_text(f"{value}\n")
 
 
 # -- the domain adapter: `eni_core.ops` to netlink and back ------------------------------------------

@@ -45,9 +45,9 @@ from eni_core.ops import (
 )
 
 __all__ = [
-    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "free_host_index",
-    "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops", "pod_host_state",
-    "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
+    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "eni_sysctls",
+    "free_host_index", "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops",
+    "pod_host_state", "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -170,9 +170,17 @@ def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "
         rules.update(pod_rules)
         routes.update(pod_routes)
     sysctls = {"net.ipv4.ip_forward": 1}
-    for dev in ("all", "default", primary, *(e.ifname for e in enis)):
+    for dev in ("all", "default", primary):
         sysctls[f"net.ipv4.conf.{dev}.rp_filter"] = 0
+    for e in enis:
+        sysctls.update(eni_sysctls(e.ifname))
     return NodePlan(frozenset(rules), frozenset(routes), frozenset(e.ifindex for e in enis), sysctls)
+
+
+def eni_sysctls(ifname: str) -> dict[str, int]:
+    """An ENI's own sysctls (the rest of `plan_node`'s are the node's): reverse-path filtering off, since
+    replies leave by the pod's ENI whatever link the request came in by."""
+    return {f"net.ipv4.conf.{ifname}.rp_filter": 0}
 
 
 def _owned_rule(r: Rule) -> bool:

@@ -19,12 +19,13 @@ from typing import Any
 
 from eni_core import netlink as nl
 from eni_core import netns, routing
-from eni_core.kernel import NamespaceKernel
+from eni_core.kernel import NamespaceKernel, sysctl_path
 from eni_core.kernel import encode as encode_op
 from eni_core.model import PoolConfig, Subnet, eni_table
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
 from testbed.world.backends import eni_ifindex
+from testbed.world.backends.netns import eni_port_name, proxy_delay_key
 from testbed.world.pods import PodPhase
 from testbed.world.runs import Run
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
@@ -164,8 +165,9 @@ def _slab_kb() -> int:
 def _node_enis(n: int, ns: str, spec: NodeSpec, nodes: int) -> list[_EniWiring]:
     """Node number `n`'s ENIs as enilab's pool attaches them: `eth<k>` at link index 2 + k (table
     2002 + k), its fabric port numbered after every node's (k-1)-th."""
-    return [_EniWiring(ns, f"eth{k}", eni_ifindex(k), f"52:54:00:{k:02x}:{n >> 8:02x}:{n & 0xFF:02x}", f"n{n}e{k}",
-                       10 + (k - 1) * nodes + n, IPv4Address(PRIMARY_NET + n * 256 + k), POD_NET_GATEWAY)
+    return [_EniWiring(ns, f"eth{k}", eni_ifindex(k), f"52:54:00:{k:02x}:{n >> 8:02x}:{n & 0xFF:02x}",
+                       eni_port_name(n, k), 10 + (k - 1) * nodes + n, IPv4Address(PRIMARY_NET + n * 256 + k),
+                       POD_NET_GATEWAY)
             for k in range(1, spec.max_enis + 1)]
 
 
@@ -193,8 +195,7 @@ def _eni_fabric_ops(eni: _EniWiring) -> list[nl.Request]:
 
 
 def _proxy_delay(eni: _EniWiring) -> str:
-    """The fabric's sysctl that makes the ENI's port answer proxied ARP at once (the backend sets it)."""
-    return f"net.ipv4.neigh.{eni.port_name}.proxy_delay"
+    return proxy_delay_key(eni.port_name)
 
 
 def _testbed(nodes: int, pods_per_node: int, pods: int) -> _Testbed:
@@ -327,7 +328,7 @@ def _ip_eni_fabric_lines(eni: _EniWiring) -> list[str]:
 
 
 def _shell_sysctls(enis: list[_EniWiring]) -> str:
-    return "; ".join(f"echo 0 > /proc/sys/{_proxy_delay(eni).replace('.', '/')}" for eni in enis)
+    return "; ".join(f"echo 0 > {sysctl_path(_proxy_delay(eni))}" for eni in enis)
 
 
 def _ip_batch(bed: _Testbed) -> Callable[[], None]:
@@ -406,7 +407,7 @@ def _pyroute2(bed: _Testbed) -> Callable[[], None]:
                                flags=RTNH_F_ONLINK)
                     pnetns.pushns(bed.fabric)
                     try:
-                        Path(f"/proc/sys/{_proxy_delay(eni).replace('.', '/')}").write_text("0\n")
+                        Path(sysctl_path(_proxy_delay(eni))).write_text("0\n")
                     finally:
                         pnetns.popns()
                     (ports[eni.port_name],) = fabric.link_lookup(ifname=eni.port_name)  # no peer index here
@@ -558,8 +559,8 @@ def _enilab_wiring(cluster) -> tuple[list[_PodWiring], list[_EniWiring]]:
     for eni_id, (n, port, mac) in backend.eni_where.items():
         node = cluster.nodes[n.name]
         eni = node.ipamd.store.enis[eni_id]
-        enis[eni_id] = _EniWiring(n.ns, eni.ifname, node.ifindex[eni_id], mac, f"n{n.index}e{eni.device_index}", port,
-                                  IPv4Address(eni.primary_ip), gateways[eni.subnet_id])
+        enis[eni_id] = _EniWiring(n.ns, eni.ifname, node.ifindex[eni_id], mac, eni_port_name(n.index, eni.device_index),
+                                  port, IPv4Address(eni.primary_ip), gateways[eni.subnet_id])
     pods = []
     for pod in cluster.pods.values():
         if pod.phase != PodPhase.RUNNING:

@@ -25,6 +25,7 @@ from eni_core import netns
 from eni_core.ops import MAIN_TABLE
 from testbed.errors import UsageError
 from testbed.world.backends import packet_backend
+from testbed.world.backends.netns import eni_port_name
 from testbed.world.pods import PodPhase
 
 if TYPE_CHECKING:
@@ -344,7 +345,7 @@ def _device_names(cluster: Cluster) -> dict[tuple[str, str], str]:
     for name, n in backend.nodes.items():
         out[("fabric", f"n{n.index}p")] = f"{name}/eth0"
         for eni in cluster.nodes[name].ipamd.enis:
-            out[("fabric", f"n{n.index}e{eni.device_index}")] = f"{name}/eth{eni.device_index}"
+            out[("fabric", eni_port_name(n.index, eni.device_index))] = f"{name}/eth{eni.device_index}"
     for i, host in enumerate(backend.hosts, 1):
         out[("fabric", f"h{i}")] = host
     return out

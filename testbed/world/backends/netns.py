@@ -46,6 +46,16 @@ def require_root(what: str = "the netns backend") -> None:
         raise NotRoot(f"{what} needs root (network namespaces); run it as root, or use `enilab simulate`")
 
 
+def eni_port_name(node_index: int, device_index: int) -> str:
+    """The fabric's end of a node's ENI: `n<node>e<device>` (the node's own link is `n<node>p`)."""
+    return f"n{node_index}e{device_index}"
+
+
+def proxy_delay_key(port: str) -> str:
+    """The fabric's sysctl that makes a port answer proxied ARP at once."""
+    return f"net.ipv4.neigh.{port}.proxy_delay"
+
+
 class Fabric:
     """The VPC's software-defined network, in a namespace of its own: a port (a veth end) for every node
     NIC, ENI and VPC host; it delivers each IP the VPC has bound to the ENI that holds it (a /32 route and a
@@ -82,7 +92,7 @@ class Fabric:
     def port_up(self, name: str, index: int) -> None:
         """Bring a port up; it answers proxied ARP at once, as a VPC switch does (Linux waits up to 0.8 s by
         default, and a namespace has no `neigh.default` to change that for all ports)."""
-        self.kernel.write_sysctl(f"net.ipv4.neigh.{name}.proxy_delay", 0)
+        self.kernel.write_sysctl(proxy_delay_key(name), 0)
         self.kernel.check([nl.link_set(index, up=True)])
 
     def deliver(self, port: int, mac: str, ips, add: bool) -> None:
@@ -117,7 +127,8 @@ class _Node:
         """Hot-plug the ENI: a veth (down, as a new NIC is) with the ENI's MAC and link index here, its peer
         a fabric port (up). Returns (link index, fabric port)."""
         index, port = eni_ifindex(eni.device_index), fabric.new_port()
-        add = nl.veth_add(eni.ifname, f"n{self.index}e{eni.device_index}", fabric.fd,
+        name = eni_port_name(self.index, eni.device_index)
+        add = nl.veth_add(eni.ifname, name, fabric.fd,
                           index=index, mac=eni.mac, peer_index=port, up=False)
         for attempt in range(5):
             try:
@@ -127,7 +138,7 @@ class _Node:
                 if err.errno != errno.EBUSY or attempt == 4:
                     raise
                 time.sleep(0.001 * (attempt + 1))
-        fabric.port_up(f"n{self.index}e{eni.device_index}", port)
+        fabric.port_up(name, port)
         return index, port
 
     def sync(self, enis: list[tuple[str, IPv4Address]], pods) -> routing.SyncReport:
@@ -140,9 +151,8 @@ class _Node:
         ENI alone; nothing is deleted, so no other state can be touched). The node-wide sysctls are the
         whole pass's to read and repair: each read of a sysctl file costs tens of microseconds here."""
         port = NetlinkPort(self.kernel)
-        desired = routing.plan_node([routing.EniLink(eni.ifname, index, eni.mac, gateway, False)], [])
-        own = f".{eni.ifname}."
-        desired = replace(desired, sysctls={k: v for k, v in desired.sysctls.items() if own in k})
+        desired = replace(routing.plan_node([routing.EniLink(eni.ifname, index, eni.mac, gateway, False)], []),
+                          sysctls=routing.eni_sysctls(eni.ifname))
         observed = routing.NodePlan(frozenset(), frozenset(), frozenset(), port.read_sysctls(desired.sysctls))
         ops = [op for op in routing.reconcile(desired, observed)
                if not (isinstance(op, SetSysctl) and op.key in self.pinned)]
