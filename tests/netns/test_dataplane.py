@@ -110,6 +110,21 @@ def test_pool_growth_adds_eni_interfaces_with_the_vpc_macs_and_deletion_removes_
         assert_node_matches_plan(c, "node-1")
 
 
+def test_a_hot_plugged_eni_gets_rp_filter_0_itself_and_leaves_the_node_wide_sysctls_alone():
+    """A node whose new devices inherit rp_filter 1 (`default` set by hand, so pinned): an ENI the pool
+    hot-plugs still gets its own 0 (replies leave by the pod's ENI), and the hand-set key stays as it is."""
+    with netns_cluster() as c:
+        ns = c.backend.nodes["node-1"].ns
+        c.backend.set_sysctl("node-1", "net.ipv4.conf.default.rp_filter", 1)
+        before = {e.ifname for e in c.nodes["node-1"].ipamd.enis}
+        c.create_pods(6, "node-1")
+        new = {e.ifname for e in c.nodes["node-1"].ipamd.enis} - before
+        assert new, "the pool hot-plugged no ENI"
+        for ifname in new:
+            assert sysctl(ns, f"net.ipv4.conf.{ifname}.rp_filter") == 0
+        assert sysctl(ns, "net.ipv4.conf.default.rp_filter") == 1
+
+
 def test_drift_repair_restores_rules_routes_and_sysctls_deleted_by_hand_and_leaves_foreign_ones():
     with netns_cluster() as c:
         c.create_pods(3, "node-1")
