@@ -149,6 +149,37 @@ def test_timers_agree_with_a_plain_sorted_list_of_the_last_deadline_of_each_node
     assert fired == sorted((t, n) for n, t in last.items())
 
 
+_TIMER_OPS = st.lists(st.tuples(st.sampled_from(["arm", "arm", "arm", "disarm", "pop"]), st.sampled_from("abcdef"),
+                                st.integers(-5, 30)), max_size=80)
+
+
+@given(_TIMER_OPS)
+def test_timers_interleaved_with_pops_agree_with_the_earliest_of_a_plain_dict(ops):
+    """Arms mostly in time order (the queue) and some before the queue's last (the heap), re-arms,
+    disarms and pops in any order: every pop is the least (deadline, node) of what is armed."""
+    timers, armed, now = NodeTimers(), {}, 0
+    for op, node, delta in ops:
+        if op == "arm":
+            timers.arm(node, float(now + delta))
+            armed[node] = float(now + delta)
+            now += max(0, delta) // 3  # time moves on, so most later arms come after the earlier ones
+        elif op == "disarm":
+            timers.disarm(node)
+            armed.pop(node, None)
+        else:
+            expected = min(((t, n) for n, t in armed.items()), default=None)
+            assert timers.due() == (expected and expected[0])
+            if expected is None:
+                with pytest.raises(IndexError):
+                    timers.pop()
+            else:
+                assert timers.pop() == expected
+                del armed[expected[1]]
+        assert len(timers) == len(armed)
+    assert [timers.pop() for _ in range(len(armed))] == sorted((t, n) for n, t in armed.items())
+    assert timers.due() is None
+
+
 @given(st.lists(st.one_of(st.just(None), st.integers(0, 40)), max_size=120))
 def test_the_address_book_hands_out_the_lowest_free_address_as_a_set_would(ops):
     book = AddressBook(Subnet("s", IPv4Network("10.0.0.0/26")))  # usable 10.0.0.2 .. 10.0.0.62
