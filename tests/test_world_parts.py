@@ -309,6 +309,16 @@ def test_the_bench_replay_makes_no_garbage_cycle_and_gives_the_collector_back(mo
     assert garbage == 1 and gc.isenabled()
 
 
+def test_the_bench_replay_in_slices_is_the_same_replay_with_the_tenth_between_each_part():
+    whole, *_, done = bench._sim_once(churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4), 2)[:5]
+    calls: list[int] = []
+    sliced, *_, sliced_done = bench._sim_once(churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4), 2,
+                                              slices=7, between=lambda: calls.append(len(calls)))[:5]
+    assert sliced_done == done == 600 and calls == list(range(8))  # before each of 7 parts and after the last
+    assert (sliced.vpc.calls, sliced.events.count, sliced.state()) == (whole.vpc.calls, whole.events.count,
+                                                                         whole.state())
+
+
 def test_the_churn_replays_to_an_empty_cluster_and_is_the_same_for_the_same_seed():
     assert churn_workload(20, 300, 2, seed=4) == churn_workload(20, 300, 2, seed=4)
     c = Cluster(churn_world(20, seed=4), keep_events=False)

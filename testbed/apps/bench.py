@@ -5,9 +5,11 @@ import argparse
 import gc
 import importlib.util
 import json
+import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from testbed.apps.measure import peak_rss_mb
@@ -33,11 +35,13 @@ class NaiveCluster(Cluster):
         super()._settle(list(self.nodes) if self.naive else names)
 
 
-def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float) -> tuple[Cluster, float, float, float, int, int]:
+def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: int = 1,
+              between: Callable[[], object] | None = None) -> tuple[Cluster, float, float, float, int, int]:
     """Build the cluster and replay the workload: (cluster, setup seconds, replay seconds, replay CPU
     seconds, events done, objects the garbage collector found unreachable after the replay). CPU time is
     what the scaling ratio uses: other processes on the machine stretch wall time, not the CPU time this
-    process spends.
+    process spends. With `slices`, the replay runs in that many parts with `between()` called before
+    each and after the last, outside the clocks; the cluster waits meanwhile, so the replay is the same.
 
     What exists once the cluster is built (the workload, the nodes) lives for the whole replay, so it is
     frozen out of the garbage collector's sight: a full collection would otherwise walk all of it, a
@@ -48,6 +52,8 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float) -> tuple[C
     the collector; the collection run after it proves it (the last figure, which must be 0)."""
     gc.collect()
     gc.freeze()  # the workload, before the set-up: a collection while nodes are made would walk it all
+    seconds = cpu_s = 0.0
+    done = 0
     try:
         t0 = time.perf_counter()
         cluster = Cluster(spec, keep_events=False)
@@ -55,17 +61,24 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float) -> tuple[C
         gc.collect()
         gc.freeze()
         gc.disable()
-        t0, c0 = time.perf_counter(), time.process_time()
-        done = replay_churn(cluster, events)
-        cluster.run_until(hours * 3600)
-        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        for k in range(slices):
+            part = events[len(events) * k // slices:len(events) * (k + 1) // slices]
+            if between is not None:
+                between()
+            t0, c0 = time.perf_counter(), time.process_time()
+            done += replay_churn(cluster, part)
+            if k == slices - 1:
+                cluster.run_until(hours * 3600)
+            seconds, cpu_s = seconds + time.perf_counter() - t0, cpu_s + time.process_time() - c0
+        if between is not None:
+            between()
     finally:
         gc.enable()
         gc.unfreeze()
     return cluster, setup_s, seconds, cpu_s, done, gc.collect()
 
 
-TENTH_RUNS = (2, 2)  # runs of the tenth before and after the full size
+SLICES = 10  # the full size's replay runs in 10 parts, with a run of the tenth before each and after the last
 
 
 def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float, float, int, int]:
@@ -77,29 +90,37 @@ def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float
 
 def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: int | None = None) -> dict[str, Any]:
     """Replay `pods` creations and deletions on `nodes` nodes; the same workload at a tenth of the size
-    is measured in the same process, so that `scaling_ratio` (cost per event at full size over cost per
-    event at a tenth) says whether the simulation stays linear: 1.0 is perfectly linear.
+    is measured in the same invocation, so that `scaling_ratio` (cost per event at full size over cost
+    per event at a tenth) says whether the simulation stays linear: 1.0 is perfectly linear.
 
-    The tenth takes seconds where the full size takes a minute, so one run of it samples the load other
-    processes put on the machine (a neighbour on the other core, in the caches) over a far shorter
-    time: on a shared machine its CPU time varies by 10% from run to run where the full size's varies
-    by 1%. It is therefore run four times, twice before the full size and twice after, so that its runs
-    span the time the full size ran in; `scaling_ratio` uses their mean, and `tenth.cpu_s_runs` and
-    `scaling_ratio_runs` give every run's figure."""
+    The two sizes are measured in turns, so that both see the same machine. The tenth takes seconds where
+    the full size takes a minute, and on a shared machine the speed of each changes from minute to minute
+    with what the other tenants do: a tenth's working set is about the size of the last-level cache,
+    so a neighbour that fills that cache slows the tenth and hardly the full size, whose working set is
+    ten times the cache anyway. Measured apart (the tenth twice before the full size and twice after),
+    one invocation's ratio ranged from 1.00 to 1.12 over five runs, and its single tenth runs from 5.4 to
+    6.9 s. So the full size's replay runs in `SLICES` parts, and a run of the tenth, in a process of its
+    own, comes before each part and after the last (11 runs): they span the full size's minute evenly.
+    `scaling_ratio` uses their median, which a burst during one or two of those short runs does not move
+    (in one invocation two took 7.4 s and the other nine 5.4-5.9 s); `tenth.cpu_s_runs` and
+    `scaling_ratio_runs` give every run's figure.
+    Each of the full size's parts starts on caches the tenth has just used, which costs it the refill
+    of one last-level cache each time (some 50 ms, against it)."""
     small_nodes, small_pods = max(1, nodes // 10), max(1, pods // 10)
-    before, after = TENTH_RUNS
-    tenths = [_tenth(small_nodes, small_pods, hours, seed) for _ in range(before)]
-
+    tenths: list[tuple[float, float, float, int, int]] = []
     spec = churn_world(nodes, seed)
     events = churn_workload(nodes, pods, hours, seed)
-    cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours)
+    with multiprocessing.get_context("spawn").Pool(1) as worker:
+        def run_tenth() -> None:
+            tenths.append(worker.apply(_tenth, (small_nodes, small_pods, hours, seed)))
+
+        cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()
     running = sum(len(n.running) for n in cluster.nodes.values())
     api_calls, all_events = cluster.vpc.calls, cluster.events.count
     del cluster
-    tenths += [_tenth(small_nodes, small_pods, hours, seed) for _ in range(after)]
 
-    small_setup, small_s, small_cpu = (statistics.fmean(t[i] for t in tenths) for i in range(3))
+    small_setup, small_s, small_cpu = (statistics.median(t[i] for t in tenths) for i in range(3))
     small_done = tenths[0][3]
     per_event = cpu_s / done
     result = {

@@ -89,6 +89,8 @@ def test_bench_cli_prints_json():
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["events"] == 1000 and {"seconds", "events_per_s", "peak_rss_mb", "speedup"} <= set(r)
+    # the tenth ran before each of the full size's 10 parts and after the last, in turns with it
+    assert r["tenth"]["runs"] == len(r["tenth"]["cpu_s_runs"]) == len(r["scaling_ratio_runs"]) == 11
     # two verdicts: time, memory and garbage; and, apart, the cost per event against a tenth of the size
     assert r["linear"] is (r["scaling_ratio"] <= r["target_scaling_ratio"] == 1.1)
     assert r["within_target"] is (r["seconds"] + r["setup_s"] <= r["target_s"] and r["peak_rss_mb"] <= r["target_mb"]
