@@ -10,6 +10,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from testbed.apps.measure import peak_rss_mb
@@ -110,9 +111,11 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     tenths: list[tuple[float, float, float, int, int]] = []
     spec = churn_world(nodes, seed)
     events = churn_workload(nodes, pods, hours, seed)
-    with multiprocessing.get_context("spawn").Pool(1) as worker:
+    # an executor, not a Pool: if the tenth's process dies (killed, out of memory), the result raises
+    # BrokenProcessPool where a Pool would wait for it forever
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker:
         def run_tenth() -> None:
-            tenths.append(worker.apply(_tenth, (small_nodes, small_pods, hours, seed)))
+            tenths.append(worker.submit(_tenth, small_nodes, small_pods, hours, seed).result())
 
         cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()

@@ -495,9 +495,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
     from testbed.apps import bench
 
-    result = bench.run(args.what, args)
+    try:
+        result = bench.run(args.what, args)
+    except BrokenProcessPool:  # not the user's mistake, and nothing to clean: one line, exit 1
+        print(f"enilab: error: bench {args.what}: a process it measures in died (killed, or out of memory); "
+              "nothing is left behind, run it again", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result))
     else:

@@ -1,0 +1,42 @@
+"""`enilab bench sim` when the process it measures the tenth in is killed: a clear error, never a hang."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _is_pool_worker(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    return b"spawn_main" in cmdline and b"resource_tracker" not in cmdline
+
+
+def test_bench_sim_says_so_and_exits_when_the_tenths_process_is_killed():
+    bench = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "300", "--pods",
+                              "30000", "--hours", "24", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        worker = None
+        while worker is None and time.monotonic() < deadline and bench.poll() is None:
+            worker = next((c for c in _children(bench.pid) if _is_pool_worker(c)), None)
+            time.sleep(0.02)
+        assert worker is not None, "the tenth's process never appeared"
+        os.kill(worker, signal.SIGKILL)
+        out, err = bench.communicate(timeout=60)  # a Pool would wait here forever
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.communicate()
+    assert bench.returncode == 1 and out == ""
+    assert "a process it measures in died (killed, or out of memory)" in err and "Traceback" not in err, err
