@@ -289,6 +289,18 @@ def test_pod_phases_are_the_strings_of_the_json_contract():
     assert json.dumps({"phase": PodPhase.RUNNING}) == '{"phase": "Running"}'
 
 
+def test_nodes_alike_share_one_limits_one_subnet_list_and_one_quota_object_and_others_have_their_own():
+    c = Cluster(churn_world(8, seed=4), keep_events=False)  # node n sits in subnets n % 4 and (n + 1) % 4
+    a, b, other = (c.nodes[f"node-{n}"] for n in (0, 4, 1))
+    assert a.ipamd.limits is b.ipamd.limits is other.ipamd.limits  # all 4 ENIs x 10 IPs
+    assert a.ipamd.subnets is b.ipamd.subnets and a.ipamd.subnets is not other.ipamd.subnets
+    assert a.ipamd.subnets != other.ipamd.subnets
+    assert c.vpc.instances["node-0"] is c.vpc.instances["node-5"]
+    c.add_node(NodeSpec("odd", ("subnet-0",), 2, 5))
+    assert c.vpc.instances["odd"] is not c.vpc.instances["node-0"]
+    assert (c.vpc.instances["odd"].max_enis, c.nodes["odd"].ipamd.limits.max_enis) == (2, 2)
+
+
 def test_the_churn_workload_names_the_worlds_own_node_objects():
     world, events = churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4)
     names = {id(n.name) for n in world.nodes}

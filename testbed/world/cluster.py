@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TypeVar
 
 from eni_core.clock import SimClock
 from eni_core.datastore import Datastore
@@ -16,6 +15,7 @@ from eni_core.model import Eni, NodeLimits
 from eni_core.ports import VpcApi
 from eni_core.static import ClaimError, StaticIpam, StaticNode
 from testbed.errors import UserError
+from testbed.world.alike import Alike
 from testbed.world.backends import Backend
 from testbed.world.backends.sim import SimBackend
 from testbed.world.events import EventLog
@@ -27,8 +27,6 @@ from testbed.world.timers import NodeTimers
 from testbed.world.vpc import SimVpc
 
 __all__ = ["Cluster", "ClusterError", "Pod", "PodPhase"]
-
-T = TypeVar("T")
 
 
 class ClusterError(UserError):
@@ -73,7 +71,7 @@ class Cluster:
         self._owned: dict[str, dict[str, None]] = {}  # workload -> its pods, in creation order
         self._pod_seq = self._node_seq = self._auto_name = 0
         self.timers = NodeTimers()
-        self._alike: dict[object, object] = {}  # see _shared
+        self._alike = Alike()  # nodes alike share their limits and subnet lists
         self.scheduler = Scheduler(self.nodes, self.pods, start=self._start, clock=self.clock, timers=self.timers,
                                    events=self.events, static=self.static is not None)
         for node in spec.nodes:
@@ -88,7 +86,7 @@ class Cluster:
             raise ClusterError(f"node {spec.name}: unknown subnet {unknown[0]}")
         self.vpc.add_instance(spec.name, spec.max_enis, spec.ips_per_eni)
         vpc = self._node_vpc(self, spec.name) if self._node_vpc else self.vpc
-        common = {"vpc": vpc, "limits": self._shared_limits(spec), "subnets": self._shared(spec.subnets),
+        common = {"vpc": vpc, "limits": self._shared_limits(spec), "subnets": self._alike.one(spec.subnets),
                   "clock": self.clock,
                   "store": self._store_factory(spec.name), "seed": self.spec.seed, "events": self.events}
         ipamd = (StaticNode(spec.name, ipam=self.static, **common) if self.static
@@ -136,11 +134,7 @@ class Cluster:
     def _shared_limits(self, spec: NodeSpec) -> NodeLimits:
         """The node's limits, one object for all the nodes of one instance type: every event reads them,
         and one shared object stays in the cache where thousands of copies would not."""
-        return self._shared(spec.limits)
-
-    def _shared(self, value: T) -> T:
-        """One object for all the nodes' equal immutable values (limits, lists of subnets)."""
-        return self._alike.setdefault(value, value)
+        return self._alike.one(spec.limits)
 
     def _node(self, name: str) -> Node:
         try:

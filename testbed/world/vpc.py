@@ -15,6 +15,7 @@ from ipaddress import IPv4Address
 from eni_core.model import Subnet
 from eni_core.ports import EniRecord, InvalidParameter, NotFound, VpcError
 from testbed.world.addresses import AddressSpace
+from testbed.world.alike import Alike
 from testbed.world.eni_registry import EniEntry, EniRegistry
 from testbed.world.faults import FaultConfig, FaultInjector
 from testbed.world.quotas import Instance
@@ -42,7 +43,7 @@ class SimVpc:
         self.registry = EniRegistry(seed)
         self._faults = FaultInjector(faults or FaultConfig(), seed)
         self.instances: dict[str, Instance] = {}
-        self._quotas: dict[tuple[int, int], Instance] = {}  # (max ENIs, IPs per ENI) -> its one Instance
+        self._alike = Alike()  # instances of one type share one quota object
         # The parts' tables, by the names callers read them by.
         self.subnets = self.addresses.subnets
         self.books = self.addresses.books
@@ -66,15 +67,10 @@ class SimVpc:
 
     # -- set-up, used by the testbed (not part of VpcApi) -------------------------------------------
     def add_instance(self, node: str, max_enis: int, ips_per_eni: int) -> None:
-        self.instances[node] = self._quota(max_enis, ips_per_eni)
+        self.instances[node] = self._alike.one(Instance(max_enis, ips_per_eni))
 
     def set_instance_limits(self, node: str, max_enis: int, ips_per_eni: int) -> None:
-        self.instances[node] = self._quota(max_enis, ips_per_eni)
-
-    def _quota(self, max_enis: int, ips_per_eni: int) -> Instance:
-        """One quota object for all the instances of one type: every IP bound reads it, and one shared
-        object stays in the cache where thousands of copies would not."""
-        return self._quotas.setdefault((max_enis, ips_per_eni), Instance(max_enis, ips_per_eni))
+        self.instances[node] = self._alike.one(Instance(max_enis, ips_per_eni))
 
     def remove_instance(self, node: str) -> None:
         """Terminate an instance: its attached ENIs are detached (the ipamd deletes them first)."""
