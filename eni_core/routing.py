@@ -62,14 +62,19 @@ def host_veth_name(pod: str) -> str:
     return "eni" + hashlib.sha1(pod.encode()).hexdigest()[:11]
 
 
+def _local_mac(salt: bytes, pod: str) -> str:
+    """A stable, locally administered unicast MAC (first octet 02) from the pod key's hash."""
+    return "02:" + hashlib.sha1(salt + pod.encode()).digest()[:5].hex(":")
+
+
 def host_veth_mac(pod: str) -> str:
     """A stable, locally administered MAC for the pod's host veth (the pod's gateway neighbour)."""
-    return "02:" + hashlib.sha1(b"mac:" + pod.encode()).digest()[:5].hex(":")
+    return _local_mac(b"mac:", pod)
 
 
 def pod_veth_mac(pod: str) -> str:
     """A stable, locally administered MAC for the pod's own end of its veth, given when the veth is made."""
-    return "02:" + hashlib.sha1(b"pod-mac:" + pod.encode()).digest()[:5].hex(":")
+    return _local_mac(b"pod-mac:", pod)
 
 
 def _host(ip: IPv4Address) -> IPv4Network:

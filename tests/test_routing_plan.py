@@ -222,3 +222,15 @@ def test_node_input_reads_the_datastore_enis_with_a_known_gateway_and_pods_on_kn
 def test_a_pod_veth_gets_the_lowest_free_index_from_the_host_index_base(used, expected):
     assert routing.HOST_INDEX_BASE == 64
     assert routing.free_host_index(used) == expected
+
+
+def test_a_pods_veth_macs_are_stable_locally_administered_unicast_and_differ_between_its_two_ends():
+    for pod in ("pod-1", "default/web-0", "cni/net/0123456789ab/eth0"):
+        host, own = routing.host_veth_mac(pod), routing.pod_veth_mac(pod)
+        assert host == routing.host_veth_mac(pod) and own == routing.pod_veth_mac(pod)
+        for mac in (host, own):
+            octets = mac.split(":")
+            assert len(octets) == 6 and all(len(o) == 2 for o in octets)
+            assert int(octets[0], 16) & 0b11 == 0b10  # locally administered, not multicast
+        assert host != own
+    assert routing.host_veth_mac("pod-1") != routing.host_veth_mac("pod-2")
