@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
-from eni_core.model import Eni
+from eni_core.model import Eni, Tally
 from eni_core.private import private_dir, write_atomic
 
 __all__ = ["Allocation", "Attachment", "Datastore", "FileCheckpoint", "MemoryCheckpoint", "attachment_key"]
@@ -118,12 +118,13 @@ class Datastore:
     """A node's ENIs (oldest first), which pod holds which IP, and the pool's timers."""
 
     __slots__ = ("_attachments", "_committed", "checkpoint", "enis", "legacy", "next_seq", "node", "pods",
-                 "release_due")
+                 "release_due", "tally")
 
     def __init__(self, node: str, checkpoint: Checkpoint | None = None) -> None:
         self.node = node
         self.checkpoint = checkpoint or NO_CHECKPOINT
-        self.enis: dict[str, Eni] = {}
+        self.enis: dict[str, Eni] = {}  # add and remove them with `add_eni` and `remove_eni`: they keep `tally`
+        self.tally = Tally()  # the IPs of `enis`, counted as they change
         self.pods: dict[str, Allocation] = {}
         self._attachments: dict[str, Attachment] | None = None  # see `attachments`
         # keys of a format 1 checkpoint (container ids, runtimes' or the controller's); a datastore that never
@@ -147,8 +148,18 @@ class Datastore:
 
     # -- mutations (callers commit) -----------------------------------------------------------------
     def add_eni(self, eni: Eni) -> None:
+        if eni.id in self.enis:
+            raise ValueError(f"{eni.id} is in the datastore already")
         self.enis[eni.id] = eni
+        eni.tally = self.tally
+        self.tally.add(eni, 1)
         self.next_seq = max(self.next_seq, eni.seq + 1)
+
+    def remove_eni(self, eni_id: str) -> Eni:
+        eni = self.enis.pop(eni_id)
+        self.tally.add(eni, -1)
+        eni.tally = None
+        return eni
 
     def allocate(self, pod: str, eni: Eni, ip: IPv4Address) -> Allocation:
         eni.assign(ip, pod)
@@ -205,7 +216,10 @@ class Datastore:
         }
 
     def _load_dict(self, data: dict) -> None:
+        for eni in self.enis.values():
+            eni.tally = None  # the ENIs read back below are new objects with a new tally
         self.enis = {}
+        self.tally = Tally()
         self.pods = {}
         self.attachments = {key: Attachment.from_dict(a) for key, a in data.get("attachments", {}).items()}
         self.release_due = data["release_due"]
@@ -217,7 +231,7 @@ class Datastore:
                 eni.bind(ip)
                 if pod is not None:
                     self.allocate(pod, eni, ip)
-            self.enis[eni.id] = eni
+            self.add_eni(eni)
         self.attachments = {key: a for key, a in self.attachments.items() if key in self.pods}
         legacy = set(self.pods) if data["version"] == 1 else set(data.get("legacy", [])) & self.pods.keys()
         self.legacy = legacy or NO_LEGACY

@@ -180,7 +180,7 @@ class EniNode(abc.ABC):
 
     @property
     def bound(self) -> int:
-        return sum(len(e.ips) for e in self.store.enis.values())
+        return self.store.tally.bound
 
     @property
     def capacity(self) -> int:
@@ -253,7 +253,7 @@ class EniNode(abc.ABC):
     def _delete_eni(self, eni: Eni) -> None:
         with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
             self._call(self.vpc.detach_eni, eni.id)
-        del self.store.enis[eni.id]
+        self.store.remove_eni(eni.id)
         for what in (eni.id, *eni.ips):
             self._learned_at.pop(what, None)
         self._commit()
@@ -394,7 +394,7 @@ class EniNode(abc.ABC):
         pool may still want or must give back properly) it is attached again, and the data plane told;
         empty, it is forgotten and deleted. True if done."""
         if not eni.ips:
-            del self.store.enis[eni.id]
+            self.store.remove_eni(eni.id)
             self._learned_at.pop(eni.id, None)
             self._tell(EniChange.DETACHED, eni)
             self._emit({"kind": "resync", "node": self.node, "forgot_detached_eni": eni.id})
@@ -458,7 +458,7 @@ class Ipamd(EniNode):
         """An IP for `pod` from the pool (the same one if it has one already); None if none is idle."""
         if pod in self.store.pods:
             return self.store.pods[pod]
-        choice = pool.choose_pod_ip(self.enis, self.rng)
+        choice = pool.choose_pod_ip(self.store.enis.values(), self.rng)
         if choice is None:
             return None
         eni, ip = choice
@@ -477,13 +477,15 @@ class Ipamd(EniNode):
     def reconcile(self) -> bool:
         """Plan once and carry the plan out. True if the pool changed (call again until False)."""
         # a back-off paces retries, but IPs above max bindable go at once (see eni_core.pool)
-        if not self._awake(urgent=pool.over_max_bindable(self.enis, self.limits)):
+        store = self.store
+        if not self._awake(urgent=pool.over_max_bindable(store.enis.values(), self.limits, store.tally)):
             return False
         now = self.clock.now()
         changed = self.maybe_resync()
         try:
             plan = pool.plan(
-                self.enis,
+                store.enis.values(),  # a view: a plan within the bounds reads the tally, not the ENIs
+                tally=store.tally,
                 pods=self.pods,
                 node_subnets=self.subnets,
                 subnet_free=lambda: self._call(self.vpc.describe_subnets, self.subnets),

@@ -18,11 +18,11 @@ Every rule of the seed's "Non-static IP address mode" lives here and only here:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from eni_core.model import Eni, NodeLimits, PoolConfig
+from eni_core.model import Eni, NodeLimits, PoolConfig, Tally
 
 __all__ = [
     "Action",
@@ -92,11 +92,11 @@ def bounds(pods: int, config: PoolConfig, limits: NodeLimits) -> tuple[int, int]
     return min(pods + config.min_prebound, cap), min(pods + config.max_prebound, cap)
 
 
-def over_max_bindable(enis: Sequence[Eni], limits: NodeLimits) -> int:
-    """How many idle IPs are above max bindable: the ones to release at once (a pod's IP never is)."""
-    bound = sum(len(e.ips) for e in enis)
-    idle = sum(len(e.ips) - e.allocated for e in enis)
-    return max(0, min(bound - limits.max_bindable, idle))
+def over_max_bindable(enis: Collection[Eni], limits: NodeLimits, tally: Tally | None = None) -> int:
+    """How many idle IPs are above max bindable: the ones to release at once (a pod's IP never is).
+    `tally` is the ENIs' (see `Tally`), if it is kept; without it they are counted."""
+    tally = tally or Tally.of(enis)
+    return max(0, min(tally.bound - limits.max_bindable, tally.idle))
 
 
 ENI_PRIMARY = 1  # a new ENI takes its own primary address from its subnet ...
@@ -126,15 +126,15 @@ def no_subnet_for_new_eni(node_subnets: Sequence[str], free: Mapping[str, int]) 
     return f"no subnet can serve a new ENI: {names}; add a subnet to the node or free addresses"
 
 
-def _by_most_allocated(enis: Sequence[Eni]) -> list[Eni]:
+def _by_most_allocated(enis: Collection[Eni]) -> list[Eni]:
     return sorted(enis, key=lambda e: (-e.allocated, e.seq))
 
 
-def _by_fewest_allocated(enis: Sequence[Eni]) -> list[Eni]:
+def _by_fewest_allocated(enis: Collection[Eni]) -> list[Eni]:
     return sorted(enis, key=lambda e: (e.allocated, e.seq))
 
 
-def choose_pod_ip(enis: Sequence[Eni], rng: random.Random) -> tuple[Eni, IPv4Address] | None:
+def choose_pod_ip(enis: Collection[Eni], rng: random.Random) -> tuple[Eni, IPv4Address] | None:
     """A pod's IP: a random idle IP of the ENI with the most allocated IPs that has one."""
     for eni in _by_most_allocated(enis):
         if eni.allocated < len(eni.ips):
@@ -142,7 +142,7 @@ def choose_pod_ip(enis: Sequence[Eni], rng: random.Random) -> tuple[Eni, IPv4Add
     return None
 
 
-def _release(enis: Sequence[Eni], count: int, reason: str) -> list[ReleaseIps]:
+def _release(enis: Collection[Eni], count: int, reason: str) -> list[ReleaseIps]:
     """Up to `count` idle IPs, from the ENI with the fewest allocated IPs first, newest-bound first."""
     actions = []
     for eni in _by_fewest_allocated(enis):
@@ -156,7 +156,7 @@ def _release(enis: Sequence[Eni], count: int, reason: str) -> list[ReleaseIps]:
 
 
 def _grow(
-    enis: Sequence[Eni],
+    enis: Collection[Eni],
     need: int,
     node_subnets: Sequence[str],
     subnet_free: Mapping[str, int],
@@ -195,8 +195,9 @@ def _grow(
 
 
 def plan(
-    enis: Sequence[Eni],
+    enis: Collection[Eni],
     *,
+    tally: Tally | None = None,
     pods: int,
     node_subnets: Sequence[str],
     subnet_free: Callable[[], Mapping[str, int]],
@@ -206,6 +207,7 @@ def plan(
     now: float,
 ) -> Plan:
     """The pool's next actions. `enis` is oldest first; `subnet_free` is called only when IPs are wanted.
+    `tally` counts `enis` (see `Tally`), if it is kept: a plan within the bounds then reads no ENI.
 
     Examples
     --------
@@ -215,8 +217,9 @@ def plan(
     >>> p.actions
     (CreateEni(subnet_id='subnet-a', count=5),)
     """
+    tally = tally or Tally.of(enis)
     low, high = bounds(pods, config, limits)
-    bound = sum(len(e.ips) for e in enis)
+    bound = tally.bound
     if bound < low:
         why = f"bound {bound} < pods {pods} + min pre-bound {config.min_prebound}"
         if low < pods + config.min_prebound:
@@ -225,7 +228,7 @@ def plan(
         return Plan(tuple(actions), None, shortfall)
 
     actions: list[Action] = []
-    over_cap = over_max_bindable(enis, limits)
+    over_cap = over_max_bindable(enis, limits, tally)
     if over_cap > 0:
         actions += _release(enis, over_cap, f"bound {bound} > max bindable {limits.max_bindable}: release at once")
         bound -= sum(len(a.ips) for a in actions if isinstance(a, ReleaseIps))
@@ -245,8 +248,9 @@ def plan(
     else:
         due = None
     released = _released_counts(actions)
-    actions += [DeleteEni(e.id, "no secondary IP left and none wanted")
-                for e in enis if len(e.ips) == released.get(e.id, 0)]
+    if released or tally.empty:  # else every ENI keeps an IP: none to read
+        actions += [DeleteEni(e.id, "no secondary IP left and none wanted")
+                    for e in enis if len(e.ips) == released.get(e.id, 0)]
     return Plan(tuple(actions), due)
 
 
@@ -261,7 +265,7 @@ def _released_counts(actions: Sequence[Action]) -> dict[str, int]:
     return counts
 
 
-def _after(enis: Sequence[Eni], actions: Sequence[Action]) -> list[Eni]:
+def _after(enis: Collection[Eni], actions: Sequence[Action]) -> list[Eni]:
     """The ENIs as they will be once `actions` (releases only) are done; untouched ENIs are shared."""
     released = {a.eni_id: set(a.ips) for a in actions if isinstance(a, ReleaseIps)}
     if not released:

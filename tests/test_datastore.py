@@ -4,9 +4,11 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eni_core.datastore import Attachment, Datastore, FileCheckpoint
-from eni_core.model import Eni
+from eni_core.model import Eni, Tally
 
 
 def store(tmp_path) -> Datastore:
@@ -159,3 +161,83 @@ def test_releasing_a_pod_drops_its_attachment_record_and_leaves_the_others(tmp_p
         ds.allocate(att.key, eni, IPv4Address(ip))
     ds.free(wired[0].key)
     assert ds.attachments == {wired[1].key: wired[1]} and list(ds.pods) == [wired[1].key]
+
+
+# -- the tally: counts the ENIs keep as they change, against counting them afresh ---------------------------
+
+IPS = [IPv4Address(f"10.0.9.{i}") for i in range(1, 13)]
+tally_op = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 3), st.lists(st.integers(0, 11), max_size=4)),
+    st.tuples(st.just("remove"), st.integers(0, 3)),
+    st.tuples(st.just("bind"), st.integers(0, 3), st.integers(0, 11)),
+    st.tuples(st.just("unbind"), st.integers(0, 3), st.integers(0, 11)),
+    st.tuples(st.just("allocate"), st.integers(0, 3), st.integers(0, 11)),
+    st.tuples(st.just("free"), st.integers(0, 5)),
+    st.tuples(st.just("commit"), st.booleans()),
+    st.tuples(st.just("restart")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(tally_op, max_size=40))
+def test_the_tally_is_the_count_of_the_enis_through_every_change_rollback_and_restart(tmp_path_factory, ops):
+    path = tmp_path_factory.mktemp("tally") / "node-1.json"
+    ds, gone, pods = Datastore("node-1", FileCheckpoint(path)), [], 0
+    for o in ops:
+        eni_id = f"eni-{o[1]}" if len(o) > 1 and not isinstance(o[1], bool) else None
+        eni = ds.enis.get(eni_id) if eni_id else None
+        if o[0] == "add" and eni is None:
+            new = Eni(eni_id, "subnet-a", "52:54:00:00:00:01", IPv4Address("10.0.9.200"), 1, o[1])
+            for i in o[2]:
+                new.bind(IPS[i])
+            ds.add_eni(new)
+        elif o[0] == "add":
+            with pytest.raises(ValueError, match="in the datastore already"):
+                ds.add_eni(eni)
+        elif o[0] == "remove" and eni is not None and not eni.allocated:
+            gone.append(ds.remove_eni(eni_id))
+        elif o[0] == "bind" and eni is not None:
+            eni.bind(IPS[o[2]])
+        elif o[0] == "unbind" and eni is not None and eni.ips.get(IPS[o[2]]) is None:
+            eni.unbind(IPS[o[2]])
+        elif o[0] == "allocate" and eni is not None and eni.ips.get(IPS[o[2]], "absent") is None:
+            pods += 1
+            ds.allocate(f"pod-{pods}", eni, IPS[o[2]])
+        elif o[0] == "free":
+            ds.free(f"pod-{o[1]}")
+        elif o[0] == "commit" and o[1]:
+            ds.commit()
+        elif o[0] == "commit":  # the disk refuses: memory goes back to what the disk holds
+            with pytest.MonkeyPatch.context() as m:
+                m.setattr(ds.checkpoint, "save", lambda data: (_ for _ in ()).throw(OSError(28, "full")))
+                with pytest.raises(OSError):
+                    ds.commit()
+        elif o[0] == "restart":
+            ds = Datastore("node-1", FileCheckpoint(path))
+            ds.restore()
+        assert ds.tally == Tally.of(ds.enis.values())
+        assert all(e.tally is ds.tally for e in ds.enis.values())
+    # an ENI out of the datastore keeps no tally: changing it changes no count
+    for eni in gone:
+        assert eni.tally is None
+        eni.bind(IPv4Address("10.0.9.250"))
+    assert ds.tally == Tally.of(ds.enis.values())
+
+
+def test_an_eni_outside_a_datastore_counts_nothing_and_an_unbind_of_a_pods_ip_changes_nothing():
+    eni = Eni("eni-1", "subnet-a", "52:54:00:00:00:01", IPv4Address("10.0.1.2"), 1, 0)
+    for i in range(3, 6):
+        eni.bind(IPv4Address(f"10.0.1.{i}"))
+    ds = Datastore("node-1")
+    ds.add_eni(eni)
+    ds.allocate("pod-a", eni, IPv4Address("10.0.1.4"))
+    assert ds.tally == Tally(3, 1, 0)
+    with pytest.raises(ValueError, match="held by pod pod-a"):
+        eni.unbind(IPv4Address("10.0.1.4"))
+    assert list(eni.ips) == [IPv4Address(f"10.0.1.{i}") for i in range(3, 6)] and ds.tally == Tally(3, 1, 0)
+    eni.unbind(IPv4Address("10.0.1.9"))  # not bound: nothing to count
+    for i in (3, 5):
+        eni.unbind(IPv4Address(f"10.0.1.{i}"))
+    ds.free("pod-a")
+    eni.unbind(IPv4Address("10.0.1.4"))
+    assert ds.tally == Tally(0, 0, 1)

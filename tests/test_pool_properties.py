@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eni_core.ipamd import RetryPolicy
+from eni_core.model import Tally
 from testbed.world.cluster import Cluster
 from testbed.world.spec import NodeSpec
 from testbed.world.vpc import FaultConfig
@@ -78,6 +79,9 @@ def check_invariants(c: Cluster) -> None:
             if p.node == name:
                 assert p.ip in bound_here and c.vpc.owner[p.ip] == p.eni_id, "a pod's IP is not bound to its ENI"
         assert ipamd.pods == len(node.running)
+        # the tally the ENIs keep as they change is what counting them afresh finds
+        assert ipamd.store.tally == Tally.of(ipamd.enis)
+        assert all(e.tally is ipamd.store.tally for e in ipamd.enis)
         low, _, max_bindable = document_window(c, name)
         if ipamd.bound > max(max_bindable, len(node.running)):  # a pod's own IP is never taken away
             assert cloud_refused_the_clamp(c, name), "idle IPs above max bindable were not released at once"

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from eni_core import pool
-from eni_core.model import Eni, NodeLimits, PoolConfig
+from eni_core.model import Eni, NodeLimits, PoolConfig, Tally
 from eni_core.static import EniChoice, choose_eni
 from testbed.world.spec import NodeSpec
 from tests.helpers import cluster, node_state, pool_events, subnet
@@ -344,3 +344,42 @@ def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
     ipamd = c.nodes["node-1"].ipamd
     held = {*ipamd.store.enis, *(ip for e in ipamd.store.enis.values() for ip in e.ips)}
     assert set(ipamd._learned_at) <= held
+
+
+# -- the tally: what a plan reads -------------------------------------------------------------------------
+class Unread(list):
+    """ENIs a plan must not read: iterating them fails the test."""
+
+    def __iter__(self):
+        raise AssertionError("the plan read every ENI where the tally answers")
+
+
+@pytest.mark.parametrize(("bound", "pods", "due", "now", "expect_due"), [
+    (7, 4, None, 0.0, None),       # inside the window (6 to 8): nothing to do
+    (10, 0, None, 50.0, 170.0),    # above it: the release waits a full interval, no ENI read yet
+    (10, 0, 170.0, 100.0, 170.0),  # still waiting
+])
+def test_a_plan_that_acts_on_no_eni_reads_the_tally_only(bound, pods, due, now, expect_due):
+    real = [eni("eni-1", 0, bound, pods)]
+    p = pool.plan(Unread(real), tally=Tally.of(real), pods=pods, node_subnets=["subnet-a"],
+                  subnet_free=lambda: {"subnet-a": 200}, limits=DEFAULT_LIMITS, config=PoolConfig(2, 4, 120),
+                  release_due=due, now=now)
+    assert p.actions == () and p.release_due == expect_due
+    assert pool.over_max_bindable(Unread(real), NodeLimits(1, 10), Tally.of(real)) == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_plan_with_the_tally_is_the_plan_that_counts_the_enis(seed):
+    rng = random.Random(seed)
+    enis = []
+    for i in range(rng.randint(0, 3)):
+        bound = rng.randint(0, 10)
+        enis.append(eni(f"eni-{i}", i, bound, rng.randint(0, bound)))
+    pods = sum(e.allocated for e in enis)
+    limits = NodeLimits(rng.randint(1, 3), rng.randint(2, 10))
+    config = PoolConfig(rng.randint(1, 4), rng.randint(4, 8), 120, rng.random() < 0.5)
+    due = rng.choice([None, 0.0, 500.0])
+    args = {"pods": pods, "limits": limits, "config": config, "due": due, "now": 100.0}
+    assert pool.plan(enis, tally=Tally.of(enis), pods=pods, node_subnets=["subnet-a"],
+                     subnet_free=lambda: {"subnet-a": 200}, limits=limits, config=config, release_due=due,
+                     now=100.0) == plan(enis, **{k: v for k, v in args.items() if k != "due"}, due=due)
