@@ -40,3 +40,36 @@ def test_bench_sim_says_so_and_exits_when_the_tenths_process_is_killed():
             bench.communicate()
     assert bench.returncode == 1 and out == ""
     assert "a process it measures in died (killed, or out of memory)" in err and "Traceback" not in err, err
+
+
+def test_the_tenths_process_dies_with_the_bench_when_the_bench_is_killed():
+    bench = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "300", "--pods",
+                              "30000", "--hours", "24", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while worker is None and time.monotonic() < deadline and bench.poll() is None:
+            worker = next((c for c in _children(bench.pid) if _is_pool_worker(c)), None)
+            time.sleep(0.02)
+        assert worker is not None, "the tenth's process never appeared"
+        time.sleep(0.5)  # into its work
+        os.kill(bench.pid, signal.SIGKILL)
+        bench.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the tenth's process outlived the bench"
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that is gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

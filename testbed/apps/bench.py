@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import gc
 import importlib.util
 import json
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -80,6 +84,18 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: in
 
 
 SLICES = 10  # the full size's replay runs in 10 parts, with a run of the tenth before each and after the last
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """The tenth's process: killed by the kernel when the bench's process dies, however it dies (a
+    `kill -9` gives the bench no chance to stop it, and a worker left waiting would live on). Linux
+    only; elsewhere the worker ends when it finds its work queue closed."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float, float, int, int]:
@@ -113,7 +129,8 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     events = churn_workload(nodes, pods, hours, seed)
     # an executor, not a Pool: if the tenth's process dies (killed, out of memory), the result raises
     # BrokenProcessPool where a Pool would wait for it forever
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as worker:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as worker:
         def run_tenth() -> None:
             tenths.append(worker.submit(_tenth, small_nodes, small_pods, hours, seed).result())
 
