@@ -258,7 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = NodeAgent(ipamd, on_change=side.sync if side else None, eni_link=side.eni_link if side else None,
                       dataplane=Dataplane(NetlinkPort.open()),
                       namespaces=lambda: {(own.st_dev, own.st_ino): f"node {args.node}'s namespace"})
-    report = ipamd.recover()
+    try:
+        report = ipamd.recover()
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSON, but not a datastore's
+        print(f"enilab-agent: error: checkpoint {store.checkpoint.path} is not a datastore enilab can read "
+              f"({type(err).__name__}: {err}); move it aside to start empty: the re-sync with the VPC adopts "
+              "the ENIs and IPs it held", file=sys.stderr)
+        return 2
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

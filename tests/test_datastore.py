@@ -241,3 +241,28 @@ def test_an_eni_outside_a_datastore_counts_nothing_and_an_unbind_of_a_pods_ip_ch
     ds.free("pod-a")
     eni.unbind(IPv4Address("10.0.1.4"))
     assert ds.tally == Tally(0, 0, 1)
+
+
+@pytest.mark.parametrize("text", [
+    "{not json",
+    "[1, 2]",
+    '{"version": 2, "node": "node-1"}',
+    # two ENIs of one id: the second would have hidden the first's pods
+    '{"version": 2, "node": "node-1", "release_due": null, "next_seq": 2, "enis": ['
+    '{"id": "eni-1", "subnet": "subnet-a", "mac": "52:54:00:00:00:01", "primary_ip": "10.0.1.2", '
+    '"device_index": 1, "seq": 0, "ips": [["10.0.1.3", "pod-a"]]}, '
+    '{"id": "eni-1", "subnet": "subnet-a", "mac": "52:54:00:00:00:01", "primary_ip": "10.0.1.2", '
+    '"device_index": 1, "seq": 1, "ips": []}]}',
+])
+def test_the_agent_refuses_a_checkpoint_it_cannot_read_in_one_line_and_leaves_it(tmp_path, capsys, text):
+    from eni_core import agent
+
+    checkpoint = tmp_path / "node-1.json"
+    checkpoint.write_text(text)
+    code = agent.main(["--node", "node-1", "--vpc", str(tmp_path / "v.sock"), "--state", str(tmp_path),
+                       "--listen", str(tmp_path / "a.sock"), "--subnet", "subnet-a", "--max-enis", "2",
+                       "--ips-per-eni", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"checkpoint {checkpoint} is not a datastore enilab can read" in err and "move it aside" in err
+    assert checkpoint.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["node-1.json"]
