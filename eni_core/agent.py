@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.clock import WallClock
-from eni_core.datastore import Attachment, Datastore, FileCheckpoint
+from eni_core.datastore import Attachment, CheckpointError, Datastore, FileCheckpoint
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.names import InvalidName, dns_label
@@ -260,9 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       namespaces=lambda: {(own.st_dev, own.st_ino): f"node {args.node}'s namespace"})
     try:
         report = ipamd.recover()
-    except (ValueError, KeyError, TypeError, AttributeError) as err:  # JSON, but not a datastore's
+    except CheckpointError as err:
         print(f"enilab-agent: error: checkpoint {store.checkpoint.path} is not a datastore enilab can read "
-              f"({type(err).__name__}: {err}); move it aside to start empty: the re-sync with the VPC adopts "
+              f"({err}); move it aside to start empty: the re-sync with the VPC adopts "
               "the ENIs and IPs it held", file=sys.stderr)
         return 2
     print(f"enilab-agent {args.node}: recovered {report.to_dict()}", flush=True)

@@ -20,7 +20,8 @@ from typing import Protocol
 from eni_core.model import Eni, Tally
 from eni_core.private import private_dir, write_atomic
 
-__all__ = ["Allocation", "Attachment", "Datastore", "FileCheckpoint", "MemoryCheckpoint", "attachment_key"]
+__all__ = ["Allocation", "Attachment", "CheckpointError", "Datastore", "FileCheckpoint", "MemoryCheckpoint",
+           "attachment_key"]
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: before attachment records
@@ -32,6 +33,10 @@ def attachment_key(network: str, container_id: str, ifname: str) -> str:
     to letters, digits, `_.-` and interface names to no `/`, so the key is unambiguous, and no pod name
     (at most one `/`) can take it."""
     return f"cni/{network}/{container_id}/{ifname}"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose content is not a datastore this version can read."""
 
 
 @dataclass(frozen=True)
@@ -192,10 +197,14 @@ class Datastore:
         self._committed = data
 
     def restore(self) -> bool:
-        data = self.checkpoint.load()
-        if data is None:
-            return False
-        self._load_dict(data)
+        """Load the checkpoint, if there is one; CheckpointError if what it holds is not a datastore."""
+        try:
+            data = self.checkpoint.load()
+            if data is None:
+                return False
+            self._load_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, or JSON of another shape
+            raise CheckpointError(f"{type(err).__name__}: {err}") from err
         self._committed = data
         return True
 

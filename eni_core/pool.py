@@ -95,7 +95,7 @@ def bounds(pods: int, config: PoolConfig, limits: NodeLimits) -> tuple[int, int]
 def over_max_bindable(enis: Collection[Eni], limits: NodeLimits, tally: Tally | None = None) -> int:
     """How many idle IPs are above max bindable: the ones to release at once (a pod's IP never is).
     `tally` is the ENIs' (see `Tally`), if it is kept; without it they are counted."""
-    tally = tally or Tally.of(enis)
+    tally = tally if tally is not None else Tally.of(enis)
     return max(0, min(tally.bound - limits.max_bindable, tally.idle))
 
 
@@ -217,7 +217,7 @@ def plan(
     >>> p.actions
     (CreateEni(subnet_id='subnet-a', count=5),)
     """
-    tally = tally or Tally.of(enis)
+    tally = tally if tally is not None else Tally.of(enis)
     low, high = bounds(pods, config, limits)
     bound = tally.bound
     if bound < low:
