@@ -383,3 +383,17 @@ def test_a_plan_with_the_tally_is_the_plan_that_counts_the_enis(seed):
     assert pool.plan(enis, tally=Tally.of(enis), pods=pods, node_subnets=["subnet-a"],
                      subnet_free=lambda: {"subnet-a": 200}, limits=limits, config=config, release_due=due,
                      now=100.0) == plan(enis, **{k: v for k, v in args.items() if k != "due"}, due=due)
+
+
+def test_an_eni_with_no_secondary_ip_left_is_deleted_when_no_ip_is_wanted_reading_the_kept_tally():
+    """The seed's rule, through the datastore's kept tally (what the ipamd passes): inside the window,
+    nothing released, an empty ENI still goes."""
+    from eni_core.datastore import Datastore
+
+    store = Datastore("node-1")
+    for e in (eni("eni-1", 0, 6, 4), eni("eni-2", 1, 0, 0)):
+        store.add_eni(e)
+    p = pool.plan(store.enis.values(), tally=store.tally, pods=4, node_subnets=["subnet-a"],
+                  subnet_free=lambda: {"subnet-a": 200}, limits=DEFAULT_LIMITS, config=PoolConfig(2, 4, 120),
+                  release_due=None, now=0.0)
+    assert [a for a in p.actions if isinstance(a, pool.DeleteEni)] == [pool.DeleteEni("eni-2")]
