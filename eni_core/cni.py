@@ -35,7 +35,7 @@ from eni_core.cni_client import (
     request_version,
 )
 from eni_core.datastore import Attachment, attachment_key
-from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first
+from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first, settle
 from eni_core.routing import PodLink
 from eni_core.rpc import NO_FREE_IP, RemoteError
 
@@ -177,7 +177,8 @@ class Dataplane:
         and rules), one in the pod. The agent's answer names the ENI's link and a free index for the veth;
         without them, one dump finds both. The pod's end asks for POD_LINK_INDEX, what a namespace with
         only `lo` would give it anyway, so nothing needs reading back; when that index is taken (another
-        attachment), the kernel picks one and ADD reads it."""
+        attachment), the kernel picks one and ADD reads it. Last, ADD reads the host end once: the kernel
+        readies it then, so the pod is reachable when ADD returns."""
         veth, host_mac, pod_mac = routing.host_veth_name(key), routing.host_veth_mac(key), routing.pod_veth_mac(key)
         if eni_index is None or host_index is None:
             links = self.node.links()
@@ -214,6 +215,10 @@ class Dataplane:
                             for r in pod.routes())  # another attachment of the namespace has the default route
             raise_first(pod.apply(routing.plan_pod(pod_index, ip, host_mac, default_route=first),
                                   ignore=IGNORE_EXISTS))
+            # the host end came up first, without carrier: read it so the kernel readies it now, and the
+            # node's first packet to the pod (an ARP request) is not dropped (`eni_core.ops.settle`)
+            if settle(self.node, veth) is None:
+                raise CniError(IO_FAILURE, f"host veth {veth} vanished from the node during ADD")
             return _result(req, str(ip), (veth, host_mac), pod_mac, routes=first)
         finally:
             pod.close()

@@ -9,6 +9,11 @@ ENETDOWN); a gateway must be reachable on the route's link (a link-scope route o
 unless the route says `onlink` (ENETUNREACH); a deleted link takes its routes, neighbours, addresses, its
 sysctls and its veth peer with it; a new link's rp_filter starts from `conf.default`.
 
+A link is operationally up when it is up with carrier (a veth end has carrier while its peer is up). An
+end that came up before its peer is readied late, as the kernel readies it from deferred link-watch work:
+a dump shows it not operationally up until `link()` reads it (the kernel runs that work when asked for
+the link).
+
 Examples
 --------
 >>> from ipaddress import IPv4Address
@@ -28,6 +33,7 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address
 
 from eni_core.ops import (
@@ -72,6 +78,7 @@ class FakeKernel:
         self.host = host
         self._links: dict[int, Link] = {}
         self._peers: dict[int, tuple[FakeKernel, int]] = {}  # veth index -> (namespace, peer's index)
+        self._unready: set[int] = set()  # up, carrier just came: oper_up once read (link-watch work)
         self._addresses: list[Address] = []
         self._rules: list[Rule] = list(BOOT_RULES)
         self._routes: dict[tuple[int, object], Route] = {}
@@ -90,7 +97,7 @@ class FakeKernel:
             raise KernelError(errno.EBUSY, f"add link {ifname}")
         index = index or next(i for i in itertools.count(2) if i not in self._links)
         mac = mac or "02:fa:" + ":".join(f"{(index >> s) & 0xff:02x}" for s in (24, 16, 8, 0))
-        self._links[index] = link = Link(index, ifname, mac, up)
+        self._links[index] = link = Link(index, ifname, mac, up, oper_up=up)
         self.sysctls.setdefault(f"net.ipv4.conf.{ifname}.rp_filter", self.sysctls.get(
             "net.ipv4.conf.default.rp_filter", 0))
         return link
@@ -100,7 +107,11 @@ class FakeKernel:
         return sorted(self._links.values(), key=lambda lk: lk.index)
 
     def link(self, ifname: str) -> Link | None:
-        return next((lk for lk in self._links.values() if lk.ifname == ifname), None)
+        link = next((lk for lk in self._links.values() if lk.ifname == ifname), None)
+        if link is not None and link.index in self._unready:
+            self._unready.discard(link.index)
+            self._links[link.index] = link = replace(link, oper_up=True)
+        return link
 
     def addresses(self) -> list[Address]:
         return list(self._addresses)
@@ -165,8 +176,7 @@ class FakeKernel:
                 if self._neighbours.pop((index, ip), None) is None:
                     raise _Refused(errno.ENOENT)
             case SetLinkState(index, up):
-                link = self._need_link(index)
-                self._links[index] = Link(link.index, link.ifname, link.mac, up)
+                self._set_up(index, up)
                 if not up:
                     self._drop_routes(lambda r: r.oif == index)  # IPv4 flushes a down link's routes
             case AddAddress(index, ip):
@@ -222,9 +232,28 @@ class FakeKernel:
         there = other.add_link(peer, index=there_as[0], mac=there_as[1])
         self._peers[here.index] = (other, there.index)
         other._peers[there.index] = (self, here.index)
+        self._links[here.index] = replace(here, oper_up=False)  # up, but its peer is not: no carrier
+
+    def _set_up(self, index: int, up: bool) -> None:
+        """A link's flag, and its operational state with its veth peer's: an end coming up while its peer is up
+        runs at once and gives the peer carrier, which the kernel acts on later (`_unready`)."""
+        link = self._need_link(index)
+        if up == link.up:
+            return
+        peer = self._peers.get(index)
+        peer_up = peer is None or peer[0]._links[peer[1]].up
+        self._links[index] = replace(link, up=up, oper_up=up and peer_up)
+        self._unready.discard(index)
+        if peer is not None:
+            other, peer_index = peer
+            other._unready.discard(peer_index)
+            other._links[peer_index] = replace(other._links[peer_index], oper_up=False)
+            if up and other._links[peer_index].up:
+                other._unready.add(peer_index)
 
     def _remove_link(self, index: int) -> None:
         link = self._links.pop(index)
+        self._unready.discard(index)
         self._drop_routes(lambda r: r.oif == index)
         self._neighbours = {k: n for k, n in self._neighbours.items() if n.index != index}
         self._addresses = [a for a in self._addresses if a.index != index]

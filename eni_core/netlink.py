@@ -19,7 +19,8 @@ from eni_core.ops import Link  # a decoded link is the port's Link: the adapter 
 
 __all__ = [
     "IGNORE_EXISTS", "IGNORE_GONE", "Link", "NeighEntry", "NetlinkError", "NetlinkSocket", "RouteEntry", "RuleEntry",
-    "addr_add", "encode", "link_del", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg", "veth_add",
+    "addr_add", "encode", "link_del", "link_get", "link_set", "neigh_add", "neigh_del", "route_msg", "rule_msg",
+    "veth_add",
 ]
 
 NETLINK_ROUTE = 0
@@ -35,7 +36,9 @@ RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 
 AF_UNSPEC, AF_INET = 0, 2
 IFF_UP = 1
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 1, 3, 18, 28, 29
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 1, 3, 16, 18, 28, 29
+IF_OPER_UP = 6
+_OPER_UP = bytes((IF_OPER_UP,))  # IFLA_OPERSTATE is one byte
 RTEXT_FILTER_SKIP_STATS = 1 << 3  # link answers without their counters: a third of the bytes, less to fill
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -135,6 +138,14 @@ def link_set(index: int, *, up: bool | None = None, mac: str | None = None) -> R
     if mac:
         body += _attr(IFLA_ADDRESS, _mac(mac))
     return Request(RTM_NEWLINK, 0, body, lambda: f"set link {index}")
+
+
+def link_get(ifname: str) -> Request:
+    """Ask for one link by name (not a dump: the kernel also runs the link's pending link-watch work, see
+    `eni_core.ops.settle`)."""
+    body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
+    body += _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    return Request(RTM_GETLINK, 0, body, lambda: f"get link {ifname}")
 
 
 def link_del(index: int = 0, ifname: str | None = None) -> Request:
@@ -261,7 +272,7 @@ def _decode_link(p: bytes) -> Link:
     _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
     a = _attrs(p, _IFINFO.size)
     return Link(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), _fmt_mac(a.get(IFLA_ADDRESS)),
-                bool(flags & IFF_UP))
+                bool(flags & IFF_UP), a.get(IFLA_OPERSTATE) == _OPER_UP)
 
 
 def _decode_route(p: bytes) -> RouteEntry:
@@ -450,9 +461,7 @@ class NetlinkSocket:
 
     def link(self, ifname: str) -> Link | None:
         """One link by name (a single request, not a dump); None if there is none."""
-        body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname) + _u32(IFLA_EXT_MASK,
-                                                                                       RTEXT_FILTER_SKIP_STATS)
-        p = self._ask(Request(RTM_GETLINK, 0, body, f"get link {ifname}"))
+        p = self._ask(link_get(ifname))
         return None if p is None else _decode_link(p)
 
     def addresses(self) -> list[AddrEntry]:

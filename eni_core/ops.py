@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -24,7 +25,7 @@ __all__ = [
     "ANY_TABLE", "DEFAULT", "IGNORE_ALL", "IGNORE_EXISTS", "IGNORE_GONE", "MAIN_TABLE", "AddAddress",
     "AddNeighbour", "AddRoute", "AddRule", "AddVeth", "Address", "DeleteLink", "DeleteNeighbour", "DeleteRoute",
     "DeleteRule", "Kernel", "KernelError", "Link", "Neighbour", "Op", "Proto", "Route", "RouteType", "Rule",
-    "Scope", "SetLinkState", "SetSysctl", "raise_first",
+    "Scope", "SetLinkState", "SetSysctl", "raise_first", "settle",
 ]
 
 MAIN_TABLE = 254
@@ -63,6 +64,9 @@ class Link:
     ifname: str
     mac: str
     up: bool
+    # its RFC 2863 operational state is "up": the kernel has seen its carrier and readied it to send (set by
+    # deferred link-watch work; a link that reports no carrier, as lo, stays "unknown": False here)
+    oper_up: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,33 @@ class KernelError(OSError):
 def raise_first(errors: Sequence[KernelError]) -> None:
     if errors:
         raise errors[0]
+
+
+SETTLE_S = 1.0
+
+
+def settle(kernel: _LinkReader, ifname: str, bound: float | None = None) -> Link | None:
+    """Read link `ifname` until it passes traffic, for at most `bound` seconds (SETTLE_S); its last
+    reading (None: there is no such link).
+
+    A veth end brought up before its peer had no carrier then. When the peer comes up, the kernel readies
+    the first end (attaches its transmit queue) from deferred link-watch work, which waits for the rtnl
+    lock; another namespace's setup or teardown can hold that lock for a second. Until then, everything
+    the end sends is dropped, a first ARP request included, and ARP retries only after a second. Reading
+    the link runs that pending work at once on this machine's kernel (6.18 syncs it before answering
+    RTM_GETLINK; a dump does not), so one read is the usual cost; a kernel that does not is polled."""
+    deadline = time.monotonic() + (SETTLE_S if bound is None else bound)
+    pause = 0.001
+    while True:
+        link = kernel.link(ifname)
+        if link is None or link.oper_up or time.monotonic() >= deadline:
+            return link
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+class _LinkReader(Protocol):
+    def link(self, ifname: str) -> Link | None: ...
 
 
 class Kernel(Protocol):

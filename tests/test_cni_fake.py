@@ -3,11 +3,13 @@ by `FakeKernel` (which refuses what Linux refuses). The root tests do the same a
 from __future__ import annotations
 
 import errno
+import time
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from eni_core import routing
+from eni_core import ops, routing
 from eni_core.agent import NodeAgent
 from eni_core.cni import CniError, CniRequest, Dataplane, handle
 from eni_core.cni_client import AGENT_FAILED, CHECK_FAILED, INVALID_ENV, IO_FAILURE, TRY_AGAIN, UNKNOWN_CONTAINER
@@ -153,6 +155,55 @@ def test_a_failed_add_rolls_back_the_veth_the_rules_and_the_ip(refused, where):
     assert not [lk for lk in w.node.links() if lk.ifname.startswith("eni")]
     assert w.pod.link("eth0") is None
     assert w.agent.handle("get", {"pod": w.key()}) is None
+
+
+def test_add_returns_with_the_host_end_readied_so_the_nodes_first_packet_to_the_pod_is_not_dropped():
+    w = World()
+    w.call("ADD")
+    veth = next(lk for lk in w.node.links() if lk.ifname == routing.host_veth_name(w.key()))  # a dump readies nothing
+    assert veth.up and veth.oper_up
+
+
+def reads_of_the_host_end(w: World, ready_from: int | None) -> list[int]:
+    """Make the node a kernel that readies the host end on its own schedule: from its `ready_from`-th
+    read (None: never). Returns the reads, counted as ADD makes them."""
+    reads, real = [], w.node.link
+
+    def link(ifname: str):
+        found = real(ifname)
+        if found is None or ifname != routing.host_veth_name(w.key()):
+            return found
+        reads.append(len(reads) + 1)
+        return replace(found, oper_up=ready_from is not None and len(reads) >= ready_from)
+
+    w.node.link = link
+    return reads
+
+
+def test_add_reads_the_host_end_until_a_kernel_that_readies_it_late_has_done_so():
+    w = World()
+    reads = reads_of_the_host_end(w, ready_from=3)
+    w.call("ADD")
+    assert len(reads) == 3
+
+
+def test_add_waits_a_bounded_time_for_a_host_end_that_never_runs_then_answers(monkeypatch):
+    monkeypatch.setattr(ops, "SETTLE_S", 0.05)
+    w = World()
+    reads = reads_of_the_host_end(w, ready_from=None)
+    started = time.monotonic()
+    result = w.call("ADD")
+    assert result["ips"] and len(reads) > 1 and time.monotonic() - started < 5
+
+
+def test_a_host_end_that_vanishes_during_add_fails_it_and_rolls_it_back():
+    w = World()
+    real = w.node.link
+    w.node.link = lambda ifname: None if ifname == routing.host_veth_name(w.key()) else real(ifname)
+    with pytest.raises(CniError) as err:
+        w.call("ADD")
+    assert err.value.code == IO_FAILURE and "vanished" in err.value.msg
+    assert w.node_rules() == set() and w.agent.handle("get", {"pod": w.key()}) is None
 
 
 def test_add_into_a_path_that_is_not_a_namespace_or_does_not_exist_says_so_and_keeps_nothing():

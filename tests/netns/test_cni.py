@@ -3,23 +3,30 @@ environment, configuration on stdin, run from a scratch namespace that stands in
 against the node agents of a cluster found by the netconf's `cluster` and `node`."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import json
 import os
 import subprocess
+import threading
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute
 
+from eni_core import netlink as nl
 from eni_core import netns
 from eni_core.cni import install_plugin
 from eni_core.datastore import attachment_key
+from eni_core.kernel import NamespaceKernel
 from eni_core.rpc import RpcServer
 from testbed.observe.audit import audit_cluster
 from tests.netns.helpers import kernel_view, netns_cluster
 
 pytestmark = pytest.mark.netns
+IP_TRANSPARENT = 19
 CONF = {"cniVersion": "1.0.0", "name": "enilab", "type": "enilab-cni", "cluster": "lab", "node": "node-1"}
 
 
@@ -348,3 +355,79 @@ def test_eight_runtimes_adding_at_once_get_eight_ips_and_each_del_frees_only_its
     for i, ip in enumerate(ips):
         assert node_side(rt, ip) == (set() if i % 2 == 0 else {"rule 1536", "rule 512", "host route"})
     assert audit_cluster(rt.c)["ok"]
+
+
+@contextlib.contextmanager
+def rtnl_contention(run, pairs: int = 300, threads: int = 2):
+    """A thread that builds a namespace of `pairs` veth pairs and deletes it, over and over (each namespace
+    recorded by `run`): the kernel holds the rtnl lock for each link made and through each teardown, as it
+    would for another cluster set up or torn down beside this one."""
+    stop = threading.Event()
+
+    def churn(t: int) -> None:
+        for k in itertools.count():
+            if stop.is_set():
+                return
+            name = run.netns(f"churn{t}-{k}")
+            fd = os.open(netns.path(name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                kernel = NamespaceKernel(name)
+                kernel.check([nl.veth_add(f"a{i}", f"b{i}", fd) for i in range(pairs)])
+                kernel.close()
+            finally:
+                os.close(fd)
+                netns.delete(name)
+
+    workers = [threading.Thread(target=churn, args=(t,), daemon=True) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+
+
+def test_add_returns_with_the_host_veth_ready_and_the_nodes_first_datagram_reaches_the_pod():
+    """The host end of a pod's veth comes up before the pod's end, so the kernel readies it late (deferred
+    link-watch work, which waits for the rtnl lock); a packet the node sends before then is dropped. With
+    another thread holding that lock often, ADD must still not return before the host end is ready: a dump
+    right after ADD (a dump readies nothing) shows it operationally up, and one datagram from the node,
+    with no ARP entry cached, reaches the pod."""
+    import socket
+
+    with netns_cluster() as c, rtnl_contention(c.backend.run):
+        node = c.backend.nodes["node-1"]
+        agent = c.backend.agent_for("node-1")
+        with netns.entered(node.ns):
+            reader = IPRoute()  # pyroute2, opened in the node: a dump of our codec's making is not the judge
+            sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)  # the node has no IPv4 address to send from
+        sender.bind(("10.0.1.250", 0))
+        late = []
+        try:
+            for i in range(40):
+                pod = f"default/ready-{i}"
+                where = c.backend.pod_up("node-1", pod, None)
+                veth = next(lk for lk in reader.get_links() if lk.get("ifname") == where["veth"])
+                if veth.get_attr("IFLA_OPERSTATE") != "UP":
+                    late.append(f"{where['veth']} {veth.get_attr('IFLA_OPERSTATE')}")
+                ip = agent.handle("get", {"pod": pod})["ip"]
+                with netns.entered(where["netns"]):
+                    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    receiver.bind((ip, 7000))
+                    receiver.settimeout(0.5)  # below ARP's 1 s retry: a lost first request fails this
+                    sender.sendto(b"first", (ip, 7000))
+                    try:
+                        receiver.recv(16)
+                    except TimeoutError:
+                        late.append(f"{ip}: the datagram was lost")
+                finally:
+                    receiver.close()
+                c.backend.pod_down("node-1", pod)
+        finally:
+            reader.close()
+            sender.close()
+        assert late == [], f"ADD returned before the host end was ready: {late}"
