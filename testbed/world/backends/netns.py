@@ -26,7 +26,7 @@ from eni_core.cni import CniRequest, Dataplane, handle
 from eni_core.datastore import Allocation
 from eni_core.kernel import NamespaceKernel, NetlinkPort
 from eni_core.model import Eni
-from eni_core.ops import SetSysctl, raise_first
+from eni_core.ops import SetSysctl, raise_first, settle
 from testbed.errors import UsageError
 from testbed.world.backends import BackendHost, eni_ifindex
 from testbed.world.runs import Run
@@ -260,9 +260,10 @@ class NetnsBackend:
                           nl.addr_add(2, ip, subnet.cidr.prefixlen),
                           nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=None, dst_len=0, oif=2,
                                        gateway=subnet.gateway, proto=nl.RTPROT_STATIC)])
+            self._fabric.port_up(f"h{self._host_seq}", port)
+            settle(kernel, "eth0")  # up before its port: readied now, not when the kernel gets to it
         finally:
             kernel.close()
-        self._fabric.port_up(f"h{self._host_seq}", port)
         self._fabric.deliver(port, mac, [ip], True)
         self.hosts[name] = (ns, ip)
 
@@ -294,6 +295,7 @@ class NetnsBackend:
         n.kernel.check([nl.link_set(1, up=True),
                         nl.veth_add("eth0", f"n{n.index}p", self._fabric.fd, index=2, mac=mac, peer_index=port)])
         self._fabric.port_up(f"n{n.index}p", port)
+        settle(n.kernel, "eth0")  # up before its port: readied now, not when the kernel gets to it
         self.nodes[node] = n
         self.sync(node)
 
@@ -343,6 +345,8 @@ class NetnsBackend:
             n.set_up_eni(eni, index, self._gateways()[eni.subnet_id])
         else:
             self.sync(node)
+        if local is not None:  # the port was up before the ENI, now up: readied now, not when the kernel gets to it
+            settle(self._fabric.kernel, eni_port_name(n.index, eni.device_index))
         return index
 
     def eni_detached(self, node: str, eni: Eni) -> None:
