@@ -251,11 +251,16 @@ def _fabric_requests(p: _PodWiring) -> list[nl.Request]:
             nl.neigh_add(p.eni.port, p.ip, p.eni.mac)]
 
 
+READY_POD_END = nl.encode([nl.link_get("eth0")])
+
+
 def _floor(bed: _Testbed) -> Callable[[], None]:
     """The floor: every message encoded beforehand, no acks asked for, one send per namespace and pod.
     The veth is made from inside the new pod namespace with its host end in the node's (one entry into
-    the namespace, no descriptor to open for it). An ENI is one send to its node and one to the fabric,
-    and its port's sysctl."""
+    the namespace, no descriptor to open for it). Like enilab's ADD, it leaves the pod ready to pass
+    traffic: one more message asks for the pod's end, up before its peer, and the kernel readies it
+    while answering (`eni_core.ops.settle`); the answer is not read. An ENI is one send to its node and
+    one to the fabric, its port's sysctl, and the same readying message for its node end."""
     node_fds = {ns: os.open(netns.path(ns), os.O_RDONLY) for ns in bed.nodes}
     fabric_fd = os.open(netns.path(bed.fabric), os.O_RDONLY)
     blobs = [(p.ns,
@@ -264,22 +269,24 @@ def _floor(bed: _Testbed) -> Callable[[], None]:
               p.node_ns, nl.encode([nl.link_set(p.veth_index, up=True), *map(encode_op, routing.pod_host_ops(
                   routing.PodLink(p.ip, p.eni.index, p.veth_index)))]),
               nl.encode(_fabric_requests(p)),
-              [(nl.encode(_eni_ops(eni, fabric_fd)), _proxy_delay(eni), nl.encode(_eni_fabric_ops(eni)))
-               for eni in p.plug]) for p in bed.pods]
+              [(nl.encode(_eni_ops(eni, fabric_fd)), _proxy_delay(eni), nl.encode(_eni_fabric_ops(eni)),
+                nl.encode([nl.link_get(eni.ifname)])) for eni in p.plug]) for p in bed.pods]
 
     def build() -> None:
         kernels = {ns: NamespaceKernel(ns) for ns in [bed.fabric, *bed.nodes]}
         fabric = kernels[bed.fabric]
         try:
             for pod_ns, pod_blob, node_ns, node_blob, fabric_blob, plugs in blobs:
-                for eni_blob, sysctl, eni_fabric_blob in plugs:
+                for eni_blob, sysctl, eni_fabric_blob, ready_eni_blob in plugs:
                     kernels[node_ns].sock.sock.send(eni_blob)
                     fabric.write_sysctl(sysctl, 0)
                     fabric.sock.sock.send(eni_fabric_blob)
+                    kernels[node_ns].sock.sock.send(ready_eni_blob)  # up before its port: readied now
                 with netns.creating(pod_ns), nl.NetlinkSocket() as sock:
                     sock.sock.send(pod_blob)
                     errors = sock.queued_errors()
-                kernels[node_ns].sock.sock.send(node_blob)
+                    kernels[node_ns].sock.sock.send(node_blob)
+                    sock.sock.send(READY_POD_END)
                 fabric.sock.sock.send(fabric_blob)
                 if errors:
                     raise errors[0]
