@@ -265,14 +265,30 @@ def _ipv4(raw: bytes | None) -> IPv4Address | None:
 
 
 def _fmt_mac(raw: bytes | None) -> str:
-    return ":".join(f"{b:02x}" for b in raw) if raw else ""
+    return raw.hex(":") if raw else ""
 
 
 def _decode_link(p: bytes) -> Link:
+    """A link from its message, reading the attributes up to the last of the three it needs (the kernel
+    writes about 40; the name and operational state come first, the address about 30th)."""
     _fam, _type, index, flags, _ = _IFINFO.unpack_from(p)
-    a = _attrs(p, _IFINFO.size)
-    return Link(index, a.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(), _fmt_mac(a.get(IFLA_ADDRESS)),
-                bool(flags & IFF_UP), a.get(IFLA_OPERSTATE) == _OPER_UP)
+    name, mac, oper = b"", b"", b""
+    offset, end, unpack = _IFINFO.size, len(p), _ATTR.unpack_from
+    while offset + 4 <= end:
+        length, kind = unpack(p, offset)
+        if length < 4:
+            break
+        kind &= 0x3FFF
+        if kind == IFLA_IFNAME:
+            name = p[offset + 4: offset + length]
+        elif kind == IFLA_OPERSTATE:
+            oper = p[offset + 4: offset + length]
+        elif kind == IFLA_ADDRESS:
+            mac = p[offset + 4: offset + length]
+            if name and oper:
+                break
+        offset += (length + 3) & ~3
+    return Link(index, name.rstrip(b"\0").decode(), _fmt_mac(mac), bool(flags & IFF_UP), oper == _OPER_UP)
 
 
 def _decode_route(p: bytes) -> RouteEntry:

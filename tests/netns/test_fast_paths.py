@@ -194,3 +194,28 @@ def test_deletes_in_several_threads_at_once_put_back_the_limit_on_open_files(nam
         resource.setrlimit(resource.RLIMIT_NOFILE, found)
         for made in (n for batch in batches for n in batch):
             netns.delete(made)
+
+
+def test_links_decoded_by_the_codec_match_pyroute2s_reading(name):
+    """The link decoder stops at the last attribute it needs: name, MAC, flags and operational state
+    must still match what pyroute2 reads, for links up, down, ready and not."""
+    from pyroute2 import IPRoute
+
+    netns.create(name)
+    kernel = NamespaceKernel(name)
+    fd = os.open(netns.path(name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        kernel.check([nl.link_set(1, up=True),
+                      nl.veth_add("a0", "b0", fd, mac="02:00:00:00:0a:00", peer_mac="02:00:00:00:0b:00"),
+                      nl.veth_add("down0", "down1", fd, up=False)])
+        kernel.check([nl.link_set(kernel.link("b0").index, up=True)])
+        kernel.link("a0")  # readies it: its peer came up after it
+        ours = {lk.ifname: (lk.index, lk.mac, lk.up, lk.oper_up) for lk in kernel.links()}
+    finally:
+        os.close(fd)
+        kernel.close()
+    with netns.entered(name), IPRoute() as ipr:
+        theirs = {m.get_attr("IFLA_IFNAME"): (m["index"], m.get_attr("IFLA_ADDRESS"), bool(m["flags"] & 1),
+                                              m.get_attr("IFLA_OPERSTATE") == "UP") for m in ipr.get_links()}
+    assert ours == theirs
+    assert ours["a0"][1:] == ("02:00:00:00:0a:00", True, True) and ours["down0"][2:] == (False, False)
