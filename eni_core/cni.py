@@ -211,8 +211,8 @@ class Dataplane:
                 if pod_link is None:
                     raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
                 pod_index, pod_mac = pod_link.index, pod_link.mac
-            first = not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.oif != pod_index
-                            for r in pod.routes())  # another attachment of the namespace has the default route
+            first = not any(r.dst == DEFAULT and r.oif != pod_index  # another attachment has the default route
+                            for r in pod.routes(MAIN_TABLE))
             raise_first(pod.apply(routing.plan_pod(pod_index, ip, host_mac, default_route=first),
                                   ignore=IGNORE_EXISTS))
             # the host end came up first, without carrier: read it so the kernel readies it now, and the

@@ -119,8 +119,8 @@ class FakeKernel:
     def rules(self) -> list[Rule]:
         return sorted(self._rules, key=lambda r: r.priority)
 
-    def routes(self) -> list[Route]:
-        return list(self._routes.values())
+    def routes(self, table: int | None = None) -> list[Route]:
+        return [r for r in self._routes.values() if table is None or r.table == table]
 
     def neighbours(self) -> list[Neighbour]:
         return list(self._neighbours.values())

@@ -45,8 +45,8 @@ class NamespaceKernel:
     def rules(self) -> list[nl.RuleEntry]:
         return self.sock.rules()
 
-    def routes(self) -> list[nl.RouteEntry]:
-        return self.sock.routes()
+    def routes(self, table: int | None = None) -> list[nl.RouteEntry]:
+        return self.sock.routes(table)
 
     def neighbours(self) -> list[nl.NeighEntry]:
         return self.sock.neighbours()
@@ -175,8 +175,8 @@ class NetlinkPort:
     def rules(self) -> list[ops.Rule]:
         return [_decode_rule(r) for r in self.kernel.rules()]
 
-    def routes(self) -> list[ops.Route]:
-        return [_decode_route(r) for r in self.kernel.routes()]
+    def routes(self, table: int | None = None) -> list[ops.Route]:
+        return [_decode_route(r) for r in self.kernel.routes(table)]
 
     def neighbours(self) -> list[ops.Neighbour]:
         return [ops.Neighbour(n.index, n.ip, n.mac, bool(n.state & nl.NUD_PERMANENT)) for n in self.kernel.neighbours()]

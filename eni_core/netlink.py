@@ -54,6 +54,7 @@ RTPROT_ENILAB = 77  # our routes say `proto 77`: reconcile only ever removes wha
 RTNH_F_ONLINK = 4
 RTM_F_LOOKUP_TABLE = 0x1000  # route get: report the table the FIB lookup used
 RT_TABLE_MAIN = 254
+SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 
 _HDR = struct.Struct("=IHHII")
 _IFINFO = struct.Struct("=BxHiII")
@@ -490,8 +491,18 @@ class NetlinkSocket:
                 out.append(AddrEntry(index, ip, plen))
         return out
 
-    def routes(self) -> list[RouteEntry]:
-        return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))]
+    def routes(self, table: int | None = None) -> list[RouteEntry]:
+        """Every IPv4 route, or only those of `table` (none if there is no such table): the kernel
+        filters when the socket asks for strict checking of dump requests, which it does for that
+        request only (a fresh pod's main table is empty where its local table holds three routes)."""
+        if table is None:
+            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))]
+        body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0) + _u32(RTA_TABLE, table)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        try:
+            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, body)]
+        finally:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 
     def route_get(self, dst: IPv4Address, src: IPv4Address | None = None, iif: int | None = None) -> RouteEntry:
         """The kernel's own routing decision for a packet (`ip route get`): which table, which link."""

@@ -302,7 +302,8 @@ class Kernel(Protocol):
 
     def rules(self) -> list[Rule]: ...
 
-    def routes(self) -> list[Route]: ...
+    def routes(self, table: int | None = None) -> list[Route]:
+        """Every route, or only those of `table`."""
 
     def neighbours(self) -> list[Neighbour]: ...
 

@@ -219,3 +219,31 @@ def test_links_decoded_by_the_codec_match_pyroute2s_reading(name):
                                               m.get_attr("IFLA_OPERSTATE") == "UP") for m in ipr.get_links()}
     assert ours == theirs
     assert ours["a0"][1:] == ("02:00:00:00:0a:00", True, True) and ours["down0"][2:] == (False, False)
+
+
+def test_a_dump_of_one_table_is_filtered_by_the_kernel_and_leaves_the_socket_as_it_was(name):
+    """`routes(table)` asks the kernel for one table (strict checking, for that request only): the same
+    routes pyroute2 reads in that table, none for a table that does not exist, and the socket's next
+    dumps (which strict checking would judge otherwise) work as before."""
+    from pyroute2 import IPRoute
+
+    netns.create(name)
+    kernel = NamespaceKernel(name)
+    try:
+        kernel.check([nl.link_set(1, up=True),
+                      nl.route_msg(True, table=nl.RT_TABLE_MAIN, dst=IPv4Address("10.9.0.0"), dst_len=16, oif=1,
+                                   scope=nl.RT_SCOPE_LINK),
+                      nl.route_msg(True, table=2003, dst=None, dst_len=0, oif=1, scope=nl.RT_SCOPE_LINK)])
+        main, eni, absent = kernel.routes(nl.RT_TABLE_MAIN), kernel.routes(2003), kernel.routes(2999)
+        everything = kernel.routes()
+        links, rules = kernel.links(), kernel.rules()
+    finally:
+        kernel.close()
+    with netns.entered(name), IPRoute() as ipr:
+        theirs = {t: sorted((r.get_attr("RTA_DST"), r["dst_len"]) for r in ipr.route("dump", family=2)
+                            if r.get_attr("RTA_TABLE") == t) for t in (nl.RT_TABLE_MAIN, 2003)}
+    assert sorted((str(r.dst) if r.dst else None, r.dst_len) for r in main) == theirs[nl.RT_TABLE_MAIN] == [
+        ("10.9.0.0", 16)]
+    assert [(r.table, r.dst) for r in eni] == [(2003, None)] and absent == []
+    assert {r.table for r in everything} == {nl.RT_TABLE_MAIN, 255, 2003}
+    assert [lk.ifname for lk in links] == ["lo"] and len(rules) == 3
