@@ -9,10 +9,11 @@ ENETDOWN); a gateway must be reachable on the route's link (a link-scope route o
 unless the route says `onlink` (ENETUNREACH); a deleted link takes its routes, neighbours, addresses, its
 sysctls and its veth peer with it; a new link's rp_filter starts from `conf.default`.
 
-A link is operationally up when it is up with carrier (a veth end has carrier while its peer is up). An
-end that came up before its peer is readied late, as the kernel readies it from deferred link-watch work:
-a dump shows it not operationally up until `link()` reads it (the kernel runs that work when asked for
-the link).
+A link is operationally up when it is up with carrier (a veth end has carrier while its peer is up), as
+the kernel's deferred link-watch work records it: when a veth end comes up while its peer is up, both ends
+gain carrier, and a dump shows each not operationally up until `link()` reads it (the kernel runs a
+link's pending work when asked for that link). The end that came up first cannot send until then; `lo`
+never goes through that work and is never operationally up.
 
 Examples
 --------
@@ -97,7 +98,7 @@ class FakeKernel:
             raise KernelError(errno.EBUSY, f"add link {ifname}")
         index = index or next(i for i in itertools.count(2) if i not in self._links)
         mac = mac or "02:fa:" + ":".join(f"{(index >> s) & 0xff:02x}" for s in (24, 16, 8, 0))
-        self._links[index] = link = Link(index, ifname, mac, up, oper_up=up)
+        self._links[index] = link = Link(index, ifname, mac, up, oper_up=up and ifname != "lo")
         self.sysctls.setdefault(f"net.ipv4.conf.{ifname}.rp_filter", self.sysctls.get(
             "net.ipv4.conf.default.rp_filter", 0))
         return link
@@ -106,8 +107,11 @@ class FakeKernel:
     def links(self) -> list[Link]:
         return sorted(self._links.values(), key=lambda lk: lk.index)
 
+    def _named(self, ifname: str) -> Link | None:
+        return next((lk for lk in self._links.values() if lk.ifname == ifname), None)
+
     def link(self, ifname: str) -> Link | None:
-        link = next((lk for lk in self._links.values() if lk.ifname == ifname), None)
+        link = self._named(ifname)
         if link is not None and link.index in self._unready:
             self._unready.discard(link.index)
             self._links[link.index] = link = replace(link, oper_up=True)
@@ -186,7 +190,7 @@ class FakeKernel:
             case AddVeth(ifname, peer, peer_netns, index, mac, peer_index, peer_mac):
                 self._add_veth(ifname, peer, peer_netns, (index, mac), (peer_index, peer_mac))
             case DeleteLink(ifname):
-                link = self.link(ifname)
+                link = self._named(ifname)
                 if link is None:
                     raise _Refused(errno.ENODEV)
                 self._remove_link(link.index)
@@ -224,7 +228,7 @@ class FakeKernel:
         other = self.host.namespace(peer_netns) if self.host else None
         if other is None:
             raise _Refused(errno.EBADF)
-        if self.link(ifname) is not None or (other is not self and other.link(peer) is not None):
+        if self._named(ifname) is not None or (other is not self and other._named(peer) is not None):
             raise _Refused(errno.EEXIST)
         if here_as[0] in self._links or there_as[0] in other._links:
             raise _Refused(errno.EBUSY)
@@ -235,21 +239,24 @@ class FakeKernel:
         self._links[here.index] = replace(here, oper_up=False)  # up, but its peer is not: no carrier
 
     def _set_up(self, index: int, up: bool) -> None:
-        """A link's flag, and its operational state with its veth peer's: an end coming up while its peer is up
-        runs at once and gives the peer carrier, which the kernel acts on later (`_unready`)."""
+        """A link's flag, and its operational state with its veth peer's: an end coming up while its peer is
+        up gives both ends carrier, which the kernel records later (`_unready`); going down, both lose it."""
         link = self._need_link(index)
         if up == link.up:
             return
         peer = self._peers.get(index)
-        peer_up = peer is None or peer[0]._links[peer[1]].up
-        self._links[index] = replace(link, up=up, oper_up=up and peer_up)
-        self._unready.discard(index)
-        if peer is not None:
-            other, peer_index = peer
-            other._unready.discard(peer_index)
-            other._links[peer_index] = replace(other._links[peer_index], oper_up=False)
-            if up and other._links[peer_index].up:
-                other._unready.add(peer_index)
+        if peer is None:
+            self._links[index] = replace(link, up=up, oper_up=up and link.ifname != "lo")
+            return
+        other, peer_index = peer
+        self._links[index] = replace(link, up=up, oper_up=False)
+        other._links[peer_index] = replace(other._links[peer_index], oper_up=False)
+        carrier = up and other._links[peer_index].up
+        for kernel, i in ((self, index), (other, peer_index)):
+            if carrier:
+                kernel._unready.add(i)
+            else:
+                kernel._unready.discard(i)
 
     def _remove_link(self, index: int) -> None:
         link = self._links.pop(index)

@@ -449,6 +449,10 @@ class NetlinkSocket:
                 if rseq != seq:
                     continue
                 if rtype == NLMSG_DONE:
+                    # a dump that failed on its way says so here (an int, the negative errno)
+                    code = _I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
+                    if code < 0:
+                        raise NetlinkError(-code, f"dump {mtype}")
                     return
                 if rtype == NLMSG_ERROR:
                     (code,) = _I32.unpack_from(payload)
@@ -492,15 +496,23 @@ class NetlinkSocket:
         return out
 
     def routes(self, table: int | None = None) -> list[RouteEntry]:
-        """Every IPv4 route, or only those of `table` (none if there is no such table): the kernel
-        filters when the socket asks for strict checking of dump requests, which it does for that
-        request only (a fresh pod's main table is empty where its local table holds three routes)."""
+        """Every IPv4 route, or only those of `table` (none if the namespace has no such table, as a
+        fresh pod's has no main table: its only routes are its local table's three for `lo`). The kernel
+        filters when the socket asks for strict checking of dump requests, which it does for that request
+        only; a kernel without strict checking (before 4.20) sends every route, filtered here."""
+        every = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)
         if table is None:
-            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0))]
-        body = _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0) + _u32(RTA_TABLE, table)
-        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every)]
         try:
-            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, body)]
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        except OSError:
+            return [r for r in (_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every)) if r.table == table]
+        try:
+            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every + _u32(RTA_TABLE, table))]
+        except NetlinkError as err:
+            if err.errno == errno_mod.ENOENT:
+                return []
+            raise
         finally:
             self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 

@@ -64,8 +64,9 @@ class Link:
     ifname: str
     mac: str
     up: bool
-    # its RFC 2863 operational state is "up": the kernel has seen its carrier and readied it to send (set by
-    # deferred link-watch work; a link that reports no carrier, as lo, stays "unknown": False here)
+    # its RFC 2863 operational state is "up": set by the kernel's deferred link-watch work once the link
+    # has carrier, the work that also readies a link that came up before its carrier to send (lo never
+    # goes through it and stays "unknown": False here)
     oper_up: bool = False
 
 

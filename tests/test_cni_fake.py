@@ -193,7 +193,7 @@ def test_add_waits_a_bounded_time_for_a_host_end_that_never_runs_then_answers(mo
     reads = reads_of_the_host_end(w, ready_from=None)
     started = time.monotonic()
     result = w.call("ADD")
-    assert result["ips"] and len(reads) > 1 and time.monotonic() - started < 5
+    assert result["ips"] and len(reads) > 1 and 0.05 <= time.monotonic() - started < 0.5
 
 
 def test_a_host_end_that_vanishes_during_add_fails_it_and_rolls_it_back():
@@ -204,6 +204,7 @@ def test_a_host_end_that_vanishes_during_add_fails_it_and_rolls_it_back():
         w.call("ADD")
     assert err.value.code == IO_FAILURE and "vanished" in err.value.msg
     assert w.node_rules() == set() and w.agent.handle("get", {"pod": w.key()}) is None
+    assert routing.host_veth_name(w.key()) not in {lk.ifname for lk in w.node.links()}
 
 
 def test_add_into_a_path_that_is_not_a_namespace_or_does_not_exist_says_so_and_keeps_nothing():

@@ -137,12 +137,15 @@ def test_a_veth_end_up_before_its_peer_is_operationally_up_only_once_read_after_
     node, pod = host.add_namespace("/n"), host.add_namespace("/p")
     node.apply([AddVeth("veth0", "eth0", "/p", index=64)], ignore=())
     oper_up = lambda k, name: next(lk.oper_up for lk in k.links() if lk.ifname == name)  # noqa: E731
+    node.apply([SetLinkState(1, up=True)], ignore=())
     assert not oper_up(node, "veth0")  # up, no carrier
     pod.apply([SetLinkState(2, up=True)], ignore=())
-    assert oper_up(pod, "eth0") and not oper_up(node, "veth0")  # a dump: the kernel has not got to it
+    assert not oper_up(pod, "eth0") and not oper_up(node, "veth0")  # a dump: the kernel has not got to them
     assert node.link("veth0").oper_up and oper_up(node, "veth0")  # asked for, it is readied
+    assert not oper_up(pod, "eth0") and pod.link("eth0").oper_up  # each link by itself
     pod.apply([SetLinkState(2, up=False)], ignore=())
-    assert not node.link("veth0").oper_up and node.link("veth0").up
+    assert not node.link("veth0").oper_up and node.link("veth0").up and not pod.link("eth0").oper_up
+    assert not node.link("lo").oper_up  # lo stays "unknown", up or not
 
 
 def test_opening_a_path_that_is_no_namespace_fails_as_the_kernel_would():

@@ -363,20 +363,28 @@ def rtnl_contention(run, pairs: int = 300, threads: int = 2):
     recorded by `run`): the kernel holds the rtnl lock for each link made and through each teardown, as it
     would for another cluster set up or torn down beside this one."""
     stop = threading.Event()
+    rounds: list[int] = []
+    failures: list[BaseException] = []
 
     def churn(t: int) -> None:
-        for k in itertools.count():
-            if stop.is_set():
-                return
-            name = run.netns(f"churn{t}-{k}")
-            fd = os.open(netns.path(name), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                kernel = NamespaceKernel(name)
-                kernel.check([nl.veth_add(f"a{i}", f"b{i}", fd) for i in range(pairs)])
-                kernel.close()
-            finally:
-                os.close(fd)
-                netns.delete(name)
+        try:
+            for k in itertools.count():
+                if stop.is_set():
+                    return
+                name = run.netns(f"churn{t}-{k}")
+                fd = os.open(netns.path(name), os.O_RDONLY | os.O_CLOEXEC)
+                kernel = None
+                try:
+                    kernel = NamespaceKernel(name)
+                    kernel.check([nl.veth_add(f"a{i}", f"b{i}", fd) for i in range(pairs)])
+                finally:
+                    if kernel is not None:
+                        kernel.close()
+                    os.close(fd)
+                    netns.delete(name)
+                rounds.append(t)
+        except BaseException as err:  # the test fails on it: without contention it would prove nothing
+            failures.append(err)
 
     workers = [threading.Thread(target=churn, args=(t,), daemon=True) for t in range(threads)]
     for worker in workers:
@@ -387,6 +395,8 @@ def rtnl_contention(run, pairs: int = 300, threads: int = 2):
         stop.set()
         for worker in workers:
             worker.join(timeout=30)
+    assert not failures, f"the contention threads failed: {failures}"
+    assert len(set(rounds)) == threads, f"every contention thread must have churned; rounds: {rounds}"
 
 
 def test_add_returns_with_the_host_veth_ready_and_the_nodes_first_datagram_reaches_the_pod():

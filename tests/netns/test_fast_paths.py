@@ -3,6 +3,7 @@ batch still names every request the kernel refused; namespace files made as link
 files do, and creation still works when linking is impossible."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -209,7 +210,8 @@ def test_links_decoded_by_the_codec_match_pyroute2s_reading(name):
                       nl.veth_add("a0", "b0", fd, mac="02:00:00:00:0a:00", peer_mac="02:00:00:00:0b:00"),
                       nl.veth_add("down0", "down1", fd, up=False)])
         kernel.check([nl.link_set(kernel.link("b0").index, up=True)])
-        kernel.link("a0")  # readies it: its peer came up after it
+        kernel.link("a0")  # both ends have carrier now: reading each runs its pending link-watch work,
+        kernel.link("b0")  # so a dump right after and pyroute2's later one see the same state
         ours = {lk.ifname: (lk.index, lk.mac, lk.up, lk.oper_up) for lk in kernel.links()}
     finally:
         os.close(fd)
@@ -235,8 +237,18 @@ def test_a_dump_of_one_table_is_filtered_by_the_kernel_and_leaves_the_socket_as_
                                    scope=nl.RT_SCOPE_LINK),
                       nl.route_msg(True, table=2003, dst=None, dst_len=0, oif=1, scope=nl.RT_SCOPE_LINK)])
         main, eni, absent = kernel.routes(nl.RT_TABLE_MAIN), kernel.routes(2003), kernel.routes(2999)
+        strict = kernel.sock.sock.getsockopt(nl.SOL_NETLINK, nl.NETLINK_GET_STRICT_CHK)
         everything = kernel.routes()
         links, rules = kernel.links(), kernel.rules()
+
+        def failing(mtype, body):
+            raise nl.NetlinkError(errno.EINVAL, "dump")
+            yield
+
+        kernel.sock._dump = failing
+        with pytest.raises(nl.NetlinkError):
+            kernel.routes(nl.RT_TABLE_MAIN)
+        strict_after_error = kernel.sock.sock.getsockopt(nl.SOL_NETLINK, nl.NETLINK_GET_STRICT_CHK)
     finally:
         kernel.close()
     with netns.entered(name), IPRoute() as ipr:
@@ -247,3 +259,4 @@ def test_a_dump_of_one_table_is_filtered_by_the_kernel_and_leaves_the_socket_as_
     assert [(r.table, r.dst) for r in eni] == [(2003, None)] and absent == []
     assert {r.table for r in everything} == {nl.RT_TABLE_MAIN, 255, 2003}
     assert [lk.ifname for lk in links] == ["lo"] and len(rules) == 3
+    assert strict == 0 and strict_after_error == 0  # strict checking was for the one request
