@@ -337,8 +337,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_ctrl_c_stops_the_sweep_and_its_workers_without_a_traceback():
+    # 1,000 nodes: each replay takes seconds, so the Ctrl-C lands inside one however late this test gets
+    # the processor back on a loaded machine (at 300 nodes the whole sweep once ended before it came)
     proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "tune", "--workload", "steady", "--nodes",
-                             "300", "--sweep", "min_prebound=1,2,3,4", "--workers", "2"],
+                             "1000", "--sweep", "min_prebound=1,2,3,4", "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
