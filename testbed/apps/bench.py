@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import gc
 import importlib.util
 import json
@@ -92,7 +91,7 @@ def _die_with_parent(parent: int) -> None:
     `kill -9` gives the bench no chance to stop it, and a worker left waiting would live on). Linux
     only; elsewhere the worker ends when it finds its work queue closed."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc, as eni_core.netns opens it
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
