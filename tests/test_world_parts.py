@@ -17,9 +17,10 @@ from eni_core.model import PoolConfig, Subnet
 from eni_core.ports import InsufficientAddresses, InvalidParameter, TransientError
 from testbed.apps import bench
 from testbed.world.addresses import AddressBook, AddressSpace
+from testbed.world.backends.sim import SimBackend
 from testbed.world.churn import churn_workload, churn_world, replay_churn
 from testbed.world.cluster import Cluster
-from testbed.world.pods import PodPhase
+from testbed.world.pods import NO_EXTRA, PodPhase
 from testbed.world.spec import ClusterSpec, NodeSpec
 from testbed.world.timers import NodeTimers
 from tests import helpers
@@ -289,6 +290,23 @@ def test_pod_phases_are_the_strings_of_the_json_contract():
     assert json.dumps({"phase": PodPhase.RUNNING}) == '{"phase": "Running"}'
 
 
+def test_a_pod_the_backend_shows_nothing_of_shares_one_read_only_empty_extra_and_others_have_their_own():
+    c = _cluster(("n1", 2, 4))
+    a, b = c.create_pods(2, "n1")
+    assert a.extra is b.extra is NO_EXTRA and a.phase == PodPhase.RUNNING
+    with pytest.raises(TypeError):
+        a.extra["netns"] = "x"  # type: ignore[index]  # one pod's change would show on every pod
+
+    class Shows(SimBackend):
+        def pod_up(self, node, pod, alloc):
+            return {"netns": f"ns-{pod}"}
+
+    c = Cluster(_cluster(("n1", 2, 4)).spec, backend=Shows(), keep_events=False)
+    a, b = c.create_pods(2, "n1")
+    assert (a.extra, b.extra) == ({"netns": f"ns-{a.name}"}, {"netns": f"ns-{b.name}"})
+    assert c.state()["pods"][a.name]["netns"] == f"ns-{a.name}"
+
+
 def test_nodes_alike_share_one_limits_one_subnet_list_and_one_quota_object_and_others_have_their_own():
     c = Cluster(churn_world(8, seed=4), keep_events=False)  # node n sits in subnets n % 4 and (n + 1) % 4
     a, b, other = (c.nodes[f"node-{n}"] for n in (0, 4, 1))
@@ -305,6 +323,26 @@ def test_the_churn_workload_names_the_worlds_own_node_objects():
     world, events = churn_world(20, seed=4), churn_workload(20, 300, 2, seed=4)
     names = {id(n.name) for n in world.nodes}
     assert all(id(node) in names for *_, node in events)  # a lookup finds its key by identity
+
+
+def test_the_churn_workload_is_each_pods_life_in_time_order_with_its_own_time_and_one_name_per_pod():
+    """Every pod is created, then deleted, on one node; the events come in time order (creations first at
+    one instant). Each event's time is an object of its own, made in replay order, and a pod's two events
+    share one name, made when its creation comes: what a replay reads lies in the order it reads it."""
+    events = churn_workload(20, 300, 2, seed=4)
+    assert len(events) == 600
+    assert [e[:2] for e in events] == sorted(e[:2] for e in events)
+    assert {op for _, order, op, _, _ in events if order == 0} == {"create"}
+    assert {op for _, order, op, _, _ in events if order == 1} == {"delete"}
+    created, deleted = {}, {}
+    for t, _, op, pod, node in events:
+        (created if op == "create" else deleted)[pod] = (t, node, pod)
+    assert created.keys() == deleted.keys() == {f"pod-{i}" for i in range(300)}
+    for name, (born, node, pod) in created.items():
+        died, its_node, its_pod = deleted[name]
+        assert born <= died <= 2 * 3600 and its_node is node and its_pod is pod
+    times = [id(e[0]) for e in events]
+    assert len(set(times)) == len(times)  # no two events share a time object, not even at one instant
 
 
 def test_the_bench_replay_makes_no_garbage_cycle_and_gives_the_collector_back(monkeypatch):

@@ -218,14 +218,16 @@ class Cluster:
             return False
         pod.node, pod.phase, pod.ip, pod.eni_id = node.name, PodPhase.RUNNING, alloc.ip, alloc.eni_id
         try:
-            pod.extra.update(self.backend.pod_up(node.name, pod.name, alloc))
+            shown = self.backend.pod_up(node.name, pod.name, alloc)
+            if shown:
+                pod.extra = {**pod.extra, **shown}
         except Exception as err:  # the pod cannot run (its container exited at once): it is not created
             node.ipamd.release(pod.name)
             self._forget_pod(pod.name)
             self.events({"t": self.clock.now(), "kind": "pod", "pod": pod.name, "node": node.name,
                          "event": "Failed", "reason": str(err)})
             raise ClusterError(str(err)) from err
-        node.running.add(pod.name)
+        node.running[pod.name] = None
         self.events({"t": self.clock.now(), "kind": "pod", "pod": pod.name, "node": node.name,
                      "event": "Started", "ip": str(alloc.ip), "eni": alloc.eni_id})
         return True

@@ -6,8 +6,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address
 from itertools import islice
+from types import MappingProxyType
+from typing import Any
 
-__all__ = ["Pod", "PodPhase", "newest_first", "next_auto_name"]
+__all__ = ["NO_EXTRA", "Pod", "PodPhase", "newest_first", "next_auto_name"]
+
+NO_EXTRA: Mapping[str, Any] = MappingProxyType({})  # a pod the backend shows nothing of (the sim's): shared, read-only
 
 
 class PodPhase(StrEnum):
@@ -31,7 +35,9 @@ class Pod:
     phase: PodPhase = PodPhase.PENDING
     ip: IPv4Address | None = None
     eni_id: str | None = None
-    extra: dict = field(default_factory=dict)  # what the backend shows of the pod (netns, veth)
+    # what the backend shows of the pod (netns, veth), replaced, never changed in place: a pod it shows
+    # nothing of shares one empty mapping, where a table of its own would be one more object per pod
+    extra: Mapping[str, Any] = field(default_factory=lambda: NO_EXTRA)
 
 
 def next_auto_name(counter: int, taken: Container[str]) -> tuple[int, str]:

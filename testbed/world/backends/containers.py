@@ -189,7 +189,7 @@ class ContainersBackend(NetnsBackend):
             for pod, state in states.items():
                 p = self.cluster.pods.get(pod)
                 if p is not None and p.node == node:
-                    p.extra["container_state"] = state
+                    p.extra = {**p.extra, "container_state": state}
         return super().node_state(node)
 
     def exec(self, pod: str, argv: list[str]) -> tuple[int, bytes, bytes]:
