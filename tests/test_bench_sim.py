@@ -1,4 +1,5 @@
-"""`enilab bench sim` when the process it measures the tenth in is killed: a clear error, never a hang."""
+"""`enilab bench sim` when the process it measures the tenth in is killed: a clear error, never a hang; and
+the sizes `enilab bench` refuses before it starts."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,37 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from testbed.apps import bench as bench_mod
+from testbed.apps.cli import main
+
+BAD = [
+    (["sim", "--hours", "-1"], "--hours -1: give a span above 0 and at most two weeks (336)"),
+    (["sim", "--hours", "nan"], "--hours nan: give a span above 0"),
+    (["sim", "--hours", "0"], "--hours 0: give a span above 0"),
+    (["sim", "--hours", "400"], "--hours 400: give a span above 0 and at most two weeks"),
+    (["sim", "--nodes", "0"], "--nodes 0: give 1 to 50,000 nodes"),
+    (["sim", "--nodes", "-3"], "--nodes -3: give 1 to 50,000 nodes"),
+    (["sim", "--nodes", "50001"], "--nodes 50001: give 1 to 50,000 nodes"),
+    (["sim", "--pods", "0"], "--pods 0: give 1 to 2,500,000 pods"),
+    (["sim", "--pods", "-5"], "--pods -5: give 1 to 2,500,000 pods"),
+    (["bringup", "--nodes", "0"], "--nodes 0: give 1 or more"),
+    (["bringup", "--pods-per-node", "-1"], "--pods-per-node -1: give 1 or more"),
+    (["bringup", "--nodes", "1000", "--pods-per-node", "1000"], "1,000,000 pods; give at most 100,000"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_a_size_no_bench_can_run_exits_2_naming_it_before_anything_starts(capsys, monkeypatch, args, message):
+    called = []
+    monkeypatch.setattr(bench_mod, "bench_sim", lambda *a: called.append(a))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # bringup's sizes are checked before it asks for root
+    assert main(["bench", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "needs root" not in err, err
+    assert not called
 
 
 def _children(pid: int) -> list[int]:

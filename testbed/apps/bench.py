@@ -17,7 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from testbed.apps.measure import peak_rss_mb
-from testbed.world.churn import Arrival, churn_workload, churn_world, replay_churn
+from testbed.errors import UsageError
+from testbed.world.churn import Arrival, check_churn, churn_workload, churn_world, replay_churn
 from testbed.world.cluster import Cluster
 from testbed.world.spec import ClusterSpec
 
@@ -26,6 +27,9 @@ __all__ = ["print_result", "run"]
 SIM_TARGET_S = 10.0
 SIM_TARGET_MB = 1024
 SIM_TARGET_SCALING = 1.1  # cost per event at full size over a tenth's (#17: 10,000 nodes against 1,000)
+# the largest `bench sim` takes: five times #17's 10,000 nodes and 500,000 pods, some 1.6 GiB and 10 minutes
+SIM_MAX_NODES, SIM_MAX_PODS = 50_000, 2_500_000
+BRINGUP_MAX_PODS = 100_000  # namespaces; the kernel's limits say no earlier on most machines (a clear error too)
 
 
 class NaiveCluster(Cluster):
@@ -179,10 +183,11 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
 
 def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "sim":
-        return bench_sim(args.nodes or 1000, args.pods, args.hours, args.seed)
+        nodes = 1000 if args.nodes is None else args.nodes
+        check_churn(nodes, args.pods, args.hours, max_nodes=SIM_MAX_NODES, max_pods=SIM_MAX_PODS, min_pods=1)
+        return bench_sim(nodes, args.pods, args.hours, args.seed)
+    _check_bringup_size(args.nodes, args.pods_per_node)
     if os.geteuid() != 0:
-        from testbed.errors import UsageError
-
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
     from testbed.apps import bench_netns
 
@@ -192,13 +197,9 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         compare = tuple(name for name in args.compare.split(",") if name and name != "none")
         unknown = [name for name in compare if name not in bench_netns.BUILDERS]
         if unknown:
-            from testbed.errors import UsageError
-
             raise UsageError(f"--compare: no builder {unknown[0]!r}; choose from {', '.join(bench_netns.BUILDERS)} "
                              "or none")
         if "pyroute2" in compare and importlib.util.find_spec("pyroute2") is None:
-            from testbed.errors import UsageError
-
             raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
                              "--compare floor,ip_batch,ip")
         from testbed.apps.bench_rootless import beside
@@ -206,6 +207,17 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         nodes, pods_per_node = args.nodes or 10, args.pods_per_node or 50
         return beside(bench_netns.bench_bringup(nodes, pods_per_node, compare), nodes, pods_per_node)
     return bench_netns.bench_cni()
+
+
+def _check_bringup_size(nodes: int | None, pods_per_node: int | None) -> None:
+    """UsageError unless the nodes and pods per node given (None: the default) are at least 1 each, and
+    their pods at most BRINGUP_MAX_PODS."""
+    for option, value in (("--nodes", nodes), ("--pods-per-node", pods_per_node)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} {value}: give 1 or more")
+    if nodes is not None and pods_per_node is not None and nodes * pods_per_node > BRINGUP_MAX_PODS:
+        raise UsageError(f"--nodes {nodes} --pods-per-node {pods_per_node}: {nodes * pods_per_node:,} pods; "
+                         f"give at most {BRINGUP_MAX_PODS:,}")
 
 
 def _rootless_line(r: dict[str, Any]) -> str:

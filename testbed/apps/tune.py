@@ -52,7 +52,7 @@ from typing import Any
 from eni_core.model import PoolConfig
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
-from testbed.world.churn import MEAN_LIFE_S, churn_workload, churn_world
+from testbed.world.churn import MEAN_LIFE_S, check_churn, churn_workload, churn_world
 from testbed.world.cluster import Cluster
 from testbed.world.faults import FaultConfig
 from testbed.world.pods import Pod
@@ -245,14 +245,10 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
     """
     if kind not in WORKLOADS:
         raise UsageError(f"--workload {kind}: unknown workload; use one of {', '.join(WORKLOADS)}")
-    if not 1 <= nodes <= MAX_NODES:
-        raise UsageError(f"--nodes {nodes}: give 1 to {MAX_NODES:,} nodes")
-    if not 0 < hours <= 24 * 14:
-        raise UsageError(f"--hours {hours:g}: give a span above 0 and at most two weeks (336)")
+    check_churn(nodes, None, hours, max_nodes=MAX_NODES, max_pods=MAX_PODS)
     span = hours * 3600
     total = round(nodes * PODS_PER_NODE_DAY * hours / 24) if pods is None else pods
-    if not 0 <= total <= MAX_PODS:
-        raise UsageError(f"--pods {total}: give 0 to {MAX_PODS:,} pods")
+    check_churn(nodes, total, hours, max_nodes=MAX_NODES, max_pods=MAX_PODS)  # the pods, given or made from the hours
     rng = random.Random(f"{kind}:{seed}")
     out: list[tuple[float, int, str, str, str]] = []  # (t, order, op, pod, node), as `enilab bench sim` makes
 
@@ -278,7 +274,8 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
             while rng.uniform(0, 1.8) > _diurnal_rate(born):
                 born = rng.uniform(0, span * 0.9)
             pod(i, born, born + rng.expovariate(1 / MEAN_LIFE_S), f"node-{rng.randrange(nodes)}")
-    out.sort()
+    if kind != "steady":  # `churn_workload` gives them in order
+        out.sort()
     arrivals = tuple((t, op, name, node) for t, _, op, name, node in out)
     world = replace(churn_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
     return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from ipaddress import IPv4Network
 
 from eni_core.model import PoolConfig, Subnet
+from testbed.errors import UsageError
 from testbed.world.cluster import Cluster
 from testbed.world.spec import ClusterSpec, NodeSpec
 
-__all__ = ["MEAN_LIFE_S", "Arrival", "churn_workload", "churn_world", "replay_churn"]
+__all__ = ["MAX_HOURS", "MEAN_LIFE_S", "Arrival", "check_churn", "churn_workload", "churn_world", "replay_churn"]
 
 MEAN_LIFE_S = 7200.0
+MAX_HOURS = 24 * 14  # two weeks of simulated time
 Arrival = tuple[float, int, str, str, str]  # (time, order: creations first, "create" or "delete", pod, node)
 
 
@@ -27,6 +29,25 @@ def churn_world(nodes: int, seed: int) -> ClusterSpec:
     subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(4))
     specs = tuple(NodeSpec(node_name(n), (subnets[n % 4].id, subnets[(n + 1) % 4].id), 4, 10) for n in range(nodes))
     return ClusterSpec(subnets=subnets, nodes=specs, pool=PoolConfig(), seed=seed)
+
+
+def check_churn(nodes: int, pods: int | None, hours: float, *, max_nodes: int, max_pods: int,
+                min_pods: int = 0) -> None:
+    """UsageError naming the first option, as the command line spells it, that no churn can be made of:
+    `nodes` nodes (1 to `max_nodes`), a span of `hours` (above 0, at most `MAX_HOURS`; NaN is neither) and
+    `pods` creations (`min_pods` to `max_pods`; None: not given). The limits keep a command's time and
+    memory bounded.
+
+    >>> check_churn(10, 100, float("nan"), max_nodes=100, max_pods=1000)
+    Traceback (most recent call last):
+    testbed.errors.UsageError: --hours nan: give a span above 0 and at most two weeks (336)
+    """
+    if not 1 <= nodes <= max_nodes:
+        raise UsageError(f"--nodes {nodes}: give 1 to {max_nodes:,} nodes")
+    if not 0 < hours <= MAX_HOURS:
+        raise UsageError(f"--hours {hours:g}: give a span above 0 and at most two weeks ({MAX_HOURS})")
+    if pods is not None and not min_pods <= pods <= max_pods:
+        raise UsageError(f"--pods {pods}: give {min_pods:,} to {max_pods:,} pods")
 
 
 def churn_workload(nodes: int, pods: int, hours: float, seed: int) -> list[Arrival]:
@@ -53,7 +74,10 @@ def churn_workload(nodes: int, pods: int, hours: float, seed: int) -> list[Arriv
     pod_names: dict[int, str] = {}
     events = []
     for t, delete, i, node in order:
-        pod = pod_names.pop(i) if delete else pod_names.setdefault(i, f"pod-{i}")
+        if delete:
+            pod = pod_names.pop(i)
+        else:
+            pod_names[i] = pod = f"pod-{i}"
         events.append((t * 1.0, delete, "delete" if delete else "create", pod, node))  # t * 1.0: a float of its own
     return events
 
