@@ -218,9 +218,7 @@ class Cluster:
             return False
         pod.node, pod.phase, pod.ip, pod.eni_id = node.name, PodPhase.RUNNING, alloc.ip, alloc.eni_id
         try:
-            shown = self.backend.pod_up(node.name, pod.name, alloc)
-            if shown:
-                pod.extra = {**pod.extra, **shown}
+            pod.show(self.backend.pod_up(node.name, pod.name, alloc))
         except Exception as err:  # the pod cannot run (its container exited at once): it is not created
             node.ipamd.release(pod.name)
             self._forget_pod(pod.name)

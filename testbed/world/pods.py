@@ -39,6 +39,11 @@ class Pod:
     # nothing of shares one empty mapping, where a table of its own would be one more object per pod
     extra: Mapping[str, Any] = field(default_factory=lambda: NO_EXTRA)
 
+    def show(self, shown: Mapping[str, Any]) -> None:
+        """Add to what the backend shows of the pod (`extra` is replaced, never changed in place)."""
+        if shown:
+            self.extra = {**self.extra, **shown}
+
 
 def next_auto_name(counter: int, taken: Container[str]) -> tuple[int, str]:
     """Automatic pod names are pod-1, pod-2, ... skipping names in use: (the new counter, the name).

@@ -37,7 +37,8 @@ class Node:
     ipamd: EniNode
     seq: int = 0  # the order nodes were added in: ties in scheduling go to the older node
     pending: dict[str, bool] = field(default_factory=dict)  # in the order they came -> FailedScheduling is out
-    running: dict[str, None] = field(default_factory=dict)  # a set as a dict: half the memory at a node's few pods
+    # a set, as a dict: a set takes 728 B from its fifth member, a dict 184 B up to five and 272 B up to ten
+    running: dict[str, None] = field(default_factory=dict)
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
     unannounced_count: int = 0
     name: str = field(init=False)  # the spec's (a changed spec keeps it), here so a lookup reads no other object

@@ -188,8 +188,8 @@ class ContainersBackend(NetnsBackend):
             states = self.container_states()
             for pod, state in states.items():
                 p = self.cluster.pods.get(pod)
-                if p is not None and p.node == node:
-                    p.extra = {**p.extra, "container_state": state}
+                if p is not None and p.node == node and p.extra.get("container_state") != state:
+                    p.show({"container_state": state})
         return super().node_state(node)
 
     def exec(self, pod: str, argv: list[str]) -> tuple[int, bytes, bytes]:
