@@ -44,6 +44,7 @@ class RetryPolicy:
     resync_window: float = 10.0  # after an ambiguous answer, re-sync with the VPC until this long has passed
 
 
+MAX_DOUBLINGS = 1000  # 2 ** 1000 is about 1e301: any base reaches any cap long before, and it fits a float
 DEFAULT_RETRY = RetryPolicy()  # one for every node that names none: an ipamd's calls read it, a cluster's stay warm
 
 
@@ -426,7 +427,8 @@ class EniNode(abc.ABC):
         """The cloud failed the work: wait before trying it again (doubling, at most `max_backoff`)."""
         why = f"{type(err).__name__}: {err.message}"
         self._failures += 1
-        wait = min(self.retry.base * 2 ** self._failures, self.retry.max_backoff)
+        # the doubling stops at the cap; past 1,024 failures in a row 2 ** failures would not fit a float
+        wait = min(self.retry.base * 2 ** min(self._failures, MAX_DOUBLINGS), self.retry.max_backoff)
         self.backoff_until = self.clock.now() + wait
         self._emit({"kind": "backoff", "node": self.node, "seconds": wait, "reason": why})
 

@@ -377,6 +377,23 @@ def test_the_churn_replays_to_an_empty_cluster_and_is_the_same_for_the_same_seed
     assert not c.pods and c.vpc.calls > 0
 
 
+def test_a_node_whose_cloud_fails_for_days_backs_off_at_the_cap_and_tries_again_for_ever():
+    """Thousands of failures in a row (2 ** failures outgrows a float after 1,024) keep the wait at the cap,
+    and the node comes back once the cloud does."""
+    from testbed.world.vpc import FaultConfig
+
+    c = helpers.cluster(min_prebound=1, max_prebound=1)
+    c.vpc.faults = FaultConfig(transient=1.0)
+    c.create_pods(1, "node-1")
+    c.advance(2 * 86400)  # a failure every 30 s at most: some 6,000
+    ipamd = c.nodes["node-1"].ipamd
+    assert ipamd._failures > 2000
+    assert 0 < ipamd.backoff_until - c.clock.now() <= ipamd.retry.max_backoff
+    c.vpc.faults = FaultConfig()
+    c.advance(ipamd.retry.max_backoff)
+    assert c.state()["pods"]["pod-1"]["phase"] == "Running"
+
+
 def test_a_pod_pending_while_the_pool_backs_off_says_so_not_that_eni_ip_is_full(monkeypatch):
     """eni-ip allows the pod (allocatable 2, pods 1), yet the node hands out no IP (here: none it can give)
     while its pool backs off from a failing cloud: the FailedScheduling names the back-off, not eni-ip.
