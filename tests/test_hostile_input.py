@@ -414,7 +414,7 @@ def test_validation_and_the_cluster_agree_on_names_and_on_newest_first(seed):
         assert list(timeline.pods) == list(cluster.pods), (i, step)
 
 
-@pytest.mark.parametrize("reserved", [15, 16, 17])
+@pytest.mark.parametrize("reserved", [15, 16, 17, 2**32, 99_999_999_999])  # past 2**32: no address can be made
 def test_a_subnets_reserved_count_is_refused_exactly_when_the_vpc_would_have_no_address_to_hand_out(reserved):
     doc = {"cluster": {"subnets": [{"id": "s", "cidr": "10.0.1.0/28", "reserved": reserved}]}}  # 16 addresses
     if reserved == 15:  # the VPC hands out one address: the last before the broadcast

@@ -331,8 +331,7 @@ def _parse_subnets(data: list) -> tuple[tuple[Subnet, ...], tuple[HostSpec, ...]
         if s["id"] in subnets:
             raise ScenarioError(f"{where}: field 'id': subnet {s['id']} is defined twice")
         subnet = Subnet(s["id"], s["cidr"], s.get("reserved", Subnet.reserved))
-        first, last = usable_range(subnet)
-        if first > last:
+        if subnet.reserved > subnet.size - 1:  # checked before its addresses are made: past 2**32 none can be
             raise ScenarioError(f"{where}: field 'reserved': {subnet.reserved} leaves no usable address "
                                 f"in {subnet.cidr}")
         subnets[subnet.id] = subnet
