@@ -1,9 +1,11 @@
 """Invalid scenarios: a clear message naming the step and field, exit 2, no traceback, nothing run."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -110,6 +112,23 @@ def test_netns_only_ops_are_refused_by_simulate(tmp_path):
     argv = [sys.executable, "-m", "testbed.apps.cli", "simulate", str(f)]
     proc = subprocess.run(argv, capture_output=True, text=True)
     assert proc.returncode == 2 and "step 2 (set_sysctl): needs real packets" in proc.stderr
+
+
+@pytest.mark.parametrize("kind,message", [("fifo", "not a regular file"), ("folder", "a folder"),
+                                          ("device", "not a regular file")])
+def test_a_fifo_a_folder_or_a_device_is_refused_at_once(tmp_path, kind, message):
+    """A FIFO would hold the command waiting for a writer for ever; a device is no scenario either."""
+    path = tmp_path / "s.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and f"{path}: {message}; give a scenario's YAML file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("name,content,message", [

@@ -11,11 +11,14 @@ the limits below, each with a short message: quoted values are cut to 80 charact
 from __future__ import annotations
 
 import math
+import os
 import shlex
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib.resources.abc import Traversable
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, ClassVar
@@ -617,13 +620,30 @@ def parse_scenario(data: Any, source: str = SOURCE) -> Scenario:
     return Scenario(name, spec, steps, source, top.get("backend"))
 
 
+def _read_at_most(source: Path | Traversable, limit: int, shown: str) -> bytes:
+    """Up to `limit` bytes of a regular file (or of a built-in's shipped one). A FIFO, a device or a folder
+    is refused at once: opening a FIFO would otherwise wait for a writer, for ever."""
+    if not isinstance(source, Path):
+        with source.open("rb") as file:
+            return file.read(limit)
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+            raise ScenarioError(f"{shown}: {kind}; give a scenario's YAML file")
+        with open(fd, "rb", closefd=False) as file:
+            return file.read(limit)
+    finally:
+        os.close(fd)
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read, parse and validate a scenario or topology file; raise ScenarioError with a short message."""
     path = Path(path)
     shown = str(path) if len(str(path)) <= 120 else shorten(str(path), 120)
     try:
-        with resolve(path).open("rb") as file:  # a built-in's name stands for its shipped file
-            raw = file.read(MAX_FILE_BYTES + 1)
+        raw = _read_at_most(resolve(path), MAX_FILE_BYTES + 1, shown)  # a built-in's name stands for its shipped file
     except OSError as err:
         raise ScenarioError(f"{shown}: cannot read it ({err.strerror}); check the path") from None
     except ValueError as err:  # a NUL byte in the name, say
