@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import networkx as nx
+import pytest
 
 from testbed.apps.runner import apply_step
 from testbed.observe import topology
@@ -55,3 +56,35 @@ def test_draw_and_export(tmp_path):
     assert set(again.nodes) == set(g.nodes)
     data = json.loads(topology.export(g, tmp_path / "t.json").read_text())
     assert {n["id"] for n in data["nodes"]} == set(g.nodes)
+
+
+OUTPUT_BAD = [
+    (["--png", "{d}/no/such/folder/t.png"], "does not exist"),
+    (["--png", "{d}/t.txt"], "name a .png or .svg file"),
+    (["--png", ""], "name a file"),
+    (["--png", "{d}/" + "a" * 300 + ".png"], "the limit is 255"),
+    (["--graphml", "{d}"], "a folder; name a file in it"),
+    (["--graphml", "/dev/full"], "not a regular file"),
+    (["--graphml", "{d}/ok.graphml", "--png", "{d}/t.txt"], "name a .png or .svg file"),  # nothing half written
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), OUTPUT_BAD, ids=[" ".join(b[0]) for b in OUTPUT_BAD])
+def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch, extra,
+                                                                          message):
+    from testbed.apps import cli
+    from testbed.observe import topology
+
+    monkeypatch.setattr(topology, "build_graph", lambda *a: pytest.fail("the work began"))
+    assert cli.main(["topology", "default", *[e.format(d=tmp_path) for e in extra]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_demo_refuses_a_drawing_it_cannot_write_before_its_cluster_comes_up(tmp_path, capsys, monkeypatch):
+    from testbed.apps import cli, demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a: pytest.fail("the demo began"))
+    assert cli.main(["demo", "--png", str(tmp_path / "x.txt")]) == 2
+    assert "--png" in capsys.readouterr().err and list(tmp_path.iterdir()) == []

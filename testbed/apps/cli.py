@@ -366,8 +366,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_topology(args: argparse.Namespace) -> int:
     import networkx as nx
 
+    from testbed.apps.outputs import DRAWINGS, check_output_file
     from testbed.observe import topology
 
+    if args.png is not None:
+        check_output_file("--png", args.png, DRAWINGS)
+    if args.graphml is not None:
+        check_output_file("--graphml", args.graphml)
     trace = None
     if args.file:  # a scenario or topology file, simulated to its end
         from testbed.apps.runner import apply_step, check_supported
@@ -520,7 +525,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from testbed.apps.demo import run_demo
+    from testbed.apps.outputs import DRAWINGS, check_output_file
 
+    check_output_file("--png", args.png, DRAWINGS)  # before the cluster comes up
     return run_demo(_console(), args)
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
+from testbed.apps.outputs import DRAWINGS, check_output_file
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
 from testbed.world.churn import MEAN_LIFE_S, check_churn, churn_workload, churn_world
@@ -828,10 +829,8 @@ def run_cli(args: Any, console: Any) -> int:
     goals = parse_goals(args.recommend) if args.recommend else None
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give 1 or more")
-    if args.png and Path(args.png).suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"--png {args.png}: name a .png or .svg file")
-    if args.png and not Path(args.png).resolve().parent.is_dir():
-        raise UsageError(f"--png {args.png}: the folder {Path(args.png).resolve().parent} does not exist")
+    if args.png is not None:
+        check_output_file("--png", args.png, DRAWINGS)
     workload = workload_from_args(args)
     settings = sweep_settings(sweeps, workload.spec.pool)
     with _progress() as progress:
