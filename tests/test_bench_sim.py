@@ -27,6 +27,8 @@ BAD = [
     (["bringup", "--nodes", "0"], "--nodes 0: give 1 or more"),
     (["bringup", "--pods-per-node", "-1"], "--pods-per-node -1: give 1 or more"),
     (["bringup", "--nodes", "1000", "--pods-per-node", "1000"], "1,000,000 pods; give at most 100,000"),
+    (["bringup", "--nodes", "99999999999"], "99,999,999,999 pods; give at most 100,000"),
+    (["bringup", "--pods-per-node", "200000"], "200,000 pods; give at most 100,000"),
 ]
 
 

@@ -54,3 +54,11 @@ def test_a_step_that_lists_names_shows_them_in_the_simulator_s_report(capsys):
     assert main(["simulate", "static-ip-retention"]) == 0
     out = capsys.readouterr().out
     assert "delete_pods names=[default/web-0, pod-1]" in out
+
+
+@pytest.mark.parametrize("iterations", ["0", "-1", "100001", "99999999999"])
+def test_chaos_refuses_a_count_of_iterations_it_cannot_run_before_it_asks_for_root(iterations, capsys, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(["chaos", "--iterations", iterations]) == 2
+    err = capsys.readouterr().err
+    assert f"--iterations {iterations}: give 1 to 100,000" in err and "needs root" not in err

@@ -276,6 +276,9 @@ BAD = [
     (["--nodes", "0"], "--nodes 0: give 1 to 10,000 nodes"),
     (["--hours", "0"], "--hours 0: give a span above 0"),
     (["--pods", "-1"], "--pods -1"),
+    (["--sweep", "min_prebound=" + ",".join(map(str, range(1, 101))),
+      "--sweep", "max_prebound=" + ",".join(map(str, range(1, 101)))],
+     "--sweep: 10,000 combinations; give at most 1,000"),
 ]
 
 

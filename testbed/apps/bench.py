@@ -215,9 +215,10 @@ def _check_bringup_size(nodes: int | None, pods_per_node: int | None) -> None:
     for option, value in (("--nodes", nodes), ("--pods-per-node", pods_per_node)):
         if value is not None and value < 1:
             raise UsageError(f"{option} {value}: give 1 or more")
-    if nodes is not None and pods_per_node is not None and nodes * pods_per_node > BRINGUP_MAX_PODS:
-        raise UsageError(f"--nodes {nodes} --pods-per-node {pods_per_node}: {nodes * pods_per_node:,} pods; "
-                         f"give at most {BRINGUP_MAX_PODS:,}")
+    pods = (nodes or 1) * (pods_per_node or 1)  # a default is never above the limit
+    if pods > BRINGUP_MAX_PODS:
+        raise UsageError(f"--nodes {nodes or 'default'} --pods-per-node {pods_per_node or 'default'}: at least "
+                         f"{pods:,} pods; give at most {BRINGUP_MAX_PODS:,}")
 
 
 def _rootless_line(r: dict[str, Any]) -> str:

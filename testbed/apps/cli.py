@@ -422,7 +422,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+CHAOS_MAX_ITERATIONS = 100_000  # some 14 hours at 0.5 s each: a bound, not a suggestion
+
+
 def cmd_chaos(args: argparse.Namespace) -> int:
+    if not 1 <= args.iterations <= CHAOS_MAX_ITERATIONS:
+        raise UsageError(f"--iterations {args.iterations}: give 1 to {CHAOS_MAX_ITERATIONS:,}")
     _need_root("chaos")
     from testbed.apps.chaos import run_chaos
 

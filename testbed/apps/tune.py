@@ -86,6 +86,7 @@ GENERATED_CLOUD = FaultConfig(latency=(0.5, 2.0), throttle=0.02)
 PODS_PER_NODE_DAY = 50  # `enilab bench sim`'s churn: 50,000 pods on 1,000 nodes in 24 h
 SAMPLES = 240  # points of the pool-over-time series
 MAX_NODES, MAX_PODS = 10_000, 2_000_000  # about a minute of simulation per setting at most
+MAX_SETTINGS = 1000  # settings one tune replays: some 40 minutes of the default churn on 2 cores
 
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
@@ -173,6 +174,10 @@ def sweep_settings(
         if name not in PARAMETERS:
             raise UsageError(f"--sweep {name}: unknown parameter; sweep one of {', '.join(PARAMETERS)}")
     names = list(sweeps)
+    combinations = math.prod(len(sweeps[n]) for n in names)
+    if combinations > MAX_SETTINGS:
+        raise UsageError(f"--sweep: {combinations:,} combinations; give at most {MAX_SETTINGS:,} (each is a whole "
+                         "replay): fewer values, or one parameter at a time")
     ok: list[PoolConfig] = []
     skipped: list[dict[str, Any]] = []
     for combo in itertools.product(*(sweeps[n] for n in names)):
