@@ -412,6 +412,7 @@ def _loads_or_none(text: str) -> object:
 
 
 PLUGIN_NAME = "enilab-cni"
+NAME_MAX = 255  # bytes in one name of a path, on Linux file systems
 INSTALL_MARK = "# installed by `enilab cni install`"
 
 
@@ -424,6 +425,13 @@ def install_plugin(folder: str | os.PathLike[str], python: str) -> str:
     from eni_core import cni_client
 
     target = os.path.join(folder, PLUGIN_NAME)
+    # refused before anything is made: makedirs would create the folders before a name too long
+    if any(len(part) > NAME_MAX for part in os.fsencode(folder).split(b"/")):
+        raise OSError(errno.ENAMETOOLONG, f"a folder name in it is longer than {NAME_MAX} bytes")
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder} is not a folder; give the folder to put {PLUGIN_NAME} in")
+    if os.path.isdir(target):
+        raise FileExistsError(f"{target} is a folder; remove it or pick another folder")
     if os.path.lexists(target):
         with open(target, "rb") as f:
             head = f.read(4096)

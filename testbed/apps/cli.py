@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
+from eni_core.names import shorten
 from testbed.errors import UsageError, UserError
 
 __all__ = ["main"]
@@ -281,6 +282,9 @@ def cmd_cni(args: argparse.Namespace) -> int:
             path = cni.install_plugin(args.dir, sys.executable)
         except (FileExistsError, NotADirectoryError, PermissionError) as err:
             raise UsageError(str(err)) from None
+        except OSError as err:  # a name too long, a folder under /proc: nothing was made
+            raise UsageError(f"cannot install into {shorten(args.dir)}: {err.strerror or err}; pick another "
+                             "folder") from None
         print(f"installed {path}")
         return 0
     from testbed.apps.controller import connect

@@ -144,3 +144,26 @@ def test_install_replaces_its_own_plugin_but_never_a_file_it_did_not_write(tmp_p
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "was not installed by enilab" in proc.stderr and "Traceback" not in proc.stderr
     assert (foreign / "enilab-cni").read_text() == "#!/bin/sh\necho someone else's\n"
+
+
+INSTALL_BAD = [
+    ("a" * 300, "a folder name in it is longer than 255 bytes"),
+    ("half/" + "a" * 300, "a folder name in it is longer than 255 bytes"),
+    ("afile", "afile is not a folder; give the folder to put enilab-cni in"),
+    ("taken", "taken/enilab-cni is a folder; remove it or pick another folder"),
+    ("/proc/enilab-no-such", "cannot install into '/proc/enilab-no-such'"),
+]
+
+
+@pytest.mark.parametrize(("folder", "message"), INSTALL_BAD, ids=["long", "half-long", "file", "taken", "proc"])
+def test_install_into_a_folder_it_cannot_use_exits_2_and_makes_nothing(tmp_path, monkeypatch, capsys, folder, message):
+    from testbed.apps import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "taken" / "enilab-cni").mkdir(parents=True)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert cli.main(["cni", "install", folder]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no half-made folder
