@@ -62,3 +62,16 @@ def test_chaos_refuses_a_count_of_iterations_it_cannot_run_before_it_asks_for_ro
     assert main(["chaos", "--iterations", iterations]) == 2
     err = capsys.readouterr().err
     assert f"--iterations {iterations}: give 1 to 100,000" in err and "needs root" not in err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["simulate", ""], "give a scenario: a file's path, or a built-in's name"),
+    (["up", "default", "--name", ""], "--name: '' is not a DNS label"),
+    (["vpc", "serve", "default", "--secret-id", "", "--secret-key", ""], "give non-empty values"),
+    (["vpc", "serve", "default", "--secret-id", " ", "--secret-key", "k"], "give non-empty values"),
+])
+def test_an_empty_value_is_refused_not_taken_for_the_default(argv, said, capsys, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # refused before root is asked for
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and "needs root" not in err, err

@@ -81,6 +81,8 @@ def cmd_vpc_serve(args: argparse.Namespace) -> int:
 
     if (args.secret_id is None) != (args.secret_key is None):
         raise UsageError("give both --secret-id and --secret-key, or neither")
+    if args.secret_id is not None and not (args.secret_id.strip() and args.secret_key.strip()):
+        raise UsageError("--secret-id and --secret-key: give non-empty values (an empty secret signs nothing)")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port {args.port} is not a TCP port; give 1-65535, or 0 for any free one")
     if args.secret_id is not None:
@@ -184,11 +186,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
     backend = args.backend or scenario.backend or "netns"
     check_supported(scenario, backend)
-    name = args.name or scenario.name
+    name = scenario.name if args.name is None else args.name  # an empty --name is refused, not ignored
     try:
         folder = ClusterFolder(name)  # the name becomes a folder's: only a DNS label will do
     except InvalidName as err:
-        raise UsageError(f"--name: {err}" if args.name else
+        raise UsageError(f"--name: {err}" if args.name is not None else
                          f"the topology's name: {err}; pick a cluster name with --name") from None
     _need_root("up")
     if folder.alive():

@@ -640,6 +640,8 @@ def _read_at_most(source: Path | Traversable, limit: int, shown: str) -> bytes:
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read, parse and validate a scenario or topology file; raise ScenarioError with a short message."""
+    if not str(path).strip():  # Path("") is the current folder
+        raise ScenarioError("give a scenario: a file's path, or a built-in's name such as default or grow-and-shrink")
     path = Path(path)
     shown = str(path) if len(str(path)) <= 120 else shorten(str(path), 120)
     try:
