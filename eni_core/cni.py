@@ -36,6 +36,7 @@ from eni_core.cni_client import (
 )
 from eni_core.datastore import Attachment, attachment_key
 from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first, settle
+from eni_core.private import NAME_MAX
 from eni_core.routing import PodLink
 from eni_core.rpc import NO_FREE_IP, RemoteError
 
@@ -412,7 +413,6 @@ def _loads_or_none(text: str) -> object:
 
 
 PLUGIN_NAME = "enilab-cni"
-NAME_MAX = 255  # bytes in one name of a path, on Linux file systems
 INSTALL_MARK = "# installed by `enilab cni install`"
 
 

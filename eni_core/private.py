@@ -12,10 +12,11 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "NotPrivate", "open_private", "private_dir", "write_atomic"]
+__all__ = ["DIR_MODE", "FILE_MODE", "NAME_MAX", "NotPrivate", "open_private", "private_dir", "write_atomic"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+NAME_MAX = 255  # bytes in one name of a path, on Linux file systems: checked before anything is made
 
 
 class NotPrivate(PermissionError):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eni_core.private import NAME_MAX
 from testbed.errors import UsageError
 
 __all__ = ["DRAWINGS", "check_output_file"]
 
-NAME_MAX = 255  # bytes in one name, on Linux file systems
 DRAWINGS = (".png", ".svg")  # what the topology and the tune chart draw to, by the file's suffix
 
 
