@@ -28,6 +28,7 @@ from typing import Any
 from eni_core.names import InvalidName, dns_label
 from eni_core.private import open_private, private_dir, write_atomic
 from eni_core.rpc import RpcClient, RpcServer
+from testbed.errors import UserError
 from testbed.world import runs
 
 __all__ = ["ClusterFolder", "Controller", "clean_clusters", "cluster_dir", "connect", "list_clusters",
@@ -256,9 +257,9 @@ def make_backend(name: str, run: runs.Run | None = None):
 
 class Controller:
     def __init__(self, topology: str, folder: ClusterFolder, backend: str | None = None) -> None:
-        from testbed.apps.runner import apply_step
+        from testbed.apps.runner import run_step
         from testbed.world.cluster import Cluster
-        from testbed.world.scenario import load_scenario
+        from testbed.world.scenario import MAX_RUN_EVENTS, load_scenario
 
         self.name = folder.name
         self.folder = folder
@@ -269,12 +270,15 @@ class Controller:
         folder.claim(self.backend.run.prefix)
         self.lock = self.backend.lock
         try:
-            self.cluster = Cluster(scenario.cluster, backend=self.backend)
+            # no event log kept: nothing reads it, and a cluster that lives for days would keep growing it
+            self.cluster = Cluster(scenario.cluster, backend=self.backend, keep_events=False,
+                                   event_limit=MAX_RUN_EVENTS)
             self.started = time.monotonic()
             with self.lock:
-                for step in scenario.steps:
-                    apply_step(self.cluster, step)
+                for i, step in enumerate(scenario.steps, 1):
+                    run_step(self.cluster, scenario.source, i, step)
                 self.cluster.sync_dataplane()
+            self.cluster.events.limit = None  # from here its timers fire as the wall clock moves: bounded by it
         except BaseException:
             self.backend.close()
             raise
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         controller = Controller(args.topology, folder, args.backend)
     except Exception as err:  # reported to `enilab up`, which waits on our output
-        _answer(error=f"{type(err).__name__}: {err}")
+        _answer(error=str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
         folder.remove_files(folder.files)
         folder.release()
         return 2

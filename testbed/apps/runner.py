@@ -9,11 +9,13 @@ from typing import Any, NamedTuple, TextIO
 from testbed.errors import UserError
 from testbed.world.backends import Backend
 from testbed.world.cluster import Cluster
-from testbed.world.scenario import NETNS_OPS, Scenario, ScenarioError
+from testbed.world.events import EventLimitError
+from testbed.world.scenario import MAX_RUN_EVENTS, MAX_RUN_STATE_ITEMS, NETNS_OPS, Scenario, ScenarioError
 from testbed.world.spec import NodeSpec
+from testbed.world.state import state_items
 
-__all__ = ["STATES", "Part", "apply_step", "check_supported", "run_scenario", "seconds", "select_states",
-           "state_changes", "timeline", "write_json"]
+__all__ = ["STATES", "Part", "apply_step", "check_supported", "run_scenario", "run_step", "seconds",
+           "select_states", "state_changes", "timeline", "write_json"]
 
 
 def seconds(t: float) -> int | float:
@@ -87,6 +89,18 @@ def apply_step(cluster: Cluster, step: dict) -> Any:
     return STEPS[step["op"]](cluster, step)
 
 
+def run_step(cluster: Cluster, source: str, index: int, step: dict) -> Any:
+    """`apply_step`, within the cluster's event limit (`Cluster(event_limit=...)`): past it, a ScenarioError
+    that names the step and what to change."""
+    try:
+        result = apply_step(cluster, step)
+        cluster.events.check()
+    except EventLimitError as err:
+        raise ScenarioError(f"{source}: step {index} ({step['op']}): the run made {err}; shorten the advances, "
+                            "or use fewer nodes or pods") from None
+    return result
+
+
 class Part(NamedTuple):
     """One piece of the timeline, in the order of the JSON document."""
 
@@ -100,31 +114,57 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     """Run every step, yielding the timeline as it happens: the head, each step's record, the events.
 
     Nothing is kept but the events, so a consumer that writes each part out runs in the memory of one
-    state. Close the generator (or exhaust it) to tear the cluster down; `keep` leaves it up.
+    state. Close the generator (or exhaust it) to tear the cluster down; `keep` leaves it up once every
+    step has run (a run that stops on an error is torn down all the same).
     `node_vpc`: see `Cluster`.
+
+    A run's work is bounded (`MAX_RUN_EVENTS`, `MAX_RUN_STATE_ITEMS`): a file within every limit of its
+    own can still ask for years of timers on a thousand nodes. Past either bound the run stops with a
+    ScenarioError that names the step, where it can stop cleanly: between two timers, before a state is
+    made.
     """
     check_supported(scenario, backend.name if backend else "sim")
-    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc, event_limit=MAX_RUN_EVENTS)
+    states = _StateBudget(scenario.source, MAX_RUN_STATE_ITEMS)
+    completed = False
     try:
         said = len(cluster.events.items)
+        states.charge(cluster, 0)
         yield Part("head", {"scenario": scenario.name, "seed": scenario.cluster.seed, "backend": cluster.backend.name,
                             "initial": {"t": 0, "state": cluster.state()}}, cluster.events.items[:said])
         for i, step in enumerate(scenario.steps, 1):
             cluster.events.step = i
-            result = apply_step(cluster, step)
+            result = run_step(cluster, scenario.source, i, step)
             cluster.sync_dataplane()
+            states.charge(cluster, i)
             record = {"index": i, "op": step, "t": seconds(cluster.clock.now()), "state": cluster.state()}
             if isinstance(result, dict):
                 record.update(result)
             fresh, said = cluster.events.items[said:], len(cluster.events.items)
             yield Part("step", record, fresh)
         yield Part("events", [{**e, "t": seconds(e["t"])} for e in cluster.events.items], [])
+        completed = True
     finally:
-        if keep:
+        if keep and completed:
             if cluster.backend.run is not None:
                 cluster.backend.keep()
         else:
             cluster.close()
+
+
+class _StateBudget:
+    """The state items (`state_items`) a run's states may list in all, charged before each is made."""
+
+    def __init__(self, source: str, limit: int) -> None:
+        self.source, self.limit, self.spent = source, limit, 0
+
+    def charge(self, cluster: Cluster, step: int) -> None:
+        self.spent += state_items(cluster)
+        if self.spent > self.limit:
+            where = f"step {step}" if step else "the initial state"
+            raise ScenarioError(f"{self.source}: {where}: the run's states would list more than {self.limit:,} "
+                                "items (nodes, ENIs, bound IPs, pods, claims), the limit that keeps its time and "
+                                "output bounded; use fewer steps, nodes or pre-bound IPs")
 
 
 def run_scenario(

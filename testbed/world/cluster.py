@@ -45,13 +45,16 @@ class Cluster:
         keep_events: bool = True,
         store_factory: Callable[[str], Datastore] | None = None,
         node_vpc: Callable[[Cluster, str], VpcApi] | None = None,
+        event_limit: int | None = None,
     ) -> None:
-        """`node_vpc(cluster, node)` gives a node's ipamd its way to the VPC (default: `self.vpc` itself)."""
+        """`node_vpc(cluster, node)` gives a node's ipamd its way to the VPC (default: `self.vpc` itself).
+        `event_limit`: moving the clock stops with EventLimitError, between two timers, once the run has
+        made more events (see `EventLog`)."""
         if spec.mode not in ("shared-eni", "static-ip"):
             raise ClusterError(f"cluster mode {spec.mode!r} is unknown; use shared-eni or static-ip")
         self.spec = spec
         self.clock = clock or SimClock()
-        self.events = EventLog(keep_events)
+        self.events = EventLog(keep_events, event_limit)
         self.backend: Backend = backend or SimBackend()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)
@@ -267,6 +270,7 @@ class Cluster:
             due = min((t for t in (node_due, claim_due) if t is not None), default=None)
             if due is None or due > target:
                 break
+            self.events.check()
             self.clock.advance_to(max(due, self.clock.now()))
             if claim_due == due:
                 self.static.expire()  # a freed address may let a Pending pod start

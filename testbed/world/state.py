@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from testbed.world.cluster import Cluster
     from testbed.world.scheduler import Node
 
-__all__ = ["cluster_state"]
+__all__ = ["cluster_state", "state_items"]
 
 
 def cluster_state(cluster: Cluster) -> dict:
@@ -25,6 +25,14 @@ def cluster_state(cluster: Cluster) -> dict:
         if expires is not None and float(expires).is_integer():
             claim["expires_at"] = int(expires)
     return {"nodes": nodes, "subnets": subnets, "pods": pods, "claims": claims}
+
+
+def state_items(cluster: Cluster) -> int:
+    """How many items `cluster_state` would list (nodes, ENIs, bound IPs, pods, claims), counted without
+    making it: what a state costs, in time and in the timeline's size."""
+    claims = len(cluster.static.claims) if cluster.static else 0
+    return (len(cluster.nodes) + len(cluster.pods) + claims
+            + sum(len(node.ipamd.enis) + node.ipamd.bound for node in cluster.nodes.values()))
 
 
 def _node_state(cluster: Cluster, node: Node) -> dict:

@@ -1,0 +1,140 @@
+"""A scenario within every limit of the file can still ask for unbounded work: years of timers on a pool
+that never fills, or thousands of large states. A run stops at the step that goes over its budget
+(`MAX_RUN_EVENTS`, `MAX_RUN_STATE_ITEMS`), with exit 2 and a message naming the step, in bounded time and
+memory; a kept run that stops is torn down all the same."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import pytest
+import yaml
+
+from testbed.apps import runner
+from testbed.world.backends.sim import SimBackend
+from testbed.world.cluster import Cluster
+from testbed.world.events import EventLimitError, EventLog
+from testbed.world.scenario import MAX_RUN_EVENTS, ScenarioError, parse_scenario
+from testbed.world.state import cluster_state, state_items
+
+# one node whose subnet cannot fill its pool: it polls for addresses every 30 s for as long as time moves
+STARVED = """
+name: starved
+cluster:
+  subnets: [{id: subnet-a, cidr: 10.0.1.0/29}]
+  nodes: [{name: node-1, subnets: [subnet-a], max_enis: 2, ips_per_eni: 10}]
+steps:
+  - {op: create_pods, node: node-1, count: 2}
+  - {op: advance, seconds: SECONDS}
+"""
+
+
+def starved(seconds: int) -> object:
+    return parse_scenario(yaml.safe_load(STARVED.replace("SECONDS", str(seconds))), "starved.yaml")
+
+
+def test_a_clean_stop_between_timers_once_the_log_is_past_its_limit():
+    log = EventLog(limit=2)
+    for _ in range(2):
+        log({"kind": "pod"})
+        log.check()
+    log({"kind": "pod"})
+    with pytest.raises(EventLimitError, match="more than 2 events"):
+        log.check()
+    EventLog(limit=None).check()  # no limit: the benchmark's and the live cluster's
+
+
+def test_an_advance_that_would_poll_for_years_stops_at_the_limit_naming_the_step(monkeypatch):
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 2_000)
+    with pytest.raises(ScenarioError) as err:
+        runner.run_scenario(starved(10 * 365 * 86400))
+    assert str(err.value) == ("starved.yaml: step 2 (advance): the run made more than 2,000 events; the limit "
+                              "keeps a run's time and memory bounded; shorten the advances, or use fewer nodes or pods")
+    # the same scenario with three hours' advance is within it, and polls all the way (every 30 s)
+    out = runner.run_scenario(starved(3 * 3600))
+    assert out["steps"][-1]["t"] == 3 * 3600 and 3 * 120 < len(out["events"]) <= 2_000
+
+
+def test_the_clock_stops_at_the_first_timer_past_the_limit():
+    cluster = Cluster(starved(1).cluster, event_limit=100)
+    with pytest.raises(EventLimitError):
+        cluster.advance(10 * 365 * 86400)
+    assert cluster.events.count == 101  # not one timer more
+    assert cluster.clock.now() < 86400  # an hour or so of polls, not ten years
+
+
+def test_the_states_a_run_records_are_bounded_before_they_are_made(monkeypatch):
+    scenario = starved(60)
+    cluster = Cluster(scenario.cluster)
+    state = cluster_state(cluster)
+    node = state["nodes"]["node-1"]
+    listed = len(state["nodes"]) + sum(len(e["ips"]) + 1 for e in node["enis"]) + len(state["pods"])
+    assert state_items(cluster) == listed
+    monkeypatch.setattr(runner, "MAX_RUN_STATE_ITEMS", 2 * listed)
+    with pytest.raises(ScenarioError, match=r"starved.yaml: step 1: the run's states would list more than"):
+        runner.run_scenario(scenario)
+    monkeypatch.setattr(runner, "MAX_RUN_STATE_ITEMS", listed - 1)
+    with pytest.raises(ScenarioError, match=r"starved.yaml: the initial state: .* use fewer steps"):
+        runner.run_scenario(scenario)
+
+
+class _KeptBackend(SimBackend):
+    """A sim backend that says whether the run kept it or closed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run = object()
+        self.kept = self.closed = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("seconds, completes", [(60, True), (10 * 365 * 86400, False)])
+def test_keep_keeps_only_a_run_that_completed(monkeypatch, seconds, completes):
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 2_000)
+    backend = _KeptBackend()
+    with closing(runner.timeline(starved(seconds), backend=backend, keep=True)) as parts:
+        if completes:
+            assert [p.kind for p in parts][-1] == "events"
+        else:
+            with pytest.raises(ScenarioError):
+                list(parts)
+    assert (backend.kept, backend.closed) == (completes, not completes)
+
+
+# runs the command in a child and reports the child's peak memory alone, last on stderr
+MEASURED = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print('peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, end='', file=sys.stderr); "
+            "sys.exit(code)")
+
+
+def test_a_thousand_starved_nodes_for_ten_years_exit_2_in_bounded_time_and_memory(tmp_path):
+    """The red team's file, in spirit: within every limit of the file (1,000 nodes, pools of 1,000, years of
+    advances), and before the budget it ran past 180 s and 10 GB."""
+    nodes = [{"name": f"n{i}", "subnets": ["s0"], "max_enis": 32, "ips_per_eni": 1000} for i in range(1000)]
+    scenario = {"name": "hostile", "cluster": {
+        "pool": {"min_prebound": 1000, "max_prebound": 1000, "release_interval": 1},
+        "faults": {"throttle": 0.3, "transient": 0.3, "timeout": 0.1},
+        "subnets": [{"id": "s0", "cidr": "10.0.0.0/16"}], "nodes": nodes},
+        "steps": [{"op": "advance", "seconds": 10 * 365 * 86400}] * 3}
+    path = tmp_path / "hostile.yaml"
+    path.write_text(json.dumps(scenario))  # JSON is YAML
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", MEASURED, sys.executable, "-m", "testbed.apps.cli", "simulate",
+                           str(path), "--json", "--states", "final"], capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - start
+    err, _, peak_kb = proc.stderr.rpartition("peak ")
+    peak_mb = int(peak_kb) / 1024
+    print(f"\nexit {proc.returncode} after {took:.1f} s, peak {peak_mb:.0f} MiB")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert err == (f"enilab: error: {path}: step 1 (advance): the run made more than {MAX_RUN_EVENTS:,} "
+                           "events; the limit keeps a run's time and memory bounded; shorten the advances, or "
+                           "use fewer nodes or pods\n")
+    assert peak_mb < 1024
