@@ -328,6 +328,53 @@ def test_run_keep_leaves_its_namespaces_up_and_clean_removes_them_once_it_exited
     assert not mine(prefix) and not record.exists()
 
 
+RUNAWAY = """
+name: {name}
+cluster:
+  subnets: [{{id: subnet-a, cidr: 10.0.1.0/29}}]
+  nodes: [{{name: {node}, subnets: [subnet-a], max_enis: 2, ips_per_eni: 10}}]
+steps:
+  - {{op: create_pods, node: {node}, count: 2}}
+  - {{op: advance, seconds: 315360000}}
+"""
+
+
+def unrecorded_namespaces() -> list[str]:
+    """enilab's namespaces no run record names: left behind. Other tests' runs come and go meanwhile; a run
+    records itself before it makes a namespace and deletes its namespaces before its record, so one that
+    starts or ends while we look is in the records read before or in those read after."""
+    def prefixes() -> set[str]:
+        return {f.name.removesuffix(".json") for f in (runs.RUN_DIR / "runs").glob("enl-*.json")}
+
+    before = prefixes()
+    names = [n for n in netns.list_names() if n.startswith("enl-")]
+    recorded = before | prefixes()
+    return [n for n in names if not any(n.startswith(p + "-") for p in recorded)]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("how", ["up", "run --keep"])
+def test_a_run_past_its_event_limit_exits_2_and_leaves_nothing_up(tmp_path, how):
+    """A subnet too small for the pool: the node polls every 30 s through ten years, far past the run's
+    500,000 events. Whether kept (`up`, `run --keep`) or not, the run is torn down, its record too."""
+    tag = uuid.uuid4().hex[:6]
+    name, node = f"rw-{tag}", f"rw{tag}"
+    topo = tmp_path / "t.yaml"
+    topo.write_text(RUNAWAY.format(name=name, node=node))
+    proc = subprocess.Popen([*ENILAB, *how.split()[:1], str(topo), *how.split()[1:]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "step 2 (advance): the run made more than 500,000 events" in err
+    assert "Traceback" not in err and len(err) < 1024
+    assert not unrecorded_namespaces()
+    # no record kept for `enilab clean` either: `run` owns its run, `up`'s controller names the cluster
+    records = [json.loads(f.read_text()) for f in (runs.RUN_DIR / "runs").glob("enl-*.json")]
+    assert not [r for r in records if r.get("pid") == proc.pid or r.get("cluster") == name]
+    if how == "up":
+        assert "no cluster named" in enilab("status", "--name", name).stderr
+
+
 # -- private state whatever the umask -------------------------------------------------------------------
 def _modes(top: Path) -> dict[str, int]:
     out = {".": stat.S_IMODE(top.lstat().st_mode)}
