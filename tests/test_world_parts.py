@@ -6,6 +6,7 @@ import gc
 import heapq
 import json
 import re
+from collections import Counter
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -317,6 +318,21 @@ def test_nodes_alike_share_one_limits_one_subnet_list_and_one_quota_object_and_o
     c.add_node(NodeSpec("odd", ("subnet-0",), 2, 5))
     assert c.vpc.instances["odd"] is not c.vpc.instances["node-0"]
     assert (c.vpc.instances["odd"].max_enis, c.nodes["odd"].ipamd.limits.max_enis) == (2, 2)
+
+
+@pytest.mark.parametrize("nodes", [1, 3, 9_999, 10_000, 10_001, 12_345, 50_000])
+def test_the_churn_world_gives_each_subnet_at_most_5000_nodes_whatever_its_size(nodes):
+    """At 50,000 nodes four /16s could not hold the pre-bound IPs: the bench measured a day of polls."""
+    world = churn_world(nodes, seed=4)
+    served = Counter(s for node in world.nodes for s in node.subnets)
+    assert max(served.values()) <= 5_000 and set(served) <= {s.id for s in world.subnets}
+    assert len(world.subnets) == (4 if nodes <= 10_000 else -(-nodes // 2_500))  # the 10,000-node world as before
+
+
+def test_the_largest_churn_world_leaves_no_node_short_of_addresses():
+    c = Cluster(churn_world(bench.SIM_MAX_NODES, seed=4), keep_events=False)
+    assert not [n for n, node in c.nodes.items() if node.ipamd.shortfall]
+    assert all(node.ipamd.bound == 5 for node in c.nodes.values())
 
 
 def test_the_churn_workload_names_the_worlds_own_node_objects():

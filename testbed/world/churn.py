@@ -24,10 +24,24 @@ def node_name(n: int) -> str:
     return sys.intern(f"node-{n}")
 
 
+NODES_PER_SUBNET = 2_500  # each node takes two subnets: 5,000 nodes draw on each /16
+
+
 def churn_world(nodes: int, seed: int) -> ClusterSpec:
-    """`nodes` nodes of 4 ENIs x 10 IPs, each in two of four /16 subnets, the pool at its defaults."""
-    subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(4))
-    specs = tuple(NodeSpec(node_name(n), (subnets[n % 4].id, subnets[(n + 1) % 4].id), 4, 10) for n in range(nodes))
+    """`nodes` nodes of 4 ENIs x 10 IPs, each in two of the world's /16 subnets, the pool at its defaults.
+
+    Four subnets up to 10,000 nodes, then one more for every 2,500 nodes, so that a subnet serves at most
+    5,000 nodes at any size: a node holds about 11 addresses (its pods, 5 pre-bound, its ENIs' own), 55,000
+    of a /16's 65,533. With four subnets at any size, 50,000 nodes needed 300,000 addresses for their
+    pre-bound IPs alone, and the bench measured 24 hours of nodes polling for addresses.
+
+    >>> [len(churn_world(n, 0).subnets) for n in (1, 10_000, 10_001, 50_000)]
+    [4, 4, 5, 20]
+    """
+    count = max(4, -(-nodes // NODES_PER_SUBNET))
+    subnets = tuple(Subnet(f"subnet-{i}", IPv4Network(f"10.{i}.0.0/16")) for i in range(count))
+    specs = tuple(NodeSpec(node_name(n), (subnets[n % count].id, subnets[(n + 1) % count].id), 4, 10)
+                  for n in range(nodes))
     return ClusterSpec(subnets=subnets, nodes=specs, pool=PoolConfig(), seed=seed)
 
 
