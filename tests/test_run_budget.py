@@ -138,3 +138,18 @@ def test_a_thousand_starved_nodes_for_ten_years_exit_2_in_bounded_time_and_memor
                            "events; the limit keeps a run's time and memory bounded; shorten the advances, or "
                            "use fewer nodes or pods\n")
     assert peak_mb < 1024
+
+
+def test_the_pytest_plugins_topology_steps_are_bounded_and_the_tests_own_calls_are_not(monkeypatch):
+    from testbed.apps.pytest_plugin import EnilabCluster
+
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 2_000)
+    with pytest.raises(ScenarioError, match=r"step 2 \(advance\): the run made more than 2,000 events"):
+        EnilabCluster(yaml.safe_load(STARVED.replace("SECONDS", str(10 * 365 * 86400))), backend="sim")
+    ours = EnilabCluster(yaml.safe_load(STARVED.replace("SECONDS", "60")), backend="sim")
+    try:
+        assert ours.cluster.events.limit is None
+        ours.cluster.advance(86400)  # a test may run its cluster as long as it likes: its own code
+        assert ours.cluster.events.count > 2_000
+    finally:
+        ours.close()

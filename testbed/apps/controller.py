@@ -257,9 +257,9 @@ def make_backend(name: str, run: runs.Run | None = None):
 
 class Controller:
     def __init__(self, topology: str, folder: ClusterFolder, backend: str | None = None) -> None:
-        from testbed.apps.runner import run_step
+        from testbed.apps.runner import apply_steps
         from testbed.world.cluster import Cluster
-        from testbed.world.scenario import MAX_RUN_EVENTS, load_scenario
+        from testbed.world.scenario import load_scenario
 
         self.name = folder.name
         self.folder = folder
@@ -271,14 +271,11 @@ class Controller:
         self.lock = self.backend.lock
         try:
             # no event log kept: nothing reads it, and a cluster that lives for days would keep growing it
-            self.cluster = Cluster(scenario.cluster, backend=self.backend, keep_events=False,
-                                   event_limit=MAX_RUN_EVENTS)
+            self.cluster = Cluster(scenario.cluster, backend=self.backend, keep_events=False)
             self.started = time.monotonic()
-            with self.lock:
-                for i, step in enumerate(scenario.steps, 1):
-                    run_step(self.cluster, scenario.source, i, step)
+            with self.lock:  # then its timers fire as the wall clock moves: bounded by it
+                apply_steps(self.cluster, scenario)
                 self.cluster.sync_dataplane()
-            self.cluster.events.limit = None  # from here its timers fire as the wall clock moves: bounded by it
         except BaseException:
             self.backend.close()
             raise

@@ -123,7 +123,7 @@ class EnilabCluster:
     """A cluster under test: pods, traces and the JSON state of docs/json-contract.md."""
 
     def __init__(self, topology: str | Path | dict[str, Any], backend: str = "auto") -> None:
-        from testbed.apps.runner import apply_step
+        from testbed.apps.runner import apply_step, apply_steps
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario, parse_scenario
 
@@ -147,8 +147,7 @@ class EnilabCluster:
         self._apply = apply_step
         self._closed = False
         try:
-            for step in scenario.steps:
-                self.step(step)
+            apply_steps(self.cluster, scenario, self.cluster.sync_dataplane)
         except BaseException:
             self.close()
             raise

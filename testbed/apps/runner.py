@@ -14,7 +14,7 @@ from testbed.world.scenario import MAX_RUN_EVENTS, MAX_RUN_STATE_ITEMS, NETNS_OP
 from testbed.world.spec import NodeSpec
 from testbed.world.state import state_items
 
-__all__ = ["STATES", "Part", "apply_step", "check_supported", "run_scenario", "run_step", "seconds",
+__all__ = ["STATES", "Part", "apply_step", "apply_steps", "check_supported", "run_scenario", "run_step", "seconds",
            "select_states", "state_changes", "timeline", "write_json"]
 
 
@@ -99,6 +99,22 @@ def run_step(cluster: Cluster, source: str, index: int, step: dict) -> Any:
         raise ScenarioError(f"{source}: step {index} ({step['op']}): the run made {err}; shorten the advances, "
                             "or use fewer nodes or pods") from None
     return result
+
+
+def apply_steps(cluster: Cluster, scenario: Scenario, after_each: Callable[[], object] | None = None) -> None:
+    """Every step of `scenario` on `cluster` (`after_each()` after each), within a run's budget of events:
+    `MAX_RUN_EVENTS` more than the cluster had made. What the cluster does afterwards (a live cluster's
+    timers, a test's own calls) is under its own limit again, usually none."""
+    log = cluster.events
+    before = log.limit, log.since
+    log.limit, log.since = MAX_RUN_EVENTS, log.count
+    try:
+        for i, step in enumerate(scenario.steps, 1):
+            run_step(cluster, scenario.source, i, step)
+            if after_each is not None:
+                after_each()
+    finally:
+        log.limit, log.since = before
 
 
 class Part(NamedTuple):

@@ -17,7 +17,8 @@ class EventLog:
     the VPC, the ipamds and the cluster all write to, stamped with the scenario step being run.
 
     `limit` bounds a run's work: `check`, called where the run can stop cleanly (between two timers, after
-    a step), raises EventLimitError once more events than that have been made. A cluster whose timers keep
+    a step), raises EventLimitError once more events than that have been made since `since` (an event
+    count; 0, the start, unless a budget began later). A cluster whose timers keep
     firing (a pool that can never fill polls every 30 s, for as long as the clock is advanced) would
     otherwise run, and keep its events, without end.
 
@@ -30,6 +31,7 @@ class EventLog:
     def __init__(self, keep: bool = True, limit: int | None = None) -> None:
         self.keep = keep
         self.limit = limit
+        self.since = 0
         self.items: list[dict] = []
         self.count = 0
         self.step = 0  # the scenario step being run; stamped on each event
@@ -43,6 +45,6 @@ class EventLog:
             listener(event)
 
     def check(self) -> None:
-        if self.limit is not None and self.count > self.limit:
+        if self.limit is not None and self.count - self.since > self.limit:
             raise EventLimitError(f"more than {self.limit:,} event{'s' if self.limit != 1 else ''}; the limit "
                                   "keeps a run's time and memory bounded")
