@@ -1,5 +1,5 @@
 """`enilab bench sim` when the process it measures the tenth in is killed: a clear error, never a hang; and
-the sizes `enilab bench` refuses before it starts."""
+the sizes and options `enilab bench` refuses before it starts."""
 from __future__ import annotations
 
 import os
@@ -29,6 +29,11 @@ BAD = [
     (["bringup", "--nodes", "1000", "--pods-per-node", "1000"], "1,000,000 pods; give at most 100,000"),
     (["bringup", "--nodes", "99999999999"], "99,999,999,999 pods; give at most 100,000"),
     (["bringup", "--pods-per-node", "200000"], "200,000 pods; give at most 100,000"),
+    (["bringup", "--compare", ""], "--compare '': an empty name; name builders from floor, ip_batch, pyroute2"),
+    (["bringup", "--compare", "floor,,ip"], "--compare 'floor,,ip': an empty name"),
+    (["bringup", "--compare", "none,floor"], "none stands alone"),
+    (["bringup", "--compare", "bogus"], "--compare 'bogus': no builder 'bogus'"),
+    (["bringup", "--compare", "ip,ip"], "ip is listed twice"),
 ]
 
 

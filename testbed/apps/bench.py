@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from eni_core.names import shorten
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
 from testbed.world.churn import Arrival, check_churn, churn_workload, churn_world, replay_churn
@@ -187,6 +188,7 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         check_churn(nodes, args.pods, args.hours, max_nodes=SIM_MAX_NODES, max_pods=SIM_MAX_PODS, min_pods=1)
         return bench_sim(nodes, args.pods, args.hours, args.seed)
     _check_bringup_size(args.nodes, args.pods_per_node)
+    compare = _compare(args.compare) if what == "bringup" and args.backend != "containers" else ()
     if os.geteuid() != 0:
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
     from testbed.apps import bench_netns
@@ -194,19 +196,34 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     if what == "bringup" and args.backend == "containers":
         return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
     if what == "bringup":
-        compare = tuple(name for name in args.compare.split(",") if name and name != "none")
-        unknown = [name for name in compare if name not in bench_netns.BUILDERS]
-        if unknown:
-            raise UsageError(f"--compare: no builder {unknown[0]!r}; choose from {', '.join(bench_netns.BUILDERS)} "
-                             "or none")
-        if "pyroute2" in compare and importlib.util.find_spec("pyroute2") is None:
-            raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
-                             "--compare floor,ip_batch,ip")
         from testbed.apps.bench_rootless import beside
 
         nodes, pods_per_node = args.nodes or 10, args.pods_per_node or 50
         return beside(bench_netns.bench_bringup(nodes, pods_per_node, compare), nodes, pods_per_node)
     return bench_netns.bench_cni()
+
+
+def _compare(text: str) -> tuple[str, ...]:
+    """The builders `--compare` names, `none` for none; UsageError for an empty, unknown or repeated name
+    (an empty value is not taken for `none`), before root is asked for."""
+    from testbed.apps.bench_netns import BUILDERS
+
+    names = [name.strip() for name in text.split(",")]
+    choices = f"name builders from {', '.join(BUILDERS)}, comma-separated, or none"
+    if not all(names):
+        raise UsageError(f"--compare {shorten(text)}: an empty name; {choices}")
+    if names == ["none"]:
+        return ()
+    for i, name in enumerate(names):
+        if name not in BUILDERS:
+            why = "none stands alone" if name == "none" else f"no builder {shorten(name)}"
+            raise UsageError(f"--compare {shorten(text)}: {why}; {choices}")
+        if name in names[:i]:
+            raise UsageError(f"--compare {shorten(text)}: {name} is listed twice")
+    if "pyroute2" in names and importlib.util.find_spec("pyroute2") is None:
+        raise UsageError("the pyroute2 builder needs pyroute2 (`pip install pyroute2`); or leave it out: "
+                         "--compare floor,ip_batch,ip")
+    return tuple(names)
 
 
 def _check_bringup_size(nodes: int | None, pods_per_node: int | None) -> None:
