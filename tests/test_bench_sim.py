@@ -34,6 +34,15 @@ BAD = [
     (["bringup", "--compare", "none,floor"], "none stands alone"),
     (["bringup", "--compare", "bogus"], "--compare 'bogus': no builder 'bogus'"),
     (["bringup", "--compare", "ip,ip"], "ip is listed twice"),
+    # an option another kind of bench reads would be ignored: refused, naming the kind it is for
+    (["sim", "--compare", "ip"], "--compare is an option of `bench bringup`, not of `bench sim`; leave it out"),
+    (["sim", "--backend", "containers"], "--backend is an option of `bench bringup`, not of `bench sim`"),
+    (["sim", "--pods-per-node", "5"], "--pods-per-node is an option of `bench bringup`, not of `bench sim`"),
+    (["bringup", "--hours", "2"], "--hours is an option of `bench sim`, not of `bench bringup`"),
+    (["bringup", "--pods", "10"], "--pods is an option of `bench sim`, not of `bench bringup`"),
+    (["cni", "--nodes", "3"], "--nodes is an option of `bench sim` and `bench bringup`, not of `bench cni`"),
+    (["cni", "--seed", "3"], "--seed is an option of `bench sim`, not of `bench cni`"),
+    (["bringup", "--backend", "containers", "--compare", "none"], "containers against namespaces, no builders"),
 ]
 
 
@@ -46,6 +55,13 @@ def test_a_size_no_bench_can_run_exits_2_naming_it_before_anything_starts(capsys
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and "needs root" not in err, err
     assert not called
+
+
+def test_bench_sim_without_options_runs_its_default_size(capsys, monkeypatch):
+    called = []
+    monkeypatch.setattr(bench_mod, "bench_sim", lambda *a: called.append(a) or {"ran": True})
+    assert main(["bench", "sim", "--json"]) == 0
+    assert called == [(1000, 50_000, 24.0, 1)] and capsys.readouterr().out == '{"ran": true}\n'
 
 
 def _children(pid: int) -> list[int]:

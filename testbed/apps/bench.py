@@ -30,6 +30,7 @@ SIM_TARGET_MB = 1024
 SIM_TARGET_SCALING = 1.1  # cost per event at full size over a tenth's (#17: 10,000 nodes against 1,000)
 # the largest `bench sim` takes: five times #17's 10,000 nodes and 500,000 pods, some 1.6 GiB and 10 minutes
 SIM_MAX_NODES, SIM_MAX_PODS = 50_000, 2_500_000
+SIM_PODS, SIM_HOURS = 50_000, 24.0  # `bench sim`'s defaults: 50,000 pod creations over 24 simulated hours
 BRINGUP_MAX_PODS = 100_000  # namespaces; the kernel's limits say no earlier on most machines (a clear error too)
 
 
@@ -182,11 +183,30 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     return result
 
 
+#: The options each kind of bench reads, beside --json. Another kind's option would be ignored: it is refused.
+OPTIONS = {"sim": ("--nodes", "--pods", "--hours", "--seed"),
+           "bringup": ("--nodes", "--pods-per-node", "--backend", "--compare"), "cni": ()}
+
+
+def _check_options(what: str, args: argparse.Namespace) -> None:
+    """UsageError for an option given (not None) that `bench what` would not read, naming the kind it is for."""
+    for option in dict.fromkeys(o for options in OPTIONS.values() for o in options):
+        if option not in OPTIONS[what] and getattr(args, option[2:].replace("-", "_")) is not None:
+            owners = " and ".join(f"`bench {kind}`" for kind, options in OPTIONS.items() if option in options)
+            raise UsageError(f"{option} is an option of {owners}, not of `bench {what}`; leave it out")
+    if what == "bringup" and args.backend == "containers" and args.compare is not None:
+        raise UsageError("--compare picks the builders measured beside namespaces; `bench bringup --backend "
+                         "containers` measures containers against namespaces, no builders: leave one out")
+
+
 def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
+    _check_options(what, args)
     if what == "sim":
         nodes = 1000 if args.nodes is None else args.nodes
-        check_churn(nodes, args.pods, args.hours, max_nodes=SIM_MAX_NODES, max_pods=SIM_MAX_PODS, min_pods=1)
-        return bench_sim(nodes, args.pods, args.hours, args.seed)
+        pods = SIM_PODS if args.pods is None else args.pods
+        hours = SIM_HOURS if args.hours is None else args.hours
+        check_churn(nodes, pods, hours, max_nodes=SIM_MAX_NODES, max_pods=SIM_MAX_PODS, min_pods=1)
+        return bench_sim(nodes, pods, hours, 1 if args.seed is None else args.seed)
     _check_bringup_size(args.nodes, args.pods_per_node)
     compare = _compare(args.compare) if what == "bringup" and args.backend != "containers" else ()
     if os.geteuid() != 0:
@@ -203,12 +223,12 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
     return bench_netns.bench_cni()
 
 
-def _compare(text: str) -> tuple[str, ...]:
-    """The builders `--compare` names, `none` for none; UsageError for an empty, unknown or repeated name
-    (an empty value is not taken for `none`), before root is asked for."""
+def _compare(text: str | None) -> tuple[str, ...]:
+    """The builders `--compare` names (None: all of them), `none` for none; UsageError for an empty, unknown
+    or repeated name (an empty value is not taken for `none`), before root is asked for."""
     from testbed.apps.bench_netns import BUILDERS
 
-    names = [name.strip() for name in text.split(",")]
+    names = list(BUILDERS) if text is None else [name.strip() for name in text.split(",")]
     choices = f"name builders from {', '.join(BUILDERS)}, comma-separated, or none"
     if not all(names):
         raise UsageError(f"--compare {shorten(text)}: an empty name; {choices}")

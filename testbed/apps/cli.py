@@ -722,11 +722,11 @@ def _add_tools(sub: Subcommands) -> None:
     b.add_argument("--pods-per-node", type=int, default=None, help="bringup: 50, with --backend containers 10")
     b.add_argument("--backend", choices=["netns", "containers"],
                    help="bringup: containers also measures pods as containers, beside namespaces, in the same run")
-    b.add_argument("--compare", default="floor,ip_batch,pyroute2,ip",
-                   help="bringup: the builders measured beside enilab, comma-separated, or `none`")
-    b.add_argument("--pods", type=int, default=50_000, help="pod creations (each is deleted later)")
-    b.add_argument("--hours", type=float, default=24.0)
-    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--compare", help="bringup: the builders measured beside enilab, comma-separated, or `none` "
+                                      "(default: floor,ip_batch,pyroute2,ip)")
+    b.add_argument("--pods", type=int, help="sim: pod creations, each deleted later (50000)")
+    b.add_argument("--hours", type=float, help="sim: simulated hours (24)")
+    b.add_argument("--seed", type=int, help="sim: the workload's seed (1)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
