@@ -75,3 +75,12 @@ def test_an_empty_value_is_refused_not_taken_for_the_default(argv, said, capsys,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err and "needs root" not in err, err
+
+
+@pytest.mark.parametrize("command", ["simulate", "run"])
+def test_pretty_without_json_is_refused_not_ignored(command, capsys, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # refused before root is asked for
+    assert main([command, "grow-and-shrink", "--pretty"]) == 2
+    captured = capsys.readouterr()
+    assert "enilab: error: --pretty indents the JSON; add --json" in captured.err and captured.out == ""
+    assert "needs root" not in captured.err

@@ -39,15 +39,18 @@ def _print_timeline(args: argparse.Namespace, scenario, backend=None, node_vpc=N
             print_timeline(_console(), parts)
 
 
-def _check_states(args: argparse.Namespace) -> None:
+def _check_json_options(args: argparse.Namespace) -> None:
+    """--states and --pretty shape the JSON: without --json they would be ignored."""
     if args.states != "all" and not args.json:
         raise UsageError(f"--states {args.states} chooses what the JSON holds; add --json")
+    if args.pretty and not args.json:
+        raise UsageError("--pretty indents the JSON; add --json")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from testbed.world.scenario import load_scenario
 
-    _check_states(args)
+    _check_json_options(args)
     scenario = load_scenario(args.file)
     with _cloud(args.cloud, scenario) as node_vpc:
         _print_timeline(args, scenario, node_vpc=node_vpc)
@@ -139,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.apps.runner import check_supported
     from testbed.world.scenario import load_scenario
 
-    _check_states(args)
+    _check_json_options(args)
     scenario = load_scenario(args.file)
     kind = args.backend or scenario.backend or "netns"
     check_supported(scenario, kind)
@@ -595,7 +598,7 @@ def _timeline_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("file", help="scenario YAML file, or a built-in name")
     p.add_argument("--json", action="store_true", help="print the JSON timeline (the public contract)")
-    p.add_argument("--pretty", action="store_true", help="indent the JSON")
+    p.add_argument("--pretty", action="store_true", help="with --json: indent the JSON")
     p.add_argument("--states", choices=STATES, default="all", help=STATES_HELP)
     _cloud_option(p)
 
