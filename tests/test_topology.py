@@ -82,6 +82,24 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["default", "--trace", "pod-1", "db-1"],
+     "--trace traces on a running cluster, not a simulated file; leave out --trace, or the file 'default'"),
+    (["default", "--name", "c"], "--name picks a running cluster, not a simulated file; leave out --name"),
+    (["--name", "", "default"], "--name picks a running cluster"),
+    ([""], "give a scenario"),  # not taken for the running cluster
+], ids=["--trace", "--name", "--name ''", "empty file"])
+def test_an_option_of_the_running_cluster_is_refused_with_a_file(capsys, monkeypatch, extra, message):
+    from testbed.apps import cli, controller
+    from testbed.observe import topology
+
+    monkeypatch.setattr(topology, "build_graph", lambda *a: pytest.fail("the work began"))
+    monkeypatch.setattr(controller, "connect", lambda *a: pytest.fail("a running cluster was asked"))
+    assert cli.main(["topology", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
 def test_the_demo_refuses_a_drawing_it_cannot_write_before_its_cluster_comes_up(tmp_path, capsys, monkeypatch):
     from testbed.apps import cli, demo
 

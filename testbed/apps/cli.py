@@ -378,12 +378,17 @@ def cmd_topology(args: argparse.Namespace) -> int:
     from testbed.apps.outputs import DRAWINGS, check_output_file
     from testbed.observe import topology
 
+    if args.file is not None:  # a file is simulated: what picks or probes a running cluster would be ignored
+        for option, what, given in (("--trace", "traces on", args.trace), ("--name", "picks", args.name)):
+            if given is not None:
+                raise UsageError(f"{option} {what} a running cluster, not a simulated file; leave out {option}, "
+                                 f"or the file {shorten(args.file)}")
     if args.png is not None:
         check_output_file("--png", args.png, DRAWINGS)
     if args.graphml is not None:
         check_output_file("--graphml", args.graphml)
     trace = None
-    if args.file:  # a scenario or topology file, simulated to its end
+    if args.file is not None:  # a scenario or topology file, simulated to its end ('' too: load_scenario refuses it)
         from testbed.apps.runner import apply_step, check_supported
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario
