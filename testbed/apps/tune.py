@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
+from eni_core.names import shorten
 from testbed.apps.outputs import DRAWINGS, check_output_file
 from testbed.apps.runner import apply_step, check_supported
 from testbed.errors import UsageError
@@ -104,17 +105,23 @@ def _count(name: str, text: str) -> int:
 _UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
+MAX_DURATION_S = 10 * 365 * 86400  # ten years: the longest `advance` a scenario takes
+
+
 def _duration(name: str, text: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text)
     if not m or m.group(2) not in _UNITS:
-        raise UsageError(f"{name}: {text!r} is not a duration; write seconds (30, 30s) or 2m, 500ms")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+        raise UsageError(f"{name}: {shorten(text)} is not a duration; write seconds (30, 30s) or 2m, 500ms")
+    value = float(m.group(1)) * _UNITS[m.group(2)]
+    if not value <= MAX_DURATION_S:  # 400 digits make inf, which a replay cannot schedule
+        raise UsageError(f"{name}: {shorten(text)} is more than ten years; give at most {MAX_DURATION_S:,} s")
+    return value
 
 
 def _interval(name: str, text: str) -> float:
     value = _duration(name, text)
     if value <= 0:
-        raise UsageError(f"{name}: {text!r} must be a positive number of seconds")
+        raise UsageError(f"{name}: {shorten(text)} must be a positive number of seconds")
     return value
 
 
@@ -150,7 +157,7 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
     items = [v.strip() for v in values.split(",")]
     if not values.strip() or any(not v for v in items):
         raise UsageError(f"--sweep {name}: list the values, comma-separated, none empty ({text!r})")
-    parsed = [PARAMETERS[name](name, v) for v in items]
+    parsed = [PARAMETERS[name](f"--sweep {name}", v) for v in items]
     for i, v in enumerate(parsed):
         if v in parsed[:i]:
             raise UsageError(f"--sweep {name}: {items[i]!r} is listed twice")
@@ -676,6 +683,8 @@ def parse_goals(text: str) -> list[Goal]:
             raise UsageError(f"--recommend {part!r}: write METRIC OP VALUE, e.g. p95_delay<=2s, with OP one of "
                              f"<= < >= > and goals joined by ','")
         metric, op, number, unit = m.groups()
+        if not math.isfinite(float(number)):  # 400 digits make inf, which every setting meets or misses alike
+            raise UsageError(f"--recommend {shorten(part)}: the number is too large; give one a setting can reach")
         if metric not in GOAL_METRICS:
             raise UsageError(f"--recommend {part!r}: unknown metric {metric}; use one of {', '.join(GOAL_METRICS)}")
         kind = GOAL_METRICS[metric][1]
