@@ -256,6 +256,9 @@ BAD = [
     (["--sweep", "min_prebound=0,1"], "min_prebound: 0 is below 1"),
     (["--sweep", "min_prebound=-2"], "min_prebound: -2 is below 1"),
     (["--sweep", "max_prebound=a,b"], "max_prebound: 'a' is not a whole number"),
+    (["--sweep", "max_prebound=1001"], "--sweep max_prebound: 1001 is above 1000, the most a scenario's pool takes"),
+    (["--sweep", "min_prebound=" + "9" * 400], "--sweep min_prebound: '99999"),
+    (["--sweep", "max_prebound=" + "9" * 5000], "is not a count from 1 to 1000"),
     (["--sweep", "max_prebound=1,,2"], "--sweep max_prebound: list the values"),
     (["--sweep", "max_prebound=5,5"], "--sweep max_prebound: '5' is listed twice"),
     (["--sweep", "release_interval=soon"], "release_interval: 'soon' is not a duration"),
@@ -293,7 +296,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD, ids=[" ".join(b[0]) for b in BAD])
+@pytest.mark.parametrize(("extra", "message"), BAD, ids=[" ".join(b[0])[:60] for b in BAD])
 def test_bad_input_exits_2_naming_what_is_wrong(capsys, tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
     called = []

@@ -91,14 +91,21 @@ MAX_SETTINGS = 1000  # settings one tune replays: some 40 minutes of the default
 
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
+MAX_PREBOUND = 1000  # the most a scenario's pool takes (testbed/world/scenario.py)
+
+
 def _count(name: str, text: str) -> int:
+    if len(text.strip()) > 8:  # no count the pool takes is as long, and int() would read thousands of digits
+        raise UsageError(f"{name}: {shorten(text)} is not a count from 1 to {MAX_PREBOUND}")
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"{name}: {text!r} is not a whole number") from None
+        raise UsageError(f"{name}: {shorten(text)} is not a whole number") from None
     if value < 1:
         raise UsageError(f"{name}: {value} is below 1; the pool needs at least one pre-bound IP "
                          "(Pending pods pull no IPs, so with 0 no pod would ever start)")
+    if value > MAX_PREBOUND:
+        raise UsageError(f"{name}: {value} is above {MAX_PREBOUND}, the most a scenario's pool takes")
     return value
 
 
