@@ -53,7 +53,7 @@ MAX_HOSTS = 1_000  # in all subnets together
 MAX_RUN_EVENTS = 500_000  # the timeline keeps them all: about 1 KB each
 MAX_RUN_STATE_ITEMS = 10_000_000  # nodes, ENIs, bound IPs, pods and claims, in all the states recorded
 LIMITS = {"file size (bytes)": MAX_FILE_BYTES, "nesting depth": yamlfile.MAX_DEPTH,
-          "values in the file": yamlfile.MAX_VALUES, "steps": MAX_STEPS,
+          "values in the file": yamlfile.MAX_VALUES, "digits in a number": yamlfile.MAX_DIGITS, "steps": MAX_STEPS,
           "pods per step": MAX_PODS_PER_STEP, "pods created in all": MAX_PODS_CREATED, "nodes": MAX_NODES,
           "subnets": MAX_SUBNETS, "hosts": MAX_HOSTS, "events in a run": MAX_RUN_EVENTS,
           "state items in a run": MAX_RUN_STATE_ITEMS}

@@ -10,6 +10,8 @@ explicit stack (no recursion), and refuses, with the line it happened on:
 - nesting deeper than ``MAX_DEPTH`` mappings and lists, and more than ``MAX_VALUES`` values (scalars,
   lists and mappings) in all, so that reading costs at most about a second whatever the file holds;
 - a key given twice in one mapping, and keys that are lists or mappings;
+- a number of more than ``MAX_DIGITS`` digits, before it is converted (no field takes one; Python would
+  spend time on it, refuse it past 4,300 digits in its own words, or overflow a float with it);
 - merge keys (``<<``), explicit tags on lists and mappings (``!!set``, ``!!omap``, ``!custom``), tags
   that SafeLoader does not know (``!!python/object``), and more than one document.
 
@@ -36,10 +38,12 @@ from yaml.resolver import Resolver
 
 from eni_core.names import shorten
 
-__all__ = ["MAX_DEPTH", "MAX_VALUES", "YamlRefused", "load"]
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "MAX_VALUES", "YamlRefused", "load"]
 
 MAX_DEPTH = 16
 MAX_VALUES = 250_000
+MAX_DIGITS = 100  # in one number: the largest any field takes, a seed, has 19
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 _PARSER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 _PLAIN_TAGS = {None, "!", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _MERGE = "tag:yaml.org,2002:merge"
@@ -60,6 +64,14 @@ def _at(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
 
 
+def _check_digits(text: str, event: events.ScalarEvent) -> None:
+    """YamlRefused, naming the line, for a number written with more than MAX_DIGITS digits (or hex letters)."""
+    digits = sum(c.isalnum() for c in text)
+    if digits > MAX_DIGITS:
+        raise YamlRefused(f"{_at(event.start_mark)}: a number of {digits:,} digits; no field takes more than "
+                          f"{MAX_DIGITS}")
+
+
 class _Builder:
     """Values from parser events: a stack of open lists and mappings, each with its pending key."""
 
@@ -76,11 +88,17 @@ class _Builder:
         if tag is None and (not plain or value[:1] not in self.resolved_first):
             return value  # quoted, or no implicit type (int, bool, null...) starts with this character
         if tag is None and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0"):
+            _check_digits(value, event)
             return int(value)  # a plain decimal (YAML 1.1 reads 012 as octal: that takes the long way)
         key = (tag, value, plain)
         made = self.scalars.get(key, _NO_KEY)
         if made is _NO_KEY:  # each distinct scalar is made once: they are all immutable
-            made = self.scalars[key] = self._construct(event)
+            try:
+                made = self.scalars[key] = self._construct(event)
+            except YamlRefused:
+                raise
+            except ValueError as err:  # a date with month 13, say
+                raise YamlRefused(f"{_at(event.start_mark)}: a value cannot be read: {_cut(str(err))}") from None
         return made
 
     def _construct(self, event: events.ScalarEvent) -> Any:
@@ -89,6 +107,8 @@ class _Builder:
             tag = self.resolver.resolve(ScalarNode, event.value, event.implicit)
         if tag == _MERGE:
             raise YamlRefused(f"{_at(event.start_mark)}: merge keys (<<) are not allowed; write the keys out")
+        if tag in _NUMBER_TAGS:
+            _check_digits(event.value, event)
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         construct = _SCALAR_CONSTRUCTORS.get(tag)
         return construct(self.constructor, node) if construct else self.constructor.construct_object(node)
@@ -154,6 +174,6 @@ def load(text: str) -> Any:
                           "control character, which YAML does not allow") from None
     except yaml.YAMLError as err:
         raise YamlRefused(f"not valid YAML: {_cut(str(err))}") from None
-    except ValueError as err:  # an integer of more digits than Python converts, say
+    except ValueError as err:  # a scalar's own is caught with its line, in _Builder.scalar
         raise YamlRefused(f"a value cannot be read: {_cut(str(err))}") from None
     return builder.documents[0] if builder.documents else None
