@@ -106,3 +106,21 @@ def test_the_demo_refuses_a_drawing_it_cannot_write_before_its_cluster_comes_up(
     monkeypatch.setattr(demo, "run_demo", lambda *a: pytest.fail("the demo began"))
     assert cli.main(["demo", "--png", str(tmp_path / "x.txt")]) == 2
     assert "--png" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("uid", [0, 1000], ids=["root", "not root"])
+def test_the_demo_refuses_a_scenario_whose_probes_it_would_not_report(tmp_path, capsys, monkeypatch, uid):
+    """rp-filter-lesson's probes expect packets delivered and dropped: as root the demo ran them and read no
+    result, without root it stopped at the first one, halfway. Refused before anything starts, either way."""
+    from testbed.apps import cli
+    from testbed.world import cluster
+    from testbed.world.backends import netns
+
+    monkeypatch.setattr("os.geteuid", lambda: uid)
+    monkeypatch.setattr(netns, "NetnsBackend", lambda *a: pytest.fail("the demo began, on namespaces"))
+    monkeypatch.setattr(cluster, "Cluster", lambda *a, **k: pytest.fail("the demo began"))
+    assert cli.main(["demo", "--topology", "rp-filter-lesson", "--png", str(tmp_path / "t.png")]) == 2
+    captured = capsys.readouterr()
+    assert ("enilab: error: --topology 'rp-filter-lesson' is a scenario with checks (step 2, probe), which the "
+            "demo would not report: give it to `enilab run` (root)") in captured.err
+    assert captured.out == "" and list(tmp_path.iterdir()) == []

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eni_core.model import eni_table
+from eni_core.names import shorten
 from eni_core.ops import MAIN_TABLE
+from testbed.errors import UsageError
 from testbed.observe.report import node_table
 from testbed.world.pods import PodPhase
 
@@ -101,6 +103,20 @@ def _rp_filter_lesson(console: Console, cluster) -> int:
     return 0 if good else 1
 
 
+def _check_topology(scenario, given: str, root: bool) -> None:
+    """Before anything starts: the demo brings a topology up and runs its own checks, so a scenario's probes
+    would run with their `expect` unread (as root), or stop it halfway (without root): refused. So is a step
+    the backend the demo uses cannot take."""
+    from testbed.apps.runner import check_supported
+
+    for i, step in enumerate(scenario.steps, 1):
+        if step["op"] == "probe":
+            raise UsageError(f"--topology {shorten(given)} is a scenario with checks (step {i}, probe), which the "
+                             "demo would not report: give it to `enilab run` (root); the demo takes a topology, "
+                             "such as default or static")
+    check_supported(scenario, "netns" if root else "sim")
+
+
 def run_demo(console: Console, args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
@@ -111,6 +127,7 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
 
     scenario = load_scenario(args.topology or DEFAULT_TOPOLOGY)
     root = os.geteuid() == 0
+    _check_topology(scenario, args.topology or DEFAULT_TOPOLOGY, root)
     backend = None
     if root:
         from testbed.world.backends.netns import NetnsBackend
