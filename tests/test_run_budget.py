@@ -153,3 +153,19 @@ def test_the_pytest_plugins_topology_steps_are_bounded_and_the_tests_own_calls_a
         assert ours.cluster.events.count > 2_000
     finally:
         ours.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_tune_replays_a_scenario_within_the_runs_budget_and_says_so_as_a_users_mistake(monkeypatch, tmp_path,
+                                                                                       workers):
+    from eni_core.model import PoolConfig
+    from testbed.apps import tune
+    from testbed.errors import UserError
+
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 2_000)  # the workers are forked: they see it too
+    path = tmp_path / "starved.yaml"
+    path.write_text(STARVED.replace("SECONDS", str(10 * 365 * 86400)))
+    workload = tune.load_workload(path)
+    with pytest.raises(UserError, match=r"step 2 \(advance\): the run made more than 2,000 events") as err:
+        tune.tune(workload, [PoolConfig(), PoolConfig(2, 5)], workers=workers)
+    assert str(path) in str(err.value) and "Error:" not in str(err.value)

@@ -124,3 +124,18 @@ def test_the_demo_refuses_a_scenario_whose_probes_it_would_not_report(tmp_path, 
     assert ("enilab: error: --topology 'rp-filter-lesson' is a scenario with checks (step 2, probe), which the "
             "demo would not report: give it to `enilab run` (root)") in captured.err
     assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_up_refuses_a_scenario_whose_probes_it_would_not_report(monkeypatch, capsys):
+    """`enilab up` runs a topology's steps in its controller and reports none of a probe's `expect`: a
+    scenario with checks belongs to `enilab run`. Refused before root is asked for or a controller starts."""
+    import subprocess
+
+    from testbed.apps import cli
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a controller was started"))
+    assert cli.main(["up", "rp-filter-lesson"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("enilab: error: 'rp-filter-lesson' is a scenario with checks (step 2, probe), "
+                                   "which `enilab up` would not report: give it to `enilab run` (root)")

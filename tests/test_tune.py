@@ -431,6 +431,10 @@ def test_the_json_carries_the_recommendation(capsys):
 def test_a_setting_that_fails_in_a_worker_is_named_and_nothing_hangs():
     spec = ClusterSpec(subnets=(subnet(),), nodes=(NodeSpec("node-1", ("subnet-a",), 2, 10),))
     broken = Workload("broken", spec, 10.0, steps=({"op": "create_pods", "node": "node-9", "count": 1},))
-    with pytest.raises(RuntimeError, match=r"replaying min_prebound=[12] max_prebound=5 .* failed: ClusterError: "
-                                           r"unknown node 'node-9'"):
+    # a user's mistake (a ClusterError) stays one, for exit 2; anything else is a RuntimeError naming its type
+    with pytest.raises(UsageError, match=r"replaying min_prebound=[12] max_prebound=5 .* failed: "
+                                         r"unknown node 'node-9'"):
         tune(broken, [PoolConfig(1, 5), PoolConfig(2, 5)], workers=2)
+    bug = Workload("bug", spec, 10.0, steps=({"op": "no-such-op"},))  # what a scenario file cannot hold: our bug
+    with pytest.raises(RuntimeError, match=r"replaying min_prebound=[12] max_prebound=5 .* failed: KeyError"):
+        tune(bug, [PoolConfig(1, 5), PoolConfig(2, 5)], workers=2)

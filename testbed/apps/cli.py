@@ -183,11 +183,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     from eni_core.names import InvalidName
     from testbed.apps.controller import ClusterFolder
-    from testbed.apps.runner import check_supported
+    from testbed.apps.runner import check_supported, refuse_checks
     from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology)  # bad input stops here, before anything exists
     backend = args.backend or scenario.backend or "netns"
+    refuse_checks(scenario, shorten(args.topology), "`enilab up`")
     check_supported(scenario, backend)
     name = scenario.name if args.name is None else args.name  # an empty --name is refused, not ignored
     try:

@@ -274,7 +274,7 @@ class Controller:
             self.cluster = Cluster(scenario.cluster, backend=self.backend, keep_events=False)
             self.started = time.monotonic()
             with self.lock:  # then its timers fire as the wall clock moves: bounded by it
-                apply_steps(self.cluster, scenario)
+                apply_steps(self.cluster, scenario.steps, scenario.source)
                 self.cluster.sync_dataplane()
         except BaseException:
             self.backend.close()

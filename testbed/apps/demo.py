@@ -15,7 +15,6 @@ from rich.table import Table
 from eni_core.model import eni_table
 from eni_core.names import shorten
 from eni_core.ops import MAIN_TABLE
-from testbed.errors import UsageError
 from testbed.observe.report import node_table
 from testbed.world.pods import PodPhase
 
@@ -107,13 +106,9 @@ def _check_topology(scenario, given: str, root: bool) -> None:
     """Before anything starts: the demo brings a topology up and runs its own checks, so a scenario's probes
     would run with their `expect` unread (as root), or stop it halfway (without root): refused. So is a step
     the backend the demo uses cannot take."""
-    from testbed.apps.runner import check_supported
+    from testbed.apps.runner import check_supported, refuse_checks
 
-    for i, step in enumerate(scenario.steps, 1):
-        if step["op"] == "probe":
-            raise UsageError(f"--topology {shorten(given)} is a scenario with checks (step {i}, probe), which the "
-                             "demo would not report: give it to `enilab run` (root); the demo takes a topology, "
-                             "such as default or static")
+    refuse_checks(scenario, f"--topology {shorten(given)}", "the demo")
     check_supported(scenario, "netns" if root else "sim")
 
 

@@ -147,7 +147,7 @@ class EnilabCluster:
         self._apply = apply_step
         self._closed = False
         try:
-            apply_steps(self.cluster, scenario, self.cluster.sync_dataplane)
+            apply_steps(self.cluster, scenario.steps, scenario.source, self.cluster.sync_dataplane)
         except BaseException:
             self.close()
             raise

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from typing import Any, NamedTuple, TextIO
 
-from testbed.errors import UserError
+from testbed.errors import UsageError, UserError
 from testbed.world.backends import Backend
 from testbed.world.cluster import Cluster
 from testbed.world.events import EventLimitError
@@ -14,8 +14,8 @@ from testbed.world.scenario import MAX_RUN_EVENTS, MAX_RUN_STATE_ITEMS, NETNS_OP
 from testbed.world.spec import NodeSpec
 from testbed.world.state import state_items
 
-__all__ = ["STATES", "Part", "apply_step", "apply_steps", "check_supported", "run_scenario", "run_step", "seconds",
-           "select_states", "state_changes", "timeline", "write_json"]
+__all__ = ["STATES", "Part", "apply_step", "apply_steps", "check_supported", "refuse_checks", "run_scenario",
+           "run_step", "seconds", "select_states", "state_changes", "timeline", "write_json"]
 
 
 def seconds(t: float) -> int | float:
@@ -85,6 +85,16 @@ def check_supported(scenario: Scenario, backend: str) -> None:
                 raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): not supported yet")
 
 
+def refuse_checks(scenario: Scenario, given: str, command: str) -> None:
+    """UsageError if `scenario` has a probe step: `command` brings a topology up and reports nothing of a
+    probe's `expect`, so its checks would pass unread. `given` names the file as the user gave it, quoted."""
+    for i, step in enumerate(scenario.steps, 1):
+        if step["op"] == "probe":
+            raise UsageError(f"{given} is a scenario with checks (step {i}, probe), which {command} would "
+                             f"not report: give it to `enilab run` (root); {command} takes a topology, such as "
+                             "default or static")
+
+
 def apply_step(cluster: Cluster, step: dict) -> Any:
     return STEPS[step["op"]](cluster, step)
 
@@ -101,16 +111,18 @@ def run_step(cluster: Cluster, source: str, index: int, step: dict) -> Any:
     return result
 
 
-def apply_steps(cluster: Cluster, scenario: Scenario, after_each: Callable[[], object] | None = None) -> None:
-    """Every step of `scenario` on `cluster` (`after_each()` after each), within a run's budget of events:
+def apply_steps(cluster: Cluster, steps: Iterable[dict], source: str,
+                after_each: Callable[[], object] | None = None) -> None:
+    """Every step of a scenario (read from `source`) on `cluster`, `after_each()` after each, within a run's
+    budget of events:
     `MAX_RUN_EVENTS` more than the cluster had made. What the cluster does afterwards (a live cluster's
     timers, a test's own calls) is under its own limit again, usually none."""
     log = cluster.events
     before = log.limit, log.since
     log.limit, log.since = MAX_RUN_EVENTS, log.count
     try:
-        for i, step in enumerate(scenario.steps, 1):
-            run_step(cluster, scenario.source, i, step)
+        for i, step in enumerate(steps, 1):
+            run_step(cluster, source, i, step)
             if after_each is not None:
                 after_each()
     finally:

@@ -52,8 +52,8 @@ from typing import Any
 from eni_core.model import PoolConfig
 from eni_core.names import shorten
 from testbed.apps.outputs import DRAWINGS, check_output_file
-from testbed.apps.runner import apply_step, check_supported
-from testbed.errors import UsageError
+from testbed.apps.runner import apply_steps, check_supported
+from testbed.errors import UsageError, UserError
 from testbed.world.churn import MEAN_LIFE_S, check_churn, churn_workload, churn_world
 from testbed.world.cluster import Cluster
 from testbed.world.faults import FaultConfig
@@ -223,13 +223,15 @@ def label(row: Mapping[str, Any]) -> str:
 @dataclass(frozen=True)
 class Workload:
     """What is replayed under every setting: a cluster, and either scenario steps or timed pod arrivals
-    `(t, "create"|"delete", pod, node)` sorted by time. `end` is when measuring stops (seconds)."""
+    `(t, "create"|"delete", pod, node)` sorted by time. `end` is when measuring stops (seconds); `source`
+    names the scenario file the steps come from."""
 
     name: str
     spec: ClusterSpec
     end: float
     steps: tuple[dict, ...] = ()
     arrivals: tuple[tuple[float, str, str, str], ...] = ()
+    source: str = ""
 
     def with_latency(self, low: float, high: float) -> Workload:
         """The same workload on a cloud whose calls take `low` to `high` seconds each."""
@@ -244,7 +246,7 @@ def load_workload(path: str | Path) -> Workload:
                          "tune a shared-eni scenario")
     check_supported(scenario, "sim")
     end = sum(s["seconds"] for s in scenario.steps if s["op"] == "advance")
-    return Workload(scenario.name, scenario.cluster, float(end), steps=tuple(scenario.steps))
+    return Workload(scenario.name, scenario.cluster, float(end), steps=tuple(scenario.steps), source=scenario.source)
 
 
 def _diurnal_rate(t: float) -> float:
@@ -484,8 +486,7 @@ def replay(workload: Workload, config: PoolConfig) -> _MeteredCluster:
     cluster.meter = _Meter(cluster, workload.end)
     for node in spec.nodes:  # added after the meter listens: their first IPs count
         cluster.add_node(node)
-    for step in workload.steps:
-        apply_step(cluster, step)
+    apply_steps(cluster, workload.steps, workload.source)  # within a run's budget, as `simulate` runs them
     # Pods that arrive at one instant on one node (a deployment's replicas) are created together.
     for (t, op, node), group in itertools.groupby(workload.arrivals, key=lambda a: (a[0], a[1], a[3])):
         cluster.run_until(t)
@@ -559,7 +560,8 @@ def _replay_share(conn: Any, workload: Workload, share: list[tuple[int, PoolConf
             try:
                 conn.send((index, measure(workload, config), None))
             except Exception as err:  # the parent raises it, naming the setting
-                conn.send((index, None, f"{type(err).__name__}: {err}"))
+                users = isinstance(err, UserError)
+                conn.send((index, None, (str(err) if users else f"{type(err).__name__}: {err}", users)))
                 return
     finally:
         conn.close()
@@ -587,8 +589,10 @@ def _in_processes(workload: Workload, configs: list[PoolConfig], workers: int) -
                 except EOFError:
                     open_pipes.remove(conn)
                     continue
-                if error is not None:
-                    raise RuntimeError(f"replaying {label(setting_of(configs[index]))} failed: {error}")
+                if error is not None:  # the others are stopped on the way out
+                    message, users = error
+                    raise (UsageError if users else RuntimeError)(
+                        f"replaying {label(setting_of(configs[index]))} failed: {message}")
                 yield index, outcome
     finally:
         for proc in processes:
