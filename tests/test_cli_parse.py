@@ -84,3 +84,18 @@ def test_pretty_without_json_is_refused_not_ignored(command, capsys, monkeypatch
     captured = capsys.readouterr()
     assert "enilab: error: --pretty indents the JSON; add --json" in captured.err and captured.out == ""
     assert "needs root" not in captured.err
+
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["bench", "sim", "--nodes", HUGE], "--nodes 99999"),
+    (["bench", "sim", "--pods", HUGE], "--pods 99999"),
+    (["tune", "--workload", "steady", "--latency", HUGE], "--latency '99999"),
+])
+def test_a_400_digit_number_gets_a_short_message(argv, said, capsys, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err) < 300, err

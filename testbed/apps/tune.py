@@ -770,9 +770,9 @@ def parse_latency(text: str) -> tuple[float, float]:
     try:
         lo, hi = float(low), float(high or low)
     except ValueError:
-        raise UsageError(f"--latency {text!r}: write MIN-MAX in seconds, e.g. 0.5-2") from None
+        raise UsageError(f"--latency {shorten(text)}: write MIN-MAX in seconds, e.g. 0.5-2") from None
     if not 0 <= lo <= hi <= 10:
-        raise UsageError(f"--latency {text!r}: keep 0 <= MIN <= MAX <= 10 seconds")
+        raise UsageError(f"--latency {shorten(text)}: keep 0 <= MIN <= MAX <= 10 seconds")
     return lo, hi
 
 
