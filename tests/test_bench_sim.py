@@ -13,6 +13,7 @@ import pytest
 
 from testbed.apps import bench as bench_mod
 from testbed.apps.cli import main
+from testbed.world.churn import churn_world
 
 BAD = [
     (["sim", "--hours", "-1"], "--hours -1: give a span above 0 and at most two weeks (336)"),
@@ -128,3 +129,24 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return state != "Z"
+
+
+def test_a_world_too_small_for_its_pools_is_reported_and_not_within_target(monkeypatch):
+    """The bench measures churn; in a world whose subnets cannot hold the nodes' pre-bound IPs it measures
+    nodes polling for addresses instead, and says so (50,000 nodes on four /16s did, for minutes)."""
+    from dataclasses import replace
+    from ipaddress import IPv4Network
+
+    from eni_core.model import Subnet
+
+    def starved(nodes, seed):
+        world = churn_world(nodes, seed)
+        tiny = tuple(Subnet(s.id, IPv4Network(f"10.{i}.0.0/27")) for i, s in enumerate(world.subnets))
+        return replace(world, subnets=tiny)
+
+    monkeypatch.setattr(bench_mod, "churn_world", starved)
+    r = bench_mod.bench_sim(20, 40, 1.0, 1, baseline_events=40)
+    assert r["nodes_short_of_addresses"] > 0 and not r["within_target"]
+    monkeypatch.setattr(bench_mod, "churn_world", churn_world)
+    r = bench_mod.bench_sim(20, 40, 1.0, 1, baseline_events=40)
+    assert r["nodes_short_of_addresses"] == 0

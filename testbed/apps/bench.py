@@ -142,6 +142,8 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()
     running = sum(len(n.running) for n in cluster.nodes.values())
+    # a node whose subnets cannot fill its pool polls every 30 s: a starved world measures polls, not churn
+    short = sum(bool(n.ipamd.shortfall) for n in cluster.nodes.values())
     api_calls, all_events = cluster.vpc.calls, cluster.events.count
     del cluster
 
@@ -152,7 +154,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "nodes": nodes, "events": done, "api_calls": api_calls, "all_events": all_events,
         "seconds": round(seconds, 3), "cpu_s": round(cpu_s, 3), "setup_s": round(setup_s, 3),
         "events_per_s": round(done / seconds), "peak_rss_mb": round(rss, 1),
-        "pods_left_running": running, "cores": os.cpu_count(),
+        "pods_left_running": running, "nodes_short_of_addresses": short, "cores": os.cpu_count(),
         "cyclic_garbage": garbage + sum(t[4] for t in tenths),
         "tenth": {"nodes": small_nodes, "events": small_done, "runs": len(tenths), "seconds": round(small_s, 3),
                   "cpu_s": round(small_cpu, 3), "cpu_s_runs": [round(t[2], 3) for t in tenths],
@@ -175,7 +177,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "speedup": round(naive_per_event / ours_per_event, 1),
         "target_s": SIM_TARGET_S * nodes / 1000, "target_mb": SIM_TARGET_MB,
         "within_target": (seconds + setup_s <= SIM_TARGET_S * nodes / 1000 and rss <= SIM_TARGET_MB
-                          and result["cyclic_garbage"] == 0),
+                          and result["cyclic_garbage"] == 0 and short == 0),
         # a target of its own: at the default size the tenth (100 nodes) fits in the second-level cache
         # and the full size does not, so the ratio there measures the caches more than the simulation
         "target_scaling_ratio": SIM_TARGET_SCALING, "linear": result["scaling_ratio"] <= SIM_TARGET_SCALING,
@@ -306,8 +308,11 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['peak_rss_mb']} MiB: {verdict} (<{r['target_s']:g} s, <{r['target_mb']} MiB); "
                       f"{r['speedup']}x the baseline ({r['baseline']}); cost per event {r['scaling_ratio']}x "
                       f"that of a tenth of the size (CPU: {r['cpu_s']} s against {r['tenth']['cpu_s']} s for "
-                      f"{r['tenth']['events']} events, the mean of {r['tenth']['runs']} runs: "
+                      f"{r['tenth']['events']} events, the median of {r['tenth']['runs']} runs: "
                       f"{', '.join(map(str, r['tenth']['cpu_s_runs']))} s; ratios "
                       f"{', '.join(map(str, r['scaling_ratio_runs']))}): "
                       + ("[green]linear[/green]" if r["linear"] else "[red]NOT LINEAR[/red]")
                       + f" (<= {r['target_scaling_ratio']})")
+        if r["nodes_short_of_addresses"]:
+            console.print(f"[red]{r['nodes_short_of_addresses']} nodes were short of addresses at the end: the "
+                          "world could not hold the pools, and the replay measured their polls[/red]")
