@@ -23,6 +23,7 @@ eni_core.names.InvalidName: '../../etc' is not a DNS label (lowercase letters, d
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -40,7 +41,15 @@ class InvalidName(ValueError):
 
 
 def shorten(value: object, limit: int = MAX_QUOTED) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error messages that quote user input."""
+    """``repr(value)`` cut to ``limit`` characters, for error messages that quote user input. An integer
+    too long to quote is described instead: writing out thousands of digits takes time, and Python
+    refuses past 4,300.
+
+    >>> shorten("x" * 100, 10), shorten(10 ** 5000)
+    ("'xxxxxx...", 'a number of about 5,000 digits')
+    """
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # more than limit digits, whatever they are
+        return f"a number of about {round(value.bit_length() * math.log10(2)):,} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -434,3 +434,24 @@ def test_a_subnets_reserved_count_is_refused_exactly_when_the_vpc_would_have_no_
     else:
         with pytest.raises(ScenarioError, match=f"field 'reserved': {reserved} leaves no usable address in"):
             parse_scenario(doc)
+
+
+@pytest.mark.parametrize("where, value, said", [
+    ("seconds", 10 ** 400, "field 'seconds' must be above 0 and at most 315360000, not a number of about 400 digits"),
+    ("seconds", 10 ** 5000, "not a number of about 5,000 digits"),
+    ("release_interval", 10 ** 400, "field 'release_interval' must be a number a float can hold, not a number of"),
+    ("seed", -(10 ** 400), "field 'seed' must be between 0 and 9223372036854775807, not a number of about 400"),
+], ids=["seconds-400", "seconds-5000", "release_interval-400", "seed-minus-400"])
+def test_a_huge_integer_given_as_data_is_refused_in_a_short_message(where, value, said):
+    """The pytest plugin takes a topology as a dict: an integer no YAML file can hold any more (100 digits at
+    most) still comes this way. It overflowed float(), and past 4,300 digits Python refused to quote it."""
+    data = yaml.safe_load(scenario("{op: advance, seconds: 60}"))
+    if where == "seconds":
+        data["steps"][0]["seconds"] = value
+    elif where == "release_interval":
+        data["cluster"]["pool"] = {"release_interval": value}
+    else:
+        data[where] = value
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(data, "data")
+    assert said in str(err.value) and len(str(err.value)) < 200, err.value

@@ -98,13 +98,23 @@ def _int(lo: int, hi: int | None = None) -> Check:
     return check
 
 
+def _finite(v: int | float) -> bool:
+    """Whether `v` is a finite float or an integer a float can hold (10 ** 400 is neither: OverflowError)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _number(lo: float, *, strict: bool = False, hi: float | None = None) -> Check:
     def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)):
             raise ValueError(f"must be a number, not {shorten(v)}")
-        if v < lo or (strict and v == lo) or (hi is not None and v > hi):
+        if v < lo or (strict and v == lo) or (hi is not None and v > hi):  # exact, for integers of any size
             raise ValueError(f"must be {'above' if strict else 'at least'} {lo}"
                              + (f" and at most {hi}" if hi is not None else "") + f", not {shorten(v)}")
+        if not _finite(v):  # an integer beyond any float, and no upper bound to name
+            raise ValueError(f"must be a number a float can hold, not {shorten(v)}")
         return float(v)
     return check
 
