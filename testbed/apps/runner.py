@@ -10,7 +10,14 @@ from testbed.errors import UsageError, UserError
 from testbed.world.backends import Backend
 from testbed.world.cluster import Cluster
 from testbed.world.events import EventLimitError
-from testbed.world.scenario import MAX_RUN_EVENTS, MAX_RUN_STATE_ITEMS, NETNS_OPS, Scenario, ScenarioError
+from testbed.world.scenario import (
+    MAX_RUN_CLOUD_CALLS,
+    MAX_RUN_EVENTS,
+    MAX_RUN_STATE_ITEMS,
+    NETNS_OPS,
+    Scenario,
+    ScenarioError,
+)
 from testbed.world.spec import NodeSpec
 from testbed.world.state import state_items
 
@@ -118,15 +125,15 @@ def apply_steps(cluster: Cluster, steps: Iterable[dict], source: str,
     `MAX_RUN_EVENTS` more than the cluster had made. What the cluster does afterwards (a live cluster's
     timers, a test's own calls) is under its own limit again, usually none."""
     log = cluster.events
-    before = log.limit, log.since
-    log.limit, log.since = MAX_RUN_EVENTS, log.count
+    before = log.limit, log.call_limit, log.since
+    log.limit, log.call_limit, log.since = MAX_RUN_EVENTS, MAX_RUN_CLOUD_CALLS, (log.count, log.calls)
     try:
         for i, step in enumerate(steps, 1):
             run_step(cluster, source, i, step)
             if after_each is not None:
                 after_each()
     finally:
-        log.limit, log.since = before
+        log.limit, log.call_limit, log.since = before
 
 
 class Part(NamedTuple):
@@ -146,13 +153,14 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     step has run (a run that stops on an error is torn down all the same).
     `node_vpc`: see `Cluster`.
 
-    A run's work is bounded (`MAX_RUN_EVENTS`, `MAX_RUN_STATE_ITEMS`): a file within every limit of its
-    own can still ask for years of timers on a thousand nodes. Past either bound the run stops with a
-    ScenarioError that names the step, where it can stop cleanly: between two timers, before a state is
-    made.
+    A run's work is bounded (`MAX_RUN_EVENTS`, `MAX_RUN_CLOUD_CALLS`, `MAX_RUN_STATE_ITEMS`): a file within
+    every limit of its own can still ask for years of timers on a thousand nodes. Past any bound the run
+    stops with a ScenarioError that names the step, where it can stop cleanly: between two timers, before a
+    state is made.
     """
     check_supported(scenario, backend.name if backend else "sim")
-    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc, event_limit=MAX_RUN_EVENTS)
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc, event_limit=MAX_RUN_EVENTS,
+                      call_limit=MAX_RUN_CLOUD_CALLS)
     states = _StateBudget(scenario.source, MAX_RUN_STATE_ITEMS)
     completed = False
     try:

@@ -46,15 +46,16 @@ class Cluster:
         store_factory: Callable[[str], Datastore] | None = None,
         node_vpc: Callable[[Cluster, str], VpcApi] | None = None,
         event_limit: int | None = None,
+        call_limit: int | None = None,
     ) -> None:
         """`node_vpc(cluster, node)` gives a node's ipamd its way to the VPC (default: `self.vpc` itself).
-        `event_limit`: moving the clock stops with EventLimitError, between two timers, once the run has
-        made more events (see `EventLog`)."""
+        `event_limit`, `call_limit`: moving the clock stops with EventLimitError, between two timers, once the
+        run has made more events, or more cloud calls (see `EventLog`)."""
         if spec.mode not in ("shared-eni", "static-ip"):
             raise ClusterError(f"cluster mode {spec.mode!r} is unknown; use shared-eni or static-ip")
         self.spec = spec
         self.clock = clock or SimClock()
-        self.events = EventLog(keep_events, event_limit)
+        self.events = EventLog(keep_events, event_limit, call_limit)
         self.backend: Backend = backend or SimBackend()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)

@@ -16,9 +16,10 @@ class EventLog:
     """Every event of a run, or only their count (the benchmark keeps no list). It is the `events` sink
     the VPC, the ipamds and the cluster all write to, stamped with the scenario step being run.
 
-    `limit` bounds a run's work: `check`, called where the run can stop cleanly (between two timers, after
-    a step), raises EventLimitError once more events than that have been made since `since` (an event
-    count; 0, the start, unless a budget began later). A cluster whose timers keep
+    `limit` bounds a run's work, and `call_limit` how many of its events may be cloud calls (each one an
+    HTTP round trip when the nodes reach the VPC through the SDK): `check`, called where the run can stop
+    cleanly (between two timers, after a step), raises EventLimitError once more than that have been made
+    since `since` (the counts when the budget began: the start, unless it began later). A cluster whose timers keep
     firing (a pool that can never fill polls every 30 s, for as long as the clock is advanced) would
     otherwise run, and keep its events, without end.
 
@@ -28,23 +29,30 @@ class EventLog:
     testbed.world.events.EventLimitError: more than 1 event; the limit keeps a run's time and memory bounded
     """
 
-    def __init__(self, keep: bool = True, limit: int | None = None) -> None:
+    def __init__(self, keep: bool = True, limit: int | None = None, call_limit: int | None = None) -> None:
         self.keep = keep
         self.limit = limit
-        self.since = 0
+        self.call_limit = call_limit  # of the events, how many may be cloud calls (kind "api")
+        self.since = (0, 0)  # (events, cloud calls) made when the limits began
         self.items: list[dict] = []
-        self.count = 0
+        self.count = self.calls = 0
         self.step = 0  # the scenario step being run; stamped on each event
         self.listeners: list[Callable[[dict], None]] = []  # see every event as it happens, kept or not
 
     def __call__(self, event: dict) -> None:
         self.count += 1
+        if event.get("kind") == "api":
+            self.calls += 1
         if self.keep:
             self.items.append({"step": self.step, **event})
         for listener in self.listeners:
             listener(event)
 
     def check(self) -> None:
-        if self.limit is not None and self.count - self.since > self.limit:
+        events, calls = self.since
+        if self.limit is not None and self.count - events > self.limit:
             raise EventLimitError(f"more than {self.limit:,} event{'s' if self.limit != 1 else ''}; the limit "
                                   "keeps a run's time and memory bounded")
+        if self.call_limit is not None and self.calls - calls > self.call_limit:
+            raise EventLimitError(f"more than {self.call_limit:,} cloud calls; the limit keeps a run's time "
+                                  "bounded (over HTTP a call takes a millisecond or more)")
