@@ -136,7 +136,7 @@ def test_a_thousand_starved_nodes_for_ten_years_exit_2_in_bounded_time_and_memor
     assert proc.returncode == 2, proc.stderr[-2000:]
     # a thousand nodes polling: cloud calls, the first budget their run goes past
     assert err == (f"enilab: error: {path}: step 1 (advance): the run made more than {MAX_RUN_CLOUD_CALLS:,} "
-                   "cloud calls; the limit keeps a run's time bounded (over HTTP a call takes a millisecond or "
+                   "cloud calls; the limit keeps its time bounded (over HTTP a call takes a millisecond or "
                    "more); shorten the advances, or use fewer nodes or pods\n")
     assert peak_mb < 1024
 
@@ -177,7 +177,7 @@ def test_a_run_is_bounded_in_cloud_calls_too(monkeypatch):
     event: 500,000 events of polls took ten minutes. The calls have a budget of their own."""
     monkeypatch.setattr(runner, "MAX_RUN_CLOUD_CALLS", 300)
     with pytest.raises(ScenarioError, match=r"step 2 \(advance\): the run made more than 300 cloud calls; the "
-                                            r"limit keeps a run's time bounded"):
+                                            r"limit keeps its time bounded"):
         runner.run_scenario(starved(10 * 365 * 86400))
     out = runner.run_scenario(starved(2 * 3600))  # 240 polls, within it
     assert 200 < sum(e["kind"] == "api" for e in out["events"]) <= 300
@@ -193,3 +193,53 @@ def test_the_cloud_calls_over_http_are_counted_and_bounded(monkeypatch):
             runner.run_scenario(starved(10 * 365 * 86400), node_vpc=cloud)
     finally:
         cloud.close()
+
+
+def test_timers_that_fire_and_say_nothing_are_bounded_too(monkeypatch):
+    """A node shrunk below its running pods holds more IPs than it may bind: its release timer fires every
+    release_interval with nothing to release and no event. With a millisecond's interval, ten years never
+    ended (the red team's file)."""
+    spin = yaml.safe_load("""
+name: spin
+cluster:
+  pool: {release_interval: 0.001}
+  subnets: [{id: a, cidr: 10.0.1.0/24}]
+  nodes: [{name: n1, subnets: [a], max_enis: 2, ips_per_eni: 4}]
+steps:
+  - {op: create_pods, node: n1, count: 3}
+  - {op: set_node, node: n1, max_enis: 1, ips_per_eni: 1}
+  - {op: advance, seconds: 315360000}
+""")
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 5_000)
+    cluster = Cluster(parse_scenario(spin, "spin.yaml").cluster)
+    runner.apply_steps(cluster, parse_scenario(spin, "spin.yaml").steps[:2], "spin.yaml")
+    made = cluster.events.count
+    cluster.advance(1.0)  # a second: a thousand firings, and no event
+    assert cluster.events.fired >= 900 and cluster.events.count == made
+    with pytest.raises(ScenarioError, match=r"spin.yaml: step 3 \(advance\): the run's timers fired more than "
+                                            r"5,000 times; the limit keeps its time bounded; shorten the advances"):
+        runner.run_scenario(parse_scenario(spin, "spin.yaml"))
+
+
+def test_a_step_that_is_no_advance_gets_advice_of_its_own(monkeypatch):
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 5)
+    with pytest.raises(ScenarioError, match=r"step 1 \(create_pods\): the run made more than 5 events; the limit "
+                                            r"keeps a run's time and memory bounded; use fewer nodes or pods$"):
+        runner.run_scenario(starved(60))
+
+
+@pytest.mark.parametrize("command", ["topology", "demo"])
+def test_topology_and_the_demo_run_a_files_steps_within_the_budget(command, tmp_path, monkeypatch, capsys):
+    """Both drew a user's file simulated to its end with the steps unbounded (4 GB in 90 s, still going)."""
+    from testbed.apps.cli import main
+
+    monkeypatch.setattr(runner, "MAX_RUN_EVENTS", 2_000)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # the demo's simulator path: no namespaces
+    path = tmp_path / "starved.yaml"
+    path.write_text(STARVED.replace("SECONDS", str(10 * 365 * 86400)))
+    png = tmp_path / "t.png"
+    argv = ["topology", str(path), "--png", str(png)] if command == "topology" else \
+        ["demo", "--topology", str(path), "--png", str(png)]
+    assert main(argv) == 2
+    assert "step 2 (advance): the run made more than 2,000 events" in capsys.readouterr().err
+    assert not png.exists()

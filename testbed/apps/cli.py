@@ -390,15 +390,14 @@ def cmd_topology(args: argparse.Namespace) -> int:
         check_output_file("--graphml", args.graphml)
     trace = None
     if args.file is not None:  # a scenario or topology file, simulated to its end ('' too: load_scenario refuses it)
-        from testbed.apps.runner import apply_step, check_supported
+        from testbed.apps.runner import apply_steps, check_supported
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario
 
         scenario = load_scenario(args.file)
         check_supported(scenario, "sim")
-        cluster = Cluster(scenario.cluster)
-        for step in scenario.steps:
-            apply_step(cluster, step)
+        cluster = Cluster(scenario.cluster, keep_events=False)  # the drawing reads no event
+        apply_steps(cluster, scenario.steps, scenario.source)
         graph = topology.build_graph(cluster)
         title = f"{scenario.name} (simulated)"
     else:

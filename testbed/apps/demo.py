@@ -115,7 +115,7 @@ def _check_topology(scenario, given: str, root: bool) -> None:
 def run_demo(console: Console, args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
-    from testbed.apps.runner import apply_step
+    from testbed.apps.runner import apply_steps
     from testbed.observe import topology
     from testbed.world.cluster import Cluster
     from testbed.world.scenario import load_scenario
@@ -136,10 +136,9 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
     failures = 0
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True) as progress:
         task = progress.add_task(f"bringing up {scenario.name} ({'netns' if root else 'sim'} backend)", total=1)
-        cluster = Cluster(scenario.cluster, backend=backend)
+        cluster = Cluster(scenario.cluster, backend=backend, keep_events=False)  # the demo reads no event
         try:
-            for step in scenario.steps:
-                apply_step(cluster, step)
+            apply_steps(cluster, scenario.steps, scenario.source)
             cluster.sync_dataplane()
             progress.advance(task)
             state = cluster.state()

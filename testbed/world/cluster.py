@@ -271,6 +271,7 @@ class Cluster:
             due = min((t for t in (node_due, claim_due) if t is not None), default=None)
             if due is None or due > target:
                 break
+            self.events.fired += 1
             self.events.check()
             self.clock.advance_to(max(due, self.clock.now()))
             if claim_due == due:

@@ -16,7 +16,8 @@ class EventLog:
     """Every event of a run, or only their count (the benchmark keeps no list). It is the `events` sink
     the VPC, the ipamds and the cluster all write to, stamped with the scenario step being run.
 
-    `limit` bounds a run's work, and `call_limit` how many of its events may be cloud calls (each one an
+    `limit` bounds a run's work, in events and in timers fired (`fired`, which the cluster counts: a timer
+    may fire and make no event), and `call_limit` how many of its events may be cloud calls (each one an
     HTTP round trip when the nodes reach the VPC through the SDK): `check`, called where the run can stop
     cleanly (between two timers, after a step), raises EventLimitError once more than that have been made
     since `since` (the counts when the budget began: the start, unless it began later). A cluster whose timers keep
@@ -24,18 +25,18 @@ class EventLog:
     otherwise run, and keep its events, without end.
 
     >>> log = EventLog(limit=1)
-    >>> log({"kind": "pod"}); log.check(); log({"kind": "pod"}); log.check()
+    >>> log({"kind": "pod"}); log.check(); log({"kind": "pod"}); log.check()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    testbed.world.events.EventLimitError: more than 1 event; the limit keeps a run's time and memory bounded
+    testbed.world.events.EventLimitError: the run made more than 1 event; the limit keeps a run's time ...
     """
 
     def __init__(self, keep: bool = True, limit: int | None = None, call_limit: int | None = None) -> None:
         self.keep = keep
         self.limit = limit
         self.call_limit = call_limit  # of the events, how many may be cloud calls (kind "api")
-        self.since = (0, 0)  # (events, cloud calls) made when the limits began
+        self.since = (0, 0, 0)  # (events, cloud calls, timers fired) when the limits began
         self.items: list[dict] = []
-        self.count = self.calls = 0
+        self.count = self.calls = self.fired = 0  # `fired`: the cluster's timers, counted as it fires them
         self.step = 0  # the scenario step being run; stamped on each event
         self.listeners: list[Callable[[dict], None]] = []  # see every event as it happens, kept or not
 
@@ -49,10 +50,13 @@ class EventLog:
             listener(event)
 
     def check(self) -> None:
-        events, calls = self.since
+        events, calls, fired = self.since
         if self.limit is not None and self.count - events > self.limit:
-            raise EventLimitError(f"more than {self.limit:,} event{'s' if self.limit != 1 else ''}; the limit "
-                                  "keeps a run's time and memory bounded")
+            raise EventLimitError(f"the run made more than {self.limit:,} event{'s' if self.limit != 1 else ''}; "
+                                  "the limit keeps a run's time and memory bounded")
+        if self.limit is not None and self.fired - fired > self.limit:  # a timer can fire and say nothing
+            raise EventLimitError(f"the run's timers fired more than {self.limit:,} times; the limit keeps its "
+                                  "time bounded")
         if self.call_limit is not None and self.calls - calls > self.call_limit:
-            raise EventLimitError(f"more than {self.call_limit:,} cloud calls; the limit keeps a run's time "
-                                  "bounded (over HTTP a call takes a millisecond or more)")
+            raise EventLimitError(f"the run made more than {self.call_limit:,} cloud calls; the limit keeps its "
+                                  "time bounded (over HTTP a call takes a millisecond or more)")
