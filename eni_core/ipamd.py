@@ -156,13 +156,21 @@ class EniNode(abc.ABC):
         return True
 
     def shutdown(self) -> None:
-        """The node is going away: release every pod, unbind every IP and delete every ENI."""
+        """The node is going away: release every pod, unbind every IP and delete every ENI.
+
+        Best effort: an ENI the cloud will not unbind or detach even after the retries (throttled, say) is
+        forgotten here and left in the VPC, where the instance's termination detaches it; an event says so.
+        The node is gone either way, and one refusal does not keep the others from being cleaned up."""
         for pod in list(self.store.pods):
             self.release(pod)
         for eni in self.enis:
-            if eni.ips:
-                self._unbind(eni, tuple(eni.ips))
-            self._delete_eni(eni)
+            try:
+                if eni.ips:
+                    self._unbind(eni, tuple(eni.ips))
+                self._delete_eni(eni)
+            except VpcError as err:
+                self._forget_eni(eni)
+                self._emit({"kind": "shutdown", "node": self.node, "left_in_vpc": eni.id, "error": str(err)})
         self.store.release_due = None
         self.store.commit()
 
@@ -254,13 +262,17 @@ class EniNode(abc.ABC):
     def _delete_eni(self, eni: Eni) -> None:
         with contextlib.suppress(NotFound):  # already detached: an earlier call that timed out did happen
             self._call(self.vpc.detach_eni, eni.id)
+        self._forget_eni(eni)
+        if not self._try(self.vpc.delete_eni, eni.id):
+            self._schedule_resync()  # a detached orphan: the re-sync deletes it once the VPC lets it
+
+    def _forget_eni(self, eni: Eni) -> None:
+        """The ENI is off this node: out of the datastore (checkpointed) and told to the listeners."""
         self.store.remove_eni(eni.id)
         for what in (eni.id, *eni.ips):
             self._learned_at.pop(what, None)
         self._commit()
         self._tell(EniChange.DETACHED, eni)
-        if not self._try(self.vpc.delete_eni, eni.id):
-            self._schedule_resync()  # a detached orphan: the re-sync deletes it once the VPC lets it
 
     def _schedule_resync(self) -> None:
         now = self.clock.now()

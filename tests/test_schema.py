@@ -184,3 +184,24 @@ BROKEN_STATES = {
 @pytest.mark.parametrize("make", BROKEN_STATES.values(), ids=BROKEN_STATES.keys())
 def test_the_state_schema_refuses_a_broken_timeline(make):
     assert problems(STATE, make()), "the schema accepted it"
+
+
+def test_a_node_deleted_while_the_cloud_throttles_is_gone_and_says_what_it_left_in_the_vpc(tmp_path):
+    """delete_node under throttling ended in a traceback (exit 1, the JSON cut off): the ipamd's shutdown
+    raised the cloud's refusal. It is best effort now: the node goes, and an event names each ENI left."""
+    path = tmp_path / "dn.yaml"
+    path.write_text("""
+name: dn
+cluster:
+  faults: {throttle: 0.9}
+  subnets: [{id: a, cidr: 10.0.1.0/24}]
+  nodes: [{name: n1, subnets: [a], max_enis: 2, ips_per_eni: 4}]
+steps:
+  - {op: advance, seconds: 600}
+  - {op: delete_node, node: n1}
+""")
+    doc = _enilab_json("simulate", str(path))
+    assert problems(_validator("state"), doc) == []
+    left = [e for e in doc["events"] if e["kind"] == "shutdown"]
+    assert left and all(e["node"] == "n1" and "rate limit" in e["error"] for e in left)
+    assert doc["steps"][-1]["state"]["nodes"] == {}
