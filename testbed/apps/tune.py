@@ -58,7 +58,7 @@ from testbed.world.churn import MEAN_LIFE_S, check_churn, churn_workload, churn_
 from testbed.world.cluster import Cluster
 from testbed.world.faults import FaultConfig
 from testbed.world.pods import Pod
-from testbed.world.scenario import load_scenario
+from testbed.world.scenario import MAX_ADVANCE_S, MAX_PREBOUND, load_scenario
 from testbed.world.spec import ClusterSpec, Mode
 
 __all__ = [
@@ -91,7 +91,6 @@ MAX_SETTINGS = 1000  # settings one tune replays: some 40 minutes of the default
 
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
-MAX_PREBOUND = 1000  # the most a scenario's pool takes (testbed/world/scenario.py)
 
 
 def _count(name: str, text: str) -> int:
@@ -112,7 +111,6 @@ def _count(name: str, text: str) -> int:
 _UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
-MAX_DURATION_S = 10 * 365 * 86400  # ten years: the longest `advance` a scenario takes
 
 
 def _duration(name: str, text: str) -> float:
@@ -120,8 +118,8 @@ def _duration(name: str, text: str) -> float:
     if not m or m.group(2) not in _UNITS:
         raise UsageError(f"{name}: {shorten(text)} is not a duration; write seconds (30, 30s) or 2m, 500ms")
     value = float(m.group(1)) * _UNITS[m.group(2)]
-    if not value <= MAX_DURATION_S:  # 400 digits make inf, which a replay cannot schedule
-        raise UsageError(f"{name}: {shorten(text)} is more than ten years; give at most {MAX_DURATION_S:,} s")
+    if not value <= MAX_ADVANCE_S:  # 400 digits make inf, which a replay cannot schedule
+        raise UsageError(f"{name}: {shorten(text)} is more than ten years; give at most {MAX_ADVANCE_S:,} s")
     return value
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Network
 
 from eni_core.model import PoolConfig, Subnet
+from eni_core.names import shorten
 from testbed.errors import UsageError
 from testbed.world.cluster import Cluster
 from testbed.world.spec import ClusterSpec, NodeSpec
@@ -57,17 +58,11 @@ def check_churn(nodes: int, pods: int | None, hours: float, *, max_nodes: int, m
     testbed.errors.UsageError: --hours nan: give a span above 0 and at most two weeks (336)
     """
     if not 1 <= nodes <= max_nodes:
-        raise UsageError(f"--nodes {_cut(nodes)}: give 1 to {max_nodes:,} nodes")
+        raise UsageError(f"--nodes {shorten(nodes)}: give 1 to {max_nodes:,} nodes")
     if not 0 < hours <= MAX_HOURS:
         raise UsageError(f"--hours {hours:g}: give a span above 0 and at most two weeks ({MAX_HOURS})")
     if pods is not None and not min_pods <= pods <= max_pods:
-        raise UsageError(f"--pods {_cut(pods)}: give {min_pods:,} to {max_pods:,} pods")
-
-
-def _cut(number: int) -> str:
-    """A number as a message shows it: 80 characters at most (a user may type 400 digits)."""
-    text = str(number)
-    return text if len(text) <= 80 else text[:77] + "..."
+        raise UsageError(f"--pods {shorten(pods)}: give {min_pods:,} to {max_pods:,} pods")
 
 
 def churn_workload(nodes: int, pods: int, hours: float, seed: int) -> list[Arrival]:

@@ -39,6 +39,8 @@ __all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenar
 
 MAX_ENIS_LIMIT = 32
 IPS_PER_ENI_LIMIT = 1000
+MAX_PREBOUND = 1000  # a pool's min_prebound and max_prebound (`enilab tune` sweeps within it too)
+MAX_ADVANCE_S = 10 * 365 * 86400  # one `advance`: ten years (and the longest duration `enilab tune` sweeps)
 PREFIX_RANGE = (16, 29)
 
 # What a scenario may ask for; beyond it, exit 2 before anything runs (docs/scenario-format.md lists them).
@@ -251,7 +253,7 @@ OPS: dict[str, Fields] = {
                    "owner": (_owner, False)},
     "delete_pods": {"names": (_unique(_pod, "pod", MAX_PODS_PER_STEP), False),
                     "count": (_int(1, MAX_PODS_PER_STEP), False)},
-    "advance": {"seconds": (_number(0, strict=True, hi=10 * 365 * 86400), True)},
+    "advance": {"seconds": (_number(0, strict=True, hi=MAX_ADVANCE_S), True)},
     "set_node": {"node": (_label, True), "max_enis": (_int(1, MAX_ENIS_LIMIT), False),
                  "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), False)},
     "add_node": {"name": (_label, True), "subnets": (_unique(_label, "subnet", MAX_SUBNETS), True),
@@ -272,7 +274,7 @@ TOP_FIELDS: Fields = {"name": (_label, False), "seed": (_int(0, 2**63 - 1), Fals
 CLUSTER_FIELDS: Fields = {"mode": (_enum(Mode), False), "pool": (_mapping, False),
                           "static": (_mapping, False), "subnets": (_sequence, True), "nodes": (_sequence, False),
                           "faults": (_mapping, False)}
-POOL_FIELDS: Fields = {"min_prebound": (_int(1, 1000), False), "max_prebound": (_int(0, 1000), False),
+POOL_FIELDS: Fields = {"min_prebound": (_int(1, MAX_PREBOUND), False), "max_prebound": (_int(0, MAX_PREBOUND), False),
                        "release_interval": (_number(0, strict=True), False), "quick_release": (_bool, False)}
 STATIC_FIELDS: Fields = {"claim_expired_duration": (_number(0), False)}
 SUBNET_FIELDS: Fields = {"id": (_label, True), "cidr": (_cidr, True), "reserved": (_int(3), False),
