@@ -14,8 +14,9 @@ records a claim named after the pod (a VpcIPClaim) bound to an address (a VpcIP)
 """
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from eni_core.datastore import Allocation
@@ -46,6 +47,7 @@ class Claim:
     owner: str | None = None  # statefulset/NS/NAME
     node: str | None = None  # where the IP is bound now; None: retained in the VPC, on no ENI
     released_at: float | None = None  # when its pod went
+    seq: int = field(default=0, compare=False)  # the order claims were made in (StaticIpam.add)
 
     def expires_at(self, duration: float | None) -> float | None:
         if duration is None or self.released_at is None:
@@ -104,13 +106,61 @@ class StaticIpam:
 
     def __init__(self, vpc, clock, expiry: float | None = None, events=None) -> None:
         self.vpc, self.clock, self.expiry, self._events = vpc, clock, check_expiry(expiry), events
-        self.claims: dict[str, Claim] = {}
+        self.claims: dict[str, Claim] = {}  # change them with add, bind, retain and drop: they keep the indexes
+        # the indexes, so that no timer or reconcile walks every claim (a cluster may hold 100,000):
+        self._retained: dict[IPv4Address, Claim] = {}  # the claims on no node, by address
+        self._expiries: list[tuple[float, int, str]] = []  # (expires_at, seq, name) of retained claims, a heap
+        self._seq = 0
         self.expired: set[str] = set()  # claims freed by expiry (a later manual reclaim is then moot)
         self.declared: dict[str, tuple[bool, str | None]] = {}  # pod -> (static, owner), set at creation
         self.static_names: set[str] = set()  # every static pod declared, bound or not
         self.releasing: set[IPv4Address] = set()  # freed claims' addresses the VPC has not taken back yet
         self._release_at: float | None = None
         self._release_wait = RELEASE_RETRY[0]
+
+    # -- the claims, and their indexes ----------------------------------------------------------------
+    def add(self, claim: Claim) -> Claim:
+        self._seq += 1
+        claim.seq = self._seq
+        self.claims[claim.name] = claim
+        if claim.node is None:
+            self._retained[claim.ip] = claim
+        return claim
+
+    def bind(self, claim: Claim, node: str) -> None:
+        """The claim's address is bound on `node` (its pod runs there)."""
+        claim.node, claim.released_at = node, None
+        if self._retained.get(claim.ip) is claim:
+            del self._retained[claim.ip]
+
+    def retain(self, claim: Claim, now: float) -> None:
+        """The claim's pod went at `now`: its address is retained in the VPC, and expires in time."""
+        claim.node, claim.released_at = None, now
+        self._retained[claim.ip] = claim
+        if self.expiry is not None:
+            heapq.heappush(self._expiries, (now + self.expiry, claim.seq, claim.name))
+
+    def drop(self, name: str) -> Claim:
+        claim = self.claims.pop(name)
+        if self._retained.get(claim.ip) is claim:
+            del self._retained[claim.ip]
+        return claim
+
+    def is_retained(self, ip: IPv4Address) -> bool:
+        """Whether a claim on no node holds `ip`."""
+        return ip in self._retained
+
+    def _next_expiry(self) -> tuple[float, int, str] | None:
+        """The heap's first entry that still stands (a claim bound again, dropped or retained since is
+        skipped, and popped)."""
+        heap = self._expiries
+        while heap:
+            at, seq, name = heap[0]
+            claim = self.claims.get(name)
+            if claim is not None and claim.seq == seq and claim.expires_at(self.expiry) == at:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
 
     def declare(self, pod: str, static: bool, owner: str | None) -> None:
         self.declared[pod] = (static, owner)
@@ -124,7 +174,7 @@ class StaticIpam:
     def _free(self, claim: Claim, why: str) -> None:
         """The claim goes at once; its address goes back to the subnet now, or on a later try if the VPC
         refuses for now (a throttle, an internal error, a timeout)."""
-        del self.claims[claim.name]
+        self.drop(claim.name)
         self._emit({"claim": claim.name, "event": "Reclaimed", "ip": str(claim.ip), "why": why})
         self.releasing.add(claim.ip)
         self._release()
@@ -178,17 +228,19 @@ class StaticIpam:
         """Free the claims due to expire, and try again the releases the VPC refused. True if any freed."""
         now = self.clock.now()
         retried = self._release() if self._release_at is not None and self._release_at <= now else False
-        due = [c for c in self.claims.values() if (c.expires_at(self.expiry) or float("inf")) <= now]
-        for claim in due:
+        due: dict[str, Claim] = {}  # a claim retained twice at one instant has two entries: one is due
+        while (first := self._next_expiry()) is not None and first[0] <= now:
+            heapq.heappop(self._expiries)
+            due[first[2]] = self.claims[first[2]]
+        for claim in sorted(due.values(), key=lambda c: c.seq):  # in the order the claims were made
             self._free(claim, f"expired: {self.expiry:g} s without its pod")
             self.expired.add(claim.name)
         return bool(due) or retried
 
     def deadline(self) -> float | None:
         """When `expire` has work next: a claim's expiry, or the next try of a refused release."""
-        times = [t for c in self.claims.values() if (t := c.expires_at(self.expiry)) is not None]
-        if self._release_at is not None:
-            times.append(self._release_at)
+        first = self._next_expiry()
+        times = [t for t in (first[0] if first else None, self._release_at) if t is not None]
         return min(times) if times else None
 
     def view(self) -> dict[str, dict]:
@@ -226,7 +278,7 @@ class StaticNode(EniNode):
         if claim is not None:  # its address may still sit idle on one of this node's ENIs
             eni = next((e for e in self.enis if e.ips.get(claim.ip, "absent") is None), None)
             if eni is not None:
-                claim.node, claim.released_at = self.node, None
+                self.ipam.bind(claim, self.node)
                 alloc = self.store.allocate(pod, eni, claim.ip)
                 self.store.commit()
                 return alloc
@@ -251,8 +303,8 @@ class StaticNode(EniNode):
         self.shortfall = self.poll_at = None
         if claim is None:
             static, owner = self.ipam.declared.get(pod, (False, None))
-            claim = self.ipam.claims[pod] = Claim(pod, ip, eni.subnet_id, static, owner)
-        claim.node, claim.released_at = self.node, None
+            claim = self.ipam.add(Claim(pod, ip, eni.subnet_id, static, owner))
+        self.ipam.bind(claim, self.node)
         alloc = self.store.allocate(pod, eni, ip)
         self.store.commit()
         self._emit({"kind": "claim", "claim": pod, "event": "Bound", "ip": str(ip), "node": self.node,
@@ -268,10 +320,10 @@ class StaticNode(EniNode):
         eni = self.store.enis[alloc.eni_id]
         if claim is not None:  # the pod is gone whatever the cloud says next
             if keep:
-                claim.node, claim.released_at = None, self.clock.now()
+                self.ipam.retain(claim, self.clock.now())
                 self._emit({"claim": pod, "kind": "claim", "event": "Retained", "ip": str(alloc.ip)})
             else:
-                del self.ipam.claims[pod]
+                self.ipam.drop(pod)
         self.ipam.declared.pop(pod, None)  # the claim, if kept, remembers what the pod was
         self.store.commit()
         try:
@@ -291,12 +343,11 @@ class StaticNode(EniNode):
         if not self._awake():  # a due poll is cleared: the cluster's scheduler tries the Pending pods again
             return False
         changed = self.maybe_resync()
-        claimed = {c.ip for c in self.ipam.claims.values() if c.node is None}
         try:
             for eni in self.enis:
                 idle = eni.idle_ips()
                 for retain in (True, False):
-                    ips = [ip for ip in idle if (ip in claimed) == retain]
+                    ips = [ip for ip in idle if self.ipam.is_retained(ip) == retain]
                     if ips:
                         self._unbind(eni, ips, retain)
                         changed = True

@@ -360,3 +360,53 @@ def test_a_release_the_cloud_refuses_is_tried_again_later_and_the_claim_goes_at_
     assert ip in c.vpc.retained
     c.advance(2)  # the second (after twice the wait) goes through
     assert ip not in c.vpc.retained and c.static.releasing == set()
+
+
+def test_a_claim_retained_twice_at_one_instant_expires_once():
+    c = static_cluster(expiry=600)
+    for _ in range(2):  # retained, bound again, retained again: all at t=0
+        c.create_pod("default/web-0", "node-1", static=True)
+        c.delete_pod("default/web-0")
+    c.create_pod("default/web-1", "node-2", static=True)
+    c.delete_pod("default/web-1")
+    c.advance(600)
+    assert c.state()["claims"] == {}
+    reclaimed = [e["claim"] for e in c.events.items if e.get("event") == "Reclaimed"]
+    assert reclaimed == ["default/web-0", "default/web-1"]  # once each, in the order the claims were made
+
+
+def test_a_claim_bound_again_before_it_expires_does_not_expire_at_its_old_time():
+    c = static_cluster(expiry=600)
+    c.create_pod("default/web-0", "node-1", static=True)
+    c.delete_pod("default/web-0")
+    c.advance(300)
+    c.create_pod("default/web-0", "node-2", static=True)
+    c.advance(600)
+    assert "default/web-0" in c.state()["claims"]
+    c.delete_pod("default/web-0")
+    assert c.static.deadline() == 900 + 600
+
+
+class _NoWalk(dict):
+    """A table of claims that refuses to be walked whole."""
+
+    def values(self):
+        raise AssertionError("every claim walked")
+
+    items = __iter__ = values
+
+
+def test_no_timer_and_no_reconcile_walks_every_claim():
+    """A cluster may hold 100,000 claims: the expiry's deadline and a static node's reconcile walked them
+    all on every timer (60,000 claims: 12 minutes for one advance that polled)."""
+    c = static_cluster(expiry=600)
+    for i in range(3):
+        c.create_pod(f"default/web-{i}", "node-1", static=True)
+    c.delete_pod("default/web-0")
+    c.static.claims = _NoWalk(c.static.claims)
+    c.advance(300)
+    assert c.static.deadline() == 600
+    for node in c.nodes.values():
+        node.ipamd.reconcile()
+    c.advance(600)  # web-0 expires
+    assert set(dict.keys(c.static.claims)) == {"default/web-1", "default/web-2"}
