@@ -356,7 +356,7 @@ def unrecorded_namespaces() -> list[str]:
 @pytest.mark.parametrize("how", ["up", "run --keep"])
 def test_a_run_past_its_event_limit_exits_2_and_leaves_nothing_up(tmp_path, how):
     """A subnet too small for the pool: the node polls every 30 s through ten years, far past the run's
-    50,000 cloud calls. Whether kept (`up`, `run --keep`) or not, the run is torn down, its record too."""
+    500,000 events. Whether kept (`up`, `run --keep`) or not, the run is torn down, its record too."""
     tag = uuid.uuid4().hex[:6]
     name, node = f"rw-{tag}", f"rw{tag}"
     topo = tmp_path / "t.yaml"
@@ -365,7 +365,7 @@ def test_a_run_past_its_event_limit_exits_2_and_leaves_nothing_up(tmp_path, how)
                             stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert "step 2 (advance): the run made more than 50,000 cloud calls" in err  # its polls: the first budget to go
+    assert "step 2 (advance): the run made more than 500,000 events" in err
     assert "Traceback" not in err and len(err) < 1024
     assert not unrecorded_namespaces()
     # no record kept for `enilab clean` either: `run` owns its run, `up`'s controller names the cluster
