@@ -120,10 +120,20 @@ def choose_subnet(node_subnets: Sequence[str], free: Mapping[str, int]) -> str |
     return max(usable, key=lambda s: (free[s], -node_subnets.index(s)))
 
 
+SUBNETS_NAMED = 5  # a message names at most this many of a node's subnets (it may have 64), then counts the rest
+
+
 def no_subnet_for_new_eni(node_subnets: Sequence[str], free: Mapping[str, int]) -> str:
-    """Why `choose_subnet` found none, and what to do."""
-    names = ", ".join(f"{s} ({free.get(s, 0)} free)" for s in node_subnets)
-    return f"no subnet can serve a new ENI: {names}; add a subnet to the node or free addresses"
+    """Why `choose_subnet` found none, and what to do. The message goes into every failed poll's event, so it
+    names a few subnets and counts the rest.
+
+    >>> no_subnet_for_new_eni([f"s{i}" for i in range(7)], {"s0": 1})  # doctest: +ELLIPSIS
+    'no subnet can serve a new ENI: s0 (1 free), s1 (0 free), ..., s4 (0 free) and 2 more; add a subnet to...'
+    """
+    names = ", ".join(f"{s} ({free.get(s, 0)} free)" for s in node_subnets[:SUBNETS_NAMED])
+    more = len(node_subnets) - SUBNETS_NAMED
+    return (f"no subnet can serve a new ENI: {names}{f' and {more} more' if more > 0 else ''}; add a subnet to "
+            "the node or free addresses")
 
 
 def _by_most_allocated(enis: Collection[Eni]) -> list[Eni]:

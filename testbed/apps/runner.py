@@ -164,6 +164,8 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     # more; in-process a call costs what any event does (static-ip mode makes one per pod)
     cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc, event_limit=MAX_RUN_EVENTS,
                       call_limit=MAX_RUN_CLOUD_CALLS if node_vpc is not None else None)
+    log = cluster.events
+    log.since = (log.count, log.calls, log.fired)  # the budget is the steps', as `apply_steps` gives it
     states = _StateBudget(scenario.source, MAX_RUN_STATE_ITEMS)
     completed = False
     try:
