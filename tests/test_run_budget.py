@@ -241,3 +241,17 @@ def test_topology_and_the_demo_run_a_files_steps_within_the_budget(command, tmp_
     assert main(argv) == 2
     assert "step 2 (advance): the run made more than 2,000 events" in capsys.readouterr().err
     assert not png.exists()
+
+
+def test_with_states_final_only_the_last_state_is_made_and_charged(monkeypatch):
+    """`--states final` drops every state but the last: it was made, and charged to the budget, all the
+    same (a file within the budget as one state was refused after 48 of them)."""
+    scenario = starved(60)
+    cluster = Cluster(scenario.cluster)
+    one = state_items(cluster) + 2  # the last state lists the two pods too
+    monkeypatch.setattr(runner, "MAX_RUN_STATE_ITEMS", one)
+    parts = list(runner.timeline(scenario, final_only=True))
+    assert "state" not in parts[0].value["initial"] and "state" not in parts[1].value
+    assert parts[2].value["state"]["pods"]
+    with pytest.raises(ScenarioError, match="the run's states would list more than"):
+        list(runner.timeline(scenario))  # all of them: over

@@ -30,7 +30,8 @@ def _print_timeline(args: argparse.Namespace, scenario, backend=None, node_vpc=N
     from testbed.apps.runner import select_states, timeline, write_json
     from testbed.observe.report import print_timeline
 
-    with closing(timeline(scenario, backend=backend, keep=args.keep, node_vpc=node_vpc)) as parts:
+    with closing(timeline(scenario, backend=backend, keep=args.keep, node_vpc=node_vpc,
+                          final_only=args.json and args.states == "final")) as parts:
         if args.json:
             write_json(select_states(parts, args.states, len(scenario.steps)), sys.stdout,
                        indent=1 if args.pretty else None)

@@ -146,13 +146,14 @@ class Part(NamedTuple):
 
 
 def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool = False,
-             node_vpc: Callable[[Cluster, str], Any] | None = None) -> Iterator[Part]:
+             node_vpc: Callable[[Cluster, str], Any] | None = None, final_only: bool = False) -> Iterator[Part]:
     """Run every step, yielding the timeline as it happens: the head, each step's record, the events.
 
     Nothing is kept but the events, so a consumer that writes each part out runs in the memory of one
     state. Close the generator (or exhaust it) to tear the cluster down; `keep` leaves it up once every
     step has run (a run that stops on an error is torn down all the same).
-    `node_vpc`: see `Cluster`.
+    `node_vpc`: see `Cluster`. With `final_only` (`--states final`) only the last state is made (the
+    initial one when there are no steps): the others would be dropped, after their time and budget.
 
     A run's work is bounded (`MAX_RUN_EVENTS`, `MAX_RUN_CLOUD_CALLS`, `MAX_RUN_STATE_ITEMS`): a file within
     every limit of its own can still ask for years of timers on a thousand nodes. Past any bound the run
@@ -170,15 +171,21 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     completed = False
     try:
         said = len(cluster.events.items)
-        states.charge(cluster, 0)
+        last = len(scenario.steps)
+        initial: dict[str, Any] = {"t": 0}
+        if not (final_only and last):
+            states.charge(cluster, 0)
+            initial["state"] = cluster.state()
         yield Part("head", {"scenario": scenario.name, "seed": scenario.cluster.seed, "backend": cluster.backend.name,
-                            "initial": {"t": 0, "state": cluster.state()}}, cluster.events.items[:said])
+                            "initial": initial}, cluster.events.items[:said])
         for i, step in enumerate(scenario.steps, 1):
             cluster.events.step = i
             result = run_step(cluster, scenario.source, i, step)
             cluster.sync_dataplane()
-            states.charge(cluster, i)
-            record = {"index": i, "op": step, "t": seconds(cluster.clock.now()), "state": cluster.state()}
+            record = {"index": i, "op": step, "t": seconds(cluster.clock.now())}
+            if not final_only or i == last:
+                states.charge(cluster, i)
+                record["state"] = cluster.state()
             if isinstance(result, dict):
                 record.update(result)
             fresh, said = cluster.events.items[said:], len(cluster.events.items)
@@ -266,12 +273,12 @@ def select_states(parts: Iterable[Part], states: str, steps: int) -> Iterator[Pa
         if part.kind == "head":
             head = {k: v for k, v in value.items() if k != "initial"}
             initial = dict(value["initial"])
-            before = initial["state"]
+            before = initial.get("state")  # absent: a timeline made `final_only`
             if states == "final" and steps:
-                del initial["state"]
+                initial.pop("state", None)
             yield part._replace(value={**head, "states": states, "initial": initial})
             continue
-        state = value.pop("state")
+        state = value.pop("state", None)
         if states == "changed":
             value["changes"] = state_changes(before, state)
             before = state
