@@ -275,6 +275,12 @@ def test_static_invariants_under_random_churn(ops, expiry):
         for name in list(first_ip):
             if name not in claims:
                 del first_ip[name]  # reclaimed or expired: it may come back with a new address
+        # the indexes agree with a walk of every claim (what the deadline and reconcile did before them)
+        retained = {claim.ip: id(claim) for claim in claims.values() if claim.node is None}
+        assert {ip: id(claim) for ip, claim in c.static._retained.items()} == retained
+        due = [t for claim in claims.values() if (t := claim.expires_at(c.static.expiry)) is not None]
+        due += [c.static._release_at] if c.static._release_at is not None else []
+        assert c.static.deadline() == (min(due) if due else None)
         for s in c.spec.subnets:
             in_use = sum(1 for ip in [*c.vpc.owner, *c.vpc.retained] if ip in s.cidr)
             assert c.vpc.available(s.id) == s.size - s.reserved - in_use
