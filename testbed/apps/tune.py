@@ -565,6 +565,15 @@ def _replay_share(conn: Any, workload: Workload, share: list[tuple[int, PoolConf
         conn.close()
 
 
+def _in_this_process(workload: Workload, configs: list[PoolConfig]) -> Iterator[tuple[int, Outcome]]:
+    """Each setting's outcome in turn; a user's mistake names the setting, as from the worker processes."""
+    for index, config in enumerate(configs):
+        try:
+            yield index, measure(workload, config)
+        except UserError as err:
+            raise UsageError(f"replaying {label(setting_of(config))} failed: {err}") from None
+
+
 def _in_processes(workload: Workload, configs: list[PoolConfig], workers: int) -> Iterator[tuple[int, Outcome]]:
     """Each setting's outcome as it arrives, from `workers` processes that share the settings round-robin.
     Each worker has its own pipe and no lock is shared, so terminating them (on leaving, also on Ctrl-C or
@@ -623,7 +632,7 @@ def tune(
     if progress:
         progress(0, len(configs))
     arriving = (_in_processes(workload, configs, workers) if workers > 1
-                else ((i, measure(workload, c)) for i, c in enumerate(configs)))
+                else _in_this_process(workload, configs))
     for index, outcome in arriving:
         done[index] = outcome
         if progress:
