@@ -107,8 +107,8 @@ def apply_step(cluster: Cluster, step: dict) -> Any:
 
 
 def run_step(cluster: Cluster, source: str, index: int, step: dict) -> Any:
-    """`apply_step`, within the cluster's event limit (`Cluster(event_limit=...)`): past it, a ScenarioError
-    that names the step and what to change."""
+    """`apply_step`, within the event log's limits (`EventLog.budget`): past them, a ScenarioError that
+    names the step and what to change."""
     try:
         result = apply_step(cluster, step)
         cluster.events.check()
@@ -122,19 +122,13 @@ def run_step(cluster: Cluster, source: str, index: int, step: dict) -> Any:
 def apply_steps(cluster: Cluster, steps: Iterable[dict], source: str,
                 after_each: Callable[[], object] | None = None) -> None:
     """Every step of a scenario (read from `source`) on `cluster`, `after_each()` after each, within a run's
-    budget of events:
-    `MAX_RUN_EVENTS` more than the cluster had made. What the cluster does afterwards (a live cluster's
-    timers, a test's own calls) is under its own limit again, usually none."""
-    log = cluster.events
-    before = log.limit, log.since
-    log.limit, log.since = MAX_RUN_EVENTS, (log.count, log.calls, log.fired)  # its cloud is in-process
-    try:
+    budget: `MAX_RUN_EVENTS` more events than the cluster had made (its cloud is in-process). What the
+    cluster does afterwards (a live cluster's timers, a test's own calls) is under its own limits again."""
+    with cluster.events.budget(MAX_RUN_EVENTS):
         for i, step in enumerate(steps, 1):
             run_step(cluster, source, i, step)
             if after_each is not None:
                 after_each()
-    finally:
-        log.limit, log.since = before
 
 
 class Part(NamedTuple):
@@ -161,39 +155,39 @@ def timeline(scenario: Scenario, *, backend: Backend | None = None, keep: bool =
     state is made.
     """
     check_supported(scenario, backend.name if backend else "sim")
-    # cloud calls have a budget of their own only over HTTP (`node_vpc`), where each costs a millisecond or
-    # more; in-process a call costs what any event does (static-ip mode makes one per pod)
-    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc, event_limit=MAX_RUN_EVENTS,
-                      call_limit=MAX_RUN_CLOUD_CALLS if node_vpc is not None else None)
-    log = cluster.events
-    log.since = (log.count, log.calls, log.fired)  # the budget is the steps', as `apply_steps` gives it
+    cluster = Cluster(scenario.cluster, backend=backend, node_vpc=node_vpc)
+    # the steps' budget, as `apply_steps` gives it; cloud calls have one of their own only over HTTP
+    # (`node_vpc`), where each costs a millisecond or more: in-process a call costs what any event does
+    # (static-ip mode makes one per pod)
+    budget = cluster.events.budget(MAX_RUN_EVENTS, MAX_RUN_CLOUD_CALLS if node_vpc is not None else None)
     states = _StateBudget(scenario.source, MAX_RUN_STATE_ITEMS)
     completed = False
     try:
-        said = len(cluster.events.items)
-        last = len(scenario.steps)
-        initial: dict[str, Any] = {"t": 0}
-        if not (final_only and last):
-            states.charge(cluster, 0)
-            initial["state"] = cluster.state()
-        yield Part("head", {"scenario": scenario.name, "seed": scenario.cluster.seed, "backend": cluster.backend.name,
-                            "initial": initial}, cluster.events.items[:said])
-        for i, step in enumerate(scenario.steps, 1):
-            cluster.events.step = i
-            result = run_step(cluster, scenario.source, i, step)
-            cluster.sync_dataplane()
-            record = {"index": i, "op": step, "t": seconds(cluster.clock.now())}
-            if not final_only or i == last:
-                states.charge(cluster, i)
-                record["state"] = cluster.state()
-            if isinstance(result, dict):
-                record.update(result)
-            fresh, said = cluster.events.items[said:], len(cluster.events.items)
-            yield Part("step", record, fresh)
-        events = cluster.events.items
-        for event in events:  # in place: a copy of them all would double the run's peak memory at its end
-            event["t"] = seconds(event["t"])
-        yield Part("events", events, [])
+        with budget:
+            said = len(cluster.events.items)
+            last = len(scenario.steps)
+            initial: dict[str, Any] = {"t": 0}
+            if not (final_only and last):
+                states.charge(cluster, 0)
+                initial["state"] = cluster.state()
+            yield Part("head", {"scenario": scenario.name, "seed": scenario.cluster.seed,
+                                "backend": cluster.backend.name, "initial": initial}, cluster.events.items[:said])
+            for i, step in enumerate(scenario.steps, 1):
+                cluster.events.step = i
+                result = run_step(cluster, scenario.source, i, step)
+                cluster.sync_dataplane()
+                record = {"index": i, "op": step, "t": seconds(cluster.clock.now())}
+                if not final_only or i == last:
+                    states.charge(cluster, i)
+                    record["state"] = cluster.state()
+                if isinstance(result, dict):
+                    record.update(result)
+                fresh, said = cluster.events.items[said:], len(cluster.events.items)
+                yield Part("step", record, fresh)
+            events = cluster.events.items
+            for event in events:  # in place: a copy of them all would double the run's peak memory
+                event["t"] = seconds(event["t"])
+            yield Part("events", events, [])
         completed = True
     finally:
         if keep and completed:

@@ -45,17 +45,14 @@ class Cluster:
         keep_events: bool = True,
         store_factory: Callable[[str], Datastore] | None = None,
         node_vpc: Callable[[Cluster, str], VpcApi] | None = None,
-        event_limit: int | None = None,
-        call_limit: int | None = None,
     ) -> None:
         """`node_vpc(cluster, node)` gives a node's ipamd its way to the VPC (default: `self.vpc` itself).
-        `event_limit`, `call_limit`: moving the clock stops with EventLimitError, between two timers, once the
-        run has made more events, or more cloud calls (see `EventLog`)."""
+        Moving the clock checks the event log's limits between two timers (`EventLog.budget`)."""
         if spec.mode not in ("shared-eni", "static-ip"):
             raise ClusterError(f"cluster mode {spec.mode!r} is unknown; use shared-eni or static-ip")
         self.spec = spec
         self.clock = clock or SimClock()
-        self.events = EventLog(keep_events, event_limit, call_limit)
+        self.events = EventLog(keep_events)
         self.backend: Backend = backend or SimBackend()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, faults=spec.faults, now=self.clock.now,
                           events=self.events)

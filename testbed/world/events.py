@@ -1,7 +1,8 @@
 """The cluster's event log: every event of a run (VPC calls, pool decisions, pods), or only their count."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from testbed.errors import UserError
 
@@ -20,7 +21,7 @@ class EventLog:
     may fire and make no event), and `call_limit` how many of its events may be cloud calls (each one an
     HTTP round trip when the nodes reach the VPC through the SDK): `check`, called where the run can stop
     cleanly (between two timers, after a step), raises EventLimitError once more than that have been made
-    since `since` (the counts when the budget began: the start, unless it began later). A cluster whose timers keep
+    since `since` (the counts when the budget began: the start, or `budget`'s). A cluster whose timers keep
     firing (a pool that can never fill polls every 30 s, for as long as the clock is advanced) would
     otherwise run, and keep its events, without end.
 
@@ -48,6 +49,17 @@ class EventLog:
             self.items.append({"step": self.step, **event})
         for listener in self.listeners:
             listener(event)
+
+    @contextlib.contextmanager
+    def budget(self, limit: int, call_limit: int | None = None) -> Iterator[None]:
+        """Within it, `check` allows `limit` more events and timers fired, and `call_limit` more cloud
+        calls, than made so far; afterwards the limits before it are back (a live cluster's, usually none)."""
+        before = self.limit, self.call_limit, self.since
+        self.limit, self.call_limit, self.since = limit, call_limit, (self.count, self.calls, self.fired)
+        try:
+            yield
+        finally:
+            self.limit, self.call_limit, self.since = before
 
     def check(self) -> None:
         events, calls, fired = self.since
