@@ -91,8 +91,6 @@ MAX_SETTINGS = 1000  # settings one tune replays: some 40 minutes of the default
 
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
-
-
 def _count(name: str, text: str) -> int:
     if len(text.strip()) > 8:  # no count the pool takes is as long, and int() would read thousands of digits
         raise UsageError(f"{name}: {shorten(text)} is not a count from 1 to {MAX_PREBOUND}")
@@ -109,8 +107,6 @@ def _count(name: str, text: str) -> int:
 
 
 _UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
 
 
 def _duration(name: str, text: str) -> float:
@@ -565,13 +561,18 @@ def _replay_share(conn: Any, workload: Workload, share: list[tuple[int, PoolConf
         conn.close()
 
 
+def _failed(config: PoolConfig, message: str, users: bool) -> Exception:
+    """A setting's replay failed: a UsageError (exit 2) for a user's mistake, else a RuntimeError."""
+    return (UsageError if users else RuntimeError)(f"replaying {label(setting_of(config))} failed: {message}")
+
+
 def _in_this_process(workload: Workload, configs: list[PoolConfig]) -> Iterator[tuple[int, Outcome]]:
     """Each setting's outcome in turn; a user's mistake names the setting, as from the worker processes."""
     for index, config in enumerate(configs):
         try:
             yield index, measure(workload, config)
         except UserError as err:
-            raise UsageError(f"replaying {label(setting_of(config))} failed: {err}") from None
+            raise _failed(config, str(err), True) from None
 
 
 def _in_processes(workload: Workload, configs: list[PoolConfig], workers: int) -> Iterator[tuple[int, Outcome]]:
@@ -597,9 +598,7 @@ def _in_processes(workload: Workload, configs: list[PoolConfig], workers: int) -
                     open_pipes.remove(conn)
                     continue
                 if error is not None:  # the others are stopped on the way out
-                    message, users = error
-                    raise (UsageError if users else RuntimeError)(
-                        f"replaying {label(setting_of(configs[index]))} failed: {message}")
+                    raise _failed(configs[index], *error)
                 yield index, outcome
     finally:
         for proc in processes:

@@ -52,7 +52,7 @@ MAX_NODES = 1_000  # at any step
 MAX_SUBNETS = 64
 MAX_HOSTS = 1_000  # in all subnets together
 # What a run of it may make; beyond it, the run stops with exit 2 at the step that went over (testbed.apps.runner)
-MAX_RUN_EVENTS = 500_000  # the timeline keeps them all: about 1 KB each
+MAX_RUN_EVENTS = 500_000  # and as many timers fired; the timeline keeps every event, 1 to 5 KB each
 MAX_RUN_CLOUD_CALLS = 50_000  # of those events, with --cloud tencent: a minute of HTTP requests through the SDK
 MAX_RUN_STATE_ITEMS = 10_000_000  # nodes, ENIs, bound IPs, pods and claims, in all the states recorded
 LIMITS = {"file size (bytes)": MAX_FILE_BYTES, "nesting depth": yamlfile.MAX_DEPTH,
