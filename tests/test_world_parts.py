@@ -11,13 +11,13 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eni_core.model import PoolConfig, Subnet
 from eni_core.ports import InsufficientAddresses, InvalidParameter, TransientError
 from testbed.apps import bench
-from testbed.world.addresses import AddressBook, AddressSpace
+from testbed.world.addresses import BLOCK, AddressBook, AddressSpace
 from testbed.world.backends.sim import SimBackend
 from testbed.world.churn import churn_workload, churn_world, replay_churn
 from testbed.world.cluster import Cluster
@@ -197,6 +197,39 @@ def test_the_address_book_hands_out_the_lowest_free_address_as_a_set_would(ops):
             assert int(ip) == heapq.heappop(free)
             taken.append(int(ip))
         assert book.available == len(free)
+
+
+@given(st.integers(0, 509), st.lists(st.tuples(st.sampled_from(["take", "exactly", "back"]), st.integers(0, 520),
+                                               st.integers(1, 90)), max_size=60))
+@example(200, [("back", 70, 8), ("exactly", 70, 2)])  # a gap in the second block, taken back by name
+def test_the_address_book_finds_the_lowest_free_address_across_its_blocks(prefill, ops):
+    """A /23 spans eight blocks of the book's table: runs of takes fill blocks, gaps given back open them
+    again below and above the hint, addresses taken by name close them; the book hands out what a plain
+    set's lowest free address is, and its table of open blocks says which blocks have a free address."""
+    book = AddressBook(Subnet("s", IPv4Network("10.0.0.0/23")))  # usable 10.0.0.2 .. 10.0.1.254
+    base = int(IPv4Address("10.0.0.0"))
+    usable = set(range(base + 2, base + 511))
+    free = set(usable)
+    for op, offset, run in [("take", 0, prefill), *ops]:
+        n = base + offset
+        if op == "take":
+            for _ in range(min(run, len(free))):
+                assert int(book.take()) == min(free)
+                free.remove(min(free))
+        elif op == "exactly":
+            for m in sorted(free & set(range(n, n + run))):
+                book.take_exactly(IPv4Address(m))
+                free.remove(m)
+        elif op == "back":
+            for m in range(n, min(n + run // 8 + 1, base + 511)):
+                book.give_back(IPv4Address(m))
+                if m in usable:
+                    free.add(m)
+        assert book.available == len(free)
+        first = base + 2
+        for k in range(len(book._open)):
+            block = range(first + k * BLOCK, min(first + (k + 1) * BLOCK, book._next))
+            assert book._open[k] == any(m in free for m in block), k
 
 
 @given(st.lists(st.tuples(st.sampled_from(["take", "exactly", "back"]), st.integers(0, 70)), max_size=150))
