@@ -99,6 +99,23 @@ def test_deleting_many_pending_pods_costs_each_only_its_own_removal():
     assert not node.pending and len(node.running) == 2
 
 
+def test_a_node_holds_a_queue_only_while_a_pod_waits():
+    c = _cluster(("n1", 1, 2))
+    node = c.nodes["n1"]
+    c.create_pod("pod-a", "n1")  # it starts in the event that queues it: no queue is left
+    assert node._pending is None and dict(node.pending) == {}
+    with pytest.raises(TypeError):
+        node.pending["pod-x"] = False  # type: ignore[index]  # the empty queue all such nodes share
+    c.create_pods(3, "n1")  # one more runs (eni-ip 2), two wait
+    assert list(node.pending) == ["pod-2", "pod-3"]
+    with pytest.raises(KeyError):
+        node.withdraw("pod-x")
+    assert list(node.pending) == ["pod-2", "pod-3"] and node.room == -2  # eni-ip 2, two running, two waiting
+    for name in ("pod-3", "pod-2"):
+        c.delete_pod(name)
+    assert node._pending is None and node.room == 0 and not node.unannounced
+
+
 def test_failed_scheduling_is_said_once_per_pending_spell():
     c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
                             nodes=(NodeSpec("n1", ("subnet-a",), 1, 2),)))

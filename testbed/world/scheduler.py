@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from eni_core.clock import Clock
 from eni_core.ipamd import EniNode
@@ -22,6 +23,7 @@ from testbed.world.timers import NodeTimers
 __all__ = ["SETTLE_LIMIT", "Node", "Scheduler"]
 
 SETTLE_LIMIT = 10_000
+NO_PENDING: Mapping[str, bool] = MappingProxyType({})  # the queue of a node no pod waits on
 
 
 @dataclass(eq=False, slots=True)
@@ -36,7 +38,7 @@ class Node:
     spec: NodeSpec
     ipamd: EniNode
     seq: int = 0  # the order nodes were added in: ties in scheduling go to the older node
-    pending: dict[str, bool] = field(default_factory=dict)  # in the order they came -> FailedScheduling is out
+    _pending: dict[str, bool] | None = None  # see `pending`; None while no pod waits, as nearly always
     # a set, as a dict: a set takes 728 B from its fifth member, a dict 184 B up to five and 272 B up to ten
     running: dict[str, None] = field(default_factory=dict)
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
@@ -45,6 +47,16 @@ class Node:
 
     def __post_init__(self) -> None:
         self.name = self.spec.name
+
+    @property
+    def pending(self) -> Mapping[str, bool]:
+        """The Pending pods, in the order they came -> whether their FailedScheduling is out; `enqueue`
+        and `withdraw` change it.
+
+        A pod nearly always starts in the event that queues it, so the queue is made when a pod enters it
+        and dropped when the last leaves: a table made then comes from memory just freed, in the cache,
+        where one kept per node is a cache miss or two in a large cluster, every pod created."""
+        return self._pending if self._pending is not None else NO_PENDING
 
     @property
     def room(self) -> int:
@@ -57,21 +69,28 @@ class Node:
         return [pod for pod, announced in self.pending.items() if not announced] if self.unannounced_count else []
 
     def enqueue(self, pod: str) -> None:
-        if pod in self.pending:
+        if self._pending is None:
+            self._pending = {}
+        elif pod in self._pending:
             raise ValueError(f"pod {pod} is Pending on {self.name} already")
-        self.pending[pod] = False
+        self._pending[pod] = False
         self.unannounced_count += 1
 
     def withdraw(self, pod: str) -> None:
         """A Pending pod leaves the queue (deleted, or it could not start)."""
-        if not self.pending.pop(pod):
+        queue = self._pending
+        if queue is None or pod not in queue:
+            raise KeyError(pod)
+        if not queue.pop(pod):
             self.unannounced_count -= 1
+        if not queue:
+            self._pending = None
 
     def announced(self) -> None:
         """Every Pending pod's FailedScheduling is out."""
         if self.unannounced_count:
             for pod in self.unannounced:
-                self.pending[pod] = True
+                self._pending[pod] = True
             self.unannounced_count = 0
 
 
