@@ -5,6 +5,8 @@ import random
 from ipaddress import IPv4Address
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from eni_core import pool
 from eni_core.model import Eni, NodeLimits, PoolConfig, Tally
@@ -343,7 +345,50 @@ def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
         c.advance(3600)  # the pool shrinks back: idle IPs go, ENIs with none left go
     ipamd = c.nodes["node-1"].ipamd
     held = {*ipamd.store.enis, *(ip for e in ipamd.store.enis.values() for ip in e.ips)}
-    assert set(ipamd._learned_at) <= held
+    seen_ips = {IPv4Address(int(n)) for n in (ipamd._ips_seen or [])[::2]}
+    assert set(ipamd._eni_seen_at) | seen_ips <= held
+
+
+@given(st.lists(st.tuples(st.sampled_from(["bind", "unbind", "ask", "wait"]), st.integers(0, 7),
+                          st.sampled_from([0.0, 0.5, 3.0, 9.99, 10.0, 25.0])), max_size=80))
+@example([("bind", 1, 0.0), ("wait", 0, 3.0), ("unbind", 1, 0.0), ("ask", 1, 0.0), ("bind", 4, 0.0),
+          ("wait", 0, 9.99), ("ask", 1, 0.0), ("ask", 4, 0.0), ("wait", 0, 0.5), ("ask", 4, 0.0)])
+def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_ip_would(steps):
+    """The ipamd keeps when it saw IPs bound only while the newest is younger than the describe lag. Against
+    the plain rule (a table of every bound IP's time, an unbound IP dropped), over binds, unbinds, questions
+    and waits of every length around the lag (10 s), it answers the same."""
+    c = cluster()
+    ipamd = c.nodes["node-1"].ipamd
+    window = ipamd.retry.resync_window
+    ips = [IPv4Address(f"10.9.0.{i + 1}") for i in range(8)]
+    table: dict[IPv4Address, float] = {}
+    for op, i, seconds in steps:
+        now = c.clock.now()
+        if op == "bind":
+            ipamd._learn_ips((ips[i], ips[(i + 3) % 8]), now)
+            table.update(dict.fromkeys((ips[i], ips[(i + 3) % 8]), now))
+        elif op == "unbind":
+            ipamd._forget_ips((ips[i],))
+            table.pop(ips[i], None)
+        elif op == "ask":
+            assert ipamd._known_for(ips[i], now) == (now - table.get(ips[i], float("-inf")) >= window)
+        else:
+            c.clock.advance_to(now + seconds)
+        if op in ("bind", "unbind") and ipamd._ips_seen is not None:  # what it keeps is younger than the lag
+            assert now - ipamd._ips_seen[-1] < window
+
+
+def test_the_ipamd_drops_its_record_of_ips_seen_once_the_newest_is_older_than_the_describe_lag():
+    c = cluster()
+    ipamd = c.nodes["node-1"].ipamd
+    assert ipamd._ips_seen is not None  # the pool bound its first IPs just now
+    c.advance(ipamd.retry.resync_window)
+    c.create_pod("pod-a", "node-1")  # one more IP is bound: the record starts again with it alone
+    assert ipamd._ips_seen is not None and len(ipamd._ips_seen) == 2
+    c.advance(ipamd.retry.resync_window)
+    c.delete_pod("pod-a")
+    c.advance(3600)  # the pool releases idle IPs: the stale record goes, unread
+    assert ipamd._ips_seen is None
 
 
 # -- the tally: what a plan reads -------------------------------------------------------------------------
