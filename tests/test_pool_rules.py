@@ -9,6 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eni_core import pool
+from eni_core.ipamd import SEEN
 from eni_core.model import Eni, NodeLimits, PoolConfig, Tally
 from eni_core.static import EniChoice, choose_eni
 from testbed.world.spec import NodeSpec
@@ -345,7 +346,7 @@ def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
         c.advance(3600)  # the pool shrinks back: idle IPs go, ENIs with none left go
     ipamd = c.nodes["node-1"].ipamd
     held = {*ipamd.store.enis, *(ip for e in ipamd.store.enis.values() for ip in e.ips)}
-    seen_ips = {IPv4Address(int(n)) for n in (ipamd._ips_seen or [])[::2]}
+    seen_ips = {IPv4Address(n) for n, _ in SEEN.iter_unpack(ipamd._ips_seen or b"")}
     assert set(ipamd._eni_seen_at) | seen_ips <= held
 
 
@@ -375,7 +376,7 @@ def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_
         else:
             c.clock.advance_to(now + seconds)
         if op in ("bind", "unbind") and ipamd._ips_seen is not None:  # what it keeps is younger than the lag
-            assert now - ipamd._ips_seen[-1] < window
+            assert now - max(t for _, t in SEEN.iter_unpack(ipamd._ips_seen)) < window
 
 
 def test_the_ipamd_drops_its_record_of_ips_seen_once_the_newest_is_older_than_the_describe_lag():
@@ -384,7 +385,7 @@ def test_the_ipamd_drops_its_record_of_ips_seen_once_the_newest_is_older_than_th
     assert ipamd._ips_seen is not None  # the pool bound its first IPs just now
     c.advance(ipamd.retry.resync_window)
     c.create_pod("pod-a", "node-1")  # one more IP is bound: the record starts again with it alone
-    assert ipamd._ips_seen is not None and len(ipamd._ips_seen) == 2
+    assert ipamd._ips_seen is not None and len(ipamd._ips_seen) == SEEN.size
     c.advance(ipamd.retry.resync_window)
     c.delete_pod("pod-a")
     c.advance(3600)  # the pool releases idle IPs: the stale record goes, unread
