@@ -33,6 +33,11 @@ def test_options_after_a_positional_keep_their_meaning():
     (["bench", "sim", "--nodes", "9" * 5000], "argument --nodes: '99999"),
     (["tune", "--workers", "9" * 5000], "a number of 5,000 digits is far too large"),
     (["chaos", "--seed", "x" * 5000], "argument --seed: 'xxxx"),
+    # int() takes these as 80; an option does not (a server on port 80 was started from ' 80')
+    (["vpc", "serve", "--port", " 80"], "argument --port: ' 80' is not a whole number (digits 0-9 only)"),
+    (["vpc", "serve", "--port", "8_0"], "argument --port: '8_0' is not a whole number"),
+    (["bench", "sim", "--nodes", "\u0668\u0660"], "is not a whole number"),
+    (["bench", "sim", "--nodes", "1" * 41 + " "], "is not a whole number"),
 ])
 def test_a_wrong_word_is_a_usage_error_with_exit_2(argv, said, capsys):
     with pytest.raises(SystemExit) as exited:

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -579,17 +580,22 @@ STATES_HELP = ("with --json: all (every step's whole state, the default), final 
                "changed (per step, only the entries that changed)")
 
 
+WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
 def _whole(text: str) -> int:
     """argparse's `int`, with a short message for what is no whole number or far too large to be one:
-    Python's own quotes the text whole, and past 4,300 digits refuses in its own words."""
+    Python's own quotes the text whole, and past 4,300 digits refuses in its own words. Only ASCII
+    digits, with a sign: `int` also takes spaces around them, underscores between them and other
+    scripts' digits (`' 80'`, `8_0` and `'٨٠'` are all 80 to it), and an option is not the place
+    for any of them."""
     if len(text) > 40:
-        digits = text.strip().lstrip("+-").replace("_", "")
+        digits = text.lstrip("+-")
         raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(digits):,} digits is far too large"
-                                         if digits.isdigit() else f"{shorten(text)} is not a whole number")
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number") from None
+                                         if WHOLE.fullmatch(text) else f"{shorten(text)} is not a whole number")
+    if not WHOLE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
