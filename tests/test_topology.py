@@ -126,6 +126,48 @@ def test_the_demo_refuses_a_scenario_whose_probes_it_would_not_report(tmp_path, 
     assert captured.out == "" and list(tmp_path.iterdir()) == []
 
 
+TOPOLOGY_ON = """
+name: on-{backend}
+backend: {backend}
+cluster:
+  subnets: [{{id: subnet-a, cidr: 10.0.1.0/24}}]
+  nodes: [{{name: node-1, subnets: [subnet-a], max_enis: 2, ips_per_eni: 5}}]
+steps:
+  - {{op: create_pods, node: node-1, count: 2}}
+"""
+
+
+@pytest.mark.parametrize("uid", [0, 1000], ids=["root", "not root"])
+def test_the_demo_refuses_a_topology_that_asks_for_containers(tmp_path, capsys, monkeypatch, uid):
+    """The demo runs on namespaces or the simulator: a file's `backend: containers` was silently dropped."""
+    from testbed.apps import cli
+    from testbed.world import cluster
+    from testbed.world.backends import netns
+
+    path = tmp_path / "c.yaml"
+    path.write_text(TOPOLOGY_ON.format(backend="containers"))
+    monkeypatch.setattr("os.geteuid", lambda: uid)
+    monkeypatch.setattr(netns, "NetnsBackend", lambda *a: pytest.fail("the demo began, on namespaces"))
+    monkeypatch.setattr(cluster, "Cluster", lambda *a, **k: pytest.fail("the demo began"))
+    assert cli.main(["demo", "--topology", str(path), "--png", str(tmp_path / "t.png")]) == 2
+    captured = capsys.readouterr()
+    assert "asks for backend: containers" in captured.err and "enilab up" in captured.err
+    assert "Traceback" not in captured.err and list(tmp_path.iterdir()) == [path]
+
+
+def test_the_demo_honours_a_topology_that_asks_for_the_simulator_even_as_root(tmp_path, capsys, monkeypatch):
+    from testbed.apps import cli
+    from testbed.world.backends import netns
+
+    path = tmp_path / "s.yaml"
+    path.write_text(TOPOLOGY_ON.format(backend="sim"))
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(netns, "NetnsBackend", lambda *a: pytest.fail("the demo made namespaces"))
+    assert cli.main(["demo", "--topology", str(path), "--png", str(tmp_path / "t.png")]) == 0
+    out = capsys.readouterr().out
+    assert "the topology asks for backend: sim" in out and "node-1" in out and (tmp_path / "t.png").exists()
+
+
 def test_up_refuses_a_scenario_whose_probes_it_would_not_report(monkeypatch, capsys):
     """`enilab up` runs a topology's steps in its controller and reports none of a probe's `expect`: a
     scenario with checks belongs to `enilab run`. Refused before root is asked for or a controller starts."""

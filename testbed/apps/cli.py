@@ -782,7 +782,8 @@ def _add_tools(sub: Subcommands) -> None:
     tu.set_defaults(func=cmd_tune)
 
     d = sub.add_parser("demo", help="the main job: bring up the default topology and prove every path")
-    d.add_argument("--topology", default=None, help="topology file or built-in name (default: default)")
+    d.add_argument("--topology", default=None, help="topology file or built-in name (default: default); a file's "
+                   "`backend: sim` is honoured, `backend: containers` refused (use `enilab up`)")
     d.add_argument("--png", default="topology.png", help="where to draw the topology")
     d.set_defaults(func=cmd_demo)
 

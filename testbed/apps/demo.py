@@ -15,6 +15,7 @@ from rich.table import Table
 from eni_core.model import eni_table
 from eni_core.names import shorten
 from eni_core.ops import MAIN_TABLE
+from testbed.errors import UsageError
 from testbed.observe.report import node_table
 from testbed.world.pods import PodPhase
 
@@ -109,6 +110,10 @@ def _check_topology(scenario, given: str, root: bool) -> None:
     from testbed.apps.runner import check_supported, refuse_checks
 
     refuse_checks(scenario, f"--topology {shorten(given)}", "the demo")
+    if scenario.backend == "containers":
+        raise UsageError(f"--topology {shorten(given)} asks for backend: containers, and the demo runs on network "
+                         f"namespaces (as root) or the simulator: bring it up with `enilab up {shorten(given)}`, "
+                         "which runs it on containers")
     check_supported(scenario, "netns" if root else "sim")
 
 
@@ -121,7 +126,8 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
     from testbed.world.scenario import load_scenario
 
     scenario = load_scenario(args.topology or DEFAULT_TOPOLOGY)
-    root = os.geteuid() == 0
+    # the file's `backend: sim` is honoured as root too; `netns` needs root, as the message below says
+    root = os.geteuid() == 0 and scenario.backend != "sim"
     _check_topology(scenario, args.topology or DEFAULT_TOPOLOGY, root)
     backend = None
     if root:
@@ -129,7 +135,8 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
 
         backend = NetnsBackend()
     else:
-        why = args.rootless_error or "not root"
+        why = ("the topology asks for backend: sim" if scenario.backend == "sim"
+               else args.rootless_error or "not root")
         console.print(f"[yellow]no network namespaces ({why}): running the simulator. No packets: the pool and "
                       "the eni-ip resource are real, but kernel rules, tables and verified paths need network "
                       "namespaces (root, or user namespaces for a normal user).[/yellow]")
