@@ -47,6 +47,11 @@ class RetryPolicy:
 
 NEVER = float("-inf")  # when an IP or ENI was seen that this ipamd did not see come
 SEEN = struct.Struct("<Id")  # an IPv4 address, as a number, and when the ipamd saw it bound
+
+
+def _newest(seen: bytes) -> float:
+    """The time of the last of `EniNode._ips_seen`'s pairs, which are in time order: the newest."""
+    return SEEN.unpack_from(seen, len(seen) - SEEN.size)[1]
 MAX_DOUBLINGS = 1000  # 2 ** 1000 is about 1e301: any base reaches any cap long before, and it fits a float
 DEFAULT_RETRY = RetryPolicy()  # one for every node that names none: an ipamd's calls read it, a cluster's stay warm
 
@@ -261,7 +266,7 @@ class EniNode(abc.ABC):
                     continue
         for ip in ips:
             eni.unbind(ip)
-        self._forget_ips(ips)
+        self._forget_ips(ips, self.clock.now())
         self._commit()
 
     def _delete_eni(self, eni: Eni) -> None:
@@ -275,7 +280,7 @@ class EniNode(abc.ABC):
         """The ENI is off this node: out of the datastore (checkpointed) and told to the listeners."""
         self.store.remove_eni(eni.id)
         self._eni_seen_at.pop(eni.id, None)
-        self._forget_ips(eni.ips)
+        self._forget_ips(eni.ips, self.clock.now())
         self._commit()
         self._tell(EniChange.DETACHED, eni)
 
@@ -332,14 +337,24 @@ class EniNode(abc.ABC):
     # pair in it answers "known" then, as no pair at all does. A dict of every bound IP (the earlier
     # design) was written on every bind and unbind: a cold table and a float each time in a cluster of
     # 10,000 nodes (cachegrind: 4 of 40 last-level misses per event). One bytes object is one cache line
-    # for the few pairs it holds, with no objects of its own to free.
+    # for the few pairs it holds, with no objects of its own to free. The pairs are in time order, so the
+    # last is the newest, even when a wall clock steps back (`_learn_ips`).
     def _learn_ips(self, ips: Sequence[IPv4Address], now: float) -> None:
-        if ips:
-            pairs = b"".join(SEEN.pack(int(ip), now) for ip in ips)
-            self._ips_seen = (self._fresh_ips_seen(now) or b"") + pairs
+        if not ips:
+            return
+        pairs = b"".join(SEEN.pack(int(ip), now) for ip in ips)
+        seen = self._fresh_ips_seen(now) or b""
+        if seen and now < _newest(seen):  # a wall clock stepped back: keep the pairs in time order
+            learned = {int(ip) for ip in ips}
+            kept = [(n, t) for n, t in SEEN.iter_unpack(seen) if n not in learned]  # as a table's entry is replaced
+            pairs = b"".join(SEEN.pack(n, t) for n, t in sorted([*kept, *SEEN.iter_unpack(pairs)], key=lambda p: p[1]))
+            seen = b""
+        self._ips_seen = seen + pairs
 
-    def _forget_ips(self, ips: Iterable[IPv4Address]) -> None:
-        seen = self._fresh_ips_seen(self.clock.now())
+    def _forget_ips(self, ips: Iterable[IPv4Address], now: float) -> None:
+        """Forget IPs unbound. `now` is the time the caller asks `_known_for` at: a record dropped as stale
+        at a later time would answer "known" for a pair that is fresh at the caller's."""
+        seen = self._fresh_ips_seen(now)
         if seen:
             gone = {int(ip) for ip in ips}
             self._ips_seen = b"".join(SEEN.pack(n, t) for n, t in SEEN.iter_unpack(seen) if n not in gone) or None
@@ -347,7 +362,7 @@ class EniNode(abc.ABC):
     def _fresh_ips_seen(self, now: float) -> bytes | None:
         """The pairs, or None once none is younger than the describe lag (then they are dropped)."""
         seen = self._ips_seen
-        if seen is not None and now - SEEN.unpack_from(seen, len(seen) - SEEN.size)[1] >= self.retry.resync_window:
+        if seen is not None and now - _newest(seen) >= self.retry.resync_window:
             seen = self._ips_seen = None
         return seen
 
@@ -355,7 +370,7 @@ class EniNode(abc.ABC):
         n, at = int(ip), NEVER
         for m, t in SEEN.iter_unpack(self._ips_seen or b""):
             if m == n:
-                at = t  # a later pair for it is newer
+                at = t  # a later pair for it is newer (it was learned again)
         return at
 
     def resync(self, report: RecoveryReport | None = None) -> tuple[bool, bool]:
@@ -430,7 +445,7 @@ class EniNode(abc.ABC):
         for ip in [ip for ip in eni.ips if ip not in shown and self._known_for(ip, now)]:
             if eni.ips[ip] is None:
                 eni.unbind(ip)
-                self._forget_ips((ip,))
+                self._forget_ips((ip,), now)  # the re-sync's time: its later questions use it too
                 self._emit({"kind": "resync", "node": self.node, "eni": rec.id, "dropped_ip": str(ip)})
                 report.dropped_ips.append(str(ip))
                 changed = True

@@ -350,14 +350,18 @@ def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
     assert set(ipamd._eni_seen_at) | seen_ips <= held
 
 
-@given(st.lists(st.tuples(st.sampled_from(["bind", "unbind", "ask", "wait"]), st.integers(0, 7),
+@given(st.lists(st.tuples(st.sampled_from(["bind", "unbind", "ask", "wait", "wait", "back"]), st.integers(0, 7),
                           st.sampled_from([0.0, 0.5, 3.0, 9.99, 10.0, 25.0])), max_size=80))
 @example([("bind", 1, 0.0), ("wait", 0, 3.0), ("unbind", 1, 0.0), ("ask", 1, 0.0), ("bind", 4, 0.0),
           ("wait", 0, 9.99), ("ask", 1, 0.0), ("ask", 4, 0.0), ("wait", 0, 0.5), ("ask", 4, 0.0)])
+@example([("wait", 0, 25.0), ("bind", 0, 0.0), ("back", 0, 3.0), ("bind", 1, 0.0), ("wait", 0, 10.0),
+          ("unbind", 1, 0.0), ("ask", 0, 0.0)])  # the newest time is not the last pair's when the clock stepped back
+@example([("wait", 0, 25.0), ("bind", 0, 0.0), ("back", 0, 3.0), ("bind", 0, 0.0), ("wait", 0, 10.0),
+          ("ask", 0, 0.0)])  # learned again at an earlier time: the later learning counts, as a table's would
 def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_ip_would(steps):
     """The ipamd keeps when it saw IPs bound only while the newest is younger than the describe lag. Against
     the plain rule (a table of every bound IP's time, an unbound IP dropped), over binds, unbinds, questions
-    and waits of every length around the lag (10 s), it answers the same."""
+    and waits of every length around the lag (10 s), and a clock that steps back, it answers the same."""
     c = cluster()
     ipamd = c.nodes["node-1"].ipamd
     window = ipamd.retry.resync_window
@@ -369,14 +373,31 @@ def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_
             ipamd._learn_ips((ips[i], ips[(i + 3) % 8]), now)
             table.update(dict.fromkeys((ips[i], ips[(i + 3) % 8]), now))
         elif op == "unbind":
-            ipamd._forget_ips((ips[i],))
+            ipamd._forget_ips((ips[i],), now)
             table.pop(ips[i], None)
         elif op == "ask":
             assert ipamd._known_for(ips[i], now) == (now - table.get(ips[i], float("-inf")) >= window)
+        elif op == "back":
+            c.clock.t = now - seconds  # a wall clock can step back; the simulated one cannot
         else:
             c.clock.advance_to(now + seconds)
         if op in ("bind", "unbind") and ipamd._ips_seen is not None:  # what it keeps is younger than the lag
             assert now - max(t for _, t in SEEN.iter_unpack(ipamd._ips_seen)) < window
+
+
+def test_a_resync_that_forgets_an_ip_judges_the_rest_at_its_own_time_not_the_clocks():
+    """A re-sync asks whether each IP is older than the describe lag at the time it began; its calls take
+    time on a real clock. Forgetting one ENI's IP must not drop, as stale at the clock's later time, the
+    record that still makes another ENI's IP fresh at the re-sync's time (a red-team pass found it)."""
+    c = cluster()
+    ipamd = c.nodes["node-1"].ipamd
+    window = ipamd.retry.resync_window
+    fresh, gone = IPv4Address("10.9.0.1"), IPv4Address("10.9.0.2")
+    ipamd._learn_ips((fresh,), 100.0)
+    c.clock.advance_to(100.0 + window + 0.5)  # the clock, once the re-sync's calls are done
+    resync_now = 100.0 + window - 0.2  # when the re-sync began: `fresh` was 9.8 s old
+    ipamd._forget_ips((gone,), resync_now)
+    assert not ipamd._known_for(fresh, resync_now)
 
 
 def test_the_ipamd_drops_its_record_of_ips_seen_once_the_newest_is_older_than_the_describe_lag():
