@@ -592,7 +592,8 @@ def _whole(text: str) -> int:
     if len(text) > 40:
         digits = text.lstrip("+-")
         raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(digits):,} digits is far too large"
-                                         if WHOLE.fullmatch(text) else f"{shorten(text)} is not a whole number")
+                                         if WHOLE.fullmatch(text)
+                                         else f"{shorten(text)} is not a whole number (digits 0-9 only)")
     if not WHOLE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
     return int(text)

@@ -134,9 +134,12 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
         from testbed.world.backends.netns import NetnsBackend
 
         backend = NetnsBackend()
+    elif scenario.backend == "sim":
+        console.print("[yellow]the topology asks for backend: sim: running the simulator. No packets: the pool "
+                      "and the eni-ip resource are real; kernel rules, tables and verified paths need the netns "
+                      "backend.[/yellow]")
     else:
-        why = ("the topology asks for backend: sim" if scenario.backend == "sim"
-               else args.rootless_error or "not root")
+        why = args.rootless_error or "not root"
         console.print(f"[yellow]no network namespaces ({why}): running the simulator. No packets: the pool and "
                       "the eni-ip resource are real, but kernel rules, tables and verified paths need network "
                       "namespaces (root, or user namespaces for a normal user).[/yellow]")
