@@ -21,7 +21,7 @@ from eni_core.clock import WallClock
 from eni_core.datastore import Attachment, CheckpointError, Datastore, FileCheckpoint
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
-from eni_core.names import InvalidName, dns_label
+from eni_core.names import InvalidName, dns_label, whole_number
 from eni_core.routing import free_host_index
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
@@ -188,10 +188,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--state", required=True, help="folder of the datastore checkpoint")
     p.add_argument("--listen", required=True, help="unix socket to serve the CNI plugin on")
     p.add_argument("--subnet", action="append", required=True, help="a subnet id for ENIs (repeat)")
-    p.add_argument("--max-enis", type=int, required=True)
-    p.add_argument("--ips-per-eni", type=int, required=True)
-    p.add_argument("--min-prebound", type=int, default=5)
-    p.add_argument("--max-prebound", type=int, default=5)
+    p.add_argument("--max-enis", type=whole_number, required=True)
+    p.add_argument("--ips-per-eni", type=whole_number, required=True)
+    p.add_argument("--min-prebound", type=whole_number, default=5)
+    p.add_argument("--max-prebound", type=whole_number, default=5)
     p.add_argument("--release-interval", type=float, default=120.0)
     p.add_argument("--quick-release", action="store_true")
     p.add_argument("--seed", default="0")

@@ -23,11 +23,13 @@ eni_core.names.InvalidName: '../../etc' is not a DNS label (lowercase letters, d
 """
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from collections.abc import Iterable
 
-__all__ = ["InvalidName", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten"]
+__all__ = ["InvalidName", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten",
+           "whole_number"]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -112,3 +114,27 @@ def owner_ref(value: object) -> str:
             pass
     raise InvalidName(f"{shorten(value)} is not a workload (kind/namespace/name in lowercase, "
                      "like statefulset/default/web)")
+
+
+WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def whole_number(text: str) -> int:
+    """A command-line option's whole number (argparse's `type=`), with a short message for what is none or far
+    too large to be one: argparse's `int` quotes the text whole, and past 4,300 digits Python refuses in its
+    own words. Only ASCII digits, with a sign: `int` also takes spaces around them, underscores between them
+    and other scripts' digits (`' 80'`, `8_0` and `'٨٠'` are all 80 to it), and an option is not the place
+    for any of them.
+
+    >>> whole_number("-3"), whole_number("0042")
+    (-3, 42)
+    >>> whole_number(" 80")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: ' 80' is not a whole number (digits 0-9 only)
+    """
+    if not WHOLE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
+    if len(text) > 40:
+        raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(text.lstrip('+-')):,} digits is far "
+                                         "too large")
+    return int(text)

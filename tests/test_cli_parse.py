@@ -112,3 +112,17 @@ def test_a_400_digit_number_gets_a_short_message(argv, said, capsys, monkeypatch
     assert code == 2
     err = capsys.readouterr().err.splitlines()[-1]
     assert said in err and len(err) < 300, err
+
+
+@pytest.mark.parametrize("value", [" 3", "3_0", "\u0663", "three"])
+def test_the_node_agent_takes_whole_numbers_by_the_same_rule(value, capsys):
+    """enilab-agent's counts follow the rule of enilab's options (`eni_core.names.whole_number`)."""
+    from eni_core import agent
+
+    argv = ["--node", "node-1", "--state", "s", "--listen", "l", "--subnet", "subnet-a",
+            "--max-enis", value, "--ips-per-eni", "10"]
+    with pytest.raises(SystemExit) as exited:
+        agent._parse(argv)
+    assert exited.value.code == 2
+    assert f"argument --max-enis: {value!r} is not a whole number (digits 0-9 only)" in capsys.readouterr().err
+    assert agent._parse([*argv[:-3], "3", *argv[-2:]]).max_enis == 3

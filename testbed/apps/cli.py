@@ -5,11 +5,10 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 
-from eni_core.names import shorten
+from eni_core.names import shorten, whole_number
 from testbed.errors import UsageError, UserError
 
 __all__ = ["main"]
@@ -580,25 +579,6 @@ STATES_HELP = ("with --json: all (every step's whole state, the default), final 
                "changed (per step, only the entries that changed)")
 
 
-WHOLE = re.compile(r"[+-]?[0-9]+")
-
-
-def _whole(text: str) -> int:
-    """argparse's `int`, with a short message for what is no whole number or far too large to be one:
-    Python's own quotes the text whole, and past 4,300 digits refuses in its own words. Only ASCII
-    digits, with a sign: `int` also takes spaces around them, underscores between them and other
-    scripts' digits (`' 80'`, `8_0` and `'٨٠'` are all 80 to it), and an option is not the place
-    for any of them."""
-    if len(text) > 40:
-        digits = text.lstrip("+-")
-        raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(digits):,} digits is far too large"
-                                         if WHOLE.fullmatch(text)
-                                         else f"{shorten(text)} is not a whole number (digits 0-9 only)")
-    if not WHOLE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
@@ -647,7 +627,8 @@ def _add_scenario_commands(sub: Subcommands) -> None:
     vs = vsub.add_parser("serve", help="serve a topology's VPC as the Tencent Cloud VPC API 3.0 on 127.0.0.1, "
                                        "for code written against the official SDK")
     vs.add_argument("topology", help="topology or scenario YAML file (its subnets, nodes as instances, faults)")
-    vs.add_argument("--port", type=_whole, default=8080, help="TCP port on 127.0.0.1 (0: any free port; default 8080)")
+    vs.add_argument("--port", type=whole_number, default=8080,
+                    help="TCP port on 127.0.0.1 (0: any free port; default 8080)")
     vs.add_argument("--secret-id", help="the SecretId clients sign with (default: $TENCENTCLOUD_SECRET_ID or a "
                                         "fixed local test key, printed)")
     vs.add_argument("--secret-key", help="its SecretKey")
@@ -673,7 +654,7 @@ def _add_cluster_commands(sub: Subcommands) -> None:
     pd.add_argument("action", choices=["add", "del", "list"])
     pd.add_argument("pods", nargs="*", default=[], help="pod names")
     pd.add_argument("--node")
-    pd.add_argument("--count", type=_whole)
+    pd.add_argument("--count", type=whole_number)
     pd.add_argument("--name")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(func=cmd_pods)
@@ -736,8 +717,8 @@ def _add_cluster_views(sub: Subcommands) -> None:
 def _add_tools(sub: Subcommands) -> None:
     """The chaos loop, the benchmarks, the pool tuner and the demo."""
     ch = sub.add_parser("chaos", help="kill agents, storm the cloud, edit kernels; audit and probe after each (root)")
-    ch.add_argument("--iterations", type=_whole, default=200)
-    ch.add_argument("--seed", type=_whole, default=1)
+    ch.add_argument("--iterations", type=whole_number, default=200)
+    ch.add_argument("--seed", type=whole_number, default=1)
     ch.add_argument("--json", action="store_true")
     ch.add_argument("--cloud", choices=["rpc", "tencent"], default="rpc",
                     help="how the agents reach the VPC: enilab's unix-socket RPC (default), or the official Tencent "
@@ -747,15 +728,15 @@ def _add_tools(sub: Subcommands) -> None:
     b.add_argument("what", choices=["sim", "bringup", "cni"],
                    help="sim: 1,000 nodes, 50,000 pods over 24 h; bringup: nodes x pods on namespaces (root); "
                         "cni: ADD latency in-process and through the executable (root)")
-    b.add_argument("--nodes", type=_whole, default=None, help="sim: 1000, bringup: 10")
-    b.add_argument("--pods-per-node", type=_whole, default=None, help="bringup: 50, with --backend containers 10")
+    b.add_argument("--nodes", type=whole_number, default=None, help="sim: 1000, bringup: 10")
+    b.add_argument("--pods-per-node", type=whole_number, default=None, help="bringup: 50, with --backend containers 10")
     b.add_argument("--backend", choices=["netns", "containers"],
                    help="bringup: containers also measures pods as containers, beside namespaces, in the same run")
     b.add_argument("--compare", help="bringup: the builders measured beside enilab, comma-separated, or `none` "
                                       "(default: floor,ip_batch,pyroute2,ip)")
-    b.add_argument("--pods", type=_whole, help="sim: pod creations, each deleted later (50000)")
+    b.add_argument("--pods", type=whole_number, help="sim: pod creations, each deleted later (50000)")
     b.add_argument("--hours", type=float, help="sim: simulated hours (24)")
-    b.add_argument("--seed", type=_whole, help="sim: the workload's seed (1)")
+    b.add_argument("--seed", type=whole_number, help="sim: the workload's seed (1)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
@@ -766,10 +747,10 @@ def _add_tools(sub: Subcommands) -> None:
                                     "goal (exit 1 when none does).")
     tu.add_argument("scenario", nargs="?", help="scenario YAML file (shared-eni mode)")
     tu.add_argument("--workload", help="a generated churn instead: diurnal, burst or steady")
-    tu.add_argument("--nodes", type=_whole, help="generated workload: nodes (1000)")
+    tu.add_argument("--nodes", type=whole_number, help="generated workload: nodes (1000)")
     tu.add_argument("--hours", type=float, help="generated workload: simulated hours (24)")
-    tu.add_argument("--pods", type=_whole, help="generated workload: pods created (50 per node per day)")
-    tu.add_argument("--seed", type=_whole, help="generated workload: seed (1)")
+    tu.add_argument("--pods", type=whole_number, help="generated workload: pods created (50 per node per day)")
+    tu.add_argument("--seed", type=whole_number, help="generated workload: seed (1)")
     tu.add_argument("--sweep", action="append", metavar="PARAM=V1,V2",
                     help="min_prebound, max_prebound, release_interval (30, 2m) or quick_release (false,true); "
                          "repeat for a grid")
@@ -777,7 +758,8 @@ def _add_tools(sub: Subcommands) -> None:
                     help="seconds each cloud call takes (default: the scenario's faults, 0.5-2 for --workload)")
     tu.add_argument("--recommend", metavar="GOALS",
                     help='e.g. "p95_delay<=2s, api_calls<200000": the cheapest setting meeting them')
-    tu.add_argument("--workers", type=_whole, help="processes (default: one per core); results do not depend on it")
+    tu.add_argument("--workers", type=whole_number,
+                    help="processes (default: one per core); results do not depend on it")
     tu.add_argument("--json", action="store_true", help="one JSON document: a row per setting")
     tu.add_argument("--png", help="draw the trade-off and the pool over time to this file (.png or .svg)")
     tu.set_defaults(func=cmd_tune)
