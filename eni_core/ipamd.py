@@ -52,6 +52,8 @@ SEEN = struct.Struct("<Id")  # an IPv4 address, as a number, and when the ipamd 
 def _newest(seen: bytes) -> float:
     """The time of the last of `EniNode._ips_seen`'s pairs, which are in time order: the newest."""
     return SEEN.unpack_from(seen, len(seen) - SEEN.size)[1]
+
+
 MAX_DOUBLINGS = 1000  # 2 ** 1000 is about 1e301: any base reaches any cap long before, and it fits a float
 DEFAULT_RETRY = RetryPolicy()  # one for every node that names none: an ipamd's calls read it, a cluster's stay warm
 
