@@ -78,14 +78,14 @@ def check_invariants(c: Cluster) -> None:
         for p in running:
             if p.node == name:
                 assert p.ip in bound_here and c.vpc.owner[p.ip] == p.eni_id, "a pod's IP is not bound to its ENI"
-        assert ipamd.pods == len(node.running)
+        assert ipamd.pods == node.running
         # the tally the ENIs keep as they change is what counting them afresh finds
         assert ipamd.store.tally == Tally.of(ipamd.enis)
         assert all(e.tally is ipamd.store.tally for e in ipamd.enis)
         low, _, max_bindable = document_window(c, name)
-        if ipamd.bound > max(max_bindable, len(node.running)):  # a pod's own IP is never taken away
+        if ipamd.bound > max(max_bindable, node.running):  # a pod's own IP is never taken away
             assert cloud_refused_the_clamp(c, name), "idle IPs above max bindable were not released at once"
-        assert len(node.running) <= ipamd.allocatable
+        assert node.running <= ipamd.allocatable
         if ipamd.shortfall is None and ipamd.backoff_until is None:
             assert ipamd.bound >= low, "bound below pods + min pre-bound after settling"
     for s in c.spec.subnets:
@@ -124,7 +124,7 @@ def test_pool_invariants_hold_under_random_churn(cfg, ops):
     c.advance(RetryPolicy().max_backoff + 1)
     for name, node in c.nodes.items():
         low, _, max_bindable = document_window(c, name)
-        assert node.ipamd.bound <= max(max_bindable, len(node.running)), "excess kept after the cloud healed"
+        assert node.ipamd.bound <= max(max_bindable, node.running), "excess kept after the cloud healed"
         if node.ipamd.shortfall is None:
             assert node.ipamd.bound >= low
 

@@ -388,7 +388,7 @@ def test_the_meter_agrees_with_the_vpc_on_a_flaky_cloud():
     try:
         meter = cluster.meter
         bound = sum(len(e.ips) for e in cluster.vpc.enis.values())
-        running = sum(len(n.running) for n in cluster.nodes.values())
+        running = sum(n.running for n in cluster.nodes.values())
         assert (meter.idle, meter.running) == (bound - running, running)
         used = sum(len(b.used) for b in cluster.vpc.books.values())
         row = meter.finish(cluster.clock.now())

@@ -37,7 +37,7 @@ def _cluster(*nodes: tuple[str, int, int]) -> Cluster:
 
 def _roomiest_by_scan(c: Cluster) -> str | None:
     """The rule written the obvious way: the most free eni-ip, ties to the node added first."""
-    free = {n: node.ipamd.allocatable - len(node.running) - len(node.pending) for n, node in c.nodes.items()}
+    free = {n: node.ipamd.allocatable - node.running - len(node.pending) for n, node in c.nodes.items()}
     best = max(free, key=lambda n: free[n], default=None)
     return best if best is not None and free[best] > 0 else None
 
@@ -96,7 +96,7 @@ def test_deleting_many_pending_pods_costs_each_only_its_own_removal():
     assert len(node.pending) == 4998 and not node.unannounced  # each told FailedScheduling once
     for name in list(node.pending)[::-1]:
         c.delete_pod(name, settle=False)
-    assert not node.pending and len(node.running) == 2
+    assert not node.pending and node.running == 2
 
 
 def test_a_node_holds_a_queue_only_while_a_pod_waits():
@@ -469,7 +469,7 @@ def test_a_pod_pending_while_the_pool_backs_off_says_so_not_that_eni_ip_is_full(
     c = helpers.cluster(min_prebound=1, max_prebound=1)
     c.create_pods(1, "node-1")
     ipamd = c.nodes["node-1"].ipamd
-    assert ipamd.allocatable == 2 and len(c.nodes["node-1"].running) == 1
+    assert ipamd.allocatable == 2 and c.nodes["node-1"].running == 1
     c.vpc.faults = FaultConfig(transient=1.0)
     monkeypatch.setattr(type(ipamd), "assign", lambda self, pod: None)  # the idle IP cannot be handed out now
     ipamd._back_off(TransientError("the cloud failed"))  # as a failed call in its reconcile does

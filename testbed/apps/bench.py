@@ -141,7 +141,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
 
         cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()
-    running = sum(len(n.running) for n in cluster.nodes.values())
+    running = sum(n.running for n in cluster.nodes.values())
     # a node whose subnets cannot fill its pool polls every 30 s: a starved world measures polls, not churn
     short = sum(bool(n.ipamd.shortfall) for n in cluster.nodes.values())
     api_calls, all_events = cluster.vpc.calls, cluster.events.count

@@ -123,7 +123,7 @@ class Cluster:
     def delete_node(self, name: str) -> None:
         """Delete a node: its pods are deleted, its IPs unbound and its ENIs deleted in the VPC."""
         node = self._node(name)
-        for pod in sorted([*node.running, *node.pending], key=lambda p: self.pods[p].seq):
+        for pod in self.pods_on(name):
             self.delete_pod(pod, settle=False)
         node.ipamd.shutdown()
         self.vpc.remove_instance(name)
@@ -193,7 +193,7 @@ class Cluster:
         if pod.phase == PodPhase.RUNNING:
             node = self.nodes[pod.node]
             self.backend.pod_down(pod.node, name)
-            self.scheduler.stopped(node, name)
+            self.scheduler.stopped(node)
             node.ipamd.release(name)
         else:
             self.scheduler.withdraw(pod)
@@ -226,10 +226,15 @@ class Cluster:
             self.events({"t": self.clock.now(), "kind": "pod", "pod": pod.name, "node": node.name,
                          "event": "Failed", "reason": str(err)})
             raise ClusterError(str(err)) from err
-        node.running[pod.name] = None
+        node.running += 1
         self.events({"t": self.clock.now(), "kind": "pod", "pod": pod.name, "node": node.name,
                      "event": "Started", "ip": str(alloc.ip), "eni": alloc.eni_id})
         return True
+
+    def pods_on(self, node: str, phase: PodPhase | None = None) -> list[str]:
+        """The pods placed on `node` (those in `phase` only, if given), oldest first. It reads every pod: a
+        node keeps only the count of its running pods, which is what each event needs."""
+        return [name for name, pod in self.pods.items() if pod.node == node and phase in (None, pod.phase)]
 
     def newest_pods(self, count: int) -> list[str]:
         return newest_first(self.pods, count)  # self.pods is in creation order: seq ascending

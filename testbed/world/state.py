@@ -47,7 +47,7 @@ def _node_state(cluster: Cluster, node: Node) -> dict:
             "allocated": [str(ip) for ip in sorted(ip for ip, p in eni.ips.items() if p)],
         })
     return {
-        "pods": len(node.running), "pending": len(node.pending), "bound": ipamd.bound,
+        "pods": node.running, "pending": len(node.pending), "bound": ipamd.bound,
         "allocatable": ipamd.allocatable, "capacity": ipamd.capacity, "enis": enis,
         "conditions": [{"type": "IPPoolShortfall", "message": ipamd.shortfall}] if ipamd.shortfall else [],
         **cluster.backend.node_state(node.name),

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from testbed.apps.runner import run_scenario
+from testbed.world.cluster import PodPhase
 from testbed.world.scenario import load_scenario
 from tests.helpers import SCENARIOS
 from tests.netns.helpers import kernel_view, netns_cluster, sysctl
@@ -29,7 +30,8 @@ def assert_node_matches_plan(cluster, name: str) -> None:
         table = index + 2000  # the seed: route table = link index + 2000
         assert (table, None, 0, index, gateways[eni.subnet_id]) in view["routes"]
         assert sysctl(ns, f"net.ipv4.conf.eth{eni.device_index}.rp_filter") == 0
-    for pod_name in node.running:
+    running = cluster.pods_on(node.name, PodPhase.RUNNING)
+    for pod_name in running:
         pod = cluster.pods[pod_name]
         eni = node.ipamd.store.enis[pod.eni_id]
         table = by_mac[eni.mac] + 2000
@@ -37,7 +39,7 @@ def assert_node_matches_plan(cluster, name: str) -> None:
         assert (512, 254, None, pod.ip) in view["rules"]
         veth = by_name[pod.extra["veth"]]
         assert (254, str(pod.ip), 32, veth, None) in view["routes"]
-    ours = {ip for p in node.running for ip in [cluster.pods[p].ip]}
+    ours = {cluster.pods[p].ip for p in running}
     stale = [r for r in view["rules"] if r[0] == 1536 and r[2] not in ours]
     assert not stale, f"rules for pods that are gone: {stale}"
     for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter", "net.ipv4.conf.eth0.rp_filter"):
