@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,8 +91,8 @@ class EniNode(abc.ABC):
     state from its object alone rather than from a separate attribute table as well."""
 
     __slots__ = ("_ambiguous_at", "_eni_seen_at", "_events", "_failures", "_ips_seen", "backoff_until", "clock",
-                 "limits", "listeners", "node", "poll_at", "resync_at", "retry", "rng", "shortfall", "store", "subnets",
-                 "vpc")
+                 "draws", "limits", "listeners", "node", "poll_at", "resync_at", "retry", "shortfall", "store",
+                 "subnets", "vpc")
 
     def __init__(
         self,
@@ -115,7 +114,7 @@ class EniNode(abc.ABC):
         self.clock = clock
         self.store = store or Datastore(node)
         self.retry = retry or DEFAULT_RETRY
-        self.rng = random.Random(f"{seed}:{node}")
+        self.draws = pool.first_draws(f"{seed}:{node}")  # the state of its random picks (`pool.next_draw`)
         self._events = events
         self.shortfall: str | None = None
         self.backoff_until: float | None = None
@@ -528,7 +527,8 @@ class Ipamd(EniNode):
         """An IP for `pod` from the pool (the same one if it has one already); None if none is idle."""
         if pod in self.store.pods:
             return self.store.pods[pod]
-        choice = pool.choose_pod_ip(self.store.enis.values(), self.rng)
+        self.draws, draw = pool.next_draw(self.draws)
+        choice = pool.choose_pod_ip(self.store.enis.values(), draw)
         if choice is None:
             return None
         eni, ip = choice

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from ipaddress import IPv4Address
 
 import pytest
@@ -91,24 +92,44 @@ def test_releases_idle_ips_at_once_when_max_bindable_falls_under_bound():
 # -- least ENIs ---------------------------------------------------------------------------------------
 def test_pod_ip_comes_from_the_eni_with_the_most_allocated_ips():
     enis = [eni("eni-1", 0, 10, 2), eni("eni-2", 1, 10, 7), eni("eni-3", 2, 10, 5)]
-    chosen, ip = pool.choose_pod_ip(enis, random.Random(1))
+    chosen, ip = pool.choose_pod_ip(enis, random.Random(1).getrandbits(64))
     assert chosen.id == "eni-2" and ip in enis[1].idle_ips()
 
 
 def test_pod_ip_skips_a_full_eni_with_more_allocated():
     enis = [eni("eni-1", 0, 10, 10), eni("eni-2", 1, 10, 3)]
-    assert pool.choose_pod_ip(enis, random.Random(1))[0].id == "eni-2"
+    assert pool.choose_pod_ip(enis, random.Random(1).getrandbits(64))[0].id == "eni-2"
+
+
+def _picks(seed: str, count: int) -> list[IPv4Address]:
+    """The IPs a node's draws (`pool.next_draw`, seeded as an ipamd seeds them) pick from one ENI of 30 idle IPs."""
+    state, picks = pool.first_draws(seed), []
+    for _ in range(count):
+        state, draw = pool.next_draw(state)
+        picks.append(pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], draw)[1])
+    return picks
 
 
 def test_pod_ip_within_the_eni_is_random_and_reproducible_from_the_seed():
-    picks = [pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], random.Random(s))[1] for s in range(20)]
-    assert len(set(picks)) > 5
-    assert picks == [pool.choose_pod_ip([eni("eni-1", 0, 30, 0)], random.Random(s))[1] for s in range(20)]
+    picks = _picks("1:node-1", 300)
+    assert picks == _picks("1:node-1", 300)  # the same seed and node: the same IPs
+    assert picks != _picks("2:node-1", 300) and picks != _picks("1:node-2", 300)
+    counts = Counter(picks)  # uniform over the 30: each about 10 times in 300
+    assert len(counts) == 30 and max(counts.values()) <= 25
+
+
+def test_the_draws_are_splitmix64():
+    # the first outputs of SplitMix64 from state 0, as its reference implementation prints them
+    state, draws = 0, []
+    for _ in range(3):
+        state, draw = pool.next_draw(state)
+        draws.append(draw)
+    assert draws == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
 
 
 def test_ties_between_enis_go_to_the_older_eni():
     enis = [eni("eni-new", 5, 10, 4), eni("eni-old", 2, 10, 4)]
-    assert pool.choose_pod_ip(enis, random.Random(0))[0].id == "eni-old"
+    assert pool.choose_pod_ip(enis, random.Random(0).getrandbits(64))[0].id == "eni-old"
     p = plan(enis, pods=8, config=PoolConfig(1, 1), due=0.0, now=0.0)
     assert p.actions[0].eni_id == "eni-old"
 
