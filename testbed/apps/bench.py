@@ -46,9 +46,9 @@ class NaiveCluster(Cluster):
 
 
 def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: int = 1,
-              between: Callable[[], object] | None = None) -> tuple[Cluster, float, float, float, int, int]:
+              between: Callable[[], object] | None = None) -> tuple[Cluster, float, float, list[float], int, int]:
     """Build the cluster and replay the workload: (cluster, setup seconds, replay seconds, replay CPU
-    seconds, events done, objects the garbage collector found unreachable after the replay). CPU time is
+    seconds of each slice, events done, objects the garbage collector found unreachable after the replay). CPU time is
     what the scaling ratio uses: other processes on the machine stretch wall time, not the CPU time this
     process spends. With `slices`, the replay runs in that many parts with `between()` called before
     each and after the last, outside the clocks; the cluster waits meanwhile, so the replay is the same.
@@ -62,7 +62,8 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: in
     the collector; the collection run after it proves it (the last figure, which must be 0)."""
     gc.collect()
     gc.freeze()  # the workload, before the set-up: a collection while nodes are made would walk it all
-    seconds = cpu_s = 0.0
+    seconds = 0.0
+    cpu_s: list[float] = []
     done = 0
     try:
         t0 = time.perf_counter()
@@ -79,7 +80,8 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: in
             done += replay_churn(cluster, part)
             if k == slices - 1:
                 cluster.run_until(hours * 3600)
-            seconds, cpu_s = seconds + time.perf_counter() - t0, cpu_s + time.process_time() - c0
+            seconds += time.perf_counter() - t0
+            cpu_s.append(time.process_time() - c0)
         if between is not None:
             between()
     finally:
@@ -107,7 +109,7 @@ def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float
     """One run of the workload at a tenth of the size: (setup s, replay s, replay CPU s, events, garbage)."""
     _, setup_s, seconds, cpu_s, done, garbage = _sim_once(churn_world(nodes, seed),
                                                           churn_workload(nodes, pods, hours, seed), hours)
-    return setup_s, seconds, cpu_s, done, garbage
+    return setup_s, seconds, sum(cpu_s), done, garbage
 
 
 def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: int | None = None) -> dict[str, Any]:
@@ -115,17 +117,19 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     is measured in the same invocation, so that `scaling_ratio` (cost per event at full size over cost
     per event at a tenth) says whether the simulation stays linear: 1.0 is perfectly linear.
 
-    The two sizes are measured in turns, so that both see the same machine. The tenth takes seconds where
-    the full size takes a minute, and on a shared machine the speed of each changes from minute to minute
-    with what the other tenants do: a tenth's working set is about the size of the last-level cache,
-    so a neighbour that fills that cache slows the tenth and hardly the full size, whose working set is
-    ten times the cache anyway. Measured apart (the tenth twice before the full size and twice after),
-    one invocation's ratio ranged from 1.00 to 1.12 over five runs, and its single tenth runs from 5.4 to
-    6.9 s. So the full size's replay runs in `SLICES` parts, and a run of the tenth, in a process of its
-    own, comes before each part and after the last (11 runs): they span the full size's minute evenly.
-    `scaling_ratio` uses their median, which a burst during one or two of those short runs does not move
-    (in one invocation two took 7.4 s and the other nine 5.4-5.9 s); `tenth.cpu_s_runs` and
-    `scaling_ratio_runs` give every run's figure.
+    The two sizes are measured in turns, so that both see the same machine. On a shared machine the
+    speed changes from second to second with what the other tenants do: single runs of the tenth took
+    5.1 to 8.0 s of CPU in one invocation, in two clusters (about 5.4 and about 7.5), and the full size's
+    slices as much. So the full size's replay runs in `SLICES` parts, and a run of the tenth, in a process
+    of its own, comes before each part and after the last (11 runs), and `scaling_ratio` weighs each
+    part against the two runs beside it: the full size's CPU over what the tenth cost per event in
+    those minutes, times the part's events. Both sizes then sample the same minutes in the same
+    proportions. The tenth's median, which this used before, does not: it takes whichever speed most
+    runs had, where the full size pays every minute's: two invocations of the same code read 1.19 (the
+    tenth fast in 6 runs of 11) and 1.08 against the median, 1.10 and 1.12 against the neighbours.
+    `scaling_ratio_median_tenth` gives the old figure still, and `scaling_ratio_runs` each part's own
+    ratio (a part is a tenth of the run, not of the cluster: its ratio moves with the churn's phase,
+    filling first and draining last).
     Each of the full size's parts starts on caches the tenth has just used, which costs it the refill
     of one last-level cache each time (some 50 ms, against it)."""
     small_nodes, small_pods = max(1, nodes // 10), max(1, pods // 10)
@@ -139,7 +143,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         def run_tenth() -> None:
             tenths.append(worker.submit(_tenth, small_nodes, small_pods, hours, seed).result())
 
-        cluster, setup_s, seconds, cpu_s, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
+        cluster, setup_s, seconds, slice_cpu, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()
     running = sum(n.running for n in cluster.nodes.values())
     # a node whose subnets cannot fill its pool polls every 30 s: a starved world measures polls, not churn
@@ -149,7 +153,11 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
 
     small_setup, small_s, small_cpu = (statistics.median(t[i] for t in tenths) for i in range(3))
     small_done = tenths[0][3]
-    per_event = cpu_s / done
+    cpu_s = sum(slice_cpu)
+    # each slice against the tenth's runs just before and after it: what the tenth cost in those minutes
+    beside = [(tenths[k][2] + tenths[k + 1][2]) / 2 * len(events[len(events) * k // SLICES:
+                                                                 len(events) * (k + 1) // SLICES]) / small_done
+              for k in range(len(slice_cpu))]
     result = {
         "nodes": nodes, "events": done, "api_calls": api_calls, "all_events": all_events,
         "seconds": round(seconds, 3), "cpu_s": round(cpu_s, 3), "setup_s": round(setup_s, 3),
@@ -157,10 +165,12 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "pods_left_running": running, "nodes_short_of_addresses": short, "cores": os.cpu_count(),
         "cyclic_garbage": garbage + sum(t[4] for t in tenths),
         "tenth": {"nodes": small_nodes, "events": small_done, "runs": len(tenths), "seconds": round(small_s, 3),
-                  "cpu_s": round(small_cpu, 3), "cpu_s_runs": [round(t[2], 3) for t in tenths],
+                  "cpu_s": round(small_cpu, 3), "cpu_s_runs": [round(t[2], 4) for t in tenths],
                   "setup_s": round(small_setup, 3)},
-        "scaling_ratio": round(per_event / (small_cpu / small_done), 2),
-        "scaling_ratio_runs": [round(per_event / (t[2] / small_done), 2) for t in tenths],
+        "slice_cpu_s": [round(c, 4) for c in slice_cpu],
+        "scaling_ratio": round(cpu_s / sum(beside), 2),
+        "scaling_ratio_runs": [round(c / b, 2) for c, b in zip(slice_cpu, beside, strict=True)],
+        "scaling_ratio_median_tenth": round(cpu_s / done / (small_cpu / small_done), 2),
         "setup_scaling_ratio": round((setup_s / nodes) / (small_setup / small_nodes), 2) if small_setup else None,
     }
     # The baseline, on the first events only (it is far slower, the more so the more nodes), per event.
@@ -307,10 +317,12 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
         console.print(f"{r['events']} pod events in {r['seconds']} s (+{r['setup_s']} s setup), peak "
                       f"{r['peak_rss_mb']} MiB: {verdict} (<{r['target_s']:g} s, <{r['target_mb']} MiB); "
                       f"{r['speedup']}x the baseline ({r['baseline']}); cost per event {r['scaling_ratio']}x "
-                      f"that of a tenth of the size (CPU: {r['cpu_s']} s against {r['tenth']['cpu_s']} s for "
-                      f"{r['tenth']['events']} events, the median of {r['tenth']['runs']} runs: "
-                      f"{', '.join(map(str, r['tenth']['cpu_s_runs']))} s; ratios "
-                      f"{', '.join(map(str, r['scaling_ratio_runs']))}): "
+                      f"that of a tenth of the size, each of its {len(r['slice_cpu_s'])} parts against the "
+                      f"tenth's runs beside it (CPU: parts {', '.join(map(str, r['slice_cpu_s']))} s, "
+                      f"{r['cpu_s']} s in all; the tenth's {r['tenth']['runs']} runs of {r['tenth']['events']} "
+                      f"events {', '.join(map(str, r['tenth']['cpu_s_runs']))} s; the parts' ratios "
+                      f"{', '.join(map(str, r['scaling_ratio_runs']))}; against the tenth's median "
+                      f"{r['scaling_ratio_median_tenth']}): "
                       + ("[green]linear[/green]" if r["linear"] else "[red]NOT LINEAR[/red]")
                       + f" (<= {r['target_scaling_ratio']})")
         if r["nodes_short_of_addresses"]:

@@ -90,7 +90,17 @@ def test_bench_cli_prints_json():
     r = json.loads(proc.stdout)
     assert r["events"] == 1000 and {"seconds", "events_per_s", "peak_rss_mb", "speedup"} <= set(r)
     # the tenth ran before each of the full size's 10 parts and after the last, in turns with it
-    assert r["tenth"]["runs"] == len(r["tenth"]["cpu_s_runs"]) == len(r["scaling_ratio_runs"]) == 11
+    assert r["tenth"]["runs"] == len(r["tenth"]["cpu_s_runs"]) == 11
+    assert len(r["slice_cpu_s"]) == len(r["scaling_ratio_runs"]) == 10
+    # each part (100 events) weighed against the mean of the two runs of the tenth beside it
+    # (the figures are rounded to 0.1 ms: the ratio is checked within what that rounding allows)
+    runs, tenth_events, ms = r["tenth"]["cpu_s_runs"], r["tenth"]["events"], 0.00005
+
+    def ratio(part_error: float, run_error: float) -> float:
+        beside = [(runs[k] + runs[k + 1] + 2 * run_error) / 2 * 100 / tenth_events for k in range(10)]
+        return (sum(r["slice_cpu_s"]) + 10 * part_error) / sum(beside)
+
+    assert ratio(-ms, ms) - 0.005 <= r["scaling_ratio"] <= ratio(ms, -ms) + 0.005
     # two verdicts: time, memory and garbage; and, apart, the cost per event against a tenth of the size
     assert r["linear"] is (r["scaling_ratio"] <= r["target_scaling_ratio"] == 1.1)
     assert r["within_target"] is (r["seconds"] + r["setup_s"] <= r["target_s"] and r["peak_rss_mb"] <= r["target_mb"]
