@@ -20,7 +20,7 @@ from testbed.apps import bench
 from testbed.world.addresses import BLOCK, AddressBook, AddressSpace
 from testbed.world.backends.sim import SimBackend
 from testbed.world.churn import churn_workload, churn_world, replay_churn
-from testbed.world.cluster import Cluster
+from testbed.world.cluster import Cluster, ClusterError
 from testbed.world.pods import NO_EXTRA, PodPhase
 from testbed.world.spec import ClusterSpec, NodeSpec
 from testbed.world.timers import NodeTimers
@@ -76,6 +76,22 @@ def test_pods_without_a_node_go_where_the_scan_of_every_node_would_put_them(step
             c.advance(op[1])
         waiting = [p for p in c.pods.values() if p.node is None]
         assert not waiting or _roomiest_by_scan(c) is None, "a pod waits while a node has room"
+        for name, node in c.nodes.items():  # a node's count and `pods_on` against a read of every pod
+            on = [p.name for p in c.pods.values() if p.node == name]  # creation order
+            assert c.pods_on(name) == on
+            assert node.running == len(c.pods_on(name, PodPhase.RUNNING)) == sum(
+                c.pods[p].phase == PodPhase.RUNNING for p in on)
+
+
+def test_pods_on_reads_every_pod_when_the_datastore_does_not_account_for_the_running_count():
+    c = _cluster(("n1", 1, 3), ("n2", 1, 3))
+    c.create_pods(2, "n1")
+    c.create_pods(2, "n2")
+    c.create_pod("late", "n1")
+    del c.nodes["n1"].ipamd.store.pods["pod-1"]  # not expected to happen: the read of every pod still finds it
+    assert c.pods_on("n1") == ["pod-1", "pod-2", "late"] and c.pods_on("n2") == ["pod-3", "pod-4"]
+    with pytest.raises(ClusterError, match="unknown node 'n9'"):
+        c.pods_on("n9")
 
 
 def test_a_waiting_pod_deleted_is_skipped_and_one_made_again_under_its_name_waits_at_the_back():

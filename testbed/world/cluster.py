@@ -232,9 +232,18 @@ class Cluster:
         return True
 
     def pods_on(self, node: str, phase: PodPhase | None = None) -> list[str]:
-        """The pods placed on `node` (those in `phase` only, if given), oldest first. It reads every pod: a
-        node keeps only the count of its running pods, which is what each event needs."""
-        return [name for name, pod in self.pods.items() if pod.node == node and phase in (None, pod.phase)]
+        """The pods placed on `node` (those in `phase` only, if given), oldest first.
+
+        A node keeps only the count of its running pods, which is what each event needs. Each of them
+        holds an IP in the node's datastore under its name, so those names and the node's queue are read,
+        not every pod of the cluster; should they not account for the count, every pod is read."""
+        n = self._node(node)
+        named = dict.fromkeys([*n.ipamd.store.pods, *n.pending])
+        pods = [p for p in map(self.pods.get, named) if p is not None and p.node == node]
+        if sum(p.phase == PodPhase.RUNNING for p in pods) != n.running:
+            pods = [p for p in self.pods.values() if p.node == node]
+        pods.sort(key=lambda p: p.seq)
+        return [p.name for p in pods if phase in (None, p.phase)]
 
     def newest_pods(self, count: int) -> list[str]:
         return newest_first(self.pods, count)  # self.pods is in creation order: seq ascending
