@@ -527,6 +527,8 @@ class Ipamd(EniNode):
         """An IP for `pod` from the pool (the same one if it has one already); None if none is idle."""
         if pod in self.store.pods:
             return self.store.pods[pod]
+        if self.store.tally.idle <= 0:  # no idle IP: no pick, and no draw used up
+            return None
         self.draws, draw = pool.next_draw(self.draws)
         choice = pool.choose_pod_ip(self.store.enis.values(), draw)
         if choice is None:

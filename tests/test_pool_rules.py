@@ -118,6 +118,16 @@ def test_pod_ip_within_the_eni_is_random_and_reproducible_from_the_seed():
     assert len(counts) == 30 and max(counts.values()) <= 25
 
 
+def test_an_assign_that_finds_no_idle_ip_uses_up_no_draw():
+    # the picks after it are the ones an uninterrupted run makes (a runtime's ADD on an empty pool, say)
+    c = cluster(max_enis=1, ips_per_eni=2, min_prebound=1, max_prebound=1)
+    ipamd = c.nodes["node-1"].ipamd
+    while ipamd.store.tally.idle:
+        c.create_pod(node="node-1")
+    before = ipamd.draws
+    assert ipamd.assign("no-room") is None and ipamd.draws == before
+
+
 def test_the_draws_are_splitmix64():
     # the first outputs of SplitMix64 from state 0, as its reference implementation prints them
     state, draws = 0, []

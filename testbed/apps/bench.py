@@ -169,7 +169,8 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
                   "setup_s": round(small_setup, 3)},
         "slice_cpu_s": [round(c, 4) for c in slice_cpu],
         "scaling_ratio": round(cpu_s / sum(beside), 2),
-        "scaling_ratio_runs": [round(c / b, 2) for c, b in zip(slice_cpu, beside, strict=True)],
+        # a part with no event (fewer than 10 in all) has no ratio of its own
+        "scaling_ratio_runs": [round(c / b, 2) if b else None for c, b in zip(slice_cpu, beside, strict=True)],
         "scaling_ratio_median_tenth": round(cpu_s / done / (small_cpu / small_done), 2),
         "setup_scaling_ratio": round((setup_s / nodes) / (small_setup / small_nodes), 2) if small_setup else None,
     }
@@ -321,7 +322,8 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"tenth's runs beside it (CPU: parts {', '.join(map(str, r['slice_cpu_s']))} s, "
                       f"{r['cpu_s']} s in all; the tenth's {r['tenth']['runs']} runs of {r['tenth']['events']} "
                       f"events {', '.join(map(str, r['tenth']['cpu_s_runs']))} s; the parts' ratios "
-                      f"{', '.join(map(str, r['scaling_ratio_runs']))}; against the tenth's median "
+                      f"{', '.join('-' if x is None else str(x) for x in r['scaling_ratio_runs'])}; against "
+                      f"the tenth's median "
                       f"{r['scaling_ratio_median_tenth']}): "
                       + ("[green]linear[/green]" if r["linear"] else "[red]NOT LINEAR[/red]")
                       + f" (<= {r['target_scaling_ratio']})")

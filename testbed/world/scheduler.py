@@ -42,7 +42,7 @@ class Node:
     _pending: dict[str, bool] | None = None  # see `pending`; None while no pod waits, as nearly always
     # how many pods run here: the eni-ip check needs their number only, and a table of their names was two
     # cold objects read and written for every pod started or stopped (scale model, docs/performance.md:
-    # 29.4 -> 26.4 misses per event); `Cluster.pods_on` names them
+    # 29.4 -> 26.3 misses per event); `Cluster.pods_on` names them
     running: int = 0
     ifindex: dict[str, int] = field(default_factory=dict)  # ENI id -> link index
     unannounced_count: int = 0

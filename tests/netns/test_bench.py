@@ -107,6 +107,18 @@ def test_bench_cli_prints_json():
                                   and r["cyclic_garbage"] == 0)
 
 
+def test_bench_sim_with_fewer_events_than_parts_gives_the_empty_parts_no_ratio():
+    # one pod: two events for ten parts; eight parts replay nothing and have no ratio of their own
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "1", "--pods", "1",
+                           "--hours", "0.01", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["events"] == 2 and r["scaling_ratio_runs"].count(None) == 8 and r["scaling_ratio"] > 0
+    text = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "1", "--pods", "1",
+                           "--hours", "0.01"], capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0 and "the parts' ratios -, " in text.stdout.replace("\n", " "), text.stderr
+
+
 LIMITED = """
 mount -t tmpfs none /run/netns && echo {limit} > /proc/sys/user/max_net_namespaces || exit 99
 {python} -c "$BENCH_CODE"
