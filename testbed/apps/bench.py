@@ -45,6 +45,11 @@ class NaiveCluster(Cluster):
         super()._settle(list(self.nodes) if self.naive else names)
 
 
+def _part(events: list[Arrival], k: int, parts: int) -> list[Arrival]:
+    """The `k`th of `parts` nearly equal parts of the workload, in order: the replay's slices and the ratio's alike."""
+    return events[len(events) * k // parts:len(events) * (k + 1) // parts]
+
+
 def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: int = 1,
               between: Callable[[], object] | None = None) -> tuple[Cluster, float, float, list[float], int, int]:
     """Build the cluster and replay the workload: (cluster, setup seconds, replay seconds, replay CPU
@@ -73,7 +78,7 @@ def _sim_once(spec: ClusterSpec, events: list[Arrival], hours: float, slices: in
         gc.freeze()
         gc.disable()
         for k in range(slices):
-            part = events[len(events) * k // slices:len(events) * (k + 1) // slices]
+            part = _part(events, k, slices)
             if between is not None:
                 between()
             t0, c0 = time.perf_counter(), time.process_time()
@@ -155,8 +160,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     small_done = tenths[0][3]
     cpu_s = sum(slice_cpu)
     # each slice against the tenth's runs just before and after it: what the tenth cost in those minutes
-    beside = [(tenths[k][2] + tenths[k + 1][2]) / 2 * len(events[len(events) * k // SLICES:
-                                                                 len(events) * (k + 1) // SLICES]) / small_done
+    beside = [(tenths[k][2] + tenths[k + 1][2]) / 2 * len(_part(events, k, SLICES)) / small_done
               for k in range(len(slice_cpu))]
     result = {
         "nodes": nodes, "events": done, "api_calls": api_calls, "all_events": all_events,
