@@ -21,7 +21,7 @@ from eni_core.clock import WallClock
 from eni_core.datastore import Attachment, CheckpointError, Datastore, FileCheckpoint
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
-from eni_core.names import InvalidName, dns_label, whole_number
+from eni_core.names import InvalidName, Parser, dns_label, whole_number
 from eni_core.routing import free_host_index
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
@@ -177,7 +177,7 @@ def _node_name(value: str) -> str:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="enilab-agent", description="a node's ipamd as a daemon")
+    p = Parser(prog="enilab-agent", description="a node's ipamd as a daemon")
     p.add_argument("--node", required=True, type=_node_name)
     p.add_argument("--vpc", help="the cloud endpoint's unix socket (--cloud rpc)")
     p.add_argument("--cloud", choices=["rpc", "tencent"], default="rpc",

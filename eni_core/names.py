@@ -27,8 +27,9 @@ import argparse
 import math
 import re
 from collections.abc import Iterable
+from typing import NoReturn
 
-__all__ = ["InvalidName", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten",
+__all__ = ["InvalidName", "Parser", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten",
            "whole_number"]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -36,6 +37,8 @@ _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 MAX_SUBDOMAIN = 253
 MAX_QUOTED = 80
 MAX_LISTED = 5
+MAX_MESSAGE = 300  # an argument error's message, once each word of it is cut to MAX_QUOTED
+_LONG_WORD = re.compile(rf"\S{{{MAX_QUOTED + 1},}}")
 
 
 class InvalidName(ValueError):
@@ -54,6 +57,24 @@ def shorten(value: object, limit: int = MAX_QUOTED) -> str:
         return f"a number of about {round(value.bit_length() * math.log10(2)):,} digits"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors quote what was typed shortened. argparse quotes an unknown argument or a bad
+    choice whole, so one argument of 10,000 characters (or 10,000 arguments) made a message as long: each
+    word of a message is cut to `MAX_QUOTED` characters, and the message to `MAX_MESSAGE`. The parsers
+    `add_subparsers` makes are of the same class.
+
+    >>> Parser(prog="p").parse_args(["x" * 5000])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    SystemExit: 2
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = _LONG_WORD.sub(lambda m: m.group()[: MAX_QUOTED - 3] + "...", message)
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
+        super().error(message)
 
 
 def short_list(values: Iterable[object], limit: int = MAX_LISTED) -> str:

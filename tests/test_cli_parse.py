@@ -47,6 +47,35 @@ def test_a_wrong_word_is_a_usage_error_with_exit_2(argv, said, capsys):
     assert said in err and "Traceback" not in err and len(err) < 1000
 
 
+LONG = "/tmp/" + "x" * 5000
+AGENT_ARGV = ["--node", "node-1", "--state", "s", "--listen", "l", "--subnet", "subnet-a", "--max-enis", "3",
+              "--ips-per-eni", "10"]
+
+
+@pytest.mark.parametrize("parse, argv, said", [
+    ("enilab", [LONG], "invalid choice: '/tmp/xxx"),
+    ("enilab", ["audit", LONG], "unrecognized arguments: /tmp/xxx"),
+    ("enilab", ["bench", "sim", *["zz"] * 5000], "unrecognized arguments: zz zz"),
+    ("enilab", ["simulate", "--states", LONG, "grow-and-shrink"], "argument --states: invalid choice: '/tmp/xxx"),
+    ("enilab", ["pods", LONG], "invalid choice: '/tmp/xxx"),  # a sub-parser's sub-parser
+    ("agent", [*AGENT_ARGV, LONG], "unrecognized arguments: /tmp/xxx"),
+    ("controller", ["default", "--name", "a", "--backend", LONG], "invalid choice: '/tmp/xxx"),
+])
+def test_argparse_quotes_a_long_argument_shortened(parse, argv, said, capsys):
+    """argparse quotes an unknown argument or a bad choice whole: 5,000 characters typed (or 5,000
+    words) made a message as long. Each word is cut to 80 characters and the message to 300."""
+    from eni_core import agent
+    from testbed.apps import controller
+
+    run = {"enilab": main, "agent": agent._parse, "controller": controller.main}[parse]
+    with pytest.raises(SystemExit) as exited:
+        run(argv)
+    assert exited.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert said in message and len(message) <= 330, message  # "prog: error: " and the 300 of the message
+    assert max(map(len, message.split())) <= 80
+
+
 def test_no_command_prints_the_help_and_exits_2(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from eni_core.names import shorten, whole_number
+from eni_core.names import Parser, shorten, whole_number
 from testbed.errors import UsageError, UserError
 
 __all__ = ["main"]
@@ -580,7 +580,7 @@ STATES_HELP = ("with --json: all (every step's whole state, the default), final 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="enilab", description="A testbed for VPC-CNI pod networking (TKE shared-ENI and static-IP modes).",
         epilog="Exit codes: 0 success, 1 a check failed, 2 bad input (nothing was changed). "
                "Start with `enilab demo`, or `enilab simulate grow-and-shrink`. Wherever a file is asked for, "

@@ -13,7 +13,6 @@ The controller deletes only the files it made, by name, and the folder only when
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eni_core.names import InvalidName, dns_label
+from eni_core.names import InvalidName, Parser, dns_label
 from eni_core.private import open_private, private_dir, write_atomic
 from eni_core.rpc import RpcClient, RpcServer
 from testbed.errors import UserError
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a controller; its first line on stdout is `{"ready": NAME}` (with `"reclaimed"` when it removed
     a dead controller's leftovers first) or `{"error": MESSAGE}` (exit 2; `"busy": true` when another
     controller of that name holds the lock)."""
-    p = argparse.ArgumentParser(prog="enilab-controller")
+    p = Parser(prog="enilab-controller")
     p.add_argument("topology")
     p.add_argument("--name", required=True)
     p.add_argument("--backend", choices=["netns", "containers"])
