@@ -33,6 +33,7 @@ Recommended: min_prebound=1 max_prebound=5 release_interval=120s quick_release=o
 """
 from __future__ import annotations
 
+import argparse
 import bisect
 import contextlib
 import itertools
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
-from eni_core.names import shorten
+from eni_core.names import shorten, whole_number
 from testbed.apps.outputs import DRAWINGS, check_output_file
 from testbed.apps.runner import apply_steps, check_supported
 from testbed.errors import UsageError, UserError
@@ -92,12 +93,12 @@ MAX_SETTINGS = 1000  # settings one tune replays: some 40 minutes of the default
 
 # -- parameters and sweeps ---------------------------------------------------------------------------
 def _count(name: str, text: str) -> int:
-    if len(text.strip()) > 8:  # no count the pool takes is as long, and int() would read thousands of digits
-        raise UsageError(f"{name}: {shorten(text)} is not a count from 1 to {MAX_PREBOUND}")
+    """A count, by the rule of every option's whole number (`whole_number`: ASCII digits only, where
+    `int` also reads `3_0` and other scripts' digits), from 1 to MAX_PREBOUND."""
     try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name}: {shorten(text)} is not a whole number") from None
+        value = whole_number(text)
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"{name}: {err}") from None
     if value < 1:
         raise UsageError(f"{name}: {value} is below 1; the pool needs at least one pre-bound IP "
                          "(Pending pods pull no IPs, so with 0 no pod would ever start)")
