@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from collections.abc import Iterable
 from typing import NoReturn
 
@@ -37,8 +38,9 @@ _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-
 MAX_SUBDOMAIN = 253
 MAX_QUOTED = 80
 MAX_LISTED = 5
-MAX_MESSAGE = 300  # an argument error's message, once each word of it is cut to MAX_QUOTED
-_LONG_WORD = re.compile(rf"\S{{{MAX_QUOTED + 1},}}")
+MAX_MESSAGE = 400  # an argument error's message (the longest list of choices, enilab's commands, takes 200)
+MAX_OPTIONS = 1000  # arguments that look like options, in one command line
+_LONG_WORD = re.compile(rf"\S{{{MAX_QUOTED + 3},}}")  # a value `shorten` cut, and a colon or a bracket, is left
 
 
 class InvalidName(ValueError):
@@ -60,21 +62,54 @@ def shorten(value: object, limit: int = MAX_QUOTED) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, whose errors quote what was typed shortened. argparse quotes an unknown argument or a bad
-    choice whole, so one argument of 10,000 characters (or 10,000 arguments) made a message as long: each
-    word of a message is cut to `MAX_QUOTED` characters, and the message to `MAX_MESSAGE`. The parsers
-    `add_subparsers` makes are of the same class.
+    """argparse, whose errors show what was typed as every other message of this project does: escaped,
+    shortened and on one line. argparse quotes a bad choice whole and joins unknown arguments as they
+    came, so one argument of 10,000 characters (or 10,000 arguments) made a message as long, and an
+    escape sequence or a newline in one reached the terminal as it was. Here a bad choice is quoted by
+    `shorten`, unknown arguments are listed by `short_list` (each one whole), a character that does not
+    print is escaped, any word left longer than `MAX_QUOTED` is cut, and the message to `MAX_MESSAGE`.
+    argparse's parsing takes time that grows with the square of the number of arguments that look like
+    options, so more than `MAX_OPTIONS` of them are refused first. The parsers `add_subparsers` makes are
+    of the same class.
 
-    >>> Parser(prog="p").parse_args(["x" * 5000])  # doctest: +ELLIPSIS
+    >>> Parser(prog="p").parse_args(["\\x1b[2J"] * 9)  # prints: unrecognized arguments: \\x1b[2J, ... and 4 more
     Traceback (most recent call last):
     SystemExit: 2
     """
 
-    def error(self, message: str) -> NoReturn:
+    def parse_known_args(self, args=None, namespace=None):  # argparse's signature
+        args = sys.argv[1:] if args is None else list(args)
+        dashed = sum(1 for a in args if a.startswith("-"))
+        if dashed > MAX_OPTIONS:
+            self.error(f"{dashed:,} arguments look like options; give at most {MAX_OPTIONS:,}")
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args=None, namespace=None):  # argparse's signatures, these two
+        namespace, extras = self.parse_known_args(args, namespace)
+        return self._no_extras(namespace, extras)
+
+    def parse_intermixed_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        return self._no_extras(namespace, extras)
+
+    def _no_extras(self, namespace: argparse.Namespace, extras: list[str]) -> argparse.Namespace:
+        if extras:  # argparse joins them all with spaces, which cannot tell one from the next
+            self.error(f"unrecognized arguments: {short_list(extras)}")
+        return namespace
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {shorten(value)} (choose from {choices})")
+
+    def tidy(self, message: str) -> str:
+        """`message` as `error` shows it."""
+        message = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
         message = _LONG_WORD.sub(lambda m: m.group()[: MAX_QUOTED - 3] + "...", message)
-        if len(message) > MAX_MESSAGE:
-            message = message[: MAX_MESSAGE - 3] + "..."
-        super().error(message)
+        return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+    def error(self, message: str) -> NoReturn:
+        super().error(self.tidy(message))
 
 
 def short_list(values: Iterable[object], limit: int = MAX_LISTED) -> str:
@@ -147,15 +182,16 @@ def whole_number(text: str) -> int:
     and other scripts' digits (`' 80'`, `8_0` and `'٨٠'` are all 80 to it), and an option is not the place
     for any of them.
 
-    >>> whole_number("-3"), whole_number("0042")
-    (-3, 42)
+    >>> whole_number("-3"), whole_number("0042"), whole_number("0" * 5000 + "7")
+    (-3, 42, 7)
     >>> whole_number(" 80")
     Traceback (most recent call last):
     argparse.ArgumentTypeError: ' 80' is not a whole number (digits 0-9 only)
     """
     if not WHOLE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
-    if len(text) > 40:
-        raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(text.lstrip('+-')):,} digits is far "
-                                         "too large")
-    return int(text)
+    sign = text[: len(text) - len(text.lstrip("+-"))]
+    digits = text[len(sign):].lstrip("0") or "0"  # leading zeros are no reason to refuse `0003`
+    if len(digits) > 40:
+        raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(digits):,} digits is far too large")
+    return int(sign + digits)

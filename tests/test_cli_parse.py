@@ -1,6 +1,8 @@
 """The CLI's argument parsing: options and positionals mix in any order; anything else is a usage error."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testbed.apps.cli import build_parser, main
@@ -50,20 +52,36 @@ def test_a_wrong_word_is_a_usage_error_with_exit_2(argv, said, capsys):
 LONG = "/tmp/" + "x" * 5000
 AGENT_ARGV = ["--node", "node-1", "--state", "s", "--listen", "l", "--subnet", "subnet-a", "--max-enis", "3",
               "--ips-per-eni", "10"]
+ESCAPES = "\x1b[2J\x1b[31mok\nenilab: all checks passed\x07"
+CHOICES = "(choose from 'simulate', 'run', 'vpc', 'up', 'exec', 'pods', 'cni', 'claims', 'down', 'clean', " \
+          "'status', 'trace', 'topology', 'audit', 'chaos', 'bench', 'tune', 'demo')"
 
 
 @pytest.mark.parametrize("parse, argv, said", [
     ("enilab", [LONG], "invalid choice: '/tmp/xxx"),
-    ("enilab", ["audit", LONG], "unrecognized arguments: /tmp/xxx"),
-    ("enilab", ["bench", "sim", *["zz"] * 5000], "unrecognized arguments: zz zz"),
+    ("enilab", ["audit", LONG], "unrecognized arguments: '/tmp/xxx"),
+    ("enilab", ["bench", "sim", *["zz"] * 5000], "unrecognized arguments: zz, zz, zz, zz, zz and 4995 more"),
     ("enilab", ["simulate", "--states", LONG, "grow-and-shrink"], "argument --states: invalid choice: '/tmp/xxx"),
     ("enilab", ["pods", LONG], "invalid choice: '/tmp/xxx"),  # a sub-parser's sub-parser
-    ("agent", [*AGENT_ARGV, LONG], "unrecognized arguments: /tmp/xxx"),
+    # many short words in one argument: the value is cut, not the list of what is allowed
+    ("enilab", [" ".join(["simulate"] * 40)], "'simulate simulate simulate"),
+    ("enilab", [LONG], CHOICES),
+    ("enilab", ["bench", "sim " + " ".join(c * 78 for c in "xyzw")], "(choose from 'sim', 'bringup', 'cni')"),
+    # what does not print is escaped, on one line: no fake line, no screen cleared
+    ("enilab", ["audit", ESCAPES], "unrecognized arguments: \\x1b[2J\\x1b[31mok\\nenilab: all checks passed\\x07"),
+    ("enilab", [ESCAPES], "invalid choice: '\\x1b[2J"),
+    # argparse's time grows with the square of the options given: 20,000 took 18 s
+    ("enilab", ["audit", *["-x"] * 20_000], "20,000 arguments look like options; give at most 1,000"),
+    ("enilab", ["vpc", "serve", "--port", "9" * 1000], "9999...: a number of 1,000 digits is far too large"),
+    ("agent", [*AGENT_ARGV, LONG], "unrecognized arguments: '/tmp/xxx"),
+    ("agent", [*AGENT_ARGV, ESCAPES], "unrecognized arguments: \\x1b[2J"),
     ("controller", ["default", "--name", "a", "--backend", LONG], "invalid choice: '/tmp/xxx"),
 ])
-def test_argparse_quotes_a_long_argument_shortened(parse, argv, said, capsys):
-    """argparse quotes an unknown argument or a bad choice whole: 5,000 characters typed (or 5,000
-    words) made a message as long. Each word is cut to 80 characters and the message to 300."""
+def test_argparse_shows_what_was_typed_escaped_and_shortened(parse, argv, said, capsys):
+    """argparse quotes a bad choice whole and prints unknown arguments as typed: 5,000 characters (or
+    5,000 words) made a message as long, and escape sequences reached the terminal. Each value is cut to
+    80 characters, the list of arguments to five, what does not print is escaped, and the message ends
+    with what is allowed."""
     from eni_core import agent
     from testbed.apps import controller
 
@@ -71,9 +89,21 @@ def test_argparse_quotes_a_long_argument_shortened(parse, argv, said, capsys):
     with pytest.raises(SystemExit) as exited:
         run(argv)
     assert exited.value.code == 2
-    message = capsys.readouterr().err.splitlines()[-1]
-    assert said in message and len(message) <= 330, message  # "prog: error: " and the 300 of the message
-    assert max(map(len, message.split())) <= 80
+    captured = capsys.readouterr()
+    message = captured.err.splitlines()[-1]
+    assert said in message and len(message) <= 420, message
+    assert max(map(len, message.split())) <= 82
+    assert captured.err.isprintable() or set(captured.err) - set(captured.err.strip()) <= {"\n"}
+    assert not any(c in captured.err for c in "\x1b\x07")
+    if parse == "controller":  # `enilab up` waits for the controller's answer on stdout
+        assert json.loads(captured.out)["error"].startswith("argument --backend: invalid choice: '/tmp/xxx")
+
+
+def test_a_file_name_that_does_not_print_is_shown_escaped(capsys):
+    assert main(["simulate", "a\nb\x1b[31m"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("enilab: error: 'a\\nb\\x1b[31m': cannot read it") and "\x1b" not in err
+    assert err.count("\n") == 1
 
 
 def test_no_command_prints_the_help_and_exits_2(capsys):

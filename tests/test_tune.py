@@ -258,6 +258,8 @@ BAD = [
     # a count follows every option's whole-number rule: int() would take these as 3 and 30
     (["--sweep", "min_prebound=1,\u0663"], "--sweep min_prebound: '\u0663' is not a whole number (digits 0-9 only)"),
     (["--sweep", "max_prebound=3_0"], "--sweep max_prebound: '3_0' is not a whole number (digits 0-9 only)"),
+    # a space after a comma is fine; another blank (a no-break space) is no digit
+    (["--sweep", "max_prebound=\u00a03"], "--sweep max_prebound: '\\xa03' is not a whole number"),
     (["--sweep", "max_prebound=a,b"], "max_prebound: 'a' is not a whole number"),
     (["--sweep", "max_prebound=1001"], "--sweep max_prebound: 1001 is above 1000, the most a scenario's pool takes"),
     (["--sweep", "min_prebound=" + "9" * 400], "--sweep min_prebound: '99999"),

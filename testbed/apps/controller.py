@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from eni_core.names import InvalidName, Parser, dns_label
 from eni_core.private import open_private, private_dir, write_atomic
@@ -382,11 +382,19 @@ def _answer(**what: Any) -> None:
     print(json.dumps(what), flush=True)
 
 
+class _Parser(Parser):
+    """A refused argument is answered on stdout too, as every other refusal is (`enilab up` waits on it)."""
+
+    def error(self, message: str) -> NoReturn:
+        _answer(error=self.tidy(message))
+        super().error(message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a controller; its first line on stdout is `{"ready": NAME}` (with `"reclaimed"` when it removed
     a dead controller's leftovers first) or `{"error": MESSAGE}` (exit 2; `"busy": true` when another
     controller of that name holds the lock)."""
-    p = Parser(prog="enilab-controller")
+    p = _Parser(prog="enilab-controller")
     p.add_argument("topology")
     p.add_argument("--name", required=True)
     p.add_argument("--backend", choices=["netns", "containers"])

@@ -156,7 +156,7 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
         raise UsageError(f"--sweep {text!r}: write PARAMETER=V1,V2,... (parameters: {', '.join(PARAMETERS)})")
     if name not in PARAMETERS:
         raise UsageError(f"--sweep {name}: unknown parameter; sweep one of {', '.join(PARAMETERS)}")
-    items = [v.strip() for v in values.split(",")]
+    items = [v.strip(" ") for v in values.split(",")]  # spaces after the commas; other blanks are refused
     if not values.strip() or any(not v for v in items):
         raise UsageError(f"--sweep {name}: list the values, comma-separated, none empty ({text!r})")
     parsed = [PARAMETERS[name](f"--sweep {name}", v) for v in items]

@@ -661,7 +661,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if not str(path).strip():  # Path("") is the current folder
         raise ScenarioError("give a scenario: a file's path, or a built-in's name such as default or grow-and-shrink")
     path = Path(path)
-    shown = str(path) if len(str(path)) <= 120 else shorten(str(path), 120)
+    shown = str(path) if len(str(path)) <= 120 and str(path).isprintable() else shorten(str(path), 120)
     try:
         raw = _read_at_most(resolve(path), MAX_FILE_BYTES + 1, shown)  # a built-in's name stands for its shipped file
     except OSError as err:
