@@ -44,16 +44,16 @@ class Runtime:
         self.servers += [RpcServer(folder / f"{n}.sock", cluster.backend.agent_for(n).handle).start()
                          for n in cluster.nodes]
         self.plugin = install_plugin(str(tmp / "bin"), sys.executable)
-        self.host = cluster.backend.run.name("rthost")
-        netns.create(self.host)
+        # in the run's record, made after it: a test killed mid-way leaves them to the cluster's teardown
+        # or to `enilab clean`, like every namespace of the run
+        self.host = cluster.backend.run.netns("rthost")
         self.made = [self.host]
 
     def node_ns(self, node: str = "node-1") -> str:
         return self.c.backend.nodes[node].ns
 
     def new_netns(self) -> str:
-        name = self.c.backend.run.name(f"rt{len(self.made)}")
-        netns.create(name)
+        name = self.c.backend.run.netns(f"rt{len(self.made)}")
         self.made.append(name)
         return str(netns.path(name))
 
