@@ -190,8 +190,8 @@ def whole_number(text: str) -> int:
     """
     if not WHOLE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{shorten(text)} is not a whole number (digits 0-9 only)")
-    sign = text[: len(text) - len(text.lstrip("+-"))]
-    digits = text[len(sign):].lstrip("0") or "0"  # leading zeros are no reason to refuse `0003`
+    unsigned = text.lstrip("+-")
+    digits = unsigned.lstrip("0") or "0"  # leading zeros are no reason to refuse `0003`
     if len(digits) > 40:
         raise argparse.ArgumentTypeError(f"{shorten(text)}: a number of {len(digits):,} digits is far too large")
-    return int(sign + digits)
+    return int(text[: len(text) - len(unsigned)] + digits)
