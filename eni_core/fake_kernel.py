@@ -117,6 +117,10 @@ class FakeKernel:
             self._links[link.index] = link = replace(link, oper_up=True)
         return link
 
+    def oper_up(self, ifname: str) -> bool | None:
+        link = self.link(ifname)
+        return None if link is None else link.oper_up
+
     def addresses(self) -> list[Address]:
         return list(self._addresses)
 
@@ -164,8 +168,10 @@ class FakeKernel:
                 if found is None:
                     raise _Refused(errno.ENOENT)
                 self._rules.remove(found)
-            case AddRoute(route):
+            case AddRoute(route, replace):
                 self._check_route(route)
+                if not replace and (route.table, route.dst) in self._routes:
+                    raise _Refused(errno.EEXIST)  # NLM_F_EXCL
                 self._routes[(route.table, route.dst)] = route  # NLM_F_REPLACE
             case DeleteRoute(route):
                 found = self._routes.get((route.table, route.dst))

@@ -99,11 +99,12 @@ def _str(kind: int, value: str) -> bytes:
     return _attr(kind, value.encode() + b"\0")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """One message to send: type, flags, body (without the netlink header), and what it does: a text, or
     a function that makes it, for the messages sent by the thousand (the text is wanted only for an error,
-    and formatting addresses costs more than encoding the message)."""
+    and formatting addresses costs more than encoding the message). Not frozen: a frozen dataclass sets
+    each field through `object.__setattr__`, and a pod's ADD makes a dozen of these."""
 
     type: int
     flags: int
@@ -161,7 +162,9 @@ def addr_add(index: int, ip: IPv4Address, prefixlen: int = 32, scope: int = RT_S
 
 def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, oif: int | None = None,
               gateway: IPv4Address | None = None, scope: int = RT_SCOPE_UNIVERSE, onlink: bool = False,
-              rtype: int = RTN_UNICAST, proto: int = RTPROT_ENILAB) -> Request:
+              rtype: int = RTN_UNICAST, proto: int = RTPROT_ENILAB, replace: bool = True) -> Request:
+    """Add (`replace`: or replace; else refused with EEXIST if the table has a route to `dst`) or delete
+    a route."""
     body = _RTMSG.pack(AF_INET, dst_len, 0, 0, table if table < 256 else 252, proto, scope, rtype,
                        RTNH_F_ONLINK if onlink else 0)
     body += _u32(RTA_TABLE, table)
@@ -175,7 +178,7 @@ def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, o
         return f"{'add' if add else 'delete'} route {dst or 'default'}/{dst_len} table {table}"
 
     if add:
-        return Request(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, what)
+        return Request(RTM_NEWROUTE, F_CREATE | (F_REPLACE if replace else F_EXCL), body, what)
     return Request(RTM_DELROUTE, 0, body, what)
 
 
@@ -484,6 +487,23 @@ class NetlinkSocket:
         """One link by name (a single request, not a dump); None if there is none."""
         p = self._ask(link_get(ifname))
         return None if p is None else _decode_link(p)
+
+    def oper_up(self, ifname: str) -> bool | None:
+        """Whether link `ifname` is operationally up; None if there is none. The same request as `link`
+        (the kernel readies the link while answering), with the answer read only up to its operational
+        state, the third of some forty attributes: the MAC comes about thirtieth."""
+        p = self._ask(link_get(ifname))
+        if p is None:
+            return None
+        offset, end, unpack = _IFINFO.size, len(p), _ATTR.unpack_from
+        while offset + 4 <= end:
+            length, kind = unpack(p, offset)
+            if length < 4:
+                break
+            if kind & 0x3FFF == IFLA_OPERSTATE:
+                return p[offset + 4: offset + length] == _OPER_UP
+            offset += (length + 3) & ~3
+        return False
 
     def addresses(self) -> list[AddrEntry]:
         out = []

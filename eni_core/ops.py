@@ -151,9 +151,11 @@ class DeleteRule:
 
 @dataclass(frozen=True)
 class AddRoute:
-    """Add or replace the route to `route.dst` in its table."""
+    """Add or replace the route to `route.dst` in its table; with `replace` False, refused (EEXIST) when
+    the table has a route to that destination already."""
 
     route: Route
+    replace: bool = True
 
     def __str__(self) -> str:
         return f"add route {self.route}"
@@ -268,9 +270,9 @@ def raise_first(errors: Sequence[KernelError]) -> None:
 SETTLE_S = 1.0
 
 
-def settle(kernel: _LinkReader, ifname: str, bound: float | None = None) -> Link | None:
-    """Read link `ifname` until it passes traffic, for at most `bound` seconds (SETTLE_S); its last
-    reading (None: there is no such link).
+def settle(kernel: _LinkReader, ifname: str, bound: float | None = None) -> bool | None:
+    """Read link `ifname` until it passes traffic, for at most `bound` seconds (SETTLE_S); whether it
+    does at the last reading (None: there is no such link).
 
     A veth end brought up before its peer had no carrier then. When the peer comes up, the kernel readies
     the first end (attaches its transmit queue) from deferred link-watch work, which waits for the rtnl
@@ -278,18 +280,21 @@ def settle(kernel: _LinkReader, ifname: str, bound: float | None = None) -> Link
     the end sends is dropped, a first ARP request included, and ARP retries only after a second. Reading
     the link runs that pending work at once on this machine's kernel (6.18 syncs it before answering
     RTM_GETLINK; a dump does not), so one read is the usual cost; a kernel that does not is polled."""
+    ready = kernel.oper_up(ifname)
+    if ready is not False:
+        return ready
     deadline = time.monotonic() + (SETTLE_S if bound is None else bound)
     pause = 0.001
     while True:
-        link = kernel.link(ifname)
-        if link is None or link.oper_up or time.monotonic() >= deadline:
-            return link
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+        ready = kernel.oper_up(ifname)
+        if ready is not False or time.monotonic() >= deadline:
+            return ready
 
 
 class _LinkReader(Protocol):
-    def link(self, ifname: str) -> Link | None: ...
+    def oper_up(self, ifname: str) -> bool | None: ...
 
 
 class Kernel(Protocol):
@@ -298,6 +303,10 @@ class Kernel(Protocol):
     def links(self) -> list[Link]: ...
 
     def link(self, ifname: str) -> Link | None: ...
+
+    def oper_up(self, ifname: str) -> bool | None:
+        """Whether the link passes traffic (operationally up); None if there is no such link. Reading it
+        readies a link whose carrier just came (see `settle`)."""
 
     def addresses(self) -> list[Address]: ...
 
