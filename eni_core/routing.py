@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from itertools import count
 
@@ -47,7 +48,7 @@ from eni_core.ops import (
 __all__ = [
     "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "eni_sysctls",
     "free_host_index", "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops",
-    "pod_host_state", "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
+    "pod_host_state", "pod_routes", "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -228,19 +229,33 @@ def reconcile(desired: NodePlan, observed: NodePlan) -> list[Op]:
     return ops
 
 
-def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[Op]:
+_LO_UP = SetLinkState(1, up=True)
+
+
+@lru_cache(maxsize=64)
+def _link_up(ifindex: int) -> SetLinkState:
+    return SetLinkState(ifindex, up=True)
+
+
+@lru_cache(maxsize=64)
+def pod_routes(ifindex: int, replace: bool = True) -> tuple[AddRoute, AddRoute]:
+    """The routes of a namespace's first attachment: the link-local gateway on its link, the default
+    route through it. With `replace` False each is refused (EEXIST) if the namespace has one already.
+    Operations are immutable, so each link index's are made once."""
+    return (AddRoute(Route(MAIN_TABLE, _GATEWAY_HOST, ifindex, proto=Proto.STATIC), replace),
+            AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC), replace))
+
+
+def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True,
+             replace: bool = True) -> list[Op]:
     """Inside a fresh pod namespace: lo and eth0 up, the /32, the link-local gateway (a permanent
-    neighbour with the host veth's MAC), and the default route through it. A second attachment of the
-    namespace (`default_route=False`) gets its link, address and neighbour; the first keeps the routes."""
-    ops: list[Op] = [
-        SetLinkState(1, up=True),
-        SetLinkState(ifindex, up=True),
-        AddAddress(ifindex, IPv4Interface((int(ip), 32))),
-        AddNeighbour(Neighbour(ifindex, LINK_LOCAL_GATEWAY, host_mac)),
-    ]
+    neighbour with the host veth's MAC), and the default route through it (`pod_routes`, `replace` as
+    there). A second attachment of the namespace (`default_route=False`) gets its link, address and
+    neighbour; the first keeps the routes."""
+    ops: list[Op] = [_LO_UP, _link_up(ifindex), AddAddress(ifindex, IPv4Interface((int(ip), 32))),
+                     AddNeighbour(Neighbour(ifindex, LINK_LOCAL_GATEWAY, host_mac))]
     if default_route:
-        ops += [AddRoute(Route(MAIN_TABLE, _GATEWAY_HOST, ifindex, proto=Proto.STATIC)),
-                AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC))]
+        ops += pod_routes(ifindex, replace)
     return ops
 
 

@@ -120,6 +120,46 @@ def test_a_second_attachment_of_a_namespace_gets_no_default_route_of_its_own():
     assert len([lk for lk in w.node.links() if lk.ifname.startswith("eni")]) == 2  # no veth left half-made
 
 
+def _count_route_reads(kernel: FakeKernel) -> list[int | None]:
+    reads, real = [], kernel.routes
+    kernel.routes = lambda table=None: reads.append(table) or real(table)
+    return reads
+
+
+def test_a_fresh_namespace_is_wired_in_one_batch_without_reading_its_routes():
+    w = World()
+    reads = _count_route_reads(w.pod)
+    result = w.call("ADD")
+    assert reads == [] and len(w.pod.batches) == 1
+    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
+
+
+def test_a_namespace_with_a_default_route_of_its_own_keeps_it_and_gets_no_gateway_route_from_add():
+    w = World()
+    ext = w.pod.add_link("ext0", index=7, up=True)
+    w.pod.apply([ops.AddAddress(7, IPv4Interface("192.0.2.5/24")),
+                 AddRoute(Route(MAIN_TABLE, IPv4Network("192.0.2.0/24"), 7)),
+                 AddRoute(Route(MAIN_TABLE, DEFAULT, 7, IPv4Address("192.0.2.1")))], ignore=())
+    reads = _count_route_reads(w.pod)
+    result = w.call("ADD")
+    assert reads == [MAIN_TABLE] and result["routes"] == []
+    # the gateway route went in with the batch and was taken back: the namespace's routes are its own
+    assert {str(r) for r in w.pod.routes()} == {"192.0.2.0/24 dev 7 table 254",
+                                                "default via 192.0.2.1 dev 7 table 254"}
+    assert ext.index == 7
+
+
+def test_add_again_writes_the_routes_it_owns_back_when_one_of_them_was_removed():
+    w = World()
+    first = w.call("ADD")
+    eth0 = w.pod.link("eth0").index
+    w.pod.apply([DeleteRoute(Route(MAIN_TABLE, DEFAULT, eth0, routing.LINK_LOCAL_GATEWAY))], ignore=())
+    again = w.call("ADD")
+    assert again["routes"] == first["routes"]
+    assert {str(r) for r in w.pod.routes()} == {f"169.254.1.1 dev {eth0} table 254",
+                                                f"default via 169.254.1.1 dev {eth0} table 254"}
+
+
 def test_del_removes_the_veth_its_peer_and_both_rules_and_a_second_del_is_fine():
     w = World()
     w.call("ADD")
