@@ -22,7 +22,7 @@ from eni_core.datastore import Attachment, CheckpointError, Datastore, FileCheck
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.names import InvalidName, Parser, dns_label, whole_number
-from eni_core.routing import free_host_index
+from eni_core.routing import HostIndexes
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
 
 __all__ = ["NoFreeIp", "NodeAgent", "main"]
@@ -54,15 +54,9 @@ class NodeAgent:
         self.on_change = on_change
         self.lock = lock or threading.RLock()
         self.eni_link = eni_link  # ENI id -> its link index on the node, when the agent knows it
-        self.veth_index: dict[str, int] = {}  # pod -> the node-side index handed to its veth
+        self.veth_index = HostIndexes()  # the node-side index handed to each pod's veth
         self.dataplane = dataplane
         self.namespaces = namespaces or dict
-
-    def _host_index(self, pod: str) -> int:
-        """A node-side link index for the pod's veth, above the ENIs' small ones; the same on retries."""
-        if pod not in self.veth_index:
-            self.veth_index[pod] = free_host_index(set(self.veth_index.values()))
-        return self.veth_index[pod]
 
     def settle(self) -> None:
         with self.lock:
@@ -108,7 +102,7 @@ class NodeAgent:
             gone = {key: str(store.pods[key].ip) for key, a in store.attachments.items()
                     if a.network == network and (a.container_id, a.ifname) not in keep and key in store.pods}
             for key in gone:
-                self.veth_index.pop(key, None)
+                self.veth_index.give_back(key)
                 self.ipamd.release(key)
             self.settle()
         return gone
@@ -147,9 +141,9 @@ class NodeAgent:
                 return {"key": key, "new": new, "ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac,
                         "device_index": eni.device_index, "subnet": eni.subnet_id,
                         "eni_ifindex": self.eni_link(eni.id) if self.eni_link else None,
-                        "host_ifindex": self._host_index(key)}
+                        "host_ifindex": self.veth_index.index(key)}
             if method == "del":
-                self.veth_index.pop(key, None)
+                self.veth_index.give_back(key)
                 alloc = self.ipamd.release(key)
                 self.settle()
                 return {"key": key, "released": str(alloc.ip) if alloc else None}

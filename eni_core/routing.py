@@ -16,6 +16,7 @@ main-table routes tagged `proto 77`.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -46,9 +47,9 @@ from eni_core.ops import (
 )
 
 __all__ = [
-    "LINK_LOCAL_GATEWAY", "EniLink", "NodePlan", "PodLink", "Route", "Rule", "SyncReport", "eni_sysctls",
-    "free_host_index", "host_veth_name", "node_input", "observe", "plan_node", "plan_pod", "pod_host_ops",
-    "pod_host_state", "pod_routes", "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
+    "LINK_LOCAL_GATEWAY", "EniLink", "HostIndexes", "NodePlan", "PodLink", "Route", "Rule", "SyncReport",
+    "eni_sysctls", "free_host_index", "host_veth_name", "node_input", "observe", "plan_node", "plan_pod",
+    "pod_host_ops", "pod_host_state", "pod_routes", "pod_rule_deletes", "pod_veth_mac", "reconcile", "sync",
 ]
 
 HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own the small ones
@@ -121,6 +122,46 @@ def pod_host_state(pod: PodLink) -> tuple[list[Rule], list[Route]]:
 def free_host_index(used: Container[int]) -> int:
     """The node-side link index for a new pod veth: the lowest from `HOST_INDEX_BASE` not in `used`."""
     return next(i for i in count(HOST_INDEX_BASE) if i not in used)
+
+
+class HostIndexes:
+    """The node-side link indexes handed to pods' veths, by pod: a new pod gets the lowest free one
+    (`free_host_index`'s rule), found without reading the others (the indexes given back wait in a heap;
+    above them, none was ever handed out).
+
+    >>> h = HostIndexes()
+    >>> [h.index(p) for p in ("a", "b", "c", "a")]
+    [64, 65, 66, 64]
+    >>> h.give_back("a"); h.give_back("x"); h.index("d")
+    64
+    """
+
+    __slots__ = ("_by_pod", "_next", "_returned")
+
+    def __init__(self) -> None:
+        self._by_pod: dict[str, int] = {}
+        self._returned: list[int] = []  # a heap
+        self._next = HOST_INDEX_BASE
+
+    def index(self, pod: str) -> int:
+        """The pod's index: the one it has, else the lowest free."""
+        index = self._by_pod.get(pod)
+        if index is None:
+            if self._returned:
+                index = heapq.heappop(self._returned)
+            else:
+                index, self._next = self._next, self._next + 1
+            self._by_pod[pod] = index
+        return index
+
+    def give_back(self, pod: str) -> None:
+        """The pod is gone: its index is free again (a pod without one is fine)."""
+        index = self._by_pod.pop(pod, None)
+        if index is not None:
+            heapq.heappush(self._returned, index)
+
+    def __len__(self) -> int:
+        return len(self._by_pod)
 
 
 def node_input(enis: Sequence[Eni], allocations: Mapping[str, Allocation], gateways: Mapping[str, IPv4Address]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eni_core import routing
 from eni_core.fake_kernel import FakeKernel
@@ -222,6 +224,22 @@ def test_node_input_reads_the_datastore_enis_with_a_known_gateway_and_pods_on_kn
 def test_a_pod_veth_gets_the_lowest_free_index_from_the_host_index_base(used, expected):
     assert routing.HOST_INDEX_BASE == 64
     assert routing.free_host_index(used) == expected
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=200))
+def test_host_indexes_hand_out_what_free_host_index_would_without_reading_the_others(steps):
+    """Pods come (True) and go (False) in any order; each new pod's index is the lowest free one."""
+    indexes, held = routing.HostIndexes(), {}
+    for comes, n in steps:
+        pod = f"pod-{n}"
+        if comes:
+            expected = held.get(pod, routing.free_host_index(set(held.values())))
+            held[pod] = indexes.index(pod)
+            assert held[pod] == expected
+        else:
+            indexes.give_back(pod)
+            held.pop(pod, None)
+        assert len(indexes) == len(held)
 
 
 def test_a_pods_veth_macs_are_stable_locally_administered_unicast_and_differ_between_its_two_ends():
