@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 __all__ = [
-    "NETNS_DIR", "create", "creating", "delete", "delete_many", "entered", "exists", "list_names", "path", "pin",
-    "setns",
+    "NETNS_DIR", "create", "creating", "delete", "delete_many", "entered", "exists", "filename", "list_names", "path",
+    "pin", "setns",
 ]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))
@@ -52,10 +52,10 @@ def _check(rc: int, what: str, name: str | os.PathLike[str] = "") -> None:
 
 
 def path(name: str) -> Path:
-    return Path(_file(name))
+    return Path(filename(name))
 
 
-def _file(name: str) -> str:
+def filename(name: str) -> str:
     """A namespace's file as text: what the calls made for every pod use (a `Path` costs microseconds to
     build and again to format, and a pod's namespace was made, entered and named as a peer)."""
     return f"{_DIR}/{name}"
@@ -126,7 +126,7 @@ def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the block with this thread in the namespace (sockets opened inside stay there)."""
     target = os.fspath(name_or_path)
     if os.sep not in target:
-        target = _file(target)
+        target = filename(target)
     home = _home_fd()
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -139,8 +139,8 @@ def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
         setns(home)
 
 
-def create(name: str) -> Path:
-    """Create the named namespace; FileExistsError if it exists. Returns its path."""
+def create(name: str) -> str:
+    """Create the named namespace; FileExistsError if it exists. Returns its file's path."""
     with creating(name) as target:
         return target
 
@@ -158,11 +158,11 @@ def _unshare_failed(name: str) -> None:
 
 
 @contextlib.contextmanager
-def creating(name: str) -> Iterator[Path]:
+def creating(name: str) -> Iterator[str]:
     """Create the named namespace and run the block inside it (a socket opened there stays there): one
     entry instead of create-then-enter. If the block fails, the namespace is removed."""
     _prepare_dir()
-    target = _file(name)
+    target = filename(name)
     _mountpoint(target)
     home = _home_fd()
     try:
@@ -171,7 +171,7 @@ def creating(name: str) -> Iterator[Path]:
                 _unshare_failed(name)
             _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
                    "bind the namespace", target)
-            yield Path(target)
+            yield target
         finally:
             setns(home)
     except BaseException:

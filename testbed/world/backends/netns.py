@@ -358,7 +358,7 @@ class NetnsBackend:
 
     # -- pods ----------------------------------------------------------------------------------------
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
-        req = CniRequest(command, pod, str(netns.path(ns)), "eth0", {"K8S_POD_NAME": pod},
+        req = CniRequest(command, pod, netns.filename(ns), "eth0", {"K8S_POD_NAME": pod},
                          {"cniVersion": "1.1.0", "name": CONTROLLER_NETWORK}, pod_key=pod)
         agent = self.agent_for(node)
         return handle(req, lambda method, **params: agent.handle(method, params), agent.dataplane)
