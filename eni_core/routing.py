@@ -177,8 +177,8 @@ def node_input(enis: Sequence[Eni], allocations: Mapping[str, Allocation], gatew
 
 def pod_host_ops(pod: PodLink) -> list[Op]:
     """A pod's node-side routing (main-table route, then its two rules), for the CNI ADD fast path."""
-    rules, routes = pod_host_state(pod)
-    return [*(AddRoute(r) for r in routes), *(AddRule(r) for r in rules)]
+    (to_pod, from_pod), (route,) = pod_host_state(pod)
+    return [AddRoute(route), AddRule(to_pod), AddRule(from_pod)]
 
 
 def pod_rule_deletes(ip: IPv4Address) -> list[Op]:
@@ -213,9 +213,9 @@ def plan_node(enis: Sequence[EniLink], pods: Iterable[PodLink], primary: str = "
     for pod in pods:
         if pod.eni_ifindex not in by_index:
             continue  # the ENI's link has not appeared yet: the next reconcile adds the pod
-        pod_rules, pod_routes = pod_host_state(pod)
-        rules.update(pod_rules)
-        routes.update(pod_routes)
+        its_rules, its_routes = pod_host_state(pod)
+        rules.update(its_rules)
+        routes.update(its_routes)
     sysctls = {"net.ipv4.ip_forward": 1}
     for dev in ("all", "default", primary):
         sysctls[f"net.ipv4.conf.{dev}.rp_filter"] = 0
