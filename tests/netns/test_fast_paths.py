@@ -4,6 +4,7 @@ files do, and creation still works when linking is impossible."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import subprocess
 import sys
@@ -15,14 +16,34 @@ import pytest
 from eni_core import netlink as nl
 from eni_core import netns
 from eni_core.kernel import NamespaceKernel
+from testbed.world.runs import Run
 
 pytestmark = pytest.mark.netns
 
 
+@pytest.fixture(scope="module")
+def run():
+    """The module's run record: every namespace a test here makes is recorded in it first, so a test
+    killed mid-way (`kill -9`) leaves nothing `enilab clean` would not remove."""
+    made = Run.new(purpose="tests/netns/test_fast_paths")
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
 @pytest.fixture
-def name(request):
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "w")
-    made = f"enltest-{worker}-{os.getpid()}-{request.node.name[-20:]}"
+def reserve(run):
+    """Record a name under the run's prefix before it is made; the name."""
+    return lambda full: run.reserve(full.removeprefix(run.prefix + "-"))
+
+
+_made = itertools.count()
+
+
+@pytest.fixture
+def name(run):
+    made = run.reserve(f"t{next(_made)}")
     yield made
     netns.delete(made)
 
@@ -87,8 +108,8 @@ def test_sockets_sharing_a_threads_answer_buffer_never_read_each_others_answers(
         there.close()
 
 
-def test_namespace_files_are_links_that_ip_netns_sees_and_removes(name):
-    second = name + "-b"
+def test_namespace_files_are_links_that_ip_netns_sees_and_removes(name, reserve):
+    second = reserve(name + "-b")
     try:
         netns.create(name)
         netns.create(second)
@@ -120,8 +141,8 @@ def _ns_of(name: str) -> str:
         return os.readlink("/proc/thread-self/ns/net")
 
 
-def test_delete_many_removes_what_is_there_and_names_it(name):
-    names = [f"{name}-{i}" for i in range(40)]
+def test_delete_many_removes_what_is_there_and_names_it(name, reserve):
+    names = [reserve(f"{name}-{i}") for i in range(40)]
     try:
         for made in names[:35]:
             netns.create(made)
@@ -133,9 +154,11 @@ def test_delete_many_removes_what_is_there_and_names_it(name):
             netns.delete(made)
 
 
-def test_delete_many_deletes_more_namespaces_than_the_process_may_hold_open_and_puts_its_limit_back(name):
+def test_delete_many_deletes_more_namespaces_than_the_process_may_hold_open_and_puts_its_limit_back(name, reserve):
     """delete_many holds every namespace open until all names are gone: with a hard limit of 48 open
     files it holds what it can, deletes all 120, and leaves the limit as it found it."""
+    for i in range(120):
+        reserve(f"{name}-{i}")  # the child makes them; this process's record lists them first
     script = f"""
 import resource, sys
 from eni_core import netns
@@ -155,7 +178,7 @@ finally:
     assert out.stdout.split() == ["120", "0", "(40,", "48)"]
 
 
-def test_deletes_in_several_threads_at_once_put_back_the_limit_on_open_files(name, monkeypatch):
+def test_deletes_in_several_threads_at_once_put_back_the_limit_on_open_files(name, reserve, monkeypatch):
     """Each raises the soft limit for its own namespaces. Here all four have raised it before any ends, and
     they end in the other order than they began: the limit the first found is the one left."""
     import resource
@@ -165,7 +188,7 @@ def test_deletes_in_several_threads_at_once_put_back_the_limit_on_open_files(nam
     found = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, found[1]), found[1]))  # room to raise it
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
-    batches = [[f"{name}-{t}-{i}" for i in range(10)] for t in range(4)]
+    batches = [[reserve(f"{name}-{t}-{i}") for i in range(10)] for t in range(4)]
     all_raised = threading.Barrier(len(batches))
     waited: set[int] = set()
     unmount = netns._unmount
@@ -213,6 +236,9 @@ def test_links_decoded_by_the_codec_match_pyroute2s_reading(name):
         kernel.link("a0")  # both ends have carrier now: reading each runs its pending link-watch work,
         kernel.link("b0")  # so a dump right after and pyroute2's later one see the same state
         ours = {lk.ifname: (lk.index, lk.mac, lk.up, lk.oper_up) for lk in kernel.links()}
+        # the readiness read stops at the operational state; it reads what the whole decoding reads
+        assert {n: kernel.oper_up(n) for n in ours} == {n: v[3] for n, v in ours.items()}
+        assert kernel.oper_up("absent0") is None
     finally:
         os.close(fd)
         kernel.close()
