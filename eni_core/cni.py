@@ -35,18 +35,7 @@ from eni_core.cni_client import (
     request_version,
 )
 from eni_core.datastore import Attachment, attachment_key
-from eni_core.ops import (
-    DEFAULT,
-    IGNORE_EXISTS,
-    MAIN_TABLE,
-    AddRoute,
-    AddVeth,
-    DeleteLink,
-    DeleteRoute,
-    Kernel,
-    raise_first,
-    settle,
-)
+from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first, settle
 from eni_core.private import NAME_MAX
 from eni_core.routing import PodLink
 from eni_core.rpc import NO_FREE_IP, RemoteError
@@ -223,7 +212,10 @@ class Dataplane:
                 if pod_link is None:
                     raise CniError(IO_FAILURE, f"{req.ifname} did not appear in {req.netns}")
                 pod_index, pod_mac = pod_link.index, pod_link.mac
-            first = self._wire_pod(pod, pod_index, ip, host_mac)
+            first = not any(r.dst == DEFAULT and r.oif != pod_index  # another attachment has the default route
+                            for r in pod.routes(MAIN_TABLE))
+            raise_first(pod.apply(routing.plan_pod(pod_index, ip, host_mac, default_route=first),
+                                  ignore=IGNORE_EXISTS))
             # the host end came up first, without carrier: read it so the kernel readies it now, and the
             # node's first packet to the pod (an ARP request) is not dropped (`eni_core.ops.settle`)
             if settle(self.node, veth) is None:
@@ -231,27 +223,6 @@ class Dataplane:
             return _result(req, str(ip), (veth, host_mac), pod_mac, routes=first)
         finally:
             pod.close()
-
-    @staticmethod
-    def _wire_pod(pod: Kernel, index: int, ip: IPv4Address, host_mac: str) -> bool:
-        """The pod's side; True if this attachment got the namespace's routes (it is the first). The
-        routes go in with the rest, each refused if the namespace has one to its destination already, so
-        a fresh namespace is wired in one batch. Only when one is refused are the routes read: another
-        attachment's default route stays (and a gateway route added meanwhile is taken back), an
-        earlier ADD's own routes are written again."""
-        errors = pod.apply(routing.plan_pod(index, ip, host_mac, replace=False), ignore=())
-        raise_first([e for e in errors if not isinstance(e.op, AddRoute)])
-        if not errors:
-            return True
-        first = not any(r.dst == DEFAULT and r.oif != index  # another attachment has the default route
-                        for r in pod.routes(MAIN_TABLE))
-        if first:
-            raise_first(pod.apply(routing.pod_routes(index), ignore=IGNORE_EXISTS))
-        else:
-            refused = {e.op for e in errors}
-            raise_first(pod.apply([DeleteRoute(op.route) for op in routing.pod_routes(index, replace=False)
-                                   if op not in refused]))
-        return first
 
     def delete(self, key: str, ip: IPv4Address | None) -> None:
         """Remove the attachment's node side: its veth (the pod's end and the host route go with it) and

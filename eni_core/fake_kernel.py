@@ -168,10 +168,8 @@ class FakeKernel:
                 if found is None:
                     raise _Refused(errno.ENOENT)
                 self._rules.remove(found)
-            case AddRoute(route, replace):
+            case AddRoute(route):
                 self._check_route(route)
-                if not replace and (route.table, route.dst) in self._routes:
-                    raise _Refused(errno.EEXIST)  # NLM_F_EXCL
                 self._routes[(route.table, route.dst)] = route  # NLM_F_REPLACE
             case DeleteRoute(route):
                 found = self._routes.get((route.table, route.dst))

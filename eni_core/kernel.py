@@ -88,10 +88,10 @@ class NamespaceKernel:
 
 
 # -- the domain adapter: `eni_core.ops` to netlink and back ------------------------------------------
-def _encode_route(add: bool, r: ops.Route, replace: bool = True) -> nl.Request:
+def _encode_route(add: bool, r: ops.Route) -> nl.Request:
     return nl.route_msg(add, table=r.table, dst=r.dst.network_address if r.dst.prefixlen else None,
                         dst_len=r.dst.prefixlen, oif=r.oif, gateway=r.gateway, scope=int(r.scope), onlink=r.onlink,
-                        rtype=int(r.type), proto=int(r.proto), replace=replace)
+                        rtype=int(r.type), proto=int(r.proto))
 
 
 def _encode_rule(add: bool, r: ops.Rule) -> nl.Request:
@@ -103,7 +103,7 @@ def _encode_rule(add: bool, r: ops.Rule) -> nl.Request:
 _ENCODERS: dict[type, Callable[..., nl.Request]] = {
     ops.AddRule: lambda op, fds: _encode_rule(True, op.rule),
     ops.DeleteRule: lambda op, fds: _encode_rule(False, op.rule),
-    ops.AddRoute: lambda op, fds: _encode_route(True, op.route, op.replace),
+    ops.AddRoute: lambda op, fds: _encode_route(True, op.route),
     ops.DeleteRoute: lambda op, fds: _encode_route(False, op.route),
     ops.AddNeighbour: lambda op, fds: nl.neigh_add(op.neighbour.index, op.neighbour.ip,
                                                    op.neighbour.mac or "00:00:00:00:00:00"),

@@ -165,9 +165,7 @@ def addr_add(index: int, ip: IPv4Address, prefixlen: int = 32, scope: int = RT_S
 
 def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, oif: int | None = None,
               gateway: IPv4Address | None = None, scope: int = RT_SCOPE_UNIVERSE, onlink: bool = False,
-              rtype: int = RTN_UNICAST, proto: int = RTPROT_ENILAB, replace: bool = True) -> Request:
-    """Add (`replace`: or replace; else refused with EEXIST if the table has a route to `dst`) or delete
-    a route."""
+              rtype: int = RTN_UNICAST, proto: int = RTPROT_ENILAB) -> Request:
     body = _RTMSG_TABLE.pack(AF_INET, dst_len, 0, 0, table if table < 256 else 252, proto, scope, rtype,
                              RTNH_F_ONLINK if onlink else 0, 8, RTA_TABLE, table)
     if dst is not None and dst_len:
@@ -180,7 +178,7 @@ def route_msg(add: bool, *, table: int, dst: IPv4Address | None, dst_len: int, o
         return f"{'add' if add else 'delete'} route {dst or 'default'}/{dst_len} table {table}"
 
     if add:
-        return Request(RTM_NEWROUTE, F_CREATE | (F_REPLACE if replace else F_EXCL), body, what)
+        return Request(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, what)
     return Request(RTM_DELROUTE, 0, body, what)
 
 

@@ -151,11 +151,9 @@ class DeleteRule:
 
 @dataclass(frozen=True)
 class AddRoute:
-    """Add or replace the route to `route.dst` in its table; with `replace` False, refused (EEXIST) when
-    the table has a route to that destination already."""
+    """Add or replace the route to `route.dst` in its table."""
 
     route: Route
-    replace: bool = True
 
     def __str__(self) -> str:
         return f"add route {self.route}"

@@ -279,24 +279,22 @@ def _link_up(ifindex: int) -> SetLinkState:
 
 
 @lru_cache(maxsize=64)
-def pod_routes(ifindex: int, replace: bool = True) -> tuple[AddRoute, AddRoute]:
+def pod_routes(ifindex: int) -> tuple[AddRoute, AddRoute]:
     """The routes of a namespace's first attachment: the link-local gateway on its link, the default
-    route through it. With `replace` False each is refused (EEXIST) if the namespace has one already.
-    Operations are immutable, so each link index's are made once."""
-    return (AddRoute(Route(MAIN_TABLE, _GATEWAY_HOST, ifindex, proto=Proto.STATIC), replace),
-            AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC), replace))
+    route through it. Operations are immutable, so each link index's are made once."""
+    return (AddRoute(Route(MAIN_TABLE, _GATEWAY_HOST, ifindex, proto=Proto.STATIC)),
+            AddRoute(Route(MAIN_TABLE, DEFAULT, ifindex, LINK_LOCAL_GATEWAY, proto=Proto.STATIC)))
 
 
-def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True,
-             replace: bool = True) -> list[Op]:
+def plan_pod(ifindex: int, ip: IPv4Address, host_mac: str, default_route: bool = True) -> list[Op]:
     """Inside a fresh pod namespace: lo and eth0 up, the /32, the link-local gateway (a permanent
-    neighbour with the host veth's MAC), and the default route through it (`pod_routes`, `replace` as
-    there). A second attachment of the namespace (`default_route=False`) gets its link, address and
-    neighbour; the first keeps the routes."""
+    neighbour with the host veth's MAC), and the default route through it (`pod_routes`). A second
+    attachment of the namespace (`default_route=False`) gets its link, address and neighbour; the first
+    keeps the routes."""
     ops: list[Op] = [_LO_UP, _link_up(ifindex), AddAddress(ifindex, IPv4Interface((int(ip), 32))),
                      AddNeighbour(Neighbour(ifindex, LINK_LOCAL_GATEWAY, host_mac))]
     if default_route:
-        ops += pod_routes(ifindex, replace)
+        ops += pod_routes(ifindex)
     return ops
 
 

@@ -126,14 +126,6 @@ def _count_route_reads(kernel: FakeKernel) -> list[int | None]:
     return reads
 
 
-def test_a_fresh_namespace_is_wired_in_one_batch_without_reading_its_routes():
-    w = World()
-    reads = _count_route_reads(w.pod)
-    result = w.call("ADD")
-    assert reads == [] and len(w.pod.batches) == 1
-    assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
-
-
 def test_a_namespace_with_a_default_route_of_its_own_keeps_it_and_gets_no_gateway_route_from_add():
     w = World()
     ext = w.pod.add_link("ext0", index=7, up=True)
@@ -143,7 +135,7 @@ def test_a_namespace_with_a_default_route_of_its_own_keeps_it_and_gets_no_gatewa
     reads = _count_route_reads(w.pod)
     result = w.call("ADD")
     assert reads == [MAIN_TABLE] and result["routes"] == []
-    # the gateway route went in with the batch and was taken back: the namespace's routes are its own
+    # the namespace's routes are its own: no gateway route, no second default
     assert {str(r) for r in w.pod.routes()} == {"192.0.2.0/24 dev 7 table 254",
                                                 "default via 192.0.2.1 dev 7 table 254"}
     assert ext.index == 7

@@ -24,7 +24,6 @@ from eni_core.ops import (
     DeleteRoute,
     DeleteRule,
     Neighbour,
-    Proto,
     Route,
     Rule,
     SetLinkState,
@@ -49,8 +48,6 @@ REFUSALS = [
     ([DeleteRoute(Route(2003, DEFAULT, 3, GW, onlink=True))], errno.ESRCH),
     ([AddRoute(Route(2003, DEFAULT, 3, GW))], errno.ENETUNREACH),  # the gateway is not on eth1 without onlink
     ([AddRoute(Route(2003, DEFAULT, 42, GW, onlink=True))], errno.ENODEV),
-    ([AddRoute(Route(MAIN_TABLE, POD, 3)), AddRoute(Route(MAIN_TABLE, POD, 3, proto=Proto.STATIC), replace=False)],
-     errno.EEXIST),  # not replacing: the table has a route to that destination
     ([AddRoute(Route(2009, DEFAULT, 9, GW, onlink=True))], errno.ENETDOWN),
     ([SetLinkState(42, up=True)], errno.ENODEV),
     ([DeleteLink("eth7")], errno.ENODEV),

@@ -221,6 +221,26 @@ def test_a_container_has_two_attachments_and_del_removes_only_its_own(rt):
     assert checked == (0, None), checked
 
 
+def test_a_namespace_with_a_default_route_of_its_own_at_any_metric_keeps_it_alone(rt):
+    """A runtime's namespace may come with a default route (another network's, at a metric of its own).
+    ADD leaves it the only one, gives the attachment no routes, and says so again on a second ADD."""
+    path = rt.new_netns()
+    ns = os.path.basename(path)
+    for argv in (["link", "add", "ext0", "type", "veth", "peer", "name", "ext1"], ["link", "set", "ext1", "up"],
+                 ["link", "set", "ext0", "up"],
+                 ["addr", "add", "192.0.2.5/24", "dev", "ext0"],
+                 ["route", "add", "default", "via", "192.0.2.1", "dev", "ext0", "metric", "100"]):
+        subprocess.run(["ip", "-n", ns, *argv], check=True)
+    rc, out = rt.cni("ADD", "ctr-1", path)
+    rc2, again = rt.cni("ADD", "ctr-1", path)
+    assert rc == rc2 == 0 and out["routes"] == again["routes"] == [] and ip_of(out) == ip_of(again)
+    routes = subprocess.run(["ip", "-n", ns, "-4", "route", "show", "table", "main"], capture_output=True,
+                            text=True, check=True).stdout
+    assert [line.split()[:5] for line in routes.splitlines() if line.startswith("default")] == [
+        ["default", "via", "192.0.2.1", "dev", "ext0"]]
+    assert "169.254.1.1" not in routes
+
+
 # -- 4. CHECK -----------------------------------------------------------------------------------------
 def edited(result: dict, **changes) -> dict:
     out = copy.deepcopy(result)
