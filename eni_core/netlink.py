@@ -443,7 +443,9 @@ class NetlinkSocket:
         if errors:
             raise errors[0]
 
-    def _dump(self, mtype: int, body: bytes) -> Iterator[tuple[int, bytes]]:
+    def _dump(self, mtype: int, body: bytes, absent_ok: bool = False) -> Iterator[tuple[int, bytes]]:
+        """The messages of one dump; with `absent_ok`, a dump the kernel refuses with ENOENT (a table the
+        namespace does not have) is an empty one, without raising and catching an exception for it."""
         seq, frame = self._frame(Request(mtype, F_DUMP, body, "dump"), 0)
         self.sock.send(frame)
         while True:
@@ -453,15 +455,14 @@ class NetlinkSocket:
                 if rtype == NLMSG_DONE:
                     # a dump that failed on its way says so here (an int, the negative errno)
                     code = _I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
-                    if code < 0:
-                        raise NetlinkError(-code, f"dump {mtype}")
-                    return
-                if rtype == NLMSG_ERROR:
+                elif rtype == NLMSG_ERROR:
                     (code,) = _I32.unpack_from(payload)
-                    if code:
-                        raise NetlinkError(-code, f"dump {mtype}")
-                    return
-                yield rtype, payload
+                else:
+                    yield rtype, payload
+                    continue
+                if code < 0 and not (absent_ok and code == -errno_mod.ENOENT):
+                    raise NetlinkError(-code, f"dump {mtype}")
+                return
 
     def links(self) -> list[Link]:
         body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
@@ -527,11 +528,8 @@ class NetlinkSocket:
         except OSError:
             return [r for r in (_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every)) if r.table == table]
         try:
-            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every + _u32(RTA_TABLE, table))]
-        except NetlinkError as err:
-            if err.errno == errno_mod.ENOENT:
-                return []
-            raise
+            return [_decode_route(p) for _, p in self._dump(RTM_GETROUTE, every + _u32(RTA_TABLE, table),
+                                                            absent_ok=True)]
         finally:
             self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 

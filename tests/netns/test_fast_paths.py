@@ -267,7 +267,7 @@ def test_a_dump_of_one_table_is_filtered_by_the_kernel_and_leaves_the_socket_as_
         everything = kernel.routes()
         links, rules = kernel.links(), kernel.rules()
 
-        def failing(mtype, body):
+        def failing(mtype, body, absent_ok=False):
             raise nl.NetlinkError(errno.EINVAL, "dump")
             yield
 
