@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import secrets
 import sys
 from collections.abc import Iterable
 from typing import NoReturn
@@ -92,6 +93,33 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = self.parse_known_intermixed_args(args, namespace)
         return self._no_extras(namespace, extras)
 
+    _stand_ins: dict[str, str] = {}
+
+    def parse_known_intermixed_args(self, args=None, namespace=None):
+        """argparse's, honouring `--`: Python 3.11 drops it between the two passes of intermixed parsing,
+        and the second pass then took a word after it that starts with '-' for an option
+        (`simulate -- -odd.yaml`: "the following arguments are required"). Such words go through as
+        stand-ins that cannot be options and are put back in what comes out: the values, the unknown
+        arguments, an error's message."""
+        args = sys.argv[1:] if args is None else list(args)
+        if "--" not in args:
+            return super().parse_known_intermixed_args(args, namespace)
+        cut = args.index("--") + 1
+        token = secrets.token_hex(4)
+        self._stand_ins = {f"@{token}:{i}@": word for i, word in enumerate(args[cut:]) if word.startswith("-")}
+        swapped = {i: stand_in for stand_in, i in ((s, int(s.split(":")[1][:-1])) for s in self._stand_ins)}
+        try:
+            namespace, extras = super().parse_known_intermixed_args(
+                args[:cut] + [swapped.get(i, word) for i, word in enumerate(args[cut:])], namespace)
+        finally:
+            stand_ins, self._stand_ins = self._stand_ins, {}
+        for key, value in vars(namespace).items():
+            if isinstance(value, str):
+                setattr(namespace, key, stand_ins.get(value, value))
+            elif isinstance(value, list):
+                setattr(namespace, key, [stand_ins.get(v, v) if isinstance(v, str) else v for v in value])
+        return namespace, [stand_ins.get(e, e) for e in extras]
+
     def _no_extras(self, namespace: argparse.Namespace, extras: list[str]) -> argparse.Namespace:
         if extras:  # argparse joins them all with spaces, which cannot tell one from the next
             self.error(f"unrecognized arguments: {short_list(extras)}")
@@ -109,6 +137,8 @@ class Parser(argparse.ArgumentParser):
         return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
     def error(self, message: str) -> NoReturn:
+        for stand_in, word in self._stand_ins.items():
+            message = message.replace(stand_in, word)
         super().error(self.tidy(message))
 
 

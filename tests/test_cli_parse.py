@@ -25,6 +25,20 @@ def test_options_after_a_positional_keep_their_meaning():
     assert (args.file, args.png, args.json) == ("default", "t.svg", True)
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["simulate", "--json", "--", "-odd.yaml"], {"file": "-odd.yaml", "json": True}),
+    (["simulate", "--", "--json"], {"file": "--json", "json": False}),
+    (["pods", "del", "--name", "c", "--", "-p1", "p2", "--p3"], {"pods": ["-p1", "p2", "--p3"], "name": "c"}),
+    (["pods", "del", "a", "--name", "c", "b", "--", "-p1"], {"pods": ["a", "b", "-p1"], "name": "c"}),
+    (["exec", "pod-1", "--", "ls", "-la"], {"pod": "pod-1", "argv": ["ls", "-la"]}),
+])
+def test_words_after_a_double_dash_are_positionals_even_when_they_start_with_a_dash(argv, expected):
+    """Python 3.11's intermixed parsing drops `--` between its passes: `simulate -- -odd.yaml` said the
+    file was missing."""
+    args = vars(build_parser().parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
 @pytest.mark.parametrize("argv, said", [
     (["pods", "del", "--bogus", "pod-1"], "unrecognized arguments: --bogus"),
     (["simulate", "a.yaml", "b.yaml"], "unrecognized arguments: b.yaml"),
@@ -40,6 +54,7 @@ def test_options_after_a_positional_keep_their_meaning():
     (["vpc", "serve", "--port", "8_0"], "argument --port: '8_0' is not a whole number"),
     (["bench", "sim", "--nodes", "\u0668\u0660"], "is not a whole number"),
     (["bench", "sim", "--nodes", "1" * 41 + " "], "is not a whole number"),
+    (["bench", "--", "-x"], "invalid choice: '-x' (choose from"),  # a word after `--`, named as typed
 ])
 def test_a_wrong_word_is_a_usage_error_with_exit_2(argv, said, capsys):
     with pytest.raises(SystemExit) as exited:
