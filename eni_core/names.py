@@ -106,11 +106,15 @@ class Parser(argparse.ArgumentParser):
             return super().parse_known_intermixed_args(args, namespace)
         cut = args.index("--") + 1
         token = secrets.token_hex(4)
-        self._stand_ins = {f"@{token}:{i}@": word for i, word in enumerate(args[cut:]) if word.startswith("-")}
-        swapped = {i: stand_in for stand_in, i in ((s, int(s.split(":")[1][:-1])) for s in self._stand_ins)}
+        words, self._stand_ins = args[:cut], {}
+        for i, word in enumerate(args[cut:]):
+            if word.startswith("-"):
+                stand_in = f"@{token}:{i}@"
+                self._stand_ins[stand_in] = word
+                word = stand_in
+            words.append(word)
         try:
-            namespace, extras = super().parse_known_intermixed_args(
-                args[:cut] + [swapped.get(i, word) for i, word in enumerate(args[cut:])], namespace)
+            namespace, extras = super().parse_known_intermixed_args(words, namespace)
         finally:
             stand_ins, self._stand_ins = self._stand_ins, {}
         for key, value in vars(namespace).items():

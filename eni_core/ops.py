@@ -283,12 +283,11 @@ def settle(kernel: _LinkReader, ifname: str, bound: float | None = None) -> bool
         return ready
     deadline = time.monotonic() + (SETTLE_S if bound is None else bound)
     pause = 0.001
-    while True:
+    while ready is False and time.monotonic() < deadline:
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
         ready = kernel.oper_up(ifname)
-        if ready is not False or time.monotonic() >= deadline:
-            return ready
+    return ready
 
 
 class _LinkReader(Protocol):
