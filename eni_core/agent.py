@@ -136,7 +136,8 @@ class NodeAgent:
                     store.attachments.pop(key, None)
                     raise NoFreeIp(f"node {self.ipamd.node} has no idle IP for {key} "
                                    f"(bound {self.ipamd.bound}, pods {self.ipamd.pods})")
-                self.settle()
+                if new:  # this request took an idle IP: the pool refills now; a known pod's took none
+                    self.settle()
                 eni = store.enis[alloc.eni_id]
                 return {"key": key, "new": new, "ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac,
                         "device_index": eni.device_index, "subnet": eni.subnet_id,

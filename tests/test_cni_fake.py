@@ -41,6 +41,7 @@ class World:
     def __init__(self, **pool) -> None:
         c = cluster(min_prebound=pool.pop("min_prebound", 3), max_prebound=3, **pool)
         c.sync_dataplane()
+        self.cluster = c
         self.agent = NodeAgent(c.nodes["node-1"].ipamd)
         self.host = FakeHost()
         self.node = self.host.add_namespace("/proc/1/ns/net")
@@ -101,6 +102,21 @@ def test_add_again_for_the_same_container_keeps_its_ip_and_veth_and_rewires_what
     assert again["ips"] == first["ips"] and again["interfaces"] == first["interfaces"]
     assert len(w.node_rules()) == 2
     assert len([lk for lk in w.node.links() if lk.ifname.startswith("eni")]) == 1
+
+
+def test_an_add_that_takes_an_idle_ip_refills_the_pool_at_once_and_one_that_takes_none_asks_the_cloud_nothing():
+    w = World()
+    ipamd, vpc = w.cluster.nodes["node-1"].ipamd, w.cluster.vpc
+    assert (ipamd.pods, ipamd.bound) == (0, 3)
+    w.call("ADD")
+    assert (ipamd.pods, ipamd.bound) == (1, 4)  # pods + min pre-bound, before ADD answered
+    calls = vpc.calls
+    w.call("ADD")  # again for the same container: its IP is the one it has
+    # a pod whose IP the kubelet's side took before ADD (the testbed's controller does): the pool
+    # changed then, and whoever took it settles the pool
+    ipamd.assign(w.key("ctr-2", "net1"))
+    w.call("ADD", container="ctr-2", ifname="net1")
+    assert vpc.calls == calls and ipamd.pods == 2
 
 
 def test_a_second_attachment_of_a_namespace_gets_no_default_route_of_its_own():
