@@ -100,25 +100,36 @@ def _encode_rule(add: bool, r: ops.Rule) -> nl.Request:
                        dst=r.dst.network_address if r.dst else None, dst_len=r.dst.prefixlen if r.dst else 0)
 
 
-_ENCODERS: dict[type, Callable[..., nl.Request]] = {
-    ops.AddRule: lambda op, fds: _encode_rule(True, op.rule),
-    ops.DeleteRule: lambda op, fds: _encode_rule(False, op.rule),
-    ops.AddRoute: lambda op, fds: _encode_route(True, op.route),
-    ops.DeleteRoute: lambda op, fds: _encode_route(False, op.route),
-    ops.AddNeighbour: lambda op, fds: nl.neigh_add(op.neighbour.index, op.neighbour.ip,
-                                                   op.neighbour.mac or "00:00:00:00:00:00"),
-    ops.DeleteNeighbour: lambda op, fds: nl.neigh_del(op.index, op.ip),
-    ops.SetLinkState: lambda op, fds: nl.link_set(op.index, up=op.up),
-    ops.DeleteLink: lambda op, fds: nl.link_del(ifname=op.ifname),
-    ops.AddAddress: lambda op, fds: nl.addr_add(op.index, op.ip.ip, op.ip.network.prefixlen),
-    ops.AddVeth: lambda op, fds: nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac,
-                                             peer_index=op.peer_index, peer_mac=op.peer_mac),
+_ENCODERS: dict[type, Callable[[ops.Op], nl.Request]] = {
+    ops.AddRule: lambda op: _encode_rule(True, op.rule),
+    ops.DeleteRule: lambda op: _encode_rule(False, op.rule),
+    ops.AddRoute: lambda op: _encode_route(True, op.route),
+    ops.DeleteRoute: lambda op: _encode_route(False, op.route),
+    ops.AddNeighbour: lambda op: nl.neigh_add(op.neighbour.index, op.neighbour.ip,
+                                              op.neighbour.mac or "00:00:00:00:00:00"),
+    ops.DeleteNeighbour: lambda op: nl.neigh_del(op.index, op.ip),
+    ops.SetLinkState: lambda op: nl.link_set(op.index, up=op.up),
+    ops.DeleteLink: lambda op: nl.link_del(ifname=op.ifname),
+    ops.AddAddress: lambda op: nl.addr_add(op.index, op.ip.ip, op.ip.network.prefixlen),
 }
+
+
+def _encode_veth(op: ops.AddVeth, fds: dict[str, int]) -> nl.Request:
+    return nl.veth_add(op.ifname, op.peer, fds[op.peer_netns], index=op.index, mac=op.mac,
+                       peer_index=op.peer_index, peer_mac=op.peer_mac)
+
+
+_WIRE = "_netlink_request"  # where an operation keeps its encoding (see `encode`)
 
 
 def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
     """One operation as a netlink request (a table of encoders, one per operation type). An `AddVeth`
     needs the fd of its peer's namespace in `peer_fds`.
+
+    Operations are immutable and their encoding is a function of their fields alone (but an `AddVeth`'s,
+    which names an fd), so an operation keeps its request once encoded: the ones every pod's ADD sends
+    (`lo` up, the pod's routes: `eni_core.routing.pod_routes`) are made once and encoded once. The memo
+    is outside the dataclass's fields: equality, hashing and `repr` do not see it.
 
     Examples
     --------
@@ -126,10 +137,18 @@ def encode(op: ops.Op, peer_fds: dict[str, int] | None = None) -> nl.Request:
     >>> encode(ops.AddRule(ops.Rule(1536, 2003, src=ip_network("10.0.1.7/32")))).what
     'add rule 1536: from 10.0.1.7 to all lookup 2003'
     """
-    encoder = _ENCODERS.get(type(op))
-    if encoder is None:
-        raise TypeError(f"{op!r} is not a netlink operation")
-    return encoder(op, peer_fds or {})
+    kind = type(op)
+    if kind is ops.AddVeth:
+        return _encode_veth(op, peer_fds or {})
+    memo = getattr(op, "__dict__", None)
+    request = memo.get(_WIRE) if memo is not None else None
+    if request is None:
+        encoder = _ENCODERS.get(kind)
+        if encoder is None:
+            raise TypeError(f"{op!r} is not a netlink operation")
+        request = encoder(op)
+        memo[_WIRE] = request
+    return request
 
 
 def _named(kind: type[IntEnum], value: int) -> int:
