@@ -120,19 +120,26 @@ class Request:
 
 
 # -- builders ----------------------------------------------------------------------------------------
+_MAC_ATTR = struct.Struct("=HH6s2x")  # an IFLA_ADDRESS attribute holding a MAC, padded to 12 bytes
+_VETH_KIND = _str(IFLA_INFO_KIND, "veth")
+
+
+def _mac_attr(mac: str) -> bytes:
+    return _MAC_ATTR.pack(10, IFLA_ADDRESS, _mac(mac))
+
+
 def veth_add(ifname: str, peer: str, peer_netns_fd: int, *, index: int = 0, mac: str | None = None,
              peer_index: int = 0, peer_mac: str | None = None, up: bool = True) -> Request:
     """A veth pair: `ifname` here, `peer` in the namespace of the fd; indexes and MACs as given (0/None:
-    the kernel's choice)."""
-    peer_attrs = _str(IFLA_IFNAME, peer) + _u32(IFLA_NET_NS_FD, peer_netns_fd)
-    if peer_mac:
-        peer_attrs += _attr(IFLA_ADDRESS, _mac(peer_mac))
-    info = _str(IFLA_INFO_KIND, "veth") + _attr(
-        IFLA_INFO_DATA, _attr(VETH_INFO_PEER, _IFINFO.pack(AF_UNSPEC, 0, peer_index, 0, 0) + peer_attrs))
-    body = _IFINFO.pack(AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
-    body += _str(IFLA_IFNAME, ifname) + _attr(IFLA_LINKINFO, info)
-    if mac:
-        body += _attr(IFLA_ADDRESS, _mac(mac))
+    the kernel's choice). Every part is a multiple of four bytes long, so each nest is its header and
+    its parts, without padding: a pod's ADD sends one of these."""
+    peer_part = _IFINFO.pack(AF_UNSPEC, 0, peer_index, 0, 0) + _str(IFLA_IFNAME, peer) + _U32_ATTR.pack(
+        8, IFLA_NET_NS_FD, peer_netns_fd) + (_mac_attr(peer_mac) if peer_mac else b"")
+    size = len(peer_part)  # the peer is nested three deep: LINKINFO > INFO_DATA > VETH_INFO_PEER
+    info = _VETH_KIND + _ATTR.pack(size + 8, IFLA_INFO_DATA) + _ATTR.pack(size + 4, VETH_INFO_PEER) + peer_part
+    flags = IFF_UP if up else 0
+    body = (_IFINFO.pack(AF_UNSPEC, 0, index, flags, flags) + _str(IFLA_IFNAME, ifname)
+            + _ATTR.pack(len(info) + 4, IFLA_LINKINFO) + info + (_mac_attr(mac) if mac else b""))
     return Request(RTM_NEWLINK, F_CREATE | F_EXCL, body, lambda: f"add veth {ifname} (peer {peer})")
 
 

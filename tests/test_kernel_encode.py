@@ -5,6 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eni_core import kernel, ops, routing
 from eni_core import netlink as nl
@@ -50,3 +52,30 @@ def test_what_is_not_an_operation_is_refused_by_name():
         encode(ops.SetSysctl("net.ipv4.ip_forward", 1))
     with pytest.raises(TypeError, match="not a netlink operation"):
         encode("add route")  # type: ignore[arg-type]
+
+
+def _veth_nested(ifname, peer, fd, index, mac, peer_index, peer_mac, up):
+    """The veth request built the plain way, each nest an `_attr` of its parts: what `veth_add` must equal."""
+    peer_attrs = nl._str(nl.IFLA_IFNAME, peer) + nl._u32(nl.IFLA_NET_NS_FD, fd)
+    if peer_mac:
+        peer_attrs += nl._attr(nl.IFLA_ADDRESS, nl._mac(peer_mac))
+    info = nl._str(nl.IFLA_INFO_KIND, "veth") + nl._attr(nl.IFLA_INFO_DATA, nl._attr(
+        nl.VETH_INFO_PEER, nl._IFINFO.pack(nl.AF_UNSPEC, 0, peer_index, 0, 0) + peer_attrs))
+    flags = nl.IFF_UP if up else 0
+    body = nl._IFINFO.pack(nl.AF_UNSPEC, 0, index, flags, flags) + nl._str(nl.IFLA_IFNAME, ifname)
+    body += nl._attr(nl.IFLA_LINKINFO, info)
+    if mac:
+        body += nl._attr(nl.IFLA_ADDRESS, nl._mac(mac))
+    return body
+
+
+_names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=15)
+_macs = st.none() | st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+
+
+@given(_names, _names, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), _macs, st.integers(0, 2**31 - 1),
+       _macs, st.booleans())
+def test_a_veth_request_is_byte_for_byte_the_plainly_nested_one(ifname, peer, fd, index, mac, peer_index, peer_mac,
+                                                                up):
+    made = nl.veth_add(ifname, peer, fd, index=index, mac=mac, peer_index=peer_index, peer_mac=peer_mac, up=up)
+    assert made.body == _veth_nested(ifname, peer, fd, index, mac, peer_index, peer_mac, up)
