@@ -120,12 +120,15 @@ class Request:
 
 
 # -- builders ----------------------------------------------------------------------------------------
-_MAC_ATTR = struct.Struct("=HH6s2x")  # an IFLA_ADDRESS attribute holding a MAC, padded to 12 bytes
+_MAC_ATTR = struct.Struct("=HH6s2x")  # an attribute holding an Ethernet MAC, padded to 12 bytes
 _VETH_KIND = _str(IFLA_INFO_KIND, "veth")
 
 
-def _mac_attr(mac: str) -> bytes:
-    return _MAC_ATTR.pack(10, IFLA_ADDRESS, _mac(mac))
+def _mac_attr(kind: int, mac: str) -> bytes:
+    """A link-layer address attribute: one pack for an Ethernet MAC, any other length as it is (the kernel
+    judges it: the struct would pad or cut it without a word)."""
+    raw = _mac(mac)
+    return _MAC_ATTR.pack(10, kind, raw) if len(raw) == 6 else _attr(kind, raw)
 
 
 def veth_add(ifname: str, peer: str, peer_netns_fd: int, *, index: int = 0, mac: str | None = None,
@@ -134,12 +137,12 @@ def veth_add(ifname: str, peer: str, peer_netns_fd: int, *, index: int = 0, mac:
     the kernel's choice). Every part is a multiple of four bytes long, so each nest is its header and
     its parts, without padding: a pod's ADD sends one of these."""
     peer_part = _IFINFO.pack(AF_UNSPEC, 0, peer_index, 0, 0) + _str(IFLA_IFNAME, peer) + _U32_ATTR.pack(
-        8, IFLA_NET_NS_FD, peer_netns_fd) + (_mac_attr(peer_mac) if peer_mac else b"")
+        8, IFLA_NET_NS_FD, peer_netns_fd) + (_mac_attr(IFLA_ADDRESS, peer_mac) if peer_mac else b"")
     size = len(peer_part)  # the peer is nested three deep: LINKINFO > INFO_DATA > VETH_INFO_PEER
     info = _VETH_KIND + _ATTR.pack(size + 8, IFLA_INFO_DATA) + _ATTR.pack(size + 4, VETH_INFO_PEER) + peer_part
     flags = IFF_UP if up else 0
     body = (_IFINFO.pack(AF_UNSPEC, 0, index, flags, flags) + _str(IFLA_IFNAME, ifname)
-            + _ATTR.pack(len(info) + 4, IFLA_LINKINFO) + info + (_mac_attr(mac) if mac else b""))
+            + _ATTR.pack(len(info) + 4, IFLA_LINKINFO) + info + (_mac_attr(IFLA_ADDRESS, mac) if mac else b""))
     return Request(RTM_NEWLINK, F_CREATE | F_EXCL, body, lambda: f"add veth {ifname} (peer {peer})")
 
 
@@ -204,7 +207,8 @@ def rule_msg(add: bool, *, priority: int, table: int, src: IPv4Address | None = 
 
 
 def neigh_add(index: int, ip: IPv4Address, mac: str) -> Request:
-    body = _NDMSG.pack(AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + _ip(NDA_DST, ip) + _attr(NDA_LLADDR, _mac(mac))
+    body = (_NDMSG.pack(AF_INET, 0, 0, index, NUD_PERMANENT, 0, 0) + _IP_ATTR.pack(8, NDA_DST, ip.packed)
+            + _mac_attr(NDA_LLADDR, mac))
     return Request(RTM_NEWNEIGH, F_CREATE | F_REPLACE, body,
                    lambda: f"add neighbour {ip} lladdr {mac} on link {index}")
 

@@ -70,7 +70,9 @@ def _veth_nested(ifname, peer, fd, index, mac, peer_index, peer_mac, up):
 
 
 _names = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=15)
-_macs = st.none() | st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+_ethernet = st.binary(min_size=6, max_size=6).map(lambda b: b.hex(":"))
+_any_length = st.binary(min_size=1, max_size=20).map(lambda b: b.hex(":"))  # what the kernel must judge
+_macs = st.none() | _ethernet | _any_length
 
 
 @given(_names, _names, st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), _macs, st.integers(0, 2**31 - 1),
@@ -79,3 +81,10 @@ def test_a_veth_request_is_byte_for_byte_the_plainly_nested_one(ifname, peer, fd
                                                                 up):
     made = nl.veth_add(ifname, peer, fd, index=index, mac=mac, peer_index=peer_index, peer_mac=peer_mac, up=up)
     assert made.body == _veth_nested(ifname, peer, fd, index, mac, peer_index, peer_mac, up)
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(0, 2**32 - 1).map(IPv4Address), _ethernet | _any_length)
+def test_a_neighbour_request_is_byte_for_byte_the_plain_one(index, ip, mac):
+    plain = (nl._NDMSG.pack(nl.AF_INET, 0, 0, index, nl.NUD_PERMANENT, 0, 0) + nl._ip(nl.NDA_DST, ip)
+             + nl._attr(nl.NDA_LLADDR, nl._mac(mac)))
+    assert nl.neigh_add(index, ip, mac).body == plain
