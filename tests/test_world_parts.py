@@ -143,6 +143,25 @@ def test_failed_scheduling_is_said_once_per_pending_spell():
     assert c.pods["pod-3"].phase == PodPhase.RUNNING and c.pods["pod-4"].phase == PodPhase.PENDING
 
 
+class _ExitsAtOnce(SimBackend):
+    """A backend whose `bad-*` pods cannot run (a container that exits at once)."""
+
+    def pod_up(self, node, pod, alloc):
+        if pod.startswith("bad-"):
+            raise RuntimeError(f"{pod}: the container exited at once")
+        return super().pod_up(node, pod, alloc)
+
+
+def test_a_pod_that_cannot_run_ends_the_pass_with_the_pool_refilled_for_the_pods_started_before_it():
+    c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(3, 3), nodes=(NodeSpec("n1", ("subnet-a",), 3, 10),)),
+                backend=_ExitsAtOnce())
+    with pytest.raises(ClusterError, match="bad-1: the container exited at once"):
+        c.create_pods(0, "n1", names=["good-1", "good-2", "bad-1", "good-3"])
+    ipamd = c.nodes["n1"].ipamd
+    assert "bad-1" not in c.pods and c.pods["good-2"].phase == PodPhase.RUNNING
+    assert (ipamd.pods, ipamd.bound) == (2, 2 + 3)  # pods + min pre-bound, at once, not at the next event
+
+
 def test_a_pending_pod_is_queued_once_and_told_failed_scheduling_again_only_when_it_comes_back():
     c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
                             nodes=(NodeSpec("n1", ("subnet-a",), 1, 1), NodeSpec("n2", ("subnet-a",), 1, 1))))

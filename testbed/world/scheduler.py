@@ -203,11 +203,28 @@ class Scheduler:
     def _settle_node(self, node: Node) -> None:
         for _ in range(SETTLE_LIMIT):
             changed = node.ipamd.reconcile()
-            placed = self._place_pending(node)
+            try:
+                placed = self._place_pending(node)
+            except Exception:
+                # a pod that can never run ends the pass; the pods started before it took idle IPs, and
+                # nothing else refills the pool for them (a runtime's ADD of a pod the controller holds
+                # asks the cloud nothing): refill it, then let the failure out
+                self._settle_pool(node)
+                raise
             if not changed and not placed:
                 break
         else:
             raise RuntimeError(f"node {node.name} did not settle")
+        self._arm(node)
+
+    def _settle_pool(self, node: Node) -> None:
+        for _ in range(SETTLE_LIMIT):
+            if not node.ipamd.reconcile():
+                break
+        self._arm(node)
+
+    def _arm(self, node: Node) -> None:
+        """The node's pods or pool changed: its free eni-ip is read again, its next timer armed."""
         self._rooms.changed(node)
         deadline = node.ipamd.deadline()
         if deadline is not None and deadline > self._clock.now():
