@@ -37,7 +37,9 @@ class NoFreeIp(Exception):
 
 
 class NodeAgent:
-    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent).
+    """Serialises every use of the ipamd; `on_change` runs after each settle (the routing agent), and
+    after an ADD for a pod that holds its IP already (the pool has nothing to do then; the node's routing
+    is repaired all the same).
 
     The lock is held while the ipamd calls the cloud, so it comes before any lock the cloud endpoint
     takes: whoever serves the cloud must never wait on this agent while holding its own lock.
@@ -136,8 +138,10 @@ class NodeAgent:
                     store.attachments.pop(key, None)
                     raise NoFreeIp(f"node {self.ipamd.node} has no idle IP for {key} "
                                    f"(bound {self.ipamd.bound}, pods {self.ipamd.pods})")
-                if new:  # this request took an idle IP: the pool refills now; a known pod's took none
+                if new:  # this request took an idle IP: the pool refills now
                     self.settle()
+                elif self.on_change is not None:  # a known pod's took none; the routing agent still repairs
+                    self.on_change()
                 eni = store.enis[alloc.eni_id]
                 return {"key": key, "new": new, "ip": str(alloc.ip), "eni": eni.id, "mac": eni.mac,
                         "device_index": eni.device_index, "subnet": eni.subnet_id,

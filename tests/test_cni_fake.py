@@ -119,6 +119,15 @@ def test_an_add_that_takes_an_idle_ip_refills_the_pool_at_once_and_one_that_take
     assert vpc.calls == calls and ipamd.pods == 2
 
 
+def test_an_add_for_a_pod_that_holds_its_ip_still_runs_the_routing_agent():
+    w = World()
+    passes = []
+    w.agent.on_change = lambda: passes.append(w.cluster.vpc.calls)
+    w.call("ADD")
+    w.call("ADD")  # a runtime's retry: the pool is left alone, the node's routing is repaired all the same
+    assert len(passes) == 2 and passes[0] == passes[1]
+
+
 def test_a_second_attachment_of_a_namespace_gets_no_default_route_of_its_own():
     w = World()
     w.call("ADD")
