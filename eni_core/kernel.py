@@ -30,8 +30,7 @@ class NamespaceKernel:
         if where is None:
             self.sock = nl.NetlinkSocket()
         else:
-            with netns.entered(where):
-                self.sock = nl.NetlinkSocket()
+            self.sock = netns.run_in(where, nl.NetlinkSocket)
 
     def close(self) -> None:
         self.sock.close()

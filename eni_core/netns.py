@@ -12,13 +12,14 @@ import errno
 import os
 import resource
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = [
     "NETNS_DIR", "create", "creating", "delete", "delete_many", "entered", "exists", "filename", "list_names", "path",
-    "pin", "setns",
+    "pin", "run_in", "setns",
 ]
 
 NETNS_DIR = Path(os.environ.get("ENILAB_NETNS_DIR", "/run/netns"))
@@ -31,6 +32,7 @@ MNT_DETACH = 2
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 
+T = TypeVar("T")
 _libc = ctypes.CDLL(None, use_errno=True)
 _dir_lock = threading.Lock()
 _dir_ready = False
@@ -121,28 +123,52 @@ def setns(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
-@contextlib.contextmanager
-def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
-    """Run the block with this thread in the namespace (sockets opened inside stay there)."""
+def _target(name_or_path: str | os.PathLike[str]) -> str:
     target = os.fspath(name_or_path)
-    if os.sep not in target:
-        target = filename(target)
-    home = _home_fd()
+    return filename(target) if os.sep not in target else target
+
+
+def _enter(target: str) -> None:
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Run the block with this thread in the namespace (sockets opened inside stay there)."""
+    target = _target(name_or_path)
+    home = _home_fd()
+    _enter(target)
     try:
         yield
     finally:
         setns(home)
 
 
+def run_in(name_or_path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
+    """`fn()` with this thread in the namespace, then back: `entered` as a plain call, for what is done
+    for every pod (a generator's context manager costs about a microsecond)."""
+    target = _target(name_or_path)
+    home = _home_fd()
+    _enter(target)
+    try:
+        return fn()
+    finally:
+        setns(home)
+
+
 def create(name: str) -> str:
     """Create the named namespace; FileExistsError if it exists. Returns its file's path."""
-    with creating(name) as target:
-        return target
+    target, home = _begin(name)
+    try:
+        setns(home)
+    except BaseException:
+        delete(name)
+        raise
+    return target
 
 
 def _unshare_failed(name: str) -> None:
@@ -157,20 +183,34 @@ def _unshare_failed(name: str) -> None:
     raise OSError(err, f"unshare: {os.strerror(err)}", name)
 
 
-@contextlib.contextmanager
-def creating(name: str) -> Iterator[str]:
-    """Create the named namespace and run the block inside it (a socket opened there stays there): one
-    entry instead of create-then-enter. If the block fails, the namespace is removed."""
+def _begin(name: str) -> tuple[str, int]:
+    """Make the named namespace and leave the calling thread in it: (its file's path, the fd of the
+    thread's own namespace to go back to). If it cannot be made, the thread is back and nothing is left."""
     _prepare_dir()
     target = filename(name)
     _mountpoint(target)
     home = _home_fd()
     try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            _unshare_failed(name)
+        _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
+               "bind the namespace", target)
+    except BaseException:
         try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                _unshare_failed(name)
-            _check(_libc.mount(b"/proc/thread-self/ns/net", target.encode(), b"none", MS_BIND, None),
-                   "bind the namespace", target)
+            setns(home)
+        finally:
+            delete(name)
+        raise
+    return target, home
+
+
+@contextlib.contextmanager
+def creating(name: str) -> Iterator[str]:
+    """Create the named namespace and run the block inside it (a socket opened there stays there): one
+    entry instead of create-then-enter. If the block fails, the namespace is removed."""
+    target, home = _begin(name)
+    try:
+        try:
             yield target
         finally:
             setns(home)

@@ -136,6 +136,33 @@ def test_a_failed_block_removes_the_namespace_it_made(name):
     assert not netns.exists(name)
 
 
+def test_a_namespace_that_cannot_be_bound_is_not_left_behind_and_the_thread_is_back(name, monkeypatch):
+    home = os.readlink("/proc/thread-self/ns/net")
+    check = netns._check
+
+    def refuse_the_bind(rc, what, where=""):
+        if what == "bind the namespace":
+            raise OSError(errno.EPERM, what)
+        check(rc, what, where)
+
+    monkeypatch.setattr(netns, "_check", refuse_the_bind)
+    with pytest.raises(OSError, match="bind the namespace"):
+        netns.create(name)
+    assert not netns.exists(name) and os.readlink("/proc/thread-self/ns/net") == home
+
+
+def test_run_in_answers_from_inside_the_namespace_and_comes_back_whatever_happens(name):
+    netns.create(name)
+    home = os.readlink("/proc/thread-self/ns/net")
+    assert netns.run_in(name, lambda: os.readlink("/proc/thread-self/ns/net")) == _ns_of(name) != home
+    with pytest.raises(KeyError):
+        netns.run_in(netns.path(name), lambda: {}["missing"])
+    assert os.readlink("/proc/thread-self/ns/net") == home
+    with pytest.raises(FileNotFoundError):
+        netns.run_in(name + "-never-made", lambda: None)
+    assert os.readlink("/proc/thread-self/ns/net") == home
+
+
 def _ns_of(name: str) -> str:
     with netns.entered(name):
         return os.readlink("/proc/thread-self/ns/net")
