@@ -261,8 +261,13 @@ class Dataplane:
                     problems.append(f"{req.ifname} has MAC {link.mac}, prevResult says {prev_mac}")
                 if ip not in {a.ip.ip for a in pod.addresses() if a.index == link.index}:
                     problems.append(f"{ip} is not configured on {req.ifname} in {req.netns}")
-                if not any(r.dst == DEFAULT and r.table == MAIN_TABLE and r.gateway == routing.LINK_LOCAL_GATEWAY
-                           for r in pod.routes()):
+                # only the attachment that wrote the default route answers for it: ADD writes none into a
+                # namespace that has one of its own (another attachment's, or the container's), and says so
+                routes = prev.get("routes")
+                wrote_default = isinstance(routes, list) and any(
+                    isinstance(r, dict) and r.get("dst") == "0.0.0.0/0" for r in routes)
+                if wrote_default and not any(r.dst == DEFAULT and r.table == MAIN_TABLE
+                                             and r.gateway == routing.LINK_LOCAL_GATEWAY for r in pod.routes()):
                     problems.append(f"default route via {routing.LINK_LOCAL_GATEWAY} is missing in {req.netns}")
         finally:
             pod.close()

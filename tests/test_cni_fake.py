@@ -164,6 +164,8 @@ def test_a_namespace_with_a_default_route_of_its_own_keeps_it_and_gets_no_gatewa
     assert {str(r) for r in w.pod.routes()} == {"192.0.2.0/24 dev 7 table 254",
                                                 "default via 192.0.2.1 dev 7 table 254"}
     assert ext.index == 7
+    # CHECK holds the attachment to what its ADD said it wrote: no default route of ours is missing
+    assert w.call("CHECK", config={**CONFIG, "prevResult": result}) is None
 
 
 def test_add_again_writes_the_routes_it_owns_back_when_one_of_them_was_removed():

@@ -223,7 +223,8 @@ def test_a_container_has_two_attachments_and_del_removes_only_its_own(rt):
 
 def test_a_namespace_with_a_default_route_of_its_own_at_any_metric_keeps_it_alone(rt):
     """A runtime's namespace may come with a default route (another network's, at a metric of its own).
-    ADD leaves it the only one, gives the attachment no routes, and says so again on a second ADD."""
+    ADD leaves it the only one, gives the attachment no routes, and says so again on a second ADD; CHECK
+    does not ask for the default route ADD did not write."""
     path = rt.new_netns()
     ns = os.path.basename(path)
     for argv in (["link", "add", "ext0", "type", "veth", "peer", "name", "ext1"], ["link", "set", "ext1", "up"],
@@ -239,6 +240,7 @@ def test_a_namespace_with_a_default_route_of_its_own_at_any_metric_keeps_it_alon
     assert [line.split()[:5] for line in routes.splitlines() if line.startswith("default")] == [
         ["default", "via", "192.0.2.1", "dev", "ext0"]]
     assert "169.254.1.1" not in routes
+    assert rt.cni("CHECK", "ctr-1", path, conf={"prevResult": out}) == (0, None)  # nothing it wrote is missing
 
 
 # -- 4. CHECK -----------------------------------------------------------------------------------------
