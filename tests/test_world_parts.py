@@ -162,6 +162,33 @@ def test_a_pod_that_cannot_run_ends_the_pass_with_the_pool_refilled_for_the_pods
     assert (ipamd.pods, ipamd.bound) == (2, 2 + 3)  # pods + min pre-bound, at once, not at the next event
 
 
+def test_when_the_refill_after_a_pod_that_cannot_run_fails_too_the_pods_failure_is_what_is_raised(monkeypatch):
+    backend = _ExitsAtOnce()
+    c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(3, 3), nodes=(NodeSpec("n1", ("subnet-a",), 3, 10),)),
+                backend=backend)
+    reconcile = type(c.nodes["n1"].ipamd).reconcile
+    failed = []
+    real_pod_up = backend.pod_up
+
+    def pod_up(node, pod, alloc):
+        try:
+            return real_pod_up(node, pod, alloc)
+        except RuntimeError:
+            failed.append(pod)
+            raise
+
+    def reconcile_until_a_pod_failed(self):
+        if failed:
+            raise OSError("the node's link to the cloud is gone")
+        return reconcile(self)
+
+    monkeypatch.setattr(backend, "pod_up", pod_up)
+    monkeypatch.setattr(type(c.nodes["n1"].ipamd), "reconcile", reconcile_until_a_pod_failed)
+    with pytest.raises(ClusterError, match="bad-1: the container exited at once") as raised:
+        c.create_pods(0, "n1", names=["good-1", "bad-1"])
+    assert raised.value.__notes__ == ["refilling node n1's pool then failed too: the node's link to the cloud is gone"]
+
+
 def test_a_pending_pod_is_queued_once_and_told_failed_scheduling_again_only_when_it_comes_back():
     c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
                             nodes=(NodeSpec("n1", ("subnet-a",), 1, 1), NodeSpec("n2", ("subnet-a",), 1, 1))))

@@ -205,11 +205,14 @@ class Scheduler:
             changed = node.ipamd.reconcile()
             try:
                 placed = self._place_pending(node)
-            except Exception:
+            except Exception as failure:
                 # a pod that can never run ends the pass; the pods started before it took idle IPs, and
                 # nothing else refills the pool for them (a runtime's ADD of a pod the controller holds
-                # asks the cloud nothing): refill it, then let the failure out
-                self._settle_pool(node)
+                # asks the cloud nothing): refill it, then let the pod's failure out, whatever the refill met
+                try:
+                    self._settle_pool(node)
+                except Exception as refill:
+                    failure.add_note(f"refilling node {node.name}'s pool then failed too: {refill}")
                 raise
             if not changed and not placed:
                 break
