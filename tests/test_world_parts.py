@@ -152,17 +152,29 @@ class _ExitsAtOnce(SimBackend):
         return super().pod_up(node, pod, alloc)
 
 
-def test_a_pod_that_cannot_run_ends_the_pass_with_the_pool_refilled_for_the_pods_started_before_it():
+def test_a_pod_that_cannot_run_holds_back_no_other_pod_and_leaves_the_pool_refilled():
     c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(3, 3), nodes=(NodeSpec("n1", ("subnet-a",), 3, 10),)),
                 backend=_ExitsAtOnce())
-    with pytest.raises(ClusterError, match="bad-1: the container exited at once"):
-        c.create_pods(0, "n1", names=["good-1", "good-2", "bad-1", "good-3"])
+    with pytest.raises(ClusterError, match="bad-1: the container exited at once") as raised:
+        c.create_pods(0, "n1", names=["good-1", "good-2", "bad-1", "good-3", "bad-2", "good-4"])
+    assert raised.value.__notes__ == ["and: bad-2: the container exited at once"]
     ipamd = c.nodes["n1"].ipamd
-    assert "bad-1" not in c.pods and c.pods["good-2"].phase == PodPhase.RUNNING
-    assert (ipamd.pods, ipamd.bound) == (2, 2 + 3)  # pods + min pre-bound, at once, not at the next event
+    assert sorted(c.pods) == ["good-1", "good-2", "good-3", "good-4"]
+    assert {p.phase for p in c.pods.values()} == {PodPhase.RUNNING}
+    assert (ipamd.pods, ipamd.bound) == (4, 4 + 3)  # pods + min pre-bound, at once, not at the next event
 
 
-def test_when_the_refill_after_a_pod_that_cannot_run_fails_too_the_pods_failure_is_what_is_raised(monkeypatch):
+def test_a_pod_that_cannot_run_holds_back_no_pod_of_another_node():
+    spec = ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(1, 1),
+                       nodes=(NodeSpec("n1", ("subnet-a",), 3, 10), NodeSpec("n2", ("subnet-a",), 3, 10)))
+    c = Cluster(spec, backend=_ExitsAtOnce())
+    with pytest.raises(ClusterError, match="bad-1"):
+        c.create_pods(0, names=["bad-1", "a", "b", "d", "e"])
+    assert {n: p.phase for n, p in c.pods.items()} == dict.fromkeys("abde", PodPhase.RUNNING)
+    assert sorted(p.node for p in c.pods.values()) == ["n1", "n1", "n2", "n2"]
+
+
+def test_when_the_node_fails_after_a_pod_that_cannot_run_neither_failure_is_lost(monkeypatch):
     backend = _ExitsAtOnce()
     c = Cluster(ClusterSpec(subnets=(SUBNET,), pool=PoolConfig(3, 3), nodes=(NodeSpec("n1", ("subnet-a",), 3, 10),)),
                 backend=backend)
@@ -184,9 +196,12 @@ def test_when_the_refill_after_a_pod_that_cannot_run_fails_too_the_pods_failure_
 
     monkeypatch.setattr(backend, "pod_up", pod_up)
     monkeypatch.setattr(type(c.nodes["n1"].ipamd), "reconcile", reconcile_until_a_pod_failed)
-    with pytest.raises(ClusterError, match="bad-1: the container exited at once") as raised:
-        c.create_pods(0, "n1", names=["good-1", "bad-1"])
-    assert raised.value.__notes__ == ["refilling node n1's pool then failed too: the node's link to the cloud is gone"]
+    with pytest.raises(OSError, match="the node's link to the cloud is gone") as raised:
+        c.create_pods(0, "n1", names=["good-1", "bad-1", "good-2"])
+    # the node's failure goes out (settling it again met it), the pod's is its note, with the refill's
+    [note] = raised.value.__notes__
+    assert note.startswith("after: bad-1: the container exited at once")
+    assert c.pods["good-1"].phase == PodPhase.RUNNING and "bad-1" not in c.pods
 
 
 def test_a_pending_pod_is_queued_once_and_told_failed_scheduling_again_only_when_it_comes_back():

@@ -188,17 +188,43 @@ class Scheduler:
 
     # -- settling -----------------------------------------------------------------------------------
     def settle(self, names: Iterable[str]) -> None:
-        """Settle the named nodes, then the nodes that get the unscheduled pods, until nothing moves."""
+        """Settle the named nodes, then the nodes that get the unscheduled pods, until nothing moves.
+
+        A pod that can never run (its start failed, and the cluster deleted it) holds back no other pod:
+        its node is settled again without it, the other nodes too, and its failure is raised once all is
+        settled (the first one, with any others as its notes)."""
         todo = list(dict.fromkeys(names))
+        failures: list[Exception] = []
         for _ in range(SETTLE_LIMIT):
             for name in todo:
                 node = self.nodes.get(name)
                 if node is not None:
-                    self._settle_node(node)
+                    self._settle_node_past_failures(node, failures)
             todo = self._bind_unscheduled()
             if not todo:
+                break
+        else:
+            raise RuntimeError("the cluster did not settle")
+        if failures:
+            first, *others = failures
+            for other in others:
+                first.add_note(f"and: {other}")
+            raise first
+
+    def _settle_node_past_failures(self, node: Node, failures: list[Exception]) -> None:
+        """`_settle_node`, again after each pod that could not start (it left the node's queue); any other
+        error goes out at once, the failures before it as its notes."""
+        while True:
+            waiting = len(node.pending)
+            try:
+                self._settle_node(node)
                 return
-        raise RuntimeError("the cluster did not settle")
+            except Exception as err:
+                if len(node.pending) >= waiting:  # no pod left the queue: not a pod's failure
+                    for earlier in failures:
+                        err.add_note(f"after: {earlier}")
+                    raise
+                failures.append(err)
 
     def _settle_node(self, node: Node) -> None:
         for _ in range(SETTLE_LIMIT):
