@@ -30,7 +30,7 @@ from eni_core import netns
 from eni_core.private import open_private, private_dir, write_atomic
 
 __all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
-           "state_dir", "this_process"]
+           "state_dir", "this_process", "worker_prefix"]
 
 RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
@@ -84,8 +84,7 @@ class Run:
     @classmethod
     def new(cls, **info: Any) -> Run:
         """A new run owned by this process, its record written before anything is made."""
-        worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "").lower())[:8]
-        prefix = f"enl-{worker + '-' if worker else ''}{secrets.token_hex(3)}"
+        prefix = f"{worker_prefix()}{secrets.token_hex(3)}"
         run = cls(prefix, **this_process(), ppid=os.getppid(), **info)
         run.save()
         CREATED.append(prefix)
@@ -208,6 +207,13 @@ class Run:
         gone = netns.delete_many(self.namespaces())
         self.unregister()
         return gone
+
+
+def worker_prefix() -> str:
+    """How the prefix of every run this process makes begins: `enl-`, and under pytest-xdist the worker's
+    id (`enl-gw0-`), so that a test can tell its worker's runs from those of tests beside it."""
+    worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "").lower())[:8]
+    return f"enl-{worker}-" if worker else "enl-"
 
 
 def runs_of(pid: int) -> set[str]:

@@ -342,12 +342,14 @@ steps:
 def unrecorded_namespaces() -> list[str]:
     """enilab's namespaces no run record names: left behind. Other tests' runs come and go meanwhile; a run
     records itself before it makes a namespace and deletes its namespaces before its record, so one that
-    starts or ends while we look is in the records read before or in those read after."""
+    starts or ends while we look is in the records read before or in those read after. Only this xdist
+    worker's runs are looked at (a run's prefix names the worker that made it): tests on other workers
+    keep their records in folders of their own (ENILAB_RUN_DIR) while their namespaces are up."""
     def prefixes() -> set[str]:
         return {f.name.removesuffix(".json") for f in (runs.RUN_DIR / "runs").glob("enl-*.json")}
 
     before = prefixes()
-    names = [n for n in netns.list_names() if n.startswith("enl-")]
+    names = [n for n in netns.list_names() if n.startswith(runs.worker_prefix())]
     recorded = before | prefixes()
     return [n for n in names if not any(n.startswith(p + "-") for p in recorded)]
 
