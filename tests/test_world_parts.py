@@ -198,7 +198,7 @@ def test_when_the_node_fails_after_a_pod_that_cannot_run_neither_failure_is_lost
     monkeypatch.setattr(type(c.nodes["n1"].ipamd), "reconcile", reconcile_until_a_pod_failed)
     with pytest.raises(OSError, match="the node's link to the cloud is gone") as raised:
         c.create_pods(0, "n1", names=["good-1", "bad-1", "good-2"])
-    # the node's failure goes out (settling it again met it), the pod's is its note, with the refill's
+    # the node's failure goes out (settling it again, to refill its pool, met it), the pod's is its note
     [note] = raised.value.__notes__
     assert note.startswith("after: bad-1: the container exited at once")
     assert c.pods["good-1"].phase == PodPhase.RUNNING and "bad-1" not in c.pods

@@ -212,8 +212,9 @@ class Scheduler:
             raise first
 
     def _settle_node_past_failures(self, node: Node, failures: list[Exception]) -> None:
-        """`_settle_node`, again after each pod that could not start (it left the node's queue); any other
-        error goes out at once, the failures before it as its notes."""
+        """`_settle_node`, again after each pod that could not start (it left the node's queue): the pass
+        again refills the pool for the pods started before it, and starts those behind it. Any other error
+        goes out at once, the failures before it as its notes."""
         while True:
             waiting = len(node.pending)
             try:
@@ -229,31 +230,11 @@ class Scheduler:
     def _settle_node(self, node: Node) -> None:
         for _ in range(SETTLE_LIMIT):
             changed = node.ipamd.reconcile()
-            try:
-                placed = self._place_pending(node)
-            except Exception as failure:
-                # a pod that can never run ends the pass; the pods started before it took idle IPs, and
-                # nothing else refills the pool for them (a runtime's ADD of a pod the controller holds
-                # asks the cloud nothing): refill it, then let the pod's failure out, whatever the refill met
-                try:
-                    self._settle_pool(node)
-                except Exception as refill:
-                    failure.add_note(f"refilling node {node.name}'s pool then failed too: {refill}")
-                raise
+            placed = self._place_pending(node)
             if not changed and not placed:
                 break
         else:
             raise RuntimeError(f"node {node.name} did not settle")
-        self._arm(node)
-
-    def _settle_pool(self, node: Node) -> None:
-        for _ in range(SETTLE_LIMIT):
-            if not node.ipamd.reconcile():
-                break
-        self._arm(node)
-
-    def _arm(self, node: Node) -> None:
-        """The node's pods or pool changed: its free eni-ip is read again, its next timer armed."""
         self._rooms.changed(node)
         deadline = node.ipamd.deadline()
         if deadline is not None and deadline > self._clock.now():
