@@ -123,25 +123,22 @@ def setns(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
-def _target(name_or_path: str | os.PathLike[str]) -> str:
+def _go_into(name_or_path: str | os.PathLike[str]) -> int:
+    """Move the calling thread into the namespace; the fd of its own namespace, to come back to."""
     target = os.fspath(name_or_path)
-    return filename(target) if os.sep not in target else target
-
-
-def _enter(target: str) -> None:
-    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    home = _home_fd()
+    fd = os.open(filename(target) if os.sep not in target else target, os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd)
     finally:
         os.close(fd)
+    return home
 
 
 @contextlib.contextmanager
 def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the block with this thread in the namespace (sockets opened inside stay there)."""
-    target = _target(name_or_path)
-    home = _home_fd()
-    _enter(target)
+    home = _go_into(name_or_path)
     try:
         yield
     finally:
@@ -151,9 +148,7 @@ def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
 def run_in(name_or_path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
     """`fn()` with this thread in the namespace, then back: `entered` as a plain call, for what is done
     for every pod (a generator's context manager costs about a microsecond)."""
-    target = _target(name_or_path)
-    home = _home_fd()
-    _enter(target)
+    home = _go_into(name_or_path)
     try:
         return fn()
     finally:
