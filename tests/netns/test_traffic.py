@@ -10,6 +10,7 @@ import time
 import pytest
 import yaml
 
+from eni_core import pool
 from testbed.apps.runner import apply_step, run_scenario
 from testbed.observe import traffic
 from testbed.world.backends.netns import NetnsBackend
@@ -53,6 +54,26 @@ def test_every_trace_leaves_by_the_pods_eni_and_its_table_is_link_index_plus_200
                 t = traffic.probe(c, pod.name, dst)
                 t.assert_delivered().assert_egress(f"eth{eni.device_index}", table=node.ifindex[eni.id] + 2000)
                 assert t.reply_via == f"eth{eni.device_index}"  # the reply comes back by the same ENI
+    finally:
+        c.close()
+
+
+def test_pods_wired_through_the_cni_leave_each_pool_within_pods_plus_min_and_max_prebound():
+    """The pool rule on the real backend: the runtime's ADD of a pod the controller placed asks the cloud
+    nothing, so the scheduler's passes alone keep bound IPs within [pods + min, pods + max pre-bound],
+    and the fabric delivers every one of them to its ENI."""
+    doc = yaml.safe_load(DEFAULT.read_text())
+    doc["steps"] = [{"op": "create_pods", "node": "node-1", "count": 9},
+                    {"op": "create_pods", "node": "node-2", "count": 4}]
+    c = up(doc)
+    try:
+        for node in c.nodes.values():
+            ipamd = node.ipamd
+            low, high = pool.bounds(ipamd.pods, ipamd.config, ipamd.limits)
+            assert low <= ipamd.bound <= high, (node.name, ipamd.pods, ipamd.bound)
+            for ip in (i for e in ipamd.enis for i in e.idle_ips()):  # bound, so the fabric sends it on
+                t = traffic.probe(c, "db-1", str(ip))
+                assert any(h["at"] == "fabric" and h["dir"] == "out" for h in t.hops), (node.name, str(ip))
     finally:
         c.close()
 
