@@ -2,7 +2,8 @@
 
 `ip netns add` semantics (a bind mount under /run/netns), done per thread with unshare(2) and setns(2)
 through libc, so creating a namespace costs microseconds, not a process. Every function restores the
-thread's original namespace before it returns.
+thread's original namespace before it returns, however it returns (an exception, Ctrl-C). Should the
+kernel refuse to take a thread back, the call raises and so does every later one from that thread.
 """
 from __future__ import annotations
 
@@ -41,10 +42,25 @@ _home = threading.local()  # each thread's own namespace, opened once: every fun
 
 
 def _home_fd() -> int:
+    stuck = getattr(_home, "stuck", None)
+    if stuck is not None:
+        raise stuck
     fd = getattr(_home, "fd", None)
     if fd is None:
         fd = _home.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     return fd
+
+
+def _back(home: int) -> None:
+    """Return the calling thread to its own namespace. Should the kernel refuse, the thread is left where
+    it is, which no later call may take for home: this one raises, and so does every later call of this
+    module from the thread (the process should stop)."""
+    try:
+        setns(home)
+    except OSError as err:
+        _home.stuck = OSError(err.errno, f"this thread could not return to its own network namespace "
+                                         f"({err.strerror}) and is still in another; stop the process")
+        raise _home.stuck from err
 
 
 def _check(rc: int, what: str, name: str | os.PathLike[str] = "") -> None:
@@ -123,43 +139,45 @@ def setns(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
-def _go_into(name_or_path: str | os.PathLike[str]) -> int:
-    """Move the calling thread into the namespace; the fd of its own namespace, to come back to."""
+def _go_into(name_or_path: str | os.PathLike[str]) -> None:
+    """Move the calling thread into the namespace. Callers call it inside the `try` whose `finally` takes
+    the thread back (`_back`): an exception raised at any point after the move (a KeyboardInterrupt as
+    the fd is closed, say) then cannot leave the thread inside."""
     target = os.fspath(name_or_path)
-    home = _home_fd()
     fd = os.open(filename(target) if os.sep not in target else target, os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd)
     finally:
         os.close(fd)
-    return home
 
 
 @contextlib.contextmanager
 def entered(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the block with this thread in the namespace (sockets opened inside stay there)."""
-    home = _go_into(name_or_path)
+    home = _home_fd()
     try:
+        _go_into(name_or_path)
         yield
     finally:
-        setns(home)
+        _back(home)
 
 
 def run_in(name_or_path: str | os.PathLike[str], fn: Callable[[], T]) -> T:
     """`fn()` with this thread in the namespace, then back: `entered` as a plain call, for what is done
     for every pod (a generator's context manager costs about a microsecond)."""
-    home = _go_into(name_or_path)
+    home = _home_fd()
     try:
+        _go_into(name_or_path)
         return fn()
     finally:
-        setns(home)
+        _back(home)
 
 
 def create(name: str) -> str:
     """Create the named namespace; FileExistsError if it exists. Returns its file's path."""
     target, home = _begin(name)
     try:
-        setns(home)
+        _back(home)
     except BaseException:
         delete(name)
         raise
@@ -182,9 +200,9 @@ def _begin(name: str) -> tuple[str, int]:
     """Make the named namespace and leave the calling thread in it: (its file's path, the fd of the
     thread's own namespace to go back to). If it cannot be made, the thread is back and nothing is left."""
     _prepare_dir()
+    home = _home_fd()  # before the file is made: should it fail, nothing is left
     target = filename(name)
     _mountpoint(target)
-    home = _home_fd()
     try:
         if _libc.unshare(CLONE_NEWNET) != 0:
             _unshare_failed(name)
@@ -192,7 +210,7 @@ def _begin(name: str) -> tuple[str, int]:
                "bind the namespace", target)
     except BaseException:
         try:
-            setns(home)
+            _back(home)
         finally:
             delete(name)
         raise
@@ -208,7 +226,7 @@ def creating(name: str) -> Iterator[str]:
         try:
             yield target
         finally:
-            setns(home)
+            _back(home)
     except BaseException:
         delete(name)
         raise

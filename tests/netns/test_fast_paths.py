@@ -163,6 +163,68 @@ def test_run_in_answers_from_inside_the_namespace_and_comes_back_whatever_happen
     assert os.readlink("/proc/thread-self/ns/net") == home
 
 
+@pytest.mark.parametrize("way", ["run_in", "entered"])
+def test_an_interrupt_the_moment_the_thread_moves_in_still_brings_it_back(name, monkeypatch, way):
+    netns.create(name)
+    here = os.readlink("/proc/thread-self/ns/net")
+    home, move = netns._home_fd(), netns.setns
+
+    def interrupted(fd):  # Ctrl-C lands as the kernel has moved the thread, before Python knows it
+        move(fd)
+        if fd != home:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(netns, "setns", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if way == "run_in":
+            netns.run_in(name, lambda: None)
+        else:
+            with netns.entered(name):
+                pass
+    assert os.readlink("/proc/thread-self/ns/net") == here
+
+
+def test_a_thread_the_kernel_will_not_take_home_is_never_taken_for_home_again(name, reserve, monkeypatch):
+    netns.create(name)
+    other = reserve(name + "-other")
+    move = netns.setns
+
+    def refuse_home(fd):
+        if fd == netns._home.fd:
+            raise OSError(errno.ENOMEM, "setns: Cannot allocate memory")
+        move(fd)
+
+    def in_a_thread_of_its_own():  # the thread is left in the namespace; it ends with the test
+        home = os.readlink("/proc/thread-self/ns/net")
+        monkeypatch.setattr(netns, "setns", refuse_home)
+        with pytest.raises(OSError, match="could not return to its own network namespace"):
+            netns.run_in(name, lambda: None)
+        assert os.readlink("/proc/thread-self/ns/net") == _ns_of_file(name) != home
+        monkeypatch.setattr(netns, "setns", move)
+        for again in (lambda: netns.run_in(name, lambda: None), lambda: netns.create(other)):
+            with pytest.raises(OSError, match="could not return to its own network namespace"):
+                again()
+        assert not netns.exists(other)
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(in_a_thread_of_its_own).result()
+    assert netns.run_in(name, lambda: "this thread is fine") == "this thread is fine"
+
+
+def test_a_thread_that_cannot_open_its_own_namespace_makes_no_file(name, monkeypatch):
+    def out_of_files():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(netns, "_home_fd", out_of_files)
+    with pytest.raises(OSError, match="Too many open files"):
+        netns.create(name)
+    assert not netns.exists(name)
+
+
+def _ns_of_file(name: str) -> str:
+    return f"net:[{os.stat(netns.path(name)).st_ino}]"
+
+
 def _ns_of(name: str) -> str:
     with netns.entered(name):
         return os.readlink("/proc/thread-self/ns/net")
