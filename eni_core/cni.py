@@ -85,6 +85,21 @@ class CniRequest:
         return None if self.pod_key else Attachment(self.network, self.container_id, self.ifname, self.netns)
 
 
+IFNAME_MAX = 15  # bytes: the kernel's IFNAMSIZ less its NUL
+
+
+def valid_ifname(name: str) -> bool:
+    """An interface name the kernel takes as it is: at most 15 bytes, no '/', ':' or white space, not '.'
+    or '..' (its dev_valid_name), and no '%', which the kernel reads as a template (`net%d` becomes
+    `net0`), so the interface made would not be the one named.
+
+    >>> [valid_ifname(n) for n in ("eth0", "net%d", "éééééééé", "a" * 15, "a b")]
+    [True, False, False, True, False]
+    """
+    return (len(name.encode(errors="surrogateescape")) <= IFNAME_MAX and name not in ("", ".", "..")
+            and name.isprintable() and not any(c.isspace() or c in "/:%" for c in name))
+
+
 def _quote(value: str) -> str:
     return repr(value[:80])
 
@@ -97,6 +112,8 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
         config = json.loads(stdin or "{}")
     except (ValueError, UnicodeDecodeError) as err:
         raise CniError(DECODE_FAILURE, f"the network configuration on stdin is not JSON: {err}") from None
+    except RecursionError:
+        raise CniError(DECODE_FAILURE, "the network configuration on stdin is nested too deeply") from None
     if not isinstance(config, dict):
         raise CniError(DECODE_FAILURE, "the network configuration on stdin must be a JSON object")
     version = str(config.get("cniVersion", ""))
@@ -113,9 +130,9 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
             raise CniError(INVALID_ENV, f"CNI_CONTAINERID {_quote(env['CNI_CONTAINERID'])} is not a container id "
                            "(letters, digits, '_', '.', '-')")
         ifname = env["CNI_IFNAME"]
-        if len(ifname) > 15 or "/" in ifname or ":" in ifname or ifname in (".", "..") or not ifname.isprintable() \
-                or " " in ifname:
-            raise CniError(INVALID_ENV, f"CNI_IFNAME {_quote(ifname)} is not a valid interface name")
+        if not valid_ifname(ifname):
+            raise CniError(INVALID_ENV, f"CNI_IFNAME {_quote(ifname)} is not a valid interface name (at most "
+                           f"{IFNAME_MAX} bytes; no '/', ':', '%' or white space; not '.' or '..')")
     if command in ("ADD", "CHECK", "STATUS", "GC", "DEL"):
         name = config.get("name")
         if not name:
@@ -203,6 +220,7 @@ class Dataplane:
                                                          peer_mac=pod_mac)], ignore=()))
                 else:
                     host_index = existing.index
+                    _require_own_end(pod, req, key, pod_mac)
                 raise_first(self.node.apply(routing.pod_host_ops(PodLink(ip, eni_index, host_index)),
                                             ignore=IGNORE_EXISTS))
             else:
@@ -275,6 +293,18 @@ class Dataplane:
             raise CniError(CHECK_FAILED, "; ".join(problems))
 
 
+def _require_own_end(pod: Kernel, req: CniRequest, key: str, pod_mac: str) -> None:
+    """ADD again for an attachment whose veth exists: CNI_IFNAME in CNI_NETNS must be that veth's pod end
+    (its MAC derives from the attachment's key). Anything else (the container's own interface of that
+    name, or no such interface: the veth's pod end is in another namespace) is not this plugin's to
+    configure, and the spec asks for an error when the name is taken."""
+    link = pod.link(req.ifname)
+    if link is None or link.mac != pod_mac:
+        where = "has no interface of that name" if link is None else "has an interface of that name it did not make"
+        raise CniError(IO_FAILURE, f"container {req.container_id}'s attachment {req.ifname} on network {req.network} "
+                       f"is wired into another namespace, and {req.netns} {where}; DEL the attachment first")
+
+
 def _prev_result(req: CniRequest) -> dict:
     prev = req.config.get("prevResult")
     if not isinstance(prev, dict):
@@ -304,7 +334,8 @@ def _prev_result_problems(prev: dict, req: CniRequest, key: str, ip: IPv4Address
 
 
 def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
-    raw = config.get(VALID_ATTACHMENTS, [])
+    raw = config.get(VALID_ATTACHMENTS)
+    raw = [] if raw is None else raw  # libcni sends a Go nil slice, none valid, as null
     if not isinstance(raw, list) or not all(
             isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname"), str)
             for a in raw):
@@ -316,7 +347,8 @@ def _valid_attachments(config: Mapping[str, Any]) -> set[tuple[str, str]]:
 def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> dict | None:
     """Run one CNI command. `agent(method, **params)` reaches the node agent (in-process)."""
     if req.command == "VERSION":
-        return {"cniVersion": req.config.get("cniVersion") or SUPPORTED_VERSIONS[-1],
+        asked = req.config.get("cniVersion")
+        return {"cniVersion": asked if isinstance(asked, str) and asked else SUPPORTED_VERSIONS[-1],
                 "supportedVersions": list(SUPPORTED_VERSIONS)}
     if req.command == "STATUS":
         agent("ping")
@@ -348,6 +380,8 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
             if alloc["new"]:  # roll back, as the reference plugins do: remove what was added, free the IP
                 dataplane.delete(alloc["key"], ip)
                 agent("del", pod=alloc["key"])
+            elif isinstance(err, CniError) and err.code == UNKNOWN_CONTAINER:
+                raise _still_held(err, IO_FAILURE) from None
             if isinstance(err, OSError):
                 raise CniError(IO_FAILURE, f"wiring {req.ifname} in {req.netns} failed: {err}") from None
             raise
@@ -361,31 +395,54 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
     if alloc is None:
         raise CniError(UNKNOWN_CONTAINER, f"container {req.container_id} has no attachment {req.ifname} on "
                        f"network {req.network} on this node")
-    dataplane.check(req, alloc["key"], IPv4Address(alloc["ip"]), alloc["mac"])
+    try:
+        dataplane.check(req, alloc["key"], IPv4Address(alloc["ip"]), alloc["mac"])
+    except CniError as err:
+        if err.code == UNKNOWN_CONTAINER:
+            raise _still_held(err, CHECK_FAILED) from None
+        raise
     return None
 
 
+def _still_held(err: CniError, code: int) -> CniError:
+    """A container whose namespace is gone but whose attachment the agent holds is not "unknown" (code 3
+    tells the runtime it need not DEL): the same message under `code`, asking for the DEL."""
+    return CniError(code, f"{err.msg}; the agent still holds this attachment: DEL it")
+
+
 def open_netns(path: str) -> int:
-    """An fd of the network namespace at `path`, or a CNI error that says what the path is instead."""
+    """An fd of the network namespace at `path`, or a CNI error that says what the path is instead.
+
+    What is not on nsfs, where namespaces live, is refused before it is opened, and the open does not
+    block: a FIFO or a device given as CNI_NETNS would otherwise hold the agent until someone wrote to it.
+    The open is checked again, in case the path changed in between."""
+    nsfs = os.stat("/proc/self/ns/net").st_dev
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if os.stat(path).st_dev != nsfs:
+            raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as err:
         raise CniError(UNKNOWN_CONTAINER, f"cannot open CNI_NETNS {path}: {err.strerror}") from None
-    if os.fstat(fd).st_dev != os.stat("/proc/self/ns/net").st_dev:  # namespaces live on nsfs
+    if os.fstat(fd).st_dev != nsfs:
         os.close(fd)
         raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
     return fd
 
 
-def _refuse_namespace(path: str, caller: tuple[int, int] | None, owned: Mapping[tuple[int, int], str]) -> None:
-    """Refuse a CNI_NETNS that is the caller's own namespace, or one enilab owns (the node, the fabric,
-    another node, a controller pod): wiring it would replace that namespace's default route."""
+def namespace_id(path: str) -> tuple[int, int]:
+    """(st_dev, st_ino) of the network namespace at `path` (see `open_netns`)."""
     fd = open_netns(path)
     try:
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    ident = (st.st_dev, st.st_ino)
+    return st.st_dev, st.st_ino
+
+
+def _refuse_namespace(path: str, ident: tuple[int, int], caller: tuple[int, int] | None,
+                      owned: Mapping[tuple[int, int], str]) -> None:
+    """Refuse a CNI_NETNS that is the caller's own namespace, or one enilab owns (the node, the fabric,
+    another node, a controller pod): wiring it would replace that namespace's default route."""
     if caller is not None and ident == tuple(caller):
         raise CniError(INVALID_ENV, f"CNI_NETNS {path} is the namespace the plugin was called from (the runtime's "
                        "host namespace); give the container's own namespace")
@@ -398,12 +455,27 @@ def serve(agent, env: Mapping[str, str], stdin: str, caller_netns: list[int] | N
     """The agent's side of `enilab-cni`: run the request, answer `{"result": document or None}` or
     `{"error": CNI error document}`. The thread that runs it enters CNI_NETNS itself."""
     version = request_version(_loads_or_none(stdin))
+    call = lambda method, **params: agent.handle(method, params)  # noqa: E731
     try:
         req = parse_request(env, stdin)
+        if req.command in ("VERSION", "STATUS"):  # nothing to wait on the lock for
+            return {"result": handle(req, call, agent.dataplane)}
+        ident = None
+        if req.command in ("ADD", "CHECK"):
+            try:
+                ident = namespace_id(req.netns)  # outside the lock: a path can be slow to read
+            except CniError as err:
+                if err.code != UNKNOWN_CONTAINER:
+                    raise
+                with agent.lock:
+                    held = call("get", pod=req.key, legacy=req.container_id) is not None
+                if not held:
+                    raise
+                raise _still_held(err, CHECK_FAILED if req.command == "CHECK" else IO_FAILURE) from None
         with agent.lock:
-            if req.command in ("ADD", "CHECK"):
-                _refuse_namespace(req.netns, tuple(caller_netns) if caller_netns else None, agent.namespaces())
-            return {"result": handle(req, lambda method, **params: agent.handle(method, params), agent.dataplane)}
+            if ident is not None:
+                _refuse_namespace(req.netns, ident, tuple(caller_netns) if caller_netns else None, agent.namespaces())
+            return {"result": handle(req, call, agent.dataplane)}
     except CniError as err:
         return {"error": err.result(version)}
     except Exception as err:  # a bug or a kernel refusal: still a CNI error the runtime can show
@@ -413,7 +485,7 @@ def serve(agent, env: Mapping[str, str], stdin: str, caller_netns: list[int] | N
 def _loads_or_none(text: str) -> object:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -52,7 +52,7 @@ def loads(text: str) -> object:
         document, end = _scan(stripped, 0)
         if not stripped[end:].strip():
             return document
-    except (StopIteration, ValueError, SystemError):
+    except (StopIteration, ValueError, SystemError, RecursionError):
         pass
     import json
 
@@ -241,13 +241,16 @@ def run(env: dict, stdin: bytes) -> tuple:
             config = loads(text or "{}")
         except ValueError as err:
             raise PluginError(DECODE_FAILURE, f"the network configuration on stdin is not JSON: {err}") from None
+        except RecursionError:
+            raise PluginError(DECODE_FAILURE, "the network configuration on stdin is nested too deeply") from None
         if not isinstance(config, dict):
             raise PluginError(DECODE_FAILURE, "the network configuration on stdin must be a JSON object")
         version = request_version(config)
         if command not in COMMANDS:
             raise PluginError(INVALID_ENV, f"CNI_COMMAND is {command[:80]!r}; expected one of {', '.join(COMMANDS)}")
         if command == "VERSION":
-            return 0, {"cniVersion": config.get("cniVersion") or SUPPORTED_VERSIONS[-1],
+            asked = config.get("cniVersion")
+            return 0, {"cniVersion": asked if isinstance(asked, str) and asked else SUPPORTED_VERSIONS[-1],
                        "supportedVersions": list(SUPPORTED_VERSIONS)}
         own = os.stat("/proc/self/ns/net")  # the runtime's namespace, whatever the client joins
         join_rootless_cluster(config)

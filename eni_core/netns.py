@@ -144,7 +144,7 @@ def _go_into(name_or_path: str | os.PathLike[str]) -> None:
     the thread back (`_back`): an exception raised at any point after the move (a KeyboardInterrupt as
     the fd is closed, say) then cannot leave the thread inside."""
     target = os.fspath(name_or_path)
-    fd = os.open(filename(target) if os.sep not in target else target, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(filename(target) if os.sep not in target else target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         setns(fd)
     finally:

@@ -3,16 +3,25 @@ by `FakeKernel` (which refuses what Linux refuses). The root tests do the same a
 from __future__ import annotations
 
 import errno
+import json
 import time
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from eni_core import ops, routing
+from eni_core import cni_client, ops, routing
 from eni_core.agent import NodeAgent
-from eni_core.cni import CniError, CniRequest, Dataplane, handle
-from eni_core.cni_client import AGENT_FAILED, CHECK_FAILED, INVALID_ENV, IO_FAILURE, TRY_AGAIN, UNKNOWN_CONTAINER
+from eni_core.cni import CniError, CniRequest, Dataplane, handle, parse_request
+from eni_core.cni_client import (
+    AGENT_FAILED,
+    CHECK_FAILED,
+    DECODE_FAILURE,
+    INVALID_ENV,
+    IO_FAILURE,
+    TRY_AGAIN,
+    UNKNOWN_CONTAINER,
+)
 from eni_core.datastore import attachment_key
 from eni_core.fake_kernel import FakeHost, FakeKernel
 from eni_core.ipamd import EniChange
@@ -102,6 +111,22 @@ def test_add_again_for_the_same_container_keeps_its_ip_and_veth_and_rewires_what
     assert again["ips"] == first["ips"] and again["interfaces"] == first["interfaces"]
     assert len(w.node_rules()) == 2
     assert len([lk for lk in w.node.links() if lk.ifname.startswith("eni")]) == 1
+
+
+@pytest.mark.parametrize("theirs", [True, False])
+def test_add_again_into_another_namespace_configures_nothing_there_and_keeps_the_attachment(theirs):
+    w = World()
+    first = w.call("ADD")
+    other = w.host.add_namespace("/var/run/netns/ctr-other")
+    if theirs:  # the other namespace has an eth0 of its own (a veth made by someone else)
+        other.add_link("eth0", index=2, mac="72:ee:be:15:54:b6", up=True)
+    with pytest.raises(CniError) as err:
+        w.call("ADD", netns="/var/run/netns/ctr-other")
+    assert err.value.code == IO_FAILURE and "is wired into another namespace" in err.value.msg
+    assert "DEL the attachment first" in err.value.msg
+    assert other.addresses() == [] and other.routes() == []
+    assert w.agent.handle("get", {"pod": w.key()})["ip"] == IPv4Interface(first["ips"][0]["address"]).ip.exploded
+    assert w.call("ADD") == first
 
 
 def test_an_add_that_takes_an_idle_ip_refills_the_pool_at_once_and_one_that_takes_none_asks_the_cloud_nothing():
@@ -382,3 +407,47 @@ def test_a_full_node_asks_the_runtime_to_try_again_whether_the_agent_is_in_proce
     finally:
         client.close()
         server.close()
+
+
+def test_check_and_add_again_for_a_container_whose_namespace_is_gone_do_not_say_unknown_while_its_ip_is_held():
+    w = World()
+    w.call("ADD")
+    w.host.remove_namespace(NETNS)
+    for command, code in [("CHECK", CHECK_FAILED), ("ADD", IO_FAILURE)]:
+        config = {**CONFIG, "prevResult": {}} if command == "CHECK" else None
+        with pytest.raises(CniError) as err:
+            w.call(command, config=config)
+        # code 3 would tell the runtime it need not DEL, and the IP would stay held for ever
+        assert err.value.code == code and err.value.msg.endswith("the agent still holds this attachment: DEL it")
+    assert w.agent.handle("get", {"pod": w.key()}) is not None
+    assert w.call("DEL") is None and w.agent.handle("get", {"pod": w.key()}) is None
+
+
+@pytest.mark.parametrize("ifname", ["net%d", "éééééééé", "eth 0", "eth\t0", "a:b", ".", "x" * 16])
+def test_an_interface_name_the_kernel_would_not_make_as_named_is_refused_before_any_ip_is_taken(ifname):
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr-1", "CNI_NETNS": NETNS, "CNI_IFNAME": ifname}
+    with pytest.raises(CniError) as err:
+        parse_request(env, json.dumps(CONFIG))
+    assert err.value.code == INVALID_ENV and "is not a valid interface name" in err.value.msg
+
+
+def test_a_configuration_nested_too_deeply_is_a_decoding_failure_in_the_client_and_in_the_agent():
+    deep = '{"cniVersion": "1.0.0", "name": "net", "a": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    for command in ("VERSION", "ADD"):
+        code, document = cni_client.run({"CNI_COMMAND": command}, deep.encode())
+        assert code == 1 and document["code"] == DECODE_FAILURE and "nested too deeply" in document["msg"]
+    with pytest.raises(CniError) as err:
+        parse_request({"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0"}, deep)
+    assert err.value.code == DECODE_FAILURE
+
+
+def test_version_echoes_only_a_version_string():
+    code, document = cni_client.run({"CNI_COMMAND": "VERSION"}, b'{"cniVersion": [[1]]}')
+    assert code == 0 and document["cniVersion"] == "1.1.0"
+
+
+def test_gc_takes_a_null_list_of_valid_attachments_as_none_valid():
+    w = World()
+    w.call("ADD")
+    w.call("GC", config={**CONFIG, "cni.dev/valid-attachments": None})  # libcni's nil slice
+    assert w.agent.handle("get", {"pod": w.key()}) is None
