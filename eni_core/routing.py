@@ -56,7 +56,9 @@ HOST_INDEX_BASE = 64  # pod veths' node-side link indexes start here; ENIs own t
 PRIO_TO_POD = 512
 PRIO_FROM_POD = 1536
 LINK_LOCAL_GATEWAY = IPv4Address("169.254.1.1")
-ENI_TABLES = range(ROUTE_TABLE_OFFSET, ROUTE_TABLE_OFFSET + 1000)  # 1000 link indexes
+# the table of every link index the kernel can give (a positive 32-bit int): on a busy node pod veths come
+# and go, and an ENI attached later gets an index in the thousands
+ENI_TABLES = range(ROUTE_TABLE_OFFSET + 1, ROUTE_TABLE_OFFSET + 2**31)
 
 
 def host_veth_name(pod: str) -> str:

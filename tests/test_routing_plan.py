@@ -139,7 +139,7 @@ FOREIGN = [
     AddRule(Rule(100, MAIN_TABLE, src=host("192.0.2.9"))),  # another priority
     AddRule(Rule(1000, 3000, dst=IPv4Network("10.9.0.0/16"))),  # a table outside ours, another priority
     AddRoute(Route(MAIN_TABLE, IPv4Network("10.0.0.0/8"), 2, proto=Proto.STATIC)),  # main, not proto 77
-    AddRoute(Route(100, DEFAULT, 2, proto=Proto.STATIC)),  # a table outside 2000-2999
+    AddRoute(Route(100, DEFAULT, 2, proto=Proto.STATIC)),  # a table below every link index + 2000
 ]
 
 
@@ -151,6 +151,18 @@ def test_sync_leaves_rules_and_routes_it_does_not_own_alone(foreign):
     assert report.errors == []
     assert not any("delete" in op for op in report.operations)
     assert (foreign.rule in k.rules()) if isinstance(foreign, AddRule) else (foreign.route in k.routes())
+
+
+@pytest.mark.parametrize("index", [999, 1000, 1500, 70_000])
+def test_an_eni_at_any_link_index_has_its_table_kept_and_given_up_with_it(index):
+    k = FakeKernel()
+    k.add_link("eth1", index=index, mac=ETH1_MAC, up=True)
+    enis = [(ETH1_MAC, IPv4Address("10.0.1.1"))]
+    first = routing.sync(k, enis, [])
+    assert first.errors == [] and {r.table for r in k.routes()} == {index + 2000}
+    assert routing.sync(k, enis, []).operations == []  # a table past 2999 is seen as ours, not added again
+    gone = routing.sync(k, [], [])
+    assert gone.errors == [] and k.routes() == []
 
 
 def test_sync_repairs_drift_a_deleted_eni_route_a_deleted_rule_and_a_stray_rule_at_our_priority():
