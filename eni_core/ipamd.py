@@ -177,7 +177,7 @@ class EniNode(abc.ABC):
         for eni in self.enis:
             try:
                 if eni.ips:
-                    self._unbind(eni, tuple(eni.ips))
+                    self._give_back(eni, tuple(eni.ips))
                 self._delete_eni(eni)
             except VpcError as err:
                 self._forget_eni(eni)
@@ -253,6 +253,10 @@ class EniNode(abc.ABC):
         self._eni_seen_at[eni.id] = self.clock.now()
         self._tell(EniChange.ATTACHED, eni)
         return eni
+
+    def _give_back(self, eni: Eni, ips: Sequence[IPv4Address]) -> None:
+        """Unbind idle IPs for good, as the mode gives them back (to the subnet, here)."""
+        self._unbind(eni, ips)
 
     def _unbind(self, eni: Eni, ips: Sequence[IPv4Address], retain: bool = False) -> None:
         """Unbind, idempotently: an IP the VPC no longer has on the ENI (an earlier call that timed out

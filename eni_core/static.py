@@ -8,9 +8,11 @@ records a claim named after the pod (a VpcIPClaim) bound to an address (a VpcIP)
 - A non-static pod's claim goes with the pod: its IP is unbound and returned to the VPC subnet.
 - A static pod's claim and IP outlive the pod, retained in the VPC; a pod with the same namespace/name,
   on any node, gets the same IP back (bound on an ENI in that IP's subnet). No other name ever does.
-- Reclaim: after `claim_expired_duration` seconds without its pod (None: never, the product default); by
+- A pod without the static annotation that takes its name's retained IP gives it to the subnet when it goes.
+- Reclaim: after `claim_expired_duration` seconds without a pod of its name (None: never, the product
+  default; a pod of that name waiting Pending stops the clock, as it is the pod the IP is kept for); by
   hand, refused while the pod exists; by cascade, for every claim of a deleted workload.
-- A deleted node's ENIs are released; static claims keep their addresses.
+- A deleted node's ENIs are released; static claims keep their addresses, idle ones waiting on its ENIs too.
 """
 from __future__ import annotations
 
@@ -163,9 +165,22 @@ class StaticIpam:
         return None
 
     def declare(self, pod: str, static: bool, owner: str | None) -> None:
+        """A pod is created. A retained claim of its name is its address: the claim's expiry clock stops
+        while the pod exists, Pending or not (it waits for this pod, as a manual reclaim does)."""
         self.declared[pod] = (static, owner)
         if static:
             self.static_names.add(pod)
+        claim = self.claims.get(pod)
+        if claim is not None and claim.node is None:
+            claim.released_at = None  # its entry in the expiry heap no longer stands
+
+    def undeclare(self, pod: str) -> None:
+        """A pod that never got its address is deleted: a retained claim of its name is without its pod
+        again, and its expiry clock starts over."""
+        self.declared.pop(pod, None)
+        claim = self.claims.get(pod)
+        if claim is not None and claim.node is None and claim.released_at is None:
+            self.retain(claim, self.clock.now())
 
     def _emit(self, event: dict) -> None:
         if self._events is not None:
@@ -316,7 +331,8 @@ class StaticNode(EniNode):
         if alloc is None:
             return None
         claim = self.ipam.claims.get(pod)
-        keep = claim is not None and claim.static
+        # the pod's own annotation decides (a pod without one may have taken its name's static claim)
+        keep = claim is not None and self.ipam.declared.get(pod, (claim.static, None))[0]
         eni = self.store.enis[alloc.eni_id]
         if claim is not None:  # the pod is gone whatever the cloud says next
             if keep:
@@ -336,6 +352,13 @@ class StaticNode(EniNode):
             self._answered()
         return alloc
 
+    def _give_back(self, eni: Eni, ips: Sequence[IPv4Address]) -> None:
+        """Unbind idle IPs: a claim's stays retained in the VPC for its claim, any other goes to the subnet."""
+        for retain in (True, False):
+            part = [ip for ip in ips if self.ipam.is_retained(ip) == retain]
+            if part:
+                self._unbind(eni, part, retain)
+
     def reconcile(self) -> bool:
         """Nothing is pre-bound in static mode: the node waits out a back-off, re-syncs after an ambiguous
         answer, and gives back any idle IP that brought (to its claim if it is a claim's, else to the
@@ -346,11 +369,9 @@ class StaticNode(EniNode):
         try:
             for eni in self.enis:
                 idle = eni.idle_ips()
-                for retain in (True, False):
-                    ips = [ip for ip in idle if self.ipam.is_retained(ip) == retain]
-                    if ips:
-                        self._unbind(eni, ips, retain)
-                        changed = True
+                if idle:
+                    self._give_back(eni, idle)
+                    changed = True
                 if not eni.ips:
                     self._delete_eni(eni)
                     changed = True

@@ -211,6 +211,64 @@ def test_node_deleted_releases_its_enis_and_static_claims_keep_their_addresses()
     assert c.pods["default/web-0"].ip == ip
 
 
+def test_a_node_deleted_while_a_static_ip_waits_idle_on_its_eni_keeps_that_ip_for_its_claim():
+    c = static_cluster()
+    c.create_pod("default/web-0", "node-1", static=True)
+    ip = c.pods["default/web-0"].ip
+    unbind = c.vpc.unassign_private_ips
+
+    def refuse(*args, **kwargs):
+        raise Throttled("UnassignPrivateIpAddresses: throttled (injected)")
+
+    c.vpc.unassign_private_ips = refuse
+    c.delete_pod("default/web-0")  # the unbind is refused: the IP waits idle on node-1's ENI
+    c.vpc.unassign_private_ips = unbind
+    c.delete_node("node-1")  # before node-1 gives it back
+    assert ip in c.vpc.retained and c.state()["claims"]["default/web-0"]["ip"] == str(ip)
+    c.create_pod("other", "node-2")
+    c.create_pod("default/web-0", "node-2", static=True)
+    assert c.pods["other"].ip != ip and c.pods["default/web-0"].ip == ip
+
+
+def test_a_claim_does_not_expire_while_a_pod_of_its_name_waits_and_its_clock_restarts_if_that_pod_goes():
+    nodes = (NodeSpec("node-1", ("subnet-a",), 1, 2), NodeSpec("node-2", ("subnet-a",), 1, 2))
+    c = static_cluster(expiry=300, nodes=nodes)
+    c.create_pods(2, "node-1")  # node-1 is full
+    c.create_pod("default/web-0", "node-2", static=True)
+    ip = c.pods["default/web-0"].ip
+    c.delete_pod("default/web-0")  # retained at t=0, due at t=300
+    c.advance(60)
+    c.create_pod("default/web-0", "node-1", static=True)  # Pending: node-1 has no room
+    assert c.pods["default/web-0"].phase == "Pending" and c.state()["claims"]["default/web-0"]["expires_at"] is None
+    c.advance(300)
+    assert "default/web-0" in c.state()["claims"]
+    c.delete_pod("pod-1")
+    assert (c.pods["default/web-0"].phase, c.pods["default/web-0"].ip) == ("Running", ip)
+    c.delete_pod("default/web-0")  # retained again
+    c.create_pod("blocker", "node-1")  # node-1 is full again
+    c.create_pod("default/web-0", "node-1", static=True)
+    assert c.pods["default/web-0"].phase == "Pending"
+    c.advance(200)
+    c.delete_pod("default/web-0")  # never got its address: the claim is without its pod from now
+    claim = c.state()["claims"]["default/web-0"]
+    assert claim["expires_at"] == pytest.approx(c.clock.now() + 300)
+    c.advance(299)
+    assert "default/web-0" in c.state()["claims"]
+    c.advance(2)
+    assert "default/web-0" not in c.state()["claims"] and ip not in c.vpc.retained
+
+
+def test_a_pod_without_the_annotation_that_took_its_names_static_ip_gives_it_to_the_subnet_when_it_goes():
+    c = static_cluster()
+    c.create_pod("default/db", "node-1", static=True)
+    ip = c.pods["default/db"].ip
+    c.delete_pod("default/db")
+    c.create_pod("default/db", "node-1")  # no annotation: it may take its name's IP
+    assert c.pods["default/db"].ip == ip
+    c.delete_pod("default/db")
+    assert "default/db" not in c.state()["claims"] and ip not in c.vpc.retained and ip not in c.vpc.owner
+
+
 def test_scenario_validation_knows_claims_along_the_timeline():
     base = {"cluster": {"mode": "static-ip", "subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
                         "nodes": [{"name": "n", "subnets": ["a"], "max_enis": 1, "ips_per_eni": 4}]}}

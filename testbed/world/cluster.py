@@ -197,6 +197,8 @@ class Cluster:
             node.ipamd.release(name)
         else:
             self.scheduler.withdraw(pod)
+            if self.static is not None:
+                self.static.undeclare(name)
         self.events({"t": self.clock.now(), "kind": "pod", "pod": name, "node": pod.node, "event": "Deleted",
                      "ip": str(pod.ip) if pod.ip else None})
         if settle and pod.node:
