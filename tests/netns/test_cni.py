@@ -303,6 +303,41 @@ def test_a_failed_add_gives_the_ip_back_and_leaves_no_rule(rt, tmp_path):
     assert not [k for k in kernel_view(rt.node_ns())["links"].values() if k["ifname"].startswith("eni")]
 
 
+def test_add_again_into_another_namespace_touches_nothing_there_and_check_without_the_namespace_asks_for_del(rt):
+    path, first = rt.add("ctr-1")
+    other = rt.new_netns()
+    subprocess.run(["ip", "-n", Path(other).name, "link", "add", "eth0", "type", "veth", "peer", "name", "xpeer"], check=True)
+    rc, err = rt.cni("ADD", "ctr-1", other)
+    assert rc == 1 and err["code"] == 5 and "is wired into another namespace" in err["msg"], err
+    shown = subprocess.run(["ip", "-n", Path(other).name, "-j", "addr"], capture_output=True, check=True).stdout
+    assert not [a for link in json.loads(shown) for a in link.get("addr_info", [])
+                if a.get("family") == "inet" and a.get("local") != "127.0.0.1"]
+    assert not [r for r in kernel_view(Path(other).name)["routes"] if r[0] == 254]
+    assert rt.cni("ADD", "ctr-1", path) == (0, first)  # the attachment is as it was
+    netns.delete(Path(path).name)
+    rc, err = rt.cni("CHECK", "ctr-1", path, conf={"prevResult": first})
+    assert rc == 1 and err["code"] == 100 and err["msg"].endswith("DEL it"), err  # not 3: that waives the DEL
+    assert rt.cni("DEL", "ctr-1", path) == (0, None) and node_side(rt, ip_of(first)) == set()
+
+
+def test_a_fifo_as_cni_netns_is_refused_at_once_and_holds_up_no_other_call(rt, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = allocated(rt)
+    for command in ("ADD", "CHECK"):
+        rc, err = rt.cni(command, "ctr-f", str(fifo), conf={"prevResult": {}})  # would block on open before
+        assert rc == 1 and err["code"] == 4 and "is not a network namespace" in err["msg"], err
+    assert rt.cni("STATUS") == (0, None) and allocated(rt) == before
+
+
+@pytest.mark.parametrize("ifname", ["net%d", "éééééééé"])
+def test_an_interface_name_the_kernel_would_change_or_refuse_takes_no_ip(rt, ifname):
+    before = allocated(rt)
+    rc, err = rt.cni("ADD", "ctr-n", rt.new_netns(), ifname=ifname)
+    assert rc == 1 and err["code"] == 4 and "is not a valid interface name" in err["msg"], err
+    assert allocated(rt) == before
+
+
 # -- 6. the host namespace, and namespaces the plugin must refuse -------------------------------------
 def test_the_plugin_refuses_the_callers_own_namespace_and_enilabs(rt):
     before = allocated(rt)
