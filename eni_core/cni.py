@@ -364,6 +364,7 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
         raise CniError(AGENT_FAILED, f"this node agent does not wire pods (started without a dataplane); "
                        f"{req.command} needs one")
     if req.command == "ADD":
+        prev = _chained_prev_result(req.config)  # checked before anything is taken
         attachment = req.attachment
         try:
             alloc = agent("add", pod=req.key, legacy=legacy,
@@ -374,8 +375,9 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
             raise CniError(TRY_AGAIN, getattr(err, "message", None) or str(err)) from None
         ip = IPv4Address(alloc["ip"])
         try:
-            return dataplane.add(req, alloc["key"], ip, alloc["mac"], alloc.get("eni_ifindex"),
-                                 alloc.get("host_ifindex"))
+            result = dataplane.add(req, alloc["key"], ip, alloc["mac"], alloc.get("eni_ifindex"),
+                                   alloc.get("host_ifindex"))
+            return _after(prev, result) if prev is not None else result
         except BaseException as err:
             if alloc["new"]:  # roll back, as the reference plugins do: remove what was added, free the IP
                 dataplane.delete(alloc["key"], ip)
@@ -402,6 +404,34 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
             raise _still_held(err, CHECK_FAILED) from None
         raise
     return None
+
+
+PREV_LISTS = ("interfaces", "ips", "routes")
+
+
+def _chained_prev_result(config: Mapping[str, Any]) -> dict | None:
+    """ADD's `prevResult`, what the plugins before this one in a chain made (None: none came first), or a
+    configuration error if it is not a result."""
+    prev = config.get("prevResult")
+    if prev is None:
+        return None
+    if not isinstance(prev, dict) or not all(isinstance(prev.get(k, []), list) for k in PREV_LISTS) \
+            or not all(isinstance(i, dict) for k in PREV_LISTS for i in prev.get(k, [])) \
+            or not isinstance(prev.get("dns", {}), dict):
+        raise CniError(INVALID_CONFIG, "prevResult is not a CNI result (an object whose interfaces, ips and routes "
+                       f"are lists of objects); got {json.dumps(prev)[:80]}")
+    return prev
+
+
+def _after(prev: dict, result: dict) -> dict:
+    """This plugin's result after the chain's earlier ones (the spec: a plugin given a prevResult passes it
+    on with its own changes): their interfaces, IPs and routes first, ours after, each of our IPs' interface
+    index moved past theirs; their DNS settings kept."""
+    shift = len(prev.get("interfaces", []))
+    ours = [{**ip, "interface": ip["interface"] + shift} for ip in result["ips"]]
+    return {**prev, "cniVersion": result["cniVersion"],
+            **{k: [*prev.get(k, []), *(ours if k == "ips" else result[k])] for k in PREV_LISTS},
+            "dns": prev.get("dns", result["dns"])}
 
 
 def _still_held(err: CniError, code: int) -> CniError:

@@ -17,6 +17,7 @@ from eni_core.cni_client import (
     AGENT_FAILED,
     CHECK_FAILED,
     DECODE_FAILURE,
+    INVALID_CONFIG,
     INVALID_ENV,
     IO_FAILURE,
     TRY_AGAIN,
@@ -451,3 +452,25 @@ def test_gc_takes_a_null_list_of_valid_attachments_as_none_valid():
     w.call("ADD")
     w.call("GC", config={**CONFIG, "cni.dev/valid-attachments": None})  # libcni's nil slice
     assert w.agent.handle("get", {"pod": w.key()}) is None
+
+
+def test_add_passes_on_a_chains_prev_result_with_its_own_parts_after_and_refuses_one_that_is_not_a_result():
+    w = World()
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "br0", "mac": "02:00:00:00:00:01"}],
+            "ips": [{"address": "192.168.9.9/24", "interface": 0}], "routes": [{"dst": "192.168.0.0/16"}],
+            "dns": {"nameservers": ["10.0.0.53"]}}
+    chained = w.call("ADD", config={**CONFIG, "prevResult": prev})
+    assert chained["interfaces"][0] == prev["interfaces"][0] and chained["interfaces"][1]["name"].startswith("eni")
+    assert chained["ips"][0] == prev["ips"][0] and chained["ips"][1]["interface"] == 2  # the pod's end, past br0
+    pod_end = chained["interfaces"][chained["ips"][1]["interface"]]
+    assert pod_end["name"] == "eth0" and pod_end["sandbox"] == NETNS
+    assert chained["routes"] == [*prev["routes"], {"dst": "0.0.0.0/0", "gw": "169.254.1.1"}]
+    assert chained["dns"] == prev["dns"]
+    assert w.call("ADD", config={**CONFIG, "prevResult": prev}) == chained  # ADD again: the same answer
+    assert w.call("CHECK", config={**CONFIG, "prevResult": chained}) is None  # the chain's result checks
+    held = dict(w.agent.ipamd.store.pods)
+    for bad in ([], {"ips": {}}, {"interfaces": ["br0"]}, {"dns": []}):
+        with pytest.raises(CniError) as err:
+            w.call("ADD", container="ctr-bad", config={**CONFIG, "prevResult": bad})
+        assert err.value.code == INVALID_CONFIG and "prevResult is not a CNI result" in err.value.msg
+    assert dict(w.agent.ipamd.store.pods) == held

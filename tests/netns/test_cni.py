@@ -306,7 +306,8 @@ def test_a_failed_add_gives_the_ip_back_and_leaves_no_rule(rt, tmp_path):
 def test_add_again_into_another_namespace_touches_nothing_there_and_check_without_the_namespace_asks_for_del(rt):
     path, first = rt.add("ctr-1")
     other = rt.new_netns()
-    subprocess.run(["ip", "-n", Path(other).name, "link", "add", "eth0", "type", "veth", "peer", "name", "xpeer"], check=True)
+    subprocess.run(["ip", "-n", Path(other).name, "link", "add", "eth0", "type", "veth", "peer", "name", "xpeer"],
+                   check=True)
     rc, err = rt.cni("ADD", "ctr-1", other)
     assert rc == 1 and err["code"] == 5 and "is wired into another namespace" in err["msg"], err
     shown = subprocess.run(["ip", "-n", Path(other).name, "-j", "addr"], capture_output=True, check=True).stdout
