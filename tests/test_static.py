@@ -8,8 +8,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eni_core.model import PoolConfig
+from eni_core.model import Eni, NodeLimits, PoolConfig
 from eni_core.ports import Throttled, TransientError
+from eni_core.static import EniChoice, choose_eni
 from testbed.apps.runner import run_scenario
 from testbed.world.cluster import Cluster, ClusterError
 from testbed.world.scenario import ScenarioError, load_scenario, parse_scenario
@@ -267,6 +268,37 @@ def test_a_pod_without_the_annotation_that_took_its_names_static_ip_gives_it_to_
     assert c.pods["default/db"].ip == ip
     c.delete_pod("default/db")
     assert "default/db" not in c.state()["claims"] and ip not in c.vpc.retained and ip not in c.vpc.owner
+
+
+def test_the_scheduler_hands_a_pod_beyond_eni_ip_capacity_to_no_ipam_and_says_eni_ip_is_full():
+    c = static_cluster(nodes=(NodeSpec("node-1", ("subnet-a",), 1, 2),))
+    c.create_pods(2, "node-1")
+    calls = c.vpc.calls
+    c.create_pod("third", "node-1")
+    assert c.pods["third"].phase == "Pending" and c.vpc.calls == calls  # not even a DescribeSubnets
+    said = [e["reason"] for e in c.events.items if e.get("pod") == "third" and e.get("event") == "FailedScheduling"]
+    assert said and "has no free tke.cloud.tencent.com/eni-ip (allocatable 2, pods 2)" in said[-1]
+    c.delete_pod("pod-1")
+    assert c.pods["third"].phase == "Running"
+
+
+def _eni(eni_id: str, subnet_id: str, seq: int, ips: int) -> Eni:
+    eni = Eni(eni_id, subnet_id, f"52:54:00:00:00:{seq:02x}", IPv4Address(f"10.9.{seq}.1"), seq + 1, seq)
+    for n in range(ips):
+        eni.bind(IPv4Address(f"10.9.{seq}.{n + 10}"))
+    return eni
+
+
+def test_a_static_ip_goes_on_the_older_of_two_enis_with_as_many_ips_and_never_on_one_whose_subnet_is_used_up():
+    older, newer = _eni("eni-old", "subnet-a", 0, 2), _eni("eni-new", "subnet-a", 1, 2)
+    free = {"subnet-a": 10, "subnet-b": 10}
+    assert choose_eni([newer, older], ["subnet-a", "subnet-b"], free, NodeLimits(3, 4)).eni_id == "eni-old"
+    fuller = _eni("eni-full", "subnet-a", 2, 3)
+    assert choose_eni([older, fuller], ["subnet-a", "subnet-b"], free, NodeLimits(3, 4)).eni_id == "eni-full"
+    # subnet-a has no address left: its ENIs' room is no use, a new ENI goes to subnet-b
+    dry = {"subnet-a": 0, "subnet-b": 10}
+    choice = choose_eni([older, newer], ["subnet-a", "subnet-b"], dry, NodeLimits(3, 4))
+    assert choice == EniChoice(new_subnet="subnet-b")
 
 
 def test_scenario_validation_knows_claims_along_the_timeline():
