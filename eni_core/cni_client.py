@@ -181,8 +181,9 @@ def _listing(folder: str) -> list:
         return []
 
 
-def find_agent(config: dict) -> str:
-    """The agent's socket. Names are looked up among what exists, never joined into a path unchecked."""
+def find_agent(config: dict, not_up: int = INVALID_CONFIG) -> str:
+    """The agent's socket. Names are looked up among what exists, never joined into a path unchecked.
+    `not_up`: the error code when the cluster is not up (STATUS: the plugin is not available)."""
     explicit = config.get("agentSocket")
     if explicit is not None:
         if not isinstance(explicit, str) or not explicit:
@@ -194,13 +195,14 @@ def find_agent(config: dict) -> str:
     up = [name for name in _listing(root) if os.path.exists(os.path.join(root, name, "control.sock"))]
     cluster = config.get("cluster")
     if cluster is None:
-        if len(up) != 1:
-            raise PluginError(INVALID_CONFIG, "no enilab cluster is up; start one with `enilab up TOPOLOGY`" if not up
-                              else f"several enilab clusters are up ({', '.join(up)}); name one with 'cluster' "
-                                   "in the network configuration")
+        if not up:
+            raise PluginError(not_up, "no enilab cluster is up; start one with `enilab up TOPOLOGY`")
+        if len(up) > 1:
+            raise PluginError(INVALID_CONFIG, f"several enilab clusters are up ({', '.join(up)}); name one with "
+                              "'cluster' in the network configuration")
         cluster = up[0]
     elif cluster not in up:
-        raise PluginError(INVALID_CONFIG, f"no enilab cluster named {str(cluster)[:80]!r} is up; up: "
+        raise PluginError(not_up, f"no enilab cluster named {str(cluster)[:80]!r} is up; up: "
                           f"{', '.join(up) or 'none'}")
     node = config.get("node")
     nodes = [f[:-5] for f in _listing(os.path.join(root, cluster)) if f.endswith(".sock") and f != "control.sock"]
@@ -254,11 +256,15 @@ def run(env: dict, stdin: bytes) -> tuple:
                        "supportedVersions": list(SUPPORTED_VERSIONS)}
         own = os.stat("/proc/self/ns/net")  # the runtime's namespace, whatever the client joins
         join_rootless_cluster(config)
-        path = find_agent(config)
+        path = find_agent(config, PLUGIN_NOT_AVAILABLE if command == "STATUS" else INVALID_CONFIG)
         params = {"env": {k: env[k] for k in CNI_ENV if k in env}, "stdin": text,
                   "caller_netns": [own.st_dev, own.st_ino]}
         try:
             answer = ask_agent(path, params)
+        except PermissionError:  # trying again will not help
+            raise PluginError(PLUGIN_NOT_AVAILABLE if command == "STATUS" else IO_FAILURE,
+                              f"cannot reach the node agent at {path}: permission denied; its socket is only for "
+                              "the user who started the cluster") from None
         except (OSError, ValueError) as err:
             reason = getattr(err, "strerror", None) or str(err)
             raise PluginError(PLUGIN_NOT_AVAILABLE if command == "STATUS" else TRY_AGAIN,

@@ -474,3 +474,20 @@ def test_add_passes_on_a_chains_prev_result_with_its_own_parts_after_and_refuses
             w.call("ADD", container="ctr-bad", config={**CONFIG, "prevResult": bad})
         assert err.value.code == INVALID_CONFIG and "prevResult is not a CNI result" in err.value.msg
     assert dict(w.agent.ipamd.store.pods) == held
+
+
+def test_status_says_the_plugin_is_not_available_when_its_cluster_is_not_up_and_a_refused_socket_is_no_retry(
+        tmp_path, monkeypatch):
+    env = {"CNI_COMMAND": "STATUS"}
+    for conf, code in [({}, 50), ({"cluster": "lab"}, 50), ({"agentSocket": str(tmp_path / "a.sock")}, 50)]:
+        body = json.dumps({"cniVersion": "1.1.0", "name": "net", "clustersDir": str(tmp_path), **conf}).encode()
+        assert cni_client.run(env, body)[1]["code"] == code
+    body = json.dumps({"cniVersion": "1.1.0", "name": "net", "agentSocket": str(tmp_path / "a.sock")}).encode()
+
+    def refused(path, params):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cni_client, "ask_agent", refused)
+    add = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": NETNS, "CNI_IFNAME": "eth0"}
+    code, err = cni_client.run(add, body)
+    assert err["code"] == IO_FAILURE and "only for the user who started the cluster" in err["msg"]
