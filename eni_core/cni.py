@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -66,6 +66,13 @@ class CniRequest:
     args: Mapping[str, str]
     config: Mapping[str, Any]
     pod_key: str | None = None  # the controller's pods are filed under their pod name
+    opened: str = ""  # CNI_NETNS as the agent holds it open (/proc/self/fd/N), checked: what is entered
+
+    @property
+    def netns_path(self) -> str:
+        """The path to enter: the namespace the agent checked and holds, else CNI_NETNS (the testbed's own
+        calls)."""
+        return self.opened or self.netns
 
     @property
     def version(self) -> str:
@@ -204,9 +211,9 @@ class Dataplane:
             if eni_index is None:
                 raise CniError(TRY_AGAIN, f"the ENI with MAC {eni_mac} has not appeared on the node yet; retry")
             host_index = routing.free_host_index({lk.index for lk in links})
-        pod = self._enter(req.netns)
+        pod = self._enter(req.netns_path)
         try:
-            create = AddVeth(veth, req.ifname, req.netns, host_index, host_mac, POD_LINK_INDEX, pod_mac)
+            create = AddVeth(veth, req.ifname, req.netns_path, host_index, host_mac, POD_LINK_INDEX, pod_mac)
             errors = self.node.apply([create, *routing.pod_host_ops(PodLink(ip, eni_index, host_index))], ignore=())
             pod_index: int | None = POD_LINK_INDEX
             if any(e.op == create for e in errors):
@@ -216,7 +223,7 @@ class Dataplane:
                 existing = self.node.link(veth)
                 if existing is None:
                     host_index = max(lk.index for lk in self.node.links()) + 1
-                    raise_first(self.node.apply([AddVeth(veth, req.ifname, req.netns, host_index, host_mac,
+                    raise_first(self.node.apply([AddVeth(veth, req.ifname, req.netns_path, host_index, host_mac,
                                                          peer_mac=pod_mac)], ignore=()))
                 else:
                     host_index = existing.index
@@ -267,7 +274,7 @@ class Dataplane:
             problems += [f"rule '{r}' is missing on the node" for r in rules if r not in observed.rules]
             problems += [f"host route '{ip} dev {veth_name}' is missing on the node"
                          for r in routes if r not in observed.routes]
-        pod = self._enter(req.netns)
+        pod = self._enter(req.netns_path)
         try:
             link = pod.link(req.ifname)
             if link is None:
@@ -282,8 +289,8 @@ class Dataplane:
                 # only the attachment that wrote the default route answers for it: ADD writes none into a
                 # namespace that has one of its own (another attachment's, or the container's), and says so
                 routes = prev.get("routes")
-                wrote_default = isinstance(routes, list) and any(
-                    isinstance(r, dict) and r.get("dst") == "0.0.0.0/0" for r in routes)
+                wrote_default = isinstance(routes, list) and any(  # ours: via the link-local gateway
+                    isinstance(r, dict) and r.get("dst") == "0.0.0.0/0" and r.get("gw") == _GATEWAY for r in routes)
                 if wrote_default and not any(r.dst == DEFAULT and r.table == MAIN_TABLE
                                              and r.gateway == routing.LINK_LOCAL_GATEWAY for r in pod.routes()):
                     problems.append(f"default route via {routing.LINK_LOCAL_GATEWAY} is missing in {req.netns}")
@@ -459,16 +466,6 @@ def open_netns(path: str) -> int:
     return fd
 
 
-def namespace_id(path: str) -> tuple[int, int]:
-    """(st_dev, st_ino) of the network namespace at `path` (see `open_netns`)."""
-    fd = open_netns(path)
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return st.st_dev, st.st_ino
-
-
 def _refuse_namespace(path: str, ident: tuple[int, int], caller: tuple[int, int] | None,
                       owned: Mapping[tuple[int, int], str]) -> None:
     """Refuse a CNI_NETNS that is the caller's own namespace, or one enilab owns (the node, the fabric,
@@ -490,22 +487,28 @@ def serve(agent, env: Mapping[str, str], stdin: str, caller_netns: list[int] | N
         req = parse_request(env, stdin)
         if req.command in ("VERSION", "STATUS"):  # nothing to wait on the lock for
             return {"result": handle(req, call, agent.dataplane)}
-        ident = None
-        if req.command in ("ADD", "CHECK"):
-            try:
-                ident = namespace_id(req.netns)  # outside the lock: a path can be slow to read
-            except CniError as err:
-                if err.code != UNKNOWN_CONTAINER:
-                    raise
-                with agent.lock:
-                    held = call("get", pod=req.key, legacy=req.container_id) is not None
-                if not held:
-                    raise
-                raise _still_held(err, CHECK_FAILED if req.command == "CHECK" else IO_FAILURE) from None
-        with agent.lock:
-            if ident is not None:
-                _refuse_namespace(req.netns, ident, tuple(caller_netns) if caller_netns else None, agent.namespaces())
-            return {"result": handle(req, call, agent.dataplane)}
+        if req.command not in ("ADD", "CHECK"):
+            with agent.lock:
+                return {"result": handle(req, call, agent.dataplane)}
+        try:
+            fd = open_netns(req.netns)  # outside the lock: a path can be slow to read
+        except CniError as err:
+            if err.code != UNKNOWN_CONTAINER:
+                raise
+            with agent.lock:
+                held = call("get", pod=req.key, legacy=req.container_id) is not None
+            if not held:
+                raise
+            raise _still_held(err, CHECK_FAILED if req.command == "CHECK" else IO_FAILURE) from None
+        try:  # the namespace checked is the one entered: held open, whatever the path names meanwhile
+            st = os.fstat(fd)
+            req = replace(req, opened=f"/proc/self/fd/{fd}")
+            with agent.lock:
+                _refuse_namespace(req.netns, (st.st_dev, st.st_ino), tuple(caller_netns) if caller_netns else None,
+                                  agent.namespaces())
+                return {"result": handle(req, call, agent.dataplane)}
+        finally:
+            os.close(fd)
     except CniError as err:
         return {"error": err.result(version)}
     except Exception as err:  # a bug or a kernel refusal: still a CNI error the runtime can show

@@ -219,7 +219,7 @@ class NetlinkPort:
                     sysctls.append(op)
                     continue
                 if kind is ops.AddVeth and op.peer_netns not in fds:
-                    fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC)
+                    fds[op.peer_netns] = os.open(op.peer_netns, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
                 netlink.append(op)
             errors = [ops.KernelError(e.errno, netlink[e.position] if e.position is not None else e.what)
                       for e in self.kernel.apply([encode(op, fds) for op in netlink], ignore)]

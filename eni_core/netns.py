@@ -41,23 +41,45 @@ _shared_fd: int | None = None  # see _mountpoint
 _home = threading.local()  # each thread's own namespace, opened once: every function returns the thread there
 
 
+class _HomeFd:
+    """A thread's own namespace, open; closed when the thread ends and its locals go (a server that runs
+    each request on a thread of its own would otherwise keep one fd per request)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
 def _home_fd() -> int:
     stuck = getattr(_home, "stuck", None)
     if stuck is not None:
         raise stuck
-    fd = getattr(_home, "fd", None)
-    if fd is None:
-        fd = _home.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    return fd
+    held = getattr(_home, "held", None)
+    if held is None:
+        held = _home.held = _HomeFd()
+    return held.fd
+
+
+def _at_home(home: int) -> bool:
+    st, now = os.fstat(home), os.stat("/proc/thread-self/ns/net")
+    return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _back(home: int) -> None:
     """Return the calling thread to its own namespace. Should the kernel refuse, the thread is left where
     it is, which no later call may take for home: this one raises, and so does every later call of this
-    module from the thread (the process should stop)."""
+    module from the thread (the process should stop). A thread that never left (the move in was refused:
+    no CAP_SYS_ADMIN, say) is simply home, and the error that refused it goes on."""
     try:
         setns(home)
     except OSError as err:
+        if _at_home(home):
+            return
         _home.stuck = OSError(err.errno, f"this thread could not return to its own network namespace "
                                          f"({err.strerror}) and is still in another; stop the process")
         raise _home.stuck from err

@@ -237,7 +237,9 @@ def _owned_rule(r: Rule) -> bool:
 
 
 def _owned_route(r: Route) -> bool:
-    return r.table in ENI_TABLES or (r.table == MAIN_TABLE and r.proto == Proto.ENILAB)
+    """A route enilab wrote: `proto 77`, in an ENI's table or in main. Tables above 2000 are every link
+    index's, so the table alone would claim other software's (wg-quick's 51820, say)."""
+    return r.proto == Proto.ENILAB and (r.table in ENI_TABLES or r.table == MAIN_TABLE)
 
 
 def observe(rules: Iterable[Rule], routes: Iterable[Route], links: Iterable[Link],

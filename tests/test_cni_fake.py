@@ -476,6 +476,18 @@ def test_add_passes_on_a_chains_prev_result_with_its_own_parts_after_and_refuses
     assert dict(w.agent.ipamd.store.pods) == held
 
 
+def test_check_passes_a_chain_whose_earlier_plugin_wrote_the_default_route():
+    w = World()
+    w.pod.add_link("net0", index=9, up=True)  # the earlier plugin's interface and default route
+    assert w.pod.apply([AddRoute(Route(MAIN_TABLE, DEFAULT, 9, IPv4Address("192.168.9.1"), onlink=True))],
+                       ignore=()) == []
+    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "br0"}], "ips": [],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "192.168.9.1"}]}
+    chained = w.call("ADD", config={**CONFIG, "prevResult": prev})
+    assert chained["routes"] == prev["routes"]  # ADD wrote no default route of its own
+    assert w.call("CHECK", config={**CONFIG, "prevResult": chained}) is None
+
+
 def test_status_says_the_plugin_is_not_available_when_its_cluster_is_not_up_and_a_refused_socket_is_no_retry(
         tmp_path, monkeypatch):
     env = {"CNI_COMMAND": "STATUS"}

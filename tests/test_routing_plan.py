@@ -140,6 +140,8 @@ FOREIGN = [
     AddRule(Rule(1000, 3000, dst=IPv4Network("10.9.0.0/16"))),  # a table outside ours, another priority
     AddRoute(Route(MAIN_TABLE, IPv4Network("10.0.0.0/8"), 2, proto=Proto.STATIC)),  # main, not proto 77
     AddRoute(Route(100, DEFAULT, 2, proto=Proto.STATIC)),  # a table below every link index + 2000
+    AddRoute(Route(51820, DEFAULT, 2, proto=Proto.STATIC)),  # wg-quick's table: a link index's number too
+    AddRoute(Route(2005, DEFAULT, 2, proto=Proto.STATIC)),  # an ENI table's number, not written by enilab
 ]
 
 

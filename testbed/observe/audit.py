@@ -95,7 +95,8 @@ def _audit_kernel(node: str, kernel, ds: dict[str, Any], found: dict[str, list[d
     by_name = {link.ifname: link for link in links}
     rules = {(r.priority, r.table, r.src, r.dst) for r in kernel.rules()}
     routes = kernel.routes()
-    tables = {r.table for r in routes if r.table in routing.ENI_TABLES and r.dst is None}
+    tables = {r.table for r in routes
+              if r.table in routing.ENI_TABLES and r.dst is None and r.proto == nl.RTPROT_ENILAB}
     main = {(r.dst, r.oif) for r in routes if r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB}
 
     def missing(what: str, **where) -> None:

@@ -331,6 +331,32 @@ def test_a_fifo_as_cni_netns_is_refused_at_once_and_holds_up_no_other_call(rt, t
     assert rt.cni("STATUS") == (0, None) and allocated(rt) == before
 
 
+def _inet(ns: str) -> set[str]:
+    shown = subprocess.run(["ip", "-n", ns, "-j", "addr"], capture_output=True, check=True).stdout
+    return {a["local"] for link in json.loads(shown) for a in link.get("addr_info", []) if a.get("family") == "inet"}
+
+
+def test_the_namespace_checked_is_the_one_wired_whatever_its_path_names_meanwhile(rt, tmp_path, monkeypatch):
+    pod, path = rt.new_netns(), tmp_path / "ns"
+    path.symlink_to(pod)
+    agent, node_2 = rt.c.backend.agent_for("node-1"), rt.node_ns("node-2")
+    owned = agent.namespaces
+
+    def repointed():  # the path is made to name node-2's namespace once the agent has checked it
+        path.unlink()
+        path.symlink_to(netns.path(node_2))
+        return owned()
+
+    monkeypatch.setattr(agent, "namespaces", repointed)
+    before = _inet(node_2)
+    rc, out = rt.cni("ADD", "ctr-s", str(path))
+    assert rc == 0, out
+    assert ip_of(out) in _inet(Path(pod).name) and _inet(node_2) == before
+    assert out["interfaces"][1]["sandbox"] == str(path)  # the runtime's own words, in the result
+    monkeypatch.setattr(agent, "namespaces", owned)
+    assert rt.cni("DEL", "ctr-s", str(path)) == (0, None)
+
+
 @pytest.mark.parametrize("ifname", ["net%d", "éééééééé"])
 def test_an_interface_name_the_kernel_would_change_or_refuse_takes_no_ip(rt, ifname):
     before = allocated(rt)

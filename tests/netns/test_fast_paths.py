@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 
@@ -190,7 +191,7 @@ def test_a_thread_the_kernel_will_not_take_home_is_never_taken_for_home_again(na
     move = netns.setns
 
     def refuse_home(fd):
-        if fd == netns._home.fd:
+        if fd == netns._home.held.fd:
             raise OSError(errno.ENOMEM, "setns: Cannot allocate memory")
         move(fd)
 
@@ -209,6 +210,37 @@ def test_a_thread_the_kernel_will_not_take_home_is_never_taken_for_home_again(na
     with ThreadPoolExecutor(1) as pool:
         pool.submit(in_a_thread_of_its_own).result()
     assert netns.run_in(name, lambda: "this thread is fine") == "this thread is fine"
+
+
+def test_a_thread_refused_the_move_in_is_home_says_why_and_may_go_on(name, monkeypatch):
+    netns.create(name)
+    move = netns.setns
+
+    def refused(fd):  # a thread without CAP_SYS_ADMIN: every setns is refused, home's too
+        raise OSError(errno.EPERM, "setns: Operation not permitted")
+
+    def in_a_thread_of_its_own():
+        monkeypatch.setattr(netns, "setns", refused)
+        with pytest.raises(OSError, match="Operation not permitted") as err:
+            netns.run_in(name, lambda: None)
+        assert "could not return" not in str(err.value)
+        monkeypatch.setattr(netns, "setns", move)
+        return netns.run_in(name, lambda: os.readlink("/proc/thread-self/ns/net"))
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(in_a_thread_of_its_own).result() == _ns_of_file(name)
+
+
+def test_threads_that_entered_a_namespace_keep_no_file_open_once_they_end(name):
+    netns.create(name)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        threads = [threading.Thread(target=netns.run_in, args=(name, lambda: None)) for _ in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2  # 150 threads: not 150 fds more
 
 
 def test_a_thread_that_cannot_open_its_own_namespace_makes_no_file(name, monkeypatch):
