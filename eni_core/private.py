@@ -12,7 +12,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "NAME_MAX", "NotPrivate", "open_private", "private_dir", "write_atomic"]
+__all__ = ["DIR_MODE", "FILE_MODE", "NAME_MAX", "NotPrivate", "is_private_dir", "open_private", "private_dir",
+           "read_private", "write_atomic"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -48,6 +49,36 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     if stat.S_IMODE(info.st_mode) != DIR_MODE:
         os.chmod(path, DIR_MODE)
     return path
+
+
+def is_private_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` is a folder of this user, itself no symlink (what `private_dir` makes)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def read_private(path: str | os.PathLike[str], limit: int = 64 << 20) -> str | None:
+    """The text of a file this user owns, as state is kept; None if it is missing, a symlink, not a regular
+    file (a FIFO would block the reader), another user's, or over `limit` bytes. What another user could
+    put in a state folder is never taken for enilab's own record."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode(errors="replace") if len(data) <= limit else None
 
 
 def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT) -> int:

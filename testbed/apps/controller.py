@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from eni_core.names import InvalidName, Parser, dns_label
-from eni_core.private import open_private, private_dir, write_atomic
+from eni_core.private import open_private, private_dir, read_private, write_atomic
 from eni_core.rpc import RpcClient, RpcServer
 from testbed.errors import UserError
 from testbed.world import runs
@@ -74,9 +74,10 @@ class ClusterFolder:
     # -- who owns it --------------------------------------------------------------------------------
     def owner(self) -> dict[str, Any] | None:
         """The owner record, or None if there is none (or it cannot be read)."""
+        text = read_private(self.path / OWNER)  # this user's own file, not a link or FIFO
         try:
-            record = json.loads((self.path / OWNER).read_text())
-        except (OSError, ValueError):
+            record = json.loads(text) if text is not None else None
+        except (ValueError, RecursionError):
             return None
         return record if isinstance(record, dict) else None
 
@@ -155,7 +156,10 @@ class ClusterFolder:
             return None
         prefix = owner.get("prefix")
         run = runs.Run.load(prefix) if isinstance(prefix, str) else None
-        gone = run.remove() if run is not None else []
+        # only the dead controller's own run: its record names the same process, and that process is dead
+        theirs = run is not None and not runs.owner_alive(run.info) and \
+            (run.info.get("pid"), run.info.get("start")) == (owner.get("pid"), owner.get("start"))
+        gone = run.remove() if theirs else []
         files = owner.get("files") if isinstance(owner.get("files"), list) else []
         self.remove_files(files)
         return (f"cluster {self.name}: its controller (pid {owner.get('pid')}) had died; removed the "
@@ -190,11 +194,14 @@ def clean_clusters() -> dict[str, str]:
     empty); never a live controller's. Name -> what was removed."""
     out = {}
     for folder in _folders():
-        if not folder.alive() and folder.lock():  # the lock: no controller of that name is coming up now
-            note = folder.reclaim()
-            folder.release()
-            if note:
-                out[folder.name] = note
+        try:
+            if not folder.alive() and folder.lock():  # the lock: no controller of that name is coming up now
+                note = folder.reclaim()
+                folder.release()
+                if note:
+                    out[folder.name] = note
+        except OSError as err:  # another user's folder, a lock that is a symlink: named, and left alone
+            out[folder.name] = f"cluster {folder.name}: left alone: {err}"
     return out
 
 

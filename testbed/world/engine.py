@@ -174,15 +174,21 @@ class PodmanService:
 
 
 def _processes_naming(folder: Path) -> list[int]:
-    """Pids of the processes whose command line names `folder` (ours alone: the folder is the run's)."""
+    """Pids of the processes with an argument that is `folder` or a path inside it (`--root DIR/root`, or
+    `--root=DIR/root`): ours alone, the folder being the run's. A path that only begins with the same
+    characters (`DIR.names`, `DIR-other`) is another file, and its reader is left alone."""
     mark = str(folder).encode()
+    inside = mark + b"/"
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if mark in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
+            for arg in (entry / "cmdline").read_bytes().split(b"\0"):
+                value = arg.split(b"=", 1)[-1] if arg.startswith(b"-") else arg
+                if value == mark or value.startswith(inside):
+                    pids.append(int(entry.name))
+                    break
     return pids
 
 
@@ -308,6 +314,13 @@ def open_engine(state: Path) -> Engine:
     return Engine(client, service, f"unix://{service.socket}")
 
 
+def own_state(prefix: str) -> Path:
+    """Where a run keeps its podman state: its own folder among the run records (`RUN_DIR/runs/PREFIX`)."""
+    from testbed.world.runs import RUN_DIR
+
+    return RUN_DIR / "runs" / prefix
+
+
 def purge(record: dict[str, Any], prefix: str) -> list[str]:
     """Undo a dead run's engine work from its run record: its containers (by id, and only if labelled with
     the run), and with a podman service of its own, the service, its processes, mounts and state.
@@ -317,11 +330,11 @@ def purge(record: dict[str, Any], prefix: str) -> list[str]:
     if engine.get("kind") == "podman":
         state = Path(engine.get("state") or "")
         pid = engine.get("pid")
-        if isinstance(pid, int) and state.is_absolute() and pid in _processes_naming(state):
+        if isinstance(pid, int) and state == own_state(prefix) and pid in _processes_naming(state):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         removed = [c for c in record.get("containers", []) if isinstance(c, str)]
-        if state.is_absolute() and state.name == prefix:  # only a folder this run named after itself
+        if state == own_state(prefix):  # only the folder a run of this prefix keeps, wherever a record points
             purge_state(state)
     elif engine.get("kind") == "docker-host" and record.get("containers"):
         docker = _docker()

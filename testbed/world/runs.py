@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core import netns
-from eni_core.private import open_private, private_dir, write_atomic
+from eni_core.private import NotPrivate, is_private_dir, open_private, private_dir, read_private, write_atomic
 
 __all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
            "state_dir", "this_process", "worker_prefix"]
@@ -96,9 +96,10 @@ class Run:
         record that are not under its prefix are dropped: a record cannot point clean at anyone else's."""
         if not PREFIX_RE.fullmatch(prefix):
             return None
+        text = read_private(RUN_DIR / "runs" / f"{prefix}.json")  # this user's own file, not a link or FIFO
         try:
-            record = json.loads((RUN_DIR / "runs" / f"{prefix}.json").read_text())
-        except (OSError, ValueError):
+            record = json.loads(text) if text is not None else None
+        except (ValueError, RecursionError):
             return None
         if not isinstance(record, dict) or record.get("prefix") != prefix:
             return None
@@ -108,10 +109,7 @@ class Run:
             names = dict.fromkeys(n for n in record.pop("namespaces") if isinstance(n, str))
         else:
             return None
-        try:
-            journal = (RUN_DIR / "runs" / f"{prefix}{JOURNAL}").read_text(errors="replace")
-        except OSError:
-            journal = ""
+        journal = read_private(RUN_DIR / "runs" / f"{prefix}{JOURNAL}") or ""
         for line in journal.split("\n")[:-1]:  # the part after the last newline is a torn append: nothing
             if line.startswith("-"):
                 names.pop(line[1:], None)
@@ -199,11 +197,13 @@ class Run:
     def remove(self) -> list[str]:
         """Delete the recorded namespaces that still exist (their links and routes go with them), then the
         record; the names deleted. A run of the containers backend has its containers and engine service
-        purged first (they hold the pods' namespaces)."""
-        if self.info.get("engine"):
-            from testbed.world.engine import purge
+        purged first (they hold the pods' namespaces), and its state folder goes whether or not the record
+        got to name its engine (a run killed as its podman service started)."""
+        from testbed.world.engine import own_state, purge, purge_state
 
+        if self.info.get("engine"):
             purge({"prefix": self.prefix, **self.info}, self.prefix)
+        purge_state(own_state(self.prefix))
         gone = netns.delete_many(self.namespaces())
         self.unregister()
         return gone
@@ -240,8 +240,12 @@ def clean(force: bool = False) -> CleanReport:
     their records. Nothing a record does not list is touched."""
     report = CleanReport()
     folder = RUN_DIR / "runs"
-    if not folder.is_dir():
-        return report
+    for mine in (RUN_DIR, folder):  # records in a folder another user can write are not ours to act on
+        if not os.path.lexists(mine):
+            return report
+        if not is_private_dir(mine):
+            raise NotPrivate(f"{mine} is not a folder of this user (a symlink, a file, or another user's), so "
+                             "its records are not trusted; remove it, or point ENILAB_RUN_DIR elsewhere")
     for path in sorted(folder.glob("*.json")):
         run = Run.load(path.stem)
         if run is None:

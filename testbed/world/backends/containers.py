@@ -32,8 +32,8 @@ from eni_core.kernel import NetlinkPort
 from eni_core.routing import host_veth_name
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import ClusterError
-from testbed.world.engine import DEFAULT_IMAGE, Engine, EngineError, open_engine
-from testbed.world.runs import RUN_DIR, Run
+from testbed.world.engine import DEFAULT_IMAGE, Engine, EngineError, open_engine, own_state
+from testbed.world.runs import Run
 
 __all__ = ["HTTPD", "ContainerError", "ContainersBackend", "Workload"]
 
@@ -79,7 +79,7 @@ class ContainersBackend(NetnsBackend):
 
     def __init__(self, run: Run | None = None) -> None:
         super().__init__(run)
-        self.state_dir = RUN_DIR / "runs" / self.run.prefix
+        self.state_dir = own_state(self.run.prefix)
         self.created: list[str] = []  # container ids, in the run record for `enilab clean`
         try:
             self.engine = open_engine(self.state_dir)

@@ -1,0 +1,108 @@
+"""`enilab clean` acts only on records this user wrote where only this user can write: a record that is a
+symlink, a FIFO or another user's, a run folder another user owns, a dead cluster's owner record naming a
+live run, and an engine record pointing at a folder that is not the run's are all refused (a red-team pass
+found each one acted on)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from eni_core import netns
+from eni_core.private import NotPrivate
+from testbed.apps import controller
+from testbed.world import engine, runs
+
+DEAD = {"pid": 999_999_999, "start": "0"}
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    (tmp_path / "runs").mkdir()
+    deleted: list[str] = []
+    monkeypatch.setattr(netns, "exists", lambda name: True)
+    monkeypatch.setattr(netns, "delete_many", lambda names: deleted.extend(names) or list(names))
+    return tmp_path, deleted
+
+
+def _record(folder, prefix: str, **owner) -> str:
+    text = json.dumps({"prefix": prefix, **(owner or DEAD), "namespaces": [f"{prefix}-n1"]})
+    (folder / f"{prefix}.json").write_text(text)
+    return text
+
+
+def test_clean_acts_on_no_record_that_is_a_symlink_a_fifo_or_another_users(run_dir, tmp_path_factory):
+    top, deleted = run_dir
+    records = top / "runs"
+    _record(records, "enl-444444")  # a dead run's own record: removed
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (records / "enl-111111.json").symlink_to(elsewhere / "r.json")
+    _record(elsewhere, "enl-111111")
+    (elsewhere / "enl-111111.json").rename(elsewhere / "r.json")
+    os.mkfifo(records / "enl-222222.json")  # read as a record, it would block clean for ever
+    others = ["enl-111111.json", "enl-222222.json"]
+    if os.geteuid() == 0:
+        _record(records, "enl-333333")
+        os.chown(records / "enl-333333.json", 65534, 65534)  # nobody's
+        others.append("enl-333333.json")
+    report = runs.clean()
+    assert deleted == ["enl-444444-n1"] and sorted(report.skipped) == others
+
+
+def test_clean_refuses_a_run_folder_another_user_owns(run_dir):
+    top, deleted = run_dir
+    _record(top / "runs", "enl-555555")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the folder to another user; the rootless pass checks the next test")
+    os.chown(top / "runs", 65534, 65534)
+    with pytest.raises(NotPrivate, match="not a folder of this user"):
+        runs.clean()
+    assert deleted == []
+
+
+def test_clean_refuses_a_run_folder_that_is_a_symlink(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    (real / "runs").mkdir(parents=True)
+    _record(real / "runs", "enl-666666")
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path / "link")
+    with pytest.raises(NotPrivate):
+        runs.clean()
+
+
+def test_a_dead_clusters_owner_record_naming_a_live_run_removes_nothing_of_it(run_dir, monkeypatch):
+    top, deleted = run_dir
+    _record(top / "runs", "enl-777777", **runs.this_process())  # alive: this process
+    clusters = top / "clusters"
+    (clusters / "ghost").mkdir(parents=True)
+    (clusters / "ghost" / "owner.json").write_text(json.dumps({**DEAD, "prefix": "enl-777777", "files": []}))
+    monkeypatch.setattr(controller, "CLUSTERS", clusters)
+    notes = controller.clean_clusters()
+    assert deleted == [] and (top / "runs" / "enl-777777.json").exists()
+    assert "removed the 0 namespaces" in notes["ghost"]
+
+
+def test_an_engine_record_pointing_outside_the_run_purges_nothing_and_no_look_alike_process_is_taken(
+        run_dir, monkeypatch):
+    top, _ = run_dir
+    purged = []
+    monkeypatch.setattr(engine, "purge_state", purged.append)
+    victim = top / "victim" / "enl-888888"
+    engine.purge({"engine": {"kind": "podman", "state": str(victim)}}, "enl-888888")
+    assert purged == []
+    own = engine.own_state("enl-888888")
+    engine.purge({"engine": {"kind": "podman", "state": str(own)}}, "enl-888888")
+    assert purged == [own]
+    procs = {what: subprocess.Popen(["sh", "-c", "sleep 30", arg])
+             for what, arg in [("reader", f"{own}.names"), ("look-alike", f"{own}-other"),
+                               ("inside", f"--root={own}/root")]}
+    try:
+        found = set(engine._processes_naming(own))
+        assert procs["inside"].pid in found and not {procs["reader"].pid, procs["look-alike"].pid} & found
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
