@@ -261,6 +261,28 @@ def make_backend(name: str, run: runs.Run | None = None):
     return NetnsBackend(run)
 
 
+def _pods_asked(names: object, count: object) -> tuple[list[str] | None, int]:
+    """The pods a client names (each a pod name, as a scenario's are) or counts, within a scenario step's
+    bounds: (names or None, count). Refused with one line, before anything is made."""
+    from eni_core.names import pod_name
+    from testbed.errors import UsageError
+    from testbed.world.scenario import MAX_PODS_PER_STEP
+
+    if count is not None and (type(count) is not int or not 0 <= count <= MAX_PODS_PER_STEP):
+        raise UsageError(f"--count {str(count)[:20]}: give 1 to {MAX_PODS_PER_STEP:,} pods")
+    if not names:
+        return None, count or 0
+    if not isinstance(names, list) or len(names) > MAX_PODS_PER_STEP:
+        raise UsageError(f"name at most {MAX_PODS_PER_STEP:,} pods at once")
+    try:
+        names = [pod_name(n) for n in names]
+    except InvalidName as err:
+        raise UsageError(f"{err}; a pod is named as in Kubernetes, e.g. web-0 or default/web-0") from None
+    if len(set(names)) != len(names):
+        raise UsageError("a pod is named twice")
+    return names, 0
+
+
 class Controller:
     def __init__(self, topology: str, folder: ClusterFolder, backend: str | None = None) -> None:
         from testbed.apps.runner import apply_steps
@@ -311,12 +333,13 @@ class Controller:
                         "prefix": self.backend.run.prefix,
                         "agents": {n: str(s.path) for n, s in self.agents.items()}, "state": c.state()}
             if method == "pods_add":
-                names = params.get("names") or None
-                pods = c.create_pods(params.get("count") or len(names or []), params.get("node"), names)
+                names, count = _pods_asked(params.get("names"), params.get("count"))
+                pods = c.create_pods(count or len(names or []), params.get("node"), names)
                 c.sync_dataplane()
                 return [p.name for p in pods]
             if method == "pods_del":
-                names = params.get("names") or c.newest_pods(params.get("count") or 0)
+                names, count = _pods_asked(params.get("names"), params.get("count"))
+                names = names or c.newest_pods(count)
                 for n in names:
                     c.delete_pod(n)
                 c.sync_dataplane()

@@ -48,6 +48,11 @@ def test_up_status_pods_down_from_separate_processes(tmp_path):
         state = json.loads(enilab("status", "--name", name, "--json").stdout)["state"]
         assert state["nodes"]["node-1"]["pods"] == 4 and "pod-1" not in state["pods"]
         assert state["pods"]["pod-3"]["netns"].startswith(prefix)
+        for bad in (["../x"], ["a/b/c"], ["UP"], [".x"], ["x" * 254], ["--count", "100000"], ["p", "p"]):
+            refused = enilab("pods", "add", "--name", name, "--node", "node-1", *bad)
+            assert refused.returncode == 2 and refused.stderr.count("\n") == 1, (bad, refused.stderr)
+        state = json.loads(enilab("status", "--name", name, "--json").stdout)["state"]
+        assert sorted(state["pods"]) == ["pod-2", "pod-3", "pod-4", "pod-5"]  # nothing made of them
         again = enilab("up", str(topo))
         assert again.returncode == 2 and "is up already" in again.stderr
     finally:
