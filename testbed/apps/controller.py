@@ -450,7 +450,14 @@ def main(argv: list[str] | None = None) -> int:
         folder.remove_files(folder.files)
         folder.release()
         return 2
-    _answer(ready=args.name, **({"reclaimed": reclaimed} if reclaimed else {}))
+    try:
+        _answer(ready=args.name, **({"reclaimed": reclaimed} if reclaimed else {}))
+    except BrokenPipeError:  # `enilab up` is gone (killed): nobody was told the cluster is up, so it goes
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what is left to flush goes to the log
+        print(f"enilab-controller: {args.name}: `enilab up` went before it heard the cluster was up; "
+              "taking it down", file=sys.stderr)
+        controller.close()
+        return 1
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # `enilab up` stops reading after that line
     controller.serve()
     return 0

@@ -2,6 +2,7 @@
 user, a controller killed with SIGKILL (before and during a request), and two `enilab up` of one name."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -517,6 +518,22 @@ def test_a_client_whose_controller_dies_mid_request_says_so_in_one_line(tmp_path
 
 
 # -- two `enilab up` of one name at once: exactly one wins -----------------------------------------------
+@pytest.mark.netns
+def test_a_controller_whose_enilab_up_is_gone_before_the_ready_line_takes_its_cluster_down(tmp_path):
+    name, topo = topology(tmp_path)
+    proc = subprocess.Popen([*CONTROLLER, str(topo), "--name", name], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    proc.stdout.close()  # as `enilab up` killed while the cluster comes up: the ready line has no reader
+    assert proc.wait(timeout=120) == 1
+    assert list(controller.CLUSTERS.glob(f"{name}/*")) == []  # no lock, owner record or log left
+    records = []
+    for path in (runs.RUN_DIR / "runs").glob("enl-*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            records.append(json.loads(path.read_text()))
+    assert not [r for r in records if isinstance(r, dict) and r.get("cluster") == name]  # its run removed
+    assert enilab("status", "--name", name).returncode == 2
+
+
 @pytest.mark.netns
 def test_two_ups_of_one_name_at_once_exactly_one_wins(tmp_path):
     name, topo = topology(tmp_path)
