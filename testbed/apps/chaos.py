@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +28,11 @@ from eni_core import netns, routing
 from eni_core.cni import CniError
 from eni_core.datastore import attachment_key
 from eni_core.model import Eni, PoolConfig, Subnet
+from eni_core.private import private_dir
 from eni_core.rpc import RpcClient
 from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
+from testbed.world.engine import own_state
 from testbed.world.faults import FaultConfig
 from testbed.world.pods import Pod, PodPhase, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, NodeSpec
@@ -51,11 +52,14 @@ class ProcessCluster:
     """Nodes as agent processes in their namespaces, the VPC served from this process: a `BackendHost`
     for the netns backend, not a `Cluster` (no scheduler, no in-process IPAM)."""
 
-    def __init__(self, spec: ClusterSpec, folder: Path, cloud: str = "rpc") -> None:
-        self.spec, self.folder, self.cloud = spec, folder, cloud
+    def __init__(self, spec: ClusterSpec, folder: Path | None = None, cloud: str = "rpc") -> None:
+        """`folder` holds the sockets, logs and agents' state; by default the run's own state folder, which
+        `enilab clean` purges (its processes too) should this process be killed."""
+        self.spec, self.cloud = spec, cloud
         self.lock = threading.RLock()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, now=time.time)
         self.backend = NetnsBackend()
+        self.folder = folder = folder or private_dir(own_state(self.backend.run.prefix))
         self.backend.bind(self)
         self.vpc.listeners.append(self._on_attach)
         self.api = VpcService(self.vpc, now=time.time, lock=self.lock)  # one API, its tasks and tokens, for all
@@ -353,8 +357,8 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
     from testbed.observe.traffic import matrix
 
     rng = random.Random(seed)
-    folder = Path(tempfile.mkdtemp(prefix="enilab-chaos-"))
-    pc = ProcessCluster(_chaos_spec(nodes, seed), folder, cloud)
+    pc = ProcessCluster(_chaos_spec(nodes, seed), cloud=cloud)
+    folder = pc.folder
     tally = _Tally(seed, log)
     start = time.monotonic()
     try:
@@ -379,6 +383,6 @@ def run_chaos(iterations: int = 200, seed: int = 1, nodes: int = 2, pods_per_nod
             tally.judge(i, what, report, reach)
     finally:
         pc.close()
-        shutil.rmtree(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # the run took its state folder with it, as a rule
     return {**tally.counts, "ok": tally.failed == 0, "cloud": cloud, "pods": len(pc.pods),
             "seconds": round(time.monotonic() - start, 1), "seed": seed, "failures": tally.failures[:10]}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,6 +28,35 @@ def test_chaos_cli_reports_json():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"iterations", "kills", "faults", "drifts", "audit_failures", "connectivity_failures"} <= set(result)
+
+
+def test_chaos_killed_mid_run_leaves_nothing_clean_does_not_remove(tmp_path):
+    env = {**os.environ, "ENILAB_RUN_DIR": str(tmp_path / "run")}
+    argv = [sys.executable, "-m", "testbed.apps.cli", "chaos", "--iterations", "50", "--seed", "2"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs_dir = tmp_path / "run" / "runs"
+    try:
+        deadline = time.monotonic() + 60
+        while not list(runs_dir.glob("enl-*/*.sock")) and time.monotonic() < deadline:  # its agents are up
+            time.sleep(0.1)
+        assert list(runs_dir.glob("enl-*/*.sock")), "chaos did not start its agents"
+    finally:
+        proc.kill()
+        proc.wait()
+    state = next(p for p in runs_dir.iterdir() if p.is_dir())
+    clean = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "clean"], env=env, capture_output=True,
+                           text=True, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    assert list(runs_dir.iterdir()) == []  # its record, its namespaces' names and its folder of sockets and logs
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(state).encode() in _cmdline(pid)]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _one_node_cluster(folder):
