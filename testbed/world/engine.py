@@ -336,14 +336,15 @@ def purge(record: dict[str, Any], prefix: str) -> list[str]:
         removed = [c for c in record.get("containers", []) if isinstance(c, str)]
         if state == own_state(prefix):  # only the folder a run of this prefix keeps, wherever a record points
             purge_state(state)
-    elif engine.get("kind") == "docker-host" and record.get("containers"):
+    elif engine.get("kind") == "docker-host" and isinstance(engine.get("endpoint"), str):
         docker = _docker()
         with contextlib.suppress(docker.errors.DockerException):
             client = docker.DockerClient(base_url=engine["endpoint"], version="auto", timeout=60)
-            for cid in record["containers"]:
-                with contextlib.suppress(docker.errors.NotFound):
-                    container = client.containers.get(cid)
-                    if container.labels.get("enilab.run") == prefix:
+            # by the run's label, not only the ids recorded: a run killed between making a container and
+            # recording it left one no id names
+            for container in client.containers.list(all=True, filters={"label": f"enilab.run={prefix}"}):
+                if container.labels.get("enilab.run") == prefix:
+                    with contextlib.suppress(docker.errors.NotFound):
                         container.remove(force=True)
-                        removed.append(cid)
+                        removed.append(container.id)
     return removed

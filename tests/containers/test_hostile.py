@@ -8,7 +8,9 @@ import os
 import secrets
 import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -116,3 +118,25 @@ def test_an_engine_that_does_not_answer_is_a_clear_error_with_exit_2(monkeypatch
         shutil.rmtree(cluster_dir(name), ignore_errors=True)
     assert out.returncode == 2 and "does not answer as a Docker engine" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_clean_of_a_run_on_a_shared_engine_removes_its_labelled_containers_even_those_it_never_recorded():
+    from testbed.world.engine import open_engine, purge
+
+    need_engine()
+    if os.environ.get("DOCKER_HOST"):
+        pytest.skip("makes its own podman service as the shared engine; DOCKER_HOST names another")
+    folder = Path(tempfile.mkdtemp(prefix="enl-engine-"))  # short: a unix socket's path has 107 bytes
+    engine = open_engine(folder / "engine")  # stands in for a DOCKER_HOST engine the run shares
+    try:
+        image = engine.ensure_default_image()
+        prefix = f"enl-{secrets.token_hex(3)}"
+        made = [engine.client.containers.create(image, ["true"], name=f"{prefix}-p{i}", labels={"enilab.run": label})
+                for i, label in enumerate([prefix, prefix, "enl-000000"])]
+        record = {"engine": {"kind": "docker-host", "endpoint": engine.endpoint}, "containers": [made[0].id]}
+        assert sorted(purge(record, prefix)) == sorted(c.id for c in made[:2])  # the second was never recorded
+        left = {c.id for c in engine.client.containers.list(all=True)}
+        assert made[2].id in left and not {c.id for c in made[:2]} & left  # another run's is left
+    finally:
+        engine.close()
+        shutil.rmtree(folder, ignore_errors=True)

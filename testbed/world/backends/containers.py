@@ -119,9 +119,14 @@ class ContainersBackend(NetnsBackend):
         self._pod_seq += 1
         # recorded before it is pinned; the container's name too: pod names need not suit the engine
         ns = self.run.reserve(f"p{self._pod_seq}")
-        container = self.engine.client.containers.run(
-            image, command, name=ns, hostname=pod, detach=True, network_mode="none",
-            environment={"ENILAB_POD": pod}, labels={"enilab.run": self.run.prefix, "enilab.pod": pod})
+        try:
+            container = self.engine.client.containers.run(
+                image, command, name=ns, hostname=pod, detach=True, network_mode="none",
+                environment={"ENILAB_POD": pod}, labels={"enilab.run": self.run.prefix, "enilab.pod": pod})
+        except BaseException:  # made but refused to start (runc), say: not left in the engine
+            with contextlib.suppress(Exception):
+                self.engine.client.containers.get(ns).remove(force=True)
+            raise
         self.created.append(container.id)
         self._record()
         try:
