@@ -12,8 +12,8 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["DIR_MODE", "FILE_MODE", "NAME_MAX", "NotPrivate", "is_private_dir", "open_private", "private_dir",
-           "read_private", "write_atomic"]
+__all__ = ["DIR_MODE", "FILE_MODE", "NAME_MAX", "NotPrivate", "atomic_temps", "is_private_dir", "open_private",
+           "private_dir", "read_private", "write_atomic"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -90,6 +90,13 @@ def open_private(path: str | os.PathLike[str], flags: int = os.O_WRONLY | os.O_A
         os.close(fd)
         raise
     return fd
+
+
+def atomic_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """The temp files `write_atomic` made beside `path` and a killed writer left: its own to remove once no
+    writer of `path` is alive."""
+    path = Path(path)
+    return [p for p in path.parent.glob(f".{path.name}.*") if p.is_file() and not p.is_symlink()]
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -106,3 +107,23 @@ def test_an_engine_record_pointing_outside_the_run_purges_nothing_and_no_look_al
         for p in procs.values():
             p.kill()
             p.wait()
+
+
+def test_clean_removes_the_temp_files_a_killed_writer_left_and_no_live_writers(run_dir, monkeypatch):
+    top, _ = run_dir
+    records = top / "runs"
+    _record(records, "enl-999999")
+    (records / ".enl-999999.json.k1ll3d00").write_text("{")  # the dead run's header rewrite, half-done
+    (records / ".enl-aaaaaa.json.k1ll3d00").write_text("{")  # a first header, never renamed: no record
+    (records / ".enl-bbbbbb.json.wr1t1ng0").write_text("{")  # the same, being written right now
+    hour_ago = time.time() - 3600
+    os.utime(records / ".enl-aaaaaa.json.k1ll3d00", (hour_ago, hour_ago))
+    runs.clean()
+    assert sorted(p.name for p in records.iterdir()) == [".enl-bbbbbb.json.wr1t1ng0"]
+    clusters = top / "clusters"
+    (clusters / "dead").mkdir(parents=True)
+    (clusters / "dead" / "owner.json").write_text(json.dumps({**DEAD, "files": []}))
+    (clusters / "dead" / ".owner.json.k1ll3d00").write_text("{")
+    monkeypatch.setattr(controller, "CLUSTERS", clusters)
+    controller.clean_clusters()
+    assert not (clusters / "dead").exists()  # the temp file kept the folder for ever before

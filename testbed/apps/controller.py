@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from eni_core.names import InvalidName, Parser, dns_label
-from eni_core.private import open_private, private_dir, read_private, write_atomic
+from eni_core.private import atomic_temps, open_private, private_dir, read_private, write_atomic
 from eni_core.rpc import RpcClient, RpcServer
 from testbed.errors import UserError
 from testbed.world import runs
@@ -162,6 +162,8 @@ class ClusterFolder:
         gone = run.remove() if theirs else []
         files = owner.get("files") if isinstance(owner.get("files"), list) else []
         self.remove_files(files)
+        for temp in atomic_temps(self.path / OWNER):  # a rewrite of the owner record it was killed in
+            temp.unlink(missing_ok=True)
         return (f"cluster {self.name}: its controller (pid {owner.get('pid')}) had died; removed the "
                 f"{len(gone)} namespaces and {len(files)} files it left")
 

@@ -16,18 +16,28 @@ prefix match alone is not enough.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eni_core import netns
-from eni_core.private import NotPrivate, is_private_dir, open_private, private_dir, read_private, write_atomic
+from eni_core.private import (
+    NotPrivate,
+    atomic_temps,
+    is_private_dir,
+    open_private,
+    private_dir,
+    read_private,
+    write_atomic,
+)
 
 __all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
            "state_dir", "this_process", "worker_prefix"]
@@ -36,6 +46,7 @@ RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
 PREFIX_RE = re.compile(r"enl-(?:[a-z0-9]{1,8}-)?[0-9a-f]{6}")
 JOURNAL = ".names"  # beside `<prefix>.json`: the names a run reserved, one a line
+ORPHAN_TEMP_S = 600.0  # a temp file of a record never written is its killed writer's after this long
 FORMAT = 2  # a header whose names are in the journal; it has no `namespaces` list, so a cleaner that
 # knows only whole records (format 1) skips it instead of taking it for a run that made nothing
 
@@ -187,6 +198,8 @@ class Run:
                 self._journal = None
         self.journal.unlink(missing_ok=True)  # the journal first: `clean` finds a run by its header
         self.record.unlink(missing_ok=True)
+        for temp in atomic_temps(self.record):  # a header's rewrite its killed owner never finished
+            temp.unlink(missing_ok=True)
 
     def namespaces(self) -> list[str]:
         """The recorded namespaces that exist now."""
@@ -252,4 +265,10 @@ def clean(force: bool = False) -> CleanReport:
             report.skipped.append(path.name)
         elif force or not owner_alive(run.info):
             report.removed[run.prefix] = run.remove()
+    for temp in folder.glob(".enl-*.json.*"):  # a first header its writer was killed writing: no record at all
+        prefix = temp.name[1:].partition(".json.")[0]
+        with contextlib.suppress(OSError):
+            if PREFIX_RE.fullmatch(prefix) and not (folder / f"{prefix}.json").exists() \
+                    and time.time() - temp.lstat().st_mtime > ORPHAN_TEMP_S:
+                temp.unlink()
     return report
