@@ -127,3 +127,18 @@ def test_clean_removes_the_temp_files_a_killed_writer_left_and_no_live_writers(r
     monkeypatch.setattr(controller, "CLUSTERS", clusters)
     controller.clean_clusters()
     assert not (clusters / "dead").exists()  # the temp file kept the folder for ever before
+
+
+def test_one_odd_cluster_folder_is_named_and_left_and_the_others_still_cleaned(run_dir, monkeypatch, tmp_path):
+    top, _ = run_dir
+    clusters = top / "clusters"
+    for name in ("linked", "fifo", "dead"):
+        (clusters / name).mkdir(parents=True)
+    (clusters / "linked" / "owner.json").write_text(json.dumps({**DEAD, "files": []}))
+    (clusters / "linked" / "lock").symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(clusters / "fifo" / "owner.json")  # read as the owner record, it would block clean
+    (clusters / "dead" / "owner.json").write_text(json.dumps({**DEAD, "files": []}))
+    monkeypatch.setattr(controller, "CLUSTERS", clusters)
+    notes = controller.clean_clusters()
+    assert "left alone" in notes["linked"] and "fifo" not in notes and "had died" in notes["dead"]
+    assert not (clusters / "dead").exists() and (clusters / "linked" / "lock").is_symlink()
