@@ -74,6 +74,21 @@ def test_a_released_address_is_handed_out_again_lowest_first():
     assert v.assign_private_ips(eni.id, 1) == first[:1]
 
 
+def test_an_address_named_twice_is_refused_and_nothing_changes():
+    v = vpc()
+    eni = v.attach_eni(v.create_eni("node-1", "subnet-a").id, "node-1")
+    bound = v.assign_private_ips(eni.id, 2)
+    free = v.available("subnet-a")
+    with pytest.raises(InvalidParameter):
+        v.unassign_private_ips(eni.id, [bound[0], bound[0]])
+    with pytest.raises(InvalidParameter):  # not InsufficientAddresses: the subnet is not full
+        v.assign_private_ips(eni.id, ips=[IPv4Address("10.0.1.50")] * 2)
+    assert sorted(v.enis[eni.id].ips) == bound and v.available("subnet-a") == free
+    assert v.owner[bound[0]] == eni.id and IPv4Address("10.0.1.50") not in v.owner
+    v.unassign_private_ips(eni.id, bound[:1])
+    assert v.available("subnet-a") == free + 1
+
+
 def test_deleting_an_attached_eni_is_refused():
     v = vpc()
     eni = v.attach_eni(v.create_eni("node-1", "subnet-a").id, "node-1")

@@ -160,6 +160,9 @@ def _ip_specs(name: str, v: object) -> list[dict]:
             raise ApiError("InvalidParameterValue.Malformed",
                            f"`{name}.{i}.PrivateIpAddress` {spec['PrivateIpAddress']!r} is not an IPv4 "
                            "address.") from None
+    named = [IPv4Address(spec["PrivateIpAddress"]) for spec in items]
+    if len(set(named)) < len(named):
+        raise ApiError("InvalidParameterValue.DuplicatePara", f"`{name}` names an address more than once.")
     return items
 
 

@@ -8,6 +8,7 @@ are enforced here, by the API, so the allocator cannot cheat. The parts live bes
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from ipaddress import IPv4Address
@@ -191,6 +192,8 @@ class SimVpc:
             n = len(wanted) or count
             if n <= 0:
                 raise InvalidParameter("assign at least one address")
+            if len(set(wanted)) < len(wanted):
+                raise InvalidParameter(f"an address is named twice: {_twice(wanted)}")
             inst.check_assign(eni_id, len(eni.ips), n)
             foreign = [ip for ip in wanted if ip not in self.retained and ip in eni.ips]
             if foreign:
@@ -212,6 +215,8 @@ class SimVpc:
 
         def run() -> None:
             eni = self._get(eni_id)
+            if len(set(gone)) < len(gone):  # the second copy would find the address gone, half-way through
+                raise InvalidParameter(f"an address is named twice: {_twice(gone)}")
             missing = [ip for ip in gone if ip not in eni.ips]
             if missing:
                 raise NotFound(f"{missing[0]} is not bound to ENI {eni_id}")
@@ -271,3 +276,8 @@ class SimVpc:
     def _notify(self, what: str, eni_id: str, ips: tuple[IPv4Address, ...]) -> None:
         for listener in self.listeners:
             listener(what, eni_id, ips)
+
+
+def _twice(ips: Sequence[IPv4Address]) -> IPv4Address:
+    """The first of the addresses named more than once."""
+    return next(ip for ip, n in Counter(ips).items() if n > 1)

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from eni_core.ports import InvalidParameter
+from eni_core.tencent import error_for
 from testbed.world.tencent_actions import ACTIONS
 from testbed.world.tencent_api import MAX_BODY
 from testbed.world.vpc import FaultConfig
@@ -138,6 +140,23 @@ def test_state_errors_carry_the_apis_codes(served):
         "DetachNetworkInterface", NetworkInterfaceId=eni_id,
         InstanceId="node-1")) == "UnsupportedOperation.AttachmentNotFound"
     assert error_code(create, client, "node-7") == "ResourceNotFound"  # no such instance
+
+
+def test_an_address_named_twice_is_a_duplicate_parameter_and_changes_nothing(served):
+    client = served.sdk()
+    eni_id = fill(client, 1)[0]
+    bound = [ip.PrivateIpAddress for ip in client.AssignPrivateIpAddresses(request(
+        "AssignPrivateIpAddresses", NetworkInterfaceId=eni_id, SecondaryPrivateIpAddressCount=2)).PrivateIpAddressSet]
+    free = served.vpc.available("subnet-a")
+    for action, ip in (("UnassignPrivateIpAddresses", bound[0]), ("AssignPrivateIpAddresses", "10.0.1.50")):
+        code = error_code(getattr(client, action), request(action, NetworkInterfaceId=eni_id, PrivateIpAddresses=[
+            {"PrivateIpAddress": ip}, {"PrivateIpAddress": ip}]))
+        assert code == "InvalidParameterValue.DuplicatePara"
+        assert isinstance(error_for(code, ""), InvalidParameter)  # the caller's mistake: no retry, no "subnet full"
+    assert sorted(map(str, served.vpc.enis[eni_id].ips)) == bound and served.vpc.available("subnet-a") == free
+    client.UnassignPrivateIpAddresses(request("UnassignPrivateIpAddresses", NetworkInterfaceId=eni_id,
+                                              PrivateIpAddresses=[{"PrivateIpAddress": bound[0]}]))
+    assert served.vpc.available("subnet-a") == free + 1
 
 
 def test_describes_page_by_offset_and_limit_twenty_by_default_at_most_a_hundred(served):
