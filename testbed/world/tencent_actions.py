@@ -479,13 +479,14 @@ class VpcService:
         if eni is not None and eni.record.primary_ip in gone:
             raise ApiError("UnsupportedOperation.PrimaryIp", f"{eni.record.primary_ip} is the primary address of "
                                                              f"{eni_id}; delete the ENI to return it.")
-        # a reserved address stays reserved (retained, on no ENI); any other goes back to its subnet
+        # a reserved address stays reserved (retained, on no ENI); any other goes back to its subnet. One call
+        # for both, so an error (an address not on the ENI, a fault) leaves every address where it was.
         reserved = [ip for ip in gone if ip in self.reserved]
-        plain = [ip for ip in gone if ip not in self.reserved]
-        for ips, retain in ((reserved, True), (plain, False)):
-            if ips:
-                self._vpc("UnassignPrivateIpAddresses",
-                          lambda ips=ips, retain=retain: self.vpc.unassign_private_ips(eni_id, ips, retain), eni_id)
+        every = len(reserved) == len(gone)  # all kept: the call an in-process caller makes, `retain`
+        if gone:
+            self._vpc("UnassignPrivateIpAddresses",
+                      lambda: self.vpc.unassign_private_ips(eni_id, gone, every, kept=() if every else reserved),
+                      eni_id)
         return {}, eni_id
 
     # -- reserved addresses ----------------------------------------------------------------------------

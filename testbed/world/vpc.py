@@ -208,10 +208,13 @@ class SimVpc:
 
         return self._call("AssignPrivateIpAddresses", None, eni_id, run, count=len(wanted) or count)  # type: ignore[return-value]
 
-    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
+    def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False, *,
+                             kept: Iterable[IPv4Address] = ()) -> None:
         """Unbind secondary IPs. With `retain`, the addresses stay taken in the subnet for a claim (a
-        static IP) and can be bound again, on any ENI in that subnet, by naming them."""
+        static IP) and can be bound again, on any ENI in that subnet, by naming them. `kept` names those of
+        `ips` retained whatever `retain` says (one call for a mix, all or none)."""
         gone = list(ips)
+        keep = set(kept)
 
         def run() -> None:
             eni = self._get(eni_id)
@@ -222,11 +225,12 @@ class SimVpc:
                 raise NotFound(f"{missing[0]} is not bound to ENI {eni_id}")
             for ip in gone:
                 del eni.ips[ip]
-            self.addresses.give_back(eni.record.subnet_id, gone, retain)
+            self.addresses.give_back(eni.record.subnet_id, [ip for ip in gone if ip not in keep], retain)
+            self.addresses.give_back(eni.record.subnet_id, [ip for ip in gone if ip in keep], True)
             self._notify("unbind", eni_id, tuple(gone))
 
         self._call("UnassignPrivateIpAddresses", None, eni_id, run, ips=[str(ip) for ip in gone],
-                   **({"retain": True} if retain else {}))
+                   **({"retain": True} if retain else {}), **({"kept": [str(ip) for ip in keep]} if keep else {}))
 
     def retain_free(self, subnet_id: str, count: int = 0, ips: Iterable[IPv4Address] = ()) -> list[IPv4Address]:
         """Take free addresses of a subnet (`count` of the VPC's choice, or exactly `ips`) straight into

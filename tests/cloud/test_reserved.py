@@ -99,6 +99,20 @@ def test_reserving_in_place_then_unassigning_never_lets_the_address_go_free(serv
     assert assign(client, eni, ip) == [ip]  # named, it comes back
 
 
+def test_unassigning_reserved_and_other_addresses_is_all_or_nothing(served):
+    client = served.sdk()
+    eni = create(client).NetworkInterfaceId
+    kept, plain = assign(client, eni, count=2)
+    r = reserve(client, IpAddresses=[kept]).ReserveIpAddressSet[0].ReserveIpId
+    before = free(client)
+    assert error_code(unassign, client, eni, kept, "10.0.1.91") == "ResourceNotFound"  # 10.0.1.91: on no ENI
+    assert sorted(map(str, served.vpc.enis[eni].ips)) == sorted([kept, plain]) and free(client) == before
+    assert describe(client, ReserveIpIds=[r]).ReserveIpAddressSet[0].State == "Bind"
+    unassign(client, eni, kept, plain)
+    assert served.vpc.enis[eni].ips == {} and free(client) == before + 1  # the reserved one stays taken
+    assert describe(client, ReserveIpIds=[r]).ReserveIpAddressSet[0].State == "UnBind"
+
+
 def test_deleting_an_unbound_reservation_frees_it_a_bound_one_stays_on_its_eni(served):
     client = served.sdk()
     eni = create(client).NetworkInterfaceId
