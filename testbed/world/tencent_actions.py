@@ -340,6 +340,8 @@ class VpcService:
         return {"TotalCount": len(shown), "SubnetSet": shown[offset:offset + limit]}
 
     def _subnet_field(self, subnet_id: str, name: str) -> list[str]:
+        if name.startswith("tag:"):
+            return []  # the served subnets carry no tags (their TagSet is empty): a tag filter matches none
         s = self.vpc.subnets[subnet_id]
         return {"subnet-id": [s.id], "vpc-id": [self.vpc_id], "cidr-block": [str(s.cidr)],
                 "subnet-name": [s.id]}[name]

@@ -200,6 +200,17 @@ def test_filters_follow_the_api_names_values_or_and_names_and(served):
                       NetworkInterfaceIds=[a]) == "InvalidParameter.Coexist"
 
 
+def test_a_subnet_tag_filter_matches_no_subnet_untagged_as_they_are(served):
+    client = served.sdk()
+
+    def ids(*filters):
+        return [s.SubnetId for s in client.DescribeSubnets(request("DescribeSubnets", Filters=list(filters))).SubnetSet]
+
+    assert ids({"Name": "tag:env", "Values": ["prod"]}) == []
+    assert ids({"Name": "cidr-block", "Values": ["10.0.2.0/28"]}) == ["subnet-b"]
+    assert error_code(ids, {"Name": "tag-value", "Values": ["x"]}) == "InvalidParameter.FilterInvalidKey"
+
+
 def test_a_client_token_returns_the_first_answer_and_refuses_other_parameters(served):
     client = served.sdk()
     first = create(client, ClientToken="tok-1")
