@@ -3,7 +3,9 @@
 `POST /` with a JSON body and the `X-TC-*` headers, signed with TC3-HMAC-SHA256; every answer is HTTP 200
 with `Content-Type: application/json` (the SDK parses errors only then), errors as
 `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`. Bodies are bounded, connections kept alive
-(HTTP/1.1), and nothing a client sends gets a 500 or a traceback. Listens on 127.0.0.1 only.
+(HTTP/1.1), and nothing a client sends gets a 500 or a traceback. A connection that sends nothing for
+`REQUEST_TIMEOUT` seconds (a stalled request, an idle keep-alive) is closed, so stalled clients cannot hold
+the server's threads. Listens on 127.0.0.1 only.
 
 The actions themselves are in `testbed.world.tencent_actions`.
 """
@@ -35,10 +37,11 @@ if TYPE_CHECKING:
     from eni_core.tencent import TencentVpc
     from testbed.world.cluster import Cluster
 
-__all__ = ["CLAIMS", "DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "SIGNATURE_TTL",
-           "TencentCloud", "TencentVpcServer", "serve_topology", "tc3_signature"]
+__all__ = ["CLAIMS", "DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REGION", "REQUEST_TIMEOUT",
+           "SIGNATURE_TTL", "TencentCloud", "TencentVpcServer", "serve_topology", "tc3_signature"]
 
 MAX_BODY = 1 << 20
+REQUEST_TIMEOUT = 5.0  # seconds a connection may wait for a client's next bytes before it is closed
 SIGNATURE_TTL = 300.0  # seconds a signed request stays valid, either side of the server's clock
 DEFAULT_SECRET_ID = "AKIDenilabLocalTestKey000000000000"
 DEFAULT_SECRET_KEY = "enilab-local-secret-key"
@@ -71,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def setup(self) -> None:
+        self.timeout = self.server.request_timeout  # each read of the request; StreamRequestHandler applies it
         super().setup()
         with self.server.open_lock:
             self.server.open.add(self.connection)
@@ -102,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             action, params = self._authenticate(body)
             response, request_id = self.server.service.handle(action, params, request_id)
-        except DropConnection:
+        except (DropConnection, TimeoutError):  # an answer lost on purpose, or a body that stalled: none is sent
             self.close_connection = True
             return
         except ApiError as err:
@@ -170,6 +174,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     service: VpcService
     credentials: dict[str, str]
+    request_timeout: float
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -191,15 +196,17 @@ class _Server(ThreadingHTTPServer):
 class TencentVpcServer:
     """Serve `vpc` on 127.0.0.1:`port` (0: any free port) of the calling thread's network namespace. Calls
     are serialised with `lock` (share it with in-process users of `vpc`); tasks run on `now`, the VPC's
-    clock. Servers given the same `service` are one API (its tasks and tokens) on several sockets."""
+    clock. Servers given the same `service` are one API (its tasks and tokens) on several sockets. A connection
+    silent for `request_timeout` seconds is closed."""
 
     def __init__(self, vpc: SimVpc, *, port: int = 0, now: Callable[[], float] = time.monotonic,
                  lock: threading.RLock | None = None, credentials: dict[str, str] | None = None,
-                 service: VpcService | None = None) -> None:
+                 service: VpcService | None = None, request_timeout: float = REQUEST_TIMEOUT) -> None:
         self.service = service or VpcService(vpc, now=now, lock=lock)
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.service = self.service
         self._httpd.credentials = dict(credentials or {DEFAULT_SECRET_ID: DEFAULT_SECRET_KEY})
+        self._httpd.request_timeout = request_timeout
         self._thread: threading.Thread | None = None
 
     @property

@@ -84,13 +84,13 @@ def authorization(endpoint: str, body: bytes, stamp: int, content_type: str = "a
 
 
 def serve(*, nodes: dict[str, tuple[int, int]] | None = None, subnets: tuple[Subnet, ...] | None = None,
-          faults: FaultConfig | None = None) -> Served:
+          faults: FaultConfig | None = None, **server: object) -> Served:
     clock = FakeClock()
     vpc = SimVpc(subnets or (Subnet("subnet-a", IPv4Network("10.0.1.0/24")),
                              Subnet("subnet-b", IPv4Network("10.0.2.0/28"))), faults=faults, now=clock.now)
     for name, (max_enis, ips) in (nodes or {"node-1": (3, 4)}).items():
         vpc.add_instance(name, max_enis, ips)
-    return Served(vpc, TencentVpcServer(vpc, now=clock.now).start(), clock)
+    return Served(vpc, TencentVpcServer(vpc, now=clock.now, **server).start(), clock)  # type: ignore[arg-type]
 
 
 def request(kind: str, **params) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 import warnings
@@ -347,6 +348,27 @@ def test_an_oversized_body_is_refused_unread(served):
     answer = json.loads(conn.getresponse().read())
     conn.close()
     assert answer["Response"]["Error"]["Code"] == "RequestSizeLimitExceeded"
+
+
+@pytest.mark.parametrize("sent", [
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n",  # headers never finished
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Subnet",
+    b"",  # nothing at all
+])
+def test_a_stalled_connection_is_closed_unanswered_and_the_server_goes_on(sent):
+    s = serve(request_timeout=0.3)
+    try:
+        stalled = [socket.create_connection(("127.0.0.1", s.server.port), timeout=5) for _ in range(5)]
+        for conn in stalled:
+            conn.sendall(sent)
+        started = time.monotonic()
+        assert all(conn.recv(100) == b"" for conn in stalled)  # closed by the server, no answer
+        assert time.monotonic() - started < 3
+        for conn in stalled:
+            conn.close()
+        assert s.sdk().DescribeSubnets(request("DescribeSubnets")).TotalCount == 2
+    finally:
+        s.server.close()
 
 
 def test_get_is_answered_in_the_apis_form(served):
