@@ -65,6 +65,11 @@ def tc3_signature(secret_key: str, *, method: str, headers: dict[str, str], sign
     return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
 
 
+def _digits(v: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²", which int() refuses."""
+    return v.isascii() and v.isdigit()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive unless the client says `Connection: close`
     disable_nagle_algorithm = True  # an answer is one small write: do not wait for the client's ACK
@@ -121,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not _digits(length):
             self.close_connection = True
             raise ApiError("InvalidParameter", "The request needs a Content-Length header.")
         if int(length) > MAX_BODY:
@@ -142,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.server.credentials.get(secret_id)
         if key is None:
             raise ApiError("AuthFailure.SecretIdNotFound", f"The SecretId {secret_id} is not found.")
-        if not h["x-tc-timestamp"].isdigit():
+        if not _digits(h["x-tc-timestamp"]):
             raise ApiError("InvalidParameter", "X-TC-Timestamp must be the Unix time in seconds.")
         stamp = int(h["x-tc-timestamp"])
         if abs(time.time() - stamp) > SIGNATURE_TTL:
@@ -164,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
             params = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError):
             raise ApiError("InvalidParameter", "The request body is not valid JSON.") from None
+        except RecursionError:
+            raise ApiError("InvalidParameter", "The request body is JSON nested too deeply.") from None
         if not isinstance(params, dict):
             raise ApiError("InvalidParameter", "The request body must be a JSON object of parameters.")
         return h["x-tc-action"], params

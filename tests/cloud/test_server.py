@@ -333,6 +333,9 @@ def test_bad_parameters_get_the_apis_error_codes(served, action, params, code):
     (b"{}", {"Content-Type": "application/x-www-form-urlencoded"}, "InvalidParameter"),
     (b"{}", {"X-TC-Version": "2099-01-01"}, "NoSuchVersion"),
     (b"{}", {"X-TC-Region": None}, "MissingParameter"),
+    (b'{"Filters": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, "InvalidParameter"),  # deeper than Python goes
+    (b"{}", {"X-TC-Timestamp": "\u00b9"}, "InvalidParameter"),  # a digit to str.isdigit(), not to int()
+    (b"", {"Content-Length": "\u00b2"}, "InvalidParameter"),
 ])
 def test_malformed_requests_get_error_codes_as_json(served, body, headers, code):
     status, answer_headers, answer = served.raw(body, headers=headers)
