@@ -373,12 +373,13 @@ class VpcService:
                                    f"{', '.join(sorted(ENI_FILTERS))} or tag:KEY.")
             caller = next((f["Values"][0] for f in filters if f["Name"] in (f"tag:{NODE_TAG}", "attachment.instance-id")
                            and len(f["Values"]) == 1), None)
+            # the VPC matches an ENI's current record, which holds no secondary IPs; what the describe shows late
+            # (the attachment, the bound IPs) is matched on the records as shown
+            late = [f for f in filters if f["Name"] in SHOWN_LATE]
             lagging = self._vpc("DescribeNetworkInterfaces", lambda: self.vpc.describe_matching(
-                lambda r: _matches([f for f in filters if f["Name"] != "attachment.instance-id"], self._eni_field,
-                                   r, ENI_FILTERS), caller))
-            found = [r for r in lagging
-                     if _matches([f for f in filters if f["Name"] == "attachment.instance-id"], self._eni_field, r,
-                                 ENI_FILTERS)]
+                lambda r: _matches([f for f in filters if f["Name"] not in SHOWN_LATE], self._eni_field, r,
+                                   ENI_FILTERS), caller))
+            found = [r for r in lagging if _matches(late, self._eni_field, r, ENI_FILTERS)]
         return {"TotalCount": len(found), "NetworkInterfaceSet": [self._eni_shape(r)
                                                                   for r in found[offset:offset + limit]]}
 
@@ -678,6 +679,7 @@ def _matches(filters: list[dict], field: Callable[[object, str], list[str]], ite
 SUBNET_FILTERS = {"subnet-id", "vpc-id", "cidr-block", "subnet-name"}
 ENI_FILTERS = {"vpc-id", "subnet-id", "network-interface-id", "attachment.instance-id", "tag-key",
                "network-interface-name", "address-ip", "is-primary"}
+SHOWN_LATE = {"attachment.instance-id", "address-ip"}  # ENI filters on what the lagging describe shows
 RESERVE_FILTERS = {"reserve-ip-id", "vpc-id", "subnet-id", "address-ip", "reserve-address-ip", "ip-type", "name",
                    "state", "resource-id", "tag-key"}
 _TOKEN = P(_client_token)

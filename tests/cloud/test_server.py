@@ -201,6 +201,27 @@ def test_filters_follow_the_api_names_values_or_and_names_and(served):
                       NetworkInterfaceIds=[a]) == "InvalidParameter.Coexist"
 
 
+def test_the_address_ip_filter_finds_secondary_ips_once_the_describe_shows_them():
+    s = serve(faults=FaultConfig(consistency_delay=5))
+    try:
+        client = s.sdk()
+        eni = fill(client, 1)[0]
+        s.clock.t += 10
+        secondary = client.AssignPrivateIpAddresses(request("AssignPrivateIpAddresses", NetworkInterfaceId=eni,
+                                                            SecondaryPrivateIpAddressCount=1)).PrivateIpAddressSet[0]
+
+        def ids(ip):
+            return [e.NetworkInterfaceId for e in client.DescribeNetworkInterfaces(request(
+                "DescribeNetworkInterfaces", Filters=[{"Name": "address-ip", "Values": [ip]}])).NetworkInterfaceSet]
+
+        primary = str(s.vpc.enis[eni].record.primary_ip)
+        assert (ids(primary), ids(secondary.PrivateIpAddress)) == ([eni], [])  # bound, not shown yet
+        s.clock.t += 5
+        assert (ids(primary), ids(secondary.PrivateIpAddress), ids("10.0.1.99")) == ([eni], [eni], [])
+    finally:
+        s.server.close()
+
+
 def test_a_subnet_tag_filter_matches_no_subnet_untagged_as_they_are(served):
     client = served.sdk()
 
