@@ -33,6 +33,18 @@ def test_assign_beyond_the_eni_ip_quota_is_refused():
         v.assign_private_ips(eni.id, 1)
 
 
+def test_an_eni_holding_more_ips_than_an_instances_quota_cannot_be_attached_to_it():
+    v = vpc()
+    v.add_instance("node-big", max_enis=2, ips_per_eni=10)
+    eni = v.attach_eni(v.create_eni("node-big", "subnet-a").id, "node-big")
+    v.assign_private_ips(eni.id, 5)
+    v.detach_eni(eni.id)
+    with pytest.raises(QuotaExceeded, match="5 secondary IPs, more than instance node-1's quota of 3"):
+        v.attach_eni(eni.id, "node-1")
+    assert v.enis[eni.id].record.attached_to is None
+    assert v.attach_eni(eni.id, "node-big").attached_to == "node-big"
+
+
 def test_assign_beyond_the_subnet_is_refused_and_nothing_is_taken():
     v = vpc("10.0.1.0/29")  # 8 - 3 reserved = 5
     eni = v.attach_eni(v.create_eni("node-1", "subnet-a").id, "node-1")

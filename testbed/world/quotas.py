@@ -21,9 +21,13 @@ class Instance:
     max_enis: int
     ips_per_eni: int
 
-    def check_attach(self, node: str, attached: int) -> None:
+    def check_attach(self, node: str, attached: int, eni_id: str = "", ips: int = 0) -> None:
+        """Attaching one more ENI, which holds `ips` secondary IPs (one detached from another node may)."""
         if attached >= self.max_enis:
             raise QuotaExceeded(f"instance {node} already has {attached} secondary ENIs (quota {self.max_enis})")
+        if ips > self.ips_per_eni:
+            raise QuotaExceeded(f"ENI {eni_id} has {ips} secondary IPs, more than instance {node}'s quota of "
+                                f"{self.ips_per_eni} per ENI")
 
     def check_assign(self, eni_id: str, bound: int, more: int) -> None:
         if bound + more > self.ips_per_eni:

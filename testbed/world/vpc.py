@@ -150,7 +150,7 @@ class SimVpc:
             if eni.record.attached_to is not None:
                 raise InvalidParameter(f"ENI {eni_id} is already attached to {eni.record.attached_to}")
             used = self.registry.device_indexes(node)
-            inst.check_attach(node, len(used))
+            inst.check_attach(node, len(used), eni_id, len(eni.ips))
             index = next(i for i in range(1, inst.max_enis + len(used) + 2) if i not in used)
             self.registry.set_record(eni, replace(eni.record, attached_to=node, device_index=index))
             eni.since = self._now()
