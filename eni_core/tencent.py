@@ -50,6 +50,12 @@ __all__ = ["CODES", "NODE_TAG", "TencentVpc", "error_for", "from_environment"]
 
 NODE_TAG = "enilab-node"  # the tag that names the node (instance) an ENI was created for
 PAGE = 100
+NAMED_PER_CALL = 10  # PrivateIpAddresses in one Assign or Unassign: "单次最多指定10个"
+
+
+def _in_tens(items: list[str]) -> list[list[str]]:
+    """`items` in calls of at most NAMED_PER_CALL."""
+    return [items[i:i + NAMED_PER_CALL] for i in range(0, len(items), NAMED_PER_CALL)]
 FILTER_VALUES = 5  # values per filter in one describe (the API's usual bound)
 
 # the API's codes (and code prefixes, longest first) -> the port's errors
@@ -262,14 +268,18 @@ class TencentVpc:
         self._mutate("DeleteNetworkInterface", ("delete", eni_id), {"NetworkInterfaceId": eni_id}, token=False)
 
     def assign_private_ips(self, eni_id: str, count: int = 0, ips: Iterable[IPv4Address] = ()) -> list[IPv4Address]:
+        """Named addresses go ten to a call, the API's limit; a count goes in one."""
         wanted = [str(ip) for ip in ips]
-        params: dict = {"NetworkInterfaceId": eni_id}
-        if wanted:
-            params["PrivateIpAddresses"] = [{"PrivateIpAddress": ip} for ip in wanted]
-        else:
-            params["SecondaryPrivateIpAddressCount"] = count
-        response = self._mutate("AssignPrivateIpAddresses", ("assign", eni_id, count, tuple(wanted)), params)
-        return [IPv4Address(ip.PrivateIpAddress) for ip in response.PrivateIpAddressSet or []]
+        got: list[IPv4Address] = []
+        for part in _in_tens(wanted) if wanted else [[]]:
+            params: dict = {"NetworkInterfaceId": eni_id}
+            if part:
+                params["PrivateIpAddresses"] = [{"PrivateIpAddress": ip} for ip in part]
+            else:
+                params["SecondaryPrivateIpAddressCount"] = count
+            response = self._mutate("AssignPrivateIpAddresses", ("assign", eni_id, count, tuple(part)), params)
+            got += [IPv4Address(ip.PrivateIpAddress) for ip in response.PrivateIpAddressSet or []]
+        return got
 
     def unassign_private_ips(self, eni_id: str, ips: Iterable[IPv4Address], retain: bool = False) -> None:
         """With `retain`, reserve first (in place, on the ENI), then unassign: the address is never free.
@@ -288,9 +298,10 @@ class TencentVpc:
                         task=False)
             elif reserved:
                 self._end_reservations(reserved.values())
-        self._mutate("UnassignPrivateIpAddresses", ("unassign", eni_id), {
-            "NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": str(ip)} for ip in gone]},
-            token=False)
+        for part in _in_tens([str(ip) for ip in gone]):  # the API takes ten named addresses a call
+            self._mutate("UnassignPrivateIpAddresses", ("unassign", eni_id), {
+                "NetworkInterfaceId": eni_id, "PrivateIpAddresses": [{"PrivateIpAddress": ip} for ip in part]},
+                token=False)
 
     def release_retained(self, ips: Iterable[IPv4Address]) -> None:
         """Delete the addresses' reservations, which frees them. Each must be reserved on no ENI."""

@@ -146,6 +146,9 @@ def _tags(name: str, v: object) -> list[dict]:
     return items
 
 
+NAMED_IPS_PER_CALL = 10  # the API's own limit on PrivateIpAddresses (assign and unassign): "单次最多指定10个"
+
+
 def _ip_specs(name: str, v: object) -> list[dict]:
     items = _objects(name, v, {"PrivateIpAddress": _str, "Primary": _bool, "PublicIpAddress": _str,
                                "AddressId": _str, "Description": _str, "IsWanIpBlocked": _bool, "State": _str,
@@ -160,6 +163,9 @@ def _ip_specs(name: str, v: object) -> list[dict]:
             raise ApiError("InvalidParameterValue.Malformed",
                            f"`{name}.{i}.PrivateIpAddress` {spec['PrivateIpAddress']!r} is not an IPv4 "
                            "address.") from None
+    if len(items) > NAMED_IPS_PER_CALL:
+        raise ApiError("InvalidParameterValue.Range", f"`{name}` names {len(items)} addresses; at most "
+                                                      f"{NAMED_IPS_PER_CALL} may be named in one call.")
     named = [IPv4Address(spec["PrivateIpAddress"]) for spec in items]
     if len(set(named)) < len(named):
         raise ApiError("InvalidParameterValue.DuplicatePara", f"`{name}` names an address more than once.")

@@ -22,7 +22,7 @@ from eni_core.ports import (
 from eni_core.tencent import TencentVpc, error_for, from_environment
 from testbed.world.tencent_api import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 from testbed.world.vpc import FaultConfig, SimVpc
-from tests.cloud.helpers import REGION, serve
+from tests.cloud.helpers import REGION, error_code, request, serve
 
 
 @pytest.fixture
@@ -65,6 +65,24 @@ def test_the_port_through_the_sdk_does_what_the_vpc_does_in_process(served):
             vpc.delete_eni(made.id)
     assert [r.ips for r in adapter(served).describe_enis("node-1")] == [r.ips for r in twin.describe_enis("node-1")]
     assert served.vpc.available("subnet-a") == twin.available("subnet-a")
+
+
+def test_more_than_ten_named_addresses_go_in_calls_of_ten_which_is_all_the_api_takes():
+    s = serve(nodes={"node-big": (2, 30)})
+    try:
+        vpc = adapter(s)
+        eni = vpc.attach_eni(vpc.create_eni("node-big", "subnet-a").id, "node-big")
+        named = [IPv4Address(f"10.0.1.{n}") for n in range(100, 125)]
+        assert vpc.assign_private_ips(eni.id, ips=named) == named  # 25 named: three calls
+        vpc.unassign_private_ips(eni.id, named[:22])
+        assert sorted(s.vpc.enis[eni.id].ips) == named[22:]
+        eleven = [{"PrivateIpAddress": str(ip)} for ip in named[:11]]  # the API itself refuses eleven a call
+        for action in ("AssignPrivateIpAddresses", "UnassignPrivateIpAddresses"):
+            call = getattr(s.sdk(), action)
+            assert error_code(call, request(action, NetworkInterfaceId=eni.id, PrivateIpAddresses=eleven)) \
+                == "InvalidParameterValue.Range"
+    finally:
+        s.server.close()
 
 
 def test_quota_subnet_and_state_errors_are_the_ports_typed_errors(served):
