@@ -147,6 +147,7 @@ def _tags(name: str, v: object) -> list[dict]:
 
 
 NAMED_IPS_PER_CALL = 10  # the API's own limit on PrivateIpAddresses (assign and unassign): "单次最多指定10个"
+IDS_PER_CALL = 100  # SubnetIds of one DescribeSubnets: "每次请求的实例的上限为100"
 
 
 def _ip_specs(name: str, v: object) -> list[dict]:
@@ -338,6 +339,9 @@ class VpcService:
             raise ApiError("InvalidParameter.Coexist", "SubnetIds and Filters cannot be given together.")
         offset, limit = _page(params, _digits)
         ids = params.get("SubnetIds")
+        if ids is not None and len(ids) > IDS_PER_CALL:
+            raise ApiError("InvalidParameterValue.Range", f"SubnetIds names {len(ids)} subnets; at most "
+                                                          f"{IDS_PER_CALL} in one call.")
         if ids is None:
             ids = [s for s in self.vpc.subnets
                    if _matches(params.get("Filters", []), self._subnet_field, s, SUBNET_FILTERS)]
@@ -402,8 +406,9 @@ class VpcService:
     def create_network_interface(self, params: dict) -> tuple[dict, str | None]:
         if params["VpcId"] != self.vpc_id:
             raise ApiError("ResourceNotFound", f"VPC {params['VpcId']} does not exist; this VPC is {self.vpc_id}.")
-        if len(params["NetworkInterfaceName"]) > 60:
-            raise ApiError("InvalidParameterValue.TooLong", "NetworkInterfaceName: at most 60 characters.")
+        for field in ("NetworkInterfaceName", "NetworkInterfaceDescription"):
+            if len(params.get(field, "")) > 60:
+                raise ApiError("InvalidParameterValue.TooLong", f"{field}: at most 60 characters.")
         tags = params.get("Tags", [])
         node = next((t.get("Value", "") for t in tags if t["Key"] == NODE_TAG), None)
         if not node:
@@ -677,7 +682,8 @@ def _matches(filters: list[dict], field: Callable[[object, str], list[str]], ite
         if f["Name"] not in known and not f["Name"].startswith("tag:"):
             raise ApiError("InvalidParameter.FilterInvalidKey",
                            f"Filter {f['Name']!r} is not supported; use one of {', '.join(sorted(known))}.")
-        if not set(field(item, f["Name"])) & set(f["Values"]):
+        values = set(f["Values"]) | {v.lower() for v in f["Values"] if v in ("TRUE", "FALSE")}  # booleans
+        if not set(field(item, f["Name"])) & values:
             return False
     return True
 

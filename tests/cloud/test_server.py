@@ -199,6 +199,20 @@ def test_filters_follow_the_api_names_values_or_and_names_and(served):
     assert error_code(ids, [{"Name": "colour", "Values": ["red"]}]) == "InvalidParameter.FilterInvalidKey"
     assert error_code(ids, [{"Name": "subnet-id", "Values": ["x"]}],
                       NetworkInterfaceIds=[a]) == "InvalidParameter.Coexist"
+    # a boolean's value may be given as "TRUE" or "FALSE", as the Filter model says
+    assert ids([{"Name": "is-primary", "Values": ["FALSE"]}]) == ids([{"Name": "is-primary", "Values": ["false"]}])
+    assert ids([{"Name": "is-primary", "Values": ["FALSE"]}]) == [a, b]
+
+
+def test_the_apis_own_bounds_on_subnet_ids_and_descriptions_hold(served):
+    client = served.sdk()
+    assert error_code(client.DescribeSubnets, request("DescribeSubnets", SubnetIds=["subnet-a"] * 101)) \
+        == "InvalidParameterValue.Range"
+    assert client.DescribeSubnets(request("DescribeSubnets", SubnetIds=["subnet-a"] * 100)).TotalCount == 1
+    long = request("CreateNetworkInterface", VpcId=client.DescribeSubnets(request("DescribeSubnets")).SubnetSet[0]
+                   .VpcId, SubnetId="subnet-a", NetworkInterfaceName="eni", NetworkInterfaceDescription="x" * 61,
+                   Tags=[{"Key": "enilab-node", "Value": "node-1"}])
+    assert error_code(client.CreateNetworkInterface, long) == "InvalidParameterValue.TooLong"
 
 
 def test_the_address_ip_filter_finds_secondary_ips_once_the_describe_shows_them():
