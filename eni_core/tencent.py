@@ -233,7 +233,10 @@ class TencentVpc:
 
     # -- the port -------------------------------------------------------------------------------------------
     def describe_subnets(self, subnet_ids: Sequence[str]) -> dict[str, int]:
-        subnets = self._pages("DescribeSubnets", {"SubnetIds": list(subnet_ids)}, "SubnetSet", as_text=True)
+        """The API takes 100 SubnetIds a call: more go in several, each paged."""
+        ids = list(subnet_ids)
+        subnets = [s for i in range(0, max(len(ids), 1), PAGE)
+                   for s in self._pages("DescribeSubnets", {"SubnetIds": ids[i:i + PAGE]}, "SubnetSet", as_text=True)]
         for s in subnets:
             self._subnet_vpc[s.SubnetId] = s.VpcId
         return {s.SubnetId: s.AvailableIpAddressCount for s in subnets}
