@@ -95,8 +95,10 @@ def _audit_kernel(node: str, kernel, ds: dict[str, Any], found: dict[str, list[d
     by_name = {link.ifname: link for link in links}
     rules = {(r.priority, r.table, r.src, r.dst) for r in kernel.rules()}
     routes = kernel.routes()
-    tables = {r.table for r in routes
-              if r.table in routing.ENI_TABLES and r.dst is None and r.proto == nl.RTPROT_ENILAB}
+    # an ENI's table has its default route whoever wrote it (a hand repair's proto is not enilab's); only a
+    # table enilab wrote (proto 77) is stale for want of an ENI: another program's (wg-quick's) is not ours
+    tables = {r.table for r in routes if r.table in routing.ENI_TABLES and r.dst is None}
+    ours = {r.table for r in routes if r.table in routing.ENI_TABLES and r.dst is None and r.proto == nl.RTPROT_ENILAB}
     main = {(r.dst, r.oif) for r in routes if r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB}
 
     def missing(what: str, **where) -> None:
@@ -136,7 +138,7 @@ def _audit_kernel(node: str, kernel, ds: dict[str, Any], found: dict[str, list[d
         if dst not in expected_ips:
             found["stale_routes"].append({"node": node, "what": f"{node}: main-table route to {dst} (link {oif}), "
                                                                  "which no pod of it holds"})
-    for table in sorted(tables - expected_tables):
+    for table in sorted(ours - expected_tables):
         found["stale_routes"].append({"node": node, "what": f"{node}: table {table} belongs to no ENI"})
 
 

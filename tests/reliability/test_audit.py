@@ -75,3 +75,13 @@ def test_kernel_drift_shows_as_missing_and_stale_routes_until_the_agent_repairs_
         assert any("10.0.1.250" in f["what"] for f in r["stale_routes"])
         c.sync_dataplane()
         assert audit_cluster(c)["ok"]
+        # another program's table (wg-quick's number) is not an ENI's: neither stale nor touched by a sync;
+        # an ENI's default route put back by hand (proto boot) counts, and the next sync makes it enilab's
+        subprocess.run(["ip", "-n", ns, "route", "add", "default", "dev", "eth1", "table", "51820"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "del", "default", "table", "2003"], check=True)
+        subprocess.run(["ip", "-n", ns, "route", "add", "default", "via", "10.0.1.1", "dev", "eth1", "table",
+                        "2003", "onlink"], check=True)
+        assert audit_cluster(c)["ok"]
+        c.sync_dataplane()
+        shown = subprocess.run(["ip", "-n", ns, "route", "show", "table", "51820"], capture_output=True, text=True)
+        assert audit_cluster(c)["ok"] and shown.stdout.startswith("default dev eth1")

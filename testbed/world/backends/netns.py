@@ -193,7 +193,7 @@ def _tables_view(routes: list[nl.RouteEntry], names: dict[int, str]) -> dict[str
     for r in routes:
         if r.table == nl.RT_TABLE_MAIN and r.proto == nl.RTPROT_ENILAB:
             key = "main"
-        elif r.table in routing.ENI_TABLES and r.proto == nl.RTPROT_ENILAB:
+        elif r.table in routing.ENI_TABLES:
             key = str(r.table)
         else:
             continue
