@@ -76,3 +76,12 @@ def apply_churn(c: Cluster, op: tuple) -> None:
         c.set_node(op[1], max_enis=op[2])
     else:
         raise ValueError(f"unknown churn op {op!r}")
+
+
+def cmdline(pid: int | str) -> bytes:
+    """A process's command line, NUL-separated (b"" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -15,6 +15,7 @@ from eni_core import netns
 from eni_core.private import NotPrivate
 from testbed.apps import controller
 from testbed.world import engine, runs
+from tests.helpers import cmdline
 
 DEAD = {"pid": 999_999_999, "start": "0"}
 
@@ -103,7 +104,7 @@ def test_an_engine_record_pointing_outside_the_run_purges_nothing_and_no_look_al
     try:
         deadline = time.monotonic() + 30
         for p in procs.values():  # until each has exec'd: a child just forked still shows its parent's cmdline
-            while b"sleep 30" not in _cmdline(p.pid) and time.monotonic() < deadline:
+            while b"sleep 30" not in cmdline(p.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
         found = set(engine._processes_naming(own))
         assert procs["inside"].pid in found and not {procs["reader"].pid, procs["look-alike"].pid} & found
@@ -146,11 +147,3 @@ def test_one_odd_cluster_folder_is_named_and_left_and_the_others_still_cleaned(r
     notes = controller.clean_clusters()
     assert "left alone" in notes["linked"] and "fifo" not in notes and "had died" in notes["dead"]
     assert not (clusters / "dead").exists() and (clusters / "linked" / "lock").is_symlink()
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from testbed.apps.chaos import run_chaos
+from tests.helpers import cmdline
 
 pytestmark = pytest.mark.netns
 ITERATIONS = int(os.environ.get("ENILAB_CHAOS_ITERATIONS", "30"))
@@ -48,15 +49,7 @@ def test_chaos_killed_mid_run_leaves_nothing_clean_does_not_remove(tmp_path):
                            text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
     assert list(runs_dir.iterdir()) == []  # its record, its namespaces' names and its folder of sockets and logs
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(state).encode() in _cmdline(pid)]
-
-
-def _cmdline(pid: str) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and str(state).encode() in cmdline(pid)]
 
 
 def _one_node_cluster(folder):
