@@ -43,6 +43,7 @@ __all__ = ["CLAIMS", "DEFAULT_SECRET_ID", "DEFAULT_SECRET_KEY", "MAX_BODY", "REG
 MAX_BODY = 1 << 20
 REQUEST_TIMEOUT = 5.0  # seconds a connection may wait for a client's next bytes before it is closed
 SIGNATURE_TTL = 300.0  # seconds a signed request stays valid, either side of the server's clock
+UNSIGNED = b"UNSIGNED-PAYLOAD"  # X-TC-Content-SHA256 of a request whose body is not signed
 DEFAULT_SECRET_ID = "AKIDenilabLocalTestKey000000000000"
 DEFAULT_SECRET_KEY = "enilab-local-secret-key"
 _AUTH = re.compile(r"^TC3-HMAC-SHA256 Credential=([^/,\s]+)/(\d{4}-\d{2}-\d{2})/([a-z0-9]+)/tc3_request, "
@@ -56,9 +57,12 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 def tc3_signature(secret_key: str, *, method: str, headers: dict[str, str], signed: list[str], body: bytes,
                   timestamp: str, date: str, service: str) -> str:
-    """The TC3-HMAC-SHA256 signature of a request (the algorithm of the API's signature v3 documentation)."""
+    """The TC3-HMAC-SHA256 signature of a request (the algorithm of the API's signature v3 documentation). A
+    request whose `X-TC-Content-SHA256` is `UNSIGNED-PAYLOAD` (the SDK's `unsignedPayload`) signs that word in
+    place of its body."""
     canonical_headers = "".join(f"{h}:{headers.get(h, '').strip().lower()}\n" for h in signed)
-    canonical = "\n".join([method, "/", "", canonical_headers, ";".join(signed), hashlib.sha256(body).hexdigest()])
+    payload = UNSIGNED if headers.get("x-tc-content-sha256") == UNSIGNED.decode() else body
+    canonical = "\n".join([method, "/", "", canonical_headers, ";".join(signed), hashlib.sha256(payload).hexdigest()])
     scope = f"{date}/{service}/tc3_request"
     to_sign = "\n".join(["TC3-HMAC-SHA256", timestamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = _hmac(_hmac(_hmac(f"TC3{secret_key}".encode(), date), service), "tc3_request")

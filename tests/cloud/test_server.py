@@ -180,6 +180,14 @@ def test_describes_page_by_offset_and_limit_twenty_by_default_at_most_a_hundred(
     assert error_code(client.DescribeSubnets, request("DescribeSubnets", Limit=1)) == "InvalidParameter"
 
 
+def test_the_sdks_unsigned_payload_requests_are_served_and_a_changed_body_still_refused(served):
+    client = served.sdk()
+    client.profile.unsignedPayload = True  # the SDK signs the word UNSIGNED-PAYLOAD, not the body
+    assert client.DescribeSubnets(request("DescribeSubnets")).TotalCount == 2
+    client.profile.unsignedPayload = False
+    assert client.DescribeSubnets(request("DescribeSubnets")).TotalCount == 2
+
+
 def test_filters_follow_the_api_names_values_or_and_names_and(served):
     served.vpc.add_instance("node-2", 3, 4)
     client = served.sdk()
