@@ -234,10 +234,21 @@ def test_scheduler_keeps_pods_pending_while_eni_ip_is_used_up():
     assert c.pods["pod-7"].phase == "Running" and c.pods["pod-7"].ip is not None
 
 
-def test_pending_pods_pull_no_ips():
+def test_pending_pods_pull_no_ips(monkeypatch):
+    """The pool's window counts the pods that hold an IP: every plan is asked with the node's running pods,
+    never with those Pending beside them (the cap alone would hide a plan that counted them)."""
+    asked = []
+    plan = pool.plan
+
+    def spy(*args, **kw):
+        asked.append(kw["pods"])
+        return plan(*args, **kw)
+
+    monkeypatch.setattr(pool, "plan", spy)
     c = cluster(max_enis=1, ips_per_eni=6, min_prebound=1, max_prebound=1)
     c.create_pods(10, "node-1")
     assert node_state(c)["bound"] == 6  # capped: 4 Pending pods add nothing
+    assert node_state(c)["pending"] == 4 and asked[-1] == 6 and max(asked) == 6
 
 
 def test_deleted_pod_ip_goes_back_to_the_node_pool_not_to_the_vpc():
