@@ -33,6 +33,7 @@ from eni_core.cni_client import (
     TRY_AGAIN,
     UNKNOWN_CONTAINER,
     request_version,
+    version_refusal,
 )
 from eni_core.datastore import Attachment, attachment_key
 from eni_core.ops import DEFAULT, IGNORE_EXISTS, MAIN_TABLE, AddVeth, DeleteLink, Kernel, raise_first, settle
@@ -127,6 +128,9 @@ def parse_request(env: Mapping[str, str], stdin: bytes | str) -> CniRequest:
     if command != "VERSION" and version not in SUPPORTED_VERSIONS:
         raise CniError(INCOMPATIBLE_VERSION, f"cniVersion {_quote(version)} is not supported; use one of "
                        f"{', '.join(SUPPORTED_VERSIONS)}")
+    refusal = version_refusal(command, version)
+    if refusal:
+        raise CniError(INCOMPATIBLE_VERSION, refusal)
     if command in ("ADD", "DEL", "CHECK"):
         missing = [k for k in ("CNI_CONTAINERID", "CNI_IFNAME") if not env.get(k)]
         if command != "DEL" and not env.get("CNI_NETNS"):

@@ -84,6 +84,18 @@ def request_version(config: object) -> str:
     return version if isinstance(version, str) and version else DEFAULT_ERROR_VERSION
 
 
+NEWER_VERBS = {"GC": "1.1.0", "STATUS": "1.1.0"}  # the spec version each command came with
+
+
+def version_refusal(command: str, version: str) -> str | None:
+    """Why a configuration of `version` cannot ask for `command` (libcni's own plugins refuse it the same
+    way, with code 1), or None."""
+    if command in NEWER_VERBS and version == "1.0.0":
+        return (f"cniVersion 1.0.0 has no {command}; it came with {NEWER_VERBS[command]}: set cniVersion "
+                f"{NEWER_VERBS[command]} in the network configuration")
+    return None
+
+
 def clusters_dir() -> str:
     """Where `enilab up` registers its clusters (the controller's rule: ENILAB_CLUSTERS_DIR, else the
     `clusters` folder of ENILAB_RUN_DIR). A runtime may call the plugin without its caller's environment
@@ -254,6 +266,9 @@ def run(env: dict, stdin: bytes) -> tuple:
             asked = config.get("cniVersion")
             return 0, {"cniVersion": asked if isinstance(asked, str) and asked else SUPPORTED_VERSIONS[-1],
                        "supportedVersions": list(SUPPORTED_VERSIONS)}
+        refusal = version_refusal(command, version)
+        if refusal:
+            raise PluginError(INCOMPATIBLE_VERSION, refusal)
         own = os.stat("/proc/self/ns/net")  # the runtime's namespace, whatever the client joins
         join_rootless_cluster(config)
         path = find_agent(config, PLUGIN_NOT_AVAILABLE if command == "STATUS" else INVALID_CONFIG)

@@ -450,8 +450,19 @@ def test_version_echoes_only_a_version_string():
 def test_gc_takes_a_null_list_of_valid_attachments_as_none_valid():
     w = World()
     w.call("ADD")
-    w.call("GC", config={**CONFIG, "cni.dev/valid-attachments": None})  # libcni's nil slice
+    w.call("GC", config={**CONFIG, "cniVersion": "1.1.0", "cni.dev/valid-attachments": None})  # libcni's nil slice
     assert w.agent.handle("get", {"pod": w.key()}) is None
+
+
+@pytest.mark.parametrize("command", ["GC", "STATUS"])
+def test_gc_and_status_under_cni_version_1_0_0_are_refused_as_libcni_refuses_them(command):
+    body = json.dumps({**CONFIG, "cni.dev/valid-attachments": []})
+    with pytest.raises(CniError) as err:
+        parse_request({"CNI_COMMAND": command}, body)
+    assert err.value.code == 1 and "came with 1.1.0" in err.value.msg
+    assert parse_request({"CNI_COMMAND": command}, body.replace("1.0.0", "1.1.0")).command == command
+    code, out = cni_client.run({"CNI_COMMAND": command, "ENILAB_RUN_DIR": "/nonexistent"}, body.encode())
+    assert code == 1 and out["code"] == 1 and out["cniVersion"] == "1.0.0"
 
 
 def test_add_passes_on_a_chains_prev_result_with_its_own_parts_after_and_refuses_one_that_is_not_a_result():

@@ -28,6 +28,7 @@ from tests.netns.helpers import kernel_view, netns_cluster
 pytestmark = pytest.mark.netns
 IP_TRANSPARENT = 19
 CONF = {"cniVersion": "1.0.0", "name": "enilab", "type": "enilab-cni", "cluster": "lab", "node": "node-1"}
+V11 = {"cniVersion": "1.1.0"}  # GC and STATUS came with 1.1.0
 
 
 class Runtime:
@@ -328,7 +329,7 @@ def test_a_fifo_as_cni_netns_is_refused_at_once_and_holds_up_no_other_call(rt, t
     for command in ("ADD", "CHECK"):
         rc, err = rt.cni(command, "ctr-f", str(fifo), conf={"prevResult": {}})  # would block on open before
         assert rc == 1 and err["code"] == 4 and "is not a network namespace" in err["msg"], err
-    assert rt.cni("STATUS") == (0, None) and allocated(rt) == before
+    assert rt.cni("STATUS", conf=V11) == (0, None) and allocated(rt) == before
 
 
 def _inet(ns: str) -> set[str]:
@@ -418,9 +419,9 @@ def test_errors_use_spec_codes_and_echo_the_requests_version(rt, env, conf, stdi
 
 
 def test_an_unreachable_agent_is_said_once_and_status_reports_it(rt):
-    assert rt.cni("STATUS") == (0, None)
+    assert rt.cni("STATUS", conf=V11) == (0, None)
     for command, code in [("STATUS", 50), ("ADD", 11)]:
-        rc, err = rt.cni(command, "ctr-x", rt.new_netns(), conf={"agentSocket": "/nonexistent/agent.sock"})
+        rc, err = rt.cni(command, "ctr-x", rt.new_netns(), conf={**V11, "agentSocket": "/nonexistent/agent.sock"})
         assert rc == 1 and err["code"] == code
         assert err["msg"].count("node agent") == 1 and "/nonexistent/agent.sock" in err["msg"]
 
