@@ -90,7 +90,8 @@ class EniNode(abc.ABC):
     Its attributes are slots: a simulated cluster has thousands of nodes, and an event reads one node's
     state from its object alone rather than from a separate attribute table as well."""
 
-    __slots__ = ("_ambiguous_at", "_eni_seen_at", "_events", "_failures", "_ips_seen", "backoff_until", "clock",
+    __slots__ = ("_ambiguous_at", "_eni_seen_at", "_events", "_failures", "_ips_seen", "_lag_clock", "backoff_until",
+                 "clock",
                  "draws", "limits", "listeners", "node", "poll_at", "resync_at", "retry", "shortfall", "store",
                  "subnets", "vpc")
 
@@ -124,6 +125,7 @@ class EniNode(abc.ABC):
         self._ambiguous_at: float | None = None
         self._eni_seen_at: dict[str, float] = {}  # when this ipamd saw each ENI attached (see `_known_for`)
         self._ips_seen: bytes | None = None  # when it saw IPs bound, while that matters (`_learn_ips`)
+        self._lag_clock = NEVER  # the latest time the two records above were stamped or asked at (`_lag_now`)
         self.poll_at: float | None = None  # a shortfall: look at the subnets (or retry pods) again then
 
     # -- what a mode says -------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ class EniNode(abc.ABC):
         got = self._call(self.vpc.assign_private_ips, eni.id, count, tuple(ips))
         for ip in got:
             eni.bind(ip)
-        self._learn_ips(got, self.clock.now())
+        self._learn_ips(got, self._lag_now())
         self._commit()
         return got
 
@@ -250,7 +252,7 @@ class EniNode(abc.ABC):
         for ip in record.ips:
             eni.bind(ip)
         self.store.add_eni(eni)
-        self._eni_seen_at[eni.id] = self.clock.now()
+        self._eni_seen_at[eni.id] = self._lag_now()
         self._tell(EniChange.ATTACHED, eni)
         return eni
 
@@ -271,7 +273,7 @@ class EniNode(abc.ABC):
                     continue
         for ip in ips:
             eni.unbind(ip)
-        self._forget_ips(ips, self.clock.now())
+        self._forget_ips(ips, self._lag_now())
         self._commit()
 
     def _delete_eni(self, eni: Eni) -> None:
@@ -285,7 +287,7 @@ class EniNode(abc.ABC):
         """The ENI is off this node: out of the datastore (checkpointed) and told to the listeners."""
         self.store.remove_eni(eni.id)
         self._eni_seen_at.pop(eni.id, None)
-        self._forget_ips(eni.ips, self.clock.now())
+        self._forget_ips(eni.ips, self._lag_now())
         self._commit()
         self._tell(EniChange.DETACHED, eni)
 
@@ -329,6 +331,17 @@ class EniNode(abc.ABC):
             self.resync_at = self._ambiguous_at = None
         return changed
 
+    def _lag_now(self) -> float:
+        """The clock's time, for the records of when IPs and ENIs were seen, except that it never goes back:
+        a wall clock stepped back would make pairs already dropped as stale young again, and a table of
+        every IP would then answer otherwise. Seen through this, a step back only makes the lag last
+        longer, the safe side (an IP is dropped later, never sooner)."""
+        now = self.clock.now()
+        if now < self._lag_clock:
+            return self._lag_clock
+        self._lag_clock = now
+        return now
+
     def _known_for(self, what: IPv4Address | str, now: float) -> bool:
         """Known for longer than the describe lag (`resync_window`): a describe that does not show it
         is news, not lag. An IP or ENI this ipamd never saw come (read from a checkpoint, adopted with
@@ -343,18 +356,10 @@ class EniNode(abc.ABC):
     # design) was written on every bind and unbind: a cold table and a float each time in a cluster of
     # 10,000 nodes (cachegrind: 4 of 40 last-level misses per event). One bytes object is one cache line
     # for the few pairs it holds, with no objects of its own to free. The pairs are in time order, so the
-    # last is the newest, even when a wall clock steps back (`_learn_ips`).
+    # last is the newest: their times come from `_lag_now`, which never goes back.
     def _learn_ips(self, ips: Sequence[IPv4Address], now: float) -> None:
-        if not ips:
-            return
-        pairs = b"".join(SEEN.pack(int(ip), now) for ip in ips)
-        seen = self._fresh_ips_seen(now) or b""
-        if seen and now < _newest(seen):  # a wall clock stepped back: keep the pairs in time order
-            learned = {int(ip) for ip in ips}
-            kept = [(n, t) for n, t in SEEN.iter_unpack(seen) if n not in learned]  # as a table's entry is replaced
-            pairs = b"".join(SEEN.pack(n, t) for n, t in sorted([*kept, *SEEN.iter_unpack(pairs)], key=lambda p: p[1]))
-            seen = b""
-        self._ips_seen = seen + pairs
+        if ips:
+            self._ips_seen = (self._fresh_ips_seen(now) or b"") + b"".join(SEEN.pack(int(ip), now) for ip in ips)
 
     def _forget_ips(self, ips: Iterable[IPv4Address], now: float) -> None:
         """Forget IPs unbound. `now` is the time the caller asks `_known_for` at: a record dropped as stale
@@ -391,7 +396,7 @@ class EniNode(abc.ABC):
         except VpcError:
             return False, False
         found, settled = False, True
-        now = self.clock.now()
+        now = self._lag_now()
         report = report if report is not None else RecoveryReport()
         for rec in records:
             changed, ok = self._resync_eni(rec, now, report)
@@ -614,7 +619,7 @@ class Ipamd(EniNode):
         Describes lag, so nothing is dropped for being absent, and the re-sync goes on for a window."""
         report = RecoveryReport()
         self.store.restore()
-        now = self.clock.now()  # describes lag: what the checkpoint knows is judged after the window
+        now = self._lag_now()  # describes lag: what the checkpoint knows is judged after the window
         for eni in self.store.enis.values():
             self._eni_seen_at[eni.id] = now
             self._learn_ips(tuple(eni.ips), now)

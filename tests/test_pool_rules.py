@@ -400,17 +400,22 @@ def test_the_ipamd_forgets_what_it_learned_of_ips_and_enis_it_no_longer_holds():
           ("unbind", 1, 0.0), ("ask", 0, 0.0)])  # the newest time is not the last pair's when the clock stepped back
 @example([("wait", 0, 25.0), ("bind", 0, 0.0), ("back", 0, 3.0), ("bind", 0, 0.0), ("wait", 0, 10.0),
           ("ask", 0, 0.0)])  # learned again at an earlier time: the later learning counts, as a table's would
+@example([("bind", 1, 0.0), ("wait", 0, 10.0), ("bind", 0, 0.0), ("back", 0, 0.5), ("ask", 1, 0.0)])  # pairs
+# dropped as stale at 10 s, then the clock back to 9.5 s: they are not young again (found by `make fuzz`)
 def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_ip_would(steps):
     """The ipamd keeps when it saw IPs bound only while the newest is younger than the describe lag. Against
     the plain rule (a table of every bound IP's time, an unbound IP dropped), over binds, unbinds, questions
-    and waits of every length around the lag (10 s), and a clock that steps back, it answers the same."""
+    and waits of every length around the lag (10 s), and a clock that steps back, it answers the same. Both
+    read the time as the ipamd's records do, never going back (`_lag_now`): a step back lengthens the lag."""
     c = cluster()
     ipamd = c.nodes["node-1"].ipamd
     window = ipamd.retry.resync_window
     ips = [IPv4Address(f"10.9.0.{i + 1}") for i in range(8)]
     table: dict[IPv4Address, float] = {}
+    latest = float("-inf")
     for op, i, seconds in steps:
-        now = c.clock.now()
+        latest = now = max(latest, c.clock.now())
+        assert ipamd._lag_now() == now
         if op == "bind":
             ipamd._learn_ips((ips[i], ips[(i + 3) % 8]), now)
             table.update(dict.fromkeys((ips[i], ips[(i + 3) % 8]), now))
@@ -420,9 +425,9 @@ def test_the_ipamd_knows_an_ip_for_the_describe_lag_exactly_as_a_table_of_every_
         elif op == "ask":
             assert ipamd._known_for(ips[i], now) == (now - table.get(ips[i], float("-inf")) >= window)
         elif op == "back":
-            c.clock.t = now - seconds  # a wall clock can step back; the simulated one cannot
+            c.clock.t = c.clock.now() - seconds  # a wall clock can step back; the simulated one cannot
         else:
-            c.clock.advance_to(now + seconds)
+            c.clock.advance_to(c.clock.now() + seconds)
         if op in ("bind", "unbind") and ipamd._ips_seen is not None:  # what it keeps is younger than the lag
             assert now - max(t for _, t in SEEN.iter_unpack(ipamd._ips_seen)) < window
 
