@@ -147,3 +147,25 @@ def test_one_odd_cluster_folder_is_named_and_left_and_the_others_still_cleaned(r
     notes = controller.clean_clusters()
     assert "left alone" in notes["linked"] and "fifo" not in notes and "had died" in notes["dead"]
     assert not (clusters / "dead").exists() and (clusters / "linked" / "lock").is_symlink()
+
+
+def test_a_controller_names_its_run_in_the_owner_record_before_its_backend_makes_anything(run_dir, monkeypatch,
+                                                                                          tmp_path):
+    # a controller killed while its backend started (the containers backend's engine takes seconds) left a
+    # run that `enilab down` did not know of: "removed the 0 namespaces", the podman service still running
+    monkeypatch.setattr(controller, "CLUSTERS", tmp_path / "clusters")
+    folder = controller.ClusterFolder("kd")
+    assert folder.lock()
+    folder.claim()
+    seen = {}
+
+    def backend(name, run):
+        seen.update(owner=folder.owner()["prefix"], run=run.prefix)
+        raise RuntimeError("the engine did not start")
+
+    monkeypatch.setattr(controller, "make_backend", backend)
+    with pytest.raises(RuntimeError):
+        controller.Controller("default", folder)
+    folder.release()
+    assert seen["owner"] == seen["run"]
+    assert not list((tmp_path / "runs").iterdir())  # a backend that failed leaves no record behind

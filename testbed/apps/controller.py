@@ -296,8 +296,15 @@ class Controller:
         scenario = load_scenario(topology)
         for node in scenario.cluster.nodes:
             agent_socket_name(node.name)  # a node's name becomes a socket's: refuse a bad one before anything
-        self.backend = make_backend(backend or scenario.backend or "netns", runs.Run.new(cluster=self.name))
-        folder.claim(self.backend.run.prefix)
+        # the owner record names the run before the backend makes anything (the containers backend takes
+        # seconds to start its engine): a controller killed meanwhile is reclaimed whole by `enilab down`
+        run = runs.Run.new(cluster=self.name)
+        folder.claim(run.prefix)
+        try:
+            self.backend = make_backend(backend or scenario.backend or "netns", run)
+        except BaseException:
+            run.remove()  # what the backend made before it failed, and the record
+            raise
         self.lock = self.backend.lock
         try:
             # no event log kept: nothing reads it, and a cluster that lives for days would keep growing it
