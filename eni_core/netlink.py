@@ -26,6 +26,8 @@ __all__ = [
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
+F_DUMP_INTR = 0x10  # the kernel's table changed while it was dumped: entries may be missing or doubled
+DUMP_TRIES = 5
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
@@ -454,26 +456,38 @@ class NetlinkSocket:
         if errors:
             raise errors[0]
 
-    def _dump(self, mtype: int, body: bytes, absent_ok: bool = False) -> Iterator[tuple[int, bytes]]:
+    def _dump(self, mtype: int, body: bytes, absent_ok: bool = False) -> list[tuple[int, bytes]]:
         """The messages of one dump; with `absent_ok`, a dump the kernel refuses with ENOENT (a table the
-        namespace does not have) is an empty one, without raising and catching an exception for it."""
+        namespace does not have) is an empty one, without raising and catching an exception for it. A dump
+        the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed while it was read) is read again,
+        as iproute2 and libmnl's users do: a plan made from it could miss a link or see one twice."""
+        for _ in range(DUMP_TRIES):
+            messages, interrupted = self._dump_once(mtype, body, absent_ok)
+            if not interrupted:
+                return messages
+        raise NetlinkError(errno_mod.EAGAIN, f"dump {mtype}: interrupted by changes {DUMP_TRIES} times in a row")
+
+    def _dump_once(self, mtype: int, body: bytes, absent_ok: bool) -> tuple[list[tuple[int, bytes]], bool]:
         seq, frame = self._frame(Request(mtype, F_DUMP, body, "dump"), 0)
         self.sock.send(frame)
+        out: list[tuple[int, bytes]] = []
+        interrupted = False
         while True:
-            for rtype, _flags, rseq, payload in self._messages():
+            for rtype, flags, rseq, payload in self._messages():
                 if rseq != seq:
                     continue
+                interrupted = interrupted or bool(flags & F_DUMP_INTR)
                 if rtype == NLMSG_DONE:
                     # a dump that failed on its way says so here (an int, the negative errno)
                     code = _I32.unpack_from(payload)[0] if len(payload) >= 4 else 0
                 elif rtype == NLMSG_ERROR:
                     (code,) = _I32.unpack_from(payload)
                 else:
-                    yield rtype, payload
+                    out.append((rtype, payload))
                     continue
                 if code < 0 and not (absent_ok and code == -errno_mod.ENOENT):
                     raise NetlinkError(-code, f"dump {mtype}")
-                return
+                return out, interrupted
 
     def links(self) -> list[Link]:
         body = _IFINFO.pack(AF_UNSPEC, 0, 0, 0, 0) + _u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)

@@ -1,0 +1,69 @@
+"""The codec against kernel answers it does not meet every day, from a fake socket (no root): a dump the
+kernel marks interrupted (NLM_F_DUMP_INTR) is read again, not taken as the table."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from eni_core import netlink as nl
+
+NLM_F_DUMP_INTR = 0x10  # the kernel's, from linux/netlink.h
+
+def _msg(mtype: int, flags: int, seq: int, payload: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(payload), mtype, flags, seq, 0) + payload
+
+
+def _link(index: int, name: str, flags: int, seq: int) -> bytes:
+    body = struct.pack("=BxHiII", nl.AF_UNSPEC, 0, index, 0, 0) + nl._str(nl.IFLA_IFNAME, name)
+    return _msg(nl.RTM_NEWLINK, nl.F_MULTI | flags, seq, body)
+
+
+class FakeSocket:
+    """Answers the n-th request sent with `answers[n](seq)`: the datagrams the kernel would queue."""
+
+    def __init__(self, answers) -> None:
+        self.answers = list(answers)
+        self.queued: list[bytes] = []
+        self.sent = 0
+
+    def send(self, frame: bytes) -> int:
+        seq = struct.unpack_from("=IHHII", frame)[3]
+        self.queued += self.answers[self.sent](seq)
+        self.sent += 1
+        return len(frame)
+
+    def recv_into(self, buf, size: int = 0, flags: int = 0) -> int:
+        data = self.queued.pop(0)
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _socket(answers) -> nl.NetlinkSocket:
+    s = object.__new__(nl.NetlinkSocket)
+    s.sock, s.seq, s._buf = FakeSocket(answers), 0, nl._answer_buffer()
+    return s
+
+
+def _interrupted(seq: int) -> list[bytes]:  # eth1 was being made while the kernel dumped: it is missing
+    return [_link(1, "lo", NLM_F_DUMP_INTR, seq) + _msg(nl.NLMSG_DONE, nl.F_MULTI | NLM_F_DUMP_INTR, seq, b"\0" * 4)]
+
+
+def _whole(seq: int) -> list[bytes]:
+    return [_link(1, "lo", 0, seq) + _link(3, "eth1", 0, seq), _msg(nl.NLMSG_DONE, nl.F_MULTI, seq, b"\0" * 4)]
+
+
+def test_an_interrupted_dump_is_read_again_and_the_whole_table_returned():
+    s = _socket([_interrupted, _whole])
+    assert [link.ifname for link in s.links()] == ["lo", "eth1"]
+    assert s.sock.sent == 2
+
+
+def test_a_dump_interrupted_every_time_is_an_error_not_a_partial_table():
+    s = _socket([_interrupted] * 20)
+    with pytest.raises(nl.NetlinkError, match="interrupted"):
+        s.links()
+    assert 1 < s.sock.sent < 20
