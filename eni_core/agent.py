@@ -9,6 +9,7 @@ and fires the pool's timers (timed releases, retries) on the wall clock.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import signal
 import sys
@@ -227,12 +228,32 @@ class RoutingSide:
         return next((link.index for link in self.kernel.links() if link.mac == eni.mac), None)
 
 
+def _hold_node(state: Path, node: str) -> int | None:
+    """Take the node's lock (`<node>.lock` beside its checkpoint) for this process's life: its fd, or None
+    if another agent of the node holds it. Two agents of one node would each commit their own memory over
+    the other's checkpoint (and the second would take over the first's socket)."""
+    from eni_core.private import open_private, private_dir
+
+    private_dir(state)
+    fd = open_private(state / f"{node}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from eni_core.cni import Dataplane
     from eni_core.kernel import NetlinkPort
     from eni_core.vpc_client import VpcClient
 
     args = _parse(argv)
+    if _hold_node(Path(args.state), args.node) is None:
+        print(f"enilab-agent: error: another enilab-agent serves node {args.node} with the checkpoint in "
+              f"{args.state}; stop it first", file=sys.stderr)
+        return 2
     if args.cloud == "tencent":
         from eni_core.tencent import from_environment
 

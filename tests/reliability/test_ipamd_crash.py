@@ -109,3 +109,20 @@ def test_sigkill_during_scale_up_loses_nothing_and_gives_nothing_twice(world, ki
     more = [agent.call("add", pod=f"default/new-{i}")["ip"] for i in range(20)]
     every = list(pods.values()) + more
     assert len(every) == len(set(every))  # no IP given to two pods
+
+
+def test_a_second_agent_of_the_node_is_refused_and_the_first_keeps_its_socket_and_checkpoint(world):
+    # a second agent of one node took over the first's socket, and each committed its own memory over the
+    # other's checkpoint: the first's release timer wiped every IP the second had given out
+    world.start_agent(min_prebound=3)
+    agent = world.agent()
+    ip = agent.call("add", pod="default/app-0")["ip"]
+    second = subprocess.Popen([*world.proc.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = second.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        out, _ = second.communicate()
+    assert second.returncode == 2 and "another enilab-agent serves node node-1" in out
+    assert "Traceback" not in out
+    assert RpcClient(world.tmp / "agent.sock").call("get", pod="default/app-0")["ip"] == ip
