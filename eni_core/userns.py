@@ -76,13 +76,19 @@ def state_base() -> Path:
             raise RootlessError(f"no private folder for rootless runs: XDG_RUNTIME_DIR is unset and the home "
                                 f"folder {home!r} does not exist; set XDG_RUNTIME_DIR (or HOME) to a folder of yours")
         base = Path(home) / ".cache" / "enilab"
+    return _private(base)
+
+
+def _private(path: Path) -> Path:
+    """`private_dir(path)`; a folder that cannot be made (no right to, a full disk, a read-only home) is a
+    RootlessError that says so, and one that is not this user's stays NotPrivate."""
     try:
-        return private_dir(base)
+        return private_dir(path)
     except NotPrivate:
         raise
     except OSError as err:
-        raise RootlessError(f"cannot make the private folder {base}: {err.strerror}; set XDG_RUNTIME_DIR to a "
-                            "folder of yours") from None
+        raise RootlessError(f"cannot make the private folder {err.filename or path}: {err.strerror}; set "
+                            "XDG_RUNTIME_DIR to a folder of yours") from None
 
 
 def _check(rc: int, what: str) -> None:
@@ -152,7 +158,7 @@ def enter(*, network: bool = True) -> Path:
         raise RootlessError("a user namespace needs a single-threaded process; enter it before starting threads")
     uid, gid = os.geteuid(), os.getegid()
     base = state_base()
-    binds = {"netns": private_dir(base / "netns"), "enilab": private_dir(base / "run")}
+    binds = {"netns": _private(base / "netns"), "enilab": _private(base / "run")}
     try:
         _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | (CLONE_NEWNET if network else 0)),
                "unshare a user namespace")

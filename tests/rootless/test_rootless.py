@@ -254,6 +254,27 @@ def test_without_user_namespaces_run_says_why_and_exits_2(monkeypatch, tmp_path,
     assert ("ENILAB_ROOTLESS=1" in err) == (euid == 0)
 
 
+def test_a_private_folder_that_cannot_be_made_is_said_in_one_line(monkeypatch, tmp_path, capsys):
+    """The state folder exists but its `run/` cannot be made (a full disk, a home over quota): one line,
+    exit 2, and the process never left its namespaces."""
+    def full(path):
+        if Path(path).name == "run":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return path
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(userns, "inside", lambda: False)
+    monkeypatch.setattr(userns, "state_base", lambda: tmp_path)
+    monkeypatch.setattr(userns, "private_dir", full)
+    monkeypatch.setattr("threading.active_count", lambda: 1)
+    monkeypatch.setattr(userns, "_libc", _RefusingLibc())  # were it reached, nothing would move
+    monkeypatch.setattr(sys, "argv", ["enilab", "clean"])
+    assert cli.main() == 2
+    err = capsys.readouterr().err
+    assert "cannot make the private folder" in err and "No space left on device" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_state_folder_refuses_a_symlink_and_a_missing_home(monkeypatch, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
