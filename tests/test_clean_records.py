@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from eni_core import netns
 from eni_core.private import NotPrivate
-from testbed.apps import controller
+from testbed.apps import cli, controller
 from testbed.world import engine, runs
 from tests.helpers import cmdline
 
@@ -169,3 +170,28 @@ def test_a_controller_names_its_run_in_the_owner_record_before_its_backend_makes
     folder.release()
     assert seen["owner"] == seen["run"]
     assert not list((tmp_path / "runs").iterdir())  # a backend that failed leaves no record behind
+
+
+def _full(path, data):
+    """write_atomic onto a full disk: /dev/full fails every write with ENOSPC."""
+    Path("/dev/full").write_text(data)
+
+
+@pytest.mark.netns  # `enilab run` goes as far as the netns backend, which needs root (of a user namespace, at least)
+def test_a_run_whose_record_cannot_be_written_says_so_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """A full disk under the run records: the header cannot be written, or the journal line that comes before
+    the first namespace cannot. `enilab run` says so in one line and exits 2; no record and no namespace is
+    left (the header written before the journal failed went with the run)."""
+    monkeypatch.setattr(runs, "RUN_DIR", tmp_path)
+    with monkeypatch.context() as full:
+        full.setattr(runs, "write_atomic", _full)
+        with pytest.raises(runs.RecordError, match="No space left on device"):
+            runs.Run.new()
+    assert not list((tmp_path / "runs").iterdir())
+    monkeypatch.setattr(runs, "open_private", lambda path: os.open("/dev/full", os.O_WRONLY | os.O_CLOEXEC))
+    assert cli.main(["run", "rp-filter-lesson"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the record of run" in err and "No space left on device" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "runs").iterdir())
+    assert not [n for n in netns.list_names() if n.startswith(runs.CREATED[-1] + "-")]

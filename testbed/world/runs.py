@@ -38,9 +38,10 @@ from eni_core.private import (
     read_private,
     write_atomic,
 )
+from testbed.errors import UserError
 
-__all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "Run", "clean", "owner_alive", "process_start", "runs_of",
-           "state_dir", "this_process", "worker_prefix"]
+__all__ = ["PREFIX_RE", "RUN_DIR", "CleanReport", "RecordError", "Run", "clean", "owner_alive", "process_start",
+           "runs_of", "state_dir", "this_process", "worker_prefix"]
 
 RUN_DIR = Path(os.environ.get("ENILAB_RUN_DIR", "/run/enilab"))
 CREATED: list[str] = []  # prefixes of the runs this process made (tests check what they leave behind)
@@ -49,6 +50,10 @@ JOURNAL = ".names"  # beside `<prefix>.json`: the names a run reserved, one a li
 ORPHAN_TEMP_S = 600.0  # a temp file of a record never written is its killed writer's after this long
 FORMAT = 2  # a header whose names are in the journal; it has no `namespaces` list, so a cleaner that
 # knows only whole records (format 1) skips it instead of taking it for a run that made nothing
+
+
+class RecordError(UserError):
+    """A run's record cannot be written (a full disk, say): said in one line; nothing it would list was made."""
 
 
 def state_dir(*parts: str) -> Path:
@@ -179,17 +184,35 @@ class Run:
             self._save()
 
     def _save(self) -> None:
-        state_dir("runs")
-        write_atomic(self.record, json.dumps({"prefix": self.prefix, "format": FORMAT, **self.info}))
+        try:
+            state_dir("runs")
+            write_atomic(self.record, json.dumps({"prefix": self.prefix, "format": FORMAT, **self.info}))
+        except NotPrivate:
+            raise
+        except OSError as err:
+            raise self._unwritable(err) from None
 
     def _append(self, line: str) -> None:
         """One journal line, in one write(2) (the caller holds the lock). The header is written first if
         this run has none yet (a `Run` made by hand, not by `new`)."""
-        if self._journal is None:
-            if not self.record.exists():
-                self._save()
-            self._journal = open_private(self.journal)
-        os.write(self._journal, f"{line}\n".encode())
+        try:
+            if self._journal is None:
+                if not self.record.exists():
+                    self._save()
+                self._journal = open_private(self.journal)
+            os.write(self._journal, f"{line}\n".encode())
+        except NotPrivate:
+            raise
+        except OSError as err:
+            raise self._unwritable(err) from None
+
+    def _unwritable(self, err: OSError) -> RecordError:
+        from eni_core import userns
+
+        where = f"{RUN_DIR / 'runs'}" + (" (`run/runs` of your private folder, $XDG_RUNTIME_DIR/enilab else "
+                                         "~/.cache/enilab)" if userns.inside() else "")
+        return RecordError(f"cannot write the record of run {self.prefix} in {where}: {err.strerror or err}; "
+                           "free some space there and try again")
 
     def unregister(self) -> None:
         with self._lock:

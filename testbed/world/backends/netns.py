@@ -225,7 +225,11 @@ class NetnsBackend:
         self._node_seq = 0
         self._pod_seq = 0
         self._host_seq = 0
-        self._fabric = Fabric(self.run)
+        try:
+            self._fabric = Fabric(self.run)
+        except BaseException:  # nothing half-built: the namespaces recorded so far, and the record, go
+            self.run.remove()
+            raise
         # a backend nobody closes (a notebook left running) still cleans up when the interpreter exits
         self._finalizer = weakref.finalize(self, self.run.remove)
 
