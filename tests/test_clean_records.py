@@ -195,3 +195,14 @@ def test_a_run_whose_record_cannot_be_written_says_so_in_one_line_and_leaves_not
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "runs").iterdir())
     assert not [n for n in netns.list_names() if n.startswith(runs.CREATED[-1] + "-")]
+
+
+def test_a_controller_that_cannot_write_its_owner_record_says_so_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """`enilab up` on a full disk: the controller answers why in its one line (exit 2) and takes its lock and
+    folder with it, instead of dying with a traceback and leaving both behind."""
+    monkeypatch.setattr(controller, "CLUSTERS", tmp_path)
+    monkeypatch.setattr(controller, "write_atomic", _full)
+    assert controller.main(["default", "--name", "full"]) == 2
+    answer = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert "No space left on device" in answer["error"], answer
+    assert not list(tmp_path.iterdir())

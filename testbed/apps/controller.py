@@ -447,9 +447,15 @@ def main(argv: list[str] | None = None) -> int:
         _answer(busy=True, error=f"cluster {args.name} is up already, or coming up; `enilab down --name "
                                  f"{args.name}` first, or pick another --name")
         return 2
-    reclaimed = folder.reclaim()
-    folder.claim()
-    log = open_private(folder.add(LOG))
+    try:
+        reclaimed = folder.reclaim()
+        folder.claim()
+        log = open_private(folder.add(LOG))
+    except OSError as err:  # a full disk, say: said in one line, and the folder goes as it came
+        _answer(error=f"cannot keep cluster {args.name}'s state in {folder.path}: {err.strerror or err}")
+        folder.remove_files(folder.files)
+        folder.release()
+        return 2
     os.dup2(log, sys.stderr.fileno())  # from here on, the log; what came before reached `enilab up` on its pipe
     os.close(log)
     try:
