@@ -20,6 +20,7 @@ import _json
 import _socket
 import os
 import sys
+from stat import S_ISDIR  # imported by os already: costs nothing
 
 SUPPORTED_VERSIONS = ("1.0.0", "1.1.0")
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
@@ -116,9 +117,14 @@ def _inside_user_namespace() -> bool:
 
 def rootless_base() -> str:
     """The user's private folder of rootless runs, eni_core.userns.state_base's rule (tested to agree):
-    `$XDG_RUNTIME_DIR/enilab`, else `~/.cache/enilab`."""
+    `$XDG_RUNTIME_DIR/enilab` when that is a folder of this user that nobody else may write in, else
+    `~/.cache/enilab`."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
+    try:
+        info = os.stat(xdg) if xdg and os.path.isabs(xdg) else None
+    except OSError:
+        info = None
+    if info is not None and S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022:
         return os.path.join(xdg, "enilab")
     return os.path.join(os.path.expanduser("~"), ".cache", "enilab")
 

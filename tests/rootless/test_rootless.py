@@ -401,6 +401,31 @@ def test_the_cni_client_finds_the_private_folder_by_the_same_rule_as_enilab(monk
     assert Path(cni_client.rootless_base()) == userns.state_base()
 
 
+def test_an_xdg_runtime_dir_of_another_user_or_shared_is_passed_over(monkeypatch, tmp_path):
+    """XDG_RUNTIME_DIR left pointing at another user's folder (`su` keeps it) or at one anybody may write in:
+    enilab's private folder there could be renamed away under it, and root's would stay where that user
+    cannot remove it. Like an unset one, it is passed over for ~/.cache/enilab, by enilab and the CNI client."""
+    from eni_core import cni_client
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    folders = [shared]
+    if os.geteuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 1, 1)
+        folders.append(theirs)
+    for xdg in folders:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+        assert userns.state_base() == home / ".cache" / "enilab"
+        assert Path(cni_client.rootless_base()) == userns.state_base()
+        assert not (xdg / "enilab").exists()
+
+
 @pytest.mark.netns
 @HOST_ROOT
 def test_the_plugin_runs_the_readme_example_rootless_from_a_wheel_in_a_project_of_nobodys(tmp_path):
