@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core import userns
+from eni_core.private import open_private, private_dir, write_atomic
 from testbed.errors import UserError
 
 __all__ = ["DEFAULT_IMAGE", "Engine", "EngineError", "busybox_rootfs", "check_image_name", "containers_conf",
@@ -145,11 +146,10 @@ class PodmanService:
         if missing:
             raise EngineError(f"no container engine: DOCKER_HOST is not set and {' and '.join(missing)} "
                               "is missing; `apt-get install podman runc`, or point DOCKER_HOST at an engine")
-        for d in ("root", "runroot", "tmp", "net.d"):
-            (self.state / d).mkdir(parents=True, exist_ok=True)
-        (self.state / "containers.conf").write_text(containers_conf(self.state / "net.d"))
-        log = open(self.state / "service.log", "ab")  # noqa: SIM115 - the service's own
-        with log:
+        for d in ("root", "runroot", "tmp", "net.d"):  # private like the run's record, whatever the umask
+            private_dir(self.state / d)
+        write_atomic(self.state / "containers.conf", containers_conf(self.state / "net.d"))
+        with open(open_private(self.state / "service.log"), "ab") as log:
             self.proc = subprocess.Popen([*self.podman(), "system", "service", "--time", "0", f"unix://{self.socket}"],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env(),
                                          start_new_session=True)

@@ -3,11 +3,12 @@ the default image's file system, and what `clean` may touch of a run record."""
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import pytest
 
-from testbed.world.engine import busybox_tar, check_image_name, purge
+from testbed.world.engine import PodmanService, busybox_tar, check_image_name, purge
 from testbed.world.scenario import ScenarioError, parse_scenario
 from tests.containers.helpers import SMALL, enilab
 
@@ -78,3 +79,39 @@ def test_clean_never_removes_a_state_folder_not_named_after_the_run(tmp_path):
     purge(record, "enl-abcdef")
     assert folder.exists()
     purge({"engine": {"kind": "podman", "state": "relative/enl-abcdef"}}, "enl-abcdef")  # not absolute: ignored
+
+
+FAKE_PODMAN = """#!/bin/sh
+# a podman whose API service only listens on its socket (the last argument, unix://PATH), 0600 as podman's
+for last; do :; done
+case "$last" in unix://*) exec python3 -c 'import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o600); time.sleep(60)' \
+    "${last#unix://}";; esac
+"""
+
+
+def test_a_podman_service_keeps_its_state_private_whatever_the_umask(tmp_path, monkeypatch):
+    """The run's podman state (folders, containers.conf, the service's log) is 0700/0600 like every other
+    piece of enilab's state, even under umask 000."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("podman", "runc"):
+        (tools / tool).write_text(FAKE_PODMAN)
+        (tools / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    state = tmp_path / "runs" / "enl-abcdef"
+    service = PodmanService(state)
+    old = os.umask(0)
+    try:
+        service.start()
+    finally:
+        os.umask(old)
+    try:
+        made = [state, *state.rglob("*")]
+        assert {p.name for p in made} >= {"root", "runroot", "tmp", "net.d", "containers.conf", "service.log"}
+        loose = {str(p.relative_to(tmp_path)): oct(p.lstat().st_mode & 0o777) for p in made
+                 if p.lstat().st_mode & 0o077}
+        assert not loose
+    finally:
+        service.stop()
+    assert not state.exists()
