@@ -12,6 +12,10 @@ class UserError(Exception):
 
     rpc_code = REFUSED
 
+    def _render_traceback_(self) -> list[str]:
+        """In IPython and Jupyter (the labs), the message on one line too, not a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class UsageError(UserError):
     """A request that cannot be carried out as asked; the message says what to do instead."""

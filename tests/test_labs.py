@@ -281,6 +281,26 @@ def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(
     assert "no-such-file.yaml" in out and "Traceback" not in out
 
 
+def test_a_learners_mistake_is_one_line_in_the_notebook_and_a_bug_keeps_its_traceback():
+    """A cluster operation refused (here a node deleted twice, as when its cell runs again) says why in one line,
+    as the command line does; any other error keeps its traceback."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, "ENILAB_LABS_BACKEND": "sim"})
+    code = ("from testbed.apps.labs import open_cluster\n"
+            f"c = open_cluster({SMALL!r})\n" + "c.step({'op': 'delete_node', 'node': 'node-1'})\n" * 2)
+    errors: list[dict] = []
+    try:
+        for cell in (code, "{}['bug']"):
+            client.execute_interactive(cell, timeout=60, output_hook=lambda msg: msg["msg_type"] == "error"
+                                       and errors.append(msg["content"]))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert [e["traceback"] for e in errors[:1]] == [["ClusterError: unknown node 'node-1'; nodes: none"]]
+    assert errors[1]["ename"] == "KeyError" and len(errors[1]["traceback"]) > 1
+
+
 ANSWER_CELL = re.compile(r"^\w+(\[\w+\])?\.(check|predict)\(", re.M)
 
 
