@@ -71,6 +71,7 @@ class ProcessCluster:
         self.pods: dict[str, Pod] = {}
         self.seq = 0
         self.half_added: list[tuple[str, str]] = []  # (node, pod): an ADD that failed; the runtime DELs it
+        self.closed = False
         for node in spec.nodes:
             self.vpc.add_instance(node.name, node.max_enis, node.ips_per_eni)
             self.backend.add_node(node.name)
@@ -217,6 +218,10 @@ class ProcessCluster:
                          wired=lambda node, key: key in wired)
 
     def close(self) -> None:
+        """Stop the agents and the servers, then remove the namespaces; again is a no-op."""
+        if self.closed:
+            return
+        self.closed = True
         for proc in self.agents.values():
             if proc.poll() is None:
                 proc.terminate()
