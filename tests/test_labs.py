@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -415,6 +416,48 @@ def test_a_lab_kernel_killed_with_its_cluster_up_leaves_only_what_enilab_clean_r
                              capture_output=True, text=True, timeout=120, check=False)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not list((base / "netns").iterdir()) and not list((base / "run" / "runs").glob("*.json"))
+
+
+def _lab_10_up(tmp_path: Path, env: dict[str, str]):
+    """Lab 10's node agents up in a labs' kernel (its own cells): the kernel's manager and client, and the
+    agents' pids."""
+    import nbformat
+    from jupyter_client.manager import start_new_kernel
+
+    nb = nbformat.read(ROOT / "labs" / "10-failure-injection.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    code = [code[0], next(s for s in code if "ProcessCluster(" in s), "print(*(a.pid for a in pc.agents.values()))"]
+    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, **env}, cwd=str(tmp_path))
+    out: list[str] = []
+    for cell in code:
+        out.clear()
+        client.execute_interactive(cell, timeout=180, output_hook=lambda msg: msg["msg_type"] == "stream"
+                                   and out.append(msg["content"]["text"]))
+    return manager, client, [int(pid) for pid in "".join(out).split()]
+
+
+@pytest.mark.netns
+def test_the_agents_of_lab_10_do_not_outlive_its_kernel_and_enilab_clean(tmp_path):
+    """Lab 10 runs node agents as processes. Its kernel killed alone with them up (SIGKILL, as the OOM killer
+    does), `enilab clean` removes the namespaces and the agents too: nothing is left running."""
+    from testbed.world.runs import process_start
+
+    env = {"ENILAB_RUN_DIR": str(tmp_path / "run"), "ENILAB_LABS_BACKEND": "auto"}
+    manager, client, agents = _lab_10_up(tmp_path, env)
+    try:
+        assert agents and all(process_start(pid) for pid in agents)
+        os.kill(manager.provisioner.pid, signal.SIGKILL)
+        manager.provisioner.process.wait()
+        cleaned = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "clean"], env={**os.environ, **env},
+                                 capture_output=True, text=True, timeout=120, check=False)
+        assert cleaned.returncode == 0, cleaned.stderr
+        left = [pid for pid in agents if process_start(pid) is not None]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert left == [], "the agents outlived the kernel and `enilab clean`"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
 
 
 def test_the_labs_kernel_refused_a_user_namespace_starts_and_the_lab_says_why(tmp_path):
