@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -456,6 +457,24 @@ def test_the_agents_of_lab_10_do_not_outlive_its_kernel_and_enilab_clean(tmp_pat
             os.kill(pid, signal.SIGKILL)
         assert left == [], "the agents outlived the kernel and `enilab clean`"
     finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+@pytest.mark.netns
+def test_interrupting_lab_10s_kernel_leaves_its_node_agents_running(tmp_path):
+    """Kernel > Interrupt signals the kernel's whole process group: the node agents lab 10 started must not be
+    in it, or an interrupted cell kills node-1's agent under the learner."""
+    from testbed.world.runs import process_start
+
+    manager, client, agents = _lab_10_up(tmp_path, {"ENILAB_RUN_DIR": str(tmp_path / "run")})
+    try:
+        assert agents
+        manager.interrupt_kernel()
+        time.sleep(1)
+        assert all(process_start(pid) for pid in agents), "an interrupt killed the node agents"
+    finally:
+        client.execute_interactive("pc.close()", timeout=60)
         client.stop_channels()
         manager.shutdown_kernel(now=True)
 

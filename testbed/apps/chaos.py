@@ -117,6 +117,7 @@ class ProcessCluster:
             self._sock(node).unlink(missing_ok=True)
             self.agents[node] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
                 self.folder / f"{node}.log", "ab"), preexec_fn=lambda: netns.setns(fd), pass_fds=(fd,),
+                start_new_session=True,  # not signalled with this process's group (Jupyter's Kernel > Interrupt)
                 env={**os.environ, "TENCENTCLOUD_SECRET_ID": DEFAULT_SECRET_ID,
                      "TENCENTCLOUD_SECRET_KEY": DEFAULT_SECRET_KEY})
         finally:
