@@ -114,6 +114,26 @@ def test_a_prediction_is_checked_after_the_reveal_and_the_answer_stays_hidden_un
     assert "Not quite: you said 17, the cluster says 12. Hint: pods + 5" in capsys.readouterr().out
 
 
+def test_a_check_or_a_solve_before_the_cells_it_reads_says_to_run_them_and_a_solved_task_is_left_alone(capsys):
+    """Out of order (a check before the cell that reveals it, after a restart), the answer or the goal reads a
+    name no cell has made yet: one line says what to do, no traceback. A task solved already is not solved
+    again (its solution may not run twice)."""
+    ex = Exercise("bound?", lambda: tl.at(100))  # noqa: F821 - `tl` comes from a cell not run yet
+    ex.check(12)
+    assert capsys.readouterr().out == ("Cannot check yet: name 'tl' is not defined: run the cells above this one "
+                                       "first (after a kernel restart, from the top)\n") and ex.passed is None
+    task = Task("rule back", lambda: None if table == before else "broken", lambda: None)  # noqa: F821
+    task.check()
+    task.solve()
+    out = capsys.readouterr().out
+    assert "Cannot check yet: name 'table' is not defined" in out and "Cannot solve yet: name 'table'" in out
+    made = []
+    fixed = Task("made once", lambda: None if made else "not made", lambda: made.append(1))
+    fixed.solve()
+    fixed.solve()
+    assert made == [1] and fixed.passed and "Done already: made once. Nothing to solve." in capsys.readouterr().out
+
+
 def test_the_hidden_solutions_mode_fills_right_and_wrong_answers_and_fails_loudly(monkeypatch, capsys):
     ex = Exercise("which?", lambda: "eth2", kind=str, choices=["eth1", "eth2"])
     monkeypatch.setenv("ENILAB_LAB_SOLUTIONS", "1")

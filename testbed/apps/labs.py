@@ -254,6 +254,11 @@ def _normalise(answer: Any, kind: type) -> Any:
 _UNSET: Any = object()
 
 
+def _not_yet(err: NameError) -> str:
+    """What to do when an answer or a goal reads a name that a cell above has not made yet."""
+    return f"{err}: run the cells above this one first (after a kernel restart, from the top)"
+
+
 @dataclass
 class Exercise:
     """A question whose answer is read from the live cluster when it is checked, never written down.
@@ -298,7 +303,11 @@ class Exercise:
             print(f"Exercise skipped: {self.question!r} reads the kernel ({why_no_namespaces()}).")
             return
         answer = self.prediction if answer is _UNSET else answer
-        truth = self.solution()
+        try:
+            truth = self.solution()
+        except NameError as err:
+            print(f"Cannot check yet: {_not_yet(err)}")
+            return
         if truth is None:
             print(f"Cannot check yet: the cluster has no answer to {self.question!r} (did the cells above run?)")
             return
@@ -345,15 +354,27 @@ class Task:
         self.solution()
 
     def solve(self) -> None:
-        """Give up and let the hidden solution do it, then check."""
-        self._solve()
+        """Give up and let the hidden solution do it, then check; a goal that holds already is left as it is."""
+        try:
+            if self.done() is None:
+                print(f"Done already: {self.goal}. Nothing to solve.")
+                self.passed = True
+                return
+            self._solve()
+        except NameError as err:
+            print(f"Cannot solve yet: {_not_yet(err)}")
+            return
         self.check()
 
     def check(self) -> None:
         if self.needs_kernel and not can_use_namespaces():
             print(f"Task skipped: {self.goal!r} changes a kernel ({why_no_namespaces()}).")
             return
-        still = self.done()
+        try:
+            still = self.done()
+        except NameError as err:
+            print(f"Cannot check yet: {_not_yet(err)}")
+            return
         if still is not None and _mode() == "1":
             self._solve()
             still = self.done()
