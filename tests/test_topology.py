@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+from pathlib import Path
 
 import networkx as nx
 import pytest
@@ -181,3 +184,37 @@ def test_up_refuses_a_scenario_whose_probes_it_would_not_report(monkeypatch, cap
     captured = capsys.readouterr()
     assert captured.err.startswith("enilab: error: 'rp-filter-lesson' is a scenario with checks (step 2, probe), "
                                    "which `enilab up` would not report: give it to `enilab run` (root)")
+
+
+@pytest.mark.parametrize(("option", "writer", "name"),
+                         [("--png", "draw", "t.svg"), ("--graphml", "export", "t.graphml")])
+def test_an_output_file_interrupted_midway_is_left_as_it_was(tmp_path, capsys, monkeypatch, option, writer, name):
+    """Ctrl-C while the file is written: the old file stays whole, and no half-written file is left."""
+    from testbed.apps import cli
+    from testbed.observe import topology
+
+    def half_then_interrupted(graph, path, *args, **kwargs):
+        Path(path).write_text("<half")
+        raise KeyboardInterrupt
+
+    out = tmp_path / name
+    out.write_text("old")
+    monkeypatch.setattr(topology, writer, half_then_interrupted)
+    assert cli.main(["topology", "default", option, str(out)]) == 130
+    assert out.read_text() == "old" and list(tmp_path.iterdir()) == [out]
+
+
+def test_output_files_are_written_whole_with_the_mode_a_new_file_gets(tmp_path, capsys):
+    from testbed.apps import cli
+
+    umask = os.umask(0o022)
+    try:
+        assert cli.main(["topology", "default", "--png", str(tmp_path / "t.svg"),
+                         "--graphml", str(tmp_path / "t.graphml")]) == 0
+    finally:
+        os.umask(umask)
+    assert f"drew {tmp_path / 't.svg'}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.graphml", "t.svg"]
+    assert (tmp_path / "t.svg").read_text().rstrip().endswith("</svg>")
+    assert set(nx.read_graphml(tmp_path / "t.graphml").nodes) >= {"vpc", "host:db-1"}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o644}

@@ -377,7 +377,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_topology(args: argparse.Namespace) -> int:
     import networkx as nx
 
-    from testbed.apps.outputs import DRAWINGS, check_output_file
+    from testbed.apps.outputs import DRAWINGS, check_output_file, replacing
     from testbed.observe import topology
 
     if args.file is not None:  # a file is simulated: what picks or probes a running cluster would be ignored
@@ -412,10 +412,12 @@ def cmd_topology(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(nx.node_link_data(graph, edges="links")))
     if args.graphml:
-        topology.export(graph, args.graphml)
+        with replacing(args.graphml) as temp:
+            topology.export(graph, temp)
     if args.png:
-        drawn = topology.draw(graph, args.png, trace, title=title)
-        print(f"drew {drawn}", file=sys.stderr if args.json else sys.stdout)
+        with replacing(args.png) as temp:
+            topology.draw(graph, temp, trace, title=title)
+        print(f"drew {args.png}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

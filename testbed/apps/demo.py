@@ -120,6 +120,7 @@ def _check_topology(scenario, given: str, root: bool) -> None:
 def run_demo(console: Console, args: argparse.Namespace) -> int:
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
+    from testbed.apps.outputs import replacing
     from testbed.apps.runner import apply_steps
     from testbed.observe import topology
     from testbed.world.cluster import Cluster
@@ -168,8 +169,9 @@ def run_demo(console: Console, args: argparse.Namespace) -> int:
                     tables = ", ".join(f"{e.ifname}: table {eni_table(node.ifindex[e.id])}"
                                        for e in node.ipamd.enis)
                     console.print(f"{name}: planned ENI tables {tables} (not applied: no kernel)")
-            png = topology.draw(topology.build_graph(cluster), args.png, trace, title=f"enilab demo: {scenario.name}")
-            console.print(f"topology drawn to {png}")
+            with replacing(args.png) as temp:
+                topology.draw(topology.build_graph(cluster), temp, trace, title=f"enilab demo: {scenario.name}")
+            console.print(f"topology drawn to {args.png}")
         finally:
             cluster.close()
     if not root:

@@ -1,14 +1,18 @@
 """Files a command writes its results to (`--png`, `--graphml`): checked before any work, so that a name
-that cannot be written costs nothing and leaves nothing half written."""
+that cannot be written costs nothing, and written whole or not at all (`replacing`), so that Ctrl-C or a
+failure midway leaves nothing half written."""
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from eni_core.private import NAME_MAX
 from testbed.errors import UsageError
 
-__all__ = ["DRAWINGS", "check_output_file"]
+__all__ = ["DRAWINGS", "check_output_file", "replacing"]
 
 DRAWINGS = (".png", ".svg")  # what the topology and the tune chart draw to, by the file's suffix
 
@@ -39,3 +43,20 @@ def check_output_file(option: str, path: str, suffixes: tuple[str, ...] = ()) ->
     if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UsageError(f"{option} {path}: cannot be written here (permissions)")
     return p
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A new file beside `path`, with its suffix (a writer that picks the format by it still does), to write
+    the result in; when the block ends it replaces `path` in one rename. If the block fails or is
+    interrupted, the new file is removed and `path` is as it was: never half written, and of two writers
+    at once one whole result wins."""
+    p = Path(path)
+    temp = p.parent / f".enilab-{secrets.token_hex(4)}{p.suffix}"  # short: `path`'s name may be at NAME_MAX
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to `path`
+    try:
+        yield temp
+        os.replace(temp, p)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise

@@ -52,7 +52,7 @@ from typing import Any
 
 from eni_core.model import PoolConfig
 from eni_core.names import shorten, whole_number
-from testbed.apps.outputs import DRAWINGS, check_output_file
+from testbed.apps.outputs import DRAWINGS, check_output_file, replacing
 from testbed.apps.runner import apply_steps, check_supported
 from testbed.errors import UsageError, UserError
 from testbed.world.churn import MEAN_LIFE_S, check_churn, churn_workload, churn_world
@@ -888,9 +888,9 @@ def run_cli(args: Any, console: Any) -> int:
         chosen = ([recommended] if recommended is not None else []) + [
             i for i in sorted(range(len(result.rows)), key=lambda i: _cost(result.rows[i]))
             if result.rows[i]["pareto"] and i != recommended]
-        drawn = draw_tuning(result.rows, result.series, args.png, chosen=chosen[:5], recommended=recommended,
-                            title=f"warm-pool settings on {result.workload}",
-                            over_time="pool over time: " + ("recommended + " if pick else "") +
-                                      "cheapest of the front")
-        print(f"drew {drawn}", file=sys.stderr if args.json else sys.stdout)
+        with replacing(args.png) as temp:
+            draw_tuning(result.rows, result.series, temp, chosen=chosen[:5], recommended=recommended,
+                        title=f"warm-pool settings on {result.workload}",
+                        over_time="pool over time: " + ("recommended + " if pick else "") + "cheapest of the front")
+        print(f"drew {args.png}", file=sys.stderr if args.json else sys.stdout)
     return 1 if advice and advice.row is None else 0
