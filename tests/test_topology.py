@@ -66,8 +66,9 @@ OUTPUT_BAD = [
     (["--png", "{d}/t.txt"], "name a .png or .svg file"),
     (["--png", ""], "name a file"),
     (["--png", "{d}/" + "a" * 300 + ".png"], "the limit is 255"),
-    (["--graphml", "{d}"], "a folder; name a file in it"),
-    (["--graphml", "/dev/full"], "not a regular file"),
+    (["--graphml", "{d}"], "name a .graphml file"),
+    (["--graphml", "{d}/t.xml"], "name a .graphml file"),  # not node-link JSON under another name
+    (["--graphml", "/dev/full"], "name a .graphml file"),
     (["--graphml", "{d}/ok.graphml", "--png", "{d}/t.txt"], "name a .png or .svg file"),  # nothing half written
 ]
 
@@ -83,6 +84,19 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(tmp_pa
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("make", "message"), [(os.mkdir, "a folder; name a file in it"),
+                                               (os.mkfifo, "not a regular file; name a file to write")],
+                         ids=["folder", "fifo"])
+def test_an_output_file_onto_a_folder_or_a_fifo_is_refused(tmp_path, capsys, make, message):
+    from testbed.apps import cli
+
+    for option, name in (("--png", "t.svg"), ("--graphml", "t.graphml")):
+        make(tmp_path / name)
+        assert cli.main(["topology", "default", option, str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.graphml", "t.svg"]
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -388,7 +388,7 @@ def cmd_topology(args: argparse.Namespace) -> int:
     if args.png is not None:
         check_output_file("--png", args.png, DRAWINGS)
     if args.graphml is not None:
-        check_output_file("--graphml", args.graphml)
+        check_output_file("--graphml", args.graphml, (".graphml",))  # another name would get node-link JSON
     trace = None
     if args.file is not None:  # a scenario or topology file, simulated to its end ('' too: load_scenario refuses it)
         from testbed.apps.runner import apply_steps, check_supported
@@ -705,7 +705,7 @@ def _add_cluster_views(sub: Subcommands) -> None:
     tp.add_argument("file", nargs="?",
                     help="a scenario or topology (file or built-in name) to simulate; default: the running cluster")
     tp.add_argument("--png", help="draw to this file (.png or .svg)")
-    tp.add_argument("--graphml", help="export GraphML to this file")
+    tp.add_argument("--graphml", help="export GraphML to this file (.graphml)")
     tp.add_argument("--json", action="store_true", help="print the graph as node-link JSON")
     tp.add_argument("--trace", nargs=2, metavar=("SRC", "DST"), help="overlay a trace (running cluster only)")
     tp.add_argument("--name")
