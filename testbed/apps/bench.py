@@ -31,6 +31,7 @@ SIM_TARGET_SCALING = 1.1  # cost per event at full size over a tenth's (#17: 10,
 # the largest `bench sim` takes: five times #17's 10,000 nodes and 500,000 pods, some 1.6 GiB and 10 minutes
 SIM_MAX_NODES, SIM_MAX_PODS = 50_000, 2_500_000
 SIM_PODS, SIM_HOURS = 50_000, 24.0  # `bench sim`'s defaults: 50,000 pod creations over 24 simulated hours
+BRINGUP_DEFAULTS = {False: (10, 50), True: (2, 10)}  # (nodes, pods per node), by --backend containers or not
 BRINGUP_MAX_PODS = 100_000  # namespaces; the kernel's limits say no earlier on most machines (a clear error too)
 
 
@@ -224,18 +225,18 @@ def run(what: str, args: argparse.Namespace) -> dict[str, Any]:
         hours = SIM_HOURS if args.hours is None else args.hours
         check_churn(nodes, pods, hours, max_nodes=SIM_MAX_NODES, max_pods=SIM_MAX_PODS, min_pods=1)
         return bench_sim(nodes, pods, hours, 1 if args.seed is None else args.seed)
-    _check_bringup_size(args.nodes, args.pods_per_node)
-    compare = _compare(args.compare) if what == "bringup" and args.backend != "containers" else ()
+    containers = what == "bringup" and args.backend == "containers"
+    nodes, pods_per_node = _bringup_size(args.nodes, args.pods_per_node, BRINGUP_DEFAULTS[containers])
+    compare = _compare(args.compare) if what == "bringup" and not containers else ()
     if os.geteuid() != 0:
         raise UsageError(f"`enilab bench {what}` needs root (it makes network namespaces)")
     from testbed.apps import bench_netns
 
-    if what == "bringup" and args.backend == "containers":
-        return bench_netns.bench_bringup_containers(args.nodes or 2, args.pods_per_node or 10)
+    if containers:
+        return bench_netns.bench_bringup_containers(nodes, pods_per_node)
     if what == "bringup":
         from testbed.apps.bench_rootless import beside
 
-        nodes, pods_per_node = args.nodes or 10, args.pods_per_node or 50
         return beside(bench_netns.bench_bringup(nodes, pods_per_node, compare), nodes, pods_per_node)
     return bench_netns.bench_cni()
 
@@ -263,16 +264,17 @@ def _compare(text: str | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_bringup_size(nodes: int | None, pods_per_node: int | None) -> None:
-    """UsageError unless the nodes and pods per node given (None: the default) are at least 1 each, and
-    their pods at most BRINGUP_MAX_PODS."""
+def _bringup_size(nodes: int | None, pods_per_node: int | None, defaults: tuple[int, int]) -> tuple[int, int]:
+    """The nodes and pods per node to bring up, `defaults` for those not given (None); UsageError unless
+    each is at least 1 and their pods at most BRINGUP_MAX_PODS."""
     for option, value in (("--nodes", nodes), ("--pods-per-node", pods_per_node)):
         if value is not None and value < 1:
             raise UsageError(f"{option} {value}: give 1 or more")
-    pods = (nodes or 1) * (pods_per_node or 1)  # a default is never above the limit
-    if pods > BRINGUP_MAX_PODS:
-        raise UsageError(f"--nodes {nodes or 'default'} --pods-per-node {pods_per_node or 'default'}: at least "
-                         f"{pods:,} pods; give at most {BRINGUP_MAX_PODS:,}")
+    size = (nodes or defaults[0], pods_per_node or defaults[1])
+    if size[0] * size[1] > BRINGUP_MAX_PODS:
+        raise UsageError(f"--nodes {nodes or 'default'} --pods-per-node {pods_per_node or 'default'}: "
+                         f"{size[0] * size[1]:,} pods; give at most {BRINGUP_MAX_PODS:,}")
+    return size
 
 
 def _rootless_line(r: dict[str, Any]) -> str:
