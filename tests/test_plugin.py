@@ -4,6 +4,7 @@ ENILAB_REQUIRE_NETNS=1, and the host_root marker."""
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -126,6 +127,7 @@ def test_a_host_root_test_runs_only_as_root_of_the_host(pytester, monkeypatch, e
 
 ROOTLESS_SESSION = """
 import os
+import re
 import pytest
 from eni_core import userns
 
@@ -204,3 +206,65 @@ os.kill(os.getpid(), signal.SIGKILL)
     pytester.makepyfile("def test_nothing():\n    pass\n")
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not any(n.startswith(prefix) for n in netns.list_names())
+
+
+SIM_TOPOLOGY = {"cluster": {"subnets": [{"id": "a", "cidr": "10.0.1.0/24"}],
+                            "nodes": [{"name": "node-1", "subnets": ["a"], "max_enis": 2, "ips_per_eni": 4}]},
+                "steps": [{"op": "create_pods", "count": 2}]}
+STEP_BAD = [
+    ({"op": "advance", "seconds": float("nan")}, "step (advance): field 'seconds' must be a number, not nan"),
+    ({"op": "advance", "seconds": -5}, "field 'seconds' must be above 0"),
+    ({"op": "create_pods", "count": 10 ** 9}, "field 'count' must be between 1 and 10000"),
+    ({"op": "create_pods", "count": -3}, "field 'count' must be between 1 and 10000"),
+    ({"op": "create_pods", "names": ["../../etc/x"]}, "'../../etc/x' is not a pod name"),
+    ({"op": "add_node", "name": "../n", "subnets": ["a"], "max_enis": 1, "ips_per_eni": 1}, "is not a DNS label"),
+    ({"op": "set_node", "node": "node-1", "max_enis": 10 ** 6}, "field 'max_enis' must be between 1 and 32"),
+    ({"op": "create_pods", "count": 1, "bogus": 1}, "unknown field 'bogus'"),
+    ({"op": "create_pods"}, "give 'count' or 'names'"),
+    ({"op": "delete_pods"}, "give exactly one of 'names' and 'count'"),
+    ({"op": "create_pods", "count": 1, "image": "alpine"}, "'image' and 'command' need pods that are containers"),
+    ({"op": "nope"}, "step: unknown op 'nope'"),
+]
+
+
+@pytest.mark.parametrize(("step", "message"), STEP_BAD, ids=[str(s) for s, _ in STEP_BAD])
+def test_a_step_is_checked_as_a_scenario_files_are_and_changes_nothing_when_refused(step, message):
+    from testbed.world.scenario import ScenarioError
+
+    c = pytest_plugin.EnilabCluster(SIM_TOPOLOGY, backend="sim")
+    try:
+        before = c.state()
+        with pytest.raises(ScenarioError, match=re.escape(message)):
+            c.step(step)
+        assert c.state() == before
+    finally:
+        c.close()
+
+
+def test_the_shortcuts_are_checked_as_their_steps_are():
+    from testbed.world.scenario import ScenarioError
+
+    c = pytest_plugin.EnilabCluster(SIM_TOPOLOGY, backend="sim")
+    try:
+        before = c.state()
+        for call in (lambda: c.advance(float("nan")), lambda: c.advance(float("inf")), lambda: c.create_pods(0),
+                     lambda: c.create_pods(1, node="../n"), lambda: c.delete_pod("../x")):
+            with pytest.raises(ScenarioError):
+                call()
+        assert c.state() == before and c.cluster.clock.now() == 0  # a NaN no longer stops the clock for good
+        assert c.create_pods(1, node="node-1") == ["pod-3"]
+        c.delete_pod("pod-1")
+        c.advance(30)
+        assert c.running_pods() == ["pod-2", "pod-3"] and c.cluster.clock.now() == 30
+    finally:
+        c.close()
+
+
+def test_a_topology_its_backend_cannot_run_is_refused_before_anything_is_made(monkeypatch):
+    from testbed.world import cluster
+    from testbed.world.scenario import ScenarioError
+
+    monkeypatch.setattr(cluster, "Cluster", lambda *a, **k: pytest.fail("a cluster was made"))
+    steps = [{"op": "create_pods", "count": 1, "image": "alpine"}]
+    with pytest.raises(ScenarioError, match="step 1 \\(create_pods\\): 'image' and 'command' need pods that are"):
+        pytest_plugin.EnilabCluster({**SIM_TOPOLOGY, "steps": steps}, backend="sim")

@@ -123,7 +123,7 @@ class EnilabCluster:
     """A cluster under test: pods, traces and the JSON state of docs/json-contract.md."""
 
     def __init__(self, topology: str | Path | dict[str, Any], backend: str = "auto") -> None:
-        from testbed.apps.runner import apply_step, apply_steps
+        from testbed.apps.runner import apply_steps, check_supported
         from testbed.world.cluster import Cluster
         from testbed.world.scenario import load_scenario, parse_scenario
 
@@ -132,6 +132,7 @@ class EnilabCluster:
         scenario = parse_scenario(topology) if isinstance(topology, dict) else load_scenario(topology)
         if backend == "auto":
             backend = "netns" if netns_problem(enter=False) is None else "sim"
+        check_supported(scenario, backend)  # before anything is made
         if backend == "sim":
             self.cluster = Cluster(scenario.cluster)
         else:
@@ -144,7 +145,6 @@ class EnilabCluster:
             except BaseException:
                 made.close()
                 raise
-        self._apply = apply_step
         self._closed = False
         try:
             apply_steps(self.cluster, scenario.steps, scenario.source, self.cluster.sync_dataplane)
@@ -157,18 +157,25 @@ class EnilabCluster:
         return self.cluster.backend.name
 
     def step(self, step: dict[str, Any]) -> Any:
-        """Apply one scenario step (`{"op": "create_pods", "node": "node-1", "count": 3}`, ...)."""
-        result = self._apply(self.cluster, step)
+        """Apply one scenario step (`{"op": "create_pods", "node": "node-1", "count": 3}`, ...), checked as a
+        scenario file's steps are: ScenarioError for a field of the wrong type, out of range or a bad name."""
+        result = self._apply(step)
         self.cluster.sync_dataplane()
         return result
 
+    def _apply(self, step: dict[str, Any]) -> Any:
+        from testbed.apps.runner import apply_step, check_step_supported
+        from testbed.world.scenario import parse_step
+
+        step = parse_step(step)
+        check_step_supported("step", step, self.backend)
+        return apply_step(self.cluster, step)
+
     def create_pods(self, count: int, node: str | None = None) -> list[str]:
-        pods = [p.name for p in self.cluster.create_pods(count, node)]
-        self.cluster.sync_dataplane()
-        return pods
+        return [p.name for p in self.step({"op": "create_pods", "count": count, "node": node})]
 
     def delete_pod(self, name: str) -> None:
-        self.cluster.delete_pod(name)
+        self._apply({"op": "delete_pods", "names": [name]})
 
     def running_pods(self) -> list[str]:
         from testbed.world.pods import PodPhase
@@ -212,7 +219,7 @@ class EnilabCluster:
         return backend
 
     def advance(self, seconds: float) -> None:
-        self.cluster.advance(seconds)
+        self._apply({"op": "advance", "seconds": seconds})
 
     def faults(self, **rates: float) -> None:
         """Make the simulated cloud flaky (throttle, transient, insufficient_addresses, timeout, as rates;

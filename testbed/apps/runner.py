@@ -21,8 +21,8 @@ from testbed.world.scenario import (
 from testbed.world.spec import NodeSpec
 from testbed.world.state import state_items
 
-__all__ = ["STATES", "Part", "apply_step", "apply_steps", "check_supported", "refuse_checks", "run_scenario",
-           "run_step", "seconds", "select_states", "state_changes", "timeline", "write_json"]
+__all__ = ["STATES", "Part", "apply_step", "apply_steps", "check_step_supported", "check_supported", "refuse_checks",
+           "run_scenario", "run_step", "seconds", "select_states", "state_changes", "timeline", "write_json"]
 
 
 def seconds(t: float) -> int | float:
@@ -81,15 +81,20 @@ STEPS: dict[str, Callable[[Cluster, dict], Any]] = {
 def check_supported(scenario: Scenario, backend: str) -> None:
     """Refuse, before anything runs, what this build or backend cannot do."""
     for i, step in enumerate(scenario.steps, 1):
-        if backend != "containers" and ("image" in step or "command" in step):
-            raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): 'image' and 'command' need pods that "
-                                "are containers: use `--backend containers` (or `backend: containers`)")
-        if step["op"] in NETNS_OPS:
-            if backend == "sim":
-                raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): needs real packets; run it "
-                                    "with `enilab run` (netns backend, as root)")
-            if step["op"] not in STEPS:
-                raise ScenarioError(f"{scenario.source}: step {i} ({step['op']}): not supported yet")
+        check_step_supported(f"{scenario.source}: step {i}", step, backend)
+
+
+def check_step_supported(where: str, step: dict, backend: str) -> None:
+    """Refuse one step this build or backend cannot do; `where` names it (`s.yaml: step 3`)."""
+    where = f"{where} ({step['op']})"
+    if backend != "containers" and ("image" in step or "command" in step):
+        raise ScenarioError(f"{where}: 'image' and 'command' need pods that are containers: use `--backend "
+                            "containers` (or `backend: containers`)")
+    if step["op"] in NETNS_OPS:
+        if backend == "sim":
+            raise ScenarioError(f"{where}: needs real packets; run it with `enilab run` (netns backend, as root)")
+        if step["op"] not in STEPS:
+            raise ScenarioError(f"{where}: not supported yet")
 
 
 def refuse_checks(scenario: Scenario, given: str, command: str) -> None:

@@ -35,7 +35,7 @@ from testbed.world.faults import FaultConfig
 from testbed.world.pods import newest_first, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, Mode, NodeSpec
 
-__all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+__all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario", "parse_step"]
 
 MAX_ENIS_LIMIT = 32
 IPS_PER_ENI_LIMIT = 1000
@@ -491,10 +491,6 @@ class _Timeline:
     def create_pods(self, where: str, f: dict[str, Any]) -> None:
         self._need_node(where, f)
         names_given = f.get("names")
-        if names_given is not None and "count" in f and f["count"] != len(names_given):
-            raise ScenarioError(f"{where}: field 'count' is {f['count']} but 'names' lists {len(names_given)}")
-        if names_given is None and "count" not in f:
-            raise ScenarioError(f"{where}: give 'count' or 'names'")
         if names_given is None:
             for _ in range(f["count"]):
                 self.auto, name = next_auto_name(self.auto, self.pods)
@@ -534,8 +530,6 @@ class _Timeline:
             del self.claims[claim]
 
     def delete_pods(self, where: str, f: dict[str, Any]) -> None:
-        if ("names" in f) == ("count" in f):
-            raise ScenarioError(f"{where}: give exactly one of 'names' and 'count'")
         if "count" in f:
             if f["count"] > len(self.pods):
                 raise ScenarioError(f"{where}: field 'count': {f['count']} pods to delete but only "
@@ -610,16 +604,36 @@ def _scenario_name(top: dict[str, Any], source: str) -> str:
                             "(lowercase letters, digits and '-'); add `name: ...`") from None
 
 
-def _parse_step(i: int, raw: Any, timeline: _Timeline) -> dict[str, Any]:
+def parse_step(raw: Any, where: str = "step") -> dict[str, Any]:
+    """One step checked on its own, as a scenario's steps are: its op, its fields' types, ranges and name
+    rules; not against a timeline (whether the nodes and pods it names exist is the caller's to know).
+    Raise ScenarioError naming `where`, the op and the field.
+
+    >>> parse_step({"op": "advance", "seconds": float("nan")})
+    Traceback (most recent call last):
+    testbed.world.scenario.ScenarioError: step (advance): field 'seconds' must be a number, not nan
+    """
     if not isinstance(raw, dict) or "op" not in raw:
-        raise ScenarioError(f"step {i}: each step is a mapping with an 'op'")
+        raise ScenarioError(f"{where}: each step is a mapping with an 'op'")
     op = raw["op"]
     if not isinstance(op, str) or op not in OPS:
-        raise ScenarioError(f"step {i}: unknown op {shorten(op)}; known ops: {', '.join(OPS)}")
-    where = f"step {i} ({op})"
-    fields = _fields(where, {k: v for k, v in raw.items() if k != "op"}, OPS[op])
-    timeline.check(where, op, fields)
-    return {"op": op, **fields}
+        raise ScenarioError(f"{where}: unknown op {shorten(op)}; known ops: {', '.join(OPS)}")
+    where = f"{where} ({op})"
+    f = _fields(where, {k: v for k, v in raw.items() if k != "op"}, OPS[op])
+    if op == "create_pods":
+        if "names" in f and "count" in f and f["count"] != len(f["names"]):
+            raise ScenarioError(f"{where}: field 'count' is {f['count']} but 'names' lists {len(f['names'])}")
+        if "names" not in f and "count" not in f:
+            raise ScenarioError(f"{where}: give 'count' or 'names'")
+    if op == "delete_pods" and ("names" in f) == ("count" in f):
+        raise ScenarioError(f"{where}: give exactly one of 'names' and 'count'")
+    return {"op": op, **f}
+
+
+def _parse_step(i: int, raw: Any, timeline: _Timeline) -> dict[str, Any]:
+    step = parse_step(raw, f"step {i}")
+    timeline.check(f"step {i} ({step['op']})", step["op"], step)
+    return step
 
 
 def parse_scenario(data: Any, source: str = SOURCE) -> Scenario:
