@@ -232,3 +232,41 @@ def test_output_files_are_written_whole_with_the_mode_a_new_file_gets(tmp_path, 
     assert (tmp_path / "t.svg").read_text().rstrip().endswith("</svg>")
     assert set(nx.read_graphml(tmp_path / "t.graphml").nodes) >= {"vpc", "host:db-1"}
     assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o644}
+
+
+
+class Started(Exception):
+    """Where a test stops a command: what it was handed is all the test looks at."""
+
+
+def test_up_hands_a_file_named_like_an_option_to_its_controller_as_a_file(monkeypatch, tmp_path):
+    """`enilab up -- -odd.yaml` read the file, then started a controller that took `-odd.yaml` for an option
+    ("the following arguments are required: topology")."""
+    import shutil
+    import subprocess
+
+    from testbed.apps import cli, controller
+
+    started, parsed = [], []
+    parse = controller._Parser.parse_args
+
+    def popen(argv, **kwargs):
+        started.append(argv)
+        raise Started
+
+    def parse_args(self, argv=None):
+        parsed.append(parse(self, argv))
+        raise Started
+
+    shutil.copy(ROOT / "fixtures" / "topologies" / "default.yaml", tmp_path / "-odd.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(controller.ClusterFolder, "alive", lambda self: False)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(controller._Parser, "parse_args", parse_args)
+    with pytest.raises(Started):
+        cli.main(["up", "--name", "odd", "--", "-odd.yaml"])
+    assert started[0][1:3] == ["-m", "testbed.apps.controller"]
+    with pytest.raises(Started):
+        controller.main(started[0][3:])
+    assert (parsed[0].topology, parsed[0].name) == ("-odd.yaml", "odd")

@@ -202,8 +202,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError(f"cluster {name} is up already (controller pid {folder.owner()['pid']}); "
                          f"`enilab down --name {name}` first, or pick another --name")
     # the controller takes the cluster's lock (of two at once, one wins) and answers with one line
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", str(args.topology), "--name", name,
-                             "--backend", backend],
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.controller", "--name", name, "--backend", backend,
+                             "--", str(args.topology)],  # a file named `-odd.yaml` is a file, not an option
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     line = proc.stdout.readline().decode()
