@@ -290,6 +290,7 @@ BAD = [
     (["--recommend", "p95_delay<=2s,"], "write METRIC OP VALUE"),
     (["--latency", "2-1"], "--latency '2-1'"),
     (["--workers", "0"], "--workers 0"),
+    (["--workers", "1000"], "--workers 1000: give 1 to"),  # as many processes, each with its own simulation
     (["--png", "out.gif"], "--png out.gif"),
     (["--png", "no/such/folder/t.png"], "does not exist"),
     (["--nodes", "0"], "--nodes 0: give 1 to 10,000 nodes"),

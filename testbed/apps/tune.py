@@ -859,8 +859,10 @@ def run_cli(args: Any, console: Any) -> int:
             raise UsageError(f"--sweep {name}: given twice; list all its values in one --sweep")
         sweeps[name] = values
     goals = parse_goals(args.recommend) if args.recommend else None
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: give 1 or more")
+    cores = os.cpu_count() or 1
+    if args.workers is not None and not 1 <= args.workers <= cores:  # each process holds a whole simulation
+        raise UsageError(f"--workers {args.workers}: give 1 to {cores} (this machine's cores); more processes "
+                         "only take more memory")
     if args.png is not None:
         check_output_file("--png", args.png, DRAWINGS)
     workload = workload_from_args(args)
