@@ -115,3 +115,40 @@ def test_a_podman_service_keeps_its_state_private_whatever_the_umask(tmp_path, m
     finally:
         service.stop()
     assert not state.exists()
+
+
+@pytest.mark.parametrize("labels, removed", [({"enilab.run": "enl-abc123", "enilab.pod": "web"}, True),
+                                             ({"enilab.run": "enl-other1", "enilab.pod": "web"}, False), ({}, False)])
+def test_a_pod_whose_container_cannot_start_removes_only_a_container_of_its_own(labels, removed):
+    """The engine refused the pod's container. The container by that name is removed only if it carries this
+    run's and this pod's labels: on a shared engine the name may be someone else's, which is why it failed."""
+    from testbed.world.backends.containers import ContainersBackend
+
+    class Found:
+        def __init__(self) -> None:
+            self.labels, self.removed = labels, False
+
+        def remove(self, force: bool) -> None:
+            self.removed = True
+
+    found = Found()
+
+    class Containers:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("409 Conflict: the name is in use")
+
+        def get(self, name):
+            return found
+
+    class Run:
+        prefix = "enl-abc123"
+
+        def reserve(self, name: str) -> str:
+            return f"{self.prefix}-{name}"
+
+    backend = object.__new__(ContainersBackend)
+    backend.workloads, backend.default_image, backend._pod_seq, backend.run = {}, "busybox:latest", 0, Run()
+    backend.engine = type("Engine", (), {"client": type("Client", (), {"containers": Containers()})()})()
+    with pytest.raises(RuntimeError, match="409"):
+        backend.pod_up("node-1", "web", None)
+    assert found.removed is removed

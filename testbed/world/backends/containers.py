@@ -125,7 +125,10 @@ class ContainersBackend(NetnsBackend):
                 environment={"ENILAB_POD": pod}, labels={"enilab.run": self.run.prefix, "enilab.pod": pod})
         except BaseException:  # made but refused to start (runc), say: not left in the engine
             with contextlib.suppress(Exception):
-                self.engine.client.containers.get(ns).remove(force=True)
+                made = self.engine.client.containers.get(ns)
+                # only ours: on a shared engine the name may be another's, and that is why the run failed
+                if made.labels.get("enilab.run") == self.run.prefix and made.labels.get("enilab.pod") == pod:
+                    made.remove(force=True)
             raise
         self.created.append(container.id)
         self._record()
