@@ -341,9 +341,11 @@ def purge(record: dict[str, Any], prefix: str) -> list[str]:
         with contextlib.suppress(docker.errors.DockerException):
             client = docker.DockerClient(base_url=engine["endpoint"], version="auto", timeout=60)
             # by the run's label, not only the ids recorded: a run killed between making a container and
-            # recording it left one no id names
+            # recording it left one no id names; and by a name the run gives (`<prefix>-p<n>`), as a label
+            # alone is anyone's to set on a shared engine
             for container in client.containers.list(all=True, filters={"label": f"enilab.run={prefix}"}):
-                if container.labels.get("enilab.run") == prefix:
+                if container.labels.get("enilab.run") == prefix and re.fullmatch(rf"{re.escape(prefix)}-p\d+",
+                                                                                 container.name or ""):
                     with contextlib.suppress(docker.errors.NotFound):
                         container.remove(force=True)
                         removed.append(container.id)
