@@ -206,3 +206,29 @@ def test_a_controller_that_cannot_write_its_owner_record_says_so_and_leaves_no_f
     answer = json.loads(capsys.readouterr().out.splitlines()[0])
     assert "No space left on device" in answer["error"], answer
     assert not list(tmp_path.iterdir())
+
+
+def test_a_new_run_never_takes_a_prefix_a_record_or_a_namespace_holds(run_dir, monkeypatch):
+    run_dir, _ = run_dir
+    """Prefixes are six random hex digits: a draw that another run's record (of this run directory) or a
+    namespace of the host (another run directory's run, made by root) holds is drawn again."""
+    draws = iter(["aaaaaa", "bbbbbb", "cccccc"])
+    first = runs.worker_prefix()  # `enl-`, or under xdist `enl-gw0-`
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr(runs.netns, "list_names", lambda: [f"{first}bbbbbb-n1", f"{first}dddddd-n1"])
+    os.chmod(run_dir, 0o700)
+    os.chmod(run_dir / "runs", 0o700)
+    (run_dir / "runs" / f"{first}aaaaaa.json").write_text("{}")  # a live run's, claimed a moment ago
+    os.chmod(run_dir / "runs" / f"{first}aaaaaa.json", 0o600)
+    run = runs.Run.new()
+    assert run.prefix == f"{first}cccccc" and (run_dir / "runs" / f"{first}aaaaaa.json").read_text() == "{}"
+    run.remove()
+
+
+def test_clean_removes_a_claimed_record_its_maker_was_killed_before_writing_only_once_it_is_old(run_dir):
+    run_dir, _ = run_dir
+    claim = run_dir / "runs" / "enl-eeeeee.json"
+    claim.touch(mode=0o600)
+    assert runs.clean().skipped == ["enl-eeeeee.json"] and claim.exists()  # it may be a run starting now
+    os.utime(claim, (time.time() - runs.ORPHAN_TEMP_S - 1,) * 2)
+    assert runs.clean().skipped == [] and not claim.exists()

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -99,10 +100,30 @@ class Run:
 
     @classmethod
     def new(cls, **info: Any) -> Run:
-        """A new run owned by this process, its record written before anything is made."""
-        prefix = f"{worker_prefix()}{secrets.token_hex(3)}"
-        run = cls(prefix, **this_process(), ppid=os.getppid(), **info)
-        run.save()
+        """A new run owned by this process, its record written before anything is made. Its prefix is one
+        no record of this run directory holds and no namespace of the host carries (another run directory's
+        runs share the host's namespaces): the record is claimed with O_EXCL before it is written."""
+        names = netns.list_names()
+        while True:
+            prefix = f"{worker_prefix()}{secrets.token_hex(3)}"
+            if any(name.startswith(f"{prefix}-") for name in names):
+                continue
+            run = cls(prefix, **this_process(), ppid=os.getppid(), **info)
+            try:
+                state_dir("runs")
+                os.close(os.open(run.record, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            except FileExistsError:
+                continue
+            except NotPrivate:
+                raise
+            except OSError as err:
+                raise run._unwritable(err) from None
+            break
+        try:
+            run.save()
+        except BaseException:
+            run.record.unlink(missing_ok=True)  # the claim: no run was made
+            raise
         CREATED.append(prefix)
         return run
 
@@ -271,6 +292,17 @@ class CleanReport:
     skipped: list[str] = field(default_factory=list)  # records that could not be read: left as they are
 
 
+def _orphan_claim(path: Path) -> bool:
+    """An empty record of a run prefix with no journal, older than `ORPHAN_TEMP_S`, this user's own file."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return (PREFIX_RE.fullmatch(path.stem) is not None and stat.S_ISREG(info.st_mode) and info.st_size == 0
+            and info.st_uid == os.geteuid() and time.time() - info.st_mtime > ORPHAN_TEMP_S
+            and not os.path.lexists(path.with_name(f"{path.stem}{JOURNAL}")))
+
+
 def clean(force: bool = False) -> CleanReport:
     """Delete the recorded namespaces of runs whose owner is dead (with `force`, of live runs too), and
     their records. Nothing a record does not list is touched."""
@@ -284,7 +316,9 @@ def clean(force: bool = False) -> CleanReport:
                              "its records are not trusted; remove it, or point ENILAB_RUN_DIR elsewhere")
     for path in sorted(folder.glob("*.json")):
         run = Run.load(path.stem)
-        if run is None:
+        if run is None and _orphan_claim(path):  # claimed by `Run.new`, whose maker was killed before writing it
+            path.unlink(missing_ok=True)
+        elif run is None:
             report.skipped.append(path.name)
         elif force or not owner_alive(run.info):
             report.removed[run.prefix] = run.remove()
