@@ -268,3 +268,27 @@ def test_a_topology_its_backend_cannot_run_is_refused_before_anything_is_made(mo
     steps = [{"op": "create_pods", "count": 1, "image": "alpine"}]
     with pytest.raises(ScenarioError, match="step 1 \\(create_pods\\): 'image' and 'command' need pods that are"):
         pytest_plugin.EnilabCluster({**SIM_TOPOLOGY, "steps": steps}, backend="sim")
+
+
+def test_faults_are_checked_as_a_scenarios_are_but_may_fail_every_call_and_an_unknown_pod_is_a_cluster_error():
+    from testbed.errors import UserError
+    from testbed.world.scenario import ScenarioError
+
+    c = pytest_plugin.EnilabCluster(SIM_TOPOLOGY, backend="sim")
+    try:
+        healthy = c.cluster.vpc.faults
+        for rates, says in [({"latency": (0, 1e9)}, "must be at least 0 and at most 10"),
+                            ({"throttle": float("nan")}, "must be a number, not nan"),
+                            ({"throttle": 0.6, "timeout": 0.6}, "add up to 1.2"),
+                            ({"thrttle": 0.5}, "unknown field 'thrttle'")]:
+            with pytest.raises(ScenarioError, match=re.escape(says)):
+                c.faults(**rates)
+            assert c.cluster.vpc.faults is healthy  # a refused call changes nothing
+        c.faults(insufficient_addresses=1.0, seed=3)  # every call: what lab 10 does on purpose
+        assert c.cluster.vpc.faults.insufficient_addresses == 1.0
+        c.faults(latency=[0.001, 0.002])
+        assert c.cluster.vpc.faults.latency == (0.001, 0.002)
+        with pytest.raises(UserError, match="unknown pod 'nope'; pods: pod-1, pod-2"):
+            c.pod("nope")
+    finally:
+        c.close()

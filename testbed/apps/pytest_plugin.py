@@ -183,7 +183,15 @@ class EnilabCluster:
         return [p.name for p in self.cluster.pods.values() if p.phase == PodPhase.RUNNING]
 
     def pod(self, name: str) -> dict[str, Any]:
-        return self.state()["pods"][name]
+        """The pod's part of the JSON state; ClusterError for a pod the cluster does not have."""
+        from eni_core.names import shorten
+        from testbed.world.cluster import ClusterError
+
+        pods = self.state()["pods"]
+        if name not in pods:
+            raise ClusterError(f"unknown pod {shorten(name)}; pods: {', '.join(list(pods)[:10]) or 'none'}"
+                               + (f" and {len(pods) - 10} more" if len(pods) > 10 else ""))
+        return pods[name]
 
     def state(self) -> dict[str, Any]:
         return self.cluster.state()
@@ -223,10 +231,11 @@ class EnilabCluster:
 
     def faults(self, **rates: float) -> None:
         """Make the simulated cloud flaky (throttle, transient, insufficient_addresses, timeout, as rates;
-        consistency_delay and latency in seconds); with no argument it heals."""
-        from testbed.world.faults import FaultConfig
+        consistency_delay and latency in seconds); with no argument it heals. Checked as a scenario's faults
+        are (ScenarioError), except that a rate may be 1: every call fails."""
+        from testbed.world.scenario import parse_faults
 
-        self.cluster.vpc.faults = FaultConfig(**rates)
+        self.cluster.vpc.faults = parse_faults(rates, "faults()", every_call=True)
 
     def audit(self) -> dict[str, Any]:
         """The VPC, the datastores and the kernels compared (see `enilab audit`)."""

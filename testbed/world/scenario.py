@@ -35,7 +35,8 @@ from testbed.world.faults import FaultConfig
 from testbed.world.pods import newest_first, next_auto_name
 from testbed.world.spec import ClusterSpec, HostSpec, Mode, NodeSpec
 
-__all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_scenario", "parse_step"]
+__all__ = ["LIMITS", "OPS", "SYSCTLS", "Scenario", "ScenarioError", "load_scenario", "parse_faults", "parse_scenario",
+           "parse_step"]
 
 MAX_ENIS_LIMIT = 32
 IPS_PER_ENI_LIMIT = 1000
@@ -282,10 +283,12 @@ SUBNET_FIELDS: Fields = {"id": (_label, True), "cidr": (_cidr, True), "reserved"
 HOST_FIELDS: Fields = {"name": (_label, True), "ip": (_ip, True)}
 NODE_FIELDS: Fields = {"name": (_label, True), "subnets": (_unique(_label, "subnet", MAX_SUBNETS), True),
                        "max_enis": (_int(1, MAX_ENIS_LIMIT), True), "ips_per_eni": (_int(1, IPS_PER_ENI_LIMIT), True)}
-_RATE = (_number(0, hi=0.9), False)
-FAULT_FIELDS: Fields = {"throttle": _RATE, "transient": _RATE, "insufficient_addresses": _RATE, "timeout": _RATE,
+RATES = ("throttle", "transient", "insufficient_addresses", "timeout")
+FAULT_FIELDS: Fields = {**dict.fromkeys(RATES, (_number(0, hi=0.9), False)),
                         "consistency_delay": (_number(0, hi=3600), False), "latency": (lambda v: v, False),
                         "seed": (_int(0, 2**63 - 1), False)}
+# a cluster made flaky at run time (the pytest plugin's `faults`, the labs) may fail every call on purpose
+EVERY_CALL_FAULT_FIELDS: Fields = {**FAULT_FIELDS, **dict.fromkeys(RATES, (_number(0, hi=1), False))}
 LATENCY_FIELDS: Fields = {"min": (_number(0, hi=10), False), "max": (_number(0, hi=10), False)}
 
 
@@ -321,7 +324,7 @@ def _parse_cluster(data: Any, seed: int) -> ClusterSpec:
     return ClusterSpec(subnets=subnets, nodes=_parse_nodes(c.get("nodes", []), subnets), hosts=hosts,
                        mode=c.get("mode", Mode.SHARED_ENI), pool=_parse_pool(c.get("pool", {})),
                        claim_expired_duration=_parse_expiry(c.get("static", {})),
-                       faults=_parse_faults(c.get("faults", {})), seed=seed)
+                       faults=parse_faults(c.get("faults", {})), seed=seed)
 
 
 def _parse_pool(data: dict) -> PoolConfig:
@@ -413,19 +416,21 @@ def _node_spec(where: str, raw: Any, subnets: set[str], taken: Iterable[str]) ->
     return NodeSpec(n["name"], tuple(n["subnets"]), n["max_enis"], n["ips_per_eni"])
 
 
-def _parse_faults(data: dict) -> FaultConfig:
-    f = _fields("cluster.faults", data, FAULT_FIELDS)
+def parse_faults(data: Any, where: str = "cluster.faults", every_call: bool = False) -> FaultConfig:
+    """A scenario's faults: rates of at most 0.9 that add up to less than 1, a consistency delay of at most an
+    hour, a latency of at most 10 s. With `every_call` (a cluster made flaky on purpose at run time) a rate,
+    and their sum, may be 1: every call fails."""
+    f = _fields(where, data, EVERY_CALL_FAULT_FIELDS if every_call else FAULT_FIELDS)
     if "latency" in f:
-        f["latency"] = _parse_latency(f["latency"])
-    rates = f.get("throttle", 0) + f.get("transient", 0) + f.get("insufficient_addresses", 0) + f.get("timeout", 0)
-    if rates >= 1:
-        raise ScenarioError(f"cluster.faults: the fault rates add up to {rates:g}; keep them under 1")
+        f["latency"] = _parse_latency(f["latency"], f"{where}.latency")
+    rates = sum(f.get(rate, 0) for rate in RATES)
+    if rates > 1 or (rates == 1 and not every_call):
+        raise ScenarioError(f"{where}: the fault rates add up to {rates:g}; keep them under 1")
     return FaultConfig(**f)
 
 
-def _parse_latency(data: Any) -> tuple[float, float]:
-    where = "cluster.faults.latency"
-    if isinstance(data, list):  # [min, max]
+def _parse_latency(data: Any, where: str) -> tuple[float, float]:
+    if isinstance(data, list | tuple):  # [min, max]
         if len(data) != 2:
             raise ScenarioError(f"{where}: give {{min: S, max: S}} or [min, max] in seconds, not {shorten(data)}")
         data = dict(zip(("min", "max"), data, strict=True))
