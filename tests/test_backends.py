@@ -31,3 +31,29 @@ def test_the_sim_backend_has_no_run_no_hosts_and_no_wired_pods_and_the_audit_rea
     assert (c.backend.run, dict(c.backend.hosts), dict(c.backend.pods)) == (None, {}, {})
     assert c.local_node("node-1") is c.nodes["node-1"]
     assert audit_cluster(c)["ok"] is True  # nothing leaked, and no kernel to find routes missing in
+
+
+def test_the_fabric_closed_twice_closes_its_file_once():
+    """A second close must not close the fd number again: another file may have taken it in between."""
+    import os
+
+    from testbed.world.backends.netns import Fabric
+
+    class Kernel:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    fabric = object.__new__(Fabric)
+    fabric.kernel, fabric.fd = Kernel(), os.open(os.devnull, os.O_RDONLY)
+    number = fabric.fd
+    fabric.close()
+    other = os.open(os.devnull, os.O_RDONLY)  # takes the number the fabric gave back
+    try:
+        assert other == number
+        fabric.close()
+        os.fstat(other)  # still open
+        assert fabric.kernel.closed == 1
+    finally:
+        os.close(other)

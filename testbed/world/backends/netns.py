@@ -110,9 +110,13 @@ class Fabric:
             raise errors[0]
 
     def close(self) -> None:
-        """Close the fabric's socket and file; its namespace goes with the run's (`Run.remove`)."""
+        """Close the fabric's socket and file; its namespace goes with the run's (`Run.remove`). Again is a no-op:
+        closing the fd number twice could close whatever file took the number in between."""
+        if self.fd < 0:
+            return
         self.kernel.close()
         os.close(self.fd)
+        self.fd = -1
 
 
 class _Node:
