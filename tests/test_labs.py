@@ -196,10 +196,10 @@ def test_a_non_editable_install_runs_a_lab_cluster_from_anywhere(tmp_path):
 
 
 def test_figures_go_to_a_private_folder_of_this_process():
-    folder = labs._figure_dir()
+    folder = labs.figure_dir()
     assert folder.is_dir() and (folder.stat().st_mode & 0o777) == 0o700
-    assert folder == labs._figure_dir()
-    other = subprocess.run([sys.executable, "-c", "from testbed.apps import labs; print(labs._figure_dir())"],
+    assert folder == labs.figure_dir()
+    other = subprocess.run([sys.executable, "-c", "from testbed.apps import labs; print(labs.figure_dir())"],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert other != str(folder)
 

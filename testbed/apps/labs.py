@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eni_core.names import shorten
 from testbed.apps.lab_kernel import REFUSED
 from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world.backends.netns import NetnsBackend
-from testbed.world.cluster import Cluster
+from testbed.world.cluster import Cluster, ClusterError
 
-__all__ = ["KERNEL", "Exercise", "Task", "can_use_namespaces", "console", "enilab", "ip", "kernel_table_of",
-           "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit", "show_topology",
-           "why_no_namespaces"]
+__all__ = ["KERNEL", "Exercise", "Task", "can_use_namespaces", "console", "enilab", "figure_dir", "ip",
+           "kernel_table_of", "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit",
+           "show_topology", "why_no_namespaces"]
 
 KERNEL = "Python 3 (enilab)"  # the labs' kernel: namespaces for a normal user too
 
@@ -94,7 +95,7 @@ def ip(cluster, node: str, *args: Any, show: bool = True) -> str | None:
             return None
         return ""
     if node not in c.backend.nodes:
-        raise ValueError(f"unknown node {node!r}; nodes: {', '.join(c.backend.nodes)}")
+        raise ClusterError(f"unknown node {shorten(node)}; nodes: {', '.join(c.backend.nodes)}")
     binary = shutil.which("ip") or "/usr/sbin/ip"
     command = [binary, "-n", c.backend.nodes[node].ns, *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
@@ -141,8 +142,9 @@ def print_audit(report: dict) -> None:
 _figures: Path | None = None
 
 
-def _figure_dir() -> Path:
-    """A private folder (mode 0700) for this kernel's pictures, removed when the kernel exits."""
+def figure_dir() -> Path:
+    """A private folder (mode 0700) for this kernel's pictures, removed when the kernel exits (a lab's own
+    pictures go here too, not into a folder of their own left in /tmp)."""
     global _figures
     if _figures is None:
         import atexit
@@ -160,7 +162,7 @@ def show_topology(cluster, trace=None, title: str = "") -> None:
 
     c = _inner(cluster)
     trace = trace.to_dict() if hasattr(trace, "to_dict") else trace
-    path = topology.draw(topology.build_graph(c), _figure_dir() / "topology.png", trace, title)
+    path = topology.draw(topology.build_graph(c), figure_dir() / "topology.png", trace, title)
     display(Image(data=path.read_bytes(), width=900))
 
 
