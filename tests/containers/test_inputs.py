@@ -152,3 +152,29 @@ def test_a_pod_whose_container_cannot_start_removes_only_a_container_of_its_own(
     with pytest.raises(RuntimeError, match="409"):
         backend.pod_up("node-1", "web", None)
     assert found.removed is removed
+
+
+def test_the_runs_cni_plugin_folder_is_private_whatever_the_umask(tmp_path, monkeypatch):
+    from testbed.world.backends import containers
+    from testbed.world.backends.netns import NetnsBackend
+
+    class Engine:
+        def ensure_default_image(self) -> str:
+            return "enilab/busybox:latest"
+
+    def netns_init(self, run=None) -> None:
+        self.run = run
+
+    monkeypatch.setattr(NetnsBackend, "__init__", netns_init)
+    monkeypatch.setattr(containers, "own_state", lambda prefix: tmp_path / "runs" / prefix)
+    monkeypatch.setattr(containers, "open_engine", lambda state: Engine())
+    monkeypatch.setattr(containers.ContainersBackend, "_record", lambda self: None)
+    run = type("Run", (), {"prefix": "enl-abcdef"})()
+    old = os.umask(0)
+    try:
+        backend = containers.ContainersBackend(run)
+    finally:
+        os.umask(old)
+    backend._engine_finalizer.detach()
+    folder = backend.plugin.parent
+    assert folder == tmp_path / "runs" / "enl-abcdef" / "cni-bin" and folder.stat().st_mode & 0o777 == 0o700

@@ -29,6 +29,7 @@ from eni_core import cni, netns
 from eni_core.cni import CniError, Dataplane
 from eni_core.datastore import Allocation
 from eni_core.kernel import NetlinkPort
+from eni_core.private import private_dir
 from eni_core.routing import host_veth_name
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import ClusterError
@@ -84,7 +85,8 @@ class ContainersBackend(NetnsBackend):
         try:
             self.engine = open_engine(self.state_dir)
             self.default_image = self.engine.ensure_default_image()
-            self.plugin = Path(cni.install_plugin(self.state_dir / "cni-bin", sys.executable))
+            # private like the rest of the run's state, whatever the umask: the engine runs as this user
+            self.plugin = Path(cni.install_plugin(private_dir(self.state_dir / "cni-bin"), sys.executable))
         except BaseException as err:
             if hasattr(self, "engine"):
                 self.engine.close()
