@@ -410,13 +410,35 @@ class NetlinkSocket:
         self._send(frames)
         errors = []
         while True:
-            for mtype, _flags, seq, start, _end in self._heads():
-                if mtype == NLMSG_ERROR and first <= seq <= last:
-                    (code,) = _I32.unpack_from(self._buf, start)
-                    if code and -code not in ignore:
-                        errors.append(NetlinkError(-code, reqs[seq - first].what, seq - first))
-                    if seq == last:
-                        return errors
+            try:
+                for mtype, _flags, seq, start, _end in self._heads():
+                    if mtype == NLMSG_ERROR and first <= seq <= last:
+                        (code,) = _I32.unpack_from(self._buf, start)
+                        if code and -code not in ignore:
+                            errors.append(NetlinkError(-code, reqs[seq - first].what, seq - first))
+                        if seq == last:
+                            return errors
+            except OSError as err:
+                if err.errno != errno_mod.ENOBUFS:
+                    raise
+                # the kernel's answers overflowed the receive buffer and some were dropped: which requests
+                # failed is unknown. What is still queued of the batch is read away (the kernel handled it
+                # all inside the send), so that no later call takes it for its own.
+                self._drain()
+                raise NetlinkError(errno_mod.ENOBUFS, f"the answers to a batch of {len(reqs)} requests (the "
+                                   f"first: {reqs[0].what}) overflowed the socket's buffer and some were lost; "
+                                   "read the kernel's state back to see what was done") from None
+
+    def _drain(self) -> None:
+        """Read away every answer queued on the socket, without waiting."""
+        while True:
+            try:
+                self._messages(_MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno != errno_mod.ENOBUFS:  # said once; what follows it is still to be read
+                    raise
 
     def _send(self, frames: list[bytes]) -> None:
         """The frames in as few sends as the socket takes: the kernel reads one message per sendmsg chunk
@@ -435,17 +457,18 @@ class NetlinkSocket:
             size += len(frame)
         self.sock.send(b"".join(chunk))
 
-    def queued_errors(self) -> list[NetlinkError]:
+    def queued_errors(self, seqs: range | None = None) -> list[NetlinkError]:
         """The errors the kernel has queued for requests sent without acks (`encode`), without waiting:
-        the kernel handles a request inside the send, so every answer is queued when the send returns."""
+        the kernel handles a request inside the send, so every answer is queued when the send returns.
+        `seqs`: only the answers to requests of these sequence numbers count (others are read away)."""
         errors = []
         while True:
             try:
                 messages = self._messages(_MSG_DONTWAIT)
             except BlockingIOError:
                 return errors
-            for mtype, _flags, _seq, payload in messages:
-                if mtype == NLMSG_ERROR:
+            for mtype, _flags, seq, payload in messages:
+                if mtype == NLMSG_ERROR and (seqs is None or seq in seqs):
                     (code,) = _I32.unpack_from(payload)
                     if code:
                         errors.append(NetlinkError(-code, "a request sent without an ack"))

@@ -1,7 +1,9 @@
 """The codec against kernel answers it does not meet every day, from a fake socket (no root): a dump the
-kernel marks interrupted (NLM_F_DUMP_INTR) is read again, not taken as the table."""
+kernel marks interrupted (NLM_F_DUMP_INTR) is read again, not taken as the table; answers lost to a full
+receive buffer (ENOBUFS) are an error that says so, and leave nothing queued for the next call."""
 from __future__ import annotations
 
+import errno
 import struct
 
 import pytest
@@ -34,7 +36,11 @@ class FakeSocket:
         return len(frame)
 
     def recv_into(self, buf, size: int = 0, flags: int = 0) -> int:
+        if not self.queued and flags & nl._MSG_DONTWAIT:
+            raise BlockingIOError(errno.EAGAIN, "nothing queued")
         data = self.queued.pop(0)
+        if isinstance(data, OSError):  # what the kernel says on the read after it dropped answers
+            raise data
         buf[:len(data)] = data
         return len(data)
 
@@ -67,3 +73,28 @@ def test_a_dump_interrupted_every_time_is_an_error_not_a_partial_table():
     with pytest.raises(nl.NetlinkError, match="interrupted"):
         s.links()
     assert 1 < s.sock.sent < 20
+
+
+def _error(seq: int, code: int) -> bytes:
+    return _msg(nl.NLMSG_ERROR, 0, seq, struct.pack("=i", -code) + b"\0" * 16)
+
+
+def test_answers_lost_to_a_full_buffer_are_an_error_saying_so_and_the_next_batch_reads_only_its_own():
+    def overflowed(seq: int) -> list:  # the batch of three, sent at once: a failure, then answers dropped
+        return [_error(seq, errno.EEXIST), OSError(errno.ENOBUFS, "No buffer space available"), _error(seq + 2, 0)]
+
+    def fine(seq: int) -> list:
+        return [_error(seq, 0)]
+
+    s = _socket([overflowed, fine])
+    batch = [nl.link_set(1, up=True), nl.link_set(2, up=True), nl.link_set(3, up=True)]
+    with pytest.raises(nl.NetlinkError, match="overflowed the socket's buffer") as err:
+        s.apply(batch)
+    assert err.value.errno == errno.ENOBUFS and s.sock.queued == []  # the rest was read away
+    assert s.apply([nl.link_set(1, up=True)]) == []
+
+
+def test_queued_errors_count_only_the_requests_asked_about():
+    s = _socket([lambda seq: [_error(1, errno.EEXIST), _error(2, errno.ENODEV)]])
+    s.sock.send(struct.pack("=IHHII", 16, 0, 0, 2, 0))
+    assert [e.errno for e in s.queued_errors(range(2, 3))] == [errno.ENODEV]
