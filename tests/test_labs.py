@@ -258,6 +258,11 @@ def test_a_prediction_of_the_wrong_type_is_not_recorded(capsys):
     ex.predict("three")
     assert "Cannot record that: expected a whole number (like 12), got 'three' (str)" in capsys.readouterr().out
     assert ex.prediction is None
+    ex.predict(10 ** 5000)  # Python refuses to write out more than 4,300 digits: the answer is described
+    ex.check(10 ** 5000)
+    out = capsys.readouterr().out
+    assert "Prediction recorded: a number of about 5,000 digits" in out
+    assert "Not quite: you said a number of about 5,000 digits, the cluster says 3" in out
 
 
 def test_without_namespaces_a_kernel_lab_says_what_it_cannot_show(monkeypatch, capsys):

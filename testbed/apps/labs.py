@@ -250,7 +250,7 @@ def _normalise(answer: Any, kind: type) -> Any:
             return int(answer.strip())
     elif isinstance(answer, str) and answer.strip():
         return answer.strip().casefold()
-    raise ValueError(f"expected {expected}, got {answer!r} ({type(answer).__name__})")
+    raise ValueError(f"expected {expected}, got {shorten(answer)} ({type(answer).__name__})")
 
 
 _UNSET: Any = object()
@@ -290,7 +290,7 @@ class Exercise:
         except ValueError as err:
             print(f"Cannot record that: {err}.")
             return
-        print(f"Prediction recorded: {answer!r}. Run the next cells, then check it.")
+        print(f"Prediction recorded: {shorten(answer)}. Run the next cells, then check it.")
 
     def _wrong(self, right: Any) -> Any:
         if self.kind is bool:
@@ -329,9 +329,9 @@ class Exercise:
             return
         self.passed = given == right
         if self.passed:
-            print(f"Correct: {answer!r}, and the cluster agrees.")
+            print(f"Correct: {shorten(answer)}, and the cluster agrees.")
         else:
-            print(f"Not quite: you said {answer!r}, the cluster says {right!r}."
+            print(f"Not quite: you said {shorten(answer)}, the cluster says {right!r}."
                   + (f" Hint: {self.hint}" if self.hint else ""))
         _enforce(self.question, self.passed)
 
