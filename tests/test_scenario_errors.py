@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from testbed.world.scenario import ScenarioError, parse_scenario
+from tests.helpers import ROOT
 
 BASE = """
 name: t
@@ -103,6 +104,22 @@ def test_simulate_missing_file_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", str(tmp_path / "nope.yaml")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "cannot read it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_broken_link_that_no_built_in_is_named_after_says_what_is_wrong_with_it(tmp_path):
+    """A bare word that is a broken link (a loop, or dangling) and no built-in's name: its own error says what
+    is wrong, not "no such file, nor a built-in name". A broken link does not hide a built-in (a path that
+    exists wins over a name; this one does not exist)."""
+    os.symlink("loop", tmp_path / "loop")
+    os.symlink("nowhere.yaml", tmp_path / "grow-and-shrink")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", "loop"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "Too many levels of symbolic links" in proc.stderr, proc.stderr
+    assert "built-in" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "testbed.apps.cli", "simulate", "grow-and-shrink"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_netns_only_ops_are_refused_by_simulate(tmp_path):

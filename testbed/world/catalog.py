@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import errno
+import os
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -57,5 +58,7 @@ def resolve(ref: str | Path) -> Path | Traversable:
     found = builtin(str(ref))
     if found is not None:
         return found
+    if os.path.lexists(path):  # a broken link (a loop, say): its own error says what is wrong with it
+        return path
     listing = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in builtin_names().items())
     raise FileNotFoundError(errno.ENOENT, f"no such file, nor a built-in name; built-in {listing}")
