@@ -24,7 +24,7 @@ from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.names import InvalidName, Parser, dns_label, whole_number
 from eni_core.routing import HostIndexes
-from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer
+from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer, SocketPathTooLong, check_socket_path
 
 __all__ = ["NoFreeIp", "NodeAgent", "main"]
 
@@ -250,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eni_core.vpc_client import VpcClient
 
     args = _parse(argv)
+    try:
+        check_socket_path(args.listen)
+    except SocketPathTooLong as err:
+        print(f"enilab-agent: error: --listen: {err}", file=sys.stderr)
+        return 2
     if _hold_node(Path(args.state), args.node) is None:
         print(f"enilab-agent: error: another enilab-agent serves node {args.node} with the checkpoint in "
               f"{args.state}; stop it first", file=sys.stderr)

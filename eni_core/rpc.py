@@ -109,6 +109,23 @@ class NoAnswer(TimeoutError):
     """The server took longer than the client's timeout to answer."""
 
 
+SOCKET_PATH_MAX = 107  # bytes of a unix socket's path the kernel takes (sun_path, less its NUL)
+
+
+class SocketPathTooLong(ValueError):
+    """A unix socket's path longer than the kernel takes; the message says how long and what to do."""
+
+
+def check_socket_path(path: str | os.PathLike[str]) -> None:
+    """SocketPathTooLong unless the kernel can bind a unix socket at `path`. The check comes before anything
+    is made: bind() would refuse it only once the server's folder and state exist."""
+    size = len(os.fsencode(path))
+    if size > SOCKET_PATH_MAX:
+        raise SocketPathTooLong(f"the unix socket {os.fsdecode(path)[:60]}... would have a path of {size} bytes; "
+                                f"the kernel takes at most {SOCKET_PATH_MAX}: use shorter names, or a shorter "
+                                "ENILAB_RUN_DIR")
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -118,6 +135,7 @@ class RpcServer:
     """Serve `handler(method, params)` on a unix socket, each connection in a thread."""
 
     def __init__(self, path: str | os.PathLike[str], handler: Handler) -> None:
+        check_socket_path(path)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)

@@ -29,7 +29,8 @@ from eni_core.cni import CniError
 from eni_core.datastore import attachment_key
 from eni_core.model import Eni, PoolConfig, Subnet
 from eni_core.private import private_dir
-from eni_core.rpc import RpcClient
+from eni_core.rpc import RpcClient, SocketPathTooLong, check_socket_path
+from testbed.errors import UsageError
 from testbed.observe.audit import audit
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.engine import own_state
@@ -58,24 +59,33 @@ class ProcessCluster:
         self.spec, self.cloud = spec, cloud
         self.lock = threading.RLock()
         self.vpc = SimVpc(spec.subnets, seed=spec.seed, now=time.time)
-        self.backend = NetnsBackend()
-        self.folder = folder = folder or private_dir(own_state(self.backend.run.prefix))
-        self.backend.bind(self)
-        self.vpc.listeners.append(self._on_attach)
-        self.api = VpcService(self.vpc, now=time.time, lock=self.lock)  # one API, its tasks and tokens, for all
-        self.endpoints: dict[str, str] = {}
-        self.servers: list = []
-        if cloud == "rpc":
-            self.servers.append(serve_vpc(self.vpc, str(folder / "vpc.sock"), self.lock))
         self.agents: dict[str, subprocess.Popen] = {}
-        self.pods: dict[str, Pod] = {}
-        self.seq = 0
-        self.half_added: list[tuple[str, str]] = []  # (node, pod): an ADD that failed; the runtime DELs it
+        self.servers: list = []
         self.closed = False
-        for node in spec.nodes:
-            self.vpc.add_instance(node.name, node.max_enis, node.ips_per_eni)
-            self.backend.add_node(node.name)
-            self.start_agent(node.name)
+        self.backend = NetnsBackend()
+        try:  # a cluster that cannot come up whole (a socket path too long, an agent that died) is taken down
+            self.folder = folder = folder or private_dir(own_state(self.backend.run.prefix))
+            for name in ["vpc", *(node.name for node in spec.nodes)]:  # before anything runs
+                try:
+                    check_socket_path(folder / f"{name}.sock")
+                except SocketPathTooLong as err:
+                    raise UsageError(str(err)) from None
+            self.backend.bind(self)
+            self.vpc.listeners.append(self._on_attach)
+            self.api = VpcService(self.vpc, now=time.time, lock=self.lock)  # one API, its tasks and tokens
+            self.endpoints: dict[str, str] = {}
+            if cloud == "rpc":
+                self.servers.append(serve_vpc(self.vpc, str(folder / "vpc.sock"), self.lock))
+            self.pods: dict[str, Pod] = {}
+            self.seq = 0
+            self.half_added: list[tuple[str, str]] = []  # (node, pod): an ADD that failed; the runtime DELs it
+            for node in spec.nodes:
+                self.vpc.add_instance(node.name, node.max_enis, node.ips_per_eni)
+                self.backend.add_node(node.name)
+                self.start_agent(node.name)
+        except BaseException:
+            self.close()
+            raise
 
     # the cloud's side of an attach: the interface appears in the node (hot-plug), down
     def _on_attach(self, what: str, eni_id: str, _ips) -> None:

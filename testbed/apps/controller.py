@@ -26,8 +26,8 @@ from typing import Any, NoReturn
 
 from eni_core.names import InvalidName, Parser, dns_label
 from eni_core.private import atomic_temps, open_private, private_dir, read_private, write_atomic
-from eni_core.rpc import RpcClient, RpcServer
-from testbed.errors import UserError
+from eni_core.rpc import RpcClient, RpcServer, SocketPathTooLong, check_socket_path
+from testbed.errors import UsageError, UserError
 from testbed.world import runs
 
 __all__ = ["ClusterFolder", "Controller", "clean_clusters", "cluster_dir", "connect", "list_clusters",
@@ -294,8 +294,11 @@ class Controller:
         self.name = folder.name
         self.folder = folder
         scenario = load_scenario(topology)
-        for node in scenario.cluster.nodes:
-            agent_socket_name(node.name)  # a node's name becomes a socket's: refuse a bad one before anything
+        for node in scenario.cluster.nodes:  # a node's name becomes a socket's: refuse a bad one before anything
+            try:
+                check_socket_path(folder.path / agent_socket_name(node.name))
+            except SocketPathTooLong as err:
+                raise UsageError(f"node {node.name}: {err}") from None
         # the owner record names the run before the backend makes anything (the containers backend takes
         # seconds to start its engine): a controller killed meanwhile is reclaimed whole by `enilab down`
         run = runs.Run.new(cluster=self.name)

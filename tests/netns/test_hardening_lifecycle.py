@@ -126,6 +126,26 @@ def test_a_node_name_that_is_a_path_never_becomes_a_socket_or_checkpoint(tmp_pat
     assert not list(tmp_path.iterdir())
 
 
+def test_a_socket_path_longer_than_the_kernel_takes_is_refused_in_one_line_before_anything(tmp_path, capsys):
+    """A unix socket's path has at most 107 bytes. A node's socket over that (a long ENILAB_RUN_DIR, cluster
+    or node name) failed inside bind(), once the namespaces were made: the agent died with a traceback in
+    its log. The controller and the agent now refuse it first, saying what to shorten."""
+    run_dir = tmp_path / ("r" * 40)
+    node = "n" * 50
+    name, topo = topology(tmp_path, node=node)
+    out = subprocess.run([*CONTROLLER, str(topo), "--name", name], capture_output=True, text=True,
+                         env={**os.environ, "ENILAB_RUN_DIR": str(run_dir)})
+    error = json.loads(out.stdout)["error"]
+    assert out.returncode == 2 and f"node {node}: the unix socket" in error and "at most 107" in error
+    assert not any((run_dir / "runs").glob("*.json"))  # no run made
+    long = tmp_path / ("s" * 120 + ".sock")
+    assert agent.main(["--node", "node-1", "--vpc", "v.sock", "--state", str(tmp_path / "state"), "--listen",
+                       str(long), "--subnet", "subnet-a", "--max-enis", "2", "--ips-per-eni", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--listen: the unix socket" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "state").exists()
+
+
 def test_the_controller_refuses_a_bad_node_name_before_making_anything(tmp_path):
     """The scenario check may refuse it first; the controller refuses it anyway, before any namespace."""
     run_dir = tmp_path / "run"
