@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -308,12 +309,10 @@ def test_the_command_line_runs_from_the_notebook_and_a_mistake_is_a_clear_error(
     assert "no-such-file.yaml" in out and "Traceback" not in out
 
 
-def test_a_learners_mistake_is_one_line_in_the_notebook_and_a_bug_keeps_its_traceback():
+def test_a_learners_mistake_is_one_line_in_the_notebook_and_a_bug_keeps_its_traceback(tmp_path):
     """A cluster operation refused (here a node deleted twice, as when its cell runs again) says why in one line,
     as the command line does; any other error keeps its traceback."""
-    from jupyter_client.manager import start_new_kernel
-
-    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, "ENILAB_LABS_BACKEND": "sim"})
+    manager, client = _labs_kernel({"ENILAB_LABS_BACKEND": "sim"}, tmp_path)
     code = ("from testbed.apps.labs import open_cluster\n"
             f"c = open_cluster({SMALL!r})\n" + "c.step({'op': 'delete_node', 'node': 'node-1'})\n" * 2)
     errors: list[dict] = []
@@ -375,15 +374,24 @@ def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monk
         c.close()
 
 
-def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
-    """Run `code` in this checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH) as Jupyter
-    starts it, and return what it printed; an error in the kernel fails the test. Then the kernel is killed
-    (SIGKILL, Jupyter's `shutdown_kernel(now=True)`), whatever it still holds."""
+def _labs_kernel(env: dict[str, str], tmp_path: Path):
+    """This checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH, so whichever venv runs
+    the tests has it: the rootless pass's has no kernelspec installed) as Jupyter starts it, in `tmp_path`,
+    with `env` on top of this process's: its manager and client."""
     from jupyter_client.manager import start_new_kernel
 
-    shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", tmp_path / "jupyter" / "kernels" / "enilab")
+    spec = tmp_path / "jupyter" / "kernels" / "enilab"
+    if not spec.exists():
+        shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", spec)
     env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}
-    manager, client = start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
+    return start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
+
+
+def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
+    """Run `code` in this checkout's labs' kernel (`_labs_kernel`) and return what it printed; an error in the
+    kernel fails the test. Then the kernel is killed (SIGKILL, Jupyter's `shutdown_kernel(now=True)`),
+    whatever it still holds."""
+    manager, client = _labs_kernel(env, tmp_path)
     out: list[str] = []
 
     def keep(msg: dict) -> None:
@@ -448,12 +456,11 @@ def _lab_10_up(tmp_path: Path, env: dict[str, str]):
     """Lab 10's node agents up in a labs' kernel (its own cells): the kernel's manager and client, and the
     agents' pids."""
     import nbformat
-    from jupyter_client.manager import start_new_kernel
 
     nb = nbformat.read(ROOT / "labs" / "10-failure-injection.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     code = [code[0], next(s for s in code if "ProcessCluster(" in s), "print(*(a.pid for a in pc.agents.values()))"]
-    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, **env}, cwd=str(tmp_path))
+    manager, client = _labs_kernel(env, tmp_path)
     out: list[str] = []
     for cell in code:
         out.clear()
@@ -462,13 +469,22 @@ def _lab_10_up(tmp_path: Path, env: dict[str, str]):
     return manager, client, [int(pid) for pid in "".join(out).split()]
 
 
+@pytest.fixture
+def short_run_dir():
+    """A run directory with a short path: lab 10's agents serve unix sockets in it, whose paths may have 107
+    bytes at most, which pytest's tmp_path under xdist (popen-gw1/test_.../run/runs/enl-gw1-.../) passes."""
+    folder = Path(tempfile.mkdtemp(prefix="enl-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.netns
-def test_the_agents_of_lab_10_do_not_outlive_its_kernel_and_enilab_clean(tmp_path):
+def test_the_agents_of_lab_10_do_not_outlive_its_kernel_and_enilab_clean(tmp_path, short_run_dir):
     """Lab 10 runs node agents as processes. Its kernel killed alone with them up (SIGKILL, as the OOM killer
     does), `enilab clean` removes the namespaces and the agents too: nothing is left running."""
     from testbed.world.runs import process_start
 
-    env = {"ENILAB_RUN_DIR": str(tmp_path / "run"), "ENILAB_LABS_BACKEND": "auto"}
+    env = {"ENILAB_RUN_DIR": str(short_run_dir), "ENILAB_LABS_BACKEND": "auto"}
     manager, client, agents = _lab_10_up(tmp_path, env)
     try:
         assert agents and all(process_start(pid) for pid in agents)
@@ -487,12 +503,12 @@ def test_the_agents_of_lab_10_do_not_outlive_its_kernel_and_enilab_clean(tmp_pat
 
 
 @pytest.mark.netns
-def test_interrupting_lab_10s_kernel_leaves_its_node_agents_running(tmp_path):
+def test_interrupting_lab_10s_kernel_leaves_its_node_agents_running(tmp_path, short_run_dir):
     """Kernel > Interrupt signals the kernel's whole process group: the node agents lab 10 started must not be
     in it, or an interrupted cell kills node-1's agent under the learner."""
     from testbed.world.runs import process_start
 
-    manager, client, agents = _lab_10_up(tmp_path, {"ENILAB_RUN_DIR": str(tmp_path / "run")})
+    manager, client, agents = _lab_10_up(tmp_path, {"ENILAB_RUN_DIR": str(short_run_dir)})
     try:
         assert agents
         manager.interrupt_kernel()
