@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,16 +34,25 @@ def test_chaos_cli_reports_json():
     assert {"iterations", "kills", "faults", "drifts", "audit_failures", "connectivity_failures"} <= set(result)
 
 
-def test_chaos_killed_mid_run_leaves_nothing_clean_does_not_remove(tmp_path):
-    env = {**os.environ, "ENILAB_RUN_DIR": str(tmp_path / "run")}
+@pytest.fixture
+def short_run_dir():
+    """A run directory with a short path: the agents' unix sockets in it may have 107 bytes at most, which
+    pytest's tmp_path under xdist passes (the agents then died at once, and only the VPC's socket showed)."""
+    folder = Path(tempfile.mkdtemp(prefix="enl-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_chaos_killed_mid_run_leaves_nothing_clean_does_not_remove(short_run_dir):
+    env = {**os.environ, "ENILAB_RUN_DIR": str(short_run_dir)}
     argv = [sys.executable, "-m", "testbed.apps.cli", "chaos", "--iterations", "50", "--seed", "2"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    runs_dir = tmp_path / "run" / "runs"
+    runs_dir = short_run_dir / "runs"
     try:
         deadline = time.monotonic() + 60
-        while not list(runs_dir.glob("enl-*/*.sock")) and time.monotonic() < deadline:  # its agents are up
+        while not list(runs_dir.glob("enl-*/node-*.sock")) and time.monotonic() < deadline:  # its agents are up
             time.sleep(0.1)
-        assert list(runs_dir.glob("enl-*/*.sock")), "chaos did not start its agents"
+        assert list(runs_dir.glob("enl-*/node-*.sock")), "chaos did not start its agents"
     finally:
         proc.kill()
         proc.wait()
