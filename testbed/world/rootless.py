@@ -17,7 +17,7 @@ from testbed.world import runs
 
 __all__ = ["COMMANDS", "JOINING", "go", "live_controller"]
 
-JOINING = {"status", "pods", "trace", "topology", "audit", "claims", "down", "cni"}
+JOINING = {"status", "pods", "exec", "trace", "topology", "audit", "claims", "down", "cni"}
 COMMANDS = {"run", "demo", "clean", "bench", "up", "chaos"} | JOINING
 
 

@@ -89,7 +89,7 @@ def test_demo_as_a_normal_user_proves_every_path_and_the_rp_filter_lesson(nobody
 @pytest.mark.netns
 @HOST_ROOT
 def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_elses(nobody):
-    """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `down` in new processes join its namespaces
+    """`up` as nobody; `status`, `pods add`, `trace`, `audit`, `exec`, `down` in new processes join its namespaces
     through the controller's pid. Another user (`daemon`), even pointed at nobody's folder, gets none of it."""
     cli_ = ("-m", "testbed.apps.cli")
     name = f"rl-{os.getpid()}"
@@ -106,6 +106,8 @@ def test_a_rootless_cluster_is_reached_by_the_users_other_commands_and_nobody_el
         assert trace.returncode == 0 and "(reply)" in trace.stdout, trace.stderr
         audit = _as_nobody(nobody, *cli_, "audit", "--name", name)
         assert audit.returncode == 0 and "agree" in audit.stdout, audit.stdout + audit.stderr
+        run = _as_nobody(nobody, *cli_, "exec", "--name", name, "pod-1", "--", "true")  # reaches the controller
+        assert run.returncode == 2 and "needs `enilab up --backend containers`" in run.stderr, run.stderr
         own = Path(tempfile.mkdtemp(prefix="enilab-daemon-"))
         os.chown(own, 1, 1)
         for xdg in (nobody["HOME"], str(own)):
