@@ -368,7 +368,9 @@ class Controller:
             if method == "claims":
                 return c.state()["claims"]
             if method == "claims_delete":
-                c.reclaim_claim(params["claim"])
+                if not c.reclaim_claim(params["claim"]):
+                    raise UserError(f"claim {params['claim']} is gone already (reclaimed or expired); "
+                                    "`enilab claims list` shows the claims")
                 return {"reclaimed": params["claim"]}
             if method == "graph":
                 import networkx as nx

@@ -251,12 +251,13 @@ class Cluster:
         return newest_first(self.pods, count)  # self.pods is in creation order: seq ascending
 
     # -- claims (static-IP mode) --------------------------------------------------------------------
-    def reclaim_claim(self, name: str) -> None:
-        """Manual reclaim of a static pod's claim; refused while the pod exists."""
+    def reclaim_claim(self, name: str) -> bool:
+        """Manual reclaim of a static pod's claim; refused while the pod exists. False if the claim had gone
+        already (reclaimed or expired), which the timeline notes as AlreadyReclaimed."""
         if self.static is None:
             raise ClusterError("claims exist only in cluster mode static-ip")
         try:
-            self.static.reclaim(name, name in self.pods)
+            return self.static.reclaim(name, name in self.pods) is not None
         except ClaimError as err:
             raise ClusterError(str(err)) from None
 

@@ -92,6 +92,21 @@ def test_clean_removes_dead_runs_and_nothing_foreign(tmp_path):
         live.unregister()
 
 
+@pytest.mark.netns
+def test_a_claim_deleted_twice_is_refused_the_second_time():
+    name = f"cl-{uuid.uuid4().hex[:6]}"
+    assert enilab("up", "static", "--name", name).returncode == 0
+    try:
+        assert enilab("pods", "del", "--name", name, "default/web-0").returncode == 0
+        first = enilab("claims", "delete", "--name", name, "default/web-0")
+        assert first.returncode == 0 and "reclaimed" in first.stdout, first.stderr
+        again = enilab("claims", "delete", "--name", name, "default/web-0")
+        assert again.returncode == 2 and again.stdout == "" and again.stderr.count("\n") == 1, again
+        assert "is gone already" in again.stderr
+    finally:
+        enilab("down", "--name", name)
+
+
 @pytest.mark.parametrize("argv", [["run", str(SCENARIOS / "grow-and-shrink.yaml")], ["clean"],
                                   ["up", str(SCENARIOS / "grow-and-shrink.yaml")]])
 def test_without_root_the_netns_commands_say_so_and_exit_2(monkeypatch, capsys, argv):
