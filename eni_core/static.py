@@ -113,7 +113,7 @@ class StaticIpam:
         self._retained: dict[IPv4Address, Claim] = {}  # the claims on no node, by address
         self._expiries: list[tuple[float, int, str]] = []  # (expires_at, seq, name) of retained claims, a heap
         self._seq = 0
-        self.expired: set[str] = set()  # claims freed by expiry (a later manual reclaim is then moot)
+        self.gone: dict[str, str] = {}  # claims freed (expired, reclaimed) -> why: a later manual reclaim is moot
         self.declared: dict[str, tuple[bool, str | None]] = {}  # pod -> (static, owner), set at creation
         self.static_names: set[str] = set()  # every static pod declared, bound or not
         self.releasing: set[IPv4Address] = set()  # freed claims' addresses the VPC has not taken back yet
@@ -190,6 +190,7 @@ class StaticIpam:
         """The claim goes at once; its address goes back to the subnet now, or on a later try if the VPC
         refuses for now (a throttle, an internal error, a timeout)."""
         self.drop(claim.name)
+        self.gone[claim.name] = why
         self._emit({"claim": claim.name, "event": "Reclaimed", "ip": str(claim.ip), "why": why})
         self.releasing.add(claim.ip)
         self._release()
@@ -219,8 +220,8 @@ class StaticIpam:
         """Manual reclaim (`kubectl delete vipc NAME`): refused while the pod exists. None if the claim
         expired already."""
         claim = self.claims.get(name)
-        if claim is None and name in self.expired:
-            self._emit({"claim": name, "event": "AlreadyReclaimed", "why": "it had expired"})
+        if claim is None and name in self.gone:
+            self._emit({"claim": name, "event": "AlreadyReclaimed", "why": f"it went already ({self.gone[name]})"})
             return None
         if claim is None and name in self.static_names:  # its pods were refused an address (a cloud fault)
             self._emit({"claim": name, "event": "AlreadyReclaimed", "why": "its pod never kept an address"})
@@ -249,7 +250,6 @@ class StaticIpam:
             due[first[2]] = self.claims[first[2]]
         for claim in sorted(due.values(), key=lambda c: c.seq):  # in the order the claims were made
             self._free(claim, f"expired: {self.expiry:g} s without its pod")
-            self.expired.add(claim.name)
         return bool(due) or retried
 
     def deadline(self) -> float | None:

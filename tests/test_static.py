@@ -184,8 +184,11 @@ def test_manual_reclaim_is_refused_while_the_pod_exists_and_frees_it_after():
         c.reclaim_claim("default/web-0")
     ip = c.pods["default/web-0"].ip
     c.delete_pod("default/web-0")
-    c.reclaim_claim("default/web-0")
+    assert c.reclaim_claim("default/web-0") is True
     assert "default/web-0" not in c.state()["claims"] and ip not in c.vpc.retained
+    assert c.reclaim_claim("default/web-0") is False  # again: nothing left, and the timeline says why
+    again = [e for e in c.events.items if e.get("event") == "AlreadyReclaimed"]
+    assert [e["why"] for e in again] == ["it went already (reclaimed by hand)"]
 
 
 def test_cascade_reclaim_frees_every_claim_of_the_workload():
