@@ -327,6 +327,27 @@ def test_a_learners_mistake_is_one_line_in_the_notebook_and_a_bug_keeps_its_trac
     assert errors[1]["ename"] == "KeyError" and len(errors[1]["traceback"]) > 1
 
 
+def test_every_button_of_lab_02_changes_the_cluster_without_an_error():
+    """Lab 2's buttons are clicked by hand, never by Run All: each (add a pod, delete the newest, let 60 s pass)
+    must do what it says. Clicked here in the labs' kernel; an error inside the buttons' output shows only there."""
+    from jupyter_client.manager import start_new_kernel
+
+    code = [source(c) for c in cells(ROOT / "labs" / "02-least-eni.ipynb") if c["cell_type"] == "code"]
+    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, "ENILAB_LABS_BACKEND": "sim"})
+    errors: list[dict] = []
+    pods: list[str] = []
+    try:
+        for cell in (*code[:2], "for b in buttons:\n    b.click()\n    print(len(c.state()['pods']))"):
+            client.execute_interactive(cell, timeout=60, output_hook=lambda msg: (
+                errors.append(msg["content"]) if msg["msg_type"] == "error"
+                else pods.append(msg["content"]["text"]) if msg["msg_type"] == "stream" else None))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert [f"{e['ename']}: {e['evalue']}" for e in errors] == []
+    assert "".join(pods).split()[-3:] == ["7", "6", "6"]  # one pod more, the newest gone, the time passed
+
+
 ANSWER_CELL = re.compile(r"^\w+(\[\w+\])?\.(check|predict)\(", re.M)
 
 
