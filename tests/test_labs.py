@@ -327,6 +327,26 @@ def test_a_learners_mistake_is_one_line_in_the_notebook_and_a_bug_keeps_its_trac
     assert errors[1]["ename"] == "KeyError" and len(errors[1]["traceback"]) > 1
 
 
+def test_a_cell_run_after_a_kernel_restart_says_in_one_line_to_run_the_cells_above(tmp_path):
+    """Kernel > Restart, then a cell from the middle: what the cells above made is gone. A name the cell itself
+    reads says what to do in one line; one missing deeper down (a bug in a module) keeps its traceback."""
+    from jupyter_client.manager import start_new_kernel
+
+    (tmp_path / "buggy.py").write_text("def f():\n    return missing\n")
+    manager, client = start_new_kernel(kernel_name="enilab", env={**os.environ, "ENILAB_LABS_BACKEND": "sim"})
+    errors: list[dict] = []
+    try:
+        for cell in ("q_table.check()", f"import sys; sys.path.insert(0, {str(tmp_path)!r})\nimport buggy\nbuggy.f()"):
+            client.execute_interactive(cell, timeout=60, output_hook=lambda msg: msg["msg_type"] == "error"
+                                       and errors.append(msg["content"]))
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert errors[0]["traceback"] == ["NameError: name 'q_table' is not defined: run the cells above this one first "
+                                      "(after a kernel restart, from the top)"]
+    assert errors[1]["ename"] == "NameError" and len(errors[1]["traceback"]) > 1
+
+
 def test_every_button_of_lab_02_changes_the_cluster_without_an_error():
     """Lab 2's buttons are clicked by hand, never by Run All: each (add a pod, delete the newest, let 60 s pass)
     must do what it says. Clicked here in the labs' kernel; an error inside the buttons' output shows only there."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.names import shorten
-from testbed.apps.lab_kernel import REFUSED
+from testbed.apps.lab_kernel import REFUSED, not_yet
 from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import Cluster, ClusterError
@@ -256,11 +256,6 @@ def _normalise(answer: Any, kind: type) -> Any:
 _UNSET: Any = object()
 
 
-def _not_yet(err: NameError) -> str:
-    """What to do when an answer or a goal reads a name that a cell above has not made yet."""
-    return f"{err}: run the cells above this one first (after a kernel restart, from the top)"
-
-
 @dataclass
 class Exercise:
     """A question whose answer is read from the live cluster when it is checked, never written down.
@@ -308,7 +303,7 @@ class Exercise:
         try:
             truth = self.solution()
         except NameError as err:
-            print(f"Cannot check yet: {_not_yet(err)}")
+            print(f"Cannot check yet: {not_yet(err)}")
             return
         if truth is None:
             print(f"Cannot check yet: the cluster has no answer to {self.question!r} (did the cells above run?)")
@@ -364,7 +359,7 @@ class Task:
                 return
             self._solve()
         except NameError as err:
-            print(f"Cannot solve yet: {_not_yet(err)}")
+            print(f"Cannot solve yet: {not_yet(err)}")
             return
         self.check()
 
@@ -375,7 +370,7 @@ class Task:
         try:
             still = self.done()
         except NameError as err:
-            print(f"Cannot check yet: {_not_yet(err)}")
+            print(f"Cannot check yet: {not_yet(err)}")
             return
         if still is not None and _mode() == "1":
             self._solve()
