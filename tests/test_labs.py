@@ -224,6 +224,21 @@ def test_a_dry_node_recovers_when_it_is_given_a_subnet(capsys):
     assert one.spec.subnets == ("a", "b") and one.ipamd.subnets == ("a", "b")
 
 
+def test_a_lab_cluster_used_after_the_last_cell_closed_it_says_so_in_one_line():
+    """Run All ends with the lab's last cell, c.close(); a learner then runs a cell above again or clicks a
+    button: each use of the closed cluster says in one line to run the lab from the top, not a KeyError traceback
+    from the namespaces that are gone."""
+    c = open_cluster(SMALL)
+    c.create_pods(1, "node-1")
+    c.close()
+    for use in (c.state, lambda: c.create_pods(1, "node-1"), lambda: c.pod("pod-1"), lambda: c.backend,
+                lambda: ip(c, "node-1", "rule"), lambda: c.cluster.pods):
+        with pytest.raises(ClusterError, match=r"closed .*: run the lab again from its first cell") as err:
+            use()
+        assert len(err.value._render_traceback_()) == 1
+    c.close()  # again: nothing to do
+
+
 def test_ip_on_the_simulator_says_there_is_no_kernel(capsys):
     c = open_cluster(SMALL)
     assert ip(c, "node-1", "rule") is None and "simulator: no kernel" in capsys.readouterr().out

@@ -33,7 +33,7 @@ from testbed.apps.pytest_plugin import EnilabCluster
 from testbed.world.backends.netns import NetnsBackend
 from testbed.world.cluster import Cluster, ClusterError
 
-__all__ = ["KERNEL", "Exercise", "Task", "can_use_namespaces", "console", "enilab", "figure_dir", "ip",
+__all__ = ["KERNEL", "Exercise", "LabCluster", "Task", "can_use_namespaces", "console", "enilab", "figure_dir", "ip",
            "kernel_table_of", "node_subnet_add", "open_cluster", "plot_timeline", "pool_timeline", "print_audit",
            "show_topology", "why_no_namespaces"]
 
@@ -60,6 +60,29 @@ def can_use_namespaces() -> bool:
     return why_no_namespaces() is None
 
 
+class LabCluster(EnilabCluster):
+    """The plugin's cluster as a lab drives it. Run All ends with the lab's last cell, `c.close()`: every use
+    after that (a cell above run again, a button clicked) says in one line what to do, instead of failing deep
+    inside namespaces that are gone."""
+
+    @property
+    def cluster(self) -> Cluster:
+        if getattr(self, "_closed", False):
+            raise ClusterError("this lab's cluster is closed (the lab's last cell, c.close(), closed it): "
+                               "run the lab again from its first cell")
+        return self._cluster
+
+    @cluster.setter
+    def cluster(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def close(self) -> None:
+        """Tear the cluster down; again is a no-op (as the plugin's)."""
+        if not self._closed:
+            self._closed = True
+            self._cluster.close()
+
+
 def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, containers: bool = False,
                  cannot_show: str = "") -> EnilabCluster:
     """The topology (a built-in name such as "default", found in the package wherever enilab is installed;
@@ -71,7 +94,7 @@ def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, cont
     real = need_kernel and why is None
     if need_kernel and not real:
         print(f"Simulator ({why}): {cannot_show or 'no kernel state and no packets here.'}")
-    cluster = EnilabCluster(topology, backend=("containers" if containers else "netns") if real else "sim")
+    cluster = LabCluster(topology, backend=("containers" if containers else "netns") if real else "sim")
     cluster.cluster.sync_dataplane()
     return cluster
 
