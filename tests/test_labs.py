@@ -263,7 +263,7 @@ def test_the_table_is_read_from_the_kernels_rule_not_computed(capsys, monkeypatc
         assert ip(c, "node-1", "rule", "show", "priority", 1536) is None
         shown = capsys.readouterr().out
         assert f"$ ip rule show priority 1536    # on node-1\n1536:\tfrom {pod_ip} lookup 2042" in shown
-        with pytest.raises(ValueError, match="unknown node 'node-9'"):
+        with pytest.raises(ClusterError, match="unknown node 'node-9'"):
             ip(c, "node-9", "rule")
     finally:
         c.close()
