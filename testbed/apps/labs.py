@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,12 +84,24 @@ class LabCluster(EnilabCluster):
             self._cluster.close()
 
 
+_made_at: dict[tuple[str, int], weakref.ref[LabCluster]] = {}  # the cell that called open_cluster -> what it made
+
+
 def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, containers: bool = False,
                  cannot_show: str = "") -> EnilabCluster:
     """The topology (a built-in name such as "default", found in the package wherever enilab is installed;
     a file; or a dict) as the pytest plugin's cluster. With `need_kernel`, on real namespaces when this
     kernel may build them (with `containers`, every pod a container); otherwise on the simulator, and
-    `cannot_show` says in one line what the lab then cannot show, after why."""
+    `cannot_show` says in one line what the lab then cannot show, after why.
+
+    A cell run again replaces the cluster it made the time before: that one is closed first. It would
+    otherwise live on, unreachable, with its namespaces (and a lab 14's podman and containers), until the
+    kernel ends; seven runs of a lab's first cell held 70 namespaces. A cluster made outside any cell (a
+    widget's callback) or outside IPython replaces nothing."""
+    site = _cell_site(sys._getframe(1))
+    made_before = _made_at.pop(site, None) if site is not None else None
+    if made_before is not None and (old := made_before()) is not None:
+        old.close()
     need_kernel = need_kernel or containers
     why = why_no_namespaces() if need_kernel else None
     real = need_kernel and why is None
@@ -96,7 +109,24 @@ def open_cluster(topology: str | Path | dict, *, need_kernel: bool = False, cont
         print(f"Simulator ({why}): {cannot_show or 'no kernel state and no packets here.'}")
     cluster = LabCluster(topology, backend=("containers" if containers else "netns") if real else "sim")
     cluster.cluster.sync_dataplane()
+    if site is not None:
+        _made_at[site] = weakref.ref(cluster)
     return cluster
+
+
+def _cell_site(frame) -> tuple[str, int] | None:
+    """Which cell, and which line of it, is running the call: IPython names a cell's code after its text, so
+    a cell run again is the same site. None when no cell is (a widget's callback, or no IPython at all)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    while shell is not None and frame is not None:
+        if frame.f_code.co_name == "<module>" and shell.compile.format_code_name(frame.f_code.co_filename):
+            return frame.f_code.co_filename, frame.f_lineno
+        frame = frame.f_back
+    return None
 
 
 def _inner(cluster: EnilabCluster | Cluster) -> Cluster:
