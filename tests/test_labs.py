@@ -425,6 +425,8 @@ def test_every_cell_can_be_run_again(path, monkeypatch):
                     if out.output_type == "error":
                         assert run == 2 and len(out.traceback) == 1, \
                             f"{path.name} cell {i} run {run}: {out.ename}: {out.evalue} ({len(out.traceback)} lines)"
+                        assert "this cell again adds none" not in cell.source, \
+                            f"{path.name} cell {i} says it can run again, but: {out.evalue}"
 
 
 @pytest.mark.netns
