@@ -28,6 +28,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
 F_DUMP_INTR = 0x10  # the kernel's table changed while it was dumped: entries may be missing or doubled
 DUMP_TRIES = 5
+SEQ_MAX = 0xFFFF_FFFF  # nlmsg_seq is 32 bits
 F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
@@ -359,8 +360,16 @@ class NetlinkSocket:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _seqs(self, count: int) -> int:
+        """The last of `count` new sequence numbers in a row (the first is `count - 1` below it). They are 32
+        bits: a socket that lives long enough (an agent up for months) starts again from 1 rather than fail
+        to pack the next; the kernel only echoes them."""
+        if self.seq + count > SEQ_MAX:
+            self.seq = 0
+        return self.seq + count
+
     def _frame(self, req: Request, extra_flags: int) -> tuple[int, bytes]:
-        self.seq += 1
+        self.seq = self._seqs(1)
         return self.seq, _HDR.pack(_HDR.size + len(req.body), req.type, F_REQUEST | req.flags | extra_flags,
                                    self.seq, 0) + req.body
 
@@ -400,8 +409,8 @@ class NetlinkSocket:
         reqs = requests if isinstance(requests, list) else list(requests)
         if not reqs:
             return []
-        first, last = self.seq + 1, self.seq + len(reqs)
-        self.seq = last
+        last = self.seq = self._seqs(len(reqs))
+        first = last - len(reqs) + 1
         pack = _HDR.pack
         frames = [pack(_HDR.size + len(r.body), r.type, F_REQUEST | r.flags, seq, 0) + r.body
                   for seq, r in enumerate(reqs[:-1], first)]
