@@ -448,16 +448,27 @@ def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monk
 
 
 def _labs_kernel(env: dict[str, str], tmp_path: Path):
-    """This checkout's labs' kernel ("Python 3 (enilab)", found through JUPYTER_PATH, so whichever venv runs
+    """This checkout's labs' kernel ("Python 3 (enilab)", from testbed/apps/kernelspec, so whichever venv runs
     the tests has it: the rootless pass's has no kernelspec installed) as Jupyter starts it, in `tmp_path`,
-    with `env` on top of this process's: its manager and client."""
-    from jupyter_client.manager import start_new_kernel
+    with `env` on top of this process's (JUPYTER_PATH pointing at the same spec, for the kernels it starts
+    in turn): its manager and client, ready."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
 
-    spec = tmp_path / "jupyter" / "kernels" / "enilab"
-    if not spec.exists():
-        shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", spec)
-    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}
-    return start_new_kernel(kernel_name="enilab", env=env, cwd=str(tmp_path))
+    kernels = tmp_path / "jupyter" / "kernels"
+    if not (kernels / "enilab").exists():
+        shutil.copytree(ROOT / "testbed" / "apps" / "kernelspec", kernels / "enilab")
+    manager = KernelManager(kernel_name="enilab", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
+    manager.start_kernel(env={**os.environ, "JUPYTER_PATH": str(tmp_path / "jupyter"), **env}, cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+    except BaseException:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        raise
+    return manager, client
 
 
 def _in_the_labs_kernel(code: str, env: dict[str, str], tmp_path: Path) -> str:
