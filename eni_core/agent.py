@@ -245,20 +245,29 @@ def _hold_node(state: Path, node: str) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from eni_core.cni import Dataplane
-    from eni_core.kernel import NetlinkPort
-    from eni_core.vpc_client import VpcClient
-
     args = _parse(argv)
     try:
         check_socket_path(args.listen)
     except SocketPathTooLong as err:
         print(f"enilab-agent: error: --listen: {err}", file=sys.stderr)
         return 2
-    if _hold_node(Path(args.state), args.node) is None:
+    lock = _hold_node(Path(args.state), args.node)
+    if lock is None:
         print(f"enilab-agent: error: another enilab-agent serves node {args.node} with the checkpoint in "
               f"{args.state}; stop it first", file=sys.stderr)
         return 2
+    try:
+        return _serve(args)
+    finally:
+        os.close(lock)  # the node is free again (an agent called in-process, a test, may start it again)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The agent of `args.node`, its lock held, until SIGTERM: its exit code."""
+    from eni_core.cni import Dataplane
+    from eni_core.kernel import NetlinkPort
+    from eni_core.vpc_client import VpcClient
+
     if args.cloud == "tencent":
         from eni_core.tencent import from_environment
 

@@ -265,4 +265,10 @@ def test_the_agent_refuses_a_checkpoint_it_cannot_read_in_one_line_and_leaves_it
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"checkpoint {checkpoint} is not a datastore enilab can read" in err and "move it aside" in err
-    assert checkpoint.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["node-1.json"]
+    # the checkpoint as it was, and beside it only the node's lock (free again: a second try is refused the same)
+    assert checkpoint.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node-1.json", "node-1.lock"]
+    assert agent.main(["--node", "node-1", "--vpc", str(tmp_path / "v.sock"), "--state", str(tmp_path),
+                       "--listen", str(tmp_path / "a.sock"), "--subnet", "subnet-a", "--max-enis", "2",
+                       "--ips-per-eni", "4"]) == 2
+    assert "is not a datastore enilab can read" in capsys.readouterr().err
