@@ -1,7 +1,11 @@
 """The CLI's argument parsing: options and positionals mix in any order; anything else is a usage error."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -200,3 +204,22 @@ def test_the_node_agent_takes_whole_numbers_by_the_same_rule(value, capsys):
     assert exited.value.code == 2
     assert f"argument --max-enis: {value!r} is not a whole number (digits 0-9 only)" in capsys.readouterr().err
     assert agent._parse([*argv[:-3], "3", *argv[-2:]]).max_enis == 3
+
+
+F_SETPIPE_SZ = 1031  # linux/fcntl.h
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly_with_exit_0(extra):
+    """`enilab simulate ... | head`: the tables go through rich, which on a closed pipe exited 1 as if enilab
+    had failed; the JSON went through enilab's own handler, which exits 0. Both now end as the JSON did."""
+    read, write = os.pipe()
+    fcntl.fcntl(read, F_SETPIPE_SZ, 4096)  # less than the output (13 KB and more): the writer meets the close
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.apps.cli", "simulate", "grow-and-shrink", *extra],
+                            stdout=write, stderr=subprocess.PIPE)
+    os.close(write)
+    proc.stdout = os.fdopen(read, "rb")
+    proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b""

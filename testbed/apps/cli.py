@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -17,9 +18,16 @@ __all__ = ["main"]
 def _console():
     from rich.console import Console
 
-    console = Console()
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            """The reader went (`enilab simulate ... | head`): end as `main` ends on a closed pipe, exit 0
+            (rich's own way is exit 1, as if enilab had failed)."""
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+    console = PipedConsole()
     if not console.is_terminal:  # logs and pipes: wide enough for the tables
-        console = Console(width=140)
+        console = PipedConsole(width=140)
     return console
 
 
