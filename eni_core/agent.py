@@ -23,6 +23,7 @@ from eni_core.datastore import Attachment, CheckpointError, Datastore, FileCheck
 from eni_core.ipamd import EniNode, Ipamd
 from eni_core.model import NodeLimits, PoolConfig
 from eni_core.names import InvalidName, Parser, dns_label, whole_number
+from eni_core.private import NotPrivate
 from eni_core.routing import HostIndexes
 from eni_core.rpc import NO_FREE_IP, MethodNotFound, RpcServer, SocketPathTooLong, check_socket_path
 
@@ -251,7 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SocketPathTooLong as err:
         print(f"enilab-agent: error: --listen: {err}", file=sys.stderr)
         return 2
-    lock = _hold_node(Path(args.state), args.node)
+    try:
+        lock = _hold_node(Path(args.state), args.node)
+    except (OSError, NotPrivate) as err:  # not a folder, another user's, no right to make it
+        print(f"enilab-agent: error: --state {args.state}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+        return 2
     if lock is None:
         print(f"enilab-agent: error: another enilab-agent serves node {args.node} with the checkpoint in "
               f"{args.state}; stop it first", file=sys.stderr)

@@ -294,6 +294,10 @@ class Controller:
         self.name = folder.name
         self.folder = folder
         scenario = load_scenario(topology)
+        try:
+            check_socket_path(folder.path / CONTROL)  # the cluster's own, and below each node's
+        except SocketPathTooLong as err:
+            raise UsageError(f"cluster {self.name}: {err}") from None
         for node in scenario.cluster.nodes:  # a node's name becomes a socket's: refuse a bad one before anything
             try:
                 check_socket_path(folder.path / agent_socket_name(node.name))

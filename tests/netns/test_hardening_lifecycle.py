@@ -130,8 +130,8 @@ def test_a_socket_path_longer_than_the_kernel_takes_is_refused_in_one_line_befor
     """A unix socket's path has at most 107 bytes. A node's socket over that (a long ENILAB_RUN_DIR, cluster
     or node name) failed inside bind(), once the namespaces were made: the agent died with a traceback in
     its log. The controller and the agent now refuse it first, saying what to shorten."""
-    run_dir = tmp_path / ("r" * 40)
-    node = "n" * 50
+    run_dir = tmp_path / "r"  # the cluster's own socket fits; the node's does not
+    node = "n" * 60
     name, topo = topology(tmp_path, node=node)
     out = subprocess.run([*CONTROLLER, str(topo), "--name", name], capture_output=True, text=True,
                          env={**os.environ, "ENILAB_RUN_DIR": str(run_dir)})
@@ -144,6 +144,24 @@ def test_a_socket_path_longer_than_the_kernel_takes_is_refused_in_one_line_befor
     err = capsys.readouterr().err
     assert "--listen: the unix socket" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "state").exists()
+    (tmp_path / "file").touch()  # a --state the agent cannot make: one line too
+    assert agent.main(["--node", "node-1", "--vpc", "v.sock", "--state", str(tmp_path / "file" / "state"), "--listen",
+                       str(tmp_path / "a.sock"), "--subnet", "subnet-a", "--max-enis", "2", "--ips-per-eni", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"enilab-agent: error: --state {tmp_path / 'file' / 'state'}: ") and err.count("\n") == 1
+
+
+def test_the_clusters_own_socket_is_checked_with_the_nodes_before_anything(tmp_path):
+    """`control.sock` is a byte longer than `node-1.sock`: a cluster folder where the nodes' sockets fit and the
+    cluster's own does not was refused only once the cluster was up, naming an exception class."""
+    name, topo = topology(tmp_path)
+    folder_len = len(os.fsencode(tmp_path / "r" / "clusters" / name)) + 1
+    run_dir = tmp_path / ("r" * (107 - len("node-1.sock") - folder_len + 1))  # node-1.sock: 107 bytes exactly
+    out = subprocess.run([*CONTROLLER, str(topo), "--name", name], capture_output=True, text=True,
+                         env={**os.environ, "ENILAB_RUN_DIR": str(run_dir)})
+    error = json.loads(out.stdout)["error"]
+    assert out.returncode == 2 and error.startswith(f"cluster {name}: the unix socket") and "108 bytes" in error
+    assert not any((run_dir / "runs").glob("*.json"))
 
 
 def test_the_controller_refuses_a_bad_node_name_before_making_anything(tmp_path):
