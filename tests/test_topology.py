@@ -234,6 +234,22 @@ def test_output_files_are_written_whole_with_the_mode_a_new_file_gets(tmp_path, 
     assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o644}
 
 
+def test_an_output_file_through_a_link_replaces_the_links_target_and_an_old_file_keeps_its_mode(tmp_path, capsys):
+    """`--png link.svg`, a link to drawings/t.svg of mode 0640: the drawing is written to the link's target,
+    as a plain write would, the link stays a link, and the file keeps its 0640."""
+    from testbed.apps import cli
+
+    (tmp_path / "drawings").mkdir()
+    target = tmp_path / "drawings" / "t.svg"
+    target.write_text("old")
+    target.chmod(0o640)
+    (tmp_path / "link.svg").symlink_to(target)
+    assert cli.main(["topology", "default", "--png", str(tmp_path / "link.svg")]) == 0
+    assert (tmp_path / "link.svg").is_symlink() and target.read_text().rstrip().endswith("</svg>")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in (tmp_path / "drawings").iterdir()) == ["t.svg"]  # no temp file left
+
+
 
 class Started(Exception):
     """Where a test stops a command: what it was handed is all the test looks at."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,10 +51,16 @@ def replacing(path: str | Path) -> Iterator[Path]:
     """A new file beside `path`, with its suffix (a writer that picks the format by it still does), to write
     the result in; when the block ends it replaces `path` in one rename. If the block fails or is
     interrupted, the new file is removed and `path` is as it was: never half written, and of two writers
-    at once one whole result wins."""
-    p = Path(path)
+    at once one whole result wins. A link is written through (its target is replaced, as a plain write
+    would), and a file that exists keeps its mode."""
+    p = Path(os.path.realpath(path))
     temp = p.parent / f".enilab-{secrets.token_hex(4)}{p.suffix}"  # short: `path`'s name may be at NAME_MAX
-    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as to `path`
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as to a new `path`
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.fchmod(fd, stat.S_IMODE(os.stat(p).st_mode))
+    finally:
+        os.close(fd)
     try:
         yield temp
         os.replace(temp, p)
