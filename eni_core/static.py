@@ -170,6 +170,7 @@ class StaticIpam:
         self.declared[pod] = (static, owner)
         if static:
             self.static_names.add(pod)
+            self.gone.pop(pod, None)  # a static pod of the name again: why its last claim went answers no more
         claim = self.claims.get(pod)
         if claim is not None and claim.node is None:
             claim.released_at = None  # its entry in the expiry heap no longer stands

@@ -189,6 +189,14 @@ def test_manual_reclaim_is_refused_while_the_pod_exists_and_frees_it_after():
     assert c.reclaim_claim("default/web-0") is False  # again: nothing left, and the timeline says why
     again = [e for e in c.events.items if e.get("event") == "AlreadyReclaimed"]
     assert [e["why"] for e in again] == ["it went already (reclaimed by hand)"]
+    from testbed.world.vpc import FaultConfig
+
+    c.vpc.faults = FaultConfig(transient=1.0)  # the name again, refused an address: no claim this time
+    c.create_pod("default/web-0", "node-1", static=True)
+    c.delete_pod("default/web-0")
+    assert c.reclaim_claim("default/web-0") is False
+    again = [e for e in c.events.items if e.get("event") == "AlreadyReclaimed"]
+    assert again[-1]["why"] == "its pod never kept an address"
 
 
 def test_cascade_reclaim_frees_every_claim_of_the_workload():
