@@ -349,7 +349,8 @@ def test_a_cell_run_after_a_kernel_restart_says_in_one_line_to_run_the_cells_abo
     manager, client = _labs_kernel({"ENILAB_LABS_BACKEND": "sim"}, tmp_path)
     errors: list[dict] = []
     try:
-        for cell in ("q_table.check()", f"import sys; sys.path.insert(0, {str(tmp_path)!r})\nimport buggy\nbuggy.f()"):
+        for cell in ("q_table.check()", f"import sys; sys.path.insert(0, {str(tmp_path)!r})\nimport buggy\nbuggy.f()",
+                     "x = 1\ndef g():\n    x += 1\ng()"):
             client.execute_interactive(cell, timeout=60, output_hook=lambda msg: msg["msg_type"] == "error"
                                        and errors.append(msg["content"]))
     finally:
@@ -358,6 +359,7 @@ def test_a_cell_run_after_a_kernel_restart_says_in_one_line_to_run_the_cells_abo
     assert errors[0]["traceback"] == ["NameError: name 'q_table' is not defined: run the cells above this one first "
                                       "(after a kernel restart, from the top)"]
     assert errors[1]["ename"] == "NameError" and len(errors[1]["traceback"]) > 1
+    assert errors[2]["ename"] == "UnboundLocalError" and len(errors[2]["traceback"]) > 1  # a mistake in code
 
 
 def test_a_cell_run_again_closes_the_cluster_it_made_before_and_another_cells_stays_open(tmp_path):

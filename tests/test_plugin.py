@@ -249,6 +249,7 @@ def test_the_shortcuts_are_checked_as_their_steps_are():
         before = c.state()
         assert c.create_pods(0) == []  # none more: `create_pods(12 - len(pods))` once there are 12, as labs do
         for call in (lambda: c.advance(float("nan")), lambda: c.advance(float("inf")), lambda: c.create_pods(-1),
+                     lambda: c.create_pods(0.0), lambda: c.create_pods(False),
                      lambda: c.create_pods(1, node="../n"), lambda: c.delete_pod("../x")):
             with pytest.raises(ScenarioError):
                 call()

@@ -36,7 +36,7 @@ def _name_not_made_yet(shell, etype, value, tb, tb_offset=None) -> None:
     last = tb
     while last.tb_next is not None:
         last = last.tb_next
-    if shell.compile.format_code_name(last.tb_frame.f_code.co_filename) is not None:
+    if etype is NameError and shell.compile.format_code_name(last.tb_frame.f_code.co_filename) is not None:
         shell._showtraceback(etype, value, [f"{etype.__name__}: {not_yet(value)}"])
     else:
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset)

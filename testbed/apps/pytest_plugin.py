@@ -174,7 +174,7 @@ class EnilabCluster:
     def create_pods(self, count: int, node: str | None = None) -> list[str]:
         """`count` new pods (on `node`, or where the scheduler puts them): their names; none for a count of 0
         (`create_pods(12 - len(pods))` once there are 12); any other count is checked as a step's is."""
-        if count == 0 and not isinstance(count, bool):
+        if type(count) is int and count == 0:
             return []
         return [p.name for p in self.step({"op": "create_pods", "count": count, "node": node})]
 
