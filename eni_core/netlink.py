@@ -466,18 +466,18 @@ class NetlinkSocket:
             size += len(frame)
         self.sock.send(b"".join(chunk))
 
-    def queued_errors(self, seqs: range | None = None) -> list[NetlinkError]:
-        """The errors the kernel has queued for requests sent without acks (`encode`), without waiting:
-        the kernel handles a request inside the send, so every answer is queued when the send returns.
-        `seqs`: only the answers to requests of these sequence numbers count (others are read away)."""
+    def queued_errors(self) -> list[NetlinkError]:
+        """The errors the kernel has queued for requests sent without acks (`encode`, which numbers them all
+        0), without waiting: the kernel handles a request inside the send, so every answer is queued when the
+        send returns."""
         errors = []
         while True:
             try:
                 messages = self._messages(_MSG_DONTWAIT)
             except BlockingIOError:
                 return errors
-            for mtype, _flags, seq, payload in messages:
-                if mtype == NLMSG_ERROR and (seqs is None or seq in seqs):
+            for mtype, _flags, _seq, payload in messages:
+                if mtype == NLMSG_ERROR:
                     (code,) = _I32.unpack_from(payload)
                     if code:
                         errors.append(NetlinkError(-code, "a request sent without an ack"))

@@ -94,12 +94,6 @@ def test_answers_lost_to_a_full_buffer_are_an_error_saying_so_and_the_next_batch
     assert s.apply([nl.link_set(1, up=True)]) == []
 
 
-def test_queued_errors_count_only_the_requests_asked_about():
-    s = _socket([lambda seq: [_error(1, errno.EEXIST), _error(2, errno.ENODEV)]])
-    s.sock.send(struct.pack("=IHHII", 16, 0, 0, 2, 0))
-    assert [e.errno for e in s.queued_errors(range(2, 3))] == [errno.ENODEV]
-
-
 def test_sequence_numbers_start_again_from_1_when_32_bits_run_out():
     s = _socket([lambda seq: [_error(seq + 1, 0)], lambda seq: [_error(seq, 0)]])
     s.seq = nl.SEQ_MAX - 2  # an agent up for months
