@@ -77,12 +77,6 @@ class LabCluster(EnilabCluster):
     def cluster(self, cluster: Cluster) -> None:
         self._cluster = cluster
 
-    def close(self) -> None:
-        """Tear the cluster down; again is a no-op (as the plugin's)."""
-        if not self._closed:
-            self._closed = True
-            self._cluster.close()
-
 
 _made_at: dict[tuple[str, int], weakref.ref[LabCluster]] = {}  # the cell that called open_cluster -> what it made
 
@@ -309,6 +303,19 @@ def _normalise(answer: Any, kind: type) -> Any:
 _UNSET: Any = object()
 
 
+def _read(ask: Callable[[], Any], doing: str) -> tuple[bool, Any]:
+    """(True, `ask()`), or (False, None) once it has said in one line that a cell above has not run yet: a
+    name the cells make is missing (the kernel restarted, a cell run out of order). Any other error, a
+    NameError's subclass too (UnboundLocalError: a mistake in the code), goes through."""
+    try:
+        return True, ask()
+    except NameError as err:
+        if type(err) is not NameError:
+            raise
+        print(f"Cannot {doing} yet: {not_yet(err)}")
+        return False, None
+
+
 @dataclass
 class Exercise:
     """A question whose answer is read from the live cluster when it is checked, never written down.
@@ -353,10 +360,8 @@ class Exercise:
             print(f"Exercise skipped: {self.question!r} reads the kernel ({why_no_namespaces()}).")
             return
         answer = self.prediction if answer is _UNSET else answer
-        try:
-            truth = self.solution()
-        except NameError as err:
-            print(f"Cannot check yet: {not_yet(err)}")
+        ran, truth = _read(self.solution, "check")
+        if not ran:
             return
         if truth is None:
             print(f"Cannot check yet: the cluster has no answer to {self.question!r} (did the cells above run?)")
@@ -405,25 +410,19 @@ class Task:
 
     def solve(self) -> None:
         """Give up and let the hidden solution do it, then check; a goal that holds already is left as it is."""
-        try:
-            if self.done() is None:
-                print(f"Done already: {self.goal}. Nothing to solve.")
-                self.passed = True
-                return
-            self._solve()
-        except NameError as err:
-            print(f"Cannot solve yet: {not_yet(err)}")
-            return
-        self.check()
+        ran, still = _read(self.done, "solve")
+        if ran and still is None:
+            print(f"Done already: {self.goal}. Nothing to solve.")
+            self.passed = True
+        elif ran and _read(self._solve, "solve")[0]:
+            self.check()
 
     def check(self) -> None:
         if self.needs_kernel and not can_use_namespaces():
             print(f"Task skipped: {self.goal!r} changes a kernel ({why_no_namespaces()}).")
             return
-        try:
-            still = self.done()
-        except NameError as err:
-            print(f"Cannot check yet: {not_yet(err)}")
+        ran, still = _read(self.done, "check")
+        if not ran:
             return
         if still is not None and _mode() == "1":
             self._solve()
