@@ -188,13 +188,12 @@ class EnilabCluster:
 
     def pod(self, name: str) -> dict[str, Any]:
         """The pod's part of the JSON state; ClusterError for a pod the cluster does not have."""
-        from eni_core.names import shorten
+        from eni_core.names import short_list, shorten
         from testbed.world.cluster import ClusterError
 
         pods = self.state()["pods"]
         if name not in pods:
-            raise ClusterError(f"unknown pod {shorten(name)}; pods: {', '.join(list(pods)[:10]) or 'none'}"
-                               + (f" and {len(pods) - 10} more" if len(pods) > 10 else ""))
+            raise ClusterError(f"unknown pod {shorten(name)}; pods: {short_list(pods, 10) or 'none'}")
         return pods[name]
 
     def state(self) -> dict[str, Any]:
@@ -250,8 +249,9 @@ class EnilabCluster:
     def close(self) -> None:
         """Tear the cluster down (its namespaces, and its containers and engine); again is a no-op."""
         if not self._closed:
+            cluster = self.cluster  # before it is marked closed: a lab's cluster refuses to be used after
             self._closed = True
-            self.cluster.close()
+            cluster.close()
 
 
 Factory = Callable[..., EnilabCluster]
