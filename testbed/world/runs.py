@@ -24,7 +24,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,15 +109,12 @@ class Run:
             if any(name.startswith(f"{prefix}-") for name in names):
                 continue
             run = cls(prefix, **this_process(), ppid=os.getppid(), **info)
-            try:
+            with run._recording():
                 state_dir("runs")
-                os.close(os.open(run.record, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            except FileExistsError:
-                continue
-            except NotPrivate:
-                raise
-            except OSError as err:
-                raise run._unwritable(err) from None
+                try:
+                    os.close(os.open(run.record, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+                except FileExistsError:
+                    continue
             break
         try:
             run.save()
@@ -205,23 +202,26 @@ class Run:
             self._save()
 
     def _save(self) -> None:
-        try:
+        with self._recording():
             state_dir("runs")
             write_atomic(self.record, json.dumps({"prefix": self.prefix, "format": FORMAT, **self.info}))
-        except NotPrivate:
-            raise
-        except OSError as err:
-            raise self._unwritable(err) from None
 
     def _append(self, line: str) -> None:
         """One journal line, in one write(2) (the caller holds the lock). The header is written first if
         this run has none yet (a `Run` made by hand, not by `new`)."""
-        try:
+        with self._recording():
             if self._journal is None:
                 if not self.record.exists():
                     self._save()
                 self._journal = open_private(self.journal)
             os.write(self._journal, f"{line}\n".encode())
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[None]:
+        """Writing the run's record: an OSError (a full disk, say) becomes a RecordError that says so in one
+        line; a folder that is not this user's stays NotPrivate."""
+        try:
+            yield
         except NotPrivate:
             raise
         except OSError as err:
