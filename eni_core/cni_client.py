@@ -115,16 +115,23 @@ def _inside_user_namespace() -> bool:
         return False
 
 
+def own_runtime_dir(path: str | None) -> bool:
+    """Whether `path` may serve as this user's XDG_RUNTIME_DIR: an absolute path to a folder of this user that
+    nobody else may write in. One left pointing at another user's (`su` keeps it) or a shared one is passed
+    over, as an unset one is: in it, enilab's folder could be renamed away under it by that user, or (as
+    root) left where they cannot remove it. eni_core.userns.state_base applies the same rule."""
+    try:
+        info = os.stat(path) if path and os.path.isabs(path) else None
+    except OSError:
+        return False
+    return info is not None and S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 def rootless_base() -> str:
     """The user's private folder of rootless runs, eni_core.userns.state_base's rule (tested to agree):
-    `$XDG_RUNTIME_DIR/enilab` when that is a folder of this user that nobody else may write in, else
-    `~/.cache/enilab`."""
+    `$XDG_RUNTIME_DIR/enilab` when that is the user's own (`own_runtime_dir`), else `~/.cache/enilab`."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    try:
-        info = os.stat(xdg) if xdg and os.path.isabs(xdg) else None
-    except OSError:
-        info = None
-    if info is not None and S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+    if own_runtime_dir(xdg):
         return os.path.join(xdg, "enilab")
     return os.path.join(os.path.expanduser("~"), ".cache", "enilab")
 

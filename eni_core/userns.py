@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from eni_core.cni_client import own_runtime_dir
 from eni_core.private import NotPrivate, private_dir
 
 __all__ = ["RootlessError", "enter", "inside", "join", "own_network", "state_base", "wanted"]
@@ -65,23 +66,11 @@ def inside() -> bool:
     return first != ["0", "0", "4294967295"]
 
 
-def _runtime_dir(path: str) -> bool:
-    """Whether `path` may be this user's XDG_RUNTIME_DIR: a folder of this user that nobody else may write in.
-    One left pointing at another user's (`su` keeps it) or a shared one is passed over, as an unset one is: in
-    it, enilab's folder could be renamed away under it by that user, or (as root) left where they cannot
-    remove it."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
-
-
 def state_base() -> Path:
     """The user's private folder for rootless runs: `$XDG_RUNTIME_DIR/enilab` when that is a folder of the
-    user's own, else `~/.cache/enilab` (0700)."""
+    user's own (`cni_client.own_runtime_dir`), else `~/.cache/enilab` (0700)."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isabs(xdg) and _runtime_dir(xdg):
+    if own_runtime_dir(xdg):
         base = Path(xdg) / "enilab"
     else:
         home = os.path.expanduser("~")
