@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from eni_core.names import shorten
+from testbed.apps import heap
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
 from testbed.world.churn import Arrival, check_churn, churn_workload, churn_world, replay_churn
@@ -111,11 +112,12 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float, float, int, int]:
-    """One run of the workload at a tenth of the size: (setup s, replay s, replay CPU s, events, garbage)."""
+def _tenth(nodes: int, pods: int, hours: float, seed: int) -> tuple[float, float, float, int, int, bool]:
+    """One run of the workload at a tenth of the size: (setup s, replay s, replay CPU s, events, garbage,
+    whether its heap asked for huge pages)."""
     _, setup_s, seconds, cpu_s, done, garbage = _sim_once(churn_world(nodes, seed),
                                                           churn_workload(nodes, pods, hours, seed), hours)
-    return setup_s, seconds, sum(cpu_s), done, garbage
+    return setup_s, seconds, sum(cpu_s), done, garbage, heap.in_effect()
 
 
 def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: int | None = None) -> dict[str, Any]:
@@ -139,7 +141,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
     Each of the full size's parts starts on caches the tenth has just used, which costs it the refill
     of one last-level cache each time (some 50 ms, against it)."""
     small_nodes, small_pods = max(1, nodes // 10), max(1, pods // 10)
-    tenths: list[tuple[float, float, float, int, int]] = []
+    tenths: list[tuple[float, float, float, int, int, bool]] = []
     spec = churn_world(nodes, seed)
     events = churn_workload(nodes, pods, hours, seed)
     # an executor, not a Pool: if the tenth's process dies (killed, out of memory), the result raises
@@ -151,6 +153,7 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
 
         cluster, setup_s, seconds, slice_cpu, done, garbage = _sim_once(spec, events, hours, SLICES, run_tenth)
     rss = peak_rss_mb()
+    pages = heap.report()  # while the cluster is in memory: how much of it the kernel gave huge pages
     running = sum(n.running for n in cluster.nodes.values())
     # a node whose subnets cannot fill its pool polls every 30 s: a starved world measures polls, not churn
     short = sum(bool(n.ipamd.shortfall) for n in cluster.nodes.values())
@@ -168,10 +171,12 @@ def bench_sim(nodes: int, pods: int, hours: float, seed: int, baseline_events: i
         "seconds": round(seconds, 3), "cpu_s": round(cpu_s, 3), "setup_s": round(setup_s, 3),
         "events_per_s": round(done / seconds), "peak_rss_mb": round(rss, 1),
         "pods_left_running": running, "nodes_short_of_addresses": short, "cores": os.cpu_count(),
-        "cyclic_garbage": garbage + sum(t[4] for t in tenths),
+        "cyclic_garbage": garbage + sum(t[4] for t in tenths), "heap": pages,
         "tenth": {"nodes": small_nodes, "events": small_done, "runs": len(tenths), "seconds": round(small_s, 3),
                   "cpu_s": round(small_cpu, 3), "cpu_s_runs": [round(t[2], 4) for t in tenths],
-                  "setup_s": round(small_setup, 3)},
+                  "setup_s": round(small_setup, 3),
+                  # the tenth's process inherits the bench's environment, and with it the heap's pages
+                  "huge_pages": all(t[5] for t in tenths)},
         "slice_cpu_s": [round(c, 4) for c in slice_cpu],
         "scaling_ratio": round(cpu_s / sum(beside), 2),
         # a part with no event (fewer than 10 in all) has no ratio of its own
@@ -333,6 +338,9 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
                       f"{r['scaling_ratio_median_tenth']}): "
                       + ("[green]linear[/green]" if r["linear"] else "[red]NOT LINEAR[/red]")
                       + f" (<= {r['target_scaling_ratio']})")
+        h = r["heap"]
+        console.print(f"heap: {'huge pages' if h['huge_pages'] else 'small pages (' + h['why_not'] + ')'}, "
+                      f"{h['anon_huge_mib']} MiB of it in huge pages at the end (transparent huge pages: {h['thp']})")
         if r["nodes_short_of_addresses"]:
             console.print(f"[red]{r['nodes_short_of_addresses']} nodes were short of addresses at the end: the "
                           "world could not hold the pools, and the replay measured their polls[/red]")

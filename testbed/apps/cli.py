@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from eni_core.names import Parser, shorten, whole_number
+from testbed.apps import heap
 from testbed.errors import UsageError, UserError
 
 __all__ = ["main"]
@@ -137,6 +138,13 @@ def _go_rootless(args: argparse.Namespace) -> None:
             if os.geteuid() == 0:  # root asked for the rootless path: never fall back to root silently
                 raise UsageError(f"ENILAB_ROOTLESS=1: {err}") from None
             args.rootless_error = str(err)
+
+
+def _simulates_at_scale(args: argparse.Namespace) -> bool:
+    """Whether the command's work is a simulation of a thousand nodes or more (its defaults), whose heap
+    then gets huge pages (testbed/apps/heap.py). Not `simulate`: starting again costs a start of the
+    program (0.14 s), more than most scenarios take."""
+    return args.func is cmd_tune or (args.func is cmd_bench and args.what == "sim")
 
 
 def _need_root(what: str, args: argparse.Namespace | None = None) -> None:
@@ -792,6 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if argv is None:  # only as the program itself: a caller's process (a test runner) is never moved
+            if _simulates_at_scale(args):
+                heap.reexec()
             _go_rootless(args)
         return args.func(args)
     except (UserError, NotPrivate) as err:
