@@ -132,3 +132,14 @@ def test_a_bad_switch_exits_2_in_one_line_before_anything_runs():
     r = _bench({heap.SWITCH: "often"}, "--nodes", "50", "--pods", "500", "--json")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("enilab: error: ENILAB_HUGE_PAGES='often'") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_an_interpreter_that_ignores_the_environment_is_not_started_again_and_says_why():
+    """`python -E` would ignore PYTHONMALLOC in the process started again: huge pages asked, never given."""
+    r = subprocess.run([sys.executable, "-E", "-m", "testbed.apps.cli", "bench", "sim", "--nodes", "20", "--pods",
+                        "100", "--json"], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).parent.parent,
+                       env={k: v for k, v in os.environ.items() if k not in (heap.MARK, "PYTHONMALLOC")})
+    assert r.returncode == 0, r.stderr
+    pages = json.loads(r.stdout)["heap"]
+    assert pages["huge_pages"] is False and pages["why_not"] == "python -E or -I ignores PYTHONMALLOC", pages

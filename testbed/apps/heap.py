@@ -98,7 +98,8 @@ def reexec() -> None:
     if not (or if the start fails: the process goes on as it is). Call it before any output and before
     any thread starts: nothing of this process survives but its id, its arguments and its open files."""
     env = huge_page_env(os.environ, thp=thp_mode(), glibc=glibc_version())
-    if env is None or not sys.executable or not sys.orig_argv:
+    # -E or -I: the interpreter started again would ignore PYTHONMALLOC
+    if env is None or sys.flags.ignore_environment or not sys.executable or not sys.orig_argv:
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -110,7 +111,7 @@ def reexec() -> None:
 
 def in_effect(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether this process was started with glibc's malloc asking for huge pages."""
-    return (environ.get("PYTHONMALLOC") == "malloc"
+    return (not sys.flags.ignore_environment and environ.get("PYTHONMALLOC") == "malloc"
             and TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":"))
 
 
@@ -131,7 +132,9 @@ def report() -> dict[str, object]:
     huge pages now (the evidence that the kernel gave them)."""
     why = None
     if not in_effect():
-        if os.environ.get(SWITCH, "1").strip() == "0":
+        if sys.flags.ignore_environment:
+            why = "python -E or -I ignores PYTHONMALLOC"
+        elif os.environ.get(SWITCH, "1").strip() == "0":
             why = f"{SWITCH}=0"
         elif "PYTHONMALLOC" in os.environ or "glibc.malloc.hugetlb=" in os.environ.get("GLIBC_TUNABLES", ""):
             why = "PYTHONMALLOC or glibc.malloc.hugetlb of the user's"
