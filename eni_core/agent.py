@@ -97,18 +97,24 @@ class NodeAgent:
             return legacy
         return key
 
-    def _gc(self, network: str, valid: list[list[str]]) -> dict[str, str]:
-        """Release the attachments of `network` that are not in `valid` ((container id, ifname) pairs);
-        attachments of other networks and the controller's pods are never touched."""
+    def _gc(self, network: str, valid: list[list[str]], release: bool = True,
+            only: list[str] | None = None) -> dict[str, str]:
+        """The attachments of `network` that are not in `valid` ((container id, ifname) pairs), key -> IP,
+        released unless `release` is False (the plugin asks first, unwires them, then has them released,
+        naming them in `only`: one added in between is not among them). Attachments of other networks and
+        the controller's pods are never touched."""
         keep = {tuple(v) for v in valid}
+        named = None if only is None else set(only)
         with self.lock:
             store = self.ipamd.store
             gone = {key: str(store.pods[key].ip) for key, a in store.attachments.items()
-                    if a.network == network and (a.container_id, a.ifname) not in keep and key in store.pods}
-            for key in gone:
-                self.veth_index.give_back(key)
-                self.ipamd.release(key)
-            self.settle()
+                    if a.network == network and (a.container_id, a.ifname) not in keep and key in store.pods
+                    and (named is None or key in named)}
+            if release:
+                for key in gone:
+                    self.veth_index.give_back(key)
+                    self.ipamd.release(key)
+                self.settle()
         return gone
 
     def handle(self, method: str, params: dict[str, Any]) -> Any:
@@ -120,7 +126,10 @@ class NodeAgent:
             self.settle()
             return self.state()
         if method == "gc":
-            return self._gc(str(params.get("network") or ""), params.get("valid") or [])
+            only = params.get("only")
+            return self._gc(str(params.get("network") or ""), params.get("valid") or [],
+                            release=params.get("release", True) is not False,
+                            only=[str(k) for k in only] if isinstance(only, list) else None)
         if method == "cni":
             from eni_core.cni import serve
 

@@ -365,11 +365,18 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
         agent("ping")
         return None
     legacy = None if req.pod_key else req.container_id  # a format 1 checkpoint filed it by container id
+    # DEL and GC unwire first and free the IP after: stopped between the two (killed, or the kernel
+    # refused), the IP is still held and the runtime's retry finishes the job. The other order freed
+    # an IP whose rules were still on the node, for the next pod to be given.
     if req.command == "GC":
-        released = agent("gc", network=req.network, valid=sorted(_valid_attachments(req.config)))
+        valid = sorted(_valid_attachments(req.config))
         if dataplane is not None:
-            for key, ip in released.items():
+            stale = agent("gc", network=req.network, valid=valid, release=False)
+            for key, ip in stale.items():
                 dataplane.delete(key, IPv4Address(ip))
+            agent("gc", network=req.network, valid=valid, only=sorted(stale))
+        else:
+            agent("gc", network=req.network, valid=valid)
         return None
     if req.command in ("ADD", "CHECK") and dataplane is None:
         raise CniError(AGENT_FAILED, f"this node agent does not wire pods (started without a dataplane); "
@@ -399,9 +406,10 @@ def handle(req: CniRequest, agent: AgentCall, dataplane: Dataplane | None) -> di
                 raise CniError(IO_FAILURE, f"wiring {req.ifname} in {req.netns} failed: {err}") from None
             raise
     if req.command == "DEL":
-        released = agent("del", pod=req.key, legacy=legacy)
         if dataplane is not None:
-            dataplane.delete(released["key"], IPv4Address(released["released"]) if released["released"] else None)
+            held = agent("get", pod=req.key, legacy=legacy)
+            dataplane.delete(held["key"] if held else req.key, IPv4Address(held["ip"]) if held else None)
+        agent("del", pod=req.key, legacy=legacy)
         return None
     # CHECK
     alloc = agent("get", pod=req.key, legacy=legacy)

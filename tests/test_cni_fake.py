@@ -216,6 +216,58 @@ def test_del_removes_the_veth_its_peer_and_both_rules_and_a_second_del_is_fine()
     assert w.agent.handle("get", {"pod": w.key()}) is None
 
 
+def _refuse_rule_deletes(op):
+    return errno.ENOBUFS if isinstance(op, DeleteRule) else None
+
+
+def test_a_del_stopped_before_the_rules_are_gone_keeps_the_ip_held_and_its_retry_finishes():
+    """The node refuses a rule's removal (as a kill between the two steps would leave it): the IP stays the
+    pod's, so no other pod can be given an address whose rules still steer elsewhere, and the runtime's
+    retried DEL removes the rules and frees it. The IP used to be freed first."""
+    w = World()
+    ip = w.call("ADD")["ips"][0]["address"].split("/")[0]
+    w.node.refuse = _refuse_rule_deletes
+    with pytest.raises((OSError, CniError)):
+        w.call("DEL")
+    assert w.agent.handle("get", {"pod": w.key()})["ip"] == ip
+    assert w.node_rules(), "the refused rules are still there"
+    w.node.refuse = lambda op: None
+    assert w.call("DEL") is None
+    assert w.node_rules() == set() and w.agent.handle("get", {"pod": w.key()}) is None
+
+
+def _add_in_own_netns(w: World, *containers: str) -> None:
+    for c in containers:
+        w.host.add_namespace(f"/var/run/netns/{c}")
+        w.call("ADD", container=c, netns=f"/var/run/netns/{c}")
+
+
+def test_a_gc_stopped_before_the_rules_are_gone_keeps_the_ips_held_and_its_retry_finishes():
+    w = World()
+    _add_in_own_netns(w, "keep", "drop")
+    gc = {**CONFIG, "cniVersion": "1.1.0", "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]}
+    w.node.refuse = _refuse_rule_deletes
+    with pytest.raises((OSError, CniError)):
+        w.call("GC", config=gc)
+    assert w.agent.handle("get", {"pod": w.key("drop")}) is not None
+    w.node.refuse = lambda op: None
+    assert w.call("GC", config=gc) is None
+    assert w.agent.handle("get", {"pod": w.key("drop")}) is None
+    assert w.agent.handle("get", {"pod": w.key("keep")}) is not None
+    assert len(w.node_rules()) == 2  # the kept attachment's two rules, no others
+
+
+def test_gc_releases_only_what_it_unwired_not_an_attachment_added_in_between():
+    w = World()
+    _add_in_own_netns(w, "old")
+    valid = [["nobody", "eth0"]]
+    stale = w.agent.handle("gc", {"network": "net", "valid": valid, "release": False})
+    assert list(stale) == [w.key("old")] and w.agent.handle("get", {"pod": w.key("old")}) is not None
+    _add_in_own_netns(w, "new")  # after the runtime listed what is valid
+    gone = w.agent.handle("gc", {"network": "net", "valid": valid, "only": sorted(stale)})
+    assert list(gone) == [w.key("old")] and w.agent.handle("get", {"pod": w.key("new")}) is not None
+
+
 def test_del_of_a_pod_whose_eni_is_gone_still_removes_its_from_rule():
     w = World()
     result = w.call("ADD")
