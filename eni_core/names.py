@@ -31,8 +31,8 @@ import sys
 from collections.abc import Iterable
 from typing import NoReturn
 
-__all__ = ["InvalidName", "Parser", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list", "shorten",
-           "whole_number"]
+__all__ = ["InvalidName", "Parser", "counted", "dns_label", "dns_subdomain", "owner_ref", "pod_name", "short_list",
+           "shorten", "whole_number"]
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -46,6 +46,15 @@ _LONG_WORD = re.compile(rf"\S{{{MAX_QUOTED + 3},}}")  # a value `shorten` cut, a
 
 class InvalidName(ValueError):
     """A name that breaks its rule; the message says which rule."""
+
+
+def counted(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless `n` is 1 (the nouns counted here all take an s).
+
+    >>> counted(1, "node"), counted(10000, "node"), counted(0, "pod")
+    ('1 node', '10,000 nodes', '0 pods')
+    """
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def shorten(value: object, limit: int = MAX_QUOTED) -> str:

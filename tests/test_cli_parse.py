@@ -151,6 +151,14 @@ def test_chaos_refuses_a_count_of_iterations_it_cannot_run_before_it_asks_for_ro
     assert f"--iterations {iterations}: give 1 to 100,000" in err and "needs root" not in err
 
 
+@pytest.mark.parametrize("action", ["add", "del"])
+@pytest.mark.parametrize("count", ["0", "-1", "-99999999"])
+def test_a_count_of_no_pods_gets_one_message_whatever_the_number_and_before_any_cluster(action, count, capsys):
+    assert main(["pods", action, "--count", count, "--name", "no-such-cluster"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"enilab: error: --count {count}: give 1 to 10,000 pods\n", err
+
+
 @pytest.mark.parametrize("argv, said", [
     (["simulate", ""], "give a scenario: a file's path, or a built-in's name"),
     (["up", "default", "--name", ""], "--name: '' is not a DNS label"),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from eni_core.names import shorten
+from eni_core.names import counted, shorten
 from testbed.apps import heap
 from testbed.apps.measure import peak_rss_mb
 from testbed.errors import UsageError
@@ -342,5 +342,5 @@ def print_result(console, what: str, r: dict[str, Any]) -> None:
         console.print(f"heap: {'huge pages' if h['huge_pages'] else 'small pages (' + h['why_not'] + ')'}, "
                       f"{h['anon_huge_mib']} MiB of it in huge pages at the end (transparent huge pages: {h['thp']})")
         if r["nodes_short_of_addresses"]:
-            console.print(f"[red]{r['nodes_short_of_addresses']} nodes were short of addresses at the end: the "
+            console.print(f"[red]{counted(r['nodes_short_of_addresses'], 'node')} short of addresses at the end: the "
                           "world could not hold the pools, and the replay measured their polls[/red]")

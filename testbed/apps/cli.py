@@ -347,6 +347,10 @@ def _runtime_table(state: dict):
 def cmd_pods(args: argparse.Namespace) -> int:
     from testbed.apps.controller import connect
 
+    if args.count is not None and args.count < 1:  # 0 and -1 alike, in the controller's own words, before all
+        from testbed.world.scenario import MAX_PODS_PER_STEP
+
+        raise UsageError(f"--count {shorten(args.count)}: give 1 to {MAX_PODS_PER_STEP:,} pods")
     _, client = connect(args.name)
     if args.action == "list":
         state = client.call("state")["state"]

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from eni_core.model import PoolConfig
-from eni_core.names import shorten, whole_number
+from eni_core.names import counted, shorten, whole_number
 from testbed.apps.outputs import DRAWINGS, check_output_file, replacing
 from testbed.apps.runner import apply_steps, check_supported
 from testbed.errors import UsageError, UserError
@@ -295,7 +295,7 @@ def generate_workload(kind: str, *, nodes: int = 1000, hours: float = 24.0, seed
         out.sort()
     arrivals = tuple((t, op, name, node) for t, _, op, name, node in out)
     world = replace(churn_world(nodes, seed), faults=GENERATED_CLOUD)  # 4 ENIs x 10 IPs, 4 /16 subnets
-    return Workload(f"{kind} ({nodes} nodes, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)
+    return Workload(f"{kind} ({counted(nodes, 'node')}, {hours:g} h, seed {seed})", world, span, arrivals=arrivals)
 
 
 # -- measuring one setting -----------------------------------------------------------------------------
@@ -824,7 +824,8 @@ def _progress():
 def print_table(console: Any, result: TuneResult) -> None:
     from rich.table import Table
 
-    table = Table(title=f"enilab tune: {result.workload}, {result.end / 3600:.3g} simulated h, {result.nodes} nodes",
+    table = Table(title=f"enilab tune: {result.workload}, {result.end / 3600:.3g} simulated h, "
+                        f"{counted(result.nodes, 'node')}",
                   title_justify="left")
     for col, justify in (("#", "right"), ("front", "center"), ("min", "right"), ("max", "right"),
                          ("release", "right"), ("quick", "center"), ("idle\nmean", "right"), ("idle\np95", "right"),
