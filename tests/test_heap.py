@@ -143,3 +143,13 @@ def test_an_interpreter_that_ignores_the_environment_is_not_started_again_and_sa
     assert r.returncode == 0, r.stderr
     pages = json.loads(r.stdout)["heap"]
     assert pages["huge_pages"] is False and pages["why_not"] == "python -E or -I ignores PYTHONMALLOC", pages
+
+
+@pytest.mark.parametrize(("argv", "moved"), [
+    (["bench", "sim"], True), (["tune", "--workload", "steady"], True), (["bench", "bringup"], False),
+    (["bench", "cni"], False), (["simulate", "grow-and-shrink"], False), (["status"], False),
+])
+def test_only_the_large_simulations_are_started_again(argv, moved):
+    from testbed.apps.cli import _simulates_at_scale, build_parser
+
+    assert _simulates_at_scale(build_parser().parse_args(argv)) is moved
