@@ -1,7 +1,9 @@
 """The Tencent Cloud VPC API 3.0 actions (version 2017-03-12) over a `SimVpc`: parameters, shapes, errors.
 
 Each action checks its parameters against a table (unknown: `UnknownParameter`, missing:
-`MissingParameter`, wrong type: `InvalidParameter`), then makes exactly one call of the simulated VPC, so
+`MissingParameter`, wrong type: `InvalidParameter`); the table's checks also say what type they take, so a
+request sent as strings (a form, a query string) is typed by the same table (`from_form`) and then checked
+as its JSON twin would be. Then the action makes exactly one call of the simulated VPC, so
 the VPC's seeded faults roll once per call as they do in-process, and maps the VPC's typed errors to the
 API's codes. What the VPC cannot know is kept here: names, extra tags, asynchronous tasks and ClientTokens.
 
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from ipaddress import AddressValueError, IPv4Address
+from typing import TypeVar
 
 from eni_core.ports import (
     EniRecord,
@@ -50,7 +53,7 @@ from eni_core.ports import (
 )
 from testbed.world.vpc import SimVpc
 
-__all__ = ["ACTIONS", "NODE_TAG", "VERSION", "ApiError", "DropConnection", "VpcService"]
+__all__ = ["ACTIONS", "NODE_TAG", "VERSION", "ApiError", "DropConnection", "VpcService", "from_form"]
 
 VERSION = "2017-03-12"
 NODE_TAG = "enilab-node"  # the instance an ENI was created for: its IP quota is that instance type's
@@ -72,28 +75,47 @@ class DropConnection(Exception):
 
 
 # -- parameter tables ------------------------------------------------------------------------------------
+# What each check takes, for requests whose values all come as strings (a form body, a query string): str,
+# int or bool, or [item], a list of values each taken as `item` takes them (a check, or a dict of an object's
+# fields and their checks). `from_form` converts by it, and leaves what does not convert for the check to
+# refuse with the message a JSON value of the wrong type gets.
+_TAKES: dict[Callable, object] = {}
+_C = TypeVar("_C", bound=Callable)
+
+
+def _takes(shape: object) -> Callable[[_C], _C]:
+    def mark(check: _C) -> _C:
+        _TAKES[check] = shape
+        return check
+    return mark
+
+
 def _type_error(name: str, what: str) -> ApiError:
     return ApiError("InvalidParameter", f"The value type of parameter `{name}` must be {what}.")
 
 
+@_takes(str)
 def _str(name: str, v: object) -> str:
     if not isinstance(v, str):
         raise _type_error(name, "String")
     return v
 
 
+@_takes(int)
 def _int(name: str, v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise _type_error(name, "Integer")
     return v
 
 
+@_takes(bool)
 def _bool(name: str, v: object) -> bool:
     if not isinstance(v, bool):
         raise _type_error(name, "Boolean")
     return v
 
 
+@_takes(str)
 def _digits(name: str, v: object) -> int:
     """DescribeSubnets pages with strings: "0", "20"."""
     if not isinstance(v, str) or not v.isdigit() or not v.isascii():
@@ -101,6 +123,7 @@ def _digits(name: str, v: object) -> int:
     return int(v)
 
 
+@_takes(str)
 def _client_token(name: str, v: object) -> str:
     token = _str(name, v)
     if not token or len(token) > 64 or not token.isascii():
@@ -109,10 +132,12 @@ def _client_token(name: str, v: object) -> str:
     return token
 
 
+@_takes(str)
 def _unserved(name: str, v: object) -> None:
     raise ApiError("UnsupportedOperation", f"`{name}` paging is not served here; page with Offset and Limit.")
 
 
+@_takes([_str])
 def _strs(name: str, v: object) -> list[str]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise _type_error(name, "Array of String")
@@ -130,16 +155,25 @@ def _objects(name: str, v: object, fields: dict[str, Callable]) -> list[dict]:
     return v
 
 
+FILTER_FIELDS: dict[str, Callable] = {"Name": _str, "Values": _strs}
+TAG_FIELDS: dict[str, Callable] = {"Key": _str, "Value": _str}
+IP_SPEC_FIELDS: dict[str, Callable] = {
+    "PrivateIpAddress": _str, "Primary": _bool, "PublicIpAddress": _str, "AddressId": _str, "Description": _str,
+    "IsWanIpBlocked": _bool, "State": _str, "QosLevel": _str}
+
+
+@_takes([FILTER_FIELDS])
 def _filters(name: str, v: object) -> list[dict]:
-    items = _objects(name, v, {"Name": _str, "Values": _strs})
+    items = _objects(name, v, FILTER_FIELDS)
     for i, f in enumerate(items):
         if "Name" not in f or "Values" not in f:
             raise ApiError("InvalidParameter.FilterMissParameter", f"`{name}.{i}` needs Name and Values.")
     return items
 
 
+@_takes([TAG_FIELDS])
 def _tags(name: str, v: object) -> list[dict]:
-    items = _objects(name, v, {"Key": _str, "Value": _str})
+    items = _objects(name, v, TAG_FIELDS)
     for i, t in enumerate(items):
         if not t.get("Key"):
             raise ApiError("InvalidParameterValue.InvalidTag", f"`{name}.{i}.Key` must not be empty.")
@@ -150,10 +184,9 @@ NAMED_IPS_PER_CALL = 10  # the API's own limit on PrivateIpAddresses (assign and
 IDS_PER_CALL = 100  # SubnetIds of one DescribeSubnets: "每次请求的实例的上限为100"
 
 
+@_takes([IP_SPEC_FIELDS])
 def _ip_specs(name: str, v: object) -> list[dict]:
-    items = _objects(name, v, {"PrivateIpAddress": _str, "Primary": _bool, "PublicIpAddress": _str,
-                               "AddressId": _str, "Description": _str, "IsWanIpBlocked": _bool, "State": _str,
-                               "QosLevel": _str})
+    items = _objects(name, v, IP_SPEC_FIELDS)
     for i, spec in enumerate(items):
         if "PrivateIpAddress" not in spec:
             raise ApiError("MissingParameter", f"The request is missing a required parameter `{name}.{i}."
@@ -191,6 +224,46 @@ def validate(action: str, params: dict, table: dict[str, P]) -> dict:
         elif p.required:
             raise ApiError("MissingParameter", f"The request is missing a required parameter `{key}`.")
     return params
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def from_form(table: dict[str, P], tree: dict[str, object]) -> dict[str, object]:
+    """Parameters sent as strings, nested by their flattened keys (`Filters.0.Values.0`), typed as `table`'s
+    checks take them in JSON: integers from digits, booleans from true and false in any case, lists from
+    objects keyed 0 to n-1. Unknown names and values that do not convert are left for `validate` to refuse."""
+    return {k: _typed(table[k].check, k, v) if k in table else v for k, v in tree.items()}
+
+
+def _typed(check: Callable, name: str, v: object) -> object:
+    shape = _TAKES.get(check)
+    if isinstance(shape, list):
+        return _listed(shape[0], name, v) if isinstance(v, dict) else v
+    if not isinstance(v, str):
+        return v
+    if shape is int and _INTEGER.fullmatch(v):
+        with contextlib.suppress(ValueError):  # more digits than int() takes: left a string, not an Integer
+            return int(v)
+    if shape is bool:
+        return {"true": True, "false": False}.get(v.lower(), v)
+    return v
+
+
+def _listed(item: object, name: str, v: dict) -> list:
+    """The values of `v`, keyed "0" to str(n - 1), in order; any other key is InvalidParameter. Nothing is
+    allocated for an index beyond the keys given (`Filters.99999999.Name`)."""
+    n = len(v)
+    for key in v:
+        if (not key.isascii() or not key.isdigit() or len(key) > len(str(n)) or (key != "0" and key[0] == "0")
+                or int(key) >= n):
+            raise ApiError("InvalidParameter", f"The parameter `{name}.{key}` is out of order: the indexes of a "
+                                               f"list run 0, 1, 2... with no gap (here 0 to {n - 1}).")
+    out = [v[str(i)] for i in range(n)]
+    if isinstance(item, dict):
+        return [{f: _typed(item[f], f"{name}.{i}.{f}", x) if f in item else x for f, x in obj.items()}
+                if isinstance(obj, dict) else obj for i, obj in enumerate(out)]
+    return [_typed(item, f"{name}.{i}", x) for i, x in enumerate(out)]  # type: ignore[arg-type]
 
 
 # -- the service -----------------------------------------------------------------------------------------
@@ -234,13 +307,16 @@ class VpcService:
         self.reserved: dict[IPv4Address, _Reservation] = {}  # address -> its reservation
         self._reserve_seq = 0
 
-    def handle(self, action: str, params: dict, request_id: str) -> tuple[dict, str]:
-        """Answer one call: (the Response body without RequestId, the RequestId to send)."""
+    def handle(self, action: str, params: dict, request_id: str, *, form: bool = False) -> tuple[dict, str]:
+        """Answer one call: (the Response body without RequestId, the RequestId to send). `form`: the values are
+        strings nested by their flattened keys (a form body, a query string), typed here by the action's table."""
         spec = ACTIONS.get(action)
         if spec is None:
             raise ApiError("InvalidAction", f"The action `{action}` is not served; the VPC actions served are "
                                             f"{', '.join(sorted(ACTIONS))}.")
         method, table, mutating = spec
+        if form:
+            params = from_form(table, params)
         validate(action, params, table)
         with self.lock:
             if self.reserved:
