@@ -417,12 +417,6 @@ def test_a_stalled_connection_is_closed_unanswered_and_the_server_goes_on(sent):
         s.server.close()
 
 
-def test_get_is_answered_in_the_apis_form(served):
-    status, headers, body = served.raw(b"", method="GET")
-    assert (status, headers["Content-Type"], body["Response"]["Error"]["Code"]) == (
-        200, "application/json", "InvalidParameter")
-
-
 def test_one_connection_carries_many_calls(served):
     conn = http.client.HTTPConnection("127.0.0.1", served.server.port, timeout=10)
     try:
