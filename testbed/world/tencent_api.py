@@ -107,6 +107,16 @@ def _digits(v: str) -> bool:
     return v.isascii() and v.isdigit()
 
 
+def _expired(timestamp: str, name: str) -> None:
+    """Refuse a timestamp that is not Unix seconds (a few digits: int() refuses thousands) or is more than
+    SIGNATURE_TTL from the server's clock."""
+    if not _digits(timestamp) or len(timestamp) > 12:
+        raise ApiError("InvalidParameter", f"{name} must be the Unix time in seconds.")
+    if abs(time.time() - int(timestamp)) > SIGNATURE_TTL:
+        raise ApiError("AuthFailure.SignatureExpire", "The signature expired: the timestamp and the server's "
+                                                      "time differ by more than five minutes.")
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive unless the client says `Connection: close`
     disable_nagle_algorithm = True  # an answer is one small write: do not wait for the client's ACK
@@ -215,12 +225,8 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.server.credentials.get(secret_id)
         if key is None:
             raise ApiError("AuthFailure.SecretIdNotFound", f"The SecretId {secret_id} is not found.")
-        if not _digits(h["x-tc-timestamp"]):
-            raise ApiError("InvalidParameter", "X-TC-Timestamp must be the Unix time in seconds.")
+        _expired(h["x-tc-timestamp"], "X-TC-Timestamp")
         stamp = int(h["x-tc-timestamp"])
-        if abs(time.time() - stamp) > SIGNATURE_TTL:
-            raise ApiError("AuthFailure.SignatureExpire", "The signature expired: the timestamp and the server's "
-                                                          "time differ by more than five minutes.")
         names = signed.split(";")
         expected = tc3_signature(key, method=method, headers=h, signed=names, body=body, timestamp=h["x-tc-timestamp"],
                                  date=date, service=service, query=query if method == "GET" else "")
@@ -261,11 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.server.credentials.get(common["SecretId"])
         if key is None:
             raise ApiError("AuthFailure.SecretIdNotFound", f"The SecretId {common['SecretId']} is not found.")
-        if not _digits(common["Timestamp"]):
-            raise ApiError("InvalidParameter", "Timestamp must be the Unix time in seconds.")
-        if abs(time.time() - int(common["Timestamp"])) > SIGNATURE_TTL:
-            raise ApiError("AuthFailure.SignatureExpire", "The signature expired: the timestamp and the server's "
-                                                          "time differ by more than five minutes.")
+        _expired(common["Timestamp"], "Timestamp")
         if not _digits(common["Nonce"]):
             raise ApiError("InvalidParameter", "Nonce must be a positive integer.")
         expected = v1_signature(key, method=method, host=h.get("host", ""), path=path,

@@ -378,6 +378,7 @@ def test_bad_parameters_get_the_apis_error_codes(served, action, params, code):
     (b"{}", {"X-TC-Region": None}, "MissingParameter"),
     (b'{"Filters": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", {}, "InvalidParameter"),  # deeper than Python goes
     (b"{}", {"X-TC-Timestamp": "\u00b9"}, "InvalidParameter"),  # a digit to str.isdigit(), not to int()
+    (b"{}", {"X-TC-Timestamp": "9" * 5000}, "InvalidParameter"),  # more digits than int() takes
     (b"", {"Content-Length": "\u00b2"}, "InvalidParameter"),
 ])
 def test_malformed_requests_get_error_codes_as_json(served, body, headers, code):

@@ -96,6 +96,7 @@ def test_an_expired_timestamp_a_changed_parameter_or_an_unserved_method_is_refus
     assert code([], Timestamp=str(int(time.time()) - 3600))[0] == "AuthFailure.SignatureExpire"
     assert code([], Timestamp=str(int(time.time()) + 3600))[0] == "AuthFailure.SignatureExpire"
     assert code([], Timestamp="soon") == ("InvalidParameter", "Timestamp must be the Unix time in seconds.")
+    assert code([], Timestamp="9" * 5000)[0] == "InvalidParameter"  # more digits than int() takes
     got, message = code([], SignatureMethod="HmacMD5")
     assert got == "InvalidParameterValue" and "'HmacMD5'" in message and "HmacSHA256" in message
     assert code([], Signature="bm90IGl0")[0] == "AuthFailure.SignatureFailure"
