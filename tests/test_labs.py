@@ -431,6 +431,49 @@ def test_every_cell_can_be_run_again(path, monkeypatch):
                             f"{path.name} cell {i} says it can run again, but: {out.evalue}"
 
 
+# A task's cells run without the cells that break what it fixes: (the lab, the cells run, what each must be)
+SKIPPING_THE_BREAK = [
+    pytest.param("04", [(1, "open_cluster("), (8, "task = Task("), (9, "task.solution"), (10, "task.check()")],
+                 id="04", marks=pytest.mark.netns),
+    pytest.param("07", [(1, "open_cluster("), (9, "task = Task("), (10, "task.solution"), (11, "task.check()")],
+                 id="07"),
+    pytest.param("10", [(1, "open_cluster("), (11, "task = Task("), (12, "task.solution"), (13, "task.check()")],
+                 id="10"),
+    pytest.param("10", [(1, "open_cluster("), (16, "ProcessCluster("), (23, "task2 = Task("),
+                        (24, "task2.solution"), (25, "task2.check()")], id="10-agent", marks=pytest.mark.netns),
+    pytest.param("11", [(1, "open_cluster("), (11, "task = Task("), (12, "task.solution"), (13, "task.check()")],
+                 id="11"),
+]
+
+
+@pytest.mark.parametrize(("lab", "run"), SKIPPING_THE_BREAK)
+def test_a_task_whose_break_has_not_run_is_not_done_and_says_to_run_the_cells_above(lab, run):
+    """A learner who skips the cells that break the cluster (or runs the task's cells first) finds the goal
+    holding: nothing is broken. That is not a fix: the check says what has not happened yet, never "Done";
+    `task.solve()` does not run the solution either."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = next(p for p in LABS if p.name.startswith(lab))
+    nb = nbformat.read(path, as_version=4)
+    for i, marker in run:
+        assert marker in nb.cells[i].source, f"{path.name} cell {i} is not the {marker} it was"
+    client = NotebookClient(nb, timeout=120, kernel_name="enilab", allow_errors=True,
+                            resources={"metadata": {"path": str(path.parent)}})
+    with client.setup_kernel():
+        for i, _ in run:
+            client.execute_cell(nb.cells[i], i)
+        task = run[-2][1].split(".")[0]
+        solve = nbformat.v4.new_code_cell(f"{task}.solve()")
+        nb.cells.append(solve)
+        client.execute_cell(solve, len(nb.cells) - 1)
+    said = "".join(o.get("text", "") for o in nb.cells[run[-1][0]].outputs + solve.outputs)
+    errors = [o for o in nb.cells[run[-1][0]].outputs + solve.outputs if o.output_type == "error"]
+    # what the cell goes on to show of the break may be missing: that is the one-line "run the cells above"
+    assert all(e.ename == "NameError" and len(e.traceback) == 1 for e in errors), errors
+    assert said.count("Not yet: ") == 2 and "Done" not in said, said
+
+
 @pytest.mark.netns
 def test_a_containers_lab_runs_ip_in_its_nodes_and_fetches_between_its_pods(monkeypatch):
     from tests.containers.helpers import SMALL as BOXES

@@ -62,6 +62,7 @@ class ProcessCluster:
         self.agents: dict[str, subprocess.Popen] = {}
         self.servers: list = []
         self.closed = False
+        self.kills: dict[str, int] = {}  # node -> how many times `kill_agent` killed its agent
         self.backend = NetnsBackend()
         try:  # a cluster that cannot come up whole (a socket path too long, an agent that died) is taken down
             self.folder = folder = folder or private_dir(own_state(self.backend.run.prefix))
@@ -164,6 +165,7 @@ class ProcessCluster:
     def kill_agent(self, node: str) -> None:
         os.kill(self.agents[node].pid, signal.SIGKILL)
         self.agents[node].wait()
+        self.kills[node] = self.kills.get(node, 0) + 1
 
     def _cni(self, command: str, node: str, pod: str, ns: str) -> dict | None:
         env = {"CNI_COMMAND": command, "CNI_CONTAINERID": pod, "CNI_NETNS": str(netns.path(ns)), "CNI_IFNAME": "eth0"}

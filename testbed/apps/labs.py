@@ -77,6 +77,14 @@ class LabCluster(EnilabCluster):
     def cluster(self, cluster: Cluster) -> None:
         self._cluster = cluster
 
+    def broke(self, what: str) -> None:
+        """Record that a cell broke `what` on this cluster by hand (an operator's edit that no event records),
+        for a Task's `broken` to read back with `has_broken`. A cluster made again has broken nothing."""
+        self._breaks = getattr(self, "_breaks", frozenset()) | {what}
+
+    def has_broken(self, what: str) -> bool:
+        return what in getattr(self, "_breaks", frozenset())
+
 
 _made_at: dict[tuple[str, int], weakref.ref[LabCluster]] = {}  # the cell that called open_cluster -> what it made
 
@@ -393,8 +401,11 @@ class Exercise:
 class Task:
     """Something the learner does to the live cluster (break it, fix it), checked by reading it back.
 
-    `done()` returns None when the goal holds, else what is still wrong. `solution()` is the hidden
-    answer: it runs only under ENILAB_LAB_SOLUTIONS=1 or when the learner calls `task.solve()`."""
+    `done()` returns None when the goal holds, else what is still wrong. `broken()`, if given, returns None
+    once the cells above have broken what the task fixes, read back from the same cluster, else what has not
+    happened yet: a goal that holds because nothing was ever broken is not a fix, and is not "Done".
+    `solution()` is the hidden answer: it runs only under ENILAB_LAB_SOLUTIONS=1 or when the learner calls
+    `task.solve()`."""
 
     goal: str
     done: Callable[[], str | None]
@@ -402,14 +413,33 @@ class Task:
     hint: str = ""
     needs_kernel: bool = False
     passed: bool | None = None
+    broken: Callable[[], str | None] | None = None
 
     def _solve(self) -> None:
         if self.solution is None:
             raise RuntimeError(f"the task {self.goal!r} has no solution to run")
         self.solution()
 
+    def _not_broken_yet(self, doing: str) -> bool:
+        """True (having said so in one line) if the break this task fixes has not happened on its cluster."""
+        if self.broken is None:
+            return False
+        ran, missing = _read(self.broken, doing)
+        if not ran:
+            return True
+        if missing is None:
+            return False
+        if _mode() in ("1", "wrong"):  # a headless run goes through every cell: its break must have happened
+            raise AssertionError(f"ENILAB_LAB_SOLUTIONS={_mode()}: the break before {self.goal!r} never "
+                                 f"happened: {missing}")
+        print(f"Not yet: {missing}. This task fixes what the cells above break; run them first, then this one.")
+        self.passed = None
+        return True
+
     def solve(self) -> None:
         """Give up and let the hidden solution do it, then check; a goal that holds already is left as it is."""
+        if self._not_broken_yet("solve"):
+            return
         ran, still = _read(self.done, "solve")
         if ran and still is None:
             print(f"Done already: {self.goal}. Nothing to solve.")
@@ -420,6 +450,8 @@ class Task:
     def check(self) -> None:
         if self.needs_kernel and not can_use_namespaces():
             print(f"Task skipped: {self.goal!r} changes a kernel ({why_no_namespaces()}).")
+            return
+        if self._not_broken_yet("check"):
             return
         ran, still = _read(self.done, "check")
         if not ran:
