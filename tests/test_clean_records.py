@@ -99,6 +99,7 @@ def test_an_engine_record_pointing_outside_the_run_purges_nothing_and_no_look_al
     own = engine.own_state("enl-888888")
     engine.purge({"engine": {"kind": "podman", "state": str(own)}}, "enl-888888")
     assert purged == [own]
+    own.mkdir(parents=True, exist_ok=True)
     procs = {what: subprocess.Popen(["sh", "-c", "sleep 30", arg])
              for what, arg in [("reader", f"{own}.names"), ("look-alike", f"{own}-other"),
                                ("inside", f"--root={own}/root")]}
@@ -109,6 +110,28 @@ def test_an_engine_record_pointing_outside_the_run_purges_nothing_and_no_look_al
                 time.sleep(0.01)
         found = set(engine._processes_naming(own))
         assert procs["inside"].pid in found and not {procs["reader"].pid, procs["look-alike"].pid} & found
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.netns
+@pytest.mark.host_root("another user's process: only the host's root can start one")
+def test_another_users_process_naming_the_runs_folder_is_never_taken(run_dir):
+    """Anyone may put any path in their arguments: `clean`, run as root, kills only processes of the folder's
+    owner that name it, never another user's."""
+    own = engine.own_state("enl-777778")
+    own.mkdir(parents=True, exist_ok=True)
+    procs = {who: subprocess.Popen(["sh", "-c", "sleep 30", f"--root={own}/root"], user=uid)
+             for who, uid in [("owner", own.stat().st_uid), ("other", 65534)]}
+    try:
+        deadline = time.monotonic() + 30
+        for p in procs.values():
+            while b"sleep 30" not in cmdline(p.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        found = set(engine._processes_naming(own))
+        assert procs["owner"].pid in found and procs["other"].pid not in found
     finally:
         for p in procs.values():
             p.kill()

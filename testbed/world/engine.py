@@ -174,9 +174,14 @@ class PodmanService:
 
 
 def _processes_naming(folder: Path) -> list[int]:
-    """Pids of the processes with an argument that is `folder` or a path inside it (`--root DIR/root`, or
-    `--root=DIR/root`): ours alone, the folder being the run's. A path that only begins with the same
-    characters (`DIR.names`, `DIR-other`) is another file, and its reader is left alone."""
+    """Pids of the processes of the folder's owner with an argument that is `folder` or a path inside it
+    (`--root DIR/root`, or `--root=DIR/root`): ours alone, the folder being the run's. A path that only
+    begins with the same characters (`DIR.names`, `DIR-other`) is another file, and its reader is left
+    alone; so is another user's process, whatever it names (anyone may put any path in their arguments)."""
+    try:
+        owner = folder.stat().st_uid
+    except OSError:  # gone: nothing of it runs
+        return []
     mark = str(folder).encode()
     inside = mark + b"/"
     pids = []
@@ -184,6 +189,8 @@ def _processes_naming(folder: Path) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
+            if entry.stat().st_uid != owner:
+                continue
             for arg in (entry / "cmdline").read_bytes().split(b"\0"):
                 value = arg.split(b"=", 1)[-1] if arg.startswith(b"-") else arg
                 if value == mark or value.startswith(inside):
