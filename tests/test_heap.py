@@ -84,8 +84,34 @@ def test_a_start_that_fails_leaves_the_process_going_on_as_it_was(monkeypatch):
     monkeypatch.setattr(heap, "glibc_version", lambda: (2, 36))
     for name in (heap.SWITCH, heap.MARK, "PYTHONMALLOC", "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "orig_argv", ["/venv/bin/python", "/venv/bin/enilab", "bench", "sim"])
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/enilab", "bench", "sim"])
     heap.reexec()
     assert calls and calls[0]["PYTHONMALLOC"] == "malloc"
+
+
+@pytest.mark.parametrize(("orig_argv", "argv", "moved"), [
+    (["/venv/bin/python", "/venv/bin/enilab", "bench", "sim"], ["/venv/bin/enilab", "bench", "sim"], True),
+    (["python", "-m", "testbed.apps.cli", "tune"], ["/src/testbed/apps/cli.py", "tune"], True),
+    # a notebook's kernel running `%run -m testbed.apps.cli bench sim`: started again, it would be a new
+    # kernel (its state gone, the cell never answered), and the bench would never run
+    (["python", "-m", "ipykernel_launcher", "-f", "/run/kernel-1.json"], ["/src/testbed/apps/cli.py", "bench", "sim"],
+     False),
+    # a script read from stdin: started again, the interpreter finds stdin empty and runs nothing
+    (["python"], [""], False),
+    (["python", "-", "bench", "sim"], ["-", "bench", "sim"], False),
+], ids=["console-script", "python-m", "ipython-run", "stdin", "stdin-dash"])
+def test_only_a_process_started_as_the_command_itself_is_started_again(monkeypatch, orig_argv, argv, moved):
+    calls = []
+    monkeypatch.setattr(os, "execve", lambda path, args, env: calls.append(args))
+    monkeypatch.setattr(heap, "thp_mode", lambda: "madvise")
+    monkeypatch.setattr(heap, "glibc_version", lambda: (2, 36))
+    for name in (heap.SWITCH, heap.MARK, "PYTHONMALLOC", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "orig_argv", orig_argv)
+    monkeypatch.setattr(sys, "argv", argv)
+    heap.reexec()
+    assert calls == ([orig_argv] if moved else [])
 
 
 def test_a_callers_process_is_never_started_again(monkeypatch, capsys):

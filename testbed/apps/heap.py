@@ -99,7 +99,7 @@ def reexec() -> None:
     any thread starts: nothing of this process survives but its id, its arguments and its open files."""
     env = huge_page_env(os.environ, thp=thp_mode(), glibc=glibc_version())
     # -E or -I: the interpreter started again would ignore PYTHONMALLOC
-    if env is None or sys.flags.ignore_environment or not sys.executable or not sys.orig_argv:
+    if env is None or sys.flags.ignore_environment or not sys.executable or not _started_as_itself():
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -107,6 +107,17 @@ def reexec() -> None:
         os.execve(sys.executable, sys.orig_argv, env)
     except OSError:
         return
+
+
+def _started_as_itself() -> bool:
+    """Whether starting the interpreter's own command line again runs this command again: the arguments
+    being parsed are the last ones the interpreter was given, and its program was not read from stdin
+    (which the process started again would find empty). Not so in a program that runs the command inside
+    itself with arguments of its own (IPython's `%run -m testbed.apps.cli ...`, runpy): starting that
+    program again would replace it (a notebook's kernel, with all its state) and never run the command."""
+    args = sys.argv[1:]
+    return (bool(sys.orig_argv) and sys.argv[:1] not in ([""], ["-"]) and len(sys.orig_argv) > len(args)
+            and sys.orig_argv[len(sys.orig_argv) - len(args):] == args)
 
 
 def in_effect(environ: Mapping[str, str] = os.environ) -> bool:
