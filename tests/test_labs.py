@@ -176,6 +176,25 @@ def test_a_task_reads_the_live_state_and_runs_its_solution_only_when_asked(monke
 
 
 # -- fixtures, figures, clusters ------------------------------------------------------------------------
+def test_a_task_says_first_that_it_changes_a_kernel_then_that_its_break_has_not_happened(monkeypatch, capsys):
+    """Without namespaces a kernel task is skipped, on check and on solve alike; with them, one whose break
+    has not happened is "Not yet", its solution not run."""
+    ran = []
+    task = Task("the goal", lambda: None, solution=lambda: ran.append(1), needs_kernel=True,
+                broken=lambda: "nothing is broken yet")
+    monkeypatch.setattr(labs, "can_use_namespaces", lambda: False)
+    monkeypatch.setattr(labs, "why_no_namespaces", lambda: "no namespaces here")
+    task.check()
+    task.solve()
+    assert capsys.readouterr().out.count("Task skipped: 'the goal' changes a kernel (no namespaces here).") == 2
+    monkeypatch.setattr(labs, "can_use_namespaces", lambda: True)
+    task.check()
+    task.solve()
+    out = capsys.readouterr().out
+    assert out.count("Not yet: nothing is broken yet.") == 2 and "Done" not in out and not ran
+    assert task.passed is None
+
+
 def test_the_labs_name_their_topologies_and_scenarios_never_a_path():
     for path in LABS:
         text = "".join(source(c) for c in cells(path))
