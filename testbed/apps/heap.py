@@ -83,14 +83,25 @@ def huge_page_env(environ: Mapping[str, str], *, thp: str | None, glibc: tuple[i
     >>> huge_page_env({}, thp="never", glibc=(2, 36)) is None
     True
     """
+    if _why_not(environ, thp=thp, glibc=glibc) is not None or MARK in environ:
+        return None
     tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
-    if not _switch(environ) or MARK in environ or "PYTHONMALLOC" in environ:
-        return None
-    if any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):  # the user's own choice
-        return None
-    if thp not in ("always", "madvise") or glibc is None or glibc < MIN_GLIBC:
-        return None
     return {**environ, MARK: "huge-pages", "PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": ":".join([*tunables, TUNABLE])}
+
+
+def _why_not(environ: Mapping[str, str], *, thp: str | None, glibc: tuple[int, int] | None) -> str | None:
+    """Why a process in `environ` on this machine gets no huge pages; None if it gets them. UsageError for a
+    switch that is neither 0 nor 1."""
+    if not _switch(environ):
+        return f"{SWITCH}=0"
+    tunables = environ.get("GLIBC_TUNABLES", "").split(":")
+    if "PYTHONMALLOC" in environ or any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+        return "PYTHONMALLOC or glibc.malloc.hugetlb of the user's"
+    if thp not in ("always", "madvise"):
+        return f"the kernel's transparent huge pages: {thp or 'none'}"
+    if glibc is None or glibc < MIN_GLIBC:
+        return "no glibc 2.35 or later"
+    return None
 
 
 def reexec() -> None:
@@ -141,18 +152,10 @@ def _anon_huge_mib() -> float | None:
 def report() -> dict[str, object]:
     """For a bench's JSON: whether the heap asks for huge pages, why not if not, and how much of it is in
     huge pages now (the evidence that the kernel gave them)."""
+    thp = thp_mode()
     why = None
     if not in_effect():
-        if sys.flags.ignore_environment:
-            why = "python -E or -I ignores PYTHONMALLOC"
-        elif os.environ.get(SWITCH, "1").strip() == "0":
-            why = f"{SWITCH}=0"
-        elif "PYTHONMALLOC" in os.environ or "glibc.malloc.hugetlb=" in os.environ.get("GLIBC_TUNABLES", ""):
-            why = "PYTHONMALLOC or glibc.malloc.hugetlb of the user's"
-        elif thp_mode() not in ("always", "madvise"):
-            why = f"the kernel's transparent huge pages: {thp_mode() or 'none'}"
-        elif (glibc_version() or (0, 0)) < MIN_GLIBC:
-            why = "no glibc 2.35 or later"
-        else:
-            why = "the process was not started by the enilab command"
-    return {"huge_pages": why is None, "why_not": why, "thp": thp_mode(), "anon_huge_mib": _anon_huge_mib()}
+        why = ("python -E or -I ignores PYTHONMALLOC" if sys.flags.ignore_environment
+               else _why_not(os.environ, thp=thp, glibc=glibc_version())
+               or "the process was not started by the enilab command")
+    return {"huge_pages": why is None, "why_not": why, "thp": thp, "anon_huge_mib": _anon_huge_mib()}

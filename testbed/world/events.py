@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+from eni_core.names import counted
 from testbed.errors import UserError
 
 __all__ = ["EventLimitError", "EventLog"]
@@ -64,7 +65,7 @@ class EventLog:
     def check(self) -> None:
         events, calls, fired = self.since
         if self.limit is not None and self.count - events > self.limit:
-            raise EventLimitError(f"the run made more than {self.limit:,} event{'s' if self.limit != 1 else ''}; "
+            raise EventLimitError(f"the run made more than {counted(self.limit, 'event')}; "
                                   "the limit keeps a run's time and memory bounded")
         if self.limit is not None and self.fired - fired > self.limit:  # a timer can fire and say nothing
             raise EventLimitError(f"the run's timers fired more than {self.limit:,} times; the limit keeps its "
